@@ -1,0 +1,49 @@
+//! Redoubt's wire schema.
+//!
+//! Everything a device and a server say to each other is defined here: the frame codec,
+//! the typed requests and responses, the error codes, the activation code a user types or
+//! scans, and the device certificate the organisation's root key signs. The crate does no
+//! I/O and knows nothing of tokio, so it can be fuzzed and reused by any transport.
+//!
+//! `docs/protocol.md` at the repository root describes the same schema byte by byte, for
+//! clients written in other languages.
+
+mod activation;
+mod auth;
+mod bytes;
+mod certificate;
+mod error;
+mod frame;
+mod ids;
+mod messages;
+
+pub use activation::{ActivationCode, ActivationCodeError, ActivationSecret, ServerAddress};
+pub use auth::{TLS_EXPORTER_BYTES, TLS_EXPORTER_LABEL, enroll_transcript, session_transcript};
+pub use bytes::Bytes;
+pub use certificate::{
+    CertificateBody, CertificateError, DeviceCertificate, VerifiedCertificate,
+};
+pub use error::{ErrorBody, ErrorCode};
+pub use frame::{
+    ClientFrame, DecodeError, FRAME_BYTES_MIN, PROTOCOL_VERSION, ServerFrame, decode_client_frame,
+    decode_server_frame, encode_client_frame, encode_server_frame,
+};
+pub use ids::{ActivationCodeId, DeviceId, DeviceName, DisplayName, IdError, OrgId, Role, UserName};
+pub use messages::{
+    DeviceSummary, EnrollRequest, Enrolled, Hello, IssuedActivationCode, Request, Response,
+    SessionInfo, UserSummary, AuthenticateRequest,
+};
+
+/// Size of an Ed25519 public key.
+pub const PUBLIC_KEY_BYTES: usize = 32;
+/// Size of an Ed25519 signature.
+pub const SIGNATURE_BYTES: usize = 64;
+/// Size of the server's per-connection authentication challenge.
+pub const CHALLENGE_BYTES: usize = 32;
+
+/// An Ed25519 public key on the wire.
+pub type PublicKeyBytes = Bytes<PUBLIC_KEY_BYTES>;
+/// An Ed25519 signature on the wire.
+pub type SignatureBytes = Bytes<SIGNATURE_BYTES>;
+/// SHA-256 of a DER certificate, as carried in activation codes.
+pub type CertificatePin = Bytes<32>;
