@@ -1,1 +1,458 @@
+//! The embedded default store: one SQLite file in WAL mode, through sqlx.
+//!
+//! Writes that read before they write run in `BEGIN IMMEDIATE` transactions, so SQLite's
+//! single writer lock serialises them and check-then-act sequences (redeeming a code) are
+//! atomic. `synchronous = FULL`: a write acknowledged is on disk.
 
+mod migrate;
+
+use std::path::Path;
+use std::time::Duration;
+
+use redoubt_proto::{
+    ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName,
+};
+use redoubt_store::{
+    ActivationCodeRecord, ActivationCodeState, DeviceRecord, OrgRecord, RedeemError, Result, Store,
+    StoreError, UserRecord,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+
+/// Connections in the pool. SQLite has one writer; readers proceed in parallel under WAL.
+const POOL_CONNECTIONS_MAX: u32 = 4;
+/// How long a writer waits for the lock before failing.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+pub(crate) fn backend_error(error: sqlx::Error) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+/// Maps a failed insert: unique violations become `AlreadyExists(what)`, foreign-key
+/// violations `NotFound(parent)`.
+fn insert_error(error: sqlx::Error, what: &'static str, parent: &'static str) -> StoreError {
+    if let sqlx::Error::Database(db) = &error {
+        if db.is_unique_violation() {
+            return StoreError::AlreadyExists(what);
+        }
+        if db.is_foreign_key_violation() {
+            return StoreError::NotFound(parent);
+        }
+    }
+    backend_error(error)
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_CONNECTIONS_MAX)
+            .connect_with(options)
+            .await
+            .map_err(backend_error)?;
+        restrict_permissions(path)?;
+        migrate::run(&pool, unix_now()).await?;
+        Ok(Self { pool })
+    }
+
+    /// Runs SQLite's own consistency check; `Ok(())` when it reports "ok".
+    pub async fn integrity_check(&self) -> Result<()> {
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend_error)?;
+        if rows == ["ok"] { Ok(()) } else { Err(StoreError::Corrupt(rows.join("; "))) }
+    }
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| StoreError::Backend(format!("cannot restrict {}: {e}", path.display())))
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn state_text(state: ActivationCodeState) -> &'static str {
+    match state {
+        ActivationCodeState::Active => "active",
+        ActivationCodeState::Used => "used",
+        ActivationCodeState::Voided => "voided",
+    }
+}
+
+fn parse_state(text: &str) -> Result<ActivationCodeState> {
+    match text {
+        "active" => Ok(ActivationCodeState::Active),
+        "used" => Ok(ActivationCodeState::Used),
+        "voided" => Ok(ActivationCodeState::Voided),
+        _ => Err(corrupt("activation code state")),
+    }
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+    row: &'r SqliteRow,
+    column: &str,
+) -> Result<T> {
+    row.try_get(column).map_err(backend_error)
+}
+
+fn fixed<const N: usize>(row: &SqliteRow, column: &str) -> Result<[u8; N]> {
+    let bytes: Vec<u8> = get(row, column)?;
+    bytes.try_into().map_err(|_| StoreError::Corrupt(format!("{column} has the wrong length")))
+}
+
+fn user_name(row: &SqliteRow, column: &str) -> Result<UserName> {
+    UserName::parse(&get::<String>(row, column)?).map_err(|_| corrupt("user name"))
+}
+
+fn serial_from_db(value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| corrupt("certificate serial"))
+}
+
+fn serial_to_db(value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| StoreError::Backend("certificate serial exceeds i64".into()))
+}
+
+fn code_from_row(row: &SqliteRow) -> Result<ActivationCodeRecord> {
+    let device_id: Option<Vec<u8>> = get(row, "device_id")?;
+    let device_id = device_id
+        .map(|bytes| <[u8; 16]>::try_from(bytes).map(DeviceId::from))
+        .transpose()
+        .map_err(|_| corrupt("device id"))?;
+    let failed: i64 = get(row, "failed_attempts")?;
+    Ok(ActivationCodeRecord {
+        id: ActivationCodeId::from(fixed::<8>(row, "id")?),
+        user: user_name(row, "user_name")?,
+        secret_hash: fixed::<32>(row, "secret_hash")?,
+        created_at_unix_s: get(row, "created_at")?,
+        expires_at_unix_s: get(row, "expires_at")?,
+        failed_attempts: u32::try_from(failed).map_err(|_| corrupt("failed attempts"))?,
+        state: parse_state(&get::<String>(row, "state")?)?,
+        device_id,
+    })
+}
+
+fn device_from_row(row: &SqliteRow) -> Result<DeviceRecord> {
+    Ok(DeviceRecord {
+        id: DeviceId::from(fixed::<16>(row, "id")?),
+        user: user_name(row, "user_name")?,
+        name: DeviceName::parse(&get::<String>(row, "name")?).map_err(|_| corrupt("device name"))?,
+        public_key: Bytes(fixed::<32>(row, "public_key")?),
+        certificate: get(row, "certificate")?,
+        certificate_serial: serial_from_db(get(row, "certificate_serial")?)?,
+        certificate_not_after_unix_s: get(row, "certificate_not_after")?,
+        created_at_unix_s: get(row, "created_at")?,
+        last_seen_at_unix_s: get(row, "last_seen_at")?,
+        revoked_at_unix_s: get(row, "revoked_at")?,
+    })
+}
+
+const CODE_COLUMNS: &str =
+    "id, user_name, secret_hash, created_at, expires_at, failed_attempts, state, device_id";
+const DEVICE_COLUMNS: &str = "id, user_name, name, public_key, certificate, certificate_serial, \
+     certificate_not_after, created_at, last_seen_at, revoked_at";
+
+async fn insert_code(
+    conn: &mut sqlx::SqliteConnection,
+    code: &ActivationCodeRecord,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO activation_codes
+            (id, user_name, secret_hash, created_at, expires_at, failed_attempts, state, device_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(code.id.as_bytes().as_slice())
+    .bind(code.user.as_str())
+    .bind(code.secret_hash.as_slice())
+    .bind(code.created_at_unix_s)
+    .bind(code.expires_at_unix_s)
+    .bind(i64::from(code.failed_attempts))
+    .bind(state_text(code.state))
+    .bind(code.device_id.as_ref().map(|id| id.as_bytes().to_vec()))
+    .execute(conn)
+    .await
+    .map_err(|e| insert_error(e, "activation code", "user"))?;
+    Ok(())
+}
+
+impl SqliteStore {
+    async fn roles(&self, user: &UserName) -> Result<Vec<Role>> {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT role FROM user_roles WHERE user_name = ? ORDER BY role")
+                .bind(user.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend_error)?;
+        let mut roles = names
+            .iter()
+            .map(|name| Role::parse(name).ok_or_else(|| corrupt("role")))
+            .collect::<Result<Vec<_>>>()?;
+        roles.sort();
+        Ok(roles)
+    }
+
+    async fn user_from_row(&self, row: &SqliteRow) -> Result<UserRecord> {
+        let name = user_name(row, "name")?;
+        let display_name: Option<String> = get(row, "display_name")?;
+        Ok(UserRecord {
+            roles: self.roles(&name).await?,
+            display_name: display_name
+                .map(|d| DisplayName::parse(&d))
+                .transpose()
+                .map_err(|_| corrupt("display name"))?,
+            created_at_unix_s: get(row, "created_at")?,
+            name,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn org(&self) -> Result<Option<OrgRecord>> {
+        let row = sqlx::query("SELECT org_id, created_at FROM org WHERE singleton = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_error)?;
+        row.map(|row| {
+            Ok(OrgRecord {
+                org_id: OrgId::from(fixed::<16>(&row, "org_id")?),
+                created_at_unix_s: get(&row, "created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn init_org(&self, org: &OrgRecord) -> Result<()> {
+        sqlx::query("INSERT INTO org (singleton, org_id, created_at) VALUES (1, ?, ?)")
+            .bind(org.org_id.as_bytes().as_slice())
+            .bind(org.created_at_unix_s)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| insert_error(e, "organisation", "organisation"))?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &UserRecord, code: &ActivationCodeRecord) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend_error)?;
+        sqlx::query("INSERT INTO users (name, display_name, created_at) VALUES (?, ?, ?)")
+            .bind(user.name.as_str())
+            .bind(user.display_name.as_ref().map(DisplayName::as_str))
+            .bind(user.created_at_unix_s)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| insert_error(e, "user", "user"))?;
+        for role in &user.roles {
+            sqlx::query("INSERT OR IGNORE INTO user_roles (user_name, role) VALUES (?, ?)")
+                .bind(user.name.as_str())
+                .bind(role.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_error)?;
+        }
+        insert_code(&mut tx, code).await?;
+        tx.commit().await.map_err(backend_error)
+    }
+
+    async fn user(&self, name: &UserName) -> Result<Option<UserRecord>> {
+        let row = sqlx::query("SELECT name, display_name, created_at FROM users WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_error)?;
+        match row {
+            Some(row) => Ok(Some(self.user_from_row(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT name, display_name, created_at FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend_error)?;
+        let mut users = Vec::with_capacity(rows.len());
+        for row in &rows {
+            users.push(self.user_from_row(row).await?);
+        }
+        Ok(users)
+    }
+
+    async fn create_activation_code(&self, code: &ActivationCodeRecord) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(backend_error)?;
+        insert_code(&mut conn, code).await
+    }
+
+    async fn activation_code(&self, id: &ActivationCodeId) -> Result<Option<ActivationCodeRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CODE_COLUMNS} FROM activation_codes WHERE id = ?"
+        )))
+        .bind(id.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        row.as_ref().map(code_from_row).transpose()
+    }
+
+    async fn record_failed_activation(
+        &self,
+        id: &ActivationCodeId,
+        attempts_max: u32,
+    ) -> Result<ActivationCodeRecord> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend_error)?;
+        sqlx::query(
+            "UPDATE activation_codes
+             SET failed_attempts = failed_attempts + 1,
+                 state = CASE WHEN failed_attempts + 1 >= ? THEN 'voided' ELSE state END
+             WHERE id = ? AND state = 'active'",
+        )
+        .bind(i64::from(attempts_max))
+        .bind(id.as_bytes().as_slice())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_error)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CODE_COLUMNS} FROM activation_codes WHERE id = ?"
+        )))
+        .bind(id.as_bytes().as_slice())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend_error)?
+        .ok_or(StoreError::NotFound("activation code"))?;
+        let record = code_from_row(&row)?;
+        tx.commit().await.map_err(backend_error)?;
+        Ok(record)
+    }
+
+    async fn redeem_activation_code(
+        &self,
+        id: &ActivationCodeId,
+        now_unix_s: i64,
+        device: &DeviceRecord,
+    ) -> Result<(), RedeemError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend_error)?;
+        let row = sqlx::query("SELECT state, expires_at FROM activation_codes WHERE id = ?")
+            .bind(id.as_bytes().as_slice())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_error)?
+            .ok_or(RedeemError::Unknown)?;
+        match parse_state(&get::<String>(&row, "state")?)? {
+            ActivationCodeState::Used => return Err(RedeemError::Used),
+            ActivationCodeState::Voided => return Err(RedeemError::Voided),
+            ActivationCodeState::Active => {}
+        }
+        if now_unix_s >= get::<i64>(&row, "expires_at")? {
+            return Err(RedeemError::Expired);
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )))
+        .bind(device.id.as_bytes().as_slice())
+        .bind(device.user.as_str())
+        .bind(device.name.as_str())
+        .bind(device.public_key.as_slice())
+        .bind(device.certificate.as_slice())
+        .bind(serial_to_db(device.certificate_serial)?)
+        .bind(device.certificate_not_after_unix_s)
+        .bind(device.created_at_unix_s)
+        .bind(device.last_seen_at_unix_s)
+        .bind(device.revoked_at_unix_s)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| insert_error(e, "device", "user"))?;
+        sqlx::query("UPDATE activation_codes SET state = 'used', device_id = ? WHERE id = ?")
+            .bind(device.id.as_bytes().as_slice())
+            .bind(id.as_bytes().as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_error)?;
+        tx.commit().await.map_err(backend_error)?;
+        Ok(())
+    }
+
+    async fn next_certificate_serial(&self) -> Result<u64> {
+        let value: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + 1 WHERE name = 'certificate_serial' RETURNING value",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        serial_from_db(value)
+    }
+
+    async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"
+        )))
+        .bind(id.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn list_devices(&self, user: Option<&UserName>) -> Result<Vec<DeviceRecord>> {
+        let rows = match user {
+            Some(user) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_name = ? ORDER BY created_at, id"
+            )))
+            .bind(user.as_str())
+            .fetch_all(&self.pool)
+            .await,
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY user_name, created_at, id"
+            )))
+            .fetch_all(&self.pool)
+            .await,
+        }
+        .map_err(backend_error)?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    async fn touch_device(&self, id: &DeviceId, now_unix_s: i64) -> Result<()> {
+        let result = sqlx::query("UPDATE devices SET last_seen_at = ? WHERE id = ?")
+            .bind(now_unix_s)
+            .bind(id.as_bytes().as_slice())
+            .execute(&self.pool)
+            .await
+            .map_err(backend_error)?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound("device"));
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,50 @@
+//! Numbered schema migrations, applied in order at open, each in its own transaction.
+
+use sqlx::SqlitePool;
+use redoubt_store::{Result, StoreError};
+
+use crate::backend_error;
+
+/// Every migration, in order. Append only: an applied migration is never edited.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "directory", include_str!("../migrations/0001_directory.sql"))];
+
+pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at INTEGER NOT NULL
+        ) STRICT",
+    )
+    .execute(pool)
+    .await
+    .map_err(backend_error)?;
+
+    let applied: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM schema_migrations")
+        .fetch_one(pool)
+        .await
+        .map_err(backend_error)?;
+    let applied = applied.unwrap_or(0);
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if applied > known {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {applied} is newer than this build understands ({known}); \
+             run a newer redoubt"
+        )));
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend_error)?;
+        sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(backend_error)?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+            .bind(version)
+            .bind(name)
+            .bind(now_unix_s)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_error)?;
+        tx.commit().await.map_err(backend_error)?;
+        tracing::info!(version, name, "applied schema migration");
+    }
+    Ok(())
+}
