@@ -1,1 +1,330 @@
+//! The Redoubt server.
+//!
+//! [`Server::open`] initialises or reopens a data folder (organisation root key, TLS
+//! certificate, SQLite database, configuration); [`Server::run`] serves HTTPS and
+//! WebSocket on an already-bound listener until a shutdown signal, then drains sessions
+//! and closes the store. Tests bind `127.0.0.1:0` and drive real clients over loopback.
 
+mod api;
+mod config;
+mod data_dir;
+mod error;
+mod listener;
+mod org;
+mod rate_limit;
+mod session;
+mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use rand_core::{OsRng, RngCore};
+use redoubt_proto::{DisplayName, IssuedActivationCode, OrgId, Role, ServerAddress, UserName};
+use redoubt_store::{OrgRecord, Store, UserRecord};
+use redoubt_store_sqlite::SqliteStore;
+use tokio::net::TcpListener;
+use zeroize::Zeroize;
+
+pub use config::{
+    ActivationSection, CertificateSection, Config, ConfigError, Limits, ServerSection, TlsSection,
+};
+pub use data_dir::DataDir;
+pub use error::ServerError;
+pub use org::Org;
+
+/// The name of the first admin user, made at initialisation.
+pub const FIRST_ADMIN_USER: &str = "admin";
+
+/// Choices made on the command line, overriding the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Overrides `server.public_address`.
+    pub public_address: Option<String>,
+    /// Used for a new organisation's configuration file; ignored when it exists.
+    pub org_name: Option<String>,
+    /// The time source; the system clock when `None`. Tests pass a [`ManualClock`] to
+    /// exercise expiry without waiting.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+/// Where the server reads the time (Unix seconds) for expiry and validity decisions.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_unix_s(&self) -> i64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix_s(&self) -> i64 {
+        unix_now()
+    }
+}
+
+/// A clock that moves only when told to: the system time at creation plus the offset added.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: std::sync::atomic::AtomicI64,
+}
+
+impl ManualClock {
+    pub fn new() -> Self {
+        Self { now: std::sync::atomic::AtomicI64::new(unix_now()) }
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.now.fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_unix_s(&self) -> i64 {
+        self.now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Everything request handlers share.
+pub(crate) struct State {
+    pub store: Arc<dyn Store>,
+    pub org: Org,
+    pub config: Config,
+    pub public_address: ServerAddress,
+    pub tls_pin: [u8; 32],
+    pub limiter: rate_limit::RateLimiter,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl State {
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_unix_s()
+    }
+}
+
+/// An opened server, ready to run.
+pub struct Server {
+    state: Arc<State>,
+    tls: tls::TlsIdentity,
+    /// Set on the run that created the first admin: the code to show the operator.
+    pub first_admin_code: Option<IssuedActivationCode>,
+    data: DataDir,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("data", &self.data.root())
+            .field("org", &self.state.org)
+            .field("public_address", &self.state.public_address)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn now_for(options: &OpenOptions) -> i64 {
+    options.clock.as_ref().map_or_else(unix_now, |c| c.now_unix_s())
+}
+
+/// The listen address configured in `DATA/redoubt.toml`, or the default when the folder
+/// is new, so a caller can bind before opening.
+pub fn configured_listen(data: &Path) -> Result<SocketAddr, ServerError> {
+    Ok(read_config(&DataDir::new(data))?.map(|c| c.server.listen).unwrap_or(Config::default().server.listen))
+}
+
+fn read_config(data: &DataDir) -> Result<Option<Config>, ServerError> {
+    let path = data.config();
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = String::from_utf8(data_dir::read(&path)?)
+        .map_err(|_| ServerError::DataDir(format!("{} is not UTF-8", path.display())))?;
+    Config::from_toml(&text)
+        .map(Some)
+        .map_err(|e| ServerError::Config(ConfigError(format!("{}: {}", path.display(), e.0))))
+}
+
+fn load_or_create_org_key(data: &DataDir, org_exists: bool) -> Result<SigningKey, ServerError> {
+    let path = data.org_key();
+    if path.exists() {
+        let mut bytes = data_dir::read(&path)?;
+        let seed: Result<[u8; 32], _> = bytes.as_slice().try_into();
+        bytes.zeroize();
+        let mut seed = seed.map_err(|_| {
+            ServerError::DataDir(format!("{} is not a 32-byte Ed25519 key", path.display()))
+        })?;
+        let key = SigningKey::from_bytes(&seed);
+        seed.zeroize();
+        return Ok(key);
+    }
+    if org_exists {
+        return Err(ServerError::DataDir(format!(
+            "the organisation's root key {} is missing; restore it from backup \
+             (without it no device can be certified or authenticated)",
+            path.display()
+        )));
+    }
+    let key = SigningKey::generate(&mut OsRng);
+    data_dir::write_private(&path, key.as_bytes())?;
+    tracing::info!(path = %path.display(), "created the organisation's root key");
+    Ok(key)
+}
+
+fn public_address(config: &Config, options: &OpenOptions, listen: SocketAddr) -> Result<ServerAddress, ServerError> {
+    let text = match options.public_address.as_ref().or(config.server.public_address.as_ref()) {
+        Some(text) => text.clone(),
+        None if listen.ip().is_unspecified() => {
+            return Err(ServerError::Config(ConfigError(
+                "listening on all interfaces: set server.public_address (or --public-address) \
+                 to the host:port devices should use"
+                    .to_owned(),
+            )));
+        }
+        None => listen.to_string(),
+    };
+    ServerAddress::parse(&text)
+        .map_err(|e| ServerError::Config(ConfigError(format!("public address {text:?}: {e}"))))
+}
+
+impl Server {
+    /// Opens the data folder at `data`, initialising whatever is missing. `listen` is the
+    /// address actually bound; it is the default public address.
+    pub async fn open(data: &Path, listen: SocketAddr, options: &OpenOptions) -> Result<Self, ServerError> {
+        let data = DataDir::new(data);
+        data.create()?;
+        let config = match read_config(&data)? {
+            Some(config) => config,
+            None => {
+                let org_name = options.org_name.as_deref().unwrap_or("Redoubt");
+                let text = Config::example_toml(org_name);
+                let config = Config::from_toml(&text)?;
+                data_dir::write_private(&data.config(), text.as_bytes())?;
+                config
+            }
+        };
+        let public_address = public_address(&config, options, listen)?;
+
+        let (cert_path, key_path) = match (&config.tls.certificate, &config.tls.private_key) {
+            (Some(cert), Some(key)) => (data.root().join(cert), data.root().join(key)),
+            _ => {
+                let (cert, key) = (data.tls_certificate(), data.tls_private_key());
+                if !cert.exists() || !key.exists() {
+                    let names = vec![public_address.host_unbracketed().to_owned(), "localhost".to_owned()];
+                    tls::generate_self_signed(names, &cert, &key)?;
+                    tracing::info!(path = %cert.display(), "created a self-signed TLS certificate");
+                }
+                (cert, key)
+            }
+        };
+        let tls = tls::load(&cert_path, &key_path)?;
+
+        let store = SqliteStore::open(&data.database()).await?;
+        let existing = store.org().await?;
+        let key = load_or_create_org_key(&data, existing.is_some())?;
+        let org_record = match existing {
+            Some(org) => org,
+            None => {
+                let mut id = [0; 16];
+                OsRng.fill_bytes(&mut id);
+                let org = OrgRecord { org_id: OrgId::from(id), created_at_unix_s: now_for(options) };
+                store.init_org(&org).await?;
+                org
+            }
+        };
+        let org = Org::new(org_record.org_id, config.server.org_name.clone(), key);
+        let limiter = rate_limit::RateLimiter::new(
+            config.limits.device_requests_per_second,
+            config.limits.device_request_burst,
+        );
+        let state = Arc::new(State {
+            store: Arc::new(store),
+            org,
+            public_address,
+            tls_pin: tls.pin,
+            limiter,
+            config,
+            clock: options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
+        });
+
+        let first_admin_code = if state.store.list_users().await?.is_empty() {
+            Some(create_first_admin(&state, &data).await?)
+        } else {
+            None
+        };
+        Ok(Self { state, tls, first_admin_code, data })
+    }
+
+    /// The address written into activation codes.
+    pub fn public_address(&self) -> &ServerAddress {
+        &self.state.public_address
+    }
+
+    /// SHA-256 of the TLS certificate devices pin.
+    pub fn tls_pin(&self) -> [u8; 32] {
+        self.tls.pin
+    }
+
+    pub fn org(&self) -> &Org {
+        &self.state.org
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, gives open sessions the
+    /// grace period to end, and closes the store.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.config.clone());
+        let address = listener.local_addr().map_err(|e| ServerError::Io(e.to_string()))?;
+        tracing::info!(%address, public_address = %self.state.public_address, org = %self.state.org.name, "serving");
+        let serve = listener::serve(listener, self.state.clone(), acceptor, stopped);
+        tokio::pin!(serve);
+        tokio::select! {
+            () = &mut serve => {}
+            () = shutdown => {
+                tracing::info!("shutting down");
+                let _ = stop.send(true);
+                serve.await;
+            }
+        }
+        self.state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn create_first_admin(state: &State, data: &DataDir) -> Result<IssuedActivationCode, ServerError> {
+    let now = state.now();
+    let name = UserName::parse(FIRST_ADMIN_USER)
+        .map_err(|e| ServerError::DataDir(format!("first admin name: {e}")))?;
+    let (record, issued) = api::new_activation_code(state, &name, now);
+    let user = UserRecord {
+        name,
+        display_name: DisplayName::parse("Administrator").ok(),
+        roles: vec![Role::Admin],
+        created_at_unix_s: now,
+    };
+    state.store.create_user(&user, &record).await?;
+    data_dir::write_private(&data.admin_activation(), format!("{}\n", issued.code).as_bytes())?;
+    tracing::info!(path = %data.admin_activation().display(), "created the first admin and their activation code");
+    Ok(issued)
+}

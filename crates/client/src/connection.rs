@@ -1,0 +1,178 @@
+//! One pinned TLS + WebSocket connection speaking Redoubt frames.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use redoubt_proto::{
+    ClientFrame, Hello, Request, Response, ServerAddress, ServerFrame, TLS_EXPORTER_BYTES,
+    TLS_EXPORTER_LABEL, decode_server_frame, encode_client_frame,
+};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::ClientError;
+use crate::tls::PinVerifier;
+
+/// Largest frame this client accepts from a server.
+const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Time allowed to connect, handshake and receive the server's hello.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time allowed for the server to answer one request.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Connection {
+    socket: WebSocketStream<TlsStream<TcpStream>>,
+    hello: Hello,
+    tls_exporter: [u8; TLS_EXPORTER_BYTES],
+    next_request_id: u64,
+    server: String,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("server", &self.server).finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Connects to `server`, refusing any certificate but the pinned one, and reads the
+    /// server's hello.
+    pub async fn connect(server: &ServerAddress, pin: &[u8; 32]) -> Result<Self, ClientError> {
+        let name = server.to_string();
+        let connect_error = |reason: String| ClientError::Connect { server: name.clone(), reason };
+        let attempt = async {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let verifier = Arc::new(PinVerifier::new(*pin, provider.clone()));
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| connect_error(e.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let server_name = ServerName::try_from(server.host_unbracketed().to_owned())
+                .map_err(|e| connect_error(e.to_string()))?;
+
+            let tcp = TcpStream::connect((server.host_unbracketed(), server.port()))
+                .await
+                .map_err(|e| connect_error(e.to_string()))?;
+            let _ = tcp.set_nodelay(true);
+            let tls = match tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, tcp).await {
+                Ok(tls) => tls,
+                Err(_) if verifier.mismatched.load(Ordering::Relaxed) => {
+                    return Err(ClientError::PinMismatch { server: name.clone() });
+                }
+                Err(e) => return Err(connect_error(format!("TLS: {e}"))),
+            };
+            let mut tls_exporter = [0; TLS_EXPORTER_BYTES];
+            tls.get_ref()
+                .1
+                .export_keying_material(&mut tls_exporter, TLS_EXPORTER_LABEL, None)
+                .map_err(|e| connect_error(e.to_string()))?;
+
+            let url = format!("wss://{server}/v1/ws");
+            let ws_config = WebSocketConfig::default()
+                .max_message_size(Some(FRAME_BYTES_MAX))
+                .max_frame_size(Some(FRAME_BYTES_MAX));
+            let (socket, _) = tokio_tungstenite::client_async_with_config(url, tls, Some(ws_config))
+                .await
+                .map_err(|e| connect_error(format!("WebSocket: {e}")))?;
+            let mut socket = socket;
+            let hello = match read_frame(&mut socket, &name).await? {
+                ServerFrame::Hello(hello) if hello.protocol_version == redoubt_proto::PROTOCOL_VERSION => hello,
+                ServerFrame::Hello(hello) => {
+                    return Err(ClientError::Protocol(format!(
+                        "server speaks protocol {}, this client {}",
+                        hello.protocol_version,
+                        redoubt_proto::PROTOCOL_VERSION
+                    )));
+                }
+                other => return Err(ClientError::Protocol(format!("expected Hello, got {other:?}"))),
+            };
+            Ok(Self { socket, hello, tls_exporter, next_request_id: 1, server: name.clone() })
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+            .await
+            .map_err(|_| connect_error("timed out".into()))?
+    }
+
+    pub fn hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    /// Keying material exported from this TLS session; authentication signatures cover it.
+    pub fn tls_exporter(&self) -> &[u8; TLS_EXPORTER_BYTES] {
+        &self.tls_exporter
+    }
+
+    /// Sends one request and waits for its answer.
+    pub async fn call(&mut self, request: Request) -> Result<Response, ClientError> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let bytes = encode_client_frame(&ClientFrame { request_id, request });
+        self.send_raw(Message::Binary(bytes.into())).await?;
+        let answer = async {
+            loop {
+                match self.next_frame().await? {
+                    ServerFrame::Response { request_id: id, response } if id == request_id => return Ok(response),
+                    ServerFrame::Error { request_id: id, error } if id == request_id || id == 0 => {
+                        return Err(ClientError::Server(error));
+                    }
+                    other => tracing::debug!(?other, "ignoring unexpected frame"),
+                }
+            }
+        };
+        tokio::time::timeout(RESPONSE_TIMEOUT, answer).await.map_err(|_| ClientError::Connect {
+            server: self.server.clone(),
+            reason: "timed out waiting for the server's answer".into(),
+        })?
+    }
+
+    /// Sends a WebSocket message as is. For tests of how the server treats bad input.
+    pub async fn send_raw(&mut self, message: Message) -> Result<(), ClientError> {
+        let server = self.server.clone();
+        self.socket
+            .send(message)
+            .await
+            .map_err(|e| ClientError::Connect { server, reason: e.to_string() })
+    }
+
+    /// Reads the next frame, skipping WebSocket control messages. A close from the server
+    /// is reported as a connection error carrying the server's reason.
+    pub async fn next_frame(&mut self) -> Result<ServerFrame, ClientError> {
+        read_frame(&mut self.socket, &self.server).await
+    }
+
+    /// Closes the connection with a normal close frame.
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+async fn read_frame(
+    socket: &mut WebSocketStream<TlsStream<TcpStream>>,
+    server: &str,
+) -> Result<ServerFrame, ClientError> {
+    let closed = |reason: String| ClientError::Connect { server: server.to_owned(), reason };
+    loop {
+        match socket.next().await {
+            None => return Err(closed("connection closed".into())),
+            Some(Err(e)) => return Err(closed(e.to_string())),
+            Some(Ok(Message::Binary(bytes))) => {
+                return decode_server_frame(&bytes, FRAME_BYTES_MAX).map_err(|e| ClientError::Protocol(e.to_string()));
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let reason = frame.map(|f| format!("closed by server: {} ({})", f.reason, u16::from(f.code)));
+                return Err(closed(reason.unwrap_or_else(|| "closed by server".into())));
+            }
+            Some(Ok(Message::Text(_))) => return Err(ClientError::Protocol("text frame from server".into())),
+            Some(Ok(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,35 @@
+use redoubt_proto::{CertificateError, ErrorBody, ErrorCode};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered with an error; nothing was changed.
+    #[error("server refused: {0}")]
+    Server(ErrorBody),
+    /// The server's certificate does not match the pin from the activation code. The
+    /// connection was abandoned before anything was sent.
+    #[error("the server at {server} presented a certificate that does not match the pinned one; refusing to talk to it")]
+    PinMismatch { server: String },
+    /// The server could not be reached, or the connection broke.
+    #[error("connection to {server} failed: {reason}")]
+    Connect { server: String, reason: String },
+    /// The server sent something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server issued a certificate that does not check.
+    #[error("certificate from server refused: {0}")]
+    Certificate(#[from] CertificateError),
+    /// The local profile is missing, unreadable or already exists.
+    #[error("profile: {0}")]
+    Profile(String),
+}
+
+impl ClientError {
+    /// The server's error code, when the server refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server(body) => Some(body.code),
+            _ => None,
+        }
+    }
+}

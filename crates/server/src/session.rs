@@ -1,0 +1,211 @@
+//! One device session over WebSocket: hello, authentication, then requests.
+//!
+//! The session owns its connection permit, so the connection limit counts live sessions.
+//! Requests on one connection are answered in order.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use rand_core::{OsRng, RngCore};
+use redoubt_proto::{
+    Bytes, ClientFrame, DecodeError, ErrorBody, ErrorCode, Hello, PROTOCOL_VERSION, Request,
+    Response, ServerFrame, decode_client_frame, encode_server_frame,
+};
+use tokio::sync::watch;
+
+use crate::api::{self, Authenticated, Peer};
+use crate::error::ApiError;
+use crate::listener::ConnectionInfo;
+use crate::State;
+
+enum Phase {
+    Unauthenticated { requests: u32 },
+    Authenticated(Authenticated),
+}
+
+/// What the loop does after a frame.
+enum Next {
+    Continue,
+    Close(u16, &'static str),
+}
+
+pub(crate) async fn run(
+    state: Arc<State>,
+    connection: Arc<ConnectionInfo>,
+    mut socket: WebSocket,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limits = &state.config.limits;
+    let mut challenge = [0; redoubt_proto::CHALLENGE_BYTES];
+    OsRng.fill_bytes(&mut challenge);
+    let peer = Peer { challenge: Bytes(challenge), tls_exporter: connection.tls_exporter };
+    let hello = ServerFrame::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        challenge: peer.challenge,
+        server_time_unix_s: state.now(),
+        frame_bytes_max: limits.frame_bytes_max,
+    });
+    if send(&mut socket, &hello).await.is_err() {
+        return;
+    }
+
+    let mut phase = Phase::Unauthenticated { requests: 0 };
+    let auth_deadline = tokio::time::Instant::now() + Duration::from_millis(limits.auth_timeout_ms);
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let mut idle_deadline = tokio::time::Instant::now() + idle;
+    let mut ping = tokio::time::interval(Duration::from_millis(limits.ping_interval_ms));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let close = loop {
+        let deadline = match phase {
+            Phase::Unauthenticated { .. } => auth_deadline.min(idle_deadline),
+            Phase::Authenticated(_) => idle_deadline,
+        };
+        tokio::select! {
+            _ = shutdown.changed() => break Some((close_code::AWAY, "server shutting down")),
+            _ = ping.tick(), if matches!(phase, Phase::Authenticated(_)) => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break None;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if matches!(phase, Phase::Unauthenticated { .. }) {
+                    let error = ErrorBody::new(ErrorCode::Unauthenticated, "authentication timed out");
+                    let _ = send(&mut socket, &ServerFrame::Error { request_id: 0, error }).await;
+                    break Some((close_code::POLICY, "authentication timed out"));
+                }
+                break Some((close_code::AWAY, "idle timeout"));
+            }
+            message = socket.recv() => {
+                idle_deadline = tokio::time::Instant::now() + idle;
+                match message {
+                    None | Some(Ok(Message::Close(_))) => break None,
+                    Some(Err(error)) => {
+                        // tungstenite refuses an oversized frame from its header, before
+                        // reading (or allocating for) the payload.
+                        tracing::debug!(peer = %connection.peer, %error, "websocket read failed");
+                        let error = ErrorBody::new(
+                            ErrorCode::FrameTooLarge,
+                            format!("frame unreadable or larger than {} bytes", limits.frame_bytes_max),
+                        );
+                        let _ = send(&mut socket, &ServerFrame::Error { request_id: 0, error }).await;
+                        break Some((close_code::SIZE, "frame too large or unreadable"));
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Text(_))) => {
+                        let error = ErrorBody::new(ErrorCode::MalformedFrame, "frames are binary WebSocket messages");
+                        let _ = send(&mut socket, &ServerFrame::Error { request_id: 0, error }).await;
+                        break Some((close_code::UNSUPPORTED, "binary frames only"));
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        match handle_frame(&state, &peer, &mut phase, &mut socket, &bytes).await {
+                            Ok(Next::Continue) => {}
+                            Ok(Next::Close(code, reason)) => break Some((code, reason)),
+                            Err(()) => break None,
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = socket.send(Message::Close(Some(frame))).await;
+    }
+    if let Phase::Authenticated(who) = &phase {
+        tracing::debug!(device_id = %who.device_id, "session ended");
+    }
+}
+
+async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), ()> {
+    socket.send(Message::Binary(encode_server_frame(frame).into())).await.map_err(|_| ())
+}
+
+/// Answers one frame. `Err(())` means the socket failed.
+async fn handle_frame(
+    state: &State,
+    peer: &Peer,
+    phase: &mut Phase,
+    socket: &mut WebSocket,
+    bytes: &[u8],
+) -> Result<Next, ()> {
+    let limits = &state.config.limits;
+    let frame = match decode_client_frame(bytes, limits.frame_bytes_max as usize) {
+        Ok(frame) => frame,
+        Err(error) => {
+            let code = match error {
+                DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                DecodeError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+                _ => ErrorCode::MalformedFrame,
+            };
+            let error = ErrorBody::new(code, error.to_string());
+            send(socket, &ServerFrame::Error { request_id: 0, error }).await?;
+            return Ok(Next::Close(close_code::PROTOCOL, "undecodable frame"));
+        }
+    };
+    let ClientFrame { request_id, request } = frame;
+
+    let mut next = Next::Continue;
+    let result = match phase {
+        Phase::Unauthenticated { requests } => {
+            *requests += 1;
+            if *requests > limits.unauthenticated_requests_max {
+                next = Next::Close(close_code::POLICY, "too many requests before authenticating");
+                Err(ApiError::new(
+                    ErrorCode::TooManyUnauthenticatedRequests,
+                    "too many requests before authenticating",
+                ))
+            } else {
+                unauthenticated(state, peer, phase, request).await
+            }
+        }
+        Phase::Authenticated(who) => {
+            if state.limiter.allow(&who.device_id, Instant::now()) {
+                authenticated(state, who, request).await
+            } else {
+                Err(ApiError::new(ErrorCode::RateLimited, "request rate limit exceeded; slow down"))
+            }
+        }
+    };
+    let reply = match result {
+        Ok(response) => ServerFrame::Response { request_id, response },
+        Err(ApiError(error)) => ServerFrame::Error { request_id, error },
+    };
+    send(socket, &reply).await?;
+    Ok(next)
+}
+
+async fn unauthenticated(
+    state: &State,
+    peer: &Peer,
+    phase: &mut Phase,
+    request: Request,
+) -> Result<Response, ApiError> {
+    match request {
+        Request::Enroll(enroll) => api::enroll(state, peer, enroll).await.map(Response::Enrolled),
+        Request::Authenticate(auth) => {
+            let (who, info) = api::authenticate(state, peer, auth).await?;
+            *phase = Phase::Authenticated(who);
+            Ok(Response::Authenticated(info))
+        }
+        _ => Err(ApiError::new(ErrorCode::Unauthenticated, "authenticate first")),
+    }
+}
+
+async fn authenticated(state: &State, who: &Authenticated, request: Request) -> Result<Response, ApiError> {
+    match request {
+        Request::Enroll(_) | Request::Authenticate(_) => {
+            Err(ApiError::new(ErrorCode::AlreadyAuthenticated, "this session is already authenticated"))
+        }
+        Request::WhoAmI => api::session_info(state, who).await.map(Response::WhoAmI),
+        Request::AdminUserAdd { user, display_name } => {
+            api::user_add(state, who, user, display_name).await.map(Response::ActivationCodeIssued)
+        }
+        Request::AdminDeviceAdd { user } => {
+            api::device_add(state, who, user).await.map(Response::ActivationCodeIssued)
+        }
+        Request::AdminUserList => api::user_list(state, who).await.map(Response::Users),
+        Request::AdminDeviceList { user } => api::device_list(state, who, user).await.map(Response::Devices),
+    }
+}

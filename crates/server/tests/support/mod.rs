@@ -1,0 +1,80 @@
+//! A real server on 127.0.0.1 with a real data folder, for integration tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use redoubt_client::{Profile, Session};
+use redoubt_proto::{ActivationCode, DeviceName};
+use redoubt_server::{ManualClock, OpenOptions, Server};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestServer {
+    pub dir: TempDir,
+    pub addr: SocketAddr,
+    pub clock: Arc<ManualClock>,
+    /// The first admin's code, on the run that created it.
+    pub admin_code: Option<String>,
+    pub org_public_key: [u8; 32],
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with_config("").await
+    }
+
+    /// Starts a server whose `redoubt.toml` is `config` (written before first open).
+    pub async fn start_with_config(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if !config.is_empty() {
+            std::fs::write(dir.path().join("redoubt.toml"), config).unwrap();
+        }
+        Self::start_in(dir, 0).await
+    }
+
+    /// Opens the data folder `dir` and serves it on 127.0.0.1:`port` (0: any free port).
+    pub async fn start_in(dir: TempDir, port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let clock = Arc::new(ManualClock::new());
+        let options = OpenOptions { clock: Some(clock.clone()), ..OpenOptions::default() };
+        let server = Server::open(dir.path(), addr, &options).await.unwrap();
+        let admin_code = server.first_admin_code.as_ref().map(|c| c.code.clone());
+        let org_public_key = server.org().public_key().to_bytes();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            server.run(listener, async { let _ = stopped.await; }).await.unwrap();
+        });
+        Self { dir, addr, clock, admin_code, org_public_key, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Shuts down gracefully and returns the data folder.
+    pub async fn stop(mut self) -> (TempDir, u16) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+        let port = self.addr.port();
+        (self.dir, port)
+    }
+
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Enrols a device into a fresh profile folder inside `root`.
+pub async fn enroll(root: &Path, name: &str, code: &str) -> Profile {
+    let code = ActivationCode::parse(code).unwrap();
+    redoubt_client::enroll(&root.join(name), &code, DeviceName::parse(name).unwrap()).await.unwrap()
+}
+
+/// An admin session on a fresh server, with its profile folder.
+pub async fn admin_session(server: &TestServer, profiles: &Path) -> Session {
+    let profile = enroll(profiles, "admin-laptop", server.admin_code.as_deref().unwrap()).await;
+    Session::open(&profile).await.unwrap()
+}
