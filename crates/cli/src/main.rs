@@ -1,1 +1,323 @@
-fn main() {}
+//! `redoubt`: run the server, enrol a device, administer the organisation.
+
+mod output;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use redoubt_client::{Profile, Session};
+use redoubt_proto::{ActivationCode, DeviceName, DisplayName, UserName};
+
+use output::Output;
+
+/// Redoubt: secure communications for organisations, on your own server.
+#[derive(Debug, Parser)]
+#[command(name = "redoubt", version, about, propagate_version = true)]
+struct Cli {
+    /// This device's profile folder (keys, certificate, server pin).
+    /// Default: $XDG_CONFIG_HOME/redoubt/profile or ~/.config/redoubt/profile.
+    #[arg(long, global = true, env = "REDOUBT_PROFILE", value_name = "DIR")]
+    profile: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Redoubt server; on first run, initialise its data folder.
+    Server(ServerArgs),
+    /// Activate this device with a one-time activation code.
+    Enroll(EnrollArgs),
+    /// Show who this device is and check that its session authenticates.
+    Whoami,
+    /// Administer users and devices (needs the admin role).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Data folder: root key, TLS certificate, database, configuration.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Address to listen on. Default: server.listen in the configuration (127.0.0.1:8443).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// host:port devices use to reach this server, written into activation codes.
+    /// Default: server.public_address in the configuration, else the listen address.
+    #[arg(long, value_name = "HOST:PORT")]
+    public_address: Option<String>,
+    /// The organisation's name, for a new data folder.
+    #[arg(long, value_name = "NAME")]
+    org_name: Option<String>,
+    /// Do not draw the first admin's activation code as a QR code.
+    #[arg(long)]
+    no_qr: bool,
+}
+
+#[derive(Debug, Args)]
+struct EnrollArgs {
+    /// The activation code (RDB-...), or - to read it from standard input.
+    code: String,
+    /// A name for this device, shown to admins. Default: the host name.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user and print an activation code for their first device.
+    Add {
+        /// Login name: lower-case letters, digits, '.', '_' or '-'.
+        user: String,
+        /// The person's full name.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Do not draw the activation code as a QR code.
+        #[arg(long)]
+        no_qr: bool,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Print an activation code for one more device of an existing user.
+    Add {
+        user: String,
+        /// Do not draw the activation code as a QR code.
+        #[arg(long)]
+        no_qr: bool,
+    },
+    /// List devices.
+    List {
+        /// Only this user's devices.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default_filter = if matches!(cli.command, Command::Server(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let out = Output::new(cli.json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            out.error(&anyhow::Error::new(error));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, &out)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            out.error(&error);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, out: &Output) -> Result<()> {
+    match cli.command {
+        Command::Server(args) => server(args, out).await,
+        Command::Enroll(args) => enroll(&profile_dir(cli.profile)?, args, out).await,
+        Command::Whoami => whoami(&profile_dir(cli.profile)?, out).await,
+        Command::Admin(command) => admin(&profile_dir(cli.profile)?, command, out).await,
+    }
+}
+
+fn profile_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir);
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
+        .context("no --profile given and neither XDG_CONFIG_HOME nor HOME is set")?;
+    Ok(config.join("redoubt").join("profile"))
+}
+
+async fn server(args: ServerArgs, out: &Output) -> Result<()> {
+    let listen = match args.listen {
+        Some(listen) => listen,
+        None => redoubt_server::configured_listen(&args.data)?,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    let options = redoubt_server::OpenOptions {
+        public_address: args.public_address,
+        org_name: args.org_name,
+        clock: None,
+    };
+    let server = redoubt_server::Server::open(&args.data, bound, &options)
+        .await
+        .with_context(|| format!("cannot open the data folder {}", args.data.display()))?;
+    match &server.first_admin_code {
+        Some(code) => out.first_admin_code(
+            &args.data,
+            &server.data_dir().admin_activation(),
+            code,
+            !args.no_qr,
+        ),
+        None => {
+            let pending = server.data_dir().admin_activation();
+            if pending.exists() {
+                tracing::info!(path = %pending.display(), "the first admin's activation code is in this file");
+            }
+        }
+    }
+    server.run(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+fn default_device_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "device".to_owned())
+}
+
+async fn enroll(profile: &Path, args: EnrollArgs, out: &Output) -> Result<()> {
+    let text = if args.code == "-" {
+        use std::io::Read;
+        let mut text = String::new();
+        // An activation code is a few hundred characters; refuse to buffer more.
+        std::io::stdin().take(4096).read_to_string(&mut text)?;
+        text
+    } else {
+        args.code
+    };
+    let code = ActivationCode::parse(&text).context("that is not a valid activation code")?;
+    let name = DeviceName::parse(&args.name.unwrap_or_else(default_device_name))
+        .context("invalid --name")?;
+    let profile = redoubt_client::enroll(profile, &code, name).await?;
+    out.enrolled(&profile);
+    Ok(())
+}
+
+async fn open_session(profile_dir: &Path) -> Result<(Profile, Session)> {
+    let profile = Profile::load(profile_dir)?;
+    let session = Session::open(&profile).await?;
+    Ok((profile, session))
+}
+
+async fn whoami(profile_dir: &Path, out: &Output) -> Result<()> {
+    let (profile, mut session) = open_session(profile_dir).await?;
+    let info = session.whoami().await?;
+    session.close().await;
+    out.whoami(&profile, &info);
+    Ok(())
+}
+
+fn user_name(text: &str) -> Result<UserName> {
+    UserName::parse(text).with_context(|| format!("invalid user name {text:?}"))
+}
+
+async fn admin(profile_dir: &Path, command: AdminCommand, out: &Output) -> Result<()> {
+    let (_profile, mut session) = open_session(profile_dir).await?;
+    let result = async {
+        match command {
+            AdminCommand::User(UserCommand::Add {
+                user,
+                display_name,
+                no_qr,
+            }) => {
+                let display_name = display_name
+                    .map(|d| DisplayName::parse(&d))
+                    .transpose()
+                    .context("invalid --display-name")?;
+                let issued = session
+                    .admin_user_add(user_name(&user)?, display_name)
+                    .await?;
+                out.activation_code(&issued, !no_qr);
+            }
+            AdminCommand::User(UserCommand::List) => {
+                out.users(&session.admin_user_list().await?);
+            }
+            AdminCommand::Device(DeviceCommand::Add { user, no_qr }) => {
+                let issued = session.admin_device_add(user_name(&user)?).await?;
+                out.activation_code(&issued, !no_qr);
+            }
+            AdminCommand::Device(DeviceCommand::List { user }) => {
+                let user = user.as_deref().map(user_name).transpose()?;
+                out.devices(&session.admin_device_list(user).await?);
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    session.close().await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+}

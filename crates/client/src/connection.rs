@@ -13,8 +13,8 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::ClientError;
 use crate::tls::PinVerifier;
@@ -36,7 +36,9 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("server", &self.server).finish_non_exhaustive()
+        f.debug_struct("Connection")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,7 +47,10 @@ impl Connection {
     /// server's hello.
     pub async fn connect(server: &ServerAddress, pin: &[u8; 32]) -> Result<Self, ClientError> {
         let name = server.to_string();
-        let connect_error = |reason: String| ClientError::Connect { server: name.clone(), reason };
+        let connect_error = |reason: String| ClientError::Connect {
+            server: name.clone(),
+            reason,
+        };
         let attempt = async {
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
             let verifier = Arc::new(PinVerifier::new(*pin, provider.clone()));
@@ -63,10 +68,15 @@ impl Connection {
                 .await
                 .map_err(|e| connect_error(e.to_string()))?;
             let _ = tcp.set_nodelay(true);
-            let tls = match tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, tcp).await {
+            let tls = match tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(server_name, tcp)
+                .await
+            {
                 Ok(tls) => tls,
                 Err(_) if verifier.mismatched.load(Ordering::Relaxed) => {
-                    return Err(ClientError::PinMismatch { server: name.clone() });
+                    return Err(ClientError::PinMismatch {
+                        server: name.clone(),
+                    });
                 }
                 Err(e) => return Err(connect_error(format!("TLS: {e}"))),
             };
@@ -80,12 +90,17 @@ impl Connection {
             let ws_config = WebSocketConfig::default()
                 .max_message_size(Some(FRAME_BYTES_MAX))
                 .max_frame_size(Some(FRAME_BYTES_MAX));
-            let (socket, _) = tokio_tungstenite::client_async_with_config(url, tls, Some(ws_config))
-                .await
-                .map_err(|e| connect_error(format!("WebSocket: {e}")))?;
+            let (socket, _) =
+                tokio_tungstenite::client_async_with_config(url, tls, Some(ws_config))
+                    .await
+                    .map_err(|e| connect_error(format!("WebSocket: {e}")))?;
             let mut socket = socket;
             let hello = match read_frame(&mut socket, &name).await? {
-                ServerFrame::Hello(hello) if hello.protocol_version == redoubt_proto::PROTOCOL_VERSION => hello,
+                ServerFrame::Hello(hello)
+                    if hello.protocol_version == redoubt_proto::PROTOCOL_VERSION =>
+                {
+                    hello
+                }
                 ServerFrame::Hello(hello) => {
                     return Err(ClientError::Protocol(format!(
                         "server speaks protocol {}, this client {}",
@@ -93,9 +108,19 @@ impl Connection {
                         redoubt_proto::PROTOCOL_VERSION
                     )));
                 }
-                other => return Err(ClientError::Protocol(format!("expected Hello, got {other:?}"))),
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected Hello, got {other:?}"
+                    )));
+                }
             };
-            Ok(Self { socket, hello, tls_exporter, next_request_id: 1, server: name.clone() })
+            Ok(Self {
+                socket,
+                hello,
+                tls_exporter,
+                next_request_id: 1,
+                server: name.clone(),
+            })
         };
         tokio::time::timeout(CONNECT_TIMEOUT, attempt)
             .await
@@ -115,23 +140,34 @@ impl Connection {
     pub async fn call(&mut self, request: Request) -> Result<Response, ClientError> {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
-        let bytes = encode_client_frame(&ClientFrame { request_id, request });
+        let bytes = encode_client_frame(&ClientFrame {
+            request_id,
+            request,
+        });
         self.send_raw(Message::Binary(bytes.into())).await?;
         let answer = async {
             loop {
                 match self.next_frame().await? {
-                    ServerFrame::Response { request_id: id, response } if id == request_id => return Ok(response),
-                    ServerFrame::Error { request_id: id, error } if id == request_id || id == 0 => {
+                    ServerFrame::Response {
+                        request_id: id,
+                        response,
+                    } if id == request_id => return Ok(response),
+                    ServerFrame::Error {
+                        request_id: id,
+                        error,
+                    } if id == request_id || id == 0 => {
                         return Err(ClientError::Server(error));
                     }
                     other => tracing::debug!(?other, "ignoring unexpected frame"),
                 }
             }
         };
-        tokio::time::timeout(RESPONSE_TIMEOUT, answer).await.map_err(|_| ClientError::Connect {
-            server: self.server.clone(),
-            reason: "timed out waiting for the server's answer".into(),
-        })?
+        tokio::time::timeout(RESPONSE_TIMEOUT, answer)
+            .await
+            .map_err(|_| ClientError::Connect {
+                server: self.server.clone(),
+                reason: "timed out waiting for the server's answer".into(),
+            })?
     }
 
     /// Sends a WebSocket message as is. For tests of how the server treats bad input.
@@ -140,7 +176,10 @@ impl Connection {
         self.socket
             .send(message)
             .await
-            .map_err(|e| ClientError::Connect { server, reason: e.to_string() })
+            .map_err(|e| ClientError::Connect {
+                server,
+                reason: e.to_string(),
+            })
     }
 
     /// Reads the next frame, skipping WebSocket control messages. A close from the server
@@ -159,19 +198,26 @@ async fn read_frame(
     socket: &mut WebSocketStream<TlsStream<TcpStream>>,
     server: &str,
 ) -> Result<ServerFrame, ClientError> {
-    let closed = |reason: String| ClientError::Connect { server: server.to_owned(), reason };
+    let closed = |reason: String| ClientError::Connect {
+        server: server.to_owned(),
+        reason,
+    };
     loop {
         match socket.next().await {
             None => return Err(closed("connection closed".into())),
             Some(Err(e)) => return Err(closed(e.to_string())),
             Some(Ok(Message::Binary(bytes))) => {
-                return decode_server_frame(&bytes, FRAME_BYTES_MAX).map_err(|e| ClientError::Protocol(e.to_string()));
+                return decode_server_frame(&bytes, FRAME_BYTES_MAX)
+                    .map_err(|e| ClientError::Protocol(e.to_string()));
             }
             Some(Ok(Message::Close(frame))) => {
-                let reason = frame.map(|f| format!("closed by server: {} ({})", f.reason, u16::from(f.code)));
+                let reason = frame
+                    .map(|f| format!("closed by server: {} ({})", f.reason, u16::from(f.code)));
                 return Err(closed(reason.unwrap_or_else(|| "closed by server".into())));
             }
-            Some(Ok(Message::Text(_))) => return Err(ClientError::Protocol("text frame from server".into())),
+            Some(Ok(Message::Text(_))) => {
+                return Err(ClientError::Protocol("text frame from server".into()));
+            }
             Some(Ok(_)) => {}
         }
     }

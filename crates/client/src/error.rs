@@ -8,7 +8,9 @@ pub enum ClientError {
     Server(ErrorBody),
     /// The server's certificate does not match the pin from the activation code. The
     /// connection was abandoned before anything was sent.
-    #[error("the server at {server} presented a certificate that does not match the pinned one; refusing to talk to it")]
+    #[error(
+        "the server at {server} presented a certificate that does not match the pinned one; refusing to talk to it"
+    )]
     PinMismatch { server: String },
     /// The server could not be reached, or the connection broke.
     #[error("connection to {server} failed: {reason}")]

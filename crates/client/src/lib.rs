@@ -44,7 +44,11 @@ pub async fn enroll(
     profile::ensure_absent(profile_dir)?;
     let key = SigningKey::generate(&mut OsRng);
     let mut connection = Connection::connect(&code.server, &code.pin.0).await?;
-    let transcript = enroll_transcript(&connection.hello().challenge, connection.tls_exporter(), &code.id);
+    let transcript = enroll_transcript(
+        &connection.hello().challenge,
+        connection.tls_exporter(),
+        &code.id,
+    );
     let request = Request::Enroll(EnrollRequest {
         code_id: code.id,
         secret: code.secret.clone(),
@@ -53,7 +57,9 @@ pub async fn enroll(
         signature: Bytes(key.sign(&transcript).to_bytes()),
     });
     let Response::Enrolled(enrolled) = connection.call(request).await? else {
-        return Err(ClientError::Protocol("unexpected response to Enroll".into()));
+        return Err(ClientError::Protocol(
+            "unexpected response to Enroll".into(),
+        ));
     };
     let org_key = ed25519_dalek::VerifyingKey::from_bytes(&enrolled.org_public_key.0)
         .map_err(|_| ClientError::Protocol("organisation key is not an Ed25519 key".into()))?;
@@ -61,7 +67,9 @@ pub async fn enroll(
     let org_id = certificate.unverified_body().org_id;
     let verified = certificate.verify(&org_key, &org_id, unix_now())?;
     if verified.body().device_public_key.0 != key.verifying_key().to_bytes() {
-        return Err(ClientError::Protocol("certificate is for another key".into()));
+        return Err(ClientError::Protocol(
+            "certificate is for another key".into(),
+        ));
     }
     let profile = Profile::new(
         profile_dir,
@@ -87,13 +95,16 @@ impl Session {
     /// Connects to the profile's server (pinned) and authenticates with the device key.
     pub async fn open(profile: &Profile) -> Result<Self, ClientError> {
         let mut connection = Connection::connect(&profile.server, &profile.pin).await?;
-        let transcript = session_transcript(&connection.hello().challenge, connection.tls_exporter());
+        let transcript =
+            session_transcript(&connection.hello().challenge, connection.tls_exporter());
         let request = Request::Authenticate(AuthenticateRequest {
             certificate: profile.certificate().to_vec(),
             signature: Bytes(profile.sign(&transcript)),
         });
         let Response::Authenticated(info) = connection.call(request).await? else {
-            return Err(ClientError::Protocol("unexpected response to Authenticate".into()));
+            return Err(ClientError::Protocol(
+                "unexpected response to Authenticate".into(),
+            ));
         };
         Ok(Self { connection, info })
     }
@@ -111,7 +122,9 @@ impl Session {
     pub async fn whoami(&mut self) -> Result<SessionInfo, ClientError> {
         match self.connection.call(Request::WhoAmI).await? {
             Response::WhoAmI(info) => Ok(info),
-            _ => Err(ClientError::Protocol("unexpected response to WhoAmI".into())),
+            _ => Err(ClientError::Protocol(
+                "unexpected response to WhoAmI".into(),
+            )),
         }
     }
 
@@ -120,30 +133,56 @@ impl Session {
         user: UserName,
         display_name: Option<DisplayName>,
     ) -> Result<IssuedActivationCode, ClientError> {
-        match self.connection.call(Request::AdminUserAdd { user, display_name }).await? {
+        match self
+            .connection
+            .call(Request::AdminUserAdd { user, display_name })
+            .await?
+        {
             Response::ActivationCodeIssued(issued) => Ok(issued),
-            _ => Err(ClientError::Protocol("unexpected response to AdminUserAdd".into())),
+            _ => Err(ClientError::Protocol(
+                "unexpected response to AdminUserAdd".into(),
+            )),
         }
     }
 
-    pub async fn admin_device_add(&mut self, user: UserName) -> Result<IssuedActivationCode, ClientError> {
-        match self.connection.call(Request::AdminDeviceAdd { user }).await? {
+    pub async fn admin_device_add(
+        &mut self,
+        user: UserName,
+    ) -> Result<IssuedActivationCode, ClientError> {
+        match self
+            .connection
+            .call(Request::AdminDeviceAdd { user })
+            .await?
+        {
             Response::ActivationCodeIssued(issued) => Ok(issued),
-            _ => Err(ClientError::Protocol("unexpected response to AdminDeviceAdd".into())),
+            _ => Err(ClientError::Protocol(
+                "unexpected response to AdminDeviceAdd".into(),
+            )),
         }
     }
 
     pub async fn admin_user_list(&mut self) -> Result<Vec<UserSummary>, ClientError> {
         match self.connection.call(Request::AdminUserList).await? {
             Response::Users(users) => Ok(users),
-            _ => Err(ClientError::Protocol("unexpected response to AdminUserList".into())),
+            _ => Err(ClientError::Protocol(
+                "unexpected response to AdminUserList".into(),
+            )),
         }
     }
 
-    pub async fn admin_device_list(&mut self, user: Option<UserName>) -> Result<Vec<DeviceSummary>, ClientError> {
-        match self.connection.call(Request::AdminDeviceList { user }).await? {
+    pub async fn admin_device_list(
+        &mut self,
+        user: Option<UserName>,
+    ) -> Result<Vec<DeviceSummary>, ClientError> {
+        match self
+            .connection
+            .call(Request::AdminDeviceList { user })
+            .await?
+        {
             Response::Devices(devices) => Ok(devices),
-            _ => Err(ClientError::Protocol("unexpected response to AdminDeviceList".into())),
+            _ => Err(ClientError::Protocol(
+                "unexpected response to AdminDeviceList".into(),
+            )),
         }
     }
 

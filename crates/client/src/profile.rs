@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer, SigningKey};
-use redoubt_proto::{DeviceCertificate, DeviceId, OrgId, ServerAddress, UserName, VerifiedCertificate};
+use redoubt_proto::{
+    DeviceCertificate, DeviceId, OrgId, ServerAddress, UserName, VerifiedCertificate,
+};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
@@ -83,7 +85,15 @@ impl Profile {
         certificate: VerifiedCertificate,
         key: SigningKey,
     ) -> Self {
-        Self { dir: dir.to_owned(), server, pin, org_public_key, org_name, certificate, key }
+        Self {
+            dir: dir.to_owned(),
+            server,
+            pin,
+            org_public_key,
+            org_name,
+            certificate,
+            key,
+        }
     }
 
     /// Loads the profile in `dir`, re-checking its certificate against the stored
@@ -98,17 +108,24 @@ impl Profile {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| profile_error(&path, e))?;
         let file: ProfileFile = serde_json::from_str(&text).map_err(|e| profile_error(&path, e))?;
-        let pin = hex_array(&file.server_certificate_pin, "server_certificate_pin", &path)?;
+        let pin = hex_array(
+            &file.server_certificate_pin,
+            "server_certificate_pin",
+            &path,
+        )?;
         let org_public_key = hex_array(&file.org_public_key, "org_public_key", &path)?;
         let cert_bytes = data_encoding::HEXLOWER_PERMISSIVE
             .decode(file.certificate.as_bytes())
             .map_err(|_| profile_error(&path, "certificate is not hex"))?;
-        let certificate = DeviceCertificate::decode(&cert_bytes).map_err(|e| profile_error(&path, e))?;
+        let certificate =
+            DeviceCertificate::decode(&cert_bytes).map_err(|e| profile_error(&path, e))?;
         let org_key = ed25519_dalek::VerifyingKey::from_bytes(&org_public_key)
             .map_err(|e| profile_error(&path, e))?;
         let org_id = certificate.unverified_body().org_id;
         let not_before = certificate.unverified_body().not_before_unix_s;
-        let certificate = certificate.verify(&org_key, &org_id, not_before).map_err(|e| profile_error(&path, e))?;
+        let certificate = certificate
+            .verify(&org_key, &org_id, not_before)
+            .map_err(|e| profile_error(&path, e))?;
 
         let key_path = dir.join(KEY_FILE);
         let mut bytes = std::fs::read(&key_path).map_err(|e| profile_error(&key_path, e))?;
@@ -118,9 +135,20 @@ impl Profile {
         let key = SigningKey::from_bytes(&seed);
         seed.zeroize();
         if key.verifying_key().to_bytes() != certificate.body().device_public_key.0 {
-            return Err(profile_error(&key_path, "key does not match the device certificate"));
+            return Err(profile_error(
+                &key_path,
+                "key does not match the device certificate",
+            ));
         }
-        Ok(Self { dir: dir.to_owned(), server: file.server, pin, org_public_key, org_name: file.org_name, certificate, key })
+        Ok(Self {
+            dir: dir.to_owned(),
+            server: file.server,
+            pin,
+            org_public_key,
+            org_name: file.org_name,
+            certificate,
+            key,
+        })
     }
 
     /// Writes the profile: folder 0700, files 0600, each written atomically.
@@ -133,7 +161,8 @@ impl Profile {
             org_public_key: redoubt_proto::Bytes(self.org_public_key).to_hex(),
             certificate: data_encoding::HEXLOWER.encode(self.certificate.encoded()),
         };
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| ClientError::Profile(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&file).map_err(|e| ClientError::Profile(e.to_string()))?;
         // The key first: a profile.json without its key would look enrolled but be useless.
         write_private(&self.dir.join(KEY_FILE), self.key.as_bytes())?;
         write_private(&self.dir.join(PROFILE_FILE), &json)?;
@@ -174,9 +203,14 @@ impl Profile {
 fn create_private_dir(dir: &Path) -> Result<(), ClientError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| profile_error(dir, e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| profile_error(dir, e))?;
     } else {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| profile_error(dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| profile_error(dir, e))?;
     }
     Ok(())
 }

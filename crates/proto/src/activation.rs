@@ -66,11 +66,14 @@ impl ServerAddress {
             return Err(bad("must be 1 to 255 bytes"));
         }
         let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("missing :port"))?;
-        let port: u16 = port.parse().map_err(|_| bad("port is not a number from 1 to 65535"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| bad("port is not a number from 1 to 65535"))?;
         if port == 0 {
             return Err(bad("port is not a number from 1 to 65535"));
         }
-        let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
+        {
             inner.parse::<std::net::Ipv6Addr>().is_ok()
         } else {
             !host.is_empty()
@@ -83,7 +86,11 @@ impl ServerAddress {
         if !host_ok {
             return Err(bad("host must be a DNS name, an IPv4 address or [IPv6]"));
         }
-        Ok(Self { text: text.to_owned(), port, host_len: host.len() })
+        Ok(Self {
+            text: text.to_owned(),
+            port,
+            host_len: host.len(),
+        })
     }
 
     /// The host as it appears in a URL: a name, IPv4 address or bracketed IPv6 address.
@@ -241,10 +248,14 @@ impl ActivationCode {
         let address = std::str::from_utf8(&signed[fixed..])
             .map_err(|_| ActivationCodeError::Address("not UTF-8".to_owned()))?;
         // The slices below have exactly the lengths the conversions need.
-        let id: [u8; 8] = take(1, 8).try_into().map_err(|_| ActivationCodeError::Length)?;
-        let secret: [u8; SECRET_BYTES] =
-            take(9, SECRET_BYTES).try_into().map_err(|_| ActivationCodeError::Length)?;
-        let pin = Bytes::try_from(take(9 + SECRET_BYTES, 32)).map_err(|_| ActivationCodeError::Length)?;
+        let id: [u8; 8] = take(1, 8)
+            .try_into()
+            .map_err(|_| ActivationCodeError::Length)?;
+        let secret: [u8; SECRET_BYTES] = take(9, SECRET_BYTES)
+            .try_into()
+            .map_err(|_| ActivationCodeError::Length)?;
+        let pin =
+            Bytes::try_from(take(9 + SECRET_BYTES, 32)).map_err(|_| ActivationCodeError::Length)?;
         Ok(Self {
             server: ServerAddress::parse(address)?,
             pin,
@@ -282,7 +293,10 @@ mod tests {
         assert_eq!(ActivationCode::parse(&text).unwrap(), code);
         assert_eq!(ActivationCode::parse(&text.to_lowercase()).unwrap(), code);
         let spaced = format!("  {}\n", text.replace('-', " - "));
-        assert_eq!(ActivationCode::parse(&spaced.replacen(" - ", "-", 1)).unwrap(), code);
+        assert_eq!(
+            ActivationCode::parse(&spaced.replacen(" - ", "-", 1)).unwrap(),
+            code
+        );
     }
 
     #[test]
@@ -293,21 +307,39 @@ mod tests {
         let i = (chars.len() / 2..).find(|&i| chars[i] != '-').unwrap();
         chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
         let typo: String = chars.into_iter().collect();
-        assert_eq!(ActivationCode::parse(&typo), Err(ActivationCodeError::Checksum));
+        assert_eq!(
+            ActivationCode::parse(&typo),
+            Err(ActivationCodeError::Checksum)
+        );
     }
 
     #[test]
     fn refuses_junk() {
-        assert_eq!(ActivationCode::parse("hello"), Err(ActivationCodeError::Prefix));
-        assert_eq!(ActivationCode::parse("RDB-!!!!"), Err(ActivationCodeError::Encoding));
-        assert_eq!(ActivationCode::parse("RDB-AAAA"), Err(ActivationCodeError::Length));
-        assert_eq!(ActivationCode::parse(&"RDB-".repeat(200)), Err(ActivationCodeError::TooLong));
+        assert_eq!(
+            ActivationCode::parse("hello"),
+            Err(ActivationCodeError::Prefix)
+        );
+        assert_eq!(
+            ActivationCode::parse("RDB-!!!!"),
+            Err(ActivationCodeError::Encoding)
+        );
+        assert_eq!(
+            ActivationCode::parse("RDB-AAAA"),
+            Err(ActivationCodeError::Length)
+        );
+        assert_eq!(
+            ActivationCode::parse(&"RDB-".repeat(200)),
+            Err(ActivationCodeError::TooLong)
+        );
     }
 
     #[test]
     fn debug_hides_the_secret() {
         let shown = format!("{:?}", sample());
-        assert!(!shown.contains("9, 9") && !shown.contains("0909"), "{shown}");
+        assert!(
+            !shown.contains("9, 9") && !shown.contains("0909"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -315,10 +347,22 @@ mod tests {
         for good in ["127.0.0.1:8443", "[::1]:443", "mail.example.org:1"] {
             assert!(ServerAddress::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "host", "host:0", "host:99999", "bad host:1", ":80", "[zz]:1", "a..b:1"] {
+        for bad in [
+            "",
+            "host",
+            "host:0",
+            "host:99999",
+            "bad host:1",
+            ":80",
+            "[zz]:1",
+            "a..b:1",
+        ] {
             assert!(ServerAddress::parse(bad).is_err(), "{bad}");
         }
         let v6 = ServerAddress::parse("[::1]:8443").unwrap();
-        assert_eq!((v6.host(), v6.host_unbracketed(), v6.port()), ("[::1]", "::1", 8443));
+        assert_eq!(
+            (v6.host(), v6.host_unbracketed(), v6.port()),
+            ("[::1]", "::1", 8443)
+        );
     }
 }

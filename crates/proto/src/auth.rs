@@ -1,7 +1,7 @@
 //! What a device signs. Each transcript starts with its own domain-separation label, so a
 //! signature made for one purpose can never be replayed for another.
 
-use crate::{ActivationCodeId, CHALLENGE_BYTES, Bytes};
+use crate::{ActivationCodeId, Bytes, CHALLENGE_BYTES};
 
 /// The RFC 5705/8446 exporter label both sides use to bind a signature to the TLS session.
 pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-redoubt-session-v1";
@@ -28,7 +28,13 @@ pub fn enroll_transcript(
     tls_exporter: &[u8; TLS_EXPORTER_BYTES],
     code_id: &ActivationCodeId,
 ) -> Vec<u8> {
-    [ENROLL_LABEL, challenge.as_slice(), tls_exporter, code_id.as_bytes()].concat()
+    [
+        ENROLL_LABEL,
+        challenge.as_slice(),
+        tls_exporter,
+        code_id.as_bytes(),
+    ]
+    .concat()
 }
 
 #[cfg(test)]
@@ -40,7 +46,10 @@ mod tests {
         let challenge = Bytes([1; CHALLENGE_BYTES]);
         let exporter = [2; TLS_EXPORTER_BYTES];
         let id = ActivationCodeId::from([3; 8]);
-        assert_ne!(session_transcript(&challenge, &exporter), enroll_transcript(&challenge, &exporter, &id));
+        assert_ne!(
+            session_transcript(&challenge, &exporter),
+            enroll_transcript(&challenge, &exporter, &id)
+        );
         assert_ne!(
             session_transcript(&challenge, &exporter),
             session_transcript(&challenge, &[9; TLS_EXPORTER_BYTES])

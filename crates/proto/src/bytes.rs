@@ -23,7 +23,9 @@ impl<const N: usize> Bytes<N> {
 
     /// Parses lower- or upper-case hexadecimal of exactly `2 * N` digits.
     pub fn from_hex(text: &str) -> Option<Self> {
-        let decoded = data_encoding::HEXLOWER_PERMISSIVE.decode(text.as_bytes()).ok()?;
+        let decoded = data_encoding::HEXLOWER_PERMISSIVE
+            .decode(text.as_bytes())
+            .ok()?;
         Self::try_from(decoded.as_slice()).ok()
     }
 }
@@ -71,6 +73,8 @@ impl<'de, const N: usize> Deserialize<'de> for Bytes<N> {
                 Bytes::try_from(v).map_err(|_| E::invalid_length(v.len(), &self))
             }
         }
-        deserializer.deserialize_bytes(FixedVisitor::<N>).map_err(D::Error::custom)
+        deserializer
+            .deserialize_bytes(FixedVisitor::<N>)
+            .map_err(D::Error::custom)
     }
 }

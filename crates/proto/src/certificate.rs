@@ -8,7 +8,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::{DeviceId, DeviceName, OrgId, PublicKeyBytes, Role, SignatureBytes, UserName, Bytes};
+use crate::{Bytes, DeviceId, DeviceName, OrgId, PublicKeyBytes, Role, SignatureBytes, UserName};
 
 const SIGNATURE_LABEL: &[u8] = b"redoubt/device-certificate/v1\0";
 const CERTIFICATE_VERSION: u8 = 1;
@@ -77,8 +77,9 @@ impl VerifiedCertificate {
 
     /// The device's key, ready to verify signatures.
     pub fn device_key(&self) -> Result<VerifyingKey, CertificateError> {
-        VerifyingKey::from_bytes(&self.0.body.device_public_key.0)
-            .map_err(|_| CertificateError::Malformed("device key is not a valid Ed25519 point".into()))
+        VerifyingKey::from_bytes(&self.0.body.device_public_key.0).map_err(|_| {
+            CertificateError::Malformed("device key is not a valid Ed25519 point".into())
+        })
     }
 }
 
@@ -92,9 +93,17 @@ impl DeviceCertificate {
         // Encoding a CertificateBody into a Vec cannot fail (see frame::encode).
         let body_bytes = postcard::to_stdvec(body).unwrap_or_default();
         let signature = Bytes(org_key.sign(&signed_message(&body_bytes)).to_bytes());
-        let encoded = postcard::to_stdvec(&Envelope { body: body_bytes.clone(), signature })
-            .unwrap_or_default();
-        Self { encoded, body_bytes, signature, body: body.clone() }
+        let encoded = postcard::to_stdvec(&Envelope {
+            body: body_bytes.clone(),
+            signature,
+        })
+        .unwrap_or_default();
+        Self {
+            encoded,
+            body_bytes,
+            signature,
+            body: body.clone(),
+        }
     }
 
     /// Parses a certificate. Only structure is checked; call [`Self::verify`] before trusting it.
@@ -105,8 +114,8 @@ impl DeviceCertificate {
                 bytes.len()
             )));
         }
-        let envelope: Envelope = postcard::from_bytes(bytes)
-            .map_err(|e| CertificateError::Malformed(e.to_string()))?;
+        let envelope: Envelope =
+            postcard::from_bytes(bytes).map_err(|e| CertificateError::Malformed(e.to_string()))?;
         let (body, rest) = postcard::take_from_bytes::<CertificateBody>(&envelope.body)
             .map_err(|e| CertificateError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
@@ -119,7 +128,12 @@ impl DeviceCertificate {
         if encoded != bytes {
             return Err(CertificateError::Malformed("trailing bytes".into()));
         }
-        Ok(Self { encoded, body_bytes: envelope.body, signature: envelope.signature, body })
+        Ok(Self {
+            encoded,
+            body_bytes: envelope.body,
+            signature: envelope.signature,
+            body,
+        })
     }
 
     /// The body as claimed, before verification: for display and for choosing which key to
@@ -185,18 +199,32 @@ mod tests {
         let cert = DeviceCertificate::issue(&body(org), &org_key);
         let decoded = DeviceCertificate::decode(cert.encoded()).unwrap();
         assert_eq!(decoded, cert);
-        let verified = decoded.clone().verify(&org_key.verifying_key(), &org, 150).unwrap();
+        let verified = decoded
+            .clone()
+            .verify(&org_key.verifying_key(), &org, 150)
+            .unwrap();
         assert_eq!(verified.body().serial, 7);
 
         let other_key = SigningKey::from_bytes(&[2; 32]).verifying_key();
-        assert_eq!(decoded.clone().verify(&other_key, &org, 150), Err(CertificateError::BadSignature));
+        assert_eq!(
+            decoded.clone().verify(&other_key, &org, 150),
+            Err(CertificateError::BadSignature)
+        );
         let other_org = OrgId::from([8; 16]);
         assert_eq!(
-            decoded.clone().verify(&org_key.verifying_key(), &other_org, 150),
+            decoded
+                .clone()
+                .verify(&org_key.verifying_key(), &other_org, 150),
             Err(CertificateError::WrongOrganisation)
         );
-        assert_eq!(decoded.clone().verify(&org_key.verifying_key(), &org, 201), Err(CertificateError::Expired));
-        assert_eq!(decoded.verify(&org_key.verifying_key(), &org, 99), Err(CertificateError::Expired));
+        assert_eq!(
+            decoded.clone().verify(&org_key.verifying_key(), &org, 201),
+            Err(CertificateError::Expired)
+        );
+        assert_eq!(
+            decoded.verify(&org_key.verifying_key(), &org, 99),
+            Err(CertificateError::Expired)
+        );
     }
 
     #[test]
@@ -209,7 +237,10 @@ mod tests {
         let at = bytes.windows(5).position(|w| w == b"alice").unwrap();
         bytes[at] = b'b';
         let tampered = DeviceCertificate::decode(&bytes).unwrap();
-        assert_eq!(tampered.verify(&org_key.verifying_key(), &org, 150), Err(CertificateError::BadSignature));
+        assert_eq!(
+            tampered.verify(&org_key.verifying_key(), &org, 150),
+            Err(CertificateError::BadSignature)
+        );
     }
 
     #[test]
@@ -218,6 +249,9 @@ mod tests {
         let cert = DeviceCertificate::issue(&body(OrgId::from([9; 16])), &org_key);
         let mut bytes = cert.encoded().to_vec();
         bytes.push(0);
-        assert!(matches!(DeviceCertificate::decode(&bytes), Err(CertificateError::Malformed(_))));
+        assert!(matches!(
+            DeviceCertificate::decode(&bytes),
+            Err(CertificateError::Malformed(_))
+        ));
     }
 }

@@ -65,9 +65,15 @@ fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
     }
 }
 
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], frame_bytes_max: usize) -> Result<T, DecodeError> {
+fn decode<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    frame_bytes_max: usize,
+) -> Result<T, DecodeError> {
     if bytes.len() > frame_bytes_max {
-        return Err(DecodeError::TooLarge { len: bytes.len(), max: frame_bytes_max });
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max: frame_bytes_max,
+        });
     }
     let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
     if version != PROTOCOL_VERSION {
@@ -89,10 +95,16 @@ pub fn encode_server_frame(frame: &ServerFrame) -> Vec<u8> {
     encode(frame)
 }
 
-pub fn decode_client_frame(bytes: &[u8], frame_bytes_max: usize) -> Result<ClientFrame, DecodeError> {
+pub fn decode_client_frame(
+    bytes: &[u8],
+    frame_bytes_max: usize,
+) -> Result<ClientFrame, DecodeError> {
     decode(bytes, frame_bytes_max)
 }
 
-pub fn decode_server_frame(bytes: &[u8], frame_bytes_max: usize) -> Result<ServerFrame, DecodeError> {
+pub fn decode_server_frame(
+    bytes: &[u8],
+    frame_bytes_max: usize,
+) -> Result<ServerFrame, DecodeError> {
     decode(bytes, frame_bytes_max)
 }

@@ -11,7 +11,9 @@ use crate::Bytes;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdError {
-    #[error("user name must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit")]
+    #[error(
+        "user name must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+    )]
     UserName,
     #[error("{what} must be 1 to {max} characters with no control characters")]
     Text { what: &'static str, max: usize },
@@ -62,7 +64,7 @@ impl From<UserName> for String {
 
 impl fmt::Display for UserName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -117,7 +119,7 @@ macro_rules! text_type {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 
@@ -165,7 +167,7 @@ macro_rules! hex_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0.to_hex())
+                f.pad(&self.0.to_hex())
             }
         }
 
@@ -216,7 +218,7 @@ impl Role {
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -230,7 +232,15 @@ mod tests {
             assert!(UserName::parse(good).is_ok(), "{good}");
         }
         let long = "a".repeat(65);
-        for bad in ["", "Alice", "-lead", ".dot", "al ice", "ålice", long.as_str()] {
+        for bad in [
+            "",
+            "Alice",
+            "-lead",
+            ".dot",
+            "al ice",
+            "ålice",
+            long.as_str(),
+        ] {
             assert_eq!(UserName::parse(bad), Err(IdError::UserName), "{bad}");
         }
     }

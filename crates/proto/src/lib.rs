@@ -20,18 +20,18 @@ mod messages;
 pub use activation::{ActivationCode, ActivationCodeError, ActivationSecret, ServerAddress};
 pub use auth::{TLS_EXPORTER_BYTES, TLS_EXPORTER_LABEL, enroll_transcript, session_transcript};
 pub use bytes::Bytes;
-pub use certificate::{
-    CertificateBody, CertificateError, DeviceCertificate, VerifiedCertificate,
-};
+pub use certificate::{CertificateBody, CertificateError, DeviceCertificate, VerifiedCertificate};
 pub use error::{ErrorBody, ErrorCode};
 pub use frame::{
     ClientFrame, DecodeError, FRAME_BYTES_MIN, PROTOCOL_VERSION, ServerFrame, decode_client_frame,
     decode_server_frame, encode_client_frame, encode_server_frame,
 };
-pub use ids::{ActivationCodeId, DeviceId, DeviceName, DisplayName, IdError, OrgId, Role, UserName};
+pub use ids::{
+    ActivationCodeId, DeviceId, DeviceName, DisplayName, IdError, OrgId, Role, UserName,
+};
 pub use messages::{
-    DeviceSummary, EnrollRequest, Enrolled, Hello, IssuedActivationCode, Request, Response,
-    SessionInfo, UserSummary, AuthenticateRequest,
+    AuthenticateRequest, DeviceSummary, EnrollRequest, Enrolled, Hello, IssuedActivationCode,
+    Request, Response, SessionInfo, UserSummary,
 };
 
 /// Size of an Ed25519 public key.

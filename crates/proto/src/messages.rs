@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ActivationCodeId, ActivationSecret, DeviceId, DeviceName, DisplayName, OrgId, PublicKeyBytes,
-    Role, SignatureBytes, UserName, bytes::Bytes, CHALLENGE_BYTES,
+    ActivationCodeId, ActivationSecret, CHALLENGE_BYTES, DeviceId, DeviceName, DisplayName, OrgId,
+    PublicKeyBytes, Role, SignatureBytes, UserName, bytes::Bytes,
 };
 
 /// The first frame on every connection, sent by the server.
@@ -51,7 +51,10 @@ pub enum Request {
     /// Who this session is.
     WhoAmI,
     /// Admin: create a user and an activation code for their first device.
-    AdminUserAdd { user: UserName, display_name: Option<DisplayName> },
+    AdminUserAdd {
+        user: UserName,
+        display_name: Option<DisplayName>,
+    },
     /// Admin: an activation code for one more device of an existing user.
     AdminDeviceAdd { user: UserName },
     /// Admin: all users.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step must fail loudly
 //! Property tests of the codec: every frame round-trips, and no input makes a decoder panic.
 
 use proptest::prelude::*;
@@ -12,7 +13,9 @@ fn device_name() -> impl Strategy<Value = DeviceName> {
 }
 
 fn display_name() -> impl Strategy<Value = Option<DisplayName>> {
-    proptest::option::of("[A-Za-zé][A-Za-z é.]{0,40}[a-z]".prop_map(|s| DisplayName::parse(&s).unwrap()))
+    proptest::option::of(
+        "[A-Za-zé][A-Za-z é.]{0,40}[a-z]".prop_map(|s| DisplayName::parse(&s).unwrap()),
+    )
 }
 
 fn bytes<const N: usize>() -> impl Strategy<Value = Bytes<N>> {
@@ -21,18 +24,32 @@ fn bytes<const N: usize>() -> impl Strategy<Value = Bytes<N>> {
 
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (bytes::<8>(), bytes::<16>(), bytes::<32>(), device_name(), bytes::<64>()).prop_map(
-            |(id, secret, key, name, sig)| Request::Enroll(EnrollRequest {
-                code_id: ActivationCodeId(id),
-                secret: ActivationSecret::from_bytes(secret.0),
-                device_public_key: key,
-                device_name: name,
-                signature: sig,
-            })
-        ),
-        (proptest::collection::vec(any::<u8>(), 0..600), bytes::<64>()).prop_map(|(certificate, signature)| {
-            Request::Authenticate(AuthenticateRequest { certificate, signature })
-        }),
+        (
+            bytes::<8>(),
+            bytes::<16>(),
+            bytes::<32>(),
+            device_name(),
+            bytes::<64>()
+        )
+            .prop_map(
+                |(id, secret, key, name, sig)| Request::Enroll(EnrollRequest {
+                    code_id: ActivationCodeId(id),
+                    secret: ActivationSecret::from_bytes(secret.0),
+                    device_public_key: key,
+                    device_name: name,
+                    signature: sig,
+                })
+            ),
+        (
+            proptest::collection::vec(any::<u8>(), 0..600),
+            bytes::<64>()
+        )
+            .prop_map(|(certificate, signature)| {
+                Request::Authenticate(AuthenticateRequest {
+                    certificate,
+                    signature,
+                })
+            }),
         Just(Request::WhoAmI),
         (user_name(), display_name())
             .prop_map(|(user, display_name)| Request::AdminUserAdd { user, display_name }),
@@ -44,27 +61,39 @@ fn request() -> impl Strategy<Value = Request> {
 
 fn server_frame() -> impl Strategy<Value = ServerFrame> {
     prop_oneof![
-        (bytes::<32>(), any::<i64>(), any::<u32>()).prop_map(|(challenge, t, max)| ServerFrame::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            challenge,
-            server_time_unix_s: t,
-            frame_bytes_max: max,
-        })),
-        (any::<u64>(), any::<u16>(), ".{0,50}").prop_map(|(request_id, code, message)| ServerFrame::Error {
-            request_id,
-            error: ErrorBody::new(ErrorCode::from_u16(code), message),
+        (bytes::<32>(), any::<i64>(), any::<u32>()).prop_map(|(challenge, t, max)| {
+            ServerFrame::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                challenge,
+                server_time_unix_s: t,
+                frame_bytes_max: max,
+            })
         }),
-        (any::<u64>(), user_name(), ".{0,80}", any::<i64>()).prop_map(|(request_id, user, code, at)| {
-            ServerFrame::Response {
+        (any::<u64>(), any::<u16>(), ".{0,50}").prop_map(|(request_id, code, message)| {
+            ServerFrame::Error {
                 request_id,
-                response: Response::ActivationCodeIssued(IssuedActivationCode {
-                    user,
-                    code,
-                    expires_at_unix_s: at,
-                }),
+                error: ErrorBody::new(ErrorCode::from_u16(code), message),
             }
         }),
-        (any::<u64>(), proptest::collection::vec((user_name(), display_name(), any::<i64>(), any::<u32>()), 0..5))
+        (any::<u64>(), user_name(), ".{0,80}", any::<i64>()).prop_map(
+            |(request_id, user, code, at)| {
+                ServerFrame::Response {
+                    request_id,
+                    response: Response::ActivationCodeIssued(IssuedActivationCode {
+                        user,
+                        code,
+                        expires_at_unix_s: at,
+                    }),
+                }
+            }
+        ),
+        (
+            any::<u64>(),
+            proptest::collection::vec(
+                (user_name(), display_name(), any::<i64>(), any::<u32>()),
+                0..5
+            )
+        )
             .prop_map(|(request_id, users)| ServerFrame::Response {
                 request_id,
                 response: Response::Users(
@@ -140,20 +169,38 @@ proptest! {
 
 #[test]
 fn oversized_frame_is_refused_before_decoding() {
-    let frame = encode_client_frame(&ClientFrame { request_id: 1, request: Request::WhoAmI });
+    let frame = encode_client_frame(&ClientFrame {
+        request_id: 1,
+        request: Request::WhoAmI,
+    });
     let mut big = frame.clone();
     big.resize(LIMIT + 1, 0);
-    assert_eq!(decode_client_frame(&big, LIMIT), Err(DecodeError::TooLarge { len: LIMIT + 1, max: LIMIT }));
+    assert_eq!(
+        decode_client_frame(&big, LIMIT),
+        Err(DecodeError::TooLarge {
+            len: LIMIT + 1,
+            max: LIMIT
+        })
+    );
 }
 
 #[test]
 fn wrong_version_and_trailing_bytes_are_refused() {
-    let mut frame = encode_client_frame(&ClientFrame { request_id: 1, request: Request::WhoAmI });
+    let mut frame = encode_client_frame(&ClientFrame {
+        request_id: 1,
+        request: Request::WhoAmI,
+    });
     frame.push(0);
-    assert_eq!(decode_client_frame(&frame, LIMIT), Err(DecodeError::TrailingBytes(1)));
+    assert_eq!(
+        decode_client_frame(&frame, LIMIT),
+        Err(DecodeError::TrailingBytes(1))
+    );
     frame.pop();
     frame[0] = 2;
-    assert_eq!(decode_client_frame(&frame, LIMIT), Err(DecodeError::UnsupportedVersion(2)));
+    assert_eq!(
+        decode_client_frame(&frame, LIMIT),
+        Err(DecodeError::UnsupportedVersion(2))
+    );
     assert_eq!(decode_client_frame(&[], LIMIT), Err(DecodeError::Empty));
 }
 
@@ -163,12 +210,18 @@ fn huge_declared_length_does_not_allocate() {
     // notice the input is short instead of reserving the declared size.
     let mut frame = vec![PROTOCOL_VERSION, 1, 1];
     frame.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]);
-    assert!(matches!(decode_client_frame(&frame, LIMIT), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        decode_client_frame(&frame, LIMIT),
+        Err(DecodeError::Malformed(_))
+    ));
 }
 
 #[test]
 fn unknown_error_codes_survive_decoding() {
-    let frame = ServerFrame::Error { request_id: 3, error: ErrorBody::new(ErrorCode::Unknown(999), "new") };
+    let frame = ServerFrame::Error {
+        request_id: 3,
+        error: ErrorBody::new(ErrorCode::Unknown(999), "new"),
+    };
     let decoded = decode_server_frame(&encode_server_frame(&frame), LIMIT).unwrap();
     assert_eq!(decoded, frame);
 }

@@ -11,9 +11,9 @@ use redoubt_proto::{
 };
 use redoubt_store::{ActivationCodeRecord, ActivationCodeState, DeviceRecord, UserRecord};
 
+use crate::State;
 use crate::error::ApiError;
 use crate::org::DeviceGrant;
-use crate::State;
 
 /// What a connection knows about its peer before and after authentication.
 #[derive(Debug)]
@@ -41,7 +41,8 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 fn verify_signature(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> bool {
-    key.verify_strict(message, &Signature::from_bytes(signature)).is_ok()
+    key.verify_strict(message, &Signature::from_bytes(signature))
+        .is_ok()
 }
 
 /// Makes a fresh activation code for `user`: the record to store (with only the secret's
@@ -61,18 +62,27 @@ pub(crate) fn new_activation_code(
         id,
         secret,
     };
-    let issued =
-        IssuedActivationCode { user: user.clone(), code: code.to_text(), expires_at_unix_s: expires_at };
+    let issued = IssuedActivationCode {
+        user: user.clone(),
+        code: code.to_text(),
+        expires_at_unix_s: expires_at,
+    };
     (record, issued)
 }
 
-pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -> Result<Enrolled, ApiError> {
+pub(crate) async fn enroll(
+    state: &State,
+    peer: &Peer,
+    request: EnrollRequest,
+) -> Result<Enrolled, ApiError> {
     let now = state.now();
     let code = state
         .store
         .activation_code(&request.code_id)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::ActivationCodeUnknown, "unknown activation code"))?;
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::ActivationCodeUnknown, "unknown activation code")
+        })?;
     match code.state {
         ActivationCodeState::Used => return Err(redoubt_store::RedeemError::Used.into()),
         ActivationCodeState::Voided => return Err(redoubt_store::RedeemError::Voided.into()),
@@ -84,7 +94,10 @@ pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -
     }
     if !constant_time_eq(&request.secret.hash(), &code.secret_hash) {
         let attempts_max = state.config.activation.attempts_max;
-        let after = state.store.record_failed_activation(&code.id, attempts_max).await?;
+        let after = state
+            .store
+            .record_failed_activation(&code.id, attempts_max)
+            .await?;
         tracing::warn!(
             code_id = %code.id, user = %code.user, failed_attempts = after.failed_attempts,
             "wrong activation secret"
@@ -99,8 +112,12 @@ pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -
         ));
     }
 
-    let device_key = VerifyingKey::from_bytes(&request.device_public_key.0)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidArgument, "device_public_key is not an Ed25519 key"))?;
+    let device_key = VerifyingKey::from_bytes(&request.device_public_key.0).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidArgument,
+            "device_public_key is not an Ed25519 key",
+        )
+    })?;
     let transcript = enroll_transcript(&peer.challenge, &peer.tls_exporter, &request.code_id);
     if !verify_signature(&device_key, &transcript, &request.signature.0) {
         return Err(ApiError::new(
@@ -109,11 +126,9 @@ pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -
         ));
     }
 
-    let user = state
-        .store
-        .user(&code.user)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("user {} not found", code.user)))?;
+    let user = state.store.user(&code.user).await?.ok_or_else(|| {
+        ApiError::new(ErrorCode::NotFound, format!("user {} not found", code.user))
+    })?;
     let serial = state.store.next_certificate_serial().await?;
     let device_id = DeviceId::from(random::<16>());
     let certificate = state.org.certify(DeviceGrant {
@@ -138,7 +153,10 @@ pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -
         last_seen_at_unix_s: None,
         revoked_at_unix_s: None,
     };
-    state.store.redeem_activation_code(&code.id, now, &device).await?;
+    state
+        .store
+        .redeem_activation_code(&code.id, now, &device)
+        .await?;
     tracing::info!(user = %user.name, device_id = %device_id, serial, "device enrolled");
     Ok(Enrolled {
         certificate: certificate.encoded().to_vec(),
@@ -173,28 +191,46 @@ pub(crate) async fn authenticate(
         .ok_or_else(|| failed("certificate names a device this server does not know"))?;
     if device.revoked_at_unix_s.is_some() {
         tracing::warn!(device_id = %device.id, user = %device.user, "revoked device tried to authenticate");
-        return Err(ApiError::new(ErrorCode::DeviceRevoked, "this device has been revoked"));
+        return Err(ApiError::new(
+            ErrorCode::DeviceRevoked,
+            "this device has been revoked",
+        ));
     }
     if device.public_key != body.device_public_key || device.certificate_serial != body.serial {
         return Err(failed("certificate has been superseded"));
     }
     let key = verified.device_key().map_err(|e| failed(&e.to_string()))?;
-    if !verify_signature(&key, &session_transcript(&peer.challenge, &peer.tls_exporter), &request.signature.0) {
+    if !verify_signature(
+        &key,
+        &session_transcript(&peer.challenge, &peer.tls_exporter),
+        &request.signature.0,
+    ) {
         tracing::warn!(device_id = %device.id, "session signature did not verify");
-        return Err(failed("signature over the session challenge does not verify"));
+        return Err(failed(
+            "signature over the session challenge does not verify",
+        ));
     }
     state.store.touch_device(&device.id, now).await?;
-    let who = Authenticated { user: device.user.clone(), device_id: device.id };
+    let who = Authenticated {
+        user: device.user.clone(),
+        device_id: device.id,
+    };
     let info = session_info(state, &who).await?;
     tracing::info!(user = %who.user, device_id = %who.device_id, "session authenticated");
     Ok((who, info))
 }
 
-pub(crate) async fn session_info(state: &State, who: &Authenticated) -> Result<SessionInfo, ApiError> {
+pub(crate) async fn session_info(
+    state: &State,
+    who: &Authenticated,
+) -> Result<SessionInfo, ApiError> {
     let user = state.store.user(&who.user).await?;
     let device = state.store.device(&who.device_id).await?;
     let (Some(user), Some(device)) = (user, device) else {
-        return Err(ApiError::new(ErrorCode::NotFound, "this session's user or device no longer exists"));
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "this session's user or device no longer exists",
+        ));
     };
     Ok(SessionInfo {
         org_id: state.org.id,
@@ -211,12 +247,20 @@ pub(crate) async fn session_info(state: &State, who: &Authenticated) -> Result<S
 /// Roles are read from the directory on every admin request, so a change takes effect at
 /// once, whatever the certificate says.
 async fn require_admin(state: &State, who: &Authenticated) -> Result<(), ApiError> {
-    let roles = state.store.user(&who.user).await?.map(|u| u.roles).unwrap_or_default();
+    let roles = state
+        .store
+        .user(&who.user)
+        .await?
+        .map(|u| u.roles)
+        .unwrap_or_default();
     if roles.contains(&Role::Admin) {
         Ok(())
     } else {
         tracing::warn!(user = %who.user, device_id = %who.device_id, "admin request refused");
-        Err(ApiError::new(ErrorCode::Forbidden, "this command needs the admin role"))
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this command needs the admin role",
+        ))
     }
 }
 
@@ -229,13 +273,23 @@ pub(crate) async fn user_add(
     require_admin(state, who).await?;
     let now = state.now();
     let (record, issued) = new_activation_code(state, &user, now);
-    let new_user = UserRecord { name: user.clone(), display_name, roles: vec![], created_at_unix_s: now };
-    state.store.create_user(&new_user, &record).await.map_err(|e| match e {
-        redoubt_store::StoreError::AlreadyExists("user") => {
-            ApiError::new(ErrorCode::AlreadyExists, format!("user {user} already exists"))
-        }
-        other => other.into(),
-    })?;
+    let new_user = UserRecord {
+        name: user.clone(),
+        display_name,
+        roles: vec![],
+        created_at_unix_s: now,
+    };
+    state
+        .store
+        .create_user(&new_user, &record)
+        .await
+        .map_err(|e| match e {
+            redoubt_store::StoreError::AlreadyExists("user") => ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!("user {user} already exists"),
+            ),
+            other => other.into(),
+        })?;
     tracing::info!(admin = %who.user, user = %user, code_id = %record.id, "user added");
     Ok(issued)
 }
@@ -248,24 +302,34 @@ pub(crate) async fn device_add(
     require_admin(state, who).await?;
     let now = state.now();
     let (record, issued) = new_activation_code(state, &user, now);
-    state.store.create_activation_code(&record).await.map_err(|e| match e {
-        redoubt_store::StoreError::NotFound(_) => {
-            ApiError::new(ErrorCode::NotFound, format!("user {user} does not exist"))
-        }
-        other => other.into(),
-    })?;
+    state
+        .store
+        .create_activation_code(&record)
+        .await
+        .map_err(|e| match e {
+            redoubt_store::StoreError::NotFound(_) => {
+                ApiError::new(ErrorCode::NotFound, format!("user {user} does not exist"))
+            }
+            other => other.into(),
+        })?;
     tracing::info!(admin = %who.user, user = %user, code_id = %record.id, "device activation code issued");
     Ok(issued)
 }
 
-pub(crate) async fn user_list(state: &State, who: &Authenticated) -> Result<Vec<UserSummary>, ApiError> {
+pub(crate) async fn user_list(
+    state: &State,
+    who: &Authenticated,
+) -> Result<Vec<UserSummary>, ApiError> {
     require_admin(state, who).await?;
     let users = state.store.list_users().await?;
     let devices = state.store.list_devices(None).await?;
     Ok(users
         .into_iter()
         .map(|u| {
-            let active = devices.iter().filter(|d| d.user == u.name && d.revoked_at_unix_s.is_none()).count();
+            let active = devices
+                .iter()
+                .filter(|d| d.user == u.name && d.revoked_at_unix_s.is_none())
+                .count();
             UserSummary {
                 devices_active: u32::try_from(active).unwrap_or(u32::MAX),
                 user: u.name,
@@ -283,10 +347,13 @@ pub(crate) async fn device_list(
     user: Option<UserName>,
 ) -> Result<Vec<DeviceSummary>, ApiError> {
     require_admin(state, who).await?;
-    if let Some(user) = &user {
-        if state.store.user(user).await?.is_none() {
-            return Err(ApiError::new(ErrorCode::NotFound, format!("user {user} does not exist")));
-        }
+    if let Some(user) = &user
+        && state.store.user(user).await?.is_none()
+    {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("user {user} does not exist"),
+        ));
     }
     let devices = state.store.list_devices(user.as_ref()).await?;
     Ok(devices

@@ -65,7 +65,10 @@ pub struct ActivationSection {
 
 impl Default for ActivationSection {
     fn default() -> Self {
-        Self { code_ttl_hours: 72, attempts_max: 5 }
+        Self {
+            code_ttl_hours: 72,
+            attempts_max: 5,
+        }
     }
 }
 
@@ -78,7 +81,9 @@ pub struct CertificateSection {
 
 impl Default for CertificateSection {
     fn default() -> Self {
-        Self { device_validity_days: 365 }
+        Self {
+            device_validity_days: 365,
+        }
     }
 }
 
@@ -144,19 +149,31 @@ impl Config {
             return fail("limits.connections_max", "must be at least 1");
         }
         if (l.frame_bytes_max as usize) < FRAME_BYTES_MIN {
-            return fail("limits.frame_bytes_max", &format!("must be at least {FRAME_BYTES_MIN}"));
+            return fail(
+                "limits.frame_bytes_max",
+                &format!("must be at least {FRAME_BYTES_MIN}"),
+            );
         }
         if l.frame_bytes_max > 16 * 1024 * 1024 {
             return fail("limits.frame_bytes_max", "must be at most 16 MiB");
         }
         if l.device_requests_per_second == 0 || l.device_request_burst == 0 {
-            return fail("limits.device_requests_per_second", "rate and burst must be at least 1");
+            return fail(
+                "limits.device_requests_per_second",
+                "rate and burst must be at least 1",
+            );
         }
         if l.unauthenticated_requests_max < 2 {
-            return fail("limits.unauthenticated_requests_max", "must be at least 2 (enrol, then authenticate)");
+            return fail(
+                "limits.unauthenticated_requests_max",
+                "must be at least 2 (enrol, then authenticate)",
+            );
         }
         for (field, value) in [
-            ("limits.tls_handshake_timeout_ms", l.tls_handshake_timeout_ms),
+            (
+                "limits.tls_handshake_timeout_ms",
+                l.tls_handshake_timeout_ms,
+            ),
             ("limits.auth_timeout_ms", l.auth_timeout_ms),
             ("limits.ping_interval_ms", l.ping_interval_ms),
             ("limits.idle_timeout_ms", l.idle_timeout_ms),
@@ -166,7 +183,10 @@ impl Config {
             }
         }
         if l.idle_timeout_ms <= l.ping_interval_ms {
-            return fail("limits.idle_timeout_ms", "must be longer than limits.ping_interval_ms");
+            return fail(
+                "limits.idle_timeout_ms",
+                "must be longer than limits.ping_interval_ms",
+            );
         }
         if self.activation.code_ttl_hours == 0 {
             return fail("activation.code_ttl_hours", "must be at least 1");
@@ -279,7 +299,13 @@ mod tests {
         let text: String = Config::example_toml("Redoubt")
             .lines()
             .map(|line| match line.strip_prefix("# ") {
-                Some(rest) if rest.contains(" = ") && !rest.contains("example") && !rest.contains("/etc") => rest,
+                Some(rest)
+                    if rest.contains(" = ")
+                        && !rest.contains("example")
+                        && !rest.contains("/etc") =>
+                {
+                    rest
+                }
                 _ => line,
             })
             .collect::<Vec<_>>()

@@ -20,7 +20,9 @@ pub struct DataDir {
 
 impl DataDir {
     pub fn new(root: &Path) -> Self {
-        Self { root: root.to_owned() }
+        Self {
+            root: root.to_owned(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -99,7 +101,9 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError
     std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
     if let Some(parent) = path.parent() {
         // Make the rename durable.
-        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| io_error(parent, e))?;
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(parent, e))?;
     }
     Ok(())
 }

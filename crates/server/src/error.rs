@@ -37,10 +37,15 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyExists(what) => {
                 ApiError::new(ErrorCode::AlreadyExists, format!("{what} already exists"))
             }
-            StoreError::NotFound(what) => ApiError::new(ErrorCode::NotFound, format!("{what} not found")),
+            StoreError::NotFound(what) => {
+                ApiError::new(ErrorCode::NotFound, format!("{what} not found"))
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
-                ApiError::new(ErrorCode::Internal, "internal server error; nothing was changed")
+                ApiError::new(
+                    ErrorCode::Internal,
+                    "internal server error; nothing was changed",
+                )
             }
         }
     }
@@ -49,7 +54,9 @@ impl From<StoreError> for ApiError {
 impl From<RedeemError> for ApiError {
     fn from(error: RedeemError) -> Self {
         match error {
-            RedeemError::Unknown => ApiError::new(ErrorCode::ActivationCodeUnknown, "unknown activation code"),
+            RedeemError::Unknown => {
+                ApiError::new(ErrorCode::ActivationCodeUnknown, "unknown activation code")
+            }
             RedeemError::Used => ApiError::new(
                 ErrorCode::ActivationCodeUsed,
                 "this activation code has been used already; ask your administrator for a new one",
@@ -65,7 +72,10 @@ impl From<RedeemError> for ApiError {
             RedeemError::Store(store) => store.into(),
             other => {
                 tracing::error!(error = %other, "unexpected redemption failure");
-                ApiError::new(ErrorCode::Internal, "internal server error; nothing was changed")
+                ApiError::new(
+                    ErrorCode::Internal,
+                    "internal server error; nothing was changed",
+                )
             }
         }
     }

@@ -73,11 +73,14 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new() -> Self {
-        Self { now: std::sync::atomic::AtomicI64::new(unix_now()) }
+        Self {
+            now: std::sync::atomic::AtomicI64::new(unix_now()),
+        }
     }
 
     pub fn advance(&self, seconds: i64) {
-        self.now.fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+        self.now
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -136,13 +139,18 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 fn now_for(options: &OpenOptions) -> i64 {
-    options.clock.as_ref().map_or_else(unix_now, |c| c.now_unix_s())
+    options
+        .clock
+        .as_ref()
+        .map_or_else(unix_now, |c| c.now_unix_s())
 }
 
 /// The listen address configured in `DATA/redoubt.toml`, or the default when the folder
 /// is new, so a caller can bind before opening.
 pub fn configured_listen(data: &Path) -> Result<SocketAddr, ServerError> {
-    Ok(read_config(&DataDir::new(data))?.map(|c| c.server.listen).unwrap_or(Config::default().server.listen))
+    Ok(read_config(&DataDir::new(data))?
+        .map(|c| c.server.listen)
+        .unwrap_or(Config::default().server.listen))
 }
 
 fn read_config(data: &DataDir) -> Result<Option<Config>, ServerError> {
@@ -183,8 +191,16 @@ fn load_or_create_org_key(data: &DataDir, org_exists: bool) -> Result<SigningKey
     Ok(key)
 }
 
-fn public_address(config: &Config, options: &OpenOptions, listen: SocketAddr) -> Result<ServerAddress, ServerError> {
-    let text = match options.public_address.as_ref().or(config.server.public_address.as_ref()) {
+fn public_address(
+    config: &Config,
+    options: &OpenOptions,
+    listen: SocketAddr,
+) -> Result<ServerAddress, ServerError> {
+    let text = match options
+        .public_address
+        .as_ref()
+        .or(config.server.public_address.as_ref())
+    {
         Some(text) => text.clone(),
         None if listen.ip().is_unspecified() => {
             return Err(ServerError::Config(ConfigError(
@@ -202,7 +218,11 @@ fn public_address(config: &Config, options: &OpenOptions, listen: SocketAddr) ->
 impl Server {
     /// Opens the data folder at `data`, initialising whatever is missing. `listen` is the
     /// address actually bound; it is the default public address.
-    pub async fn open(data: &Path, listen: SocketAddr, options: &OpenOptions) -> Result<Self, ServerError> {
+    pub async fn open(
+        data: &Path,
+        listen: SocketAddr,
+        options: &OpenOptions,
+    ) -> Result<Self, ServerError> {
         let data = DataDir::new(data);
         data.create()?;
         let config = match read_config(&data)? {
@@ -222,7 +242,10 @@ impl Server {
             _ => {
                 let (cert, key) = (data.tls_certificate(), data.tls_private_key());
                 if !cert.exists() || !key.exists() {
-                    let names = vec![public_address.host_unbracketed().to_owned(), "localhost".to_owned()];
+                    let names = vec![
+                        public_address.host_unbracketed().to_owned(),
+                        "localhost".to_owned(),
+                    ];
                     tls::generate_self_signed(names, &cert, &key)?;
                     tracing::info!(path = %cert.display(), "created a self-signed TLS certificate");
                 }
@@ -239,7 +262,10 @@ impl Server {
             None => {
                 let mut id = [0; 16];
                 OsRng.fill_bytes(&mut id);
-                let org = OrgRecord { org_id: OrgId::from(id), created_at_unix_s: now_for(options) };
+                let org = OrgRecord {
+                    org_id: OrgId::from(id),
+                    created_at_unix_s: now_for(options),
+                };
                 store.init_org(&org).await?;
                 org
             }
@@ -256,7 +282,10 @@ impl Server {
             tls_pin: tls.pin,
             limiter,
             config,
-            clock: options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
+            clock: options
+                .clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(SystemClock)),
         });
 
         let first_admin_code = if state.store.list_users().await?.is_empty() {
@@ -264,7 +293,12 @@ impl Server {
         } else {
             None
         };
-        Ok(Self { state, tls, first_admin_code, data })
+        Ok(Self {
+            state,
+            tls,
+            first_admin_code,
+            data,
+        })
     }
 
     /// The address written into activation codes.
@@ -291,10 +325,16 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting, gives open sessions the
     /// grace period to end, and closes the store.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.config.clone());
-        let address = listener.local_addr().map_err(|e| ServerError::Io(e.to_string()))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| ServerError::Io(e.to_string()))?;
         tracing::info!(%address, public_address = %self.state.public_address, org = %self.state.org.name, "serving");
         let serve = listener::serve(listener, self.state.clone(), acceptor, stopped);
         tokio::pin!(serve);
@@ -312,7 +352,10 @@ impl Server {
     }
 }
 
-async fn create_first_admin(state: &State, data: &DataDir) -> Result<IssuedActivationCode, ServerError> {
+async fn create_first_admin(
+    state: &State,
+    data: &DataDir,
+) -> Result<IssuedActivationCode, ServerError> {
     let now = state.now();
     let name = UserName::parse(FIRST_ADMIN_USER)
         .map_err(|e| ServerError::DataDir(format!("first admin name: {e}")))?;
@@ -324,7 +367,10 @@ async fn create_first_admin(state: &State, data: &DataDir) -> Result<IssuedActiv
         created_at_unix_s: now,
     };
     state.store.create_user(&user, &record).await?;
-    data_dir::write_private(&data.admin_activation(), format!("{}\n", issued.code).as_bytes())?;
+    data_dir::write_private(
+        &data.admin_activation(),
+        format!("{}\n", issued.code).as_bytes(),
+    )?;
     tracing::info!(path = %data.admin_activation().display(), "created the first admin and their activation code");
     Ok(issued)
 }

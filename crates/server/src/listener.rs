@@ -99,7 +99,16 @@ pub(crate) async fn serve(
         let shutdown = shutdown.clone();
         let handshake_timeout = Duration::from_millis(limits.tls_handshake_timeout_ms);
         tokio::spawn(async move {
-            connection(tcp, peer, permit, acceptor, app, shutdown, handshake_timeout).await;
+            connection(
+                tcp,
+                peer,
+                permit,
+                acceptor,
+                app,
+                shutdown,
+                handshake_timeout,
+            )
+            .await;
         });
     }
     drop(listener);
@@ -132,15 +141,25 @@ async fn connection(
         }
     };
     let mut tls_exporter = [0; TLS_EXPORTER_BYTES];
-    if let Err(error) = tls.get_ref().1.export_keying_material(&mut tls_exporter, TLS_EXPORTER_LABEL, None) {
+    if let Err(error) =
+        tls.get_ref()
+            .1
+            .export_keying_material(&mut tls_exporter, TLS_EXPORTER_LABEL, None)
+    {
         tracing::warn!(%peer, %error, "TLS exporter unavailable");
         return;
     }
-    let info = Arc::new(ConnectionInfo { peer, tls_exporter, _permit: permit });
-    let service = app.map_request(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(info.clone());
-        request
+    let info = Arc::new(ConnectionInfo {
+        peer,
+        tls_exporter,
+        _permit: permit,
     });
+    let service = app.map_request(
+        move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(info.clone());
+            request
+        },
+    );
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)

@@ -3,8 +3,7 @@
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use redoubt_proto::{
-    CertificateBody, DeviceCertificate, DeviceId, DeviceName, OrgId, PublicKeyBytes, Role,
-    UserName,
+    CertificateBody, DeviceCertificate, DeviceId, DeviceName, OrgId, PublicKeyBytes, Role, UserName,
 };
 
 /// How far back a new certificate's validity starts, to tolerate devices whose clocks run
@@ -24,7 +23,10 @@ impl std::fmt::Debug for Org {
         f.debug_struct("Org")
             .field("id", &self.id)
             .field("name", &self.name)
-            .field("public_key", &redoubt_proto::Bytes(self.public_key().to_bytes()))
+            .field(
+                "public_key",
+                &redoubt_proto::Bytes(self.public_key().to_bytes()),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -21,7 +21,11 @@ pub(crate) struct RateLimiter {
 
 impl RateLimiter {
     pub(crate) fn new(per_second: u32, burst: u32) -> Self {
-        Self { per_second: f64::from(per_second), burst: f64::from(burst), buckets: Mutex::default() }
+        Self {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst),
+            buckets: Mutex::default(),
+        }
     }
 
     /// Takes one token for `device`; false when the device is over its limit.
@@ -29,10 +33,13 @@ impl RateLimiter {
         // A poisoned lock only means another thread panicked mid-update of a counter;
         // the map is still usable.
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets
-            .entry(*device)
-            .or_insert(Bucket { tokens: self.burst, refilled_at: now });
-        let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
+        let bucket = buckets.entry(*device).or_insert(Bucket {
+            tokens: self.burst,
+            refilled_at: now,
+        });
+        let elapsed = now
+            .saturating_duration_since(bucket.refilled_at)
+            .as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
         bucket.refilled_at = now;
         if bucket.tokens >= 1.0 {

@@ -14,10 +14,10 @@ use redoubt_proto::{
 };
 use tokio::sync::watch;
 
+use crate::State;
 use crate::api::{self, Authenticated, Peer};
 use crate::error::ApiError;
 use crate::listener::ConnectionInfo;
-use crate::State;
 
 enum Phase {
     Unauthenticated { requests: u32 },
@@ -39,7 +39,10 @@ pub(crate) async fn run(
     let limits = &state.config.limits;
     let mut challenge = [0; redoubt_proto::CHALLENGE_BYTES];
     OsRng.fill_bytes(&mut challenge);
-    let peer = Peer { challenge: Bytes(challenge), tls_exporter: connection.tls_exporter };
+    let peer = Peer {
+        challenge: Bytes(challenge),
+        tls_exporter: connection.tls_exporter,
+    };
     let hello = ServerFrame::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         challenge: peer.challenge,
@@ -110,7 +113,10 @@ pub(crate) async fn run(
         }
     };
     if let Some((code, reason)) = close {
-        let frame = CloseFrame { code, reason: reason.into() };
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
         let _ = socket.send(Message::Close(Some(frame))).await;
     }
     if let Phase::Authenticated(who) = &phase {
@@ -119,7 +125,10 @@ pub(crate) async fn run(
 }
 
 async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), ()> {
-    socket.send(Message::Binary(encode_server_frame(frame).into())).await.map_err(|_| ())
+    socket
+        .send(Message::Binary(encode_server_frame(frame).into()))
+        .await
+        .map_err(|_| ())
 }
 
 /// Answers one frame. `Err(())` means the socket failed.
@@ -140,18 +149,31 @@ async fn handle_frame(
                 _ => ErrorCode::MalformedFrame,
             };
             let error = ErrorBody::new(code, error.to_string());
-            send(socket, &ServerFrame::Error { request_id: 0, error }).await?;
+            send(
+                socket,
+                &ServerFrame::Error {
+                    request_id: 0,
+                    error,
+                },
+            )
+            .await?;
             return Ok(Next::Close(close_code::PROTOCOL, "undecodable frame"));
         }
     };
-    let ClientFrame { request_id, request } = frame;
+    let ClientFrame {
+        request_id,
+        request,
+    } = frame;
 
     let mut next = Next::Continue;
     let result = match phase {
         Phase::Unauthenticated { requests } => {
             *requests += 1;
             if *requests > limits.unauthenticated_requests_max {
-                next = Next::Close(close_code::POLICY, "too many requests before authenticating");
+                next = Next::Close(
+                    close_code::POLICY,
+                    "too many requests before authenticating",
+                );
                 Err(ApiError::new(
                     ErrorCode::TooManyUnauthenticatedRequests,
                     "too many requests before authenticating",
@@ -164,12 +186,18 @@ async fn handle_frame(
             if state.limiter.allow(&who.device_id, Instant::now()) {
                 authenticated(state, who, request).await
             } else {
-                Err(ApiError::new(ErrorCode::RateLimited, "request rate limit exceeded; slow down"))
+                Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    "request rate limit exceeded; slow down",
+                ))
             }
         }
     };
     let reply = match result {
-        Ok(response) => ServerFrame::Response { request_id, response },
+        Ok(response) => ServerFrame::Response {
+            request_id,
+            response,
+        },
         Err(ApiError(error)) => ServerFrame::Error { request_id, error },
     };
     send(socket, &reply).await?;
@@ -183,29 +211,43 @@ async fn unauthenticated(
     request: Request,
 ) -> Result<Response, ApiError> {
     match request {
-        Request::Enroll(enroll) => api::enroll(state, peer, enroll).await.map(Response::Enrolled),
+        Request::Enroll(enroll) => api::enroll(state, peer, enroll)
+            .await
+            .map(Response::Enrolled),
         Request::Authenticate(auth) => {
             let (who, info) = api::authenticate(state, peer, auth).await?;
             *phase = Phase::Authenticated(who);
             Ok(Response::Authenticated(info))
         }
-        _ => Err(ApiError::new(ErrorCode::Unauthenticated, "authenticate first")),
+        _ => Err(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "authenticate first",
+        )),
     }
 }
 
-async fn authenticated(state: &State, who: &Authenticated, request: Request) -> Result<Response, ApiError> {
+async fn authenticated(
+    state: &State,
+    who: &Authenticated,
+    request: Request,
+) -> Result<Response, ApiError> {
     match request {
-        Request::Enroll(_) | Request::Authenticate(_) => {
-            Err(ApiError::new(ErrorCode::AlreadyAuthenticated, "this session is already authenticated"))
-        }
+        Request::Enroll(_) | Request::Authenticate(_) => Err(ApiError::new(
+            ErrorCode::AlreadyAuthenticated,
+            "this session is already authenticated",
+        )),
         Request::WhoAmI => api::session_info(state, who).await.map(Response::WhoAmI),
         Request::AdminUserAdd { user, display_name } => {
-            api::user_add(state, who, user, display_name).await.map(Response::ActivationCodeIssued)
+            api::user_add(state, who, user, display_name)
+                .await
+                .map(Response::ActivationCodeIssued)
         }
-        Request::AdminDeviceAdd { user } => {
-            api::device_add(state, who, user).await.map(Response::ActivationCodeIssued)
-        }
+        Request::AdminDeviceAdd { user } => api::device_add(state, who, user)
+            .await
+            .map(Response::ActivationCodeIssued),
         Request::AdminUserList => api::user_list(state, who).await.map(Response::Users),
-        Request::AdminDeviceList { user } => api::device_list(state, who, user).await.map(Response::Devices),
+        Request::AdminDeviceList { user } => api::device_list(state, who, user)
+            .await
+            .map(Response::Devices),
     }
 }

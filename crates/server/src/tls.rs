@@ -35,7 +35,9 @@ pub(crate) fn generate_self_signed(
     // Devices pin this certificate, so it must outlive them; replacing it means re-enrolling.
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    let cert = params.self_signed(&key).map_err(|e| ServerError::Tls(e.to_string()))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
     crate::data_dir::write_private(key_path, key.serialize_pem().as_bytes())?;
     crate::data_dir::write_private(cert_path, cert.pem().as_bytes())?;
     Ok(())
@@ -60,5 +62,8 @@ pub(crate) fn load(cert_path: &Path, key_path: &Path) -> Result<TlsIdentity, Ser
     .with_single_cert(chain, key)
     .map_err(|e| ServerError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsIdentity { config: Arc::new(config), pin })
+    Ok(TlsIdentity {
+        config: Arc::new(config),
+        pin,
+    })
 }

@@ -16,11 +16,11 @@ use redoubt_store::{
     ActivationCodeRecord, ActivationCodeState, DeviceRecord, OrgRecord, RedeemError, Result, Store,
     StoreError, UserRecord,
 };
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::Row;
 
 /// Connections in the pool. SQLite has one writer; readers proceed in parallel under WAL.
 const POOL_CONNECTIONS_MAX: u32 = 4;
@@ -80,7 +80,11 @@ impl SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend_error)?;
-        if rows == ["ok"] { Ok(()) } else { Err(StoreError::Corrupt(rows.join("; "))) }
+        if rows == ["ok"] {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(rows.join("; ")))
+        }
     }
 }
 
@@ -128,7 +132,9 @@ fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
 
 fn fixed<const N: usize>(row: &SqliteRow, column: &str) -> Result<[u8; N]> {
     let bytes: Vec<u8> = get(row, column)?;
-    bytes.try_into().map_err(|_| StoreError::Corrupt(format!("{column} has the wrong length")))
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{column} has the wrong length")))
 }
 
 fn user_name(row: &SqliteRow, column: &str) -> Result<UserName> {
@@ -166,7 +172,8 @@ fn device_from_row(row: &SqliteRow) -> Result<DeviceRecord> {
     Ok(DeviceRecord {
         id: DeviceId::from(fixed::<16>(row, "id")?),
         user: user_name(row, "user_name")?,
-        name: DeviceName::parse(&get::<String>(row, "name")?).map_err(|_| corrupt("device name"))?,
+        name: DeviceName::parse(&get::<String>(row, "name")?)
+            .map_err(|_| corrupt("device name"))?,
         public_key: Bytes(fixed::<32>(row, "public_key")?),
         certificate: get(row, "certificate")?,
         certificate_serial: serial_from_db(get(row, "certificate_serial")?)?,
@@ -182,10 +189,7 @@ const CODE_COLUMNS: &str =
 const DEVICE_COLUMNS: &str = "id, user_name, name, public_key, certificate, certificate_serial, \
      certificate_not_after, created_at, last_seen_at, revoked_at";
 
-async fn insert_code(
-    conn: &mut sqlx::SqliteConnection,
-    code: &ActivationCodeRecord,
-) -> Result<()> {
+async fn insert_code(conn: &mut sqlx::SqliteConnection, code: &ActivationCodeRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO activation_codes
             (id, user_name, secret_hash, created_at, expires_at, failed_attempts, state, device_id)
@@ -263,7 +267,11 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, user: &UserRecord, code: &ActivationCodeRecord) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend_error)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend_error)?;
         sqlx::query("INSERT INTO users (name, display_name, created_at) VALUES (?, ?, ?)")
             .bind(user.name.as_str())
             .bind(user.display_name.as_ref().map(DisplayName::as_str))
@@ -328,7 +336,11 @@ impl Store for SqliteStore {
         id: &ActivationCodeId,
         attempts_max: u32,
     ) -> Result<ActivationCodeRecord> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend_error)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend_error)?;
         sqlx::query(
             "UPDATE activation_codes
              SET failed_attempts = failed_attempts + 1,
@@ -359,7 +371,11 @@ impl Store for SqliteStore {
         now_unix_s: i64,
         device: &DeviceRecord,
     ) -> Result<(), RedeemError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend_error)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend_error)?;
         let row = sqlx::query("SELECT state, expires_at FROM activation_codes WHERE id = ?")
             .bind(id.as_bytes().as_slice())
             .fetch_optional(&mut *tx)
@@ -429,11 +445,13 @@ impl Store for SqliteStore {
             .bind(user.as_str())
             .fetch_all(&self.pool)
             .await,
-            None => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY user_name, created_at, id"
-            )))
-            .fetch_all(&self.pool)
-            .await,
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY user_name, created_at, id"
+                )))
+                .fetch_all(&self.pool)
+                .await
+            }
         }
         .map_err(backend_error)?;
         rows.iter().map(device_from_row).collect()

@@ -1,13 +1,16 @@
 //! Numbered schema migrations, applied in order at open, each in its own transaction.
 
-use sqlx::SqlitePool;
 use redoubt_store::{Result, StoreError};
+use sqlx::SqlitePool;
 
 use crate::backend_error;
 
 /// Every migration, in order. Append only: an applied migration is never edited.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "directory", include_str!("../migrations/0001_directory.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "directory",
+    include_str!("../migrations/0001_directory.sql"),
+)];
 
 pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {
     sqlx::raw_sql(
@@ -34,8 +37,14 @@ pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {
         )));
     }
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend_error)?;
-        sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(backend_error)?;
+        let mut tx = pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend_error)?;
+        sqlx::raw_sql(*sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_error)?;
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
             .bind(version)
             .bind(name)

@@ -5,7 +5,9 @@
 //! A backend's tests invoke [`store_conformance_tests!`] with an async expression that
 //! makes a fresh, empty store; each check becomes its own test.
 
-use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName};
+use redoubt_proto::{
+    ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName,
+};
 
 use crate::{
     ActivationCodeRecord, ActivationCodeState, DeviceRecord, OrgRecord, RedeemError, Store,
@@ -79,11 +81,20 @@ fn device(id: u8, user: &str, serial: u64) -> DeviceRecord {
 
 pub async fn org_is_written_once(store: &impl Store) {
     assert_eq!(store.org().await.unwrap(), None);
-    let org = OrgRecord { org_id: OrgId::from([1; 16]), created_at_unix_s: 5 };
+    let org = OrgRecord {
+        org_id: OrgId::from([1; 16]),
+        created_at_unix_s: 5,
+    };
     store.init_org(&org).await.unwrap();
     assert_eq!(store.org().await.unwrap(), Some(org.clone()));
-    let other = OrgRecord { org_id: OrgId::from([2; 16]), created_at_unix_s: 6 };
-    assert!(matches!(store.init_org(&other).await, Err(StoreError::AlreadyExists(_))));
+    let other = OrgRecord {
+        org_id: OrgId::from([2; 16]),
+        created_at_unix_s: 6,
+    };
+    assert!(matches!(
+        store.init_org(&other).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
     assert_eq!(store.org().await.unwrap(), Some(org));
 }
 
@@ -91,72 +102,160 @@ pub async fn users_round_trip(store: &impl Store) {
     let mut admin = user("admin");
     admin.roles = vec![Role::Admin];
     admin.display_name = None;
-    store.create_user(&admin, &code(1, "admin", 2_000)).await.unwrap();
-    store.create_user(&user("alice"), &code(2, "alice", 2_000)).await.unwrap();
+    store
+        .create_user(&admin, &code(1, "admin", 2_000))
+        .await
+        .unwrap();
+    store
+        .create_user(&user("alice"), &code(2, "alice", 2_000))
+        .await
+        .unwrap();
     assert_eq!(store.user(&admin.name).await.unwrap(), Some(admin.clone()));
-    assert_eq!(store.user(&UserName::parse("nobody").unwrap()).await.unwrap(), None);
-    let names: Vec<_> = store.list_users().await.unwrap().into_iter().map(|u| u.name).collect();
-    assert_eq!(names, vec![admin.name.clone(), UserName::parse("alice").unwrap()]);
-    assert_eq!(store.activation_code(&ActivationCodeId::from([2; 8])).await.unwrap(), Some(code(2, "alice", 2_000)));
+    assert_eq!(
+        store
+            .user(&UserName::parse("nobody").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    let names: Vec<_> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(
+        names,
+        vec![admin.name.clone(), UserName::parse("alice").unwrap()]
+    );
+    assert_eq!(
+        store
+            .activation_code(&ActivationCodeId::from([2; 8]))
+            .await
+            .unwrap(),
+        Some(code(2, "alice", 2_000))
+    );
 }
 
 pub async fn duplicate_user_is_refused_and_nothing_is_written(store: &impl Store) {
-    store.create_user(&user("alice"), &code(1, "alice", 2_000)).await.unwrap();
-    let again = store.create_user(&user("alice"), &code(2, "alice", 2_000)).await;
-    assert!(matches!(again, Err(StoreError::AlreadyExists(_))), "{again:?}");
+    store
+        .create_user(&user("alice"), &code(1, "alice", 2_000))
+        .await
+        .unwrap();
+    let again = store
+        .create_user(&user("alice"), &code(2, "alice", 2_000))
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::AlreadyExists(_))),
+        "{again:?}"
+    );
     // The second call's code must not have been written.
-    assert_eq!(store.activation_code(&ActivationCodeId::from([2; 8])).await.unwrap(), None);
+    assert_eq!(
+        store
+            .activation_code(&ActivationCodeId::from([2; 8]))
+            .await
+            .unwrap(),
+        None
+    );
     // A code id collision also rolls back the user.
-    let clash = store.create_user(&user("bob"), &code(1, "bob", 2_000)).await;
-    assert!(matches!(clash, Err(StoreError::AlreadyExists(_))), "{clash:?}");
-    assert_eq!(store.user(&UserName::parse("bob").unwrap()).await.unwrap(), None);
+    let clash = store
+        .create_user(&user("bob"), &code(1, "bob", 2_000))
+        .await;
+    assert!(
+        matches!(clash, Err(StoreError::AlreadyExists(_))),
+        "{clash:?}"
+    );
+    assert_eq!(
+        store.user(&UserName::parse("bob").unwrap()).await.unwrap(),
+        None
+    );
 }
 
 pub async fn activation_code_for_unknown_user_is_refused(store: &impl Store) {
     let result = store.create_activation_code(&code(1, "ghost", 2_000)).await;
     assert!(matches!(result, Err(StoreError::NotFound(_))), "{result:?}");
-    store.create_user(&user("alice"), &code(2, "alice", 2_000)).await.unwrap();
-    store.create_activation_code(&code(3, "alice", 2_000)).await.unwrap();
-    assert!(store.activation_code(&ActivationCodeId::from([3; 8])).await.unwrap().is_some());
+    store
+        .create_user(&user("alice"), &code(2, "alice", 2_000))
+        .await
+        .unwrap();
+    store
+        .create_activation_code(&code(3, "alice", 2_000))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .activation_code(&ActivationCodeId::from([3; 8]))
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 pub async fn redeem_creates_device_once(store: &impl Store) {
-    store.create_user(&user("alice"), &code(1, "alice", 2_000)).await.unwrap();
+    store
+        .create_user(&user("alice"), &code(1, "alice", 2_000))
+        .await
+        .unwrap();
     let id = ActivationCodeId::from([1; 8]);
     let dev = device(7, "alice", 1);
-    store.redeem_activation_code(&id, 1_500, &dev).await.unwrap();
+    store
+        .redeem_activation_code(&id, 1_500, &dev)
+        .await
+        .unwrap();
     assert_eq!(store.device(&dev.id).await.unwrap(), Some(dev.clone()));
     let record = store.activation_code(&id).await.unwrap().unwrap();
     assert_eq!(record.state, ActivationCodeState::Used);
     assert_eq!(record.device_id, Some(dev.id));
-    let again = store.redeem_activation_code(&id, 1_500, &device(8, "alice", 2)).await;
+    let again = store
+        .redeem_activation_code(&id, 1_500, &device(8, "alice", 2))
+        .await;
     assert!(matches!(again, Err(RedeemError::Used)), "{again:?}");
     assert_eq!(store.device(&DeviceId::from([8; 16])).await.unwrap(), None);
 }
 
 pub async fn redeem_refuses_expired_used_and_voided_codes(store: &impl Store) {
-    store.create_user(&user("alice"), &code(1, "alice", 2_000)).await.unwrap();
+    store
+        .create_user(&user("alice"), &code(1, "alice", 2_000))
+        .await
+        .unwrap();
     let expired = store
-        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 2_001, &device(7, "alice", 1))
+        .redeem_activation_code(
+            &ActivationCodeId::from([1; 8]),
+            2_001,
+            &device(7, "alice", 1),
+        )
         .await;
     assert!(matches!(expired, Err(RedeemError::Expired)), "{expired:?}");
     assert_eq!(store.device(&DeviceId::from([7; 16])).await.unwrap(), None);
     let unknown = store
-        .redeem_activation_code(&ActivationCodeId::from([9; 8]), 1_500, &device(7, "alice", 1))
+        .redeem_activation_code(
+            &ActivationCodeId::from([9; 8]),
+            1_500,
+            &device(7, "alice", 1),
+        )
         .await;
     assert!(matches!(unknown, Err(RedeemError::Unknown)), "{unknown:?}");
 
-    store.create_activation_code(&code(2, "alice", 2_000)).await.unwrap();
+    store
+        .create_activation_code(&code(2, "alice", 2_000))
+        .await
+        .unwrap();
     let id = ActivationCodeId::from([2; 8]);
     for _ in 0..5 {
         store.record_failed_activation(&id, 5).await.unwrap();
     }
-    let voided = store.redeem_activation_code(&id, 1_500, &device(7, "alice", 1)).await;
+    let voided = store
+        .redeem_activation_code(&id, 1_500, &device(7, "alice", 1))
+        .await;
     assert!(matches!(voided, Err(RedeemError::Voided)), "{voided:?}");
 }
 
 pub async fn failed_attempts_void_the_code(store: &impl Store) {
-    store.create_user(&user("alice"), &code(1, "alice", 2_000)).await.unwrap();
+    store
+        .create_user(&user("alice"), &code(1, "alice", 2_000))
+        .await
+        .unwrap();
     let id = ActivationCodeId::from([1; 8]);
     for attempt in 1..=4 {
         let record = store.record_failed_activation(&id, 5).await.unwrap();
@@ -164,16 +263,30 @@ pub async fn failed_attempts_void_the_code(store: &impl Store) {
         assert_eq!(record.state, ActivationCodeState::Active);
     }
     let record = store.record_failed_activation(&id, 5).await.unwrap();
-    assert_eq!((record.failed_attempts, record.state), (5, ActivationCodeState::Voided));
+    assert_eq!(
+        (record.failed_attempts, record.state),
+        (5, ActivationCodeState::Voided)
+    );
     // Further failures change nothing.
     let record = store.record_failed_activation(&id, 5).await.unwrap();
-    assert_eq!((record.failed_attempts, record.state), (5, ActivationCodeState::Voided));
-    let missing = store.record_failed_activation(&ActivationCodeId::from([9; 8]), 5).await;
-    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+    assert_eq!(
+        (record.failed_attempts, record.state),
+        (5, ActivationCodeState::Voided)
+    );
+    let missing = store
+        .record_failed_activation(&ActivationCodeId::from([9; 8]), 5)
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
 }
 
 pub async fn concurrent_redemptions_have_one_winner(store: &impl Store) {
-    store.create_user(&user("alice"), &code(1, "alice", 2_000)).await.unwrap();
+    store
+        .create_user(&user("alice"), &code(1, "alice", 2_000))
+        .await
+        .unwrap();
     let id = ActivationCodeId::from([1; 8]);
     let attempts: Vec<_> = (0..8u8)
         .map(|i| {
@@ -184,7 +297,12 @@ pub async fn concurrent_redemptions_have_one_winner(store: &impl Store) {
     let results = futures_join_all(attempts).await;
     let winners = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(winners, 1, "{results:?}");
-    assert!(results.iter().filter(|r| r.is_err()).all(|r| matches!(r, Err(RedeemError::Used))));
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.is_err())
+            .all(|r| matches!(r, Err(RedeemError::Used)))
+    );
     assert_eq!(store.list_devices(None).await.unwrap().len(), 1);
 }
 
@@ -204,7 +322,11 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
                 }
             }
         }
-        if pending { Poll::Pending } else { Poll::Ready(()) }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     })
     .await;
     outputs.into_iter().flatten().collect()
@@ -220,30 +342,94 @@ pub async fn serials_are_unique_and_increasing(store: &impl Store) {
 }
 
 pub async fn devices_list_and_touch(store: &impl Store) {
-    store.create_user(&user("alice"), &code(1, "alice", 2_000)).await.unwrap();
-    store.create_activation_code(&code(2, "alice", 2_000)).await.unwrap();
-    store.create_user(&user("bob"), &code(3, "bob", 2_000)).await.unwrap();
-    store.redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_100, &device(1, "alice", 1)).await.unwrap();
-    store.redeem_activation_code(&ActivationCodeId::from([2; 8]), 1_100, &device(2, "alice", 2)).await.unwrap();
-    store.redeem_activation_code(&ActivationCodeId::from([3; 8]), 1_100, &device(3, "bob", 3)).await.unwrap();
+    store
+        .create_user(&user("alice"), &code(1, "alice", 2_000))
+        .await
+        .unwrap();
+    store
+        .create_activation_code(&code(2, "alice", 2_000))
+        .await
+        .unwrap();
+    store
+        .create_user(&user("bob"), &code(3, "bob", 2_000))
+        .await
+        .unwrap();
+    store
+        .redeem_activation_code(
+            &ActivationCodeId::from([1; 8]),
+            1_100,
+            &device(1, "alice", 1),
+        )
+        .await
+        .unwrap();
+    store
+        .redeem_activation_code(
+            &ActivationCodeId::from([2; 8]),
+            1_100,
+            &device(2, "alice", 2),
+        )
+        .await
+        .unwrap();
+    store
+        .redeem_activation_code(&ActivationCodeId::from([3; 8]), 1_100, &device(3, "bob", 3))
+        .await
+        .unwrap();
     let alice = UserName::parse("alice").unwrap();
-    let ids: Vec<_> = store.list_devices(Some(&alice)).await.unwrap().into_iter().map(|d| d.id).collect();
+    let ids: Vec<_> = store
+        .list_devices(Some(&alice))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     assert_eq!(ids, vec![DeviceId::from([1; 16]), DeviceId::from([2; 16])]);
     assert_eq!(store.list_devices(None).await.unwrap().len(), 3);
-    store.touch_device(&DeviceId::from([3; 16]), 4_242).await.unwrap();
-    let bob_device = store.device(&DeviceId::from([3; 16])).await.unwrap().unwrap();
+    store
+        .touch_device(&DeviceId::from([3; 16]), 4_242)
+        .await
+        .unwrap();
+    let bob_device = store
+        .device(&DeviceId::from([3; 16]))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(bob_device.last_seen_at_unix_s, Some(4_242));
 }
 
 pub async fn duplicate_device_key_is_refused_atomically(store: &impl Store) {
-    store.create_user(&user("alice"), &code(1, "alice", 2_000)).await.unwrap();
-    store.create_activation_code(&code(2, "alice", 2_000)).await.unwrap();
-    store.redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_100, &device(1, "alice", 1)).await.unwrap();
+    store
+        .create_user(&user("alice"), &code(1, "alice", 2_000))
+        .await
+        .unwrap();
+    store
+        .create_activation_code(&code(2, "alice", 2_000))
+        .await
+        .unwrap();
+    store
+        .redeem_activation_code(
+            &ActivationCodeId::from([1; 8]),
+            1_100,
+            &device(1, "alice", 1),
+        )
+        .await
+        .unwrap();
     // Same public key as device 1, different id: refused, and code 2 stays active.
     let mut copy = device(2, "alice", 2);
     copy.public_key = device(1, "alice", 1).public_key;
-    let result = store.redeem_activation_code(&ActivationCodeId::from([2; 8]), 1_100, &copy).await;
-    assert!(matches!(result, Err(RedeemError::Store(StoreError::AlreadyExists(_)))), "{result:?}");
-    let code2 = store.activation_code(&ActivationCodeId::from([2; 8])).await.unwrap().unwrap();
+    let result = store
+        .redeem_activation_code(&ActivationCodeId::from([2; 8]), 1_100, &copy)
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(RedeemError::Store(StoreError::AlreadyExists(_)))
+        ),
+        "{result:?}"
+    );
+    let code2 = store
+        .activation_code(&ActivationCodeId::from([2; 8]))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(code2.state, ActivationCodeState::Active);
 }

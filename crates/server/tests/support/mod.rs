@@ -43,15 +43,31 @@ impl TestServer {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let clock = Arc::new(ManualClock::new());
-        let options = OpenOptions { clock: Some(clock.clone()), ..OpenOptions::default() };
+        let options = OpenOptions {
+            clock: Some(clock.clone()),
+            ..OpenOptions::default()
+        };
         let server = Server::open(dir.path(), addr, &options).await.unwrap();
         let admin_code = server.first_admin_code.as_ref().map(|c| c.code.clone());
         let org_public_key = server.org().public_key().to_bytes();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
-            server.run(listener, async { let _ = stopped.await; }).await.unwrap();
+            server
+                .run(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
         });
-        Self { dir, addr, clock, admin_code, org_public_key, stop: Some(stop), task: Some(task) }
+        Self {
+            dir,
+            addr,
+            clock,
+            admin_code,
+            org_public_key,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Shuts down gracefully and returns the data folder.
@@ -70,11 +86,18 @@ impl TestServer {
 /// Enrols a device into a fresh profile folder inside `root`.
 pub async fn enroll(root: &Path, name: &str, code: &str) -> Profile {
     let code = ActivationCode::parse(code).unwrap();
-    redoubt_client::enroll(&root.join(name), &code, DeviceName::parse(name).unwrap()).await.unwrap()
+    redoubt_client::enroll(&root.join(name), &code, DeviceName::parse(name).unwrap())
+        .await
+        .unwrap()
 }
 
 /// An admin session on a fresh server, with its profile folder.
 pub async fn admin_session(server: &TestServer, profiles: &Path) -> Session {
-    let profile = enroll(profiles, "admin-laptop", server.admin_code.as_deref().unwrap()).await;
+    let profile = enroll(
+        profiles,
+        "admin-laptop",
+        server.admin_code.as_deref().unwrap(),
+    )
+    .await;
     Session::open(&profile).await.unwrap()
 }

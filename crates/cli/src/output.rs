@@ -1,0 +1,273 @@
+//! Everything the CLI prints: text for people, or `--json` for scripts. Results go to
+//! stdout; errors to stderr (as `{"error": {...}}` with `--json`).
+
+use std::path::Path;
+
+use redoubt_client::{ClientError, Profile};
+use redoubt_proto::{DeviceSummary, IssuedActivationCode, SessionInfo, UserSummary};
+use serde_json::json;
+
+pub(crate) struct Output {
+    json: bool,
+}
+
+fn time(unix_s: i64) -> String {
+    u64::try_from(unix_s)
+        .ok()
+        .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_else(|| unix_s.to_string())
+}
+
+fn optional_time(unix_s: Option<i64>) -> String {
+    unix_s.map(time).unwrap_or_else(|| "-".to_owned())
+}
+
+/// The code drawn for a terminal with a dark background (the common case): dark modules
+/// are blanks and light ones are blocks, as `qrencode -t UTF8` draws them.
+fn qr(text: &str) -> Option<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L).ok()?;
+    Some(
+        code.render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+/// An activation code, indented on its own line, then (optionally) as a QR code.
+fn print_code(code: &str, draw_qr: bool) {
+    println!();
+    println!("    {code}");
+    println!();
+    if let Some(qr) = qr(code).filter(|_| draw_qr) {
+        println!("{qr}");
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+impl Output {
+    pub(crate) fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    pub(crate) fn error(&self, error: &anyhow::Error) {
+        let server = error
+            .chain()
+            .find_map(|e| e.downcast_ref::<ClientError>())
+            .and_then(ClientError::code);
+        if self.json {
+            let code = server.map(|c| c.as_str()).unwrap_or("client_error");
+            let message = format!("{error:#}");
+            eprintln!(
+                "{}",
+                json!({ "error": { "code": code, "message": message } })
+            );
+        } else {
+            eprintln!("error: {error:#}");
+        }
+    }
+
+    pub(crate) fn first_admin_code(
+        &self,
+        data: &Path,
+        file: &Path,
+        code: &IssuedActivationCode,
+        draw_qr: bool,
+    ) {
+        if self.json {
+            print_json(&json!({
+                "data": data.display().to_string(),
+                "user": code.user.as_str(),
+                "code": code.code,
+                "expires_at": time(code.expires_at_unix_s),
+                "code_file": file.display().to_string(),
+            }));
+            return;
+        }
+        println!("Redoubt initialised its data folder {}.", data.display());
+        println!();
+        println!(
+            "First admin activation code (valid until {}, single use):",
+            time(code.expires_at_unix_s)
+        );
+        print_code(&code.code, draw_qr);
+        println!("It is also in {} (readable only by you).", file.display());
+        println!("Enrol the admin's device with:");
+        println!();
+        println!(
+            "    redoubt --profile ./admin enroll \"$(cat {})\" --name \"admin laptop\"",
+            file.display()
+        );
+        println!();
+    }
+
+    pub(crate) fn enrolled(&self, profile: &Profile) {
+        let body = profile.certificate_body();
+        if self.json {
+            print_json(&json!({
+                "org": profile.org_name,
+                "org_id": profile.org_id().to_string(),
+                "user": body.user.as_str(),
+                "device_id": body.device_id.to_string(),
+                "device_name": body.device_name.as_str(),
+                "server": profile.server.as_str(),
+                "profile": profile.dir().display().to_string(),
+                "certificate_expires_at": time(body.not_after_unix_s),
+            }));
+        } else {
+            println!(
+                "Enrolled \"{}\" as a device of {} in {} (server {}).",
+                body.device_name, body.user, profile.org_name, profile.server
+            );
+            println!(
+                "Device id {}; certificate valid until {}.",
+                body.device_id,
+                time(body.not_after_unix_s)
+            );
+            println!("Profile saved in {}.", profile.dir().display());
+        }
+    }
+
+    pub(crate) fn whoami(&self, profile: &Profile, info: &SessionInfo) {
+        let roles: Vec<&str> = info.roles.iter().map(|r| r.as_str()).collect();
+        if self.json {
+            print_json(&json!({
+                "org": info.org_name,
+                "org_id": info.org_id.to_string(),
+                "user": info.user.as_str(),
+                "display_name": info.display_name.as_ref().map(|d| d.as_str()),
+                "device_id": info.device_id.to_string(),
+                "device_name": info.device_name.as_str(),
+                "roles": roles,
+                "server": profile.server.as_str(),
+                "authenticated": true,
+            }));
+        } else {
+            let display = info
+                .display_name
+                .as_ref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            println!("Organisation  {} ({})", info.org_name, info.org_id);
+            println!("User          {}{display}", info.user);
+            println!("Device        {} ({})", info.device_name, info.device_id);
+            println!(
+                "Roles         {}",
+                if roles.is_empty() {
+                    "-".to_owned()
+                } else {
+                    roles.join(", ")
+                }
+            );
+            println!("Server        {}", profile.server);
+            println!("Session       authenticated");
+        }
+    }
+
+    pub(crate) fn activation_code(&self, issued: &IssuedActivationCode, draw_qr: bool) {
+        if self.json {
+            print_json(&json!({
+                "user": issued.user.as_str(),
+                "code": issued.code,
+                "expires_at": time(issued.expires_at_unix_s),
+            }));
+            return;
+        }
+        println!(
+            "Activation code for {} (valid until {}, single use):",
+            issued.user,
+            time(issued.expires_at_unix_s)
+        );
+        print_code(&issued.code, draw_qr);
+        println!("On the device: redoubt enroll CODE");
+    }
+
+    pub(crate) fn users(&self, users: &[UserSummary]) {
+        if self.json {
+            let rows: Vec<_> = users
+                .iter()
+                .map(|u| {
+                    json!({
+                        "user": u.user.as_str(),
+                        "display_name": u.display_name.as_ref().map(|d| d.as_str()),
+                        "roles": u.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                        "devices_active": u.devices_active,
+                        "created_at": time(u.created_at_unix_s),
+                    })
+                })
+                .collect();
+            print_json(&json!(rows));
+            return;
+        }
+        println!(
+            "{:<24} {:<28} {:<10} {:>7}  CREATED",
+            "USER", "NAME", "ROLES", "DEVICES"
+        );
+        for u in users {
+            let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
+            println!(
+                "{:<24} {:<28} {:<10} {:>7}  {}",
+                u.user,
+                u.display_name.as_ref().map(|d| d.as_str()).unwrap_or("-"),
+                if roles.is_empty() {
+                    "-".to_owned()
+                } else {
+                    roles.join(",")
+                },
+                u.devices_active,
+                time(u.created_at_unix_s)
+            );
+        }
+    }
+
+    pub(crate) fn devices(&self, devices: &[DeviceSummary]) {
+        if self.json {
+            let rows: Vec<_> = devices
+                .iter()
+                .map(|d| {
+                    json!({
+                        "device_id": d.device_id.to_string(),
+                        "user": d.user.as_str(),
+                        "name": d.name.as_str(),
+                        "public_key": d.public_key.to_hex(),
+                        "certificate_serial": d.certificate_serial,
+                        "certificate_expires_at": time(d.certificate_not_after_unix_s),
+                        "created_at": time(d.created_at_unix_s),
+                        "last_seen_at": d.last_seen_at_unix_s.map(time),
+                        "revoked_at": d.revoked_at_unix_s.map(time),
+                    })
+                })
+                .collect();
+            print_json(&json!(rows));
+            return;
+        }
+        println!(
+            "{:<32}  {:<16} {:<20} {:>6}  {:<20}  STATE",
+            "DEVICE", "USER", "NAME", "SERIAL", "LAST SEEN"
+        );
+        for d in devices {
+            println!(
+                "{:<32}  {:<16} {:<20} {:>6}  {:<20}  {}",
+                d.device_id,
+                d.user,
+                d.name,
+                d.certificate_serial,
+                optional_time(d.last_seen_at_unix_s),
+                if d.revoked_at_unix_s.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                }
+            );
+        }
+    }
+}

@@ -1,0 +1,288 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step must fail loudly
+//! The README's walk-through, with the real `redoubt` binary: a server process on
+//! 127.0.0.1, devices enrolling from the command line, JSON output parsed as a script would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
+
+fn redoubt(profile: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json_ok(profile: &Path, args: &[&str]) -> Value {
+    let out = redoubt(profile, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+struct ServerProcess {
+    child: Child,
+}
+
+impl ServerProcess {
+    fn start(data: &Path, listen: &str) -> Self {
+        let child = Command::new(BIN)
+            .args(["server", "--data"])
+            .arg(data)
+            .args(["--listen", listen, "--no-qr"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self { child }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit.
+    fn terminate(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut log = String::new();
+                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut log)
+                    .unwrap();
+                assert!(status.success(), "server exited with {status}: {log}");
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A profile folder inside the test's temporary root.
+fn profile(root: &Path, name: &str) -> PathBuf {
+    root.join(name)
+}
+
+#[test]
+fn readme_walkthrough_with_the_real_binary() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("redoubt-data");
+
+    // 1. First run initialises the data folder and writes the admin's code (0600).
+    let server = ServerProcess::start(&data, "127.0.0.1:0");
+    let code_file = data.join("admin-activation.txt");
+    let admin_code = wait_for(&code_file);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&code_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    for file in [
+        "redoubt.toml",
+        "org-root.key",
+        "redoubt.db",
+        "tls/cert.pem",
+        "tls/key.pem",
+    ] {
+        assert!(data.join(file).exists(), "{file} missing");
+    }
+
+    // 2. The admin enrols a device.
+    let admin = profile(root.path(), "admin");
+    let enrolled = json_ok(
+        &admin,
+        &[
+            "enroll",
+            admin_code.trim(),
+            "--name",
+            "admin laptop",
+            "--json",
+        ],
+    );
+    assert_eq!(enrolled["user"], "admin");
+    assert_eq!(enrolled["device_name"], "admin laptop");
+    let server_address = enrolled["server"].as_str().unwrap().to_owned();
+
+    // 3. The admin adds Alice; the JSON carries user, code and expiry.
+    let added = json_ok(
+        &admin,
+        &[
+            "admin",
+            "user",
+            "add",
+            "alice",
+            "--display-name",
+            "Alice Liddell",
+            "--json",
+        ],
+    );
+    assert_eq!(added["user"], "alice");
+    assert!(added["expires_at"].as_str().unwrap().ends_with('Z'));
+    let alice_code = added["code"].as_str().unwrap();
+
+    // 4. Alice enrols, with her profile folder from REDOUBT_PROFILE, and checks who she is.
+    let alice = profile(root.path(), "alice");
+    let out = Command::new(BIN)
+        .env("REDOUBT_PROFILE", &alice)
+        .args(["enroll", alice_code])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let who = json_ok(&alice, &["whoami", "--json"]);
+    assert_eq!(who["user"], "alice");
+    assert_eq!(who["display_name"], "Alice Liddell");
+    assert_eq!(who["authenticated"], true);
+    assert_eq!(who["server"], server_address.as_str());
+    assert_eq!(who["org"], "Redoubt");
+    assert_eq!(
+        std::fs::metadata(alice.join("device.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    // A second device for Alice; the lists show both of her devices.
+    let more = json_ok(&admin, &["admin", "device", "add", "alice", "--json"]);
+    assert_eq!(more["user"], "alice");
+    json_ok(
+        &profile(root.path(), "alice-2"),
+        &["enroll", more["code"].as_str().unwrap(), "--json"],
+    );
+    let users = json_ok(&admin, &["admin", "user", "list", "--json"]);
+    let alice_row = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user"] == "alice")
+        .unwrap();
+    assert_eq!(alice_row["devices_active"], 2);
+    let devices = json_ok(
+        &admin,
+        &["admin", "device", "list", "--user", "alice", "--json"],
+    );
+    assert_eq!(devices.as_array().unwrap().len(), 2);
+
+    // Alice is not an admin: refused, with the server's code in the JSON error.
+    let refused = redoubt(&alice, &["admin", "user", "list", "--json"]);
+    assert!(!refused.status.success());
+    let error: Value = serde_json::from_slice(&refused.stderr).unwrap();
+    assert_eq!(error["error"]["code"], "forbidden");
+
+    // A used code is refused with a clear message.
+    let reuse = redoubt(&profile(root.path(), "mallory"), &["enroll", alice_code]);
+    assert!(!reuse.status.success());
+    assert!(String::from_utf8_lossy(&reuse.stderr).contains("used already"));
+
+    // SIGTERM stops the server gracefully.
+    let log = server.terminate();
+    assert!(log.contains("stopped"), "{log}");
+
+    // 5. A later run reuses the folder: same code file, same keys, devices still work.
+    let port = server_address.rsplit_once(':').unwrap().1;
+    let server = ServerProcess::start(&data, &format!("127.0.0.1:{port}"));
+    assert_eq!(
+        std::fs::read_to_string(&code_file).unwrap(),
+        admin_code,
+        "the first admin code is made once"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let who = loop {
+        let out = redoubt(&alice, &["whoami", "--json"]);
+        if out.status.success() {
+            break serde_json::from_slice::<Value>(&out.stdout).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(who["user"], "alice");
+    server.terminate();
+}
+
+#[test]
+fn every_command_has_help() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["server"],
+        &["enroll"],
+        &["whoami"],
+        &["admin"],
+        &["admin", "user"],
+        &["admin", "user", "add"],
+        &["admin", "user", "list"],
+        &["admin", "device"],
+        &["admin", "device", "add"],
+        &["admin", "device", "list"],
+    ];
+    for command in commands {
+        let out = Command::new(BIN)
+            .args(*command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command:?} --help failed");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{command:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_activation_code_is_refused_locally() {
+    let root = tempfile::tempdir().unwrap();
+    let out = redoubt(&root.path().join("p"), &["enroll", "RDB-AAAA-BBBB"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid activation code"));
+    assert!(
+        !root.path().join("p").exists(),
+        "nothing is written for a refused code"
+    );
+}
