@@ -131,10 +131,7 @@ fn main() -> std::process::ExitCode {
         .init();
 
     let out = Output::new(cli.json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             out.error(&anyhow::Error::new(error));
@@ -249,8 +246,7 @@ async fn enroll(profile: &Path, args: EnrollArgs, out: &Output) -> Result<()> {
         args.code
     };
     let code = ActivationCode::parse(&text).context("that is not a valid activation code")?;
-    let name = DeviceName::parse(&args.name.unwrap_or_else(default_device_name))
-        .context("invalid --name")?;
+    let name = DeviceName::parse(&args.name.unwrap_or_else(default_device_name)).context("invalid --name")?;
     let profile = redoubt_client::enroll(profile, &code, name).await?;
     out.enrolled(&profile);
     Ok(())
@@ -287,9 +283,7 @@ async fn admin(profile_dir: &Path, command: AdminCommand, out: &Output) -> Resul
                     .map(|d| DisplayName::parse(&d))
                     .transpose()
                     .context("invalid --display-name")?;
-                let issued = session
-                    .admin_user_add(user_name(&user)?, display_name)
-                    .await?;
+                let issued = session.admin_user_add(user_name(&user)?, display_name).await?;
                 out.activation_code(&issued, !no_qr);
             }
             AdminCommand::User(UserCommand::List) => {

@@ -48,10 +48,7 @@ fn print_code(code: &str, draw_qr: bool) {
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 impl Output {
@@ -67,10 +64,7 @@ impl Output {
         if self.json {
             let code = server.map(|c| c.as_str()).unwrap_or("client_error");
             let message = format!("{error:#}");
-            eprintln!(
-                "{}",
-                json!({ "error": { "code": code, "message": message } })
-            );
+            eprintln!("{}", json!({ "error": { "code": code, "message": message } }));
         } else {
             eprintln!("error: {error:#}");
         }

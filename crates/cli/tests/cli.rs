@@ -58,15 +58,11 @@ impl ServerProcess {
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let mut log = String::new();
-                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut log)
-                    .unwrap();
+                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut log).unwrap();
                 assert!(status.success(), "server exited with {status}: {log}");
                 return log;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not stop after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -87,11 +83,7 @@ fn wait_for(path: &Path) -> String {
         {
             return text;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -129,13 +121,7 @@ fn readme_walkthrough_with_the_real_binary() {
     let admin = profile(root.path(), "admin");
     let enrolled = json_ok(
         &admin,
-        &[
-            "enroll",
-            admin_code.trim(),
-            "--name",
-            "admin laptop",
-            "--json",
-        ],
+        &["enroll", admin_code.trim(), "--name", "admin laptop", "--json"],
     );
     assert_eq!(enrolled["user"], "admin");
     assert_eq!(enrolled["device_name"], "admin laptop");
@@ -165,11 +151,7 @@ fn readme_walkthrough_with_the_real_binary() {
         .args(["enroll", alice_code])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let who = json_ok(&alice, &["whoami", "--json"]);
     assert_eq!(who["user"], "alice");
     assert_eq!(who["display_name"], "Alice Liddell");
@@ -200,10 +182,7 @@ fn readme_walkthrough_with_the_real_binary() {
         .find(|u| u["user"] == "alice")
         .unwrap();
     assert_eq!(alice_row["devices_active"], 2);
-    let devices = json_ok(
-        &admin,
-        &["admin", "device", "list", "--user", "alice", "--json"],
-    );
+    let devices = json_ok(&admin, &["admin", "device", "list", "--user", "alice", "--json"]);
     assert_eq!(devices.as_array().unwrap().len(), 2);
 
     // Alice is not an admin: refused, with the server's code in the JSON error.
@@ -262,11 +241,7 @@ fn every_command_has_help() {
         &["admin", "device", "list"],
     ];
     for command in commands {
-        let out = Command::new(BIN)
-            .args(*command)
-            .arg("--help")
-            .output()
-            .unwrap();
+        let out = Command::new(BIN).args(*command).arg("--help").output().unwrap();
         assert!(out.status.success(), "{command:?} --help failed");
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("Usage:"),

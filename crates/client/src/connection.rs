@@ -74,9 +74,7 @@ impl Connection {
             {
                 Ok(tls) => tls,
                 Err(_) if verifier.mismatched.load(Ordering::Relaxed) => {
-                    return Err(ClientError::PinMismatch {
-                        server: name.clone(),
-                    });
+                    return Err(ClientError::PinMismatch { server: name.clone() });
                 }
                 Err(e) => return Err(connect_error(format!("TLS: {e}"))),
             };
@@ -90,15 +88,12 @@ impl Connection {
             let ws_config = WebSocketConfig::default()
                 .max_message_size(Some(FRAME_BYTES_MAX))
                 .max_frame_size(Some(FRAME_BYTES_MAX));
-            let (socket, _) =
-                tokio_tungstenite::client_async_with_config(url, tls, Some(ws_config))
-                    .await
-                    .map_err(|e| connect_error(format!("WebSocket: {e}")))?;
+            let (socket, _) = tokio_tungstenite::client_async_with_config(url, tls, Some(ws_config))
+                .await
+                .map_err(|e| connect_error(format!("WebSocket: {e}")))?;
             let mut socket = socket;
             let hello = match read_frame(&mut socket, &name).await? {
-                ServerFrame::Hello(hello)
-                    if hello.protocol_version == redoubt_proto::PROTOCOL_VERSION =>
-                {
+                ServerFrame::Hello(hello) if hello.protocol_version == redoubt_proto::PROTOCOL_VERSION => {
                     hello
                 }
                 ServerFrame::Hello(hello) => {
@@ -109,9 +104,7 @@ impl Connection {
                     )));
                 }
                 other => {
-                    return Err(ClientError::Protocol(format!(
-                        "expected Hello, got {other:?}"
-                    )));
+                    return Err(ClientError::Protocol(format!("expected Hello, got {other:?}")));
                 }
             };
             Ok(Self {
@@ -140,10 +133,7 @@ impl Connection {
     pub async fn call(&mut self, request: Request) -> Result<Response, ClientError> {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
-        let bytes = encode_client_frame(&ClientFrame {
-            request_id,
-            request,
-        });
+        let bytes = encode_client_frame(&ClientFrame { request_id, request });
         self.send_raw(Message::Binary(bytes.into())).await?;
         let answer = async {
             loop {
@@ -173,13 +163,10 @@ impl Connection {
     /// Sends a WebSocket message as is. For tests of how the server treats bad input.
     pub async fn send_raw(&mut self, message: Message) -> Result<(), ClientError> {
         let server = self.server.clone();
-        self.socket
-            .send(message)
-            .await
-            .map_err(|e| ClientError::Connect {
-                server,
-                reason: e.to_string(),
-            })
+        self.socket.send(message).await.map_err(|e| ClientError::Connect {
+            server,
+            reason: e.to_string(),
+        })
     }
 
     /// Reads the next frame, skipping WebSocket control messages. A close from the server
@@ -211,8 +198,7 @@ async fn read_frame(
                     .map_err(|e| ClientError::Protocol(e.to_string()));
             }
             Some(Ok(Message::Close(frame))) => {
-                let reason = frame
-                    .map(|f| format!("closed by server: {} ({})", f.reason, u16::from(f.code)));
+                let reason = frame.map(|f| format!("closed by server: {} ({})", f.reason, u16::from(f.code)));
                 return Err(closed(reason.unwrap_or_else(|| "closed by server".into())));
             }
             Some(Ok(Message::Text(_))) => {

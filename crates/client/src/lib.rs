@@ -20,9 +20,9 @@ pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 use ed25519_dalek::{Signer, SigningKey};
 use rand_core::OsRng;
 use redoubt_proto::{
-    ActivationCode, AuthenticateRequest, Bytes, DeviceCertificate, DeviceName, DeviceSummary,
-    DisplayName, EnrollRequest, IssuedActivationCode, Request, Response, SessionInfo, UserName,
-    UserSummary, enroll_transcript, session_transcript,
+    ActivationCode, AuthenticateRequest, Bytes, DeviceCertificate, DeviceName, DeviceSummary, DisplayName,
+    EnrollRequest, IssuedActivationCode, Request, Response, SessionInfo, UserName, UserSummary,
+    enroll_transcript, session_transcript,
 };
 
 fn unix_now() -> i64 {
@@ -44,11 +44,7 @@ pub async fn enroll(
     profile::ensure_absent(profile_dir)?;
     let key = SigningKey::generate(&mut OsRng);
     let mut connection = Connection::connect(&code.server, &code.pin.0).await?;
-    let transcript = enroll_transcript(
-        &connection.hello().challenge,
-        connection.tls_exporter(),
-        &code.id,
-    );
+    let transcript = enroll_transcript(&connection.hello().challenge, connection.tls_exporter(), &code.id);
     let request = Request::Enroll(EnrollRequest {
         code_id: code.id,
         secret: code.secret.clone(),
@@ -57,9 +53,7 @@ pub async fn enroll(
         signature: Bytes(key.sign(&transcript).to_bytes()),
     });
     let Response::Enrolled(enrolled) = connection.call(request).await? else {
-        return Err(ClientError::Protocol(
-            "unexpected response to Enroll".into(),
-        ));
+        return Err(ClientError::Protocol("unexpected response to Enroll".into()));
     };
     let org_key = ed25519_dalek::VerifyingKey::from_bytes(&enrolled.org_public_key.0)
         .map_err(|_| ClientError::Protocol("organisation key is not an Ed25519 key".into()))?;
@@ -67,9 +61,7 @@ pub async fn enroll(
     let org_id = certificate.unverified_body().org_id;
     let verified = certificate.verify(&org_key, &org_id, unix_now())?;
     if verified.body().device_public_key.0 != key.verifying_key().to_bytes() {
-        return Err(ClientError::Protocol(
-            "certificate is for another key".into(),
-        ));
+        return Err(ClientError::Protocol("certificate is for another key".into()));
     }
     let profile = Profile::new(
         profile_dir,
@@ -95,8 +87,7 @@ impl Session {
     /// Connects to the profile's server (pinned) and authenticates with the device key.
     pub async fn open(profile: &Profile) -> Result<Self, ClientError> {
         let mut connection = Connection::connect(&profile.server, &profile.pin).await?;
-        let transcript =
-            session_transcript(&connection.hello().challenge, connection.tls_exporter());
+        let transcript = session_transcript(&connection.hello().challenge, connection.tls_exporter());
         let request = Request::Authenticate(AuthenticateRequest {
             certificate: profile.certificate().to_vec(),
             signature: Bytes(profile.sign(&transcript)),
@@ -122,9 +113,7 @@ impl Session {
     pub async fn whoami(&mut self) -> Result<SessionInfo, ClientError> {
         match self.connection.call(Request::WhoAmI).await? {
             Response::WhoAmI(info) => Ok(info),
-            _ => Err(ClientError::Protocol(
-                "unexpected response to WhoAmI".into(),
-            )),
+            _ => Err(ClientError::Protocol("unexpected response to WhoAmI".into())),
         }
     }
 
@@ -145,15 +134,8 @@ impl Session {
         }
     }
 
-    pub async fn admin_device_add(
-        &mut self,
-        user: UserName,
-    ) -> Result<IssuedActivationCode, ClientError> {
-        match self
-            .connection
-            .call(Request::AdminDeviceAdd { user })
-            .await?
-        {
+    pub async fn admin_device_add(&mut self, user: UserName) -> Result<IssuedActivationCode, ClientError> {
+        match self.connection.call(Request::AdminDeviceAdd { user }).await? {
             Response::ActivationCodeIssued(issued) => Ok(issued),
             _ => Err(ClientError::Protocol(
                 "unexpected response to AdminDeviceAdd".into(),
@@ -174,11 +156,7 @@ impl Session {
         &mut self,
         user: Option<UserName>,
     ) -> Result<Vec<DeviceSummary>, ClientError> {
-        match self
-            .connection
-            .call(Request::AdminDeviceList { user })
-            .await?
-        {
+        match self.connection.call(Request::AdminDeviceList { user }).await? {
             Response::Devices(devices) => Ok(devices),
             _ => Err(ClientError::Protocol(
                 "unexpected response to AdminDeviceList".into(),

@@ -9,9 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer, SigningKey};
-use redoubt_proto::{
-    DeviceCertificate, DeviceId, OrgId, ServerAddress, UserName, VerifiedCertificate,
-};
+use redoubt_proto::{DeviceCertificate, DeviceId, OrgId, ServerAddress, UserName, VerifiedCertificate};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
@@ -108,19 +106,14 @@ impl Profile {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| profile_error(&path, e))?;
         let file: ProfileFile = serde_json::from_str(&text).map_err(|e| profile_error(&path, e))?;
-        let pin = hex_array(
-            &file.server_certificate_pin,
-            "server_certificate_pin",
-            &path,
-        )?;
+        let pin = hex_array(&file.server_certificate_pin, "server_certificate_pin", &path)?;
         let org_public_key = hex_array(&file.org_public_key, "org_public_key", &path)?;
         let cert_bytes = data_encoding::HEXLOWER_PERMISSIVE
             .decode(file.certificate.as_bytes())
             .map_err(|_| profile_error(&path, "certificate is not hex"))?;
-        let certificate =
-            DeviceCertificate::decode(&cert_bytes).map_err(|e| profile_error(&path, e))?;
-        let org_key = ed25519_dalek::VerifyingKey::from_bytes(&org_public_key)
-            .map_err(|e| profile_error(&path, e))?;
+        let certificate = DeviceCertificate::decode(&cert_bytes).map_err(|e| profile_error(&path, e))?;
+        let org_key =
+            ed25519_dalek::VerifyingKey::from_bytes(&org_public_key).map_err(|e| profile_error(&path, e))?;
         let org_id = certificate.unverified_body().org_id;
         let not_before = certificate.unverified_body().not_before_unix_s;
         let certificate = certificate
@@ -161,8 +154,7 @@ impl Profile {
             org_public_key: redoubt_proto::Bytes(self.org_public_key).to_hex(),
             certificate: data_encoding::HEXLOWER.encode(self.certificate.encoded()),
         };
-        let json =
-            serde_json::to_vec_pretty(&file).map_err(|e| ClientError::Profile(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| ClientError::Profile(e.to_string()))?;
         // The key first: a profile.json without its key would look enrolled but be useless.
         write_private(&self.dir.join(KEY_FILE), self.key.as_bytes())?;
         write_private(&self.dir.join(PROFILE_FILE), &json)?;

@@ -72,8 +72,7 @@ impl ServerAddress {
         if port == 0 {
             return Err(bad("port is not a number from 1 to 65535"));
         }
-        let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
-        {
+        let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
             inner.parse::<std::net::Ipv6Addr>().is_ok()
         } else {
             !host.is_empty()
@@ -248,14 +247,11 @@ impl ActivationCode {
         let address = std::str::from_utf8(&signed[fixed..])
             .map_err(|_| ActivationCodeError::Address("not UTF-8".to_owned()))?;
         // The slices below have exactly the lengths the conversions need.
-        let id: [u8; 8] = take(1, 8)
-            .try_into()
-            .map_err(|_| ActivationCodeError::Length)?;
+        let id: [u8; 8] = take(1, 8).try_into().map_err(|_| ActivationCodeError::Length)?;
         let secret: [u8; SECRET_BYTES] = take(9, SECRET_BYTES)
             .try_into()
             .map_err(|_| ActivationCodeError::Length)?;
-        let pin =
-            Bytes::try_from(take(9 + SECRET_BYTES, 32)).map_err(|_| ActivationCodeError::Length)?;
+        let pin = Bytes::try_from(take(9 + SECRET_BYTES, 32)).map_err(|_| ActivationCodeError::Length)?;
         Ok(Self {
             server: ServerAddress::parse(address)?,
             pin,
@@ -307,18 +303,12 @@ mod tests {
         let i = (chars.len() / 2..).find(|&i| chars[i] != '-').unwrap();
         chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
         let typo: String = chars.into_iter().collect();
-        assert_eq!(
-            ActivationCode::parse(&typo),
-            Err(ActivationCodeError::Checksum)
-        );
+        assert_eq!(ActivationCode::parse(&typo), Err(ActivationCodeError::Checksum));
     }
 
     #[test]
     fn refuses_junk() {
-        assert_eq!(
-            ActivationCode::parse("hello"),
-            Err(ActivationCodeError::Prefix)
-        );
+        assert_eq!(ActivationCode::parse("hello"), Err(ActivationCodeError::Prefix));
         assert_eq!(
             ActivationCode::parse("RDB-!!!!"),
             Err(ActivationCodeError::Encoding)
@@ -336,10 +326,7 @@ mod tests {
     #[test]
     fn debug_hides_the_secret() {
         let shown = format!("{:?}", sample());
-        assert!(
-            !shown.contains("9, 9") && !shown.contains("0909"),
-            "{shown}"
-        );
+        assert!(!shown.contains("9, 9") && !shown.contains("0909"), "{shown}");
     }
 
     #[test]

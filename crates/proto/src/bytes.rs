@@ -23,9 +23,7 @@ impl<const N: usize> Bytes<N> {
 
     /// Parses lower- or upper-case hexadecimal of exactly `2 * N` digits.
     pub fn from_hex(text: &str) -> Option<Self> {
-        let decoded = data_encoding::HEXLOWER_PERMISSIVE
-            .decode(text.as_bytes())
-            .ok()?;
+        let decoded = data_encoding::HEXLOWER_PERMISSIVE.decode(text.as_bytes()).ok()?;
         Self::try_from(decoded.as_slice()).ok()
     }
 }

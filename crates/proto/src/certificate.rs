@@ -77,9 +77,8 @@ impl VerifiedCertificate {
 
     /// The device's key, ready to verify signatures.
     pub fn device_key(&self) -> Result<VerifyingKey, CertificateError> {
-        VerifyingKey::from_bytes(&self.0.body.device_public_key.0).map_err(|_| {
-            CertificateError::Malformed("device key is not a valid Ed25519 point".into())
-        })
+        VerifyingKey::from_bytes(&self.0.body.device_public_key.0)
+            .map_err(|_| CertificateError::Malformed("device key is not a valid Ed25519 point".into()))
     }
 }
 
@@ -212,9 +211,7 @@ mod tests {
         );
         let other_org = OrgId::from([8; 16]);
         assert_eq!(
-            decoded
-                .clone()
-                .verify(&org_key.verifying_key(), &other_org, 150),
+            decoded.clone().verify(&org_key.verifying_key(), &other_org, 150),
             Err(CertificateError::WrongOrganisation)
         );
         assert_eq!(

@@ -65,10 +65,7 @@ fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
     }
 }
 
-fn decode<'a, T: Deserialize<'a>>(
-    bytes: &'a [u8],
-    frame_bytes_max: usize,
-) -> Result<T, DecodeError> {
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], frame_bytes_max: usize) -> Result<T, DecodeError> {
     if bytes.len() > frame_bytes_max {
         return Err(DecodeError::TooLarge {
             len: bytes.len(),
@@ -79,8 +76,7 @@ fn decode<'a, T: Deserialize<'a>>(
     if version != PROTOCOL_VERSION {
         return Err(DecodeError::UnsupportedVersion(version));
     }
-    let (value, rest) =
-        postcard::take_from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
@@ -95,16 +91,10 @@ pub fn encode_server_frame(frame: &ServerFrame) -> Vec<u8> {
     encode(frame)
 }
 
-pub fn decode_client_frame(
-    bytes: &[u8],
-    frame_bytes_max: usize,
-) -> Result<ClientFrame, DecodeError> {
+pub fn decode_client_frame(bytes: &[u8], frame_bytes_max: usize) -> Result<ClientFrame, DecodeError> {
     decode(bytes, frame_bytes_max)
 }
 
-pub fn decode_server_frame(
-    bytes: &[u8],
-    frame_bytes_max: usize,
-) -> Result<ServerFrame, DecodeError> {
+pub fn decode_server_frame(bytes: &[u8], frame_bytes_max: usize) -> Result<ServerFrame, DecodeError> {
     decode(bytes, frame_bytes_max)
 }

@@ -232,15 +232,7 @@ mod tests {
             assert!(UserName::parse(good).is_ok(), "{good}");
         }
         let long = "a".repeat(65);
-        for bad in [
-            "",
-            "Alice",
-            "-lead",
-            ".dot",
-            "al ice",
-            "ålice",
-            long.as_str(),
-        ] {
+        for bad in ["", "Alice", "-lead", ".dot", "al ice", "ålice", long.as_str()] {
             assert_eq!(UserName::parse(bad), Err(IdError::UserName), "{bad}");
         }
     }

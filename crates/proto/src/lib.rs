@@ -26,12 +26,10 @@ pub use frame::{
     ClientFrame, DecodeError, FRAME_BYTES_MIN, PROTOCOL_VERSION, ServerFrame, decode_client_frame,
     decode_server_frame, encode_client_frame, encode_server_frame,
 };
-pub use ids::{
-    ActivationCodeId, DeviceId, DeviceName, DisplayName, IdError, OrgId, Role, UserName,
-};
+pub use ids::{ActivationCodeId, DeviceId, DeviceName, DisplayName, IdError, OrgId, Role, UserName};
 pub use messages::{
-    AuthenticateRequest, DeviceSummary, EnrollRequest, Enrolled, Hello, IssuedActivationCode,
-    Request, Response, SessionInfo, UserSummary,
+    AuthenticateRequest, DeviceSummary, EnrollRequest, Enrolled, Hello, IssuedActivationCode, Request,
+    Response, SessionInfo, UserSummary,
 };
 
 /// Size of an Ed25519 public key.

@@ -13,9 +13,7 @@ fn device_name() -> impl Strategy<Value = DeviceName> {
 }
 
 fn display_name() -> impl Strategy<Value = Option<DisplayName>> {
-    proptest::option::of(
-        "[A-Za-zé][A-Za-z é.]{0,40}[a-z]".prop_map(|s| DisplayName::parse(&s).unwrap()),
-    )
+    proptest::option::of("[A-Za-zé][A-Za-z é.]{0,40}[a-z]".prop_map(|s| DisplayName::parse(&s).unwrap()))
 }
 
 fn bytes<const N: usize>() -> impl Strategy<Value = Bytes<N>> {
@@ -31,25 +29,21 @@ fn request() -> impl Strategy<Value = Request> {
             device_name(),
             bytes::<64>()
         )
-            .prop_map(
-                |(id, secret, key, name, sig)| Request::Enroll(EnrollRequest {
-                    code_id: ActivationCodeId(id),
-                    secret: ActivationSecret::from_bytes(secret.0),
-                    device_public_key: key,
-                    device_name: name,
-                    signature: sig,
-                })
-            ),
-        (
-            proptest::collection::vec(any::<u8>(), 0..600),
-            bytes::<64>()
-        )
-            .prop_map(|(certificate, signature)| {
+            .prop_map(|(id, secret, key, name, sig)| Request::Enroll(EnrollRequest {
+                code_id: ActivationCodeId(id),
+                secret: ActivationSecret::from_bytes(secret.0),
+                device_public_key: key,
+                device_name: name,
+                signature: sig,
+            })),
+        (proptest::collection::vec(any::<u8>(), 0..600), bytes::<64>()).prop_map(
+            |(certificate, signature)| {
                 Request::Authenticate(AuthenticateRequest {
                     certificate,
                     signature,
                 })
-            }),
+            }
+        ),
         Just(Request::WhoAmI),
         (user_name(), display_name())
             .prop_map(|(user, display_name)| Request::AdminUserAdd { user, display_name }),
@@ -75,24 +69,19 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                 error: ErrorBody::new(ErrorCode::from_u16(code), message),
             }
         }),
-        (any::<u64>(), user_name(), ".{0,80}", any::<i64>()).prop_map(
-            |(request_id, user, code, at)| {
-                ServerFrame::Response {
-                    request_id,
-                    response: Response::ActivationCodeIssued(IssuedActivationCode {
-                        user,
-                        code,
-                        expires_at_unix_s: at,
-                    }),
-                }
+        (any::<u64>(), user_name(), ".{0,80}", any::<i64>()).prop_map(|(request_id, user, code, at)| {
+            ServerFrame::Response {
+                request_id,
+                response: Response::ActivationCodeIssued(IssuedActivationCode {
+                    user,
+                    code,
+                    expires_at_unix_s: at,
+                }),
             }
-        ),
+        }),
         (
             any::<u64>(),
-            proptest::collection::vec(
-                (user_name(), display_name(), any::<i64>(), any::<u32>()),
-                0..5
-            )
+            proptest::collection::vec((user_name(), display_name(), any::<i64>(), any::<u32>()), 0..5)
         )
             .prop_map(|(request_id, users)| ServerFrame::Response {
                 request_id,

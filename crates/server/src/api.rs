@@ -4,10 +4,10 @@
 use ed25519_dalek::{Signature, VerifyingKey};
 use rand_core::{OsRng, RngCore};
 use redoubt_proto::{
-    ActivationCode, ActivationCodeId, ActivationSecret, AuthenticateRequest, Bytes,
-    CertificateError, DeviceCertificate, DeviceId, DeviceSummary, DisplayName, EnrollRequest,
-    Enrolled, ErrorCode, IssuedActivationCode, Role, SessionInfo, TLS_EXPORTER_BYTES, UserName,
-    UserSummary, enroll_transcript, session_transcript,
+    ActivationCode, ActivationCodeId, ActivationSecret, AuthenticateRequest, Bytes, CertificateError,
+    DeviceCertificate, DeviceId, DeviceSummary, DisplayName, EnrollRequest, Enrolled, ErrorCode,
+    IssuedActivationCode, Role, SessionInfo, TLS_EXPORTER_BYTES, UserName, UserSummary, enroll_transcript,
+    session_transcript,
 };
 use redoubt_store::{ActivationCodeRecord, ActivationCodeState, DeviceRecord, UserRecord};
 
@@ -70,19 +70,13 @@ pub(crate) fn new_activation_code(
     (record, issued)
 }
 
-pub(crate) async fn enroll(
-    state: &State,
-    peer: &Peer,
-    request: EnrollRequest,
-) -> Result<Enrolled, ApiError> {
+pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -> Result<Enrolled, ApiError> {
     let now = state.now();
     let code = state
         .store
         .activation_code(&request.code_id)
         .await?
-        .ok_or_else(|| {
-            ApiError::new(ErrorCode::ActivationCodeUnknown, "unknown activation code")
-        })?;
+        .ok_or_else(|| ApiError::new(ErrorCode::ActivationCodeUnknown, "unknown activation code"))?;
     match code.state {
         ActivationCodeState::Used => return Err(redoubt_store::RedeemError::Used.into()),
         ActivationCodeState::Voided => return Err(redoubt_store::RedeemError::Voided.into()),
@@ -126,9 +120,11 @@ pub(crate) async fn enroll(
         ));
     }
 
-    let user = state.store.user(&code.user).await?.ok_or_else(|| {
-        ApiError::new(ErrorCode::NotFound, format!("user {} not found", code.user))
-    })?;
+    let user = state
+        .store
+        .user(&code.user)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("user {} not found", code.user)))?;
     let serial = state.store.next_certificate_serial().await?;
     let device_id = DeviceId::from(random::<16>());
     let certificate = state.org.certify(DeviceGrant {
@@ -153,10 +149,7 @@ pub(crate) async fn enroll(
         last_seen_at_unix_s: None,
         revoked_at_unix_s: None,
     };
-    state
-        .store
-        .redeem_activation_code(&code.id, now, &device)
-        .await?;
+    state.store.redeem_activation_code(&code.id, now, &device).await?;
     tracing::info!(user = %user.name, device_id = %device_id, serial, "device enrolled");
     Ok(Enrolled {
         certificate: certificate.encoded().to_vec(),
@@ -206,9 +199,7 @@ pub(crate) async fn authenticate(
         &request.signature.0,
     ) {
         tracing::warn!(device_id = %device.id, "session signature did not verify");
-        return Err(failed(
-            "signature over the session challenge does not verify",
-        ));
+        return Err(failed("signature over the session challenge does not verify"));
     }
     state.store.touch_device(&device.id, now).await?;
     let who = Authenticated {
@@ -220,10 +211,7 @@ pub(crate) async fn authenticate(
     Ok((who, info))
 }
 
-pub(crate) async fn session_info(
-    state: &State,
-    who: &Authenticated,
-) -> Result<SessionInfo, ApiError> {
+pub(crate) async fn session_info(state: &State, who: &Authenticated) -> Result<SessionInfo, ApiError> {
     let user = state.store.user(&who.user).await?;
     let device = state.store.device(&who.device_id).await?;
     let (Some(user), Some(device)) = (user, device) else {
@@ -284,10 +272,9 @@ pub(crate) async fn user_add(
         .create_user(&new_user, &record)
         .await
         .map_err(|e| match e {
-            redoubt_store::StoreError::AlreadyExists("user") => ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!("user {user} already exists"),
-            ),
+            redoubt_store::StoreError::AlreadyExists("user") => {
+                ApiError::new(ErrorCode::AlreadyExists, format!("user {user} already exists"))
+            }
             other => other.into(),
         })?;
     tracing::info!(admin = %who.user, user = %user, code_id = %record.id, "user added");
@@ -316,10 +303,7 @@ pub(crate) async fn device_add(
     Ok(issued)
 }
 
-pub(crate) async fn user_list(
-    state: &State,
-    who: &Authenticated,
-) -> Result<Vec<UserSummary>, ApiError> {
+pub(crate) async fn user_list(state: &State, who: &Authenticated) -> Result<Vec<UserSummary>, ApiError> {
     require_admin(state, who).await?;
     let users = state.store.list_users().await?;
     let devices = state.store.list_devices(None).await?;

@@ -170,10 +170,7 @@ impl Config {
             );
         }
         for (field, value) in [
-            (
-                "limits.tls_handshake_timeout_ms",
-                l.tls_handshake_timeout_ms,
-            ),
+            ("limits.tls_handshake_timeout_ms", l.tls_handshake_timeout_ms),
             ("limits.auth_timeout_ms", l.auth_timeout_ms),
             ("limits.ping_interval_ms", l.ping_interval_ms),
             ("limits.idle_timeout_ms", l.idle_timeout_ms),
@@ -299,11 +296,7 @@ mod tests {
         let text: String = Config::example_toml("Redoubt")
             .lines()
             .map(|line| match line.strip_prefix("# ") {
-                Some(rest)
-                    if rest.contains(" = ")
-                        && !rest.contains("example")
-                        && !rest.contains("/etc") =>
-                {
+                Some(rest) if rest.contains(" = ") && !rest.contains("example") && !rest.contains("/etc") => {
                     rest
                 }
                 _ => line,

@@ -37,15 +37,10 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyExists(what) => {
                 ApiError::new(ErrorCode::AlreadyExists, format!("{what} already exists"))
             }
-            StoreError::NotFound(what) => {
-                ApiError::new(ErrorCode::NotFound, format!("{what} not found"))
-            }
+            StoreError::NotFound(what) => ApiError::new(ErrorCode::NotFound, format!("{what} not found")),
             other => {
                 tracing::error!(error = %other, "storage failure");
-                ApiError::new(
-                    ErrorCode::Internal,
-                    "internal server error; nothing was changed",
-                )
+                ApiError::new(ErrorCode::Internal, "internal server error; nothing was changed")
             }
         }
     }
@@ -72,10 +67,7 @@ impl From<RedeemError> for ApiError {
             RedeemError::Store(store) => store.into(),
             other => {
                 tracing::error!(error = %other, "unexpected redemption failure");
-                ApiError::new(
-                    ErrorCode::Internal,
-                    "internal server error; nothing was changed",
-                )
+                ApiError::new(ErrorCode::Internal, "internal server error; nothing was changed")
             }
         }
     }

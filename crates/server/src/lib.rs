@@ -79,8 +79,7 @@ impl ManualClock {
     }
 
     pub fn advance(&self, seconds: i64) {
-        self.now
-            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+        self.now.fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -139,10 +138,7 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 fn now_for(options: &OpenOptions) -> i64 {
-    options
-        .clock
-        .as_ref()
-        .map_or_else(unix_now, |c| c.now_unix_s())
+    options.clock.as_ref().map_or_else(unix_now, |c| c.now_unix_s())
 }
 
 /// The listen address configured in `DATA/redoubt.toml`, or the default when the folder
@@ -171,9 +167,8 @@ fn load_or_create_org_key(data: &DataDir, org_exists: bool) -> Result<SigningKey
         let mut bytes = data_dir::read(&path)?;
         let seed: Result<[u8; 32], _> = bytes.as_slice().try_into();
         bytes.zeroize();
-        let mut seed = seed.map_err(|_| {
-            ServerError::DataDir(format!("{} is not a 32-byte Ed25519 key", path.display()))
-        })?;
+        let mut seed = seed
+            .map_err(|_| ServerError::DataDir(format!("{} is not a 32-byte Ed25519 key", path.display())))?;
         let key = SigningKey::from_bytes(&seed);
         seed.zeroize();
         return Ok(key);
@@ -218,11 +213,7 @@ fn public_address(
 impl Server {
     /// Opens the data folder at `data`, initialising whatever is missing. `listen` is the
     /// address actually bound; it is the default public address.
-    pub async fn open(
-        data: &Path,
-        listen: SocketAddr,
-        options: &OpenOptions,
-    ) -> Result<Self, ServerError> {
+    pub async fn open(data: &Path, listen: SocketAddr, options: &OpenOptions) -> Result<Self, ServerError> {
         let data = DataDir::new(data);
         data.create()?;
         let config = match read_config(&data)? {
@@ -282,10 +273,7 @@ impl Server {
             tls_pin: tls.pin,
             limiter,
             config,
-            clock: options
-                .clock
-                .clone()
-                .unwrap_or_else(|| Arc::new(SystemClock)),
+            clock: options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
         });
 
         let first_admin_code = if state.store.list_users().await?.is_empty() {
@@ -352,10 +340,7 @@ impl Server {
     }
 }
 
-async fn create_first_admin(
-    state: &State,
-    data: &DataDir,
-) -> Result<IssuedActivationCode, ServerError> {
+async fn create_first_admin(state: &State, data: &DataDir) -> Result<IssuedActivationCode, ServerError> {
     let now = state.now();
     let name = UserName::parse(FIRST_ADMIN_USER)
         .map_err(|e| ServerError::DataDir(format!("first admin name: {e}")))?;
@@ -367,10 +352,7 @@ async fn create_first_admin(
         created_at_unix_s: now,
     };
     state.store.create_user(&user, &record).await?;
-    data_dir::write_private(
-        &data.admin_activation(),
-        format!("{}\n", issued.code).as_bytes(),
-    )?;
+    data_dir::write_private(&data.admin_activation(), format!("{}\n", issued.code).as_bytes())?;
     tracing::info!(path = %data.admin_activation().display(), "created the first admin and their activation code");
     Ok(issued)
 }

@@ -99,16 +99,7 @@ pub(crate) async fn serve(
         let shutdown = shutdown.clone();
         let handshake_timeout = Duration::from_millis(limits.tls_handshake_timeout_ms);
         tokio::spawn(async move {
-            connection(
-                tcp,
-                peer,
-                permit,
-                acceptor,
-                app,
-                shutdown,
-                handshake_timeout,
-            )
-            .await;
+            connection(tcp, peer, permit, acceptor, app, shutdown, handshake_timeout).await;
         });
     }
     drop(listener);
@@ -141,10 +132,10 @@ async fn connection(
         }
     };
     let mut tls_exporter = [0; TLS_EXPORTER_BYTES];
-    if let Err(error) =
-        tls.get_ref()
-            .1
-            .export_keying_material(&mut tls_exporter, TLS_EXPORTER_LABEL, None)
+    if let Err(error) = tls
+        .get_ref()
+        .1
+        .export_keying_material(&mut tls_exporter, TLS_EXPORTER_LABEL, None)
     {
         tracing::warn!(%peer, %error, "TLS exporter unavailable");
         return;

@@ -23,10 +23,7 @@ impl std::fmt::Debug for Org {
         f.debug_struct("Org")
             .field("id", &self.id)
             .field("name", &self.name)
-            .field(
-                "public_key",
-                &redoubt_proto::Bytes(self.public_key().to_bytes()),
-            )
+            .field("public_key", &redoubt_proto::Bytes(self.public_key().to_bytes()))
             .finish_non_exhaustive()
     }
 }

@@ -37,9 +37,7 @@ impl RateLimiter {
             tokens: self.burst,
             refilled_at: now,
         });
-        let elapsed = now
-            .saturating_duration_since(bucket.refilled_at)
-            .as_secs_f64();
+        let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
         bucket.refilled_at = now;
         if bucket.tokens >= 1.0 {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use rand_core::{OsRng, RngCore};
 use redoubt_proto::{
-    Bytes, ClientFrame, DecodeError, ErrorBody, ErrorCode, Hello, PROTOCOL_VERSION, Request,
-    Response, ServerFrame, decode_client_frame, encode_server_frame,
+    Bytes, ClientFrame, DecodeError, ErrorBody, ErrorCode, Hello, PROTOCOL_VERSION, Request, Response,
+    ServerFrame, decode_client_frame, encode_server_frame,
 };
 use tokio::sync::watch;
 
@@ -149,31 +149,18 @@ async fn handle_frame(
                 _ => ErrorCode::MalformedFrame,
             };
             let error = ErrorBody::new(code, error.to_string());
-            send(
-                socket,
-                &ServerFrame::Error {
-                    request_id: 0,
-                    error,
-                },
-            )
-            .await?;
+            send(socket, &ServerFrame::Error { request_id: 0, error }).await?;
             return Ok(Next::Close(close_code::PROTOCOL, "undecodable frame"));
         }
     };
-    let ClientFrame {
-        request_id,
-        request,
-    } = frame;
+    let ClientFrame { request_id, request } = frame;
 
     let mut next = Next::Continue;
     let result = match phase {
         Phase::Unauthenticated { requests } => {
             *requests += 1;
             if *requests > limits.unauthenticated_requests_max {
-                next = Next::Close(
-                    close_code::POLICY,
-                    "too many requests before authenticating",
-                );
+                next = Next::Close(close_code::POLICY, "too many requests before authenticating");
                 Err(ApiError::new(
                     ErrorCode::TooManyUnauthenticatedRequests,
                     "too many requests before authenticating",
@@ -194,10 +181,7 @@ async fn handle_frame(
         }
     };
     let reply = match result {
-        Ok(response) => ServerFrame::Response {
-            request_id,
-            response,
-        },
+        Ok(response) => ServerFrame::Response { request_id, response },
         Err(ApiError(error)) => ServerFrame::Error { request_id, error },
     };
     send(socket, &reply).await?;
@@ -211,43 +195,30 @@ async fn unauthenticated(
     request: Request,
 ) -> Result<Response, ApiError> {
     match request {
-        Request::Enroll(enroll) => api::enroll(state, peer, enroll)
-            .await
-            .map(Response::Enrolled),
+        Request::Enroll(enroll) => api::enroll(state, peer, enroll).await.map(Response::Enrolled),
         Request::Authenticate(auth) => {
             let (who, info) = api::authenticate(state, peer, auth).await?;
             *phase = Phase::Authenticated(who);
             Ok(Response::Authenticated(info))
         }
-        _ => Err(ApiError::new(
-            ErrorCode::Unauthenticated,
-            "authenticate first",
-        )),
+        _ => Err(ApiError::new(ErrorCode::Unauthenticated, "authenticate first")),
     }
 }
 
-async fn authenticated(
-    state: &State,
-    who: &Authenticated,
-    request: Request,
-) -> Result<Response, ApiError> {
+async fn authenticated(state: &State, who: &Authenticated, request: Request) -> Result<Response, ApiError> {
     match request {
         Request::Enroll(_) | Request::Authenticate(_) => Err(ApiError::new(
             ErrorCode::AlreadyAuthenticated,
             "this session is already authenticated",
         )),
         Request::WhoAmI => api::session_info(state, who).await.map(Response::WhoAmI),
-        Request::AdminUserAdd { user, display_name } => {
-            api::user_add(state, who, user, display_name)
-                .await
-                .map(Response::ActivationCodeIssued)
-        }
+        Request::AdminUserAdd { user, display_name } => api::user_add(state, who, user, display_name)
+            .await
+            .map(Response::ActivationCodeIssued),
         Request::AdminDeviceAdd { user } => api::device_add(state, who, user)
             .await
             .map(Response::ActivationCodeIssued),
         Request::AdminUserList => api::user_list(state, who).await.map(Response::Users),
-        Request::AdminDeviceList { user } => api::device_list(state, who, user)
-            .await
-            .map(Response::Devices),
+        Request::AdminDeviceList { user } => api::device_list(state, who, user).await.map(Response::Devices),
     }
 }

@@ -27,8 +27,7 @@ pub(crate) fn generate_self_signed(
     key_path: &Path,
 ) -> Result<(), ServerError> {
     let key = rcgen::KeyPair::generate().map_err(|e| ServerError::Tls(e.to_string()))?;
-    let mut params =
-        rcgen::CertificateParams::new(names).map_err(|e| ServerError::Tls(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(names).map_err(|e| ServerError::Tls(e.to_string()))?;
     let mut name = rcgen::DistinguishedName::new();
     name.push(rcgen::DnType::CommonName, "Redoubt server");
     params.distinguished_name = name;
@@ -53,14 +52,13 @@ pub(crate) fn load(cert_path: &Path, key_path: &Path) -> Result<TlsIdentity, Ser
     let pin: [u8; 32] = Sha256::digest(leaf.as_ref()).into();
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| ServerError::Tls(format!("reading {}: {e}", key_path.display())))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .map_err(|e| ServerError::Tls(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|e| ServerError::Tls(e.to_string()))?;
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| ServerError::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsIdentity {
         config: Arc::new(config),

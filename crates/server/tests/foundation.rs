@@ -35,10 +35,7 @@ async fn happy_path_admin_adds_alice_who_enrolls_two_devices() {
     assert_eq!(admin.info().roles, vec![Role::Admin]);
 
     let issued = admin
-        .admin_user_add(
-            user("alice"),
-            Some(DisplayName::parse("Alice Liddell").unwrap()),
-        )
+        .admin_user_add(user("alice"), Some(DisplayName::parse("Alice Liddell").unwrap()))
         .await
         .unwrap();
     assert_eq!(issued.user, user("alice"));
@@ -79,8 +76,7 @@ async fn happy_path_admin_adds_alice_who_enrolls_two_devices() {
             .iter()
             .all(|d| d.last_seen_at_unix_s.is_some() && d.revoked_at_unix_s.is_none())
     );
-    let serials: std::collections::HashSet<_> =
-        devices.iter().map(|d| d.certificate_serial).collect();
+    let serials: std::collections::HashSet<_> = devices.iter().map(|d| d.certificate_serial).collect();
     assert_eq!(serials.len(), 2, "serials are unique");
 
     // The device's private key stayed on the device: the server only has public keys.
@@ -137,20 +133,10 @@ async fn expired_code_is_refused() {
         DeviceName::parse("bob").unwrap(),
     )
     .await;
-    assert_eq!(
-        result.unwrap_err().code(),
-        Some(ErrorCode::ActivationCodeExpired)
-    );
+    assert_eq!(result.unwrap_err().code(), Some(ErrorCode::ActivationCodeExpired));
     // Nothing was written for the refused device.
     assert!(!profiles.path().join("bob/profile.json").exists());
-    assert_eq!(
-        admin
-            .admin_device_list(Some(user("bob")))
-            .await
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(admin.admin_device_list(Some(user("bob"))).await.unwrap().len(), 0);
 }
 
 #[tokio::test]
@@ -167,16 +153,9 @@ async fn reused_code_is_refused() {
         DeviceName::parse("c2").unwrap(),
     )
     .await;
+    assert_eq!(again.unwrap_err().code(), Some(ErrorCode::ActivationCodeUsed));
     assert_eq!(
-        again.unwrap_err().code(),
-        Some(ErrorCode::ActivationCodeUsed)
-    );
-    assert_eq!(
-        admin
-            .admin_device_list(Some(user("carol")))
-            .await
-            .unwrap()
-            .len(),
+        admin.admin_device_list(Some(user("carol"))).await.unwrap().len(),
         1
     );
 }
@@ -226,13 +205,9 @@ async fn wrong_certificate_pin_is_refused_by_the_client() {
     let good = ActivationCode::parse(server.admin_code.as_deref().unwrap()).unwrap();
     let mut bad = good.clone();
     bad.pin.0[0] ^= 0xff;
-    let error = redoubt_client::enroll(
-        &profiles.path().join("a"),
-        &bad,
-        DeviceName::parse("a").unwrap(),
-    )
-    .await
-    .unwrap_err();
+    let error = redoubt_client::enroll(&profiles.path().join("a"), &bad, DeviceName::parse("a").unwrap())
+        .await
+        .unwrap_err();
     assert!(matches!(error, ClientError::PinMismatch { .. }), "{error}");
     assert!(!profiles.path().join("a/profile.json").exists());
     // The client sent nothing: the code has no failed attempt and still works.
@@ -244,12 +219,7 @@ async fn pinned_profile_refuses_a_server_with_another_certificate() {
     // A device enrolled with server A's pin refuses server B at the same address.
     let server = TestServer::start().await;
     let profiles = tempfile::tempdir().unwrap();
-    let profile = enroll(
-        profiles.path(),
-        "admin",
-        server.admin_code.as_deref().unwrap(),
-    )
-    .await;
+    let profile = enroll(profiles.path(), "admin", server.admin_code.as_deref().unwrap()).await;
     let (_dir, port) = server.stop().await;
     let impostor = TestServer::start_in(tempfile::tempdir().unwrap(), port).await;
     let error = Session::open(&profile).await.unwrap_err();
@@ -279,12 +249,7 @@ async fn authenticate_with(
 async fn certificate_not_signed_by_the_org_key_is_refused() {
     let server = TestServer::start().await;
     let profiles = tempfile::tempdir().unwrap();
-    let profile = enroll(
-        profiles.path(),
-        "admin",
-        server.admin_code.as_deref().unwrap(),
-    )
-    .await;
+    let profile = enroll(profiles.path(), "admin", server.admin_code.as_deref().unwrap()).await;
     let device_key = SigningKey::from_bytes(
         &std::fs::read(profiles.path().join("admin/device.key"))
             .unwrap()
@@ -303,11 +268,7 @@ async fn certificate_not_signed_by_the_org_key_is_refused() {
     let error = authenticate_with(&profile, forged.encoded().to_vec(), &device_key)
         .await
         .unwrap_err();
-    assert_eq!(
-        error.code(),
-        Some(ErrorCode::AuthenticationFailed),
-        "{error}"
-    );
+    assert_eq!(error.code(), Some(ErrorCode::AuthenticationFailed), "{error}");
 
     // A forged certificate for an attacker's own key, claiming the admin device, too.
     let attacker = SigningKey::from_bytes(&[7; 32]);
@@ -317,31 +278,19 @@ async fn certificate_not_signed_by_the_org_key_is_refused() {
     let error = authenticate_with(&profile, forged.encoded().to_vec(), &attacker)
         .await
         .unwrap_err();
-    assert_eq!(
-        error.code(),
-        Some(ErrorCode::AuthenticationFailed),
-        "{error}"
-    );
+    assert_eq!(error.code(), Some(ErrorCode::AuthenticationFailed), "{error}");
 
     // The genuine certificate with someone else's key fails the challenge signature.
     let error = authenticate_with(&profile, profile.certificate().to_vec(), &attacker)
         .await
         .unwrap_err();
-    assert_eq!(
-        error.code(),
-        Some(ErrorCode::AuthenticationFailed),
-        "{error}"
-    );
+    assert_eq!(error.code(), Some(ErrorCode::AuthenticationFailed), "{error}");
 
     // Garbage instead of a certificate.
     let error = authenticate_with(&profile, vec![1, 2, 3], &device_key)
         .await
         .unwrap_err();
-    assert_eq!(
-        error.code(),
-        Some(ErrorCode::AuthenticationFailed),
-        "{error}"
-    );
+    assert_eq!(error.code(), Some(ErrorCode::AuthenticationFailed), "{error}");
 }
 
 #[tokio::test]
@@ -350,12 +299,7 @@ async fn certificate_from_another_organisation_is_refused() {
     let theirs = TestServer::start().await;
     let profiles = tempfile::tempdir().unwrap();
     let our_profile = enroll(profiles.path(), "ours", ours.admin_code.as_deref().unwrap()).await;
-    let their_profile = enroll(
-        profiles.path(),
-        "theirs",
-        theirs.admin_code.as_deref().unwrap(),
-    )
-    .await;
+    let their_profile = enroll(profiles.path(), "theirs", theirs.admin_code.as_deref().unwrap()).await;
     let their_key = SigningKey::from_bytes(
         &std::fs::read(profiles.path().join("theirs/device.key"))
             .unwrap()
@@ -363,30 +307,17 @@ async fn certificate_from_another_organisation_is_refused() {
             .unwrap(),
     );
     // Present the other organisation's valid certificate to our server.
-    let error = authenticate_with(
-        &our_profile,
-        their_profile.certificate().to_vec(),
-        &their_key,
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(
-        error.code(),
-        Some(ErrorCode::AuthenticationFailed),
-        "{error}"
-    );
+    let error = authenticate_with(&our_profile, their_profile.certificate().to_vec(), &their_key)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::AuthenticationFailed), "{error}");
 }
 
 #[tokio::test]
 async fn expired_certificate_is_refused() {
     let server = TestServer::start().await;
     let profiles = tempfile::tempdir().unwrap();
-    let profile = enroll(
-        profiles.path(),
-        "admin",
-        server.admin_code.as_deref().unwrap(),
-    )
-    .await;
+    let profile = enroll(profiles.path(), "admin", server.admin_code.as_deref().unwrap()).await;
     server.clock.advance(366 * 86_400);
     let error = Session::open(&profile).await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::CertificateExpired), "{error}");
@@ -398,38 +329,25 @@ async fn signature_is_bound_to_its_tls_session() {
     // authenticate another: what a relaying man in the middle would try.
     let server = TestServer::start().await;
     let profiles = tempfile::tempdir().unwrap();
-    let profile = enroll(
-        profiles.path(),
-        "admin",
-        server.admin_code.as_deref().unwrap(),
-    )
-    .await;
+    let profile = enroll(profiles.path(), "admin", server.admin_code.as_deref().unwrap()).await;
     let key = SigningKey::from_bytes(
         &std::fs::read(profiles.path().join("admin/device.key"))
             .unwrap()
             .try_into()
             .unwrap(),
     );
-    let first = Connection::connect(&profile.server, &profile.pin)
-        .await
-        .unwrap();
+    let first = Connection::connect(&profile.server, &profile.pin).await.unwrap();
     let signature = key.sign(&session_transcript(
         &first.hello().challenge,
         first.tls_exporter(),
     ));
-    let mut second = Connection::connect(&profile.server, &profile.pin)
-        .await
-        .unwrap();
+    let mut second = Connection::connect(&profile.server, &profile.pin).await.unwrap();
     let request = Request::Authenticate(AuthenticateRequest {
         certificate: profile.certificate().to_vec(),
         signature: Bytes(signature.to_bytes()),
     });
     let error = second.call(request).await.unwrap_err();
-    assert_eq!(
-        error.code(),
-        Some(ErrorCode::AuthenticationFailed),
-        "{error}"
-    );
+    assert_eq!(error.code(), Some(ErrorCode::AuthenticationFailed), "{error}");
 }
 
 #[tokio::test]
@@ -441,10 +359,7 @@ async fn non_admin_is_refused_admin_commands() {
     let erin = enroll(profiles.path(), "erin", &issued.code).await;
     let mut session = Session::open(&erin).await.unwrap();
     let refused = [
-        session
-            .admin_user_add(user("mallory"), None)
-            .await
-            .unwrap_err(),
+        session.admin_user_add(user("mallory"), None).await.unwrap_err(),
         session.admin_device_add(user("erin")).await.unwrap_err(),
         session.admin_user_list().await.unwrap_err(),
         session.admin_device_list(None).await.unwrap_err(),
@@ -474,10 +389,7 @@ async fn admin_errors_are_clear() {
     assert_eq!(dup.code(), Some(ErrorCode::AlreadyExists));
     let missing = admin.admin_device_add(user("ghost")).await.unwrap_err();
     assert_eq!(missing.code(), Some(ErrorCode::NotFound));
-    let missing = admin
-        .admin_device_list(Some(user("ghost")))
-        .await
-        .unwrap_err();
+    let missing = admin.admin_device_list(Some(user("ghost"))).await.unwrap_err();
     assert_eq!(missing.code(), Some(ErrorCode::NotFound));
 }
 
@@ -485,9 +397,7 @@ async fn admin_errors_are_clear() {
 async fn requests_before_authentication_are_refused() {
     let server = TestServer::start().await;
     let code = ActivationCode::parse(server.admin_code.as_deref().unwrap()).unwrap();
-    let mut connection = Connection::connect(&code.server, &code.pin.0)
-        .await
-        .unwrap();
+    let mut connection = Connection::connect(&code.server, &code.pin.0).await.unwrap();
     let error = connection.call(Request::WhoAmI).await.unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::Unauthenticated));
     let error = connection.call(Request::AdminUserList).await.unwrap_err();
@@ -512,8 +422,7 @@ async fn malformed_and_oversized_frames_get_an_error_and_others_keep_service() {
     let server = TestServer::start().await;
     let profiles = tempfile::tempdir().unwrap();
     let mut admin = admin_session(&server, profiles.path()).await;
-    let code = ActivationCode::parse(&admin.admin_user_add(user("gina"), None).await.unwrap().code)
-        .unwrap();
+    let code = ActivationCode::parse(&admin.admin_user_add(user("gina"), None).await.unwrap().code).unwrap();
 
     let cases: Vec<(WsMessage, ErrorCode)> = vec![
         (
@@ -524,10 +433,7 @@ async fn malformed_and_oversized_frames_get_an_error_and_others_keep_service() {
             WsMessage::Binary(vec![9, 0, 2].into()),
             ErrorCode::UnsupportedVersion,
         ),
-        (
-            WsMessage::Binary(Vec::new().into()),
-            ErrorCode::MalformedFrame,
-        ),
+        (WsMessage::Binary(Vec::new().into()), ErrorCode::MalformedFrame),
         (WsMessage::Text("hello".into()), ErrorCode::MalformedFrame),
         (
             WsMessage::Binary(vec![1; 64 * 1024 + 1].into()),
@@ -535,15 +441,12 @@ async fn malformed_and_oversized_frames_get_an_error_and_others_keep_service() {
         ),
     ];
     for (message, expected) in cases {
-        let mut connection = Connection::connect(&code.server, &code.pin.0)
-            .await
-            .unwrap();
+        let mut connection = Connection::connect(&code.server, &code.pin.0).await.unwrap();
         connection.send_raw(message).await.unwrap();
         match connection.next_frame().await {
-            Ok(ServerFrame::Error {
-                request_id: 0,
-                error,
-            }) => assert_eq!(error.code, expected, "{}", error.message),
+            Ok(ServerFrame::Error { request_id: 0, error }) => {
+                assert_eq!(error.code, expected, "{}", error.message)
+            }
             other => panic!("expected an error frame, got {other:?}"),
         }
         assert!(
@@ -561,9 +464,7 @@ async fn malformed_and_oversized_frames_get_an_error_and_others_keep_service() {
 async fn authentication_times_out() {
     let server = TestServer::start_with_config("[limits]\nauth_timeout_ms = 200\n").await;
     let code = ActivationCode::parse(server.admin_code.as_deref().unwrap()).unwrap();
-    let mut connection = Connection::connect(&code.server, &code.pin.0)
-        .await
-        .unwrap();
+    let mut connection = Connection::connect(&code.server, &code.pin.0).await.unwrap();
     match connection.next_frame().await {
         Ok(ServerFrame::Error { error, .. }) => assert_eq!(error.code, ErrorCode::Unauthenticated),
         other => panic!("expected a timeout error, got {other:?}"),
@@ -573,10 +474,9 @@ async fn authentication_times_out() {
 
 #[tokio::test]
 async fn per_device_request_rate_is_limited() {
-    let server = TestServer::start_with_config(
-        "[limits]\ndevice_requests_per_second = 1\ndevice_request_burst = 3\n",
-    )
-    .await;
+    let server =
+        TestServer::start_with_config("[limits]\ndevice_requests_per_second = 1\ndevice_request_burst = 3\n")
+            .await;
     let profiles = tempfile::tempdir().unwrap();
     let mut admin = admin_session(&server, profiles.path()).await;
     let mut limited = None;
@@ -595,12 +495,8 @@ async fn per_device_request_rate_is_limited() {
 async fn connection_limit_holds_new_clients_until_a_slot_frees() {
     let server = TestServer::start_with_config("[limits]\nconnections_max = 2\n").await;
     let code = ActivationCode::parse(server.admin_code.as_deref().unwrap()).unwrap();
-    let first = Connection::connect(&code.server, &code.pin.0)
-        .await
-        .unwrap();
-    let _second = Connection::connect(&code.server, &code.pin.0)
-        .await
-        .unwrap();
+    let first = Connection::connect(&code.server, &code.pin.0).await.unwrap();
+    let _second = Connection::connect(&code.server, &code.pin.0).await.unwrap();
     let third = tokio::spawn({
         let code = code.clone();
         async move { Connection::connect(&code.server, &code.pin.0).await }
@@ -623,12 +519,7 @@ async fn restart_keeps_users_devices_and_keys() {
     let server = TestServer::start().await;
     let profiles = tempfile::tempdir().unwrap();
     let org_key = server.org_public_key;
-    let admin_profile = enroll(
-        profiles.path(),
-        "admin",
-        server.admin_code.as_deref().unwrap(),
-    )
-    .await;
+    let admin_profile = enroll(profiles.path(), "admin", server.admin_code.as_deref().unwrap()).await;
     let mut admin = Session::open(&admin_profile).await.unwrap();
     let issued = admin.admin_user_add(user("henry"), None).await.unwrap();
     let henry = enroll(profiles.path(), "henry", &issued.code).await;
@@ -638,10 +529,7 @@ async fn restart_keeps_users_devices_and_keys() {
     let (dir, port) = server.stop().await;
     let server = TestServer::start_in(dir, port).await;
     assert_eq!(server.admin_code, None, "the first admin is made once");
-    assert_eq!(
-        server.org_public_key, org_key,
-        "the organisation key survives"
-    );
+    assert_eq!(server.org_public_key, org_key, "the organisation key survives");
 
     // Existing devices authenticate with their stored profiles (same pin, same org key).
     let admin_profile = Profile::load(&profiles.path().join("admin")).unwrap();
@@ -654,9 +542,7 @@ async fn restart_keeps_users_devices_and_keys() {
         .map(|u| (u.user, u.devices_active))
         .collect();
     assert_eq!(users, vec![(user("admin"), 1), (user("henry"), 1)]);
-    Session::open(&Profile::load(henry.dir()).unwrap())
-        .await
-        .unwrap();
+    Session::open(&Profile::load(henry.dir()).unwrap()).await.unwrap();
     // A code issued before the restart still works after it.
     enroll(profiles.path(), "henry-2", &pending.code).await;
     server.stop().await;

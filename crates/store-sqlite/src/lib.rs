@@ -9,17 +9,14 @@ mod migrate;
 use std::path::Path;
 use std::time::Duration;
 
-use redoubt_proto::{
-    ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName,
-};
+use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName};
 use redoubt_store::{
     ActivationCodeRecord, ActivationCodeState, DeviceRecord, OrgRecord, RedeemError, Result, Store,
     StoreError, UserRecord,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 
 /// Connections in the pool. SQLite has one writer; readers proceed in parallel under WAL.
@@ -172,8 +169,7 @@ fn device_from_row(row: &SqliteRow) -> Result<DeviceRecord> {
     Ok(DeviceRecord {
         id: DeviceId::from(fixed::<16>(row, "id")?),
         user: user_name(row, "user_name")?,
-        name: DeviceName::parse(&get::<String>(row, "name")?)
-            .map_err(|_| corrupt("device name"))?,
+        name: DeviceName::parse(&get::<String>(row, "name")?).map_err(|_| corrupt("device name"))?,
         public_key: Bytes(fixed::<32>(row, "public_key")?),
         certificate: get(row, "certificate")?,
         certificate_serial: serial_from_db(get(row, "certificate_serial")?)?,
@@ -439,12 +435,14 @@ impl Store for SqliteStore {
 
     async fn list_devices(&self, user: Option<&UserName>) -> Result<Vec<DeviceRecord>> {
         let rows = match user {
-            Some(user) => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_name = ? ORDER BY created_at, id"
-            )))
-            .bind(user.as_str())
-            .fetch_all(&self.pool)
-            .await,
+            Some(user) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_name = ? ORDER BY created_at, id"
+                )))
+                .bind(user.as_str())
+                .fetch_all(&self.pool)
+                .await
+            }
             None => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY user_name, created_at, id"

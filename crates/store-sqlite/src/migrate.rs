@@ -6,11 +6,8 @@ use sqlx::SqlitePool;
 use crate::backend_error;
 
 /// Every migration, in order. Append only: an applied migration is never edited.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "directory",
-    include_str!("../migrations/0001_directory.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "directory", include_str!("../migrations/0001_directory.sql"))];
 
 pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {
     sqlx::raw_sql(
@@ -37,10 +34,7 @@ pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {
         )));
     }
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
-        let mut tx = pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(backend_error)?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend_error)?;
         sqlx::raw_sql(*sql)
             .execute(&mut *tx)
             .await

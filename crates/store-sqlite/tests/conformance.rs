@@ -5,9 +5,7 @@ use redoubt_store_sqlite::SqliteStore;
 
 async fn fresh() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("redoubt.db"))
-        .await
-        .unwrap();
+    let store = SqliteStore::open(&dir.path().join("redoubt.db")).await.unwrap();
     (store, dir)
 }
 

@@ -5,13 +5,11 @@
 //! A backend's tests invoke [`store_conformance_tests!`] with an async expression that
 //! makes a fresh, empty store; each check becomes its own test.
 
-use redoubt_proto::{
-    ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName,
-};
+use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName};
 
 use crate::{
-    ActivationCodeRecord, ActivationCodeState, DeviceRecord, OrgRecord, RedeemError, Store,
-    StoreError, UserRecord,
+    ActivationCodeRecord, ActivationCodeState, DeviceRecord, OrgRecord, RedeemError, Store, StoreError,
+    UserRecord,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check. `$make` is an async expression
@@ -102,20 +100,14 @@ pub async fn users_round_trip(store: &impl Store) {
     let mut admin = user("admin");
     admin.roles = vec![Role::Admin];
     admin.display_name = None;
-    store
-        .create_user(&admin, &code(1, "admin", 2_000))
-        .await
-        .unwrap();
+    store.create_user(&admin, &code(1, "admin", 2_000)).await.unwrap();
     store
         .create_user(&user("alice"), &code(2, "alice", 2_000))
         .await
         .unwrap();
     assert_eq!(store.user(&admin.name).await.unwrap(), Some(admin.clone()));
     assert_eq!(
-        store
-            .user(&UserName::parse("nobody").unwrap())
-            .await
-            .unwrap(),
+        store.user(&UserName::parse("nobody").unwrap()).await.unwrap(),
         None
     );
     let names: Vec<_> = store
@@ -125,10 +117,7 @@ pub async fn users_round_trip(store: &impl Store) {
         .into_iter()
         .map(|u| u.name)
         .collect();
-    assert_eq!(
-        names,
-        vec![admin.name.clone(), UserName::parse("alice").unwrap()]
-    );
+    assert_eq!(names, vec![admin.name.clone(), UserName::parse("alice").unwrap()]);
     assert_eq!(
         store
             .activation_code(&ActivationCodeId::from([2; 8]))
@@ -143,13 +132,8 @@ pub async fn duplicate_user_is_refused_and_nothing_is_written(store: &impl Store
         .create_user(&user("alice"), &code(1, "alice", 2_000))
         .await
         .unwrap();
-    let again = store
-        .create_user(&user("alice"), &code(2, "alice", 2_000))
-        .await;
-    assert!(
-        matches!(again, Err(StoreError::AlreadyExists(_))),
-        "{again:?}"
-    );
+    let again = store.create_user(&user("alice"), &code(2, "alice", 2_000)).await;
+    assert!(matches!(again, Err(StoreError::AlreadyExists(_))), "{again:?}");
     // The second call's code must not have been written.
     assert_eq!(
         store
@@ -159,17 +143,9 @@ pub async fn duplicate_user_is_refused_and_nothing_is_written(store: &impl Store
         None
     );
     // A code id collision also rolls back the user.
-    let clash = store
-        .create_user(&user("bob"), &code(1, "bob", 2_000))
-        .await;
-    assert!(
-        matches!(clash, Err(StoreError::AlreadyExists(_))),
-        "{clash:?}"
-    );
-    assert_eq!(
-        store.user(&UserName::parse("bob").unwrap()).await.unwrap(),
-        None
-    );
+    let clash = store.create_user(&user("bob"), &code(1, "bob", 2_000)).await;
+    assert!(matches!(clash, Err(StoreError::AlreadyExists(_))), "{clash:?}");
+    assert_eq!(store.user(&UserName::parse("bob").unwrap()).await.unwrap(), None);
 }
 
 pub async fn activation_code_for_unknown_user_is_refused(store: &impl Store) {
@@ -199,10 +175,7 @@ pub async fn redeem_creates_device_once(store: &impl Store) {
         .unwrap();
     let id = ActivationCodeId::from([1; 8]);
     let dev = device(7, "alice", 1);
-    store
-        .redeem_activation_code(&id, 1_500, &dev)
-        .await
-        .unwrap();
+    store.redeem_activation_code(&id, 1_500, &dev).await.unwrap();
     assert_eq!(store.device(&dev.id).await.unwrap(), Some(dev.clone()));
     let record = store.activation_code(&id).await.unwrap().unwrap();
     assert_eq!(record.state, ActivationCodeState::Used);
@@ -220,20 +193,12 @@ pub async fn redeem_refuses_expired_used_and_voided_codes(store: &impl Store) {
         .await
         .unwrap();
     let expired = store
-        .redeem_activation_code(
-            &ActivationCodeId::from([1; 8]),
-            2_001,
-            &device(7, "alice", 1),
-        )
+        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 2_001, &device(7, "alice", 1))
         .await;
     assert!(matches!(expired, Err(RedeemError::Expired)), "{expired:?}");
     assert_eq!(store.device(&DeviceId::from([7; 16])).await.unwrap(), None);
     let unknown = store
-        .redeem_activation_code(
-            &ActivationCodeId::from([9; 8]),
-            1_500,
-            &device(7, "alice", 1),
-        )
+        .redeem_activation_code(&ActivationCodeId::from([9; 8]), 1_500, &device(7, "alice", 1))
         .await;
     assert!(matches!(unknown, Err(RedeemError::Unknown)), "{unknown:?}");
 
@@ -276,10 +241,7 @@ pub async fn failed_attempts_void_the_code(store: &impl Store) {
     let missing = store
         .record_failed_activation(&ActivationCodeId::from([9; 8]), 5)
         .await;
-    assert!(
-        matches!(missing, Err(StoreError::NotFound(_))),
-        "{missing:?}"
-    );
+    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
 }
 
 pub async fn concurrent_redemptions_have_one_winner(store: &impl Store) {
@@ -322,11 +284,7 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
                 }
             }
         }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
     })
     .await;
     outputs.into_iter().flatten().collect()
@@ -355,19 +313,11 @@ pub async fn devices_list_and_touch(store: &impl Store) {
         .await
         .unwrap();
     store
-        .redeem_activation_code(
-            &ActivationCodeId::from([1; 8]),
-            1_100,
-            &device(1, "alice", 1),
-        )
+        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_100, &device(1, "alice", 1))
         .await
         .unwrap();
     store
-        .redeem_activation_code(
-            &ActivationCodeId::from([2; 8]),
-            1_100,
-            &device(2, "alice", 2),
-        )
+        .redeem_activation_code(&ActivationCodeId::from([2; 8]), 1_100, &device(2, "alice", 2))
         .await
         .unwrap();
     store
@@ -384,15 +334,8 @@ pub async fn devices_list_and_touch(store: &impl Store) {
         .collect();
     assert_eq!(ids, vec![DeviceId::from([1; 16]), DeviceId::from([2; 16])]);
     assert_eq!(store.list_devices(None).await.unwrap().len(), 3);
-    store
-        .touch_device(&DeviceId::from([3; 16]), 4_242)
-        .await
-        .unwrap();
-    let bob_device = store
-        .device(&DeviceId::from([3; 16]))
-        .await
-        .unwrap()
-        .unwrap();
+    store.touch_device(&DeviceId::from([3; 16]), 4_242).await.unwrap();
+    let bob_device = store.device(&DeviceId::from([3; 16])).await.unwrap().unwrap();
     assert_eq!(bob_device.last_seen_at_unix_s, Some(4_242));
 }
 
@@ -406,11 +349,7 @@ pub async fn duplicate_device_key_is_refused_atomically(store: &impl Store) {
         .await
         .unwrap();
     store
-        .redeem_activation_code(
-            &ActivationCodeId::from([1; 8]),
-            1_100,
-            &device(1, "alice", 1),
-        )
+        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_100, &device(1, "alice", 1))
         .await
         .unwrap();
     // Same public key as device 1, different id: refused, and code 2 stays active.
@@ -420,10 +359,7 @@ pub async fn duplicate_device_key_is_refused_atomically(store: &impl Store) {
         .redeem_activation_code(&ActivationCodeId::from([2; 8]), 1_100, &copy)
         .await;
     assert!(
-        matches!(
-            result,
-            Err(RedeemError::Store(StoreError::AlreadyExists(_)))
-        ),
+        matches!(result, Err(RedeemError::Store(StoreError::AlreadyExists(_)))),
         "{result:?}"
     );
     let code2 = store

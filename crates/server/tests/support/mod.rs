@@ -93,11 +93,6 @@ pub async fn enroll(root: &Path, name: &str, code: &str) -> Profile {
 
 /// An admin session on a fresh server, with its profile folder.
 pub async fn admin_session(server: &TestServer, profiles: &Path) -> Session {
-    let profile = enroll(
-        profiles,
-        "admin-laptop",
-        server.admin_code.as_deref().unwrap(),
-    )
-    .await;
+    let profile = enroll(profiles, "admin-laptop", server.admin_code.as_deref().unwrap()).await;
     Session::open(&profile).await.unwrap()
 }

@@ -1,0 +1,69 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step must fail loudly
+//! Keeps docs/protocol.md true: every error code and every enum variant the code defines
+//! appears in the document's tables with its wire number.
+
+use redoubt_proto::*;
+
+fn protocol_md() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocol.md")).unwrap()
+}
+
+fn variant_index<T: serde::Serialize>(value: &T) -> u8 {
+    // postcard writes the variant index first; every index here is below 128 (one byte).
+    postcard::to_stdvec(value).unwrap()[0]
+}
+
+#[test]
+fn error_code_table_matches_the_code() {
+    let doc = protocol_md();
+    for code in ErrorCode::ALL {
+        let row = format!("| {} | `{}` |", code.to_u16(), code.as_str());
+        assert!(doc.contains(&row), "docs/protocol.md lacks the row {row}");
+    }
+}
+
+#[test]
+fn request_and_response_tables_match_the_code() {
+    let doc = protocol_md();
+    let user = UserName::parse("a").unwrap();
+    let requests = [
+        (Request::WhoAmI, "WhoAmI"),
+        (
+            Request::AdminUserAdd {
+                user: user.clone(),
+                display_name: None,
+            },
+            "AdminUserAdd",
+        ),
+        (Request::AdminDeviceAdd { user: user.clone() }, "AdminDeviceAdd"),
+        (Request::AdminUserList, "AdminUserList"),
+        (Request::AdminDeviceList { user: None }, "AdminDeviceList"),
+        (
+            Request::Authenticate(AuthenticateRequest {
+                certificate: vec![],
+                signature: Bytes([0; 64]),
+            }),
+            "Authenticate",
+        ),
+    ];
+    for (request, name) in requests {
+        let row = format!("| {} | `{name}` |", variant_index(&request));
+        assert!(doc.contains(&row), "docs/protocol.md lacks the request row {row}");
+    }
+    let responses = [
+        (Response::Users(vec![]), "Users"),
+        (Response::Devices(vec![]), "Devices"),
+    ];
+    for (response, name) in responses {
+        let row = format!("| {} | `{name}` |", variant_index(&response));
+        assert!(
+            doc.contains(&row),
+            "docs/protocol.md lacks the response row {row}"
+        );
+    }
+    let error = ServerFrame::Error {
+        request_id: 0,
+        error: ErrorBody::new(ErrorCode::Internal, ""),
+    };
+    assert!(doc.contains(&format!("| {} | `Error` |", variant_index(&error))));
+}
