@@ -26,8 +26,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time allowed for the server to answer one request.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Events kept while waiting for answers; older ones are dropped beyond this (they are
+/// hints: a sync finds everything after the cursor anyway).
+const PENDING_EVENTS_MAX: usize = 1024;
+
 pub struct Connection {
     socket: WebSocketStream<TlsStream<TcpStream>>,
+    pending_events: std::collections::VecDeque<redoubt_proto::Event>,
     hello: Hello,
     tls_exporter: [u8; TLS_EXPORTER_BYTES],
     next_request_id: u64,
@@ -109,6 +114,7 @@ impl Connection {
             };
             Ok(Self {
                 socket,
+                pending_events: Default::default(),
                 hello,
                 tls_exporter,
                 next_request_id: 1,
@@ -148,6 +154,12 @@ impl Connection {
                     } if id == request_id || id == 0 => {
                         return Err(ClientError::Server(error));
                     }
+                    ServerFrame::Event(event) => {
+                        if self.pending_events.len() == PENDING_EVENTS_MAX {
+                            self.pending_events.pop_front();
+                        }
+                        self.pending_events.push_back(event);
+                    }
                     other => tracing::debug!(?other, "ignoring unexpected frame"),
                 }
             }
@@ -173,6 +185,20 @@ impl Connection {
     /// is reported as a connection error carrying the server's reason.
     pub async fn next_frame(&mut self) -> Result<ServerFrame, ClientError> {
         read_frame(&mut self.socket, &self.server).await
+    }
+
+    /// The next event from the server: one received while waiting for an answer, or the
+    /// next to arrive.
+    pub async fn next_event(&mut self) -> Result<redoubt_proto::Event, ClientError> {
+        if let Some(event) = self.pending_events.pop_front() {
+            return Ok(event);
+        }
+        loop {
+            match self.next_frame().await? {
+                ServerFrame::Event(event) => return Ok(event),
+                other => tracing::debug!(?other, "ignoring unexpected frame"),
+            }
+        }
     }
 
     /// Closes the connection with a normal close frame.

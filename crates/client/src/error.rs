@@ -21,6 +21,9 @@ pub enum ClientError {
     /// The server issued a certificate that does not check.
     #[error("certificate from server refused: {0}")]
     Certificate(#[from] CertificateError),
+    /// MLS processing failed on this device.
+    #[error("MLS: {0}")]
+    Mls(String),
     /// The local profile is missing, unreadable or already exists.
     #[error("profile: {0}")]
     Profile(String),

@@ -185,6 +185,11 @@ impl Profile {
         self.certificate.body()
     }
 
+    /// The device key in the form mls-rs signs with; it stays in this process.
+    pub(crate) fn mls_secret_key(&self) -> mls_rs::crypto::SignatureSecretKey {
+        redoubt_mls::mls_secret_key(&self.key)
+    }
+
     /// Signs with the device key, which never leaves this process.
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()

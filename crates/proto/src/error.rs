@@ -88,6 +88,14 @@ error_codes! {
     Internal = 20, "internal";
     /// Too many requests before authenticating; the connection is closed.
     TooManyUnauthenticatedRequests = 21, "too_many_unauthenticated_requests";
+    /// The commit is not for the group's current epoch: fetch the log, process it, retry.
+    EpochConflict = 22, "epoch_conflict";
+    /// The MLS message is malformed, of the wrong kind, or does not validate.
+    InvalidMlsMessage = 23, "invalid_mls_message";
+    /// This device is not a member of the group (or was not when the entries were written).
+    NotAMember = 24, "not_a_member";
+    /// A per-device limit (key packages, inbox) is full.
+    LimitReached = 25, "limit_reached";
 }
 
 impl fmt::Display for ErrorCode {

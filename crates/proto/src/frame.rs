@@ -37,6 +37,8 @@ pub enum ServerFrame {
     Response { request_id: u64, response: Response },
     /// The request failed and changed nothing. `request_id` 0: the frame could not be read.
     Error { request_id: u64, error: ErrorBody },
+    /// Unsolicited news for an authenticated session.
+    Event(crate::Event),
 }
 
 /// Why a frame could not be decoded.

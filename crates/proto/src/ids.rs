@@ -188,6 +188,10 @@ hex_id!(
     DeviceId, 16
 );
 hex_id!(
+    /// An MLS group's id, chosen at random by the device that creates the group.
+    GroupId, 32
+);
+hex_id!(
     /// Names one activation code so the server can count wrong secrets against it. Not secret.
     ActivationCodeId, 8
 );

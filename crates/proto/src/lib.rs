@@ -26,10 +26,11 @@ pub use frame::{
     ClientFrame, DecodeError, FRAME_BYTES_MIN, PROTOCOL_VERSION, ServerFrame, decode_client_frame,
     decode_server_frame, encode_client_frame, encode_server_frame,
 };
-pub use ids::{ActivationCodeId, DeviceId, DeviceName, DisplayName, IdError, OrgId, Role, UserName};
+pub use ids::{ActivationCodeId, DeviceId, DeviceName, DisplayName, GroupId, IdError, OrgId, Role, UserName};
 pub use messages::{
-    AuthenticateRequest, DeviceSummary, EnrollRequest, Enrolled, Hello, IssuedActivationCode, Request,
-    Response, SessionInfo, UserSummary,
+    AuthenticateRequest, ClaimedKeyPackage, DeviceSummary, EnrollRequest, Enrolled, Event, GroupEntry,
+    GroupSubmit, GroupSummary, Hello, InboxItem, IssuedActivationCode, Request, Response, SessionInfo,
+    UserSummary,
 };
 
 /// Size of an Ed25519 public key.

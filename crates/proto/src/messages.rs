@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ActivationCodeId, ActivationSecret, CHALLENGE_BYTES, DeviceId, DeviceName, DisplayName, OrgId,
+    ActivationCodeId, ActivationSecret, CHALLENGE_BYTES, DeviceId, DeviceName, DisplayName, GroupId, OrgId,
     PublicKeyBytes, Role, SignatureBytes, UserName, bytes::Bytes,
 };
 
@@ -61,6 +61,42 @@ pub enum Request {
     AdminUserList,
     /// Admin: all devices, or one user's.
     AdminDeviceList { user: Option<UserName> },
+    /// Add one-time MLS key packages to this device's pool, and optionally replace its
+    /// last-resort package (used when the pool is empty, never consumed).
+    KeyPackagesPublish {
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    },
+    /// Claim one key package for every active device of each user, atomically per device.
+    KeyPackagesClaim { users: Vec<UserName> },
+    /// Register a new group from its GroupInfo; the caller's device must be its only member.
+    GroupCreate { group_info: Vec<u8> },
+    /// Append an MLS message to a group's ordered log.
+    GroupSubmit(GroupSubmit),
+    /// Read a group's log after `after_seq`, at most `limit` entries.
+    GroupFetch {
+        group_id: GroupId,
+        after_seq: u64,
+        limit: u32,
+    },
+    /// The groups this device belongs to.
+    GroupList,
+    /// Welcome messages waiting for this device.
+    InboxFetch,
+    /// Drop handled Welcome messages from this device's inbox.
+    InboxAck { ids: Vec<u64> },
+}
+
+/// An MLS message for a group's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSubmit {
+    pub group_id: GroupId,
+    /// Chosen by the device; a retry with the same id returns the first result.
+    pub client_message_id: Bytes<16>,
+    /// An MLS message: a PublicMessage commit or proposal, or a PrivateMessage application message.
+    pub message: Vec<u8>,
+    /// For a commit that adds members: the Welcome, delivered to the added devices.
+    pub welcome: Option<Vec<u8>>,
 }
 
 impl Request {
@@ -124,6 +160,48 @@ pub struct DeviceSummary {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedKeyPackage {
+    pub user: UserName,
+    pub device_id: DeviceId,
+    pub key_package: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEntry {
+    pub seq: u64,
+    pub sender: DeviceId,
+    pub message: Vec<u8>,
+    pub server_time_unix_s: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    pub group_id: GroupId,
+    pub epoch: u64,
+    pub last_seq: u64,
+    /// The entry at which this device joined: it can read entries after this one.
+    pub joined_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxItem {
+    pub id: u64,
+    pub group_id: GroupId,
+    pub welcome: Vec<u8>,
+    /// The sequence number of the commit that added this device; read the log after it.
+    pub joined_seq: u64,
+}
+
+/// Something the server tells an authenticated device without being asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A group this device belongs to has entries up to `seq`.
+    GroupAppended { group_id: GroupId, seq: u64 },
+    /// The device's inbox has a new Welcome.
+    InboxChanged,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Enrolled(Enrolled),
     Authenticated(SessionInfo),
@@ -131,4 +209,12 @@ pub enum Response {
     ActivationCodeIssued(IssuedActivationCode),
     Users(Vec<UserSummary>),
     Devices(Vec<DeviceSummary>),
+    KeyPackagesPublished { available: u32 },
+    KeyPackages(Vec<ClaimedKeyPackage>),
+    GroupCreated { group_id: GroupId },
+    Submitted { seq: u64, duplicate: bool },
+    GroupEntries { entries: Vec<GroupEntry>, last_seq: u64 },
+    Groups(Vec<GroupSummary>),
+    Inbox(Vec<InboxItem>),
+    Done,
 }

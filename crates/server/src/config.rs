@@ -111,6 +111,12 @@ pub struct Limits {
     pub idle_timeout_ms: u64,
     /// Time in-flight sessions get to finish at shutdown, in ms. Default 5000.
     pub shutdown_grace_ms: u64,
+    /// One-time MLS key packages a device may keep on the server. Default 100.
+    pub key_packages_per_device_max: u32,
+    /// Log entries returned by one fetch. Default 500.
+    pub fetch_entries_max: u32,
+    /// Events queued for one session before it is disconnected as too slow. Default 256.
+    pub session_events_max: u32,
 }
 
 impl Default for Limits {
@@ -126,6 +132,9 @@ impl Default for Limits {
             ping_interval_ms: 30_000,
             idle_timeout_ms: 90_000,
             shutdown_grace_ms: 5_000,
+            key_packages_per_device_max: 100,
+            fetch_entries_max: 500,
+            session_events_max: 256,
         }
     }
 }
@@ -177,6 +186,18 @@ impl Config {
         ] {
             if value == 0 {
                 return fail(field, "must be greater than 0");
+            }
+        }
+        for (field, value) in [
+            (
+                "limits.key_packages_per_device_max",
+                l.key_packages_per_device_max,
+            ),
+            ("limits.fetch_entries_max", l.fetch_entries_max),
+            ("limits.session_events_max", l.session_events_max),
+        ] {
+            if value == 0 {
+                return fail(field, "must be at least 1");
             }
         }
         if l.idle_timeout_ms <= l.ping_interval_ms {
@@ -261,6 +282,12 @@ org_name = {org_name:?}
 # idle_timeout_ms = {idle}
 # Time in-flight sessions get to finish at shutdown, in milliseconds.
 # shutdown_grace_ms = {grace}
+# One-time MLS key packages a device may keep on the server.
+# key_packages_per_device_max = {kp}
+# Log entries returned by one fetch.
+# fetch_entries_max = {fetch}
+# Events queued for one session before it is disconnected as too slow.
+# session_events_max = {events}
 "#,
             listen = d.server.listen,
             ttl = d.activation.code_ttl_hours,
@@ -276,6 +303,9 @@ org_name = {org_name:?}
             ping = l.ping_interval_ms,
             idle = l.idle_timeout_ms,
             grace = l.shutdown_grace_ms,
+            kp = l.key_packages_per_device_max,
+            fetch = l.fetch_entries_max,
+            events = l.session_events_max,
         )
     }
 }

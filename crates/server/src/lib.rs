@@ -8,6 +8,7 @@
 mod api;
 mod config;
 mod data_dir;
+mod delivery;
 mod error;
 mod listener;
 mod org;
@@ -104,6 +105,11 @@ pub(crate) struct State {
     pub tls_pin: [u8; 32],
     pub limiter: rate_limit::RateLimiter,
     pub clock: Arc<dyn Clock>,
+    /// Validates credentials: devices certified by this organisation.
+    pub identity: redoubt_mls::RedoubtIdentityProvider,
+    /// Follows groups' public state to validate handshake messages.
+    pub external: mls_rs::external_client::ExternalClient<delivery::ServerMlsConfig>,
+    pub subscribers: delivery::Subscribers,
 }
 
 impl State {
@@ -262,6 +268,7 @@ impl Server {
             }
         };
         let org = Org::new(org_record.org_id, config.server.org_name.clone(), key);
+        let identity = redoubt_mls::RedoubtIdentityProvider::new(org.public_key(), org.id);
         let limiter = rate_limit::RateLimiter::new(
             config.limits.device_requests_per_second,
             config.limits.device_request_burst,
@@ -274,6 +281,9 @@ impl Server {
             limiter,
             config,
             clock: options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
+            external: delivery::external_client(identity.clone()),
+            identity,
+            subscribers: delivery::Subscribers::default(),
         });
 
         let first_admin_code = if state.store.list_users().await?.is_empty() {

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::State;
 use crate::api::{self, Authenticated, Peer};
+use crate::delivery;
 use crate::error::ApiError;
 use crate::listener::ConnectionInfo;
 
@@ -60,13 +61,33 @@ pub(crate) async fn run(
     let mut ping = tokio::time::interval(Duration::from_millis(limits.ping_interval_ms));
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // Events for this session, once it has authenticated.
+    let mut events: Option<(u64, tokio::sync::mpsc::Receiver<redoubt_proto::Event>)> = None;
     let close = loop {
+        if events.is_none()
+            && let Phase::Authenticated(who) = &phase
+        {
+            events = Some(
+                state
+                    .subscribers
+                    .subscribe(who.device_id, limits.session_events_max as usize),
+            );
+        }
         let deadline = match phase {
             Phase::Unauthenticated { .. } => auth_deadline.min(idle_deadline),
             Phase::Authenticated(_) => idle_deadline,
         };
         tokio::select! {
             _ = shutdown.changed() => break Some((close_code::AWAY, "server shutting down")),
+            event = next_event(&mut events) => match event {
+                Some(event) => {
+                    if send(&mut socket, &ServerFrame::Event(event)).await.is_err() {
+                        break None;
+                    }
+                }
+                // The subscriber list dropped us: our queue was full.
+                None => break Some((close_code::POLICY, "too slow to receive events")),
+            },
             _ = ping.tick(), if matches!(phase, Phase::Authenticated(_)) => {
                 if socket.send(Message::Ping(Default::default())).await.is_err() {
                     break None;
@@ -120,7 +141,20 @@ pub(crate) async fn run(
         let _ = socket.send(Message::Close(Some(frame))).await;
     }
     if let Phase::Authenticated(who) = &phase {
+        if let Some((id, _)) = events {
+            state.subscribers.unsubscribe(&who.device_id, id);
+        }
         tracing::debug!(device_id = %who.device_id, "session ended");
+    }
+}
+
+/// The next event, or pending forever before the session has subscribed.
+async fn next_event(
+    events: &mut Option<(u64, tokio::sync::mpsc::Receiver<redoubt_proto::Event>)>,
+) -> Option<redoubt_proto::Event> {
+    match events {
+        Some((_, receiver)) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -220,5 +254,32 @@ async fn authenticated(state: &State, who: &Authenticated, request: Request) -> 
             .map(Response::ActivationCodeIssued),
         Request::AdminUserList => api::user_list(state, who).await.map(Response::Users),
         Request::AdminDeviceList { user } => api::device_list(state, who, user).await.map(Response::Devices),
+        Request::KeyPackagesPublish {
+            key_packages,
+            last_resort,
+        } => delivery::publish_key_packages(state, who, key_packages, last_resort)
+            .await
+            .map(|available| Response::KeyPackagesPublished { available }),
+        Request::KeyPackagesClaim { users } => delivery::claim_key_packages(state, users)
+            .await
+            .map(Response::KeyPackages),
+        Request::GroupCreate { group_info } => delivery::create_group(state, who, group_info)
+            .await
+            .map(|group_id| Response::GroupCreated { group_id }),
+        Request::GroupSubmit(submit) => delivery::submit(state, who, submit)
+            .await
+            .map(|(seq, duplicate)| Response::Submitted { seq, duplicate }),
+        Request::GroupFetch {
+            group_id,
+            after_seq,
+            limit,
+        } => delivery::fetch(state, who, group_id, after_seq, limit)
+            .await
+            .map(|(entries, last_seq)| Response::GroupEntries { entries, last_seq }),
+        Request::GroupList => delivery::group_list(state, who).await.map(Response::Groups),
+        Request::InboxFetch => delivery::inbox(state, who).await.map(Response::Inbox),
+        Request::InboxAck { ids } => delivery::inbox_ack(state, who, ids)
+            .await
+            .map(|()| Response::Done),
     }
 }

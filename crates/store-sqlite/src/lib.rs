@@ -4,15 +4,18 @@
 //! single writer lock serialises them and check-then-act sequences (redeeming a code) are
 //! atomic. `synchronous = FULL`: a write acknowledged is on disk.
 
+mod delivery;
 mod migrate;
 
 use std::path::Path;
 use std::time::Duration;
 
+use redoubt_proto::GroupId;
 use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName};
 use redoubt_store::{
-    ActivationCodeRecord, ActivationCodeState, DeviceRecord, OrgRecord, RedeemError, Result, Store,
-    StoreError, UserRecord,
+    ActivationCodeRecord, ActivationCodeState, AppendError, Appended, ClaimedPackage, DeviceRecord,
+    GroupRecord, GroupTransition, InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord, RedeemError,
+    Result, Store, StoreError, UserRecord,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -26,7 +29,7 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 pub(crate) fn backend_error(error: sqlx::Error) -> StoreError {
@@ -35,7 +38,7 @@ pub(crate) fn backend_error(error: sqlx::Error) -> StoreError {
 
 /// Maps a failed insert: unique violations become `AlreadyExists(what)`, foreign-key
 /// violations `NotFound(parent)`.
-fn insert_error(error: sqlx::Error, what: &'static str, parent: &'static str) -> StoreError {
+pub(crate) fn insert_error(error: sqlx::Error, what: &'static str, parent: &'static str) -> StoreError {
     if let sqlx::Error::Database(db) = &error {
         if db.is_unique_violation() {
             return StoreError::AlreadyExists(what);
@@ -47,7 +50,7 @@ fn insert_error(error: sqlx::Error, what: &'static str, parent: &'static str) ->
     backend_error(error)
 }
 
-fn corrupt(what: &str) -> StoreError {
+pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
@@ -120,14 +123,14 @@ fn parse_state(text: &str) -> Result<ActivationCodeState> {
     }
 }
 
-fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+pub(crate) fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
     row: &'r SqliteRow,
     column: &str,
 ) -> Result<T> {
     row.try_get(column).map_err(backend_error)
 }
 
-fn fixed<const N: usize>(row: &SqliteRow, column: &str) -> Result<[u8; N]> {
+pub(crate) fn fixed<const N: usize>(row: &SqliteRow, column: &str) -> Result<[u8; N]> {
     let bytes: Vec<u8> = get(row, column)?;
     bytes
         .try_into()
@@ -466,6 +469,70 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound("device"));
         }
         Ok(())
+    }
+
+    async fn publish_key_packages(
+        &self,
+        device: &DeviceId,
+        one_time: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+        pool_max: u32,
+    ) -> Result<u32> {
+        self.publish_key_packages_impl(device, one_time, last_resort, pool_max)
+            .await
+    }
+
+    async fn claim_key_packages(&self, users: &[UserName]) -> Result<Vec<ClaimedPackage>> {
+        self.claim_key_packages_impl(users).await
+    }
+
+    async fn create_group(&self, group: &GroupRecord, creator: &DeviceId) -> Result<()> {
+        self.create_group_impl(group, creator).await
+    }
+
+    async fn group(&self, id: &GroupId) -> Result<Option<GroupRecord>> {
+        self.group_impl(id).await
+    }
+
+    async fn membership(&self, group: &GroupId, device: &DeviceId) -> Result<Option<Membership>> {
+        self.membership_impl(group, device).await
+    }
+
+    async fn append(
+        &self,
+        entry: &NewLogEntry<'_>,
+        transition: Option<&GroupTransition>,
+    ) -> Result<Appended, AppendError> {
+        self.append_impl(entry, transition).await
+    }
+
+    async fn find_submission(
+        &self,
+        group: &GroupId,
+        sender: &DeviceId,
+        client_message_id: &[u8; 16],
+    ) -> Result<Option<u64>> {
+        self.find_submission_impl(group, sender, client_message_id).await
+    }
+
+    async fn log_entries(&self, group: &GroupId, after_seq: u64, limit: u32) -> Result<Vec<LogRecord>> {
+        self.log_entries_impl(group, after_seq, limit).await
+    }
+
+    async fn device_groups(&self, device: &DeviceId) -> Result<Vec<(GroupRecord, Membership)>> {
+        self.device_groups_impl(device).await
+    }
+
+    async fn group_members(&self, group: &GroupId) -> Result<Vec<DeviceId>> {
+        self.group_members_impl(group).await
+    }
+
+    async fn inbox(&self, device: &DeviceId) -> Result<Vec<InboxRecord>> {
+        self.inbox_impl(device).await
+    }
+
+    async fn inbox_ack(&self, device: &DeviceId, ids: &[u64]) -> Result<()> {
+        self.inbox_ack_impl(device, ids).await
     }
 
     async fn close(&self) {

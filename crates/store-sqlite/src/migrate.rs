@@ -6,8 +6,10 @@ use sqlx::SqlitePool;
 use crate::backend_error;
 
 /// Every migration, in order. Append only: an applied migration is never edited.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "directory", include_str!("../migrations/0001_directory.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "directory", include_str!("../migrations/0001_directory.sql")),
+    (2, "delivery", include_str!("../migrations/0002_delivery.sql")),
+];
 
 pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {
     sqlx::raw_sql(

@@ -7,9 +7,11 @@
 
 use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName};
 
+use redoubt_proto::GroupId;
+
 use crate::{
-    ActivationCodeRecord, ActivationCodeState, DeviceRecord, OrgRecord, RedeemError, Store, StoreError,
-    UserRecord,
+    ActivationCodeRecord, ActivationCodeState, AppendError, DeviceRecord, GroupRecord, GroupTransition,
+    Membership, NewLogEntry, OrgRecord, RedeemError, Store, StoreError, UserRecord,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check. `$make` is an async expression
@@ -30,6 +32,11 @@ macro_rules! store_conformance_tests {
             serials_are_unique_and_increasing,
             devices_list_and_touch,
             duplicate_device_key_is_refused_atomically,
+            key_packages_are_claimed_once_then_last_resort,
+            key_package_pool_is_bounded,
+            log_is_ordered_and_submission_is_idempotent,
+            stale_commit_conflicts_and_writes_nothing,
+            commits_move_membership_and_fill_inboxes,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {
@@ -368,4 +375,264 @@ pub async fn duplicate_device_key_is_refused_atomically(store: &impl Store) {
         .unwrap()
         .unwrap();
     assert_eq!(code2.state, ActivationCodeState::Active);
+}
+
+/// Users alice (devices 1, 2) and bob (device 3).
+async fn two_users_three_devices(store: &impl Store) {
+    store
+        .create_user(&user("alice"), &code(1, "alice", 2_000))
+        .await
+        .unwrap();
+    store
+        .create_activation_code(&code(2, "alice", 2_000))
+        .await
+        .unwrap();
+    store
+        .create_user(&user("bob"), &code(3, "bob", 2_000))
+        .await
+        .unwrap();
+    for (c, d, u) in [(1u8, 1u8, "alice"), (2, 2, "alice"), (3, 3, "bob")] {
+        store
+            .redeem_activation_code(
+                &ActivationCodeId::from([c; 8]),
+                1_100,
+                &device(d, u, u64::from(d)),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn dev(id: u8) -> DeviceId {
+    DeviceId::from([id; 16])
+}
+
+pub async fn key_packages_are_claimed_once_then_last_resort(store: &impl Store) {
+    two_users_three_devices(store).await;
+    let pool = store
+        .publish_key_packages(&dev(1), &[vec![1, 1], vec![1, 2]], Some(&[1, 9]), 10)
+        .await
+        .unwrap();
+    assert_eq!(pool, 2);
+    store
+        .publish_key_packages(&dev(2), &[], Some(&[2, 9]), 10)
+        .await
+        .unwrap();
+    // Bob's only device has published nothing: it is skipped.
+    let alice = UserName::parse("alice").unwrap();
+    let bob = UserName::parse("bob").unwrap();
+    let claimed = store.claim_key_packages(&[alice.clone(), bob]).await.unwrap();
+    let got: Vec<_> = claimed
+        .iter()
+        .map(|c| (c.device, c.key_package.clone()))
+        .collect();
+    assert_eq!(got, vec![(dev(1), vec![1, 1]), (dev(2), vec![2, 9])]);
+    let again: Vec<_> = store
+        .claim_key_packages(std::slice::from_ref(&alice))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.key_package)
+        .collect();
+    assert_eq!(again, vec![vec![1, 2], vec![2, 9]]);
+    // One-time packages exhausted: the last resort is handed out, and kept.
+    for _ in 0..2 {
+        let last: Vec<_> = store
+            .claim_key_packages(std::slice::from_ref(&alice))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.key_package)
+            .collect();
+        assert_eq!(last, vec![vec![1, 9], vec![2, 9]]);
+    }
+}
+
+pub async fn key_package_pool_is_bounded(store: &impl Store) {
+    two_users_three_devices(store).await;
+    store
+        .publish_key_packages(&dev(1), &[vec![1], vec![2]], None, 3)
+        .await
+        .unwrap();
+    let over = store
+        .publish_key_packages(&dev(1), &[vec![3], vec![4]], None, 3)
+        .await;
+    assert!(matches!(over, Err(StoreError::Limit(_))), "{over:?}");
+    // Nothing of the refused batch was added.
+    assert_eq!(
+        store
+            .publish_key_packages(&dev(1), &[vec![5]], None, 3)
+            .await
+            .unwrap(),
+        3
+    );
+}
+
+fn group(id: u8) -> GroupRecord {
+    GroupRecord {
+        id: GroupId::from([id; 32]),
+        epoch: 0,
+        state: vec![0, id],
+        last_seq: 0,
+        created_at_unix_s: 1_200,
+    }
+}
+
+fn entry(group_id: u8, sender: u8, client_id: u8, message: &[u8]) -> NewLogEntry<'_> {
+    NewLogEntry {
+        group: GroupId::from([group_id; 32]),
+        sender: dev(sender),
+        client_message_id: [client_id; 16],
+        message,
+        created_at_unix_s: 1_300,
+    }
+}
+
+pub async fn log_is_ordered_and_submission_is_idempotent(store: &impl Store) {
+    two_users_three_devices(store).await;
+    store.create_group(&group(1), &dev(1)).await.unwrap();
+    let first = store.append(&entry(1, 1, 1, b"one"), None).await.unwrap();
+    let second = store.append(&entry(1, 1, 2, b"two"), None).await.unwrap();
+    assert_eq!((first.seq, first.duplicate, second.seq), (1, false, 2));
+    let retry = store.append(&entry(1, 1, 1, b"one"), None).await.unwrap();
+    assert_eq!((retry.seq, retry.duplicate), (1, true));
+    let gid = GroupId::from([1; 32]);
+    assert_eq!(
+        store.find_submission(&gid, &dev(1), &[2; 16]).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        store.find_submission(&gid, &dev(2), &[2; 16]).await.unwrap(),
+        None
+    );
+    let entries = store.log_entries(&GroupId::from([1; 32]), 0, 10).await.unwrap();
+    let messages: Vec<_> = entries.iter().map(|e| (e.seq, e.message.clone())).collect();
+    assert_eq!(messages, vec![(1, b"one".to_vec()), (2, b"two".to_vec())]);
+    assert_eq!(
+        store
+            .log_entries(&GroupId::from([1; 32]), 1, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .log_entries(&GroupId::from([1; 32]), 0, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .group(&GroupId::from([1; 32]))
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seq,
+        2
+    );
+    let unknown = store.append(&entry(9, 1, 1, b"x"), None).await;
+    assert!(matches!(unknown, Err(AppendError::UnknownGroup)), "{unknown:?}");
+}
+
+pub async fn stale_commit_conflicts_and_writes_nothing(store: &impl Store) {
+    two_users_three_devices(store).await;
+    store.create_group(&group(1), &dev(1)).await.unwrap();
+    let commit = GroupTransition {
+        expected_epoch: 0,
+        epoch: 1,
+        state: vec![1],
+        added: vec![dev(3)],
+        removed: vec![],
+        welcome: Some(vec![7]),
+    };
+    store
+        .append(&entry(1, 1, 1, b"commit-a"), Some(&commit))
+        .await
+        .unwrap();
+    // A second commit for epoch 0 loses.
+    let loser = store.append(&entry(1, 3, 1, b"commit-b"), Some(&commit)).await;
+    assert!(
+        matches!(
+            loser,
+            Err(AppendError::EpochConflict {
+                expected: 0,
+                current: 1
+            })
+        ),
+        "{loser:?}"
+    );
+    let stored = store.group(&GroupId::from([1; 32])).await.unwrap().unwrap();
+    assert_eq!((stored.epoch, stored.last_seq, stored.state), (1, 1, vec![1]));
+    assert_eq!(
+        store.inbox(&dev(3)).await.unwrap().len(),
+        1,
+        "the loser's welcome was not delivered"
+    );
+}
+
+pub async fn commits_move_membership_and_fill_inboxes(store: &impl Store) {
+    two_users_three_devices(store).await;
+    let gid = GroupId::from([1; 32]);
+    store.create_group(&group(1), &dev(1)).await.unwrap();
+    assert_eq!(
+        store.membership(&gid, &dev(1)).await.unwrap(),
+        Some(Membership {
+            joined_seq: 0,
+            removed_seq: None
+        })
+    );
+    assert_eq!(store.membership(&gid, &dev(3)).await.unwrap(), None);
+    let add = GroupTransition {
+        expected_epoch: 0,
+        epoch: 1,
+        state: vec![1],
+        added: vec![dev(2), dev(3)],
+        removed: vec![],
+        welcome: Some(vec![9, 9]),
+    };
+    let added = store.append(&entry(1, 1, 1, b"add"), Some(&add)).await.unwrap();
+    let inbox = store.inbox(&dev(3)).await.unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(
+        (inbox[0].group, inbox[0].welcome.clone(), inbox[0].joined_seq),
+        (gid, vec![9, 9], added.seq)
+    );
+    let members = store.group_members(&gid).await.unwrap();
+    assert_eq!(members, vec![dev(1), dev(2), dev(3)]);
+    store.append(&entry(1, 1, 2, b"hello"), None).await.unwrap();
+
+    let remove = GroupTransition {
+        expected_epoch: 1,
+        epoch: 2,
+        state: vec![2],
+        added: vec![],
+        removed: vec![dev(3)],
+        welcome: None,
+    };
+    let removed = store
+        .append(&entry(1, 1, 3, b"remove"), Some(&remove))
+        .await
+        .unwrap();
+    let membership = store.membership(&gid, &dev(3)).await.unwrap().unwrap();
+    assert_eq!(
+        membership,
+        Membership {
+            joined_seq: added.seq,
+            removed_seq: Some(removed.seq)
+        }
+    );
+    assert!(!membership.may_read(added.seq) && membership.may_read(added.seq + 1));
+    assert!(membership.may_read(removed.seq) && !membership.may_read(removed.seq + 1));
+    assert_eq!(store.group_members(&gid).await.unwrap(), vec![dev(1), dev(2)]);
+    assert!(store.device_groups(&dev(3)).await.unwrap().is_empty());
+    assert_eq!(store.device_groups(&dev(2)).await.unwrap().len(), 1);
+
+    // Inbox acks remove only the device's own items.
+    store.inbox_ack(&dev(2), &[inbox[0].id]).await.unwrap();
+    assert_eq!(store.inbox(&dev(3)).await.unwrap().len(), 1);
+    store.inbox_ack(&dev(3), &[inbox[0].id]).await.unwrap();
+    assert!(store.inbox(&dev(3)).await.unwrap().is_empty());
 }

@@ -12,8 +12,14 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+mod delivery;
+
+pub use delivery::{
+    AppendError, Appended, ClaimedPackage, GroupRecord, GroupTransition, InboxRecord, LogRecord, Membership,
+    NewLogEntry,
+};
 use redoubt_proto::{
-    ActivationCodeId, DeviceId, DeviceName, DisplayName, OrgId, PublicKeyBytes, Role, UserName,
+    ActivationCodeId, DeviceId, DeviceName, DisplayName, GroupId, OrgId, PublicKeyBytes, Role, UserName,
 };
 
 /// Storage failures, grouped by cause.
@@ -29,6 +35,9 @@ pub enum StoreError {
     /// The database holds data this code cannot read (newer schema, corrupt row).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// A per-device limit would be exceeded.
+    #[error("limit reached: {0}")]
+    Limit(String),
     /// The backend failed (I/O, locks, connection).
     #[error("storage backend failed: {0}")]
     Backend(String),
@@ -179,6 +188,62 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records that the device authenticated at `now_unix_s`.
     async fn touch_device(&self, id: &DeviceId, now_unix_s: i64) -> Result<()>;
+
+    /// Adds one-time key packages to a device's pool and optionally replaces its last-resort
+    /// package. Fails with [`StoreError::Limit`], adding nothing, when the pool would exceed
+    /// `pool_max`. Returns the pool size (one-time packages).
+    async fn publish_key_packages(
+        &self,
+        device: &DeviceId,
+        one_time: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+        pool_max: u32,
+    ) -> Result<u32>;
+
+    /// For every active device of each user, takes one one-time key package (deleting it), or
+    /// else the device's last-resort package (kept). Devices with neither are skipped.
+    async fn claim_key_packages(&self, users: &[UserName]) -> Result<Vec<ClaimedPackage>>;
+
+    /// Registers a new group with `creator` as its only member, joined at sequence 0.
+    async fn create_group(&self, group: &GroupRecord, creator: &DeviceId) -> Result<()>;
+
+    async fn group(&self, id: &GroupId) -> Result<Option<GroupRecord>>;
+
+    /// The device's membership of a group: which entries it may read.
+    async fn membership(&self, group: &GroupId, device: &DeviceId) -> Result<Option<Membership>>;
+
+    /// Appends to a group's log, atomically with the group's new public state when the
+    /// entry is a commit. A repeated `(sender, client_message_id)` returns the first
+    /// append's sequence number and changes nothing. A transition whose `expected_epoch` is
+    /// not the group's epoch fails with [`AppendError::EpochConflict`].
+    async fn append(
+        &self,
+        entry: &NewLogEntry<'_>,
+        transition: Option<&GroupTransition>,
+    ) -> Result<Appended, AppendError>;
+
+    /// The sequence number of an earlier append by `sender` with this client message id.
+    async fn find_submission(
+        &self,
+        group: &GroupId,
+        sender: &DeviceId,
+        client_message_id: &[u8; 16],
+    ) -> Result<Option<u64>>;
+
+    /// Entries with `seq > after_seq`, in order, at most `limit`.
+    async fn log_entries(&self, group: &GroupId, after_seq: u64, limit: u32) -> Result<Vec<LogRecord>>;
+
+    /// Groups the device is a current member of, with its membership.
+    async fn device_groups(&self, device: &DeviceId) -> Result<Vec<(GroupRecord, Membership)>>;
+
+    /// Devices that are current members of the group.
+    async fn group_members(&self, group: &GroupId) -> Result<Vec<DeviceId>>;
+
+    /// Welcome messages waiting for the device, oldest first.
+    async fn inbox(&self, device: &DeviceId) -> Result<Vec<InboxRecord>>;
+
+    /// Deletes the named inbox items of the device (others' items are untouched).
+    async fn inbox_ack(&self, device: &DeviceId, ids: &[u64]) -> Result<()>;
 
     /// Flushes and closes the store; later calls fail.
     async fn close(&self);

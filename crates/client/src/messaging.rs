@@ -1,0 +1,804 @@
+//! End-to-end encrypted messaging on MLS.
+//!
+//! A [`Messenger`] is an authenticated session plus this device's MLS state (in
+//! `PROFILE/mls.db`, mls-rs's SQLite storage) and its local message store (`PROFILE/data.db`).
+//! Conversations are MLS groups whose leaves are devices; the server orders each group's
+//! messages and cannot read them.
+//!
+//! Sync: Welcomes from the inbox are joined; then each group's log is read after the
+//! device's cursor and processed in order. A device skips its own entries: it applied its
+//! commits when the server accepted them, and stored its own messages when it sent them.
+
+use std::collections::BTreeSet;
+
+use ed25519_dalek::VerifyingKey;
+use mls_rs::client_builder::{
+    BaseConfig, WithCryptoProvider, WithGroupStateStorage, WithIdentityProvider, WithKeyPackageRepo,
+    WithMlsRules, WithPskStore,
+};
+use mls_rs::extension::built_in::ExternalSendersExt;
+use mls_rs::group::{CommitEffect, ReceivedMessage};
+use mls_rs::mls_rules::DefaultMlsRules;
+use mls_rs::{Client, ExtensionList, Group, MlsMessage};
+use mls_rs_crypto_rustcrypto::RustCryptoProvider;
+use mls_rs_provider_sqlite::SqLiteDataStorageEngine;
+use mls_rs_provider_sqlite::connection_strategy::FileConnectionStrategy;
+use mls_rs_provider_sqlite::storage::{
+    SqLiteApplicationStorage, SqLiteGroupStateStorage, SqLiteKeyPackageStorage, SqLitePreSharedKeyStorage,
+};
+use rand_core::{OsRng, RngCore};
+use redoubt_mls::{AppBody, RedoubtIdentityProvider};
+use redoubt_proto::{Bytes, DeviceId, ErrorCode, Event, GroupId, GroupSubmit, Request, Response, UserName};
+use serde::{Deserialize, Serialize};
+
+use crate::{ClientError, Profile, Session, unix_now};
+
+type DeviceMlsConfig = WithMlsRules<
+    DefaultMlsRules,
+    WithIdentityProvider<
+        RedoubtIdentityProvider,
+        WithCryptoProvider<
+            RustCryptoProvider,
+            WithPskStore<
+                SqLitePreSharedKeyStorage,
+                WithKeyPackageRepo<
+                    SqLiteKeyPackageStorage,
+                    WithGroupStateStorage<SqLiteGroupStateStorage, BaseConfig>,
+                >,
+            >,
+        >,
+    >,
+>;
+
+/// Publish more key packages when fewer than this many remain on the server.
+const KEY_PACKAGES_LOW: u32 = 10;
+/// How many to publish at a time.
+const KEY_PACKAGES_BATCH: usize = 30;
+/// Log entries asked for per fetch.
+const FETCH_LIMIT: u32 = 200;
+/// Attempts at a commit or message before giving up on repeated epoch conflicts.
+const CONFLICT_RETRIES_MAX: usize = 8;
+
+fn mls_error(context: &str) -> impl Fn(mls_rs::error::MlsError) -> ClientError + '_ {
+    move |e| ClientError::Mls(format!("{context}: {e}"))
+}
+
+fn storage_error(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Profile(format!("local storage: {e}"))
+}
+
+/// A conversation as this device knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub group_id: GroupId,
+    /// The group's name, or for a direct conversation the other user's name.
+    pub name: String,
+    /// For a direct (1:1) conversation, the other user.
+    pub peer: Option<UserName>,
+    /// The last log entry processed.
+    pub cursor: u64,
+    /// This device was removed from the group.
+    pub removed: bool,
+}
+
+/// A message in the local store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub sender_user: UserName,
+    pub sender_device: DeviceId,
+    pub sent_at_unix_s: i64,
+    pub server_time_unix_s: i64,
+    pub text: String,
+}
+
+/// What a sync did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub joined: usize,
+    pub messages: usize,
+    /// Entries that could not be processed (logged; the cursor moves past them).
+    pub failures: usize,
+}
+
+/// A member of a conversation, from the MLS roster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDevice {
+    pub user: UserName,
+    pub device_id: DeviceId,
+    pub device_name: String,
+    /// SHA-256 of the device certificate.
+    pub certificate_fingerprint: [u8; 32],
+}
+
+pub struct Messenger {
+    session: Session,
+    device_id: DeviceId,
+    user: UserName,
+    org_key: VerifyingKey,
+    identity: RedoubtIdentityProvider,
+    mls: Client<DeviceMlsConfig>,
+    data: SqLiteApplicationStorage,
+}
+
+impl std::fmt::Debug for Messenger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messenger")
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn conversation_key(group: &GroupId) -> String {
+    format!("conv/{group}")
+}
+
+fn message_key(group: &GroupId, seq: u64) -> String {
+    format!("msg/{group}/{seq:020}")
+}
+
+impl Messenger {
+    /// Opens the device's MLS state and an authenticated session, and makes sure the server
+    /// holds enough of this device's key packages for others to add it to groups.
+    pub async fn open(profile: &Profile) -> Result<Self, ClientError> {
+        let org_key = VerifyingKey::from_bytes(&profile.org_public_key)
+            .map_err(|e| ClientError::Profile(e.to_string()))?;
+        let identity = RedoubtIdentityProvider::new(org_key, profile.org_id());
+        let engine = SqLiteDataStorageEngine::new(FileConnectionStrategy::new(&profile.dir().join("mls.db")))
+            .map_err(storage_error)?;
+        let signing_identity = redoubt_mls::device_signing_identity(
+            profile.certificate(),
+            &profile.certificate_body().device_public_key.0,
+        );
+        let mls = Client::builder()
+            .group_state_storage(engine.group_state_storage().map_err(storage_error)?)
+            .key_package_repo(engine.key_package_storage().map_err(storage_error)?)
+            .psk_store(engine.pre_shared_key_storage().map_err(storage_error)?)
+            .crypto_provider(RustCryptoProvider::default())
+            .identity_provider(identity.clone())
+            .mls_rules(redoubt_mls::rules())
+            .signing_identity(
+                signing_identity,
+                profile.mls_secret_key(),
+                redoubt_mls::CIPHER_SUITE,
+            )
+            .build();
+        let data = SqLiteDataStorageEngine::new(FileConnectionStrategy::new(&profile.dir().join("data.db")))
+            .map_err(storage_error)?
+            .application_data_storage()
+            .map_err(storage_error)?;
+        let session = Session::open(profile).await?;
+        let mut messenger = Self {
+            device_id: profile.device_id(),
+            user: profile.user().clone(),
+            org_key,
+            identity,
+            mls,
+            data,
+            session,
+        };
+        messenger.top_up_key_packages().await?;
+        Ok(messenger)
+    }
+
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    fn key_package(&self, last_resort: bool) -> Result<Vec<u8>, ClientError> {
+        let mut extensions = ExtensionList::new();
+        if last_resort {
+            extensions
+                .set_from(mls_rs::extension::recommended::LastResortKeyPackageExt)
+                .map_err(|e| ClientError::Mls(e.to_string()))?;
+        }
+        self.mls
+            .generate_key_package_message(extensions, ExtensionList::new(), None)
+            .map_err(mls_error("key package"))?
+            .to_bytes()
+            .map_err(mls_error("key package"))
+    }
+
+    async fn publish(
+        &mut self,
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<u32, ClientError> {
+        match self
+            .session
+            .connection()
+            .call(Request::KeyPackagesPublish {
+                key_packages,
+                last_resort,
+            })
+            .await?
+        {
+            Response::KeyPackagesPublished { available } => Ok(available),
+            _ => Err(ClientError::Protocol(
+                "unexpected response to KeyPackagesPublish".into(),
+            )),
+        }
+    }
+
+    /// Publishes key packages when the server's pool for this device runs low, and a
+    /// last-resort package once.
+    pub async fn top_up_key_packages(&mut self) -> Result<(), ClientError> {
+        let available = self.publish(Vec::new(), None).await?;
+        let has_last_resort = self.data.get("kp/last-resort").map_err(storage_error)?.is_some();
+        if available >= KEY_PACKAGES_LOW && has_last_resort {
+            return Ok(());
+        }
+        let batch = (0..KEY_PACKAGES_BATCH)
+            .map(|_| self.key_package(false))
+            .collect::<Result<Vec<_>, _>>()?;
+        let last_resort = if has_last_resort {
+            None
+        } else {
+            Some(self.key_package(true)?)
+        };
+        self.publish(batch, last_resort).await?;
+        self.data.insert("kp/last-resort", &[1]).map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn load_conversation(&self, group: &GroupId) -> Result<Option<Conversation>, ClientError> {
+        self.data
+            .get(&conversation_key(group))
+            .map_err(storage_error)?
+            .map(|bytes| postcard::from_bytes(&bytes).map_err(storage_error))
+            .transpose()
+    }
+
+    fn save_conversation(&self, conversation: &Conversation) -> Result<(), ClientError> {
+        let bytes = postcard::to_stdvec(conversation).map_err(storage_error)?;
+        self.data
+            .insert(&conversation_key(&conversation.group_id), &bytes)
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    /// All conversations this device knows, by name.
+    pub fn conversations(&self) -> Result<Vec<Conversation>, ClientError> {
+        let mut all = self
+            .data
+            .get_by_prefix("conv/")
+            .map_err(storage_error)?
+            .iter()
+            .map(|item| postcard::from_bytes::<Conversation>(item.value()).map_err(storage_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        all.sort_by(|a, b| a.name.cmp(&b.name).then(a.group_id.cmp(&b.group_id)));
+        Ok(all)
+    }
+
+    /// The conversation called `name` (a group's name, or the other user of a direct one).
+    pub fn conversation(&self, name: &str) -> Result<Option<Conversation>, ClientError> {
+        Ok(self
+            .conversations()?
+            .into_iter()
+            .find(|c| c.name == name && !c.removed))
+    }
+
+    /// Messages of a conversation, in log order.
+    pub fn messages(&self, conversation: &Conversation) -> Result<Vec<StoredMessage>, ClientError> {
+        self.data
+            .get_by_prefix(&format!("msg/{}/", conversation.group_id))
+            .map_err(storage_error)?
+            .iter()
+            .map(|item| postcard::from_bytes(item.value()).map_err(storage_error))
+            .collect()
+    }
+
+    fn store_message(&self, group: &GroupId, message: &StoredMessage) -> Result<(), ClientError> {
+        let bytes = postcard::to_stdvec(message).map_err(storage_error)?;
+        self.data
+            .insert(&message_key(group, message.seq), &bytes)
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    fn load_group(&self, group: &GroupId) -> Result<Group<DeviceMlsConfig>, ClientError> {
+        self.mls
+            .load_group(group.as_bytes())
+            .map_err(mls_error("loading group state"))
+    }
+
+    /// The devices in a conversation, from this device's view of the MLS roster.
+    pub fn members(&self, conversation: &Conversation) -> Result<Vec<MemberDevice>, ClientError> {
+        let group = self.load_group(&conversation.group_id)?;
+        let mut members = Vec::new();
+        for member in group.roster().members() {
+            let certificate = self
+                .identity
+                .device_certificate(&member.signing_identity)
+                .map_err(|e| ClientError::Mls(e.to_string()))?;
+            let body = certificate.body();
+            let fingerprint = redoubt_proto::DeviceCertificate::decode(certificate.encoded())
+                .map(|c| c.fingerprint())
+                .unwrap_or_default();
+            members.push(MemberDevice {
+                user: body.user.clone(),
+                device_id: body.device_id,
+                device_name: body.device_name.to_string(),
+                certificate_fingerprint: fingerprint,
+            });
+        }
+        members.sort_by(|a, b| a.user.cmp(&b.user).then(a.device_id.cmp(&b.device_id)));
+        Ok(members)
+    }
+
+    async fn submit(&mut self, submit: GroupSubmit) -> Result<u64, ClientError> {
+        match self
+            .session
+            .connection()
+            .call(Request::GroupSubmit(submit))
+            .await?
+        {
+            Response::Submitted { seq, .. } => Ok(seq),
+            _ => Err(ClientError::Protocol("unexpected response to GroupSubmit".into())),
+        }
+    }
+
+    /// Creates a conversation with `members` (users): all of their devices and this user's
+    /// other devices are added. `direct` makes it a 1:1 conversation named after the peer.
+    pub async fn create_conversation(
+        &mut self,
+        name: &str,
+        members: &[UserName],
+        direct: bool,
+    ) -> Result<Conversation, ClientError> {
+        let mut context = ExtensionList::new();
+        context
+            .set_from(ExternalSendersExt::new(vec![redoubt_mls::org_external_sender(
+                &self.org_key,
+            )]))
+            .map_err(|e| ClientError::Mls(e.to_string()))?;
+        let mut group = self
+            .mls
+            .create_group(context, ExtensionList::new(), None)
+            .map_err(mls_error("creating group"))?;
+        let group_info = group.group_info_message(true).map_err(mls_error("group info"))?;
+        let group_info = group_info.to_bytes().map_err(mls_error("group info"))?;
+        let group_id = match self
+            .session
+            .connection()
+            .call(Request::GroupCreate { group_info })
+            .await?
+        {
+            Response::GroupCreated { group_id } => group_id,
+            _ => return Err(ClientError::Protocol("unexpected response to GroupCreate".into())),
+        };
+        group.write_to_storage().map_err(mls_error("saving group"))?;
+
+        let mut users: BTreeSet<UserName> = members.iter().cloned().collect();
+        users.insert(self.user.clone());
+        let users: Vec<UserName> = users.into_iter().collect();
+        let claimed = match self
+            .session
+            .connection()
+            .call(Request::KeyPackagesClaim { users })
+            .await?
+        {
+            Response::KeyPackages(claimed) => claimed,
+            _ => {
+                return Err(ClientError::Protocol(
+                    "unexpected response to KeyPackagesClaim".into(),
+                ));
+            }
+        };
+        let claimed: Vec<_> = claimed
+            .into_iter()
+            .filter(|c| c.device_id != self.device_id)
+            .collect();
+        for member in members {
+            if *member != self.user && !claimed.iter().any(|c| c.user == *member) {
+                return Err(ClientError::Server(redoubt_proto::ErrorBody::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "{member} has no device that can be added yet (no device has connected since enrolling)"
+                    ),
+                )));
+            }
+        }
+        let conversation = Conversation {
+            group_id,
+            name: name.to_owned(),
+            peer: if direct { members.first().cloned() } else { None },
+            cursor: 0,
+            removed: false,
+        };
+        self.save_conversation(&conversation)?;
+        if !claimed.is_empty() {
+            let packages = claimed
+                .iter()
+                .map(|c| MlsMessage::from_bytes(&c.key_package).map_err(mls_error("claimed key package")))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.commit_with(&group_id, |group| {
+                let mut builder = group.commit_builder();
+                for package in &packages {
+                    builder = builder.add_member(package.clone())?;
+                }
+                builder.build()
+            })
+            .await?;
+        }
+        let meta = AppBody::Meta {
+            name: name.to_owned(),
+            direct,
+        };
+        self.send_body(&group_id, &meta).await?;
+        self.load_conversation(&group_id)?
+            .ok_or_else(|| ClientError::Profile("conversation vanished".into()))
+    }
+
+    /// Builds a commit with `build`, submits it, and applies it once the server accepted it.
+    /// On an epoch conflict the commit is dropped, the log processed, and the commit rebuilt.
+    async fn commit_with<F>(&mut self, group_id: &GroupId, build: F) -> Result<u64, ClientError>
+    where
+        F: Fn(&mut Group<DeviceMlsConfig>) -> Result<mls_rs::group::CommitOutput, mls_rs::error::MlsError>,
+    {
+        for _ in 0..CONFLICT_RETRIES_MAX {
+            let mut group = self.load_group(group_id)?;
+            let output = build(&mut group).map_err(mls_error("building commit"))?;
+            let message = output.commit_message.to_bytes().map_err(mls_error("commit"))?;
+            let welcome = output
+                .welcome_messages
+                .first()
+                .map(|w| w.to_bytes())
+                .transpose()
+                .map_err(mls_error("welcome"))?;
+            let submit = GroupSubmit {
+                group_id: *group_id,
+                client_message_id: random_id(),
+                message,
+                welcome,
+            };
+            match self.submit(submit).await {
+                Ok(seq) => {
+                    group
+                        .apply_pending_commit()
+                        .map_err(mls_error("applying commit"))?;
+                    group.write_to_storage().map_err(mls_error("saving group"))?;
+                    if let Some(mut conversation) = self.load_conversation(group_id)? {
+                        // Our own commit needs no processing when we read the log.
+                        if conversation.cursor + 1 == seq {
+                            conversation.cursor = seq;
+                            self.save_conversation(&conversation)?;
+                        }
+                    }
+                    return Ok(seq);
+                }
+                Err(error) if error.code() == Some(ErrorCode::EpochConflict) => {
+                    group.clear_pending_commit();
+                    drop(group);
+                    self.sync_group(group_id).await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(ClientError::Protocol(
+            "gave up after repeated epoch conflicts".into(),
+        ))
+    }
+
+    async fn send_body(&mut self, group_id: &GroupId, body: &AppBody) -> Result<u64, ClientError> {
+        for _ in 0..CONFLICT_RETRIES_MAX {
+            let mut group = self.load_group(group_id)?;
+            let message = group
+                .encrypt_application_message(&body.encode(), Vec::new())
+                .map_err(mls_error("encrypting"))?
+                .to_bytes()
+                .map_err(mls_error("encrypting"))?;
+            group.write_to_storage().map_err(mls_error("saving group"))?;
+            let submit = GroupSubmit {
+                group_id: *group_id,
+                client_message_id: random_id(),
+                message,
+                welcome: None,
+            };
+            match self.submit(submit).await {
+                Ok(seq) => return Ok(seq),
+                Err(error) if error.code() == Some(ErrorCode::EpochConflict) => {
+                    self.sync_group(group_id).await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(ClientError::Protocol(
+            "gave up after repeated epoch conflicts".into(),
+        ))
+    }
+
+    /// Sends a text message to a conversation (by name), or to a user: a direct
+    /// conversation is created on first use.
+    pub async fn send_text(&mut self, target: &str, text: &str) -> Result<(Conversation, u64), ClientError> {
+        self.sync().await?;
+        let conversation = match self.conversation(target)? {
+            Some(conversation) => conversation,
+            None => {
+                let peer = UserName::parse(target).map_err(|_| {
+                    ClientError::Server(redoubt_proto::ErrorBody::new(
+                        ErrorCode::NotFound,
+                        format!("no conversation called {target:?}"),
+                    ))
+                })?;
+                self.create_conversation(peer.as_str(), std::slice::from_ref(&peer), true)
+                    .await?
+            }
+        };
+        let sent_at = unix_now();
+        let body = AppBody::Text {
+            text: text.to_owned(),
+            sent_at_unix_s: sent_at,
+        };
+        let seq = self.send_body(&conversation.group_id, &body).await?;
+        self.store_message(
+            &conversation.group_id,
+            &StoredMessage {
+                seq,
+                sender_user: self.user.clone(),
+                sender_device: self.device_id,
+                sent_at_unix_s: sent_at,
+                server_time_unix_s: sent_at,
+                text: text.to_owned(),
+            },
+        )?;
+        Ok((conversation, seq))
+    }
+
+    /// Joins groups from the inbox, then processes every group's new log entries.
+    pub async fn sync(&mut self) -> Result<SyncReport, ClientError> {
+        let mut report = SyncReport::default();
+        let items = match self.session.connection().call(Request::InboxFetch).await? {
+            Response::Inbox(items) => items,
+            _ => return Err(ClientError::Protocol("unexpected response to InboxFetch".into())),
+        };
+        let mut handled = Vec::new();
+        for item in items {
+            handled.push(item.id);
+            if self
+                .load_conversation(&item.group_id)?
+                .is_some_and(|c| !c.removed)
+            {
+                continue;
+            }
+            let joined = MlsMessage::from_bytes(&item.welcome)
+                .and_then(|welcome| self.mls.join_group(None, &welcome, None))
+                .and_then(|(mut group, _)| group.write_to_storage().map(|()| group));
+            match joined {
+                Ok(_) => {
+                    report.joined += 1;
+                    self.save_conversation(&Conversation {
+                        group_id: item.group_id,
+                        name: item.group_id.to_string()[..12].to_owned(),
+                        peer: None,
+                        cursor: item.joined_seq,
+                        removed: false,
+                    })?;
+                }
+                Err(error) => {
+                    report.failures += 1;
+                    tracing::warn!(group_id = %item.group_id, %error, "could not join group from Welcome");
+                }
+            }
+        }
+        if !handled.is_empty() {
+            self.session
+                .connection()
+                .call(Request::InboxAck { ids: handled })
+                .await?;
+        }
+        for conversation in self.conversations()? {
+            if !conversation.removed {
+                let group_report = self.sync_group(&conversation.group_id).await?;
+                report.messages += group_report.messages;
+                report.failures += group_report.failures;
+            }
+        }
+        self.top_up_key_packages().await?;
+        Ok(report)
+    }
+
+    /// Processes one group's log after the cursor.
+    async fn sync_group(&mut self, group_id: &GroupId) -> Result<SyncReport, ClientError> {
+        let mut report = SyncReport::default();
+        let Some(mut conversation) = self.load_conversation(group_id)? else {
+            return Ok(report);
+        };
+        loop {
+            let request = Request::GroupFetch {
+                group_id: *group_id,
+                after_seq: conversation.cursor,
+                limit: FETCH_LIMIT,
+            };
+            let (entries, last_seq) = match self.session.connection().call(request).await? {
+                Response::GroupEntries { entries, last_seq } => (entries, last_seq),
+                _ => return Err(ClientError::Protocol("unexpected response to GroupFetch".into())),
+            };
+            if entries.is_empty() {
+                break;
+            }
+            let mut group = self.load_group(group_id)?;
+            let mut commit_needed = false;
+            for entry in entries {
+                conversation.cursor = entry.seq;
+                if entry.sender == self.device_id {
+                    continue;
+                }
+                let processed = MlsMessage::from_bytes(&entry.message)
+                    .and_then(|message| group.process_incoming_message(message));
+                match processed {
+                    Ok(ReceivedMessage::ApplicationMessage(app)) => {
+                        let sender = group
+                            .member_at_index(app.sender_index)
+                            .and_then(|m| self.identity.device_certificate(&m.signing_identity).ok());
+                        let Some(sender) = sender else {
+                            report.failures += 1;
+                            continue;
+                        };
+                        match AppBody::decode(app.data()) {
+                            Ok(AppBody::Text { text, sent_at_unix_s }) => {
+                                report.messages += 1;
+                                self.store_message(
+                                    group_id,
+                                    &StoredMessage {
+                                        seq: entry.seq,
+                                        sender_user: sender.body().user.clone(),
+                                        sender_device: sender.body().device_id,
+                                        sent_at_unix_s,
+                                        server_time_unix_s: entry.server_time_unix_s,
+                                        text,
+                                    },
+                                )?;
+                            }
+                            Ok(AppBody::Meta { name, direct }) => {
+                                if direct {
+                                    conversation.peer = Some(sender.body().user.clone());
+                                    conversation.name = sender.body().user.to_string();
+                                } else {
+                                    conversation.name = name;
+                                }
+                            }
+                            Ok(_) | Err(_) => report.failures += 1,
+                        }
+                    }
+                    Ok(ReceivedMessage::Commit(commit)) => {
+                        if matches!(commit.effect, CommitEffect::Removed { .. }) {
+                            conversation.removed = true;
+                        }
+                    }
+                    Ok(ReceivedMessage::Proposal(_)) => commit_needed = true,
+                    Ok(_) => {}
+                    Err(error) => {
+                        report.failures += 1;
+                        tracing::warn!(group_id = %group_id, seq = entry.seq, %error, "could not process log entry");
+                    }
+                }
+                if conversation.removed {
+                    break;
+                }
+            }
+            group.write_to_storage().map_err(mls_error("saving group"))?;
+            drop(group);
+            self.save_conversation(&conversation)?;
+            if commit_needed && !conversation.removed {
+                // A proposal (such as the organisation removing a revoked device) waits for
+                // a member to commit it; any member may.
+                let _ = Box::pin(self.commit_with(group_id, |group| group.commit(Vec::new()))).await?;
+                conversation = self.load_conversation(group_id)?.unwrap_or(conversation);
+            }
+            if conversation.removed || conversation.cursor >= last_seq {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Adds every device of `users` to the conversation.
+    pub async fn add_users(
+        &mut self,
+        conversation: &Conversation,
+        users: &[UserName],
+    ) -> Result<u64, ClientError> {
+        self.sync_group(&conversation.group_id).await?;
+        let present: BTreeSet<DeviceId> = self
+            .members(conversation)?
+            .into_iter()
+            .map(|m| m.device_id)
+            .collect();
+        let claimed = match self
+            .session
+            .connection()
+            .call(Request::KeyPackagesClaim {
+                users: users.to_vec(),
+            })
+            .await?
+        {
+            Response::KeyPackages(claimed) => claimed,
+            _ => {
+                return Err(ClientError::Protocol(
+                    "unexpected response to KeyPackagesClaim".into(),
+                ));
+            }
+        };
+        let packages = claimed
+            .iter()
+            .filter(|c| !present.contains(&c.device_id))
+            .map(|c| MlsMessage::from_bytes(&c.key_package).map_err(mls_error("claimed key package")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if packages.is_empty() {
+            return Err(ClientError::Server(redoubt_proto::ErrorBody::new(
+                ErrorCode::NotFound,
+                "no device of those users can be added (already members, or none has connected yet)",
+            )));
+        }
+        let seq = self
+            .commit_with(&conversation.group_id, |group| {
+                let mut builder = group.commit_builder();
+                for package in &packages {
+                    builder = builder.add_member(package.clone())?;
+                }
+                builder.build()
+            })
+            .await?;
+        // New members cannot read earlier messages; tell them what this conversation is.
+        let meta = AppBody::Meta {
+            name: conversation.name.clone(),
+            direct: conversation.peer.is_some(),
+        };
+        self.send_body(&conversation.group_id, &meta).await?;
+        Ok(seq)
+    }
+
+    /// Removes every device of `user` from the conversation.
+    pub async fn remove_user(
+        &mut self,
+        conversation: &Conversation,
+        user: &UserName,
+    ) -> Result<u64, ClientError> {
+        self.sync_group(&conversation.group_id).await?;
+        let identity = self.identity.clone();
+        let user = user.clone();
+        self.commit_with(&conversation.group_id, move |group| {
+            let leaves: Vec<u32> = group
+                .roster()
+                .members()
+                .iter()
+                .filter(|m| {
+                    identity
+                        .device_certificate(&m.signing_identity)
+                        .is_ok_and(|c| c.body().user == user)
+                })
+                .map(|m| m.index)
+                .collect();
+            let mut builder = group.commit_builder();
+            for leaf in leaves {
+                builder = builder.remove_member(leaf)?;
+            }
+            builder.build()
+        })
+        .await
+    }
+
+    /// Commits a fresh key for this device (post-compromise security: whatever leaked of
+    /// earlier epochs' secrets says nothing of the next).
+    pub async fn update_keys(&mut self, conversation: &Conversation) -> Result<u64, ClientError> {
+        self.commit_with(&conversation.group_id, |group| group.commit(Vec::new()))
+            .await
+    }
+
+    /// The MLS epoch this device is at in a conversation.
+    pub fn epoch(&self, conversation: &Conversation) -> Result<u64, ClientError> {
+        Ok(self.load_group(&conversation.group_id)?.current_epoch())
+    }
+
+    /// Waits for the server's next event (new entries, a new Welcome).
+    pub async fn next_event(&mut self) -> Result<Event, ClientError> {
+        self.session.connection().next_event().await
+    }
+}
+
+fn random_id() -> Bytes<16> {
+    let mut id = [0; 16];
+    OsRng.fill_bytes(&mut id);
+    Bytes(id)
+}

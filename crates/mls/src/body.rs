@@ -1,0 +1,38 @@
+//! What travels inside an MLS application message: Redoubt's own small envelope, so the
+//! server sees only padded ciphertext whatever the content.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest plaintext body accepted from a peer.
+pub const BODY_BYTES_MAX: usize = 48 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AppBody {
+    /// A text message.
+    Text { text: String, sent_at_unix_s: i64 },
+    /// The conversation's name and kind, sent by whoever adds members, so new members
+    /// (who cannot read earlier messages) learn it. Encrypted like any message.
+    Meta { name: String, direct: bool },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("message body refused: {0}")]
+pub struct BodyError(String);
+
+impl AppBody {
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding these types into a Vec cannot fail.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, BodyError> {
+        if bytes.len() > BODY_BYTES_MAX {
+            return Err(BodyError(format!(
+                "{} bytes exceeds {BODY_BYTES_MAX}",
+                bytes.len()
+            )));
+        }
+        postcard::from_bytes(bytes).map_err(|e| BodyError(e.to_string()))
+    }
+}

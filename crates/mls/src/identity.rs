@@ -1,0 +1,146 @@
+//! Who may be in a Redoubt group: devices certified by the organisation, and the
+//! organisation itself as external sender.
+
+use ed25519_dalek::VerifyingKey;
+use mls_rs::identity::{Credential, CredentialType, CustomCredential, SigningIdentity};
+use mls_rs::time::MlsTime;
+use mls_rs::{ExtensionList, IdentityProvider};
+use mls_rs_core::identity::MemberValidationContext;
+use redoubt_proto::{DeviceCertificate, DeviceId, OrgId, VerifiedCertificate};
+
+use crate::CREDENTIAL_TYPE;
+
+/// The credential data of the organisation's external sender. Its signature key must be the
+/// organisation's root key.
+const ORG_SENDER_MARKER: &[u8] = b"redoubt/org-external-sender/v1";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    #[error("not a Redoubt credential")]
+    CredentialType,
+    #[error("device certificate refused: {0}")]
+    Certificate(#[from] redoubt_proto::CertificateError),
+    #[error("the leaf's signature key is not the certified device key")]
+    KeyMismatch,
+    #[error("external sender is not this organisation")]
+    ExternalSender,
+}
+
+impl mls_rs::error::IntoAnyError for IdentityError {
+    fn into_dyn_error(self) -> Result<Box<dyn std::error::Error + Send + Sync>, Self> {
+        Ok(Box::new(self))
+    }
+}
+
+/// Validates credentials against one organisation's root key.
+#[derive(Debug, Clone)]
+pub struct RedoubtIdentityProvider {
+    org_key: VerifyingKey,
+    org_id: OrgId,
+}
+
+impl RedoubtIdentityProvider {
+    pub fn new(org_key: VerifyingKey, org_id: OrgId) -> Self {
+        Self { org_key, org_id }
+    }
+
+    /// The verified device certificate behind a member's signing identity.
+    ///
+    /// Validity periods are not checked here: a group's history must stay processable after a
+    /// certificate expires; the server refuses expired certificates at authentication and
+    /// removes revoked devices from groups.
+    pub fn device_certificate(
+        &self,
+        identity: &SigningIdentity,
+    ) -> Result<VerifiedCertificate, IdentityError> {
+        let Credential::Custom(custom) = &identity.credential else {
+            return Err(IdentityError::CredentialType);
+        };
+        if custom.credential_type != CredentialType::new(CREDENTIAL_TYPE) {
+            return Err(IdentityError::CredentialType);
+        }
+        let certificate = DeviceCertificate::decode(&custom.data)?;
+        let not_before = certificate.unverified_body().not_before_unix_s;
+        let verified = certificate.verify(&self.org_key, &self.org_id, not_before)?;
+        if identity.signature_key.as_bytes() != verified.body().device_public_key.as_slice() {
+            return Err(IdentityError::KeyMismatch);
+        }
+        Ok(verified)
+    }
+
+    /// The device a member's leaf belongs to.
+    pub fn device_id(&self, identity: &SigningIdentity) -> Result<DeviceId, IdentityError> {
+        Ok(self.device_certificate(identity)?.body().device_id)
+    }
+}
+
+impl IdentityProvider for RedoubtIdentityProvider {
+    type Error = IdentityError;
+
+    fn validate_member(
+        &self,
+        signing_identity: &SigningIdentity,
+        _timestamp: Option<MlsTime>,
+        _context: MemberValidationContext<'_>,
+    ) -> Result<(), Self::Error> {
+        self.device_certificate(signing_identity).map(|_| ())
+    }
+
+    fn validate_external_sender(
+        &self,
+        signing_identity: &SigningIdentity,
+        _timestamp: Option<MlsTime>,
+        _extensions: Option<&ExtensionList>,
+    ) -> Result<(), Self::Error> {
+        let is_org = signing_identity.credential.as_custom().is_some_and(|c| {
+            c.credential_type == CredentialType::new(CREDENTIAL_TYPE) && c.data == ORG_SENDER_MARKER
+        }) && signing_identity.signature_key.as_bytes() == self.org_key.as_bytes();
+        if is_org {
+            Ok(())
+        } else {
+            Err(IdentityError::ExternalSender)
+        }
+    }
+
+    fn identity(
+        &self,
+        signing_identity: &SigningIdentity,
+        _extensions: &ExtensionList,
+    ) -> Result<Vec<u8>, Self::Error> {
+        // Unique per leaf: one leaf per device.
+        let id = self.device_id(signing_identity)?;
+        Ok(id.as_bytes().to_vec())
+    }
+
+    fn valid_successor(
+        &self,
+        predecessor: &SigningIdentity,
+        successor: &SigningIdentity,
+        _extensions: &ExtensionList,
+    ) -> Result<bool, Self::Error> {
+        Ok(self.device_id(predecessor)? == self.device_id(successor)?)
+    }
+
+    fn supported_types(&self) -> Vec<CredentialType> {
+        vec![CredentialType::new(CREDENTIAL_TYPE)]
+    }
+}
+
+/// A device's MLS signing identity: its certificate as credential, its key as signature key.
+pub fn device_signing_identity(certificate: &[u8], device_public_key: &[u8; 32]) -> SigningIdentity {
+    let credential = Credential::Custom(CustomCredential::new(
+        CredentialType::new(CREDENTIAL_TYPE),
+        certificate.to_vec(),
+    ));
+    SigningIdentity::new(credential, device_public_key.to_vec().into())
+}
+
+/// The organisation as external sender: the marker credential and the root public key.
+pub fn org_external_sender(org_key: &VerifyingKey) -> SigningIdentity {
+    let credential = Credential::Custom(CustomCredential::new(
+        CredentialType::new(CREDENTIAL_TYPE),
+        ORG_SENDER_MARKER.to_vec(),
+    ));
+    SigningIdentity::new(credential, org_key.as_bytes().to_vec().into())
+}

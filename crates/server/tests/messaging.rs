@@ -1,0 +1,368 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step must fail loudly
+//! End-to-end encrypted messaging through a real server: MLS between real device clients.
+
+mod support;
+
+use redoubt_client::Messenger;
+use redoubt_proto::*;
+use support::{TestServer, admin_session, enroll};
+
+fn user(name: &str) -> UserName {
+    UserName::parse(name).unwrap()
+}
+
+/// Enrols `devices` (user, device name) and opens a messenger for each.
+async fn messengers(
+    server: &TestServer,
+    profiles: &std::path::Path,
+    devices: &[(&str, &str)],
+) -> Vec<Messenger> {
+    let mut admin = admin_session(server, profiles).await;
+    let mut users = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (user_name, device) in devices {
+        let issued = if users.insert(*user_name) {
+            admin.admin_user_add(user(user_name), None).await.unwrap()
+        } else {
+            admin.admin_device_add(user(user_name)).await.unwrap()
+        };
+        let profile = enroll(profiles, device, &issued.code).await;
+        out.push(Messenger::open(&profile).await.unwrap());
+    }
+    out
+}
+
+fn texts(messenger: &Messenger, name: &str) -> Vec<(u64, String, String)> {
+    let conversation = messenger
+        .conversation(name)
+        .unwrap()
+        .expect("conversation exists");
+    messenger
+        .messages(&conversation)
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.seq, m.sender_user.to_string(), m.text))
+        .collect()
+}
+
+#[tokio::test]
+async fn group_chat_three_users_five_devices_with_offline_catch_up() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(
+        &server,
+        profiles.path(),
+        &[
+            ("alice", "alice-1"),
+            ("alice", "alice-2"),
+            ("bob", "bob-1"),
+            ("bob", "bob-2"),
+            ("carol", "carol-1"),
+        ],
+    )
+    .await;
+
+    let ops = d[0]
+        .create_conversation("ops", &[user("bob"), user("carol")], false)
+        .await
+        .unwrap();
+    assert_eq!(
+        d[0].members(&ops).unwrap().len(),
+        5,
+        "every device of every member, and alice's other device"
+    );
+    for m in d.iter_mut().skip(1) {
+        let report = m.sync().await.unwrap();
+        assert_eq!((report.joined, report.failures), (1, 0));
+        assert!(
+            m.conversation("ops").unwrap().is_some(),
+            "the group's name arrives encrypted"
+        );
+    }
+
+    // bob-2 goes offline (index 3) while the others talk.
+    let script = [
+        (0, "alice: morning"),
+        (2, "bob: hi all"),
+        (4, "carol: hello"),
+        (1, "alice from laptop"),
+        (0, "alice: agenda"),
+    ];
+    for (sender, text) in script {
+        for (i, m) in d.iter_mut().enumerate() {
+            if i != 3 && i != sender {
+                m.sync().await.unwrap();
+            }
+        }
+        d[sender].send_text("ops", text).await.unwrap();
+    }
+    for (i, m) in d.iter_mut().enumerate() {
+        if i != 3 {
+            m.sync().await.unwrap();
+        }
+    }
+    // bob-2 comes back and catches up from its cursor.
+    let report = d[3].sync().await.unwrap();
+    assert_eq!((report.messages, report.failures), (5, 0));
+
+    // Every device has every message exactly once, in the server's order, attributed to the
+    // sending user as certified by the organisation.
+    let senders = ["alice", "alice", "bob", "bob", "carol"];
+    let expected: Vec<(String, String)> = script
+        .iter()
+        .map(|(sender, text)| (senders[*sender].to_owned(), (*text).to_owned()))
+        .collect();
+    let reference = texts(&d[0], "ops");
+    for (i, m) in d.iter().enumerate() {
+        let got = texts(m, "ops");
+        assert_eq!(got, reference, "device {i} differs");
+        let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "in order, once each: {seqs:?}"
+        );
+        let got: Vec<(String, String)> = got.into_iter().map(|(_, user, text)| (user, text)).collect();
+        assert_eq!(got, expected, "device {i}");
+    }
+    // Sender users are attributed from certificates: "alice from laptop" came from alice-2.
+    assert!(
+        reference
+            .iter()
+            .any(|(_, who, text)| who == "alice" && text == "alice from laptop")
+    );
+}
+
+#[tokio::test]
+async fn direct_conversation_is_created_on_first_send() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(&server, profiles.path(), &[("alice", "a"), ("bob", "b")]).await;
+    d[0].send_text("bob", "hello bob").await.unwrap();
+    d[1].sync().await.unwrap();
+    assert_eq!(
+        texts(&d[1], "alice")
+            .iter()
+            .map(|t| t.2.clone())
+            .collect::<Vec<_>>(),
+        vec!["hello bob"]
+    );
+    d[1].send_text("alice", "hello alice").await.unwrap();
+    d[0].sync().await.unwrap();
+    let conversation = d[0].conversation("bob").unwrap().unwrap();
+    assert_eq!(conversation.peer, Some(user("bob")));
+    assert_eq!(texts(&d[0], "bob").len(), 2);
+    // The same conversation is reused for the next message.
+    d[0].send_text("bob", "again").await.unwrap();
+    assert_eq!(d[0].conversations().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_commits_one_wins_the_other_retries_and_all_agree() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(
+        &server,
+        profiles.path(),
+        &[("alice", "a"), ("bob", "b"), ("carol", "c")],
+    )
+    .await;
+    d[0].create_conversation("race", &[user("bob"), user("carol")], false)
+        .await
+        .unwrap();
+    for m in d.iter_mut() {
+        m.sync().await.unwrap();
+    }
+    let rounds = 6;
+    for round in 0..rounds {
+        let (first, rest) = d.split_at_mut(1);
+        let a = first[0].conversation("race").unwrap().unwrap();
+        let b = rest[0].conversation("race").unwrap().unwrap();
+        let (ra, rb) = tokio::join!(first[0].update_keys(&a), rest[0].update_keys(&b));
+        let (sa, sb) = (ra.unwrap(), rb.unwrap());
+        assert_ne!(sa, sb, "round {round}: both commits were appended, in some order");
+        let text = format!("after round {round}");
+        d[2].sync().await.unwrap();
+        d[2].send_text("race", &text).await.unwrap();
+    }
+    for m in d.iter_mut() {
+        m.sync().await.unwrap();
+    }
+    let epochs: Vec<u64> = d
+        .iter()
+        .map(|m| m.epoch(&m.conversation("race").unwrap().unwrap()).unwrap())
+        .collect();
+    assert!(
+        epochs.iter().all(|e| *e == epochs[0]),
+        "epochs differ: {epochs:?}"
+    );
+    assert!(
+        epochs[0] >= 1 + 2 * rounds as u64,
+        "every update landed: epoch {}",
+        epochs[0]
+    );
+    for (i, m) in d.iter().enumerate() {
+        let got = texts(m, "race");
+        assert_eq!(got.len(), rounds, "device {i} is missing messages: {got:?}");
+    }
+}
+
+#[tokio::test]
+async fn non_members_cannot_read_and_removed_devices_cannot_decrypt_later_messages() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(
+        &server,
+        profiles.path(),
+        &[("alice", "a"), ("bob", "b"), ("mallory", "m")],
+    )
+    .await;
+    let group = d[0]
+        .create_conversation("secret", &[user("bob")], false)
+        .await
+        .unwrap();
+    d[1].sync().await.unwrap();
+    d[0].send_text("secret", "before removal").await.unwrap();
+
+    // Mallory's device is not a member: the server refuses to show it the log or take its messages.
+    let fetch = Request::GroupFetch {
+        group_id: group.group_id,
+        after_seq: 0,
+        limit: 10,
+    };
+    let error = d[2].session().connection().call(fetch).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::NotAMember), "{error}");
+
+    // Bob is removed; he processes his removal and cannot read what follows.
+    d[0].remove_user(&group, &user("bob")).await.unwrap();
+    d[0].send_text("secret", "after removal").await.unwrap();
+    d[1].sync().await.unwrap();
+    let bobs = d[1].conversations().unwrap();
+    assert!(bobs[0].removed, "bob's device knows it was removed");
+    let bob_texts: Vec<String> = d[1]
+        .messages(&bobs[0])
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(bob_texts, vec!["before removal"]);
+    // And the server no longer lets his device read the entries after its removal.
+    let fetch = Request::GroupFetch {
+        group_id: group.group_id,
+        after_seq: 0,
+        limit: 100,
+    };
+    match d[1].session().connection().call(fetch).await.unwrap() {
+        Response::GroupEntries { entries, .. } => {
+            let removal = entries.last().unwrap().seq;
+            assert!(entries.iter().all(|e| e.seq <= removal));
+            let all = d[0]
+                .session()
+                .connection()
+                .call(Request::GroupFetch {
+                    group_id: group.group_id,
+                    after_seq: 0,
+                    limit: 100,
+                })
+                .await
+                .unwrap();
+            let Response::GroupEntries { entries: all, .. } = all else {
+                panic!()
+            };
+            assert!(
+                all.len() > entries.len(),
+                "later entries are withheld from the removed device"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn nothing_readable_at_rest_on_the_server() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(&server, profiles.path(), &[("alice", "a"), ("bob", "b")]).await;
+    let canary = "CANARY-7f3a9-the-eagle-lands-at-dawn";
+    d[0].send_text("bob", canary).await.unwrap();
+    d[1].sync().await.unwrap();
+    assert_eq!(
+        texts(&d[1], "alice")[0].2,
+        canary,
+        "the message itself was delivered"
+    );
+    let (dir, _) = server.stop().await;
+
+    let mut keys = Vec::new();
+    for device in ["a", "b", "admin-laptop"] {
+        keys.push(std::fs::read(profiles.path().join(device).join("device.key")).unwrap());
+    }
+    let mut scanned = 0;
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        scanned += bytes.len();
+        assert!(
+            !contains(&bytes, canary.as_bytes()),
+            "canary found in {}",
+            entry.display()
+        );
+        for key in &keys {
+            assert!(
+                !contains(&bytes, key),
+                "a device private key found in {}",
+                entry.display()
+            );
+        }
+    }
+    assert!(scanned > 10_000, "scanned only {scanned} bytes");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path))
+        } else {
+            files.push(path)
+        }
+    }
+    files
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn server_refuses_plaintext_application_data_and_foreign_groups() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(&server, profiles.path(), &[("alice", "a")]).await;
+    let group = d[0].create_conversation("solo", &[], false).await.unwrap();
+    let bogus = GroupSubmit {
+        group_id: group.group_id,
+        client_message_id: Bytes([1; 16]),
+        message: vec![0, 1, 2],
+        welcome: None,
+    };
+    let error = d[0]
+        .session()
+        .connection()
+        .call(Request::GroupSubmit(bogus))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::InvalidMlsMessage));
+    let unknown = GroupSubmit {
+        group_id: GroupId::from([9; 32]),
+        client_message_id: Bytes([2; 16]),
+        message: vec![],
+        welcome: None,
+    };
+    let error = d[0]
+        .session()
+        .connection()
+        .call(Request::GroupSubmit(unknown))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::NotAMember));
+}

@@ -1,0 +1,418 @@
+//! The delivery service's tables: key packages, groups, logs, membership, inboxes.
+
+use redoubt_proto::{DeviceId, GroupId, UserName};
+use redoubt_store::{
+    AppendError, Appended, ClaimedPackage, GroupRecord, GroupTransition, InboxRecord, LogRecord, Membership,
+    NewLogEntry, Result, StoreError,
+};
+use sqlx::sqlite::SqliteRow;
+
+use crate::{SqliteStore, backend_error, corrupt, fixed, get, insert_error};
+
+fn seq_from_db(value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| corrupt("sequence number"))
+}
+
+fn seq_to_db(value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| StoreError::Backend("sequence number exceeds i64".into()))
+}
+
+fn group_from_row(row: &SqliteRow) -> Result<GroupRecord> {
+    Ok(GroupRecord {
+        id: GroupId::from(fixed::<32>(row, "id")?),
+        epoch: seq_from_db(get(row, "epoch")?)?,
+        state: get(row, "state")?,
+        last_seq: seq_from_db(get(row, "last_seq")?)?,
+        created_at_unix_s: get(row, "created_at")?,
+    })
+}
+
+fn membership_from_row(row: &SqliteRow) -> Result<Membership> {
+    let removed: Option<i64> = get(row, "removed_seq")?;
+    Ok(Membership {
+        joined_seq: seq_from_db(get(row, "joined_seq")?)?,
+        removed_seq: removed.map(seq_from_db).transpose()?,
+    })
+}
+
+impl SqliteStore {
+    pub(crate) async fn publish_key_packages_impl(
+        &self,
+        device: &DeviceId,
+        one_time: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+        pool_max: u32,
+    ) -> Result<u32> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend_error)?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM key_packages WHERE device_id = ? AND last_resort = 0")
+                .bind(device.as_bytes().as_slice())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend_error)?;
+        let total = u64::try_from(count).unwrap_or(0) + one_time.len() as u64;
+        if total > u64::from(pool_max) {
+            return Err(StoreError::Limit(format!(
+                "a device may hold at most {pool_max} key packages; it has {count}"
+            )));
+        }
+        for package in one_time {
+            sqlx::query("INSERT INTO key_packages (device_id, key_package, last_resort) VALUES (?, ?, 0)")
+                .bind(device.as_bytes().as_slice())
+                .bind(package.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| insert_error(e, "key package", "device"))?;
+        }
+        if let Some(package) = last_resort {
+            sqlx::query("DELETE FROM key_packages WHERE device_id = ? AND last_resort = 1")
+                .bind(device.as_bytes().as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_error)?;
+            sqlx::query("INSERT INTO key_packages (device_id, key_package, last_resort) VALUES (?, ?, 1)")
+                .bind(device.as_bytes().as_slice())
+                .bind(package)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| insert_error(e, "key package", "device"))?;
+        }
+        tx.commit().await.map_err(backend_error)?;
+        u32::try_from(total).map_err(|_| corrupt("key package count"))
+    }
+
+    pub(crate) async fn claim_key_packages_impl(&self, users: &[UserName]) -> Result<Vec<ClaimedPackage>> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend_error)?;
+        let mut claimed = Vec::new();
+        for user in users {
+            let devices: Vec<Vec<u8>> = sqlx::query_scalar(
+                "SELECT id FROM devices WHERE user_name = ? AND revoked_at IS NULL ORDER BY created_at, id",
+            )
+            .bind(user.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend_error)?;
+            for device in devices {
+                let row = sqlx::query(
+                    "SELECT id, key_package, last_resort FROM key_packages WHERE device_id = ?
+                     ORDER BY last_resort, id LIMIT 1",
+                )
+                .bind(device.as_slice())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend_error)?;
+                let Some(row) = row else { continue };
+                let last_resort: i64 = get(&row, "last_resort")?;
+                if last_resort == 0 {
+                    sqlx::query("DELETE FROM key_packages WHERE id = ?")
+                        .bind(get::<i64>(&row, "id")?)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend_error)?;
+                }
+                let device: [u8; 16] = device.try_into().map_err(|_| corrupt("device id"))?;
+                claimed.push(ClaimedPackage {
+                    user: user.clone(),
+                    device: DeviceId::from(device),
+                    key_package: get(&row, "key_package")?,
+                });
+            }
+        }
+        tx.commit().await.map_err(backend_error)?;
+        Ok(claimed)
+    }
+
+    pub(crate) async fn create_group_impl(&self, group: &GroupRecord, creator: &DeviceId) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend_error)?;
+        sqlx::query("INSERT INTO groups (id, epoch, state, last_seq, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(group.id.as_bytes().as_slice())
+            .bind(seq_to_db(group.epoch)?)
+            .bind(group.state.as_slice())
+            .bind(seq_to_db(group.last_seq)?)
+            .bind(group.created_at_unix_s)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| insert_error(e, "group", "group"))?;
+        sqlx::query("INSERT INTO group_members (group_id, device_id, joined_seq) VALUES (?, ?, ?)")
+            .bind(group.id.as_bytes().as_slice())
+            .bind(creator.as_bytes().as_slice())
+            .bind(seq_to_db(group.last_seq)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| insert_error(e, "group member", "device"))?;
+        tx.commit().await.map_err(backend_error)
+    }
+
+    pub(crate) async fn group_impl(&self, id: &GroupId) -> Result<Option<GroupRecord>> {
+        let row = sqlx::query("SELECT id, epoch, state, last_seq, created_at FROM groups WHERE id = ?")
+            .bind(id.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_error)?;
+        row.as_ref().map(group_from_row).transpose()
+    }
+
+    pub(crate) async fn membership_impl(
+        &self,
+        group: &GroupId,
+        device: &DeviceId,
+    ) -> Result<Option<Membership>> {
+        let row = sqlx::query(
+            "SELECT joined_seq, removed_seq FROM group_members WHERE group_id = ? AND device_id = ?",
+        )
+        .bind(group.as_bytes().as_slice())
+        .bind(device.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        row.as_ref().map(membership_from_row).transpose()
+    }
+
+    pub(crate) async fn append_impl(
+        &self,
+        entry: &NewLogEntry<'_>,
+        transition: Option<&GroupTransition>,
+    ) -> Result<Appended, AppendError> {
+        let group_id = entry.group.as_bytes().as_slice();
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend_error)?;
+        let existing: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM group_log WHERE group_id = ? AND sender = ? AND client_message_id = ?",
+        )
+        .bind(group_id)
+        .bind(entry.sender.as_bytes().as_slice())
+        .bind(entry.client_message_id.as_slice())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend_error)?;
+        if let Some(seq) = existing {
+            return Ok(Appended {
+                seq: seq_from_db(seq)?,
+                duplicate: true,
+            });
+        }
+        let row = sqlx::query("SELECT epoch, last_seq FROM groups WHERE id = ?")
+            .bind(group_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_error)?
+            .ok_or(AppendError::UnknownGroup)?;
+        let epoch = seq_from_db(get(&row, "epoch")?)?;
+        let seq = seq_from_db(get(&row, "last_seq")?)? + 1;
+        if let Some(transition) = transition
+            && transition.expected_epoch != epoch
+        {
+            return Err(AppendError::EpochConflict {
+                expected: transition.expected_epoch,
+                current: epoch,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO group_log (group_id, seq, sender, client_message_id, message, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(group_id)
+        .bind(seq_to_db(seq)?)
+        .bind(entry.sender.as_bytes().as_slice())
+        .bind(entry.client_message_id.as_slice())
+        .bind(entry.message)
+        .bind(entry.created_at_unix_s)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_error)?;
+        match transition {
+            None => {
+                sqlx::query("UPDATE groups SET last_seq = ? WHERE id = ?")
+                    .bind(seq_to_db(seq)?)
+                    .bind(group_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend_error)?;
+            }
+            Some(transition) => {
+                sqlx::query("UPDATE groups SET last_seq = ?, epoch = ?, state = ? WHERE id = ?")
+                    .bind(seq_to_db(seq)?)
+                    .bind(seq_to_db(transition.epoch)?)
+                    .bind(transition.state.as_slice())
+                    .bind(group_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend_error)?;
+                for device in &transition.added {
+                    sqlx::query(
+                        "INSERT INTO group_members (group_id, device_id, joined_seq) VALUES (?, ?, ?)
+                         ON CONFLICT (group_id, device_id)
+                         DO UPDATE SET joined_seq = excluded.joined_seq, removed_seq = NULL",
+                    )
+                    .bind(group_id)
+                    .bind(device.as_bytes().as_slice())
+                    .bind(seq_to_db(seq)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| insert_error(e, "group member", "device"))?;
+                    if let Some(welcome) = &transition.welcome {
+                        sqlx::query(
+                            "INSERT INTO inbox (device_id, group_id, welcome, joined_seq) VALUES (?, ?, ?, ?)",
+                        )
+                        .bind(device.as_bytes().as_slice())
+                        .bind(group_id)
+                        .bind(welcome.as_slice())
+                        .bind(seq_to_db(seq)?)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend_error)?;
+                    }
+                }
+                for device in &transition.removed {
+                    sqlx::query(
+                        "UPDATE group_members SET removed_seq = ? WHERE group_id = ? AND device_id = ?",
+                    )
+                    .bind(seq_to_db(seq)?)
+                    .bind(group_id)
+                    .bind(device.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend_error)?;
+                }
+            }
+        }
+        tx.commit().await.map_err(backend_error)?;
+        Ok(Appended {
+            seq,
+            duplicate: false,
+        })
+    }
+
+    pub(crate) async fn find_submission_impl(
+        &self,
+        group: &GroupId,
+        sender: &DeviceId,
+        client_message_id: &[u8; 16],
+    ) -> Result<Option<u64>> {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM group_log WHERE group_id = ? AND sender = ? AND client_message_id = ?",
+        )
+        .bind(group.as_bytes().as_slice())
+        .bind(sender.as_bytes().as_slice())
+        .bind(client_message_id.as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        seq.map(seq_from_db).transpose()
+    }
+
+    pub(crate) async fn log_entries_impl(
+        &self,
+        group: &GroupId,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<LogRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, sender, message, created_at FROM group_log
+             WHERE group_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(group.as_bytes().as_slice())
+        .bind(seq_to_db(after_seq)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(LogRecord {
+                    seq: seq_from_db(get(row, "seq")?)?,
+                    sender: DeviceId::from(fixed::<16>(row, "sender")?),
+                    message: get(row, "message")?,
+                    created_at_unix_s: get(row, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn device_groups_impl(
+        &self,
+        device: &DeviceId,
+    ) -> Result<Vec<(GroupRecord, Membership)>> {
+        let rows = sqlx::query(
+            "SELECT g.id, g.epoch, g.state, g.last_seq, g.created_at, m.joined_seq, m.removed_seq
+             FROM group_members m JOIN groups g ON g.id = m.group_id
+             WHERE m.device_id = ? AND m.removed_seq IS NULL ORDER BY g.created_at, g.id",
+        )
+        .bind(device.as_bytes().as_slice())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        rows.iter()
+            .map(|row| Ok((group_from_row(row)?, membership_from_row(row)?)))
+            .collect()
+    }
+
+    pub(crate) async fn group_members_impl(&self, group: &GroupId) -> Result<Vec<DeviceId>> {
+        let ids: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT device_id FROM group_members WHERE group_id = ? AND removed_seq IS NULL ORDER BY device_id",
+        )
+        .bind(group.as_bytes().as_slice())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        ids.into_iter()
+            .map(|id| {
+                <[u8; 16]>::try_from(id)
+                    .map(DeviceId::from)
+                    .map_err(|_| corrupt("device id"))
+            })
+            .collect()
+    }
+
+    pub(crate) async fn inbox_impl(&self, device: &DeviceId) -> Result<Vec<InboxRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, group_id, welcome, joined_seq FROM inbox WHERE device_id = ? ORDER BY id",
+        )
+        .bind(device.as_bytes().as_slice())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(InboxRecord {
+                    id: seq_from_db(get(row, "id")?)?,
+                    group: GroupId::from(fixed::<32>(row, "group_id")?),
+                    welcome: get(row, "welcome")?,
+                    joined_seq: seq_from_db(get(row, "joined_seq")?)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn inbox_ack_impl(&self, device: &DeviceId, ids: &[u64]) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend_error)?;
+        for id in ids {
+            sqlx::query("DELETE FROM inbox WHERE id = ? AND device_id = ?")
+                .bind(seq_to_db(*id)?)
+                .bind(device.as_bytes().as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend_error)?;
+        }
+        tx.commit().await.map_err(backend_error)
+    }
+}
