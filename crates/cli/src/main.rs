@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use redoubt_client::{Profile, Session};
+use redoubt_client::{Messenger, Profile, Session};
 use redoubt_proto::{ActivationCode, DeviceName, DisplayName, UserName};
 
 use output::Output;
@@ -39,6 +39,44 @@ enum Command {
     /// Administer users and devices (needs the admin role).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Send an end-to-end encrypted message to a conversation or a user (a direct
+    /// conversation is created on first use).
+    Send {
+        /// A conversation's name, or a user name.
+        to: String,
+        /// The message text.
+        text: String,
+    },
+    /// Fetch new messages and print conversations.
+    Read {
+        /// Only this conversation.
+        conversation: Option<String>,
+        /// Keep running and print messages as they arrive (Ctrl-C to stop).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Group conversations.
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Create a group conversation with these users (all their devices, and yours).
+    Create {
+        name: String,
+        /// Comma-separated user names.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+    },
+    /// Add a user (all their devices) to a group.
+    Add { group: String, user: String },
+    /// Remove a user (all their devices) from a group.
+    Remove { group: String, user: String },
+    /// List this device's conversations.
+    List,
+    /// Show a conversation's members: every device with its certificate fingerprint.
+    Members { group: String },
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +191,11 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Enroll(args) => enroll(&profile_dir(cli.profile)?, args, out).await,
         Command::Whoami => whoami(&profile_dir(cli.profile)?, out).await,
         Command::Admin(command) => admin(&profile_dir(cli.profile)?, command, out).await,
+        Command::Send { to, text } => send(&profile_dir(cli.profile)?, &to, &text, out).await,
+        Command::Read { conversation, follow } => {
+            read(&profile_dir(cli.profile)?, conversation.as_deref(), follow, out).await
+        }
+        Command::Group(command) => group(&profile_dir(cli.profile)?, command, out).await,
     }
 }
 
@@ -303,6 +346,111 @@ async fn admin(profile_dir: &Path, command: AdminCommand, out: &Output) -> Resul
     .await;
     session.close().await;
     result
+}
+
+async fn messenger(profile_dir: &Path) -> Result<Messenger> {
+    let profile = Profile::load(profile_dir)?;
+    Ok(Messenger::open(&profile).await?)
+}
+
+fn conversation(messenger: &Messenger, name: &str) -> Result<redoubt_client::Conversation> {
+    messenger
+        .conversation(name)?
+        .with_context(|| format!("no conversation called {name:?} (see `redoubt group list`)"))
+}
+
+async fn send(profile_dir: &Path, to: &str, text: &str, out: &Output) -> Result<()> {
+    let mut messenger = messenger(profile_dir).await?;
+    let (conversation, seq) = messenger.send_text(to, text).await?;
+    out.sent(&conversation, seq);
+    Ok(())
+}
+
+async fn read(profile_dir: &Path, only: Option<&str>, follow: bool, out: &Output) -> Result<()> {
+    let mut messenger = messenger(profile_dir).await?;
+    let report = messenger.sync().await?;
+    if report.failures > 0 {
+        tracing::warn!(
+            failures = report.failures,
+            "some log entries could not be processed"
+        );
+    }
+    let selected = |messenger: &Messenger| -> Result<Vec<redoubt_client::Conversation>> {
+        Ok(match only {
+            Some(name) => vec![conversation(messenger, name)?],
+            None => messenger.conversations()?,
+        })
+    };
+    let mut shown: std::collections::HashMap<redoubt_proto::GroupId, u64> = Default::default();
+    for conversation in selected(&messenger)? {
+        let messages = messenger.messages(&conversation)?;
+        shown.insert(conversation.group_id, messages.last().map_or(0, |m| m.seq));
+        out.messages(&conversation, &messages, !follow);
+    }
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        tokio::select! {
+            event = messenger.next_event() => { event?; }
+            _ = shutdown_signal() => return Ok(()),
+        }
+        messenger.sync().await?;
+        for conversation in selected(&messenger)? {
+            let last = shown.get(&conversation.group_id).copied().unwrap_or(0);
+            let new: Vec<_> = messenger
+                .messages(&conversation)?
+                .into_iter()
+                .filter(|m| m.seq > last)
+                .collect();
+            if let Some(newest) = new.last() {
+                shown.insert(conversation.group_id, newest.seq);
+                out.messages(&conversation, &new, false);
+            }
+        }
+    }
+}
+
+async fn group(profile_dir: &Path, command: GroupCommand, out: &Output) -> Result<()> {
+    let mut messenger = messenger(profile_dir).await?;
+    messenger.sync().await?;
+    match command {
+        GroupCommand::Create { name, members } => {
+            if messenger.conversation(&name)?.is_some() {
+                anyhow::bail!("a conversation called {name:?} exists already");
+            }
+            let members = members.iter().map(|m| user_name(m)).collect::<Result<Vec<_>>>()?;
+            let created = messenger.create_conversation(&name, &members, false).await?;
+            out.group_changed("created", &created, &messenger.members(&created)?);
+        }
+        GroupCommand::Add { group, user } => {
+            let conversation = conversation(&messenger, &group)?;
+            messenger.add_users(&conversation, &[user_name(&user)?]).await?;
+            out.group_changed("added", &conversation, &messenger.members(&conversation)?);
+        }
+        GroupCommand::Remove { group, user } => {
+            let conversation = conversation(&messenger, &group)?;
+            messenger.remove_user(&conversation, &user_name(&user)?).await?;
+            out.group_changed("removed", &conversation, &messenger.members(&conversation)?);
+        }
+        GroupCommand::List => {
+            let mut rows = Vec::new();
+            for conversation in messenger.conversations()? {
+                let members = if conversation.removed {
+                    Vec::new()
+                } else {
+                    messenger.members(&conversation)?
+                };
+                rows.push((conversation, members));
+            }
+            out.groups(&rows);
+        }
+        GroupCommand::Members { group } => {
+            let conversation = conversation(&messenger, &group)?;
+            out.members(&conversation, &messenger.members(&conversation)?);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use redoubt_client::{ClientError, Profile};
+use redoubt_client::{ClientError, Conversation, MemberDevice, Profile, StoredMessage};
 use redoubt_proto::{DeviceSummary, IssuedActivationCode, SessionInfo, UserSummary};
 use serde_json::json;
 
@@ -261,6 +261,146 @@ impl Output {
                 } else {
                     "active"
                 }
+            );
+        }
+    }
+
+    pub(crate) fn sent(&self, conversation: &Conversation, seq: u64) {
+        if self.json {
+            print_json(&json!({
+                "conversation": conversation.name,
+                "group_id": conversation.group_id.to_string(),
+                "seq": seq,
+            }));
+        } else {
+            println!("Sent to {} (message {seq}).", conversation.name);
+        }
+    }
+
+    /// Prints messages; `header` adds the conversation's name above them in text mode.
+    pub(crate) fn messages(&self, conversation: &Conversation, messages: &[StoredMessage], header: bool) {
+        if self.json {
+            for m in messages {
+                println!(
+                    "{}",
+                    json!({
+                        "conversation": conversation.name,
+                        "group_id": conversation.group_id.to_string(),
+                        "seq": m.seq,
+                        "sender": m.sender_user.as_str(),
+                        "sender_device": m.sender_device.to_string(),
+                        "sent_at": time(m.sent_at_unix_s),
+                        "server_time": time(m.server_time_unix_s),
+                        "text": m.text,
+                    })
+                );
+            }
+            return;
+        }
+        if header {
+            let state = if conversation.removed {
+                " (you were removed)"
+            } else {
+                ""
+            };
+            println!("== {}{state} ==", conversation.name);
+        }
+        for m in messages {
+            let device = m.sender_device.to_string();
+            println!(
+                "[{}] {} ({}): {}",
+                time(m.sent_at_unix_s),
+                m.sender_user,
+                &device[..8],
+                m.text
+            );
+        }
+    }
+
+    pub(crate) fn group_changed(&self, what: &str, conversation: &Conversation, members: &[MemberDevice]) {
+        if self.json {
+            print_json(&json!({
+                "result": what,
+                "conversation": conversation.name,
+                "group_id": conversation.group_id.to_string(),
+                "devices": members.len(),
+            }));
+        } else {
+            let users: std::collections::BTreeSet<&str> = members.iter().map(|m| m.user.as_str()).collect();
+            println!(
+                "Group {} {what}: {} devices of {}.",
+                conversation.name,
+                members.len(),
+                users.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+
+    pub(crate) fn groups(&self, rows: &[(Conversation, Vec<MemberDevice>)]) {
+        if self.json {
+            let rows: Vec<_> = rows
+                .iter()
+                .map(|(c, members)| {
+                    let users: std::collections::BTreeSet<&str> =
+                        members.iter().map(|m| m.user.as_str()).collect();
+                    json!({
+                        "conversation": c.name,
+                        "group_id": c.group_id.to_string(),
+                        "direct": c.peer.is_some(),
+                        "removed": c.removed,
+                        "users": users,
+                        "devices": members.len(),
+                    })
+                })
+                .collect();
+            print_json(&json!(rows));
+            return;
+        }
+        println!("{:<24} {:<8} {:>7}  USERS", "CONVERSATION", "KIND", "DEVICES");
+        for (c, members) in rows {
+            let users: std::collections::BTreeSet<&str> = members.iter().map(|m| m.user.as_str()).collect();
+            let kind = if c.removed {
+                "removed"
+            } else if c.peer.is_some() {
+                "direct"
+            } else {
+                "group"
+            };
+            let users: Vec<&str> = users.into_iter().collect();
+            println!(
+                "{:<24} {:<8} {:>7}  {}",
+                c.name,
+                kind,
+                members.len(),
+                users.join(", ")
+            );
+        }
+    }
+
+    pub(crate) fn members(&self, conversation: &Conversation, members: &[MemberDevice]) {
+        if self.json {
+            let rows: Vec<_> = members
+                .iter()
+                .map(|m| {
+                    json!({
+                        "user": m.user.as_str(),
+                        "device_id": m.device_id.to_string(),
+                        "device_name": m.device_name,
+                        "certificate_fingerprint": redoubt_proto::Bytes(m.certificate_fingerprint).to_hex(),
+                    })
+                })
+                .collect();
+            print_json(&json!({ "conversation": conversation.name, "members": rows }));
+            return;
+        }
+        println!("Members of {}:", conversation.name);
+        for m in members {
+            println!(
+                "  {:<16} {:<20} {}  certificate SHA-256 {}",
+                m.user,
+                m.device_name,
+                m.device_id,
+                redoubt_proto::Bytes(m.certificate_fingerprint).to_hex()
             );
         }
     }

@@ -53,6 +53,15 @@ fn request_and_response_tables_match_the_code() {
     let responses = [
         (Response::Users(vec![]), "Users"),
         (Response::Devices(vec![]), "Devices"),
+        (
+            Response::Submitted {
+                seq: 0,
+                duplicate: false,
+            },
+            "Submitted",
+        ),
+        (Response::Inbox(vec![]), "Inbox"),
+        (Response::Done, "Done"),
     ];
     for (response, name) in responses {
         let row = format!("| {} | `{name}` |", variant_index(&response));
@@ -66,4 +75,10 @@ fn request_and_response_tables_match_the_code() {
         error: ErrorBody::new(ErrorCode::Internal, ""),
     };
     assert!(doc.contains(&format!("| {} | `Error` |", variant_index(&error))));
+    let event = ServerFrame::Event(Event::InboxChanged);
+    assert!(doc.contains(&format!("| {} | `Event` |", variant_index(&event))));
+    assert!(doc.contains(&format!(
+        "| {} | `InboxChanged` |",
+        variant_index(&Event::InboxChanged)
+    )));
 }

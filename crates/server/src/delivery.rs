@@ -61,9 +61,12 @@ fn group_id_of(bytes: &[u8]) -> Result<GroupId, ApiError> {
 
 /// Sessions waiting for events, by device. A session whose queue is full is dropped from
 /// here, which closes its receiver: a slow consumer is disconnected, never buffered.
+/// One session's event queue, with the id it was registered under.
+type Subscription = (u64, mpsc::Sender<Event>);
+
 #[derive(Debug, Default)]
 pub(crate) struct Subscribers {
-    by_device: Mutex<HashMap<DeviceId, Vec<(u64, mpsc::Sender<Event>)>>>,
+    by_device: Mutex<HashMap<DeviceId, Vec<Subscription>>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 

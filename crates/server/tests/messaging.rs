@@ -196,7 +196,7 @@ async fn concurrent_commits_one_wins_the_other_retries_and_all_agree() {
         "epochs differ: {epochs:?}"
     );
     assert!(
-        epochs[0] >= 1 + 2 * rounds as u64,
+        epochs[0] > 2 * rounds as u64,
         "every update landed: epoch {}",
         epochs[0]
     );
