@@ -338,6 +338,72 @@ impl Messenger {
         }
     }
 
+    /// Claims one key package for every active device of `users` not in `except`.
+    async fn claim(
+        &mut self,
+        users: Vec<UserName>,
+        except: Vec<DeviceId>,
+    ) -> Result<Vec<(UserName, MlsMessage)>, ClientError> {
+        let request = Request::KeyPackagesClaim {
+            users,
+            except_devices: except,
+        };
+        let claimed = match self.session.connection().call(request).await? {
+            Response::KeyPackages(claimed) => claimed,
+            _ => {
+                return Err(ClientError::Protocol(
+                    "unexpected response to KeyPackagesClaim".into(),
+                ));
+            }
+        };
+        claimed
+            .into_iter()
+            .map(|c| {
+                let package =
+                    MlsMessage::from_bytes(&c.key_package).map_err(mls_error("claimed key package"))?;
+                Ok((c.user, package))
+            })
+            .collect()
+    }
+
+    /// Commits adding the devices behind `packages`, skipping any already in the group (a
+    /// racing member may have added them first), then re-sends the conversation's name.
+    async fn add_packages(
+        &mut self,
+        group_id: &GroupId,
+        packages: Vec<MlsMessage>,
+    ) -> Result<(), ClientError> {
+        let identity = self.identity.clone();
+        self.commit_with(group_id, move |group| {
+            let present: BTreeSet<DeviceId> = group
+                .roster()
+                .members()
+                .iter()
+                .filter_map(|m| identity.device_id(&m.signing_identity).ok())
+                .collect();
+            let mut builder = group.commit_builder();
+            for package in &packages {
+                let device = package
+                    .as_key_package()
+                    .and_then(|kp| identity.device_id(kp.signing_identity()).ok());
+                if device.is_some_and(|d| !present.contains(&d)) {
+                    builder = builder.add_member(package.clone())?;
+                }
+            }
+            builder.build()
+        })
+        .await?;
+        if let Some(conversation) = self.load_conversation(group_id)? {
+            // New members cannot read earlier messages; tell them what this conversation is.
+            let meta = AppBody::Meta {
+                name: conversation.name.clone(),
+                direct: conversation.peer.is_some(),
+            };
+            self.send_body(group_id, &meta).await?;
+        }
+        Ok(())
+    }
+
     /// Creates a conversation with `members` (users): all of their devices and this user's
     /// other devices are added. `direct` makes it a 1:1 conversation named after the peer.
     pub async fn create_conversation(
@@ -346,6 +412,22 @@ impl Messenger {
         members: &[UserName],
         direct: bool,
     ) -> Result<Conversation, ClientError> {
+        let mut users: BTreeSet<UserName> = members.iter().cloned().collect();
+        users.insert(self.user.clone());
+        let claimed = self
+            .claim(users.into_iter().collect(), vec![self.device_id])
+            .await?;
+        for member in members {
+            if *member != self.user && !claimed.iter().any(|(user, _)| user == member) {
+                return Err(ClientError::Server(redoubt_proto::ErrorBody::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "{member} has no device that can be added yet (none has connected since enrolling)"
+                    ),
+                )));
+            }
+        }
+
         let mut context = ExtensionList::new();
         context
             .set_from(ExternalSendersExt::new(vec![redoubt_mls::org_external_sender(
@@ -368,37 +450,6 @@ impl Messenger {
             _ => return Err(ClientError::Protocol("unexpected response to GroupCreate".into())),
         };
         group.write_to_storage().map_err(mls_error("saving group"))?;
-
-        let mut users: BTreeSet<UserName> = members.iter().cloned().collect();
-        users.insert(self.user.clone());
-        let users: Vec<UserName> = users.into_iter().collect();
-        let claimed = match self
-            .session
-            .connection()
-            .call(Request::KeyPackagesClaim { users })
-            .await?
-        {
-            Response::KeyPackages(claimed) => claimed,
-            _ => {
-                return Err(ClientError::Protocol(
-                    "unexpected response to KeyPackagesClaim".into(),
-                ));
-            }
-        };
-        let claimed: Vec<_> = claimed
-            .into_iter()
-            .filter(|c| c.device_id != self.device_id)
-            .collect();
-        for member in members {
-            if *member != self.user && !claimed.iter().any(|c| c.user == *member) {
-                return Err(ClientError::Server(redoubt_proto::ErrorBody::new(
-                    ErrorCode::NotFound,
-                    format!(
-                        "{member} has no device that can be added yet (no device has connected since enrolling)"
-                    ),
-                )));
-            }
-        }
         let conversation = Conversation {
             group_id,
             name: name.to_owned(),
@@ -407,27 +458,53 @@ impl Messenger {
             removed: false,
         };
         self.save_conversation(&conversation)?;
-        if !claimed.is_empty() {
-            let packages = claimed
-                .iter()
-                .map(|c| MlsMessage::from_bytes(&c.key_package).map_err(mls_error("claimed key package")))
-                .collect::<Result<Vec<_>, _>>()?;
-            self.commit_with(&group_id, |group| {
-                let mut builder = group.commit_builder();
-                for package in &packages {
-                    builder = builder.add_member(package.clone())?;
-                }
-                builder.build()
-            })
-            .await?;
+        if claimed.is_empty() {
+            let meta = AppBody::Meta {
+                name: name.to_owned(),
+                direct,
+            };
+            self.send_body(&group_id, &meta).await?;
+        } else {
+            self.add_packages(&group_id, claimed.into_iter().map(|(_, p)| p).collect())
+                .await?;
         }
-        let meta = AppBody::Meta {
-            name: name.to_owned(),
-            direct,
-        };
-        self.send_body(&group_id, &meta).await?;
         self.load_conversation(&group_id)?
             .ok_or_else(|| ClientError::Profile("conversation vanished".into()))
+    }
+
+    /// Adds devices that joined their users after the conversation began: every active
+    /// device of every member user belongs in the group. Any member may do it; if two race,
+    /// one commit wins and the other finds nothing left to add.
+    async fn add_new_devices(&mut self, group_id: &GroupId) -> Result<(), ClientError> {
+        let group = self.load_group(group_id)?;
+        let mut present = BTreeSet::new();
+        let mut users = BTreeSet::new();
+        for member in group.roster().members() {
+            if let Ok(certificate) = self.identity.device_certificate(&member.signing_identity) {
+                present.insert(certificate.body().device_id);
+                users.insert(certificate.body().user.clone());
+            }
+        }
+        drop(group);
+        let users: Vec<UserName> = users.into_iter().collect();
+        let devices = match self
+            .session
+            .connection()
+            .call(Request::UserDevices { users: users.clone() })
+            .await?
+        {
+            Response::UserDevices(devices) => devices,
+            _ => return Err(ClientError::Protocol("unexpected response to UserDevices".into())),
+        };
+        if devices.iter().all(|d| present.contains(&d.device_id)) {
+            return Ok(());
+        }
+        let claimed = self.claim(users, present.into_iter().collect()).await?;
+        if !claimed.is_empty() {
+            self.add_packages(group_id, claimed.into_iter().map(|(_, p)| p).collect())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Builds a commit with `build`, submits it, and applies it once the server accepted it.
@@ -592,6 +669,12 @@ impl Messenger {
                 let group_report = self.sync_group(&conversation.group_id).await?;
                 report.messages += group_report.messages;
                 report.failures += group_report.failures;
+                if !self
+                    .load_conversation(&conversation.group_id)?
+                    .is_some_and(|c| c.removed)
+                {
+                    self.add_new_devices(&conversation.group_id).await?;
+                }
             }
         }
         self.top_up_key_packages().await?;
@@ -698,55 +781,25 @@ impl Messenger {
         &mut self,
         conversation: &Conversation,
         users: &[UserName],
-    ) -> Result<u64, ClientError> {
+    ) -> Result<(), ClientError> {
         self.sync_group(&conversation.group_id).await?;
-        let present: BTreeSet<DeviceId> = self
+        let present: Vec<DeviceId> = self
             .members(conversation)?
             .into_iter()
             .map(|m| m.device_id)
             .collect();
-        let claimed = match self
-            .session
-            .connection()
-            .call(Request::KeyPackagesClaim {
-                users: users.to_vec(),
-            })
-            .await?
-        {
-            Response::KeyPackages(claimed) => claimed,
-            _ => {
-                return Err(ClientError::Protocol(
-                    "unexpected response to KeyPackagesClaim".into(),
-                ));
-            }
-        };
-        let packages = claimed
-            .iter()
-            .filter(|c| !present.contains(&c.device_id))
-            .map(|c| MlsMessage::from_bytes(&c.key_package).map_err(mls_error("claimed key package")))
-            .collect::<Result<Vec<_>, _>>()?;
-        if packages.is_empty() {
+        let claimed = self.claim(users.to_vec(), present).await?;
+        if claimed.is_empty() {
             return Err(ClientError::Server(redoubt_proto::ErrorBody::new(
                 ErrorCode::NotFound,
                 "no device of those users can be added (already members, or none has connected yet)",
             )));
         }
-        let seq = self
-            .commit_with(&conversation.group_id, |group| {
-                let mut builder = group.commit_builder();
-                for package in &packages {
-                    builder = builder.add_member(package.clone())?;
-                }
-                builder.build()
-            })
-            .await?;
-        // New members cannot read earlier messages; tell them what this conversation is.
-        let meta = AppBody::Meta {
-            name: conversation.name.clone(),
-            direct: conversation.peer.is_some(),
-        };
-        self.send_body(&conversation.group_id, &meta).await?;
-        Ok(seq)
+        self.add_packages(
+            &conversation.group_id,
+            claimed.into_iter().map(|(_, p)| p).collect(),
+        )
+        .await
     }
 
     /// Removes every device of `user` from the conversation.

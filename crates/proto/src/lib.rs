@@ -30,7 +30,7 @@ pub use ids::{ActivationCodeId, DeviceId, DeviceName, DisplayName, GroupId, IdEr
 pub use messages::{
     AuthenticateRequest, ClaimedKeyPackage, DeviceSummary, EnrollRequest, Enrolled, Event, GroupEntry,
     GroupSubmit, GroupSummary, Hello, InboxItem, IssuedActivationCode, Request, Response, SessionInfo,
-    UserSummary,
+    UserDevice, UserSummary,
 };
 
 /// Size of an Ed25519 public key.

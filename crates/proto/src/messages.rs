@@ -67,8 +67,12 @@ pub enum Request {
         key_packages: Vec<Vec<u8>>,
         last_resort: Option<Vec<u8>>,
     },
-    /// Claim one key package for every active device of each user, atomically per device.
-    KeyPackagesClaim { users: Vec<UserName> },
+    /// Claim one key package for every active device of each user, atomically per device,
+    /// skipping `except_devices` (those already in the group).
+    KeyPackagesClaim {
+        users: Vec<UserName>,
+        except_devices: Vec<DeviceId>,
+    },
     /// Register a new group from its GroupInfo; the caller's device must be its only member.
     GroupCreate { group_info: Vec<u8> },
     /// Append an MLS message to a group's ordered log.
@@ -85,6 +89,8 @@ pub enum Request {
     InboxFetch,
     /// Drop handled Welcome messages from this device's inbox.
     InboxAck { ids: Vec<u64> },
+    /// The active (enrolled, not revoked) devices of each user.
+    UserDevices { users: Vec<UserName> },
 }
 
 /// An MLS message for a group's log.
@@ -217,4 +223,11 @@ pub enum Response {
     Groups(Vec<GroupSummary>),
     Inbox(Vec<InboxItem>),
     Done,
+    UserDevices(Vec<UserDevice>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDevice {
+    pub user: UserName,
+    pub device_id: DeviceId,
 }

@@ -19,7 +19,7 @@ use mls_rs_crypto_rustcrypto::RustCryptoProvider;
 use redoubt_mls::RedoubtIdentityProvider;
 use redoubt_proto::{
     ClaimedKeyPackage, DeviceId, ErrorCode, Event, GroupEntry, GroupId, GroupSubmit, GroupSummary, InboxItem,
-    UserName,
+    UserDevice, UserName,
 };
 use redoubt_store::{AppendError, GroupRecord, GroupTransition, NewLogEntry, StoreError};
 use tokio::sync::mpsc;
@@ -146,6 +146,7 @@ pub(crate) async fn publish_key_packages(
 pub(crate) async fn claim_key_packages(
     state: &State,
     users: Vec<UserName>,
+    except: Vec<DeviceId>,
 ) -> Result<Vec<ClaimedKeyPackage>, ApiError> {
     if users.len() > 1000 {
         return Err(ApiError::new(
@@ -161,7 +162,7 @@ pub(crate) async fn claim_key_packages(
             ));
         }
     }
-    let claimed = state.store.claim_key_packages(&users).await?;
+    let claimed = state.store.claim_key_packages(&users, &except).await?;
     Ok(claimed
         .into_iter()
         .map(|c| ClaimedKeyPackage {
@@ -170,6 +171,27 @@ pub(crate) async fn claim_key_packages(
             key_package: c.key_package,
         })
         .collect())
+}
+
+pub(crate) async fn user_devices(state: &State, users: Vec<UserName>) -> Result<Vec<UserDevice>, ApiError> {
+    if users.len() > 1000 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            "at most 1000 users per request",
+        ));
+    }
+    let mut devices = Vec::new();
+    for user in users {
+        for device in state.store.list_devices(Some(&user)).await? {
+            if device.revoked_at_unix_s.is_none() {
+                devices.push(UserDevice {
+                    user: user.clone(),
+                    device_id: device.id,
+                });
+            }
+        }
+    }
+    Ok(devices)
 }
 
 fn member_devices(

@@ -260,7 +260,10 @@ async fn authenticated(state: &State, who: &Authenticated, request: Request) -> 
         } => delivery::publish_key_packages(state, who, key_packages, last_resort)
             .await
             .map(|available| Response::KeyPackagesPublished { available }),
-        Request::KeyPackagesClaim { users } => delivery::claim_key_packages(state, users)
+        Request::KeyPackagesClaim {
+            users,
+            except_devices,
+        } => delivery::claim_key_packages(state, users, except_devices)
             .await
             .map(Response::KeyPackages),
         Request::GroupCreate { group_info } => delivery::create_group(state, who, group_info)
@@ -281,5 +284,8 @@ async fn authenticated(state: &State, who: &Authenticated, request: Request) -> 
         Request::InboxAck { ids } => delivery::inbox_ack(state, who, ids)
             .await
             .map(|()| Response::Done),
+        Request::UserDevices { users } => delivery::user_devices(state, users)
+            .await
+            .map(Response::UserDevices),
     }
 }

@@ -366,3 +366,47 @@ async fn server_refuses_plaintext_application_data_and_foreign_groups() {
         .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::NotAMember));
 }
+
+#[tokio::test]
+async fn a_users_new_device_joins_their_conversations_automatically() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(&server, profiles.path(), &[("alice", "a"), ("bob", "b")]).await;
+    d[0].create_conversation("team", &[user("bob")], false)
+        .await
+        .unwrap();
+    d[1].sync().await.unwrap();
+    d[0].send_text("team", "before the new phone").await.unwrap();
+
+    // Bob enrols a second device; nobody touches the group.
+    let mut admin = redoubt_client::Session::open(
+        &redoubt_client::Profile::load(&profiles.path().join("admin-laptop")).unwrap(),
+    )
+    .await
+    .unwrap();
+    let issued = admin.admin_device_add(user("bob")).await.unwrap();
+    let phone = enroll(profiles.path(), "b-phone", &issued.code).await;
+    let mut bob_phone = Messenger::open(&phone).await.unwrap();
+
+    // Any member's ordinary sync adds it (here Bob's first device), and it sees what follows.
+    d[1].sync().await.unwrap();
+    let report = bob_phone.sync().await.unwrap();
+    assert_eq!(report.joined, 1);
+    assert!(
+        bob_phone.conversation("team").unwrap().is_some(),
+        "the new device learns the conversation's name"
+    );
+    d[0].sync().await.unwrap();
+    d[0].send_text("team", "after the new phone").await.unwrap();
+    bob_phone.sync().await.unwrap();
+    let got: Vec<String> = texts(&bob_phone, "team").into_iter().map(|t| t.2).collect();
+    assert_eq!(got, vec!["after the new phone"]);
+    let conversation = d[0].conversation("team").unwrap().unwrap();
+    let bobs = d[0]
+        .members(&conversation)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.user == user("bob"))
+        .count();
+    assert_eq!(bobs, 2);
+}

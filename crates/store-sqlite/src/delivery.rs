@@ -85,7 +85,11 @@ impl SqliteStore {
         u32::try_from(total).map_err(|_| corrupt("key package count"))
     }
 
-    pub(crate) async fn claim_key_packages_impl(&self, users: &[UserName]) -> Result<Vec<ClaimedPackage>> {
+    pub(crate) async fn claim_key_packages_impl(
+        &self,
+        users: &[UserName],
+        except: &[DeviceId],
+    ) -> Result<Vec<ClaimedPackage>> {
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -101,6 +105,12 @@ impl SqliteStore {
             .await
             .map_err(backend_error)?;
             for device in devices {
+                if except
+                    .iter()
+                    .any(|e| e.as_bytes().as_slice() == device.as_slice())
+                {
+                    continue;
+                }
                 let row = sqlx::query(
                     "SELECT id, key_package, last_resort FROM key_packages WHERE device_id = ?
                      ORDER BY last_resort, id LIMIT 1",

@@ -482,8 +482,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn claim_key_packages(&self, users: &[UserName]) -> Result<Vec<ClaimedPackage>> {
-        self.claim_key_packages_impl(users).await
+    async fn claim_key_packages(
+        &self,
+        users: &[UserName],
+        except: &[DeviceId],
+    ) -> Result<Vec<ClaimedPackage>> {
+        self.claim_key_packages_impl(users, except).await
     }
 
     async fn create_group(&self, group: &GroupRecord, creator: &DeviceId) -> Result<()> {

@@ -421,7 +421,10 @@ pub async fn key_packages_are_claimed_once_then_last_resort(store: &impl Store) 
     // Bob's only device has published nothing: it is skipped.
     let alice = UserName::parse("alice").unwrap();
     let bob = UserName::parse("bob").unwrap();
-    let claimed = store.claim_key_packages(&[alice.clone(), bob]).await.unwrap();
+    let claimed = store
+        .claim_key_packages(&[alice.clone(), bob], &[])
+        .await
+        .unwrap();
     let got: Vec<_> = claimed
         .iter()
         .map(|c| (c.device, c.key_package.clone()))
@@ -446,6 +449,15 @@ pub async fn key_packages_are_claimed_once_then_last_resort(store: &impl Store) 
             .collect();
         assert_eq!(last, vec![vec![1, 9], vec![2, 9]]);
     }
+    // Devices already in a group are skipped.
+    let except: Vec<_> = store
+        .claim_key_packages(std::slice::from_ref(&alice), &[dev(1)])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.device)
+        .collect();
+    assert_eq!(except, vec![dev(2)]);
 }
 
 pub async fn key_package_pool_is_bounded(store: &impl Store) {

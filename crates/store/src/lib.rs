@@ -200,9 +200,14 @@ pub trait Store: Send + Sync + 'static {
         pool_max: u32,
     ) -> Result<u32>;
 
-    /// For every active device of each user, takes one one-time key package (deleting it), or
-    /// else the device's last-resort package (kept). Devices with neither are skipped.
-    async fn claim_key_packages(&self, users: &[UserName]) -> Result<Vec<ClaimedPackage>>;
+    /// For every active device of each user but those in `except`, takes one one-time key
+    /// package (deleting it), or else the device's last-resort package (kept). Devices with
+    /// neither are skipped.
+    async fn claim_key_packages(
+        &self,
+        users: &[UserName],
+        except: &[DeviceId],
+    ) -> Result<Vec<ClaimedPackage>>;
 
     /// Registers a new group with `creator` as its only member, joined at sequence 0.
     async fn create_group(&self, group: &GroupRecord, creator: &DeviceId) -> Result<()>;
