@@ -431,7 +431,7 @@ pub async fn key_packages_are_claimed_once_then_last_resort(store: &impl Store) 
         .collect();
     assert_eq!(got, vec![(dev(1), vec![1, 1]), (dev(2), vec![2, 9])]);
     let again: Vec<_> = store
-        .claim_key_packages(std::slice::from_ref(&alice))
+        .claim_key_packages(std::slice::from_ref(&alice), &[])
         .await
         .unwrap()
         .into_iter()
@@ -441,7 +441,7 @@ pub async fn key_packages_are_claimed_once_then_last_resort(store: &impl Store) 
     // One-time packages exhausted: the last resort is handed out, and kept.
     for _ in 0..2 {
         let last: Vec<_> = store
-            .claim_key_packages(std::slice::from_ref(&alice))
+            .claim_key_packages(std::slice::from_ref(&alice), &[])
             .await
             .unwrap()
             .into_iter()
