@@ -745,6 +745,8 @@ impl Messenger {
                         }
                     }
                     Ok(ReceivedMessage::Commit(commit)) => {
+                        // A commit settles the epoch's proposals: included or dropped.
+                        commit_needed = false;
                         if matches!(commit.effect, CommitEffect::Removed { .. }) {
                             conversation.removed = true;
                         }

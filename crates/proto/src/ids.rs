@@ -196,6 +196,12 @@ hex_id!(
     ActivationCodeId, 8
 );
 
+impl DeviceId {
+    /// The sender of log entries the organisation itself writes (its external proposals to
+    /// remove a device). No enrolled device has this id.
+    pub const ORGANISATION: DeviceId = DeviceId(Bytes([0; 16]));
+}
+
 /// What a user may do beyond using their own devices. Roles live on the server and are
 /// checked on every request; the copy in a certificate is informative.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -37,11 +37,18 @@ pub(crate) type ServerMlsConfig = WithMlsRules<
 /// that many past epochs' keys, so a message sent just before a commit still decrypts.
 const APPLICATION_EPOCH_LAG_MAX: u64 = 2;
 
-pub(crate) fn external_client(identity: RedoubtIdentityProvider) -> ExternalClient<ServerMlsConfig> {
+pub(crate) fn external_client(
+    identity: RedoubtIdentityProvider,
+    org: &crate::Org,
+) -> ExternalClient<ServerMlsConfig> {
     ExternalClient::builder()
         .crypto_provider(RustCryptoProvider::default())
         .identity_provider(identity)
         .mls_rules(redoubt_mls::rules())
+        .signer(
+            org.mls_signer(),
+            redoubt_mls::org_external_sender(&org.public_key()),
+        )
         .build()
 }
 
@@ -344,14 +351,7 @@ pub(crate) async fn submit(
                     ),
                 ));
             }
-            let snapshot_in = ExternalSnapshot::from_bytes(&record.state).map_err(|e| {
-                tracing::error!(group_id = %group_id, error = %e, "stored group state unreadable");
-                ApiError::new(ErrorCode::Internal, "internal server error; nothing was changed")
-            })?;
-            let mut group = state.external.load_group(snapshot_in).map_err(|e| {
-                tracing::error!(group_id = %group_id, error = %e, "stored group state unusable");
-                ApiError::new(ErrorCode::Internal, "internal server error; nothing was changed")
-            })?;
+            let mut group = load_external(state, &record)?;
             if let Sender::Member(index) = sender {
                 let member = group
                     .roster()
@@ -430,6 +430,83 @@ pub(crate) async fn submit(
         }
     }
     Ok((appended.seq, appended.duplicate))
+}
+
+fn load_external(state: &State, record: &GroupRecord) -> Result<ExternalGroup<ServerMlsConfig>, ApiError> {
+    let snapshot = ExternalSnapshot::from_bytes(&record.state).map_err(|e| {
+        tracing::error!(group_id = %record.id, error = %e, "stored group state unreadable");
+        ApiError::new(ErrorCode::Internal, "internal server error; nothing was changed")
+    })?;
+    state.external.load_group(snapshot).map_err(|e| {
+        tracing::error!(group_id = %record.id, error = %e, "stored group state unusable");
+        ApiError::new(ErrorCode::Internal, "internal server error; nothing was changed")
+    })
+}
+
+/// As the organisation (the groups' external sender), proposes removing `device` from
+/// every group it belongs to. Members commit the proposals on their next sync; the commit
+/// ends the device's membership. Returns how many groups got a proposal.
+pub(crate) async fn propose_device_removal(state: &State, device: &DeviceId) -> Result<usize, ApiError> {
+    let mut proposed = 0;
+    for (record, _) in state.store.device_groups(device).await? {
+        // A concurrent commit may move the epoch under us: retry on the fresh state.
+        for _ in 0..8 {
+            let Some(record) = state.store.group(&record.id).await? else {
+                break;
+            };
+            let mut group = load_external(state, &record)?;
+            let Some(index) = group
+                .roster()
+                .members()
+                .iter()
+                .find(|m| state.identity.device_id(&m.signing_identity).ok() == Some(*device))
+                .map(|m| m.index)
+            else {
+                break;
+            };
+            let proposal = group.propose_remove(index, Vec::new()).map_err(invalid)?;
+            let message = proposal.to_bytes().map_err(invalid)?;
+            let mut client_message_id = [0; 16];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut client_message_id);
+            let entry = NewLogEntry {
+                group: record.id,
+                sender: DeviceId::ORGANISATION,
+                client_message_id,
+                message: &message,
+                created_at_unix_s: state.now(),
+            };
+            let transition = GroupTransition {
+                expected_epoch: record.epoch,
+                epoch: record.epoch,
+                state: snapshot(&group)?,
+                added: Vec::new(),
+                removed: Vec::new(),
+                welcome: None,
+            };
+            match state.store.append(&entry, Some(&transition)).await {
+                Ok(appended) => {
+                    let members = state.store.group_members(&record.id).await?;
+                    state.subscribers.notify(
+                        &members,
+                        &Event::GroupAppended {
+                            group_id: record.id,
+                            seq: appended.seq,
+                        },
+                    );
+                    tracing::info!(group_id = %record.id, device_id = %device, "proposed removing device");
+                    proposed += 1;
+                    break;
+                }
+                Err(AppendError::EpochConflict { .. }) => continue,
+                Err(AppendError::Store(error)) => return Err(map_store(error)),
+                Err(other) => {
+                    tracing::error!(error = %other, "append failed");
+                    return Err(ApiError::new(ErrorCode::Internal, "internal server error"));
+                }
+            }
+        }
+    }
+    Ok(proposed)
 }
 
 pub(crate) async fn fetch(

@@ -19,6 +19,9 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("data folder: {0}")]
     DataDir(String),
+    /// An operation on the running server was refused.
+    #[error("{0}")]
+    Refused(redoubt_proto::ErrorBody),
 }
 
 /// A request failed; nothing was changed.

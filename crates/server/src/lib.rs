@@ -269,6 +269,7 @@ impl Server {
         };
         let org = Org::new(org_record.org_id, config.server.org_name.clone(), key);
         let identity = redoubt_mls::RedoubtIdentityProvider::new(org.public_key(), org.id);
+        let external = delivery::external_client(identity.clone(), &org);
         let limiter = rate_limit::RateLimiter::new(
             config.limits.device_requests_per_second,
             config.limits.device_request_burst,
@@ -281,7 +282,7 @@ impl Server {
             limiter,
             config,
             clock: options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock)),
-            external: delivery::external_client(identity.clone()),
+            external,
             identity,
             subscribers: delivery::Subscribers::default(),
         });
@@ -297,6 +298,13 @@ impl Server {
             first_admin_code,
             data,
         })
+    }
+
+    /// A handle for acting on the server while it runs.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            state: self.state.clone(),
+        }
     }
 
     /// The address written into activation codes.
@@ -347,6 +355,32 @@ impl Server {
         self.state.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Acts on a running server from the process that runs it.
+#[derive(Clone)]
+pub struct ServerHandle {
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle").finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// Proposes, as the organisation (every group's external sender), removing `device`
+    /// from all its groups; members commit the proposals on their next sync. The mechanism
+    /// revocation uses. Returns the number of groups.
+    pub async fn propose_device_removal(
+        &self,
+        device: redoubt_proto::DeviceId,
+    ) -> Result<usize, ServerError> {
+        delivery::propose_device_removal(&self.state, &device)
+            .await
+            .map_err(|e| ServerError::Refused(e.0))
     }
 }
 

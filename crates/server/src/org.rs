@@ -50,6 +50,11 @@ impl Org {
         self.key.verifying_key()
     }
 
+    /// The organisation's MLS external-sender key: it signs proposals to remove devices.
+    pub(crate) fn mls_signer(&self) -> mls_rs::crypto::SignatureSecretKey {
+        redoubt_mls::mls_secret_key(&self.key)
+    }
+
     pub(crate) fn certify(&self, grant: DeviceGrant<'_>) -> DeviceCertificate {
         let body = CertificateBody {
             version: 1,

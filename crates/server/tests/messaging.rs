@@ -410,3 +410,64 @@ async fn a_users_new_device_joins_their_conversations_automatically() {
         .count();
     assert_eq!(bobs, 2);
 }
+
+#[tokio::test]
+async fn the_organisation_as_external_sender_removes_a_device() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(
+        &server,
+        profiles.path(),
+        &[("alice", "a"), ("bob", "b"), ("carol", "c")],
+    )
+    .await;
+    let group = d[0]
+        .create_conversation("board", &[user("bob"), user("carol")], false)
+        .await
+        .unwrap();
+    for m in d.iter_mut() {
+        m.sync().await.unwrap();
+    }
+    let carol_device = d[0]
+        .members(&group)
+        .unwrap()
+        .into_iter()
+        .find(|m| m.user == user("carol"))
+        .unwrap()
+        .device_id;
+
+    // The server proposes the removal (signed with the organisation's key); it cannot commit.
+    assert_eq!(
+        server.handle.propose_device_removal(carol_device).await.unwrap(),
+        1
+    );
+    // Alice's ordinary sync commits the proposal.
+    d[0].sync().await.unwrap();
+    let members: Vec<UserName> = d[0]
+        .members(&group)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.user)
+        .collect();
+    assert_eq!(members, vec![user("alice"), user("bob")]);
+    d[0].send_text("board", "carol is gone").await.unwrap();
+    d[1].sync().await.unwrap();
+    d[2].sync().await.unwrap();
+    assert!(d[2].conversations().unwrap()[0].removed);
+    assert!(texts(&d[1], "board").iter().any(|t| t.2 == "carol is gone"));
+    assert!(
+        d[2].messages(&d[2].conversations().unwrap()[0])
+            .unwrap()
+            .is_empty()
+    );
+    let epochs: Vec<u64> = d[..2]
+        .iter()
+        .map(|m| m.epoch(&m.conversation("board").unwrap().unwrap()).unwrap())
+        .collect();
+    assert_eq!(epochs[0], epochs[1]);
+    // Nothing left to propose for a device in no group.
+    assert_eq!(
+        server.handle.propose_device_removal(carol_device).await.unwrap(),
+        0
+    );
+}

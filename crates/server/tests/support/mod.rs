@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use redoubt_client::{Profile, Session};
 use redoubt_proto::{ActivationCode, DeviceName};
-use redoubt_server::{ManualClock, OpenOptions, Server};
+use redoubt_server::{ManualClock, OpenOptions, Server, ServerHandle};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -20,6 +20,7 @@ pub struct TestServer {
     /// The first admin's code, on the run that created it.
     pub admin_code: Option<String>,
     pub org_public_key: [u8; 32],
+    pub handle: ServerHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -50,6 +51,7 @@ impl TestServer {
         let server = Server::open(dir.path(), addr, &options).await.unwrap();
         let admin_code = server.first_admin_code.as_ref().map(|c| c.code.clone());
         let org_public_key = server.org().public_key().to_bytes();
+        let handle = server.handle();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
             server
@@ -65,6 +67,7 @@ impl TestServer {
             clock,
             admin_code,
             org_public_key,
+            handle,
             stop: Some(stop),
             task: Some(task),
         }
