@@ -45,7 +45,19 @@ enum Command {
         /// A conversation's name, or a user name.
         to: String,
         /// The message text.
-        text: String,
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        text: Option<String>,
+        /// Send this file as an encrypted attachment instead.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// Download, decrypt and verify an attachment.
+    Fetch {
+        /// The message id `read` shows (such as 1a2b3c4d-7).
+        message_id: String,
+        /// Where to write the file.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
     },
     /// Fetch new messages and print conversations.
     Read {
@@ -191,7 +203,11 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Enroll(args) => enroll(&profile_dir(cli.profile)?, args, out).await,
         Command::Whoami => whoami(&profile_dir(cli.profile)?, out).await,
         Command::Admin(command) => admin(&profile_dir(cli.profile)?, command, out).await,
-        Command::Send { to, text } => send(&profile_dir(cli.profile)?, &to, &text, out).await,
+        Command::Send { to, text, file } => send(&profile_dir(cli.profile)?, &to, text, file, out).await,
+        Command::Fetch {
+            message_id,
+            out: path,
+        } => fetch(&profile_dir(cli.profile)?, &message_id, &path, out).await,
         Command::Read { conversation, follow } => {
             read(&profile_dir(cli.profile)?, conversation.as_deref(), follow, out).await
         }
@@ -359,10 +375,45 @@ fn conversation(messenger: &Messenger, name: &str) -> Result<redoubt_client::Con
         .with_context(|| format!("no conversation called {name:?} (see `redoubt group list`)"))
 }
 
-async fn send(profile_dir: &Path, to: &str, text: &str, out: &Output) -> Result<()> {
+async fn send(
+    profile_dir: &Path,
+    to: &str,
+    text: Option<String>,
+    file: Option<PathBuf>,
+    out: &Output,
+) -> Result<()> {
     let mut messenger = messenger(profile_dir).await?;
-    let (conversation, seq) = messenger.send_text(to, text).await?;
+    let (conversation, seq) = match (text, file) {
+        (_, Some(file)) => {
+            let mut progress = output::Progress::new("Uploading", &file, out.is_json());
+            let sent = messenger
+                .send_file(to, &file, |done, total| progress.update(done, total))
+                .await?;
+            progress.finish();
+            sent
+        }
+        (Some(text), None) => messenger.send_text(to, &text).await?,
+        (None, None) => anyhow::bail!("give a message text or --file"),
+    };
     out.sent(&conversation, seq);
+    Ok(())
+}
+
+async fn fetch(profile_dir: &Path, message_id: &str, path: &Path, out: &Output) -> Result<()> {
+    let mut messenger = messenger(profile_dir).await?;
+    messenger.sync().await?;
+    let (_, message) = messenger
+        .find_message(message_id)?
+        .with_context(|| format!("no message {message_id:?} (see the ids `redoubt read` prints)"))?;
+    let attachment = message
+        .attachment
+        .with_context(|| format!("message {message_id} has no attachment"))?;
+    let mut progress = output::Progress::new("Downloading", Path::new(&attachment.name), out.is_json());
+    messenger
+        .fetch_attachment(&attachment, path, |done, total| progress.update(done, total))
+        .await?;
+    progress.finish();
+    out.fetched(&attachment.name, attachment.bytes, path);
     Ok(())
 }
 

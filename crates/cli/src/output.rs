@@ -51,9 +51,63 @@ fn print_json(value: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
+/// A one-line progress report on stderr for uploads and downloads (silent with `--json`
+/// or when stderr is not a terminal).
+pub(crate) struct Progress {
+    label: String,
+    shown: bool,
+    last_percent: Option<u64>,
+}
+
+impl Progress {
+    pub(crate) fn new(verb: &str, file: &Path, json: bool) -> Self {
+        let name = file.file_name().map_or_else(
+            || file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let shown = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        Self {
+            label: format!("{verb} {name}"),
+            shown,
+            last_percent: None,
+        }
+    }
+
+    pub(crate) fn update(&mut self, done: u64, total: u64) {
+        let percent = (done * 100).checked_div(total).unwrap_or(100);
+        if self.shown && self.last_percent != Some(percent) {
+            self.last_percent = Some(percent);
+            eprint!("\r{}: {percent:>3}% ({done} of {total} bytes)", self.label);
+        }
+    }
+
+    pub(crate) fn finish(&mut self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}
+
 impl Output {
     pub(crate) fn new(json: bool) -> Self {
         Self { json }
+    }
+
+    pub(crate) fn is_json(&self) -> bool {
+        self.json
+    }
+
+    pub(crate) fn fetched(&self, name: &str, bytes: u64, path: &Path) {
+        if self.json {
+            print_json(
+                &json!({ "name": name, "bytes": bytes, "out": path.display().to_string(), "verified": true }),
+            );
+        } else {
+            println!(
+                "Saved {name} ({bytes} bytes, SHA-256 verified) to {}.",
+                path.display()
+            );
+        }
     }
 
     pub(crate) fn error(&self, error: &anyhow::Error) {
@@ -271,9 +325,14 @@ impl Output {
                 "conversation": conversation.name,
                 "group_id": conversation.group_id.to_string(),
                 "seq": seq,
+                "id": conversation.message_id(seq),
             }));
         } else {
-            println!("Sent to {} (message {seq}).", conversation.name);
+            println!(
+                "Sent to {} (message {}-{seq}).",
+                conversation.name,
+                &conversation.group_id.to_string()[..8]
+            );
         }
     }
 
@@ -292,6 +351,8 @@ impl Output {
                         "sent_at": time(m.sent_at_unix_s),
                         "server_time": time(m.server_time_unix_s),
                         "text": m.text,
+                        "id": m.id(conversation),
+                        "attachment": m.attachment.as_ref().map(|a| json!({ "name": a.name, "bytes": a.bytes })),
                     })
                 );
             }

@@ -239,6 +239,15 @@ fn every_command_has_help() {
         &["admin", "device"],
         &["admin", "device", "add"],
         &["admin", "device", "list"],
+        &["send"],
+        &["read"],
+        &["fetch"],
+        &["group"],
+        &["group", "create"],
+        &["group", "add"],
+        &["group", "remove"],
+        &["group", "list"],
+        &["group", "members"],
     ];
     for command in commands {
         let out = Command::new(BIN).args(*command).arg("--help").output().unwrap();
@@ -260,4 +269,92 @@ fn bad_activation_code_is_refused_locally() {
         !root.path().join("p").exists(),
         "nothing is written for a refused code"
     );
+}
+
+#[test]
+fn messaging_from_the_command_line() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("redoubt-data");
+    let server = ServerProcess::start(&data, "127.0.0.1:0");
+    let admin = profile(root.path(), "admin");
+    json_ok(
+        &admin,
+        &[
+            "enroll",
+            wait_for(&data.join("admin-activation.txt")).trim(),
+            "--json",
+        ],
+    );
+    for user in ["alice", "bob", "carol"] {
+        let added = json_ok(&admin, &["admin", "user", "add", user, "--json"]);
+        json_ok(
+            &profile(root.path(), user),
+            &["enroll", added["code"].as_str().unwrap(), "--json"],
+        );
+        // The first messaging command publishes the device's key packages.
+        json_ok(&profile(root.path(), user), &["group", "list", "--json"]);
+    }
+    let (alice, bob, carol) = (
+        profile(root.path(), "alice"),
+        profile(root.path(), "bob"),
+        profile(root.path(), "carol"),
+    );
+
+    let created = json_ok(
+        &alice,
+        &["group", "create", "ops", "--members", "bob,carol", "--json"],
+    );
+    assert_eq!(created["devices"], 3);
+    json_ok(&bob, &["send", "ops", "hello from bob", "--json"]);
+    let direct = json_ok(&alice, &["send", "bob", "just for bob", "--json"]);
+    assert_eq!(direct["conversation"], "bob");
+
+    // Carol reads the group; `read --json` prints one object per message.
+    let out = redoubt(&carol, &["read", "ops", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        (lines[0]["sender"].as_str(), lines[0]["text"].as_str()),
+        (Some("bob"), Some("hello from bob"))
+    );
+
+    // Members with certificate fingerprints.
+    let members = json_ok(&bob, &["group", "members", "ops", "--json"]);
+    let members = members["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert!(
+        members
+            .iter()
+            .all(|m| m["certificate_fingerprint"].as_str().unwrap().len() == 64)
+    );
+
+    // An attachment, fetched and verified by another member.
+    let file = root.path().join("report.pdf");
+    let content: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    let sent = json_ok(
+        &alice,
+        &["send", "ops", "--file", file.to_str().unwrap(), "--json"],
+    );
+    let id = sent["id"].as_str().unwrap().to_owned();
+    let saved = root.path().join("saved.pdf");
+    let fetched = json_ok(
+        &carol,
+        &["fetch", &id, "--out", saved.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(fetched["verified"], true);
+    assert_eq!(std::fs::read(&saved).unwrap(), content);
+
+    // Removing Carol: she sees she was removed and nothing after.
+    json_ok(&alice, &["group", "remove", "ops", "carol", "--json"]);
+    json_ok(&alice, &["send", "ops", "after carol left", "--json"]);
+    let list = json_ok(&carol, &["group", "list", "--json"]);
+    assert_eq!(list[0]["removed"], true);
+    let out = redoubt(&carol, &["read", "--json"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("after carol left"));
+    server.terminate();
 }

@@ -21,6 +21,9 @@ pub enum ClientError {
     /// The server issued a certificate that does not check.
     #[error("certificate from server refused: {0}")]
     Certificate(#[from] CertificateError),
+    /// An attachment could not be encrypted, fetched or verified.
+    #[error("attachment: {0}")]
+    Attachment(String),
     /// MLS processing failed on this device.
     #[error("MLS: {0}")]
     Mls(String),

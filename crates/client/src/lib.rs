@@ -6,6 +6,7 @@
 //! writes its [`Profile`]; [`Session::open`] authenticates with the device key, which
 //! never leaves the device.
 
+mod attachment;
 mod connection;
 mod error;
 mod messaging;

@@ -89,7 +89,29 @@ pub struct StoredMessage {
     pub sender_device: DeviceId,
     pub sent_at_unix_s: i64,
     pub server_time_unix_s: i64,
+    /// The text, or for an attachment a one-line description.
     pub text: String,
+    /// Set when the message is a file; holds its key, so it never leaves this store.
+    pub attachment: Option<redoubt_mls::Attachment>,
+}
+
+impl Conversation {
+    /// The id people use to name a message: the group id's first 8 hex digits and the
+    /// message's sequence number, `1a2b3c4d-7`.
+    pub fn message_id(&self, seq: u64) -> String {
+        format!("{}-{seq}", &self.group_id.to_string()[..8])
+    }
+}
+
+impl StoredMessage {
+    /// See [`Conversation::message_id`].
+    pub fn id(&self, conversation: &Conversation) -> String {
+        conversation.message_id(self.seq)
+    }
+}
+
+fn describe(attachment: &redoubt_mls::Attachment) -> String {
+    format!("[file] {} ({} bytes)", attachment.name, attachment.bytes)
 }
 
 /// What a sync did.
@@ -589,19 +611,7 @@ impl Messenger {
     /// conversation is created on first use.
     pub async fn send_text(&mut self, target: &str, text: &str) -> Result<(Conversation, u64), ClientError> {
         self.sync().await?;
-        let conversation = match self.conversation(target)? {
-            Some(conversation) => conversation,
-            None => {
-                let peer = UserName::parse(target).map_err(|_| {
-                    ClientError::Server(redoubt_proto::ErrorBody::new(
-                        ErrorCode::NotFound,
-                        format!("no conversation called {target:?}"),
-                    ))
-                })?;
-                self.create_conversation(peer.as_str(), std::slice::from_ref(&peer), true)
-                    .await?
-            }
-        };
+        let conversation = self.resolve_or_create(target).await?;
         let sent_at = unix_now();
         let body = AppBody::Text {
             text: text.to_owned(),
@@ -617,9 +627,197 @@ impl Messenger {
                 sent_at_unix_s: sent_at,
                 server_time_unix_s: sent_at,
                 text: text.to_owned(),
+                attachment: None,
             },
         )?;
         Ok((conversation, seq))
+    }
+
+    /// The conversation called `target`, or a new direct conversation with the user `target`.
+    async fn resolve_or_create(&mut self, target: &str) -> Result<Conversation, ClientError> {
+        if let Some(conversation) = self.conversation(target)? {
+            return Ok(conversation);
+        }
+        let peer = UserName::parse(target).map_err(|_| {
+            ClientError::Server(redoubt_proto::ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("no conversation called {target:?}"),
+            ))
+        })?;
+        self.create_conversation(peer.as_str(), std::slice::from_ref(&peer), true)
+            .await
+    }
+
+    /// Encrypts a file under a fresh key, uploads the ciphertext, and sends the key and
+    /// hash to the conversation. `progress(done, total)` reports uploaded bytes.
+    pub async fn send_file(
+        &mut self,
+        target: &str,
+        path: &std::path::Path,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<(Conversation, u64), ClientError> {
+        use sha2::Digest;
+        use tokio::io::AsyncReadExt;
+        self.sync().await?;
+        let conversation = self.resolve_or_create(target).await?;
+        let attachment_error =
+            |e: std::io::Error| ClientError::Attachment(format!("{}: {e}", path.display()));
+        let mut file = tokio::fs::File::open(path).await.map_err(attachment_error)?;
+        let bytes = file.metadata().await.map_err(attachment_error)?.len();
+        let chunk_count = crate::attachment::chunk_count(bytes);
+        let chunk_count =
+            u32::try_from(chunk_count).map_err(|_| ClientError::Attachment("file too large".into()))?;
+        let bytes_total = crate::attachment::ciphertext_bytes(bytes);
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        let cipher = crate::attachment::ChunkCipher::new(&key);
+        let request = Request::BlobUploadStart {
+            group_id: conversation.group_id,
+            bytes_total,
+            chunk_count,
+        };
+        let blob_id = match self.session.connection().call(request).await? {
+            Response::BlobUploadStarted { blob_id } => blob_id,
+            _ => {
+                return Err(ClientError::Protocol(
+                    "unexpected response to BlobUploadStart".into(),
+                ));
+            }
+        };
+        let mut hash = sha2::Sha256::new();
+        let mut sent = 0u64;
+        let mut buffer = vec![0u8; crate::attachment::PLAINTEXT_CHUNK_BYTES];
+        for index in 0..chunk_count {
+            let last = index + 1 == chunk_count;
+            let want = if last {
+                (bytes - sent) as usize
+            } else {
+                buffer.len()
+            };
+            file.read_exact(&mut buffer[..want])
+                .await
+                .map_err(attachment_error)?;
+            hash.update(&buffer[..want]);
+            let sealed = cipher.seal(index, last, &buffer[..want])?;
+            let request = Request::BlobUploadChunk {
+                blob_id,
+                index,
+                bytes: sealed,
+            };
+            self.session.connection().call(request).await?;
+            sent += want as u64;
+            progress(sent, bytes);
+        }
+        self.session
+            .connection()
+            .call(Request::BlobUploadFinish { blob_id })
+            .await?;
+        let name = path
+            .file_name()
+            .map_or_else(|| "file".to_owned(), |n| n.to_string_lossy().into_owned());
+        let sent_at = unix_now();
+        let attachment = redoubt_mls::Attachment {
+            name,
+            bytes,
+            sha256: hash.finalize().into(),
+            key,
+            blob_id,
+            chunk_count,
+            sent_at_unix_s: sent_at,
+        };
+        let seq = self
+            .send_body(&conversation.group_id, &AppBody::Attachment(attachment.clone()))
+            .await?;
+        self.store_message(
+            &conversation.group_id,
+            &StoredMessage {
+                seq,
+                sender_user: self.user.clone(),
+                sender_device: self.device_id,
+                sent_at_unix_s: sent_at,
+                server_time_unix_s: sent_at,
+                text: describe(&attachment),
+                attachment: Some(attachment),
+            },
+        )?;
+        Ok((conversation, seq))
+    }
+
+    /// Finds a message by the id [`StoredMessage::id`] prints.
+    pub fn find_message(&self, id: &str) -> Result<Option<(Conversation, StoredMessage)>, ClientError> {
+        let Some((prefix, seq)) = id.rsplit_once('-') else {
+            return Ok(None);
+        };
+        let Ok(seq) = seq.parse::<u64>() else {
+            return Ok(None);
+        };
+        for conversation in self.conversations()? {
+            if conversation.group_id.to_string().starts_with(prefix) && prefix.len() >= 8 {
+                let found = self.messages(&conversation)?.into_iter().find(|m| m.seq == seq);
+                if let Some(message) = found {
+                    return Ok(Some((conversation, message)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Downloads, decrypts and checks an attachment, writing it to `out` only if every
+    /// chunk authenticates and the SHA-256 matches. `progress(done, total)` reports bytes.
+    pub async fn fetch_attachment(
+        &mut self,
+        attachment: &redoubt_mls::Attachment,
+        out: &std::path::Path,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<(), ClientError> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let cipher = crate::attachment::ChunkCipher::new(&attachment.key);
+        let partial = out.with_extension("part");
+        let io_error = |e: std::io::Error| ClientError::Attachment(format!("{}: {e}", out.display()));
+        let mut file = tokio::fs::File::create(&partial).await.map_err(io_error)?;
+        let mut hash = sha2::Sha256::new();
+        let mut written = 0u64;
+        let result = async {
+            for index in 0..attachment.chunk_count {
+                let request = Request::BlobFetch {
+                    blob_id: attachment.blob_id,
+                    index,
+                };
+                let bytes = match self.session.connection().call(request).await? {
+                    Response::BlobChunk {
+                        bytes, chunk_count, ..
+                    } if chunk_count == attachment.chunk_count => bytes,
+                    Response::BlobChunk { .. } => {
+                        return Err(ClientError::Attachment(
+                            "the server's blob has the wrong number of chunks".into(),
+                        ));
+                    }
+                    _ => return Err(ClientError::Protocol("unexpected response to BlobFetch".into())),
+                };
+                let plaintext = cipher.open(index, index + 1 == attachment.chunk_count, &bytes)?;
+                hash.update(&plaintext);
+                file.write_all(&plaintext).await.map_err(io_error)?;
+                written += plaintext.len() as u64;
+                progress(written, attachment.bytes);
+            }
+            let digest: [u8; 32] = hash.finalize().into();
+            if digest != attachment.sha256 || written != attachment.bytes {
+                return Err(ClientError::Attachment(
+                    "the file's SHA-256 does not match the sender's".into(),
+                ));
+            }
+            file.sync_all().await.map_err(io_error)?;
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => tokio::fs::rename(&partial, out).await.map_err(io_error),
+            Err(error) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                Err(error)
+            }
+        }
     }
 
     /// Joins groups from the inbox, then processes every group's new log entries.
@@ -730,6 +928,22 @@ impl Messenger {
                                         sent_at_unix_s,
                                         server_time_unix_s: entry.server_time_unix_s,
                                         text,
+                                        attachment: None,
+                                    },
+                                )?;
+                            }
+                            Ok(AppBody::Attachment(attachment)) => {
+                                report.messages += 1;
+                                self.store_message(
+                                    group_id,
+                                    &StoredMessage {
+                                        seq: entry.seq,
+                                        sender_user: sender.body().user.clone(),
+                                        sender_device: sender.body().device_id,
+                                        sent_at_unix_s: attachment.sent_at_unix_s,
+                                        server_time_unix_s: entry.server_time_unix_s,
+                                        text: describe(&attachment),
+                                        attachment: Some(attachment),
                                     },
                                 )?;
                             }

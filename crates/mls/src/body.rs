@@ -14,6 +14,34 @@ pub enum AppBody {
     /// The conversation's name and kind, sent by whoever adds members, so new members
     /// (who cannot read earlier messages) learn it. Encrypted like any message.
     Meta { name: String, direct: bool },
+    /// A file, encrypted under its own key and stored as a blob on the server. The key
+    /// travels only here, inside the MLS ciphertext.
+    Attachment(Attachment),
+}
+
+/// What a member needs to fetch, decrypt and check an attachment.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub name: String,
+    /// Plaintext size.
+    pub bytes: u64,
+    /// SHA-256 of the plaintext.
+    pub sha256: [u8; 32],
+    /// ChaCha20-Poly1305 key, fresh for this file.
+    pub key: [u8; 32],
+    pub blob_id: redoubt_proto::BlobId,
+    pub chunk_count: u32,
+    pub sent_at_unix_s: i64,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("name", &self.name)
+            .field("bytes", &self.bytes)
+            .field("blob_id", &self.blob_id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,8 +17,8 @@ use crate::{ErrorBody, Hello, Request, Response};
 pub const PROTOCOL_VERSION: u8 = 1;
 
 /// The smallest frame limit a server may be configured with: enough for any request of
-/// this version (the largest is `Authenticate`, carrying a certificate).
-pub const FRAME_BYTES_MIN: usize = 4096;
+/// this version (the largest is `BlobUploadChunk`, carrying one blob chunk).
+pub const FRAME_BYTES_MIN: usize = 40 * 1024;
 
 /// A frame from a device. `request_id` is chosen by the device, starts at 1 and is echoed
 /// in the server's answer; 0 is reserved for server errors that answer no request.

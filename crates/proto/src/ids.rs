@@ -192,6 +192,10 @@ hex_id!(
     GroupId, 32
 );
 hex_id!(
+    /// An attachment's encrypted blob, named at random by the server.
+    BlobId, 16
+);
+hex_id!(
     /// Names one activation code so the server can count wrong secrets against it. Not secret.
     ActivationCodeId, 8
 );

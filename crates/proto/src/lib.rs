@@ -26,12 +26,18 @@ pub use frame::{
     ClientFrame, DecodeError, FRAME_BYTES_MIN, PROTOCOL_VERSION, ServerFrame, decode_client_frame,
     decode_server_frame, encode_client_frame, encode_server_frame,
 };
-pub use ids::{ActivationCodeId, DeviceId, DeviceName, DisplayName, GroupId, IdError, OrgId, Role, UserName};
+pub use ids::{
+    ActivationCodeId, BlobId, DeviceId, DeviceName, DisplayName, GroupId, IdError, OrgId, Role, UserName,
+};
 pub use messages::{
     AuthenticateRequest, ClaimedKeyPackage, DeviceSummary, EnrollRequest, Enrolled, Event, GroupEntry,
     GroupSubmit, GroupSummary, Hello, InboxItem, IssuedActivationCode, Request, Response, SessionInfo,
     UserDevice, UserSummary,
 };
+
+/// Ciphertext bytes in every chunk of a blob but the last: 32 KiB of plaintext plus the
+/// 16-byte AEAD tag, so a chunk request fits within [`FRAME_BYTES_MIN`].
+pub const BLOB_CHUNK_BYTES: usize = 32 * 1024 + 16;
 
 /// Size of an Ed25519 public key.
 pub const PUBLIC_KEY_BYTES: usize = 32;

@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ActivationCodeId, ActivationSecret, CHALLENGE_BYTES, DeviceId, DeviceName, DisplayName, GroupId, OrgId,
-    PublicKeyBytes, Role, SignatureBytes, UserName, bytes::Bytes,
+    ActivationCodeId, ActivationSecret, BlobId, CHALLENGE_BYTES, DeviceId, DeviceName, DisplayName, GroupId,
+    OrgId, PublicKeyBytes, Role, SignatureBytes, UserName, bytes::Bytes,
 };
 
 /// The first frame on every connection, sent by the server.
@@ -91,6 +91,23 @@ pub enum Request {
     InboxAck { ids: Vec<u64> },
     /// The active (enrolled, not revoked) devices of each user.
     UserDevices { users: Vec<UserName> },
+    /// Begin uploading an encrypted attachment for a group: `bytes_total` of ciphertext in
+    /// `chunk_count` chunks of [`crate::BLOB_CHUNK_BYTES`] (the last may be shorter).
+    BlobUploadStart {
+        group_id: GroupId,
+        bytes_total: u64,
+        chunk_count: u32,
+    },
+    /// The next chunk of an upload, in order from 0.
+    BlobUploadChunk {
+        blob_id: BlobId,
+        index: u32,
+        bytes: Vec<u8>,
+    },
+    /// Complete an upload once every chunk is sent; the blob becomes fetchable.
+    BlobUploadFinish { blob_id: BlobId },
+    /// One chunk of a stored blob; only the group's member devices may fetch.
+    BlobFetch { blob_id: BlobId, index: u32 },
 }
 
 /// An MLS message for a group's log.
@@ -215,15 +232,33 @@ pub enum Response {
     ActivationCodeIssued(IssuedActivationCode),
     Users(Vec<UserSummary>),
     Devices(Vec<DeviceSummary>),
-    KeyPackagesPublished { available: u32 },
+    KeyPackagesPublished {
+        available: u32,
+    },
     KeyPackages(Vec<ClaimedKeyPackage>),
-    GroupCreated { group_id: GroupId },
-    Submitted { seq: u64, duplicate: bool },
-    GroupEntries { entries: Vec<GroupEntry>, last_seq: u64 },
+    GroupCreated {
+        group_id: GroupId,
+    },
+    Submitted {
+        seq: u64,
+        duplicate: bool,
+    },
+    GroupEntries {
+        entries: Vec<GroupEntry>,
+        last_seq: u64,
+    },
     Groups(Vec<GroupSummary>),
     Inbox(Vec<InboxItem>),
     Done,
     UserDevices(Vec<UserDevice>),
+    BlobUploadStarted {
+        blob_id: BlobId,
+    },
+    BlobChunk {
+        bytes: Vec<u8>,
+        chunk_count: u32,
+        bytes_total: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

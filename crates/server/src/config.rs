@@ -117,6 +117,8 @@ pub struct Limits {
     pub fetch_entries_max: u32,
     /// Events queued for one session before it is disconnected as too slow. Default 256.
     pub session_events_max: u32,
+    /// Largest attachment, in bytes of ciphertext. Default 104857600 (100 MiB).
+    pub attachment_bytes_max: u64,
 }
 
 impl Default for Limits {
@@ -135,6 +137,7 @@ impl Default for Limits {
             key_packages_per_device_max: 100,
             fetch_entries_max: 500,
             session_events_max: 256,
+            attachment_bytes_max: 100 * 1024 * 1024,
         }
     }
 }
@@ -288,6 +291,8 @@ org_name = {org_name:?}
 # fetch_entries_max = {fetch}
 # Events queued for one session before it is disconnected as too slow.
 # session_events_max = {events}
+# Largest attachment, in bytes of ciphertext.
+# attachment_bytes_max = {attachment}
 "#,
             listen = d.server.listen,
             ttl = d.activation.code_ttl_hours,
@@ -306,6 +311,7 @@ org_name = {org_name:?}
             kp = l.key_packages_per_device_max,
             fetch = l.fetch_entries_max,
             events = l.session_events_max,
+            attachment = l.attachment_bytes_max,
         )
     }
 }

@@ -6,6 +6,7 @@
 //! DATA/tls/cert.pem, key.pem  the self-signed TLS certificate and key (key 0600)
 //! DATA/redoubt.db             the SQLite database (0600), with -wal and -shm beside it
 //! DATA/admin-activation.txt   the first admin's activation code (0600)
+//! DATA/blobs/                 encrypted attachments (ciphertext only), one file each
 //! ```
 
 use std::io::Write;
@@ -49,13 +50,18 @@ impl DataDir {
         self.root.join("redoubt.db")
     }
 
+    /// Encrypted attachment blobs, one file each.
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
     pub fn admin_activation(&self) -> PathBuf {
         self.root.join("admin-activation.txt")
     }
 
     /// Creates the folder (and `tls/`) with mode 0700 if missing.
     pub(crate) fn create(&self) -> Result<(), ServerError> {
-        for dir in [self.root.clone(), self.root.join("tls")] {
+        for dir in [self.root.clone(), self.root.join("tls"), self.blobs()] {
             create_private_dir(&dir)?;
         }
         Ok(())

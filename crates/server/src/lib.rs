@@ -6,6 +6,7 @@
 //! and closes the store. Tests bind `127.0.0.1:0` and drive real clients over loopback.
 
 mod api;
+mod blobs;
 mod config;
 mod data_dir;
 mod delivery;
@@ -110,6 +111,7 @@ pub(crate) struct State {
     /// Follows groups' public state to validate handshake messages.
     pub external: mls_rs::external_client::ExternalClient<delivery::ServerMlsConfig>,
     pub subscribers: delivery::Subscribers,
+    pub blobs: blobs::BlobFiles,
 }
 
 impl State {
@@ -285,7 +287,9 @@ impl Server {
             external,
             identity,
             subscribers: delivery::Subscribers::default(),
+            blobs: blobs::BlobFiles::new(data.blobs()),
         });
+        blobs::clean_up(&state).await?;
 
         let first_admin_code = if state.store.list_users().await?.is_empty() {
             Some(create_first_admin(&state, &data).await?)

@@ -61,6 +61,7 @@ pub(crate) async fn run(
     let mut ping = tokio::time::interval(Duration::from_millis(limits.ping_interval_ms));
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    let mut uploads = crate::blobs::Uploads::default();
     // Events for this session, once it has authenticated.
     let mut events: Option<(u64, tokio::sync::mpsc::Receiver<redoubt_proto::Event>)> = None;
     let close = loop {
@@ -123,7 +124,7 @@ pub(crate) async fn run(
                         break Some((close_code::UNSUPPORTED, "binary frames only"));
                     }
                     Some(Ok(Message::Binary(bytes))) => {
-                        match handle_frame(&state, &peer, &mut phase, &mut socket, &bytes).await {
+                        match handle_frame(&state, &peer, &mut phase, &mut uploads, &mut socket, &bytes).await {
                             Ok(Next::Continue) => {}
                             Ok(Next::Close(code, reason)) => break Some((code, reason)),
                             Err(()) => break None,
@@ -140,6 +141,7 @@ pub(crate) async fn run(
         };
         let _ = socket.send(Message::Close(Some(frame))).await;
     }
+    crate::blobs::abandon(&state, &mut uploads).await;
     if let Phase::Authenticated(who) = &phase {
         if let Some((id, _)) = events {
             state.subscribers.unsubscribe(&who.device_id, id);
@@ -170,6 +172,7 @@ async fn handle_frame(
     state: &State,
     peer: &Peer,
     phase: &mut Phase,
+    uploads: &mut crate::blobs::Uploads,
     socket: &mut WebSocket,
     bytes: &[u8],
 ) -> Result<Next, ()> {
@@ -204,8 +207,14 @@ async fn handle_frame(
             }
         }
         Phase::Authenticated(who) => {
-            if state.limiter.allow(&who.device_id, Instant::now()) {
-                authenticated(state, who, request).await
+            // Attachment chunks are bounded by the attachment size limit and the open
+            // uploads per session; counting them as requests would make files crawl.
+            let bulk = matches!(
+                request,
+                Request::BlobUploadChunk { .. } | Request::BlobFetch { .. }
+            );
+            if bulk || state.limiter.allow(&who.device_id, Instant::now()) {
+                authenticated(state, who, uploads, request).await
             } else {
                 Err(ApiError::new(
                     ErrorCode::RateLimited,
@@ -239,7 +248,12 @@ async fn unauthenticated(
     }
 }
 
-async fn authenticated(state: &State, who: &Authenticated, request: Request) -> Result<Response, ApiError> {
+async fn authenticated(
+    state: &State,
+    who: &Authenticated,
+    uploads: &mut crate::blobs::Uploads,
+    request: Request,
+) -> Result<Response, ApiError> {
     match request {
         Request::Enroll(_) | Request::Authenticate(_) => Err(ApiError::new(
             ErrorCode::AlreadyAuthenticated,
@@ -287,5 +301,31 @@ async fn authenticated(state: &State, who: &Authenticated, request: Request) -> 
         Request::UserDevices { users } => delivery::user_devices(state, users)
             .await
             .map(Response::UserDevices),
+        Request::BlobUploadStart {
+            group_id,
+            bytes_total,
+            chunk_count,
+        } => crate::blobs::start(state, who, uploads, group_id, bytes_total, chunk_count)
+            .await
+            .map(|blob_id| Response::BlobUploadStarted { blob_id }),
+        Request::BlobUploadChunk {
+            blob_id,
+            index,
+            bytes,
+        } => crate::blobs::chunk(uploads, blob_id, index, bytes)
+            .await
+            .map(|()| Response::Done),
+        Request::BlobUploadFinish { blob_id } => crate::blobs::finish(state, uploads, blob_id)
+            .await
+            .map(|()| Response::Done),
+        Request::BlobFetch { blob_id, index } => {
+            crate::blobs::fetch(state, who, blob_id, index)
+                .await
+                .map(|(bytes, chunk_count, bytes_total)| Response::BlobChunk {
+                    bytes,
+                    chunk_count,
+                    bytes_total,
+                })
+        }
     }
 }

@@ -471,3 +471,134 @@ async fn the_organisation_as_external_sender_removes_a_device() {
         0
     );
 }
+
+#[tokio::test]
+async fn attachments_round_trip_and_tampering_is_detected() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(
+        &server,
+        profiles.path(),
+        &[("alice", "a"), ("bob", "b"), ("eve", "e")],
+    )
+    .await;
+    d[0].create_conversation("files", &[user("bob")], false)
+        .await
+        .unwrap();
+    d[1].sync().await.unwrap();
+
+    // Three and a bit chunks of a recognisable pattern, with a canary inside.
+    let canary = b"CANARY-FILE-3b1f-do-not-store-in-clear";
+    let mut content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    content[50_000..50_000 + canary.len()].copy_from_slice(canary);
+    let source = profiles.path().join("report.bin");
+    std::fs::write(&source, &content).unwrap();
+    let mut progress = Vec::new();
+    d[0].send_file("files", &source, |done, total| progress.push((done, total)))
+        .await
+        .unwrap();
+    assert_eq!(progress.last(), Some(&(100_000, 100_000)));
+    assert_eq!(progress.len(), 4, "one report per chunk");
+
+    d[1].sync().await.unwrap();
+    let conversation = d[1].conversation("files").unwrap().unwrap();
+    let message = d[1]
+        .messages(&conversation)
+        .unwrap()
+        .into_iter()
+        .find(|m| m.attachment.is_some())
+        .unwrap();
+    assert_eq!(message.text, "[file] report.bin (100000 bytes)");
+    let id = message.id(&conversation);
+    let (_, found) = d[1].find_message(&id).unwrap().unwrap();
+    let attachment = found.attachment.unwrap();
+    let out = profiles.path().join("received.bin");
+    d[1].fetch_attachment(&attachment, &out, |_, _| {}).await.unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), content);
+
+    // The server holds ciphertext only.
+    let blob = server.data().join("blobs").join(attachment.blob_id.to_string());
+    let stored = std::fs::read(&blob).unwrap();
+    assert_eq!(stored.len(), 100_000 + 4 * 16);
+    assert!(!stored.windows(canary.len()).any(|w| w == canary));
+
+    // A non-member cannot fetch the blob.
+    let fetch = Request::BlobFetch {
+        blob_id: attachment.blob_id,
+        index: 0,
+    };
+    let error = d[2].session().connection().call(fetch).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::NotAMember));
+
+    // A blob altered on the server is refused, and nothing is written.
+    let mut tampered = stored.clone();
+    tampered[40_000] ^= 0x40;
+    std::fs::write(&blob, &tampered).unwrap();
+    let out2 = profiles.path().join("tampered.bin");
+    let error = d[1]
+        .fetch_attachment(&attachment, &out2, |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("tampered"), "{error}");
+    assert!(!out2.exists() && !out2.with_extension("part").exists());
+}
+
+#[tokio::test]
+async fn interrupted_uploads_leave_nothing_behind_and_limits_hold() {
+    let server = TestServer::start_with_config("[limits]\nattachment_bytes_max = 100000\n").await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(&server, profiles.path(), &[("alice", "a")]).await;
+    let group = d[0].create_conversation("solo", &[], false).await.unwrap();
+    let too_big = Request::BlobUploadStart {
+        group_id: group.group_id,
+        bytes_total: 200_000,
+        chunk_count: 7,
+    };
+    let error = d[0].session().connection().call(too_big).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::LimitReached));
+
+    // Start an upload, send one chunk, and drop the connection.
+    let bytes_total = 2 * BLOB_CHUNK_BYTES as u64;
+    let start = Request::BlobUploadStart {
+        group_id: group.group_id,
+        bytes_total,
+        chunk_count: 2,
+    };
+    let Response::BlobUploadStarted { blob_id } = d[0].session().connection().call(start).await.unwrap()
+    else {
+        panic!()
+    };
+    let wrong = Request::BlobUploadChunk {
+        blob_id,
+        index: 1,
+        bytes: vec![0; BLOB_CHUNK_BYTES],
+    };
+    assert_eq!(
+        d[0].session().connection().call(wrong).await.unwrap_err().code(),
+        Some(ErrorCode::InvalidArgument)
+    );
+    let chunk = Request::BlobUploadChunk {
+        blob_id,
+        index: 0,
+        bytes: vec![0; BLOB_CHUNK_BYTES],
+    };
+    d[0].session().connection().call(chunk).await.unwrap();
+    let early = Request::BlobUploadFinish { blob_id };
+    assert_eq!(
+        d[0].session().connection().call(early).await.unwrap_err().code(),
+        Some(ErrorCode::InvalidArgument)
+    );
+    let blobs = server.data().join("blobs");
+    assert_eq!(
+        std::fs::read_dir(&blobs).unwrap().count(),
+        1,
+        "the partial upload exists while the session lives"
+    );
+    drop(d);
+    // The session's end deletes the partial upload.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(&blobs).unwrap().count() > 0 {
+        assert!(std::time::Instant::now() < deadline, "partial upload not deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

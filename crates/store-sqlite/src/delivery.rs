@@ -1,9 +1,9 @@
 //! The delivery service's tables: key packages, groups, logs, membership, inboxes.
 
-use redoubt_proto::{DeviceId, GroupId, UserName};
+use redoubt_proto::{BlobId, DeviceId, GroupId, UserName};
 use redoubt_store::{
-    AppendError, Appended, ClaimedPackage, GroupRecord, GroupTransition, InboxRecord, LogRecord, Membership,
-    NewLogEntry, Result, StoreError,
+    AppendError, Appended, BlobRecord, ClaimedPackage, GroupRecord, GroupTransition, InboxRecord, LogRecord,
+    Membership, NewLogEntry, Result, StoreError,
 };
 use sqlx::sqlite::SqliteRow;
 
@@ -424,5 +424,81 @@ impl SqliteStore {
                 .map_err(backend_error)?;
         }
         tx.commit().await.map_err(backend_error)
+    }
+
+    pub(crate) async fn create_blob_impl(&self, blob: &BlobRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO blobs (id, group_id, uploader, bytes_total, chunk_count, complete, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(blob.id.as_bytes().as_slice())
+        .bind(blob.group.as_bytes().as_slice())
+        .bind(blob.uploader.as_bytes().as_slice())
+        .bind(seq_to_db(blob.bytes_total)?)
+        .bind(i64::from(blob.chunk_count))
+        .bind(i64::from(blob.complete))
+        .bind(blob.created_at_unix_s)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| insert_error(e, "blob", "group or device"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn blob_impl(&self, id: &BlobId) -> Result<Option<BlobRecord>> {
+        let row = sqlx::query(
+            "SELECT id, group_id, uploader, bytes_total, chunk_count, complete, created_at FROM blobs WHERE id = ?",
+        )
+        .bind(id.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        row.map(|row| {
+            let chunk_count: i64 = get(&row, "chunk_count")?;
+            Ok(BlobRecord {
+                id: BlobId::from(fixed::<16>(&row, "id")?),
+                group: GroupId::from(fixed::<32>(&row, "group_id")?),
+                uploader: DeviceId::from(fixed::<16>(&row, "uploader")?),
+                bytes_total: seq_from_db(get(&row, "bytes_total")?)?,
+                chunk_count: u32::try_from(chunk_count).map_err(|_| corrupt("chunk count"))?,
+                complete: get::<i64>(&row, "complete")? == 1,
+                created_at_unix_s: get(&row, "created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(crate) async fn complete_blob_impl(&self, id: &BlobId) -> Result<()> {
+        let done = sqlx::query("UPDATE blobs SET complete = 1 WHERE id = ?")
+            .bind(id.as_bytes().as_slice())
+            .execute(&self.pool)
+            .await
+            .map_err(backend_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("blob"));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn delete_blob_impl(&self, id: &BlobId) -> Result<()> {
+        sqlx::query("DELETE FROM blobs WHERE id = ?")
+            .bind(id.as_bytes().as_slice())
+            .execute(&self.pool)
+            .await
+            .map_err(backend_error)?;
+        Ok(())
+    }
+
+    pub(crate) async fn incomplete_blobs_impl(&self) -> Result<Vec<BlobId>> {
+        let ids: Vec<Vec<u8>> = sqlx::query_scalar("SELECT id FROM blobs WHERE complete = 0")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend_error)?;
+        ids.into_iter()
+            .map(|id| {
+                <[u8; 16]>::try_from(id)
+                    .map(BlobId::from)
+                    .map_err(|_| corrupt("blob id"))
+            })
+            .collect()
     }
 }

@@ -10,12 +10,12 @@ mod migrate;
 use std::path::Path;
 use std::time::Duration;
 
-use redoubt_proto::GroupId;
 use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName};
+use redoubt_proto::{BlobId, GroupId};
 use redoubt_store::{
-    ActivationCodeRecord, ActivationCodeState, AppendError, Appended, ClaimedPackage, DeviceRecord,
-    GroupRecord, GroupTransition, InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord, RedeemError,
-    Result, Store, StoreError, UserRecord,
+    ActivationCodeRecord, ActivationCodeState, AppendError, Appended, BlobRecord, ClaimedPackage,
+    DeviceRecord, GroupRecord, GroupTransition, InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord,
+    RedeemError, Result, Store, StoreError, UserRecord,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -537,6 +537,26 @@ impl Store for SqliteStore {
 
     async fn inbox_ack(&self, device: &DeviceId, ids: &[u64]) -> Result<()> {
         self.inbox_ack_impl(device, ids).await
+    }
+
+    async fn create_blob(&self, blob: &BlobRecord) -> Result<()> {
+        self.create_blob_impl(blob).await
+    }
+
+    async fn blob(&self, id: &BlobId) -> Result<Option<BlobRecord>> {
+        self.blob_impl(id).await
+    }
+
+    async fn complete_blob(&self, id: &BlobId) -> Result<()> {
+        self.complete_blob_impl(id).await
+    }
+
+    async fn delete_blob(&self, id: &BlobId) -> Result<()> {
+        self.delete_blob_impl(id).await
+    }
+
+    async fn incomplete_blobs(&self) -> Result<Vec<BlobId>> {
+        self.incomplete_blobs_impl().await
     }
 
     async fn close(&self) {

@@ -10,8 +10,8 @@ use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, 
 use redoubt_proto::GroupId;
 
 use crate::{
-    ActivationCodeRecord, ActivationCodeState, AppendError, DeviceRecord, GroupRecord, GroupTransition,
-    Membership, NewLogEntry, OrgRecord, RedeemError, Store, StoreError, UserRecord,
+    ActivationCodeRecord, ActivationCodeState, AppendError, BlobRecord, DeviceRecord, GroupRecord,
+    GroupTransition, Membership, NewLogEntry, OrgRecord, RedeemError, Store, StoreError, UserRecord,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check. `$make` is an async expression
@@ -37,6 +37,7 @@ macro_rules! store_conformance_tests {
             log_is_ordered_and_submission_is_idempotent,
             stale_commit_conflicts_and_writes_nothing,
             commits_move_membership_and_fill_inboxes,
+            blobs_are_created_completed_and_deleted,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {
@@ -647,4 +648,28 @@ pub async fn commits_move_membership_and_fill_inboxes(store: &impl Store) {
     assert_eq!(store.inbox(&dev(3)).await.unwrap().len(), 1);
     store.inbox_ack(&dev(3), &[inbox[0].id]).await.unwrap();
     assert!(store.inbox(&dev(3)).await.unwrap().is_empty());
+}
+
+pub async fn blobs_are_created_completed_and_deleted(store: &impl Store) {
+    two_users_three_devices(store).await;
+    store.create_group(&group(1), &dev(1)).await.unwrap();
+    let blob = BlobRecord {
+        id: redoubt_proto::BlobId::from([5; 16]),
+        group: GroupId::from([1; 32]),
+        uploader: dev(1),
+        bytes_total: 70_000,
+        chunk_count: 3,
+        complete: false,
+        created_at_unix_s: 1_400,
+    };
+    store.create_blob(&blob).await.unwrap();
+    assert_eq!(store.blob(&blob.id).await.unwrap(), Some(blob.clone()));
+    assert_eq!(store.incomplete_blobs().await.unwrap(), vec![blob.id]);
+    store.complete_blob(&blob.id).await.unwrap();
+    assert!(store.blob(&blob.id).await.unwrap().unwrap().complete);
+    assert!(store.incomplete_blobs().await.unwrap().is_empty());
+    store.delete_blob(&blob.id).await.unwrap();
+    assert_eq!(store.blob(&blob.id).await.unwrap(), None);
+    let missing = store.complete_blob(&blob.id).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
 }

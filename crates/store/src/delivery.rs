@@ -2,7 +2,7 @@
 //! key package pools and Welcome inboxes. The server stores MLS messages as opaque bytes;
 //! application messages are ciphertext it cannot read.
 
-use redoubt_proto::{DeviceId, GroupId, UserName};
+use redoubt_proto::{BlobId, DeviceId, GroupId, UserName};
 
 use crate::StoreError;
 
@@ -97,4 +97,17 @@ pub struct ClaimedPackage {
     pub user: UserName,
     pub device: DeviceId,
     pub key_package: Vec<u8>,
+}
+
+/// An encrypted attachment's blob: opaque bytes stored by the server for one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub id: BlobId,
+    pub group: GroupId,
+    pub uploader: DeviceId,
+    pub bytes_total: u64,
+    pub chunk_count: u32,
+    /// All chunks arrived; only complete blobs may be fetched.
+    pub complete: bool,
+    pub created_at_unix_s: i64,
 }

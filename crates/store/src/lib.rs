@@ -15,11 +15,12 @@ pub mod conformance;
 mod delivery;
 
 pub use delivery::{
-    AppendError, Appended, ClaimedPackage, GroupRecord, GroupTransition, InboxRecord, LogRecord, Membership,
-    NewLogEntry,
+    AppendError, Appended, BlobRecord, ClaimedPackage, GroupRecord, GroupTransition, InboxRecord, LogRecord,
+    Membership, NewLogEntry,
 };
 use redoubt_proto::{
-    ActivationCodeId, DeviceId, DeviceName, DisplayName, GroupId, OrgId, PublicKeyBytes, Role, UserName,
+    ActivationCodeId, BlobId, DeviceId, DeviceName, DisplayName, GroupId, OrgId, PublicKeyBytes, Role,
+    UserName,
 };
 
 /// Storage failures, grouped by cause.
@@ -249,6 +250,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the named inbox items of the device (others' items are untouched).
     async fn inbox_ack(&self, device: &DeviceId, ids: &[u64]) -> Result<()>;
+
+    /// Records a new, incomplete blob.
+    async fn create_blob(&self, blob: &BlobRecord) -> Result<()>;
+
+    async fn blob(&self, id: &BlobId) -> Result<Option<BlobRecord>>;
+
+    /// Marks a blob complete (fetchable).
+    async fn complete_blob(&self, id: &BlobId) -> Result<()>;
+
+    async fn delete_blob(&self, id: &BlobId) -> Result<()>;
+
+    /// Blobs whose upload never finished (an interrupted upload, a crash).
+    async fn incomplete_blobs(&self) -> Result<Vec<BlobId>>;
 
     /// Flushes and closes the store; later calls fail.
     async fn close(&self);

@@ -1,0 +1,261 @@
+//! Encrypted attachment blobs: opaque ciphertext in files under `DATA/blobs`, uploaded in
+//! order chunk by chunk over a session and fetchable chunk by chunk by the group's members.
+//!
+//! An upload lives in `ID.part` until its last chunk arrives and it is finished; then it is
+//! synced and renamed to `ID`, and only then recorded complete. An upload whose session ends
+//! first is deleted, as are leftovers of a crash at the next start: nothing half-written is
+//! ever served.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rand_core::{OsRng, RngCore};
+use redoubt_proto::{BLOB_CHUNK_BYTES, BlobId, ErrorCode, GroupId};
+use redoubt_store::BlobRecord;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::State;
+use crate::api::Authenticated;
+use crate::error::ApiError;
+
+/// Uploads one session may have open at once.
+const UPLOADS_PER_SESSION_MAX: usize = 4;
+
+#[derive(Debug)]
+pub(crate) struct BlobFiles {
+    dir: PathBuf,
+}
+
+fn io_failure(error: std::io::Error) -> ApiError {
+    tracing::error!(%error, "blob storage failed");
+    ApiError::new(
+        ErrorCode::Internal,
+        "internal server error; the upload was not stored",
+    )
+}
+
+impl BlobFiles {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn part(&self, id: &BlobId) -> PathBuf {
+        self.dir.join(format!("{id}.part"))
+    }
+
+    fn complete(&self, id: &BlobId) -> PathBuf {
+        self.dir.join(id.to_string())
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// An upload in progress on one session.
+#[derive(Debug)]
+struct Upload {
+    bytes_total: u64,
+    chunk_count: u32,
+    next_index: u32,
+    received: u64,
+    file: tokio::fs::File,
+}
+
+/// A session's open uploads.
+#[derive(Debug, Default)]
+pub(crate) struct Uploads {
+    open: HashMap<BlobId, Upload>,
+}
+
+async fn require_member(state: &State, group: &GroupId, who: &Authenticated) -> Result<(), ApiError> {
+    match state.store.membership(group, &who.device_id).await? {
+        Some(membership) if membership.is_current() => Ok(()),
+        _ => Err(ApiError::new(
+            ErrorCode::NotAMember,
+            "this device is not a member of that group",
+        )),
+    }
+}
+
+fn expected_chunks(bytes_total: u64) -> u64 {
+    bytes_total.div_ceil(BLOB_CHUNK_BYTES as u64)
+}
+
+pub(crate) async fn start(
+    state: &State,
+    who: &Authenticated,
+    uploads: &mut Uploads,
+    group: GroupId,
+    bytes_total: u64,
+    chunk_count: u32,
+) -> Result<BlobId, ApiError> {
+    require_member(state, &group, who).await?;
+    let max = state.config.limits.attachment_bytes_max;
+    if bytes_total > max {
+        return Err(ApiError::new(
+            ErrorCode::LimitReached,
+            format!("attachments may be at most {max} bytes (encrypted); this one is {bytes_total}"),
+        ));
+    }
+    if bytes_total == 0 || u64::from(chunk_count) != expected_chunks(bytes_total) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "{bytes_total} bytes make {} chunks of {BLOB_CHUNK_BYTES}",
+                expected_chunks(bytes_total)
+            ),
+        ));
+    }
+    if uploads.open.len() >= UPLOADS_PER_SESSION_MAX {
+        return Err(ApiError::new(
+            ErrorCode::LimitReached,
+            "too many uploads open on this session",
+        ));
+    }
+    let mut bytes = [0; 16];
+    OsRng.fill_bytes(&mut bytes);
+    let id = BlobId::from(bytes);
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let file = options.open(state.blobs.part(&id)).await.map_err(io_failure)?;
+    let record = BlobRecord {
+        id,
+        group,
+        uploader: who.device_id,
+        bytes_total,
+        chunk_count,
+        complete: false,
+        created_at_unix_s: state.now(),
+    };
+    state.store.create_blob(&record).await?;
+    uploads.open.insert(
+        id,
+        Upload {
+            bytes_total,
+            chunk_count,
+            next_index: 0,
+            received: 0,
+            file,
+        },
+    );
+    Ok(id)
+}
+
+pub(crate) async fn chunk(
+    uploads: &mut Uploads,
+    id: BlobId,
+    index: u32,
+    bytes: Vec<u8>,
+) -> Result<(), ApiError> {
+    let upload = uploads
+        .open
+        .get_mut(&id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such upload open on this session"))?;
+    if index != upload.next_index {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("expected chunk {}, got {index}", upload.next_index),
+        ));
+    }
+    let remaining = upload.bytes_total - upload.received;
+    let expected = remaining.min(BLOB_CHUNK_BYTES as u64);
+    if bytes.len() as u64 != expected || index >= upload.chunk_count {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("chunk {index} must be {expected} bytes, not {}", bytes.len()),
+        ));
+    }
+    upload.file.write_all(&bytes).await.map_err(io_failure)?;
+    upload.next_index += 1;
+    upload.received += bytes.len() as u64;
+    Ok(())
+}
+
+pub(crate) async fn finish(state: &State, uploads: &mut Uploads, id: BlobId) -> Result<(), ApiError> {
+    let upload = uploads
+        .open
+        .get(&id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such upload open on this session"))?;
+    if upload.next_index != upload.chunk_count {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("{} of {} chunks received", upload.next_index, upload.chunk_count),
+        ));
+    }
+    let Some(mut upload) = uploads.open.remove(&id) else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "no such upload open on this session",
+        ));
+    };
+    upload.file.flush().await.map_err(io_failure)?;
+    upload.file.sync_all().await.map_err(io_failure)?;
+    drop(upload);
+    tokio::fs::rename(state.blobs.part(&id), state.blobs.complete(&id))
+        .await
+        .map_err(io_failure)?;
+    if let Ok(dir) = tokio::fs::File::open(state.blobs.dir()).await {
+        dir.sync_all().await.map_err(io_failure)?;
+    }
+    state.store.complete_blob(&id).await?;
+    Ok(())
+}
+
+pub(crate) async fn fetch(
+    state: &State,
+    who: &Authenticated,
+    id: BlobId,
+    index: u32,
+) -> Result<(Vec<u8>, u32, u64), ApiError> {
+    let blob = state
+        .store
+        .blob(&id)
+        .await?
+        .filter(|b| b.complete)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such attachment"))?;
+    require_member(state, &blob.group, who).await?;
+    if index >= blob.chunk_count {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("the blob has {} chunks", blob.chunk_count),
+        ));
+    }
+    let offset = u64::from(index) * BLOB_CHUNK_BYTES as u64;
+    let length = (blob.bytes_total - offset).min(BLOB_CHUNK_BYTES as u64);
+    let mut file = tokio::fs::File::open(state.blobs.complete(&id))
+        .await
+        .map_err(io_failure)?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(io_failure)?;
+    // length ≤ BLOB_CHUNK_BYTES, so the cast cannot truncate.
+    let mut bytes = vec![0; length as usize];
+    file.read_exact(&mut bytes).await.map_err(io_failure)?;
+    Ok((bytes, blob.chunk_count, blob.bytes_total))
+}
+
+/// Deletes a session's unfinished uploads (file and record).
+pub(crate) async fn abandon(state: &State, uploads: &mut Uploads) {
+    for (id, upload) in uploads.open.drain() {
+        drop(upload);
+        let _ = tokio::fs::remove_file(state.blobs.part(&id)).await;
+        if let Err(error) = state.store.delete_blob(&id).await {
+            tracing::warn!(blob_id = %id, %error, "could not delete an abandoned upload");
+        }
+        tracing::info!(blob_id = %id, "abandoned upload deleted");
+    }
+}
+
+/// At start-up: deletes uploads a crash left unfinished.
+pub(crate) async fn clean_up(state: &State) -> Result<(), crate::ServerError> {
+    for id in state.store.incomplete_blobs().await? {
+        let _ = tokio::fs::remove_file(state.blobs.part(&id)).await;
+        let _ = tokio::fs::remove_file(state.blobs.complete(&id)).await;
+        state.store.delete_blob(&id).await?;
+        tracing::info!(blob_id = %id, "deleted an upload left unfinished");
+    }
+    Ok(())
+}
