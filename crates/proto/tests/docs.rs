@@ -62,6 +62,7 @@ fn request_and_response_tables_match_the_code() {
         ),
         (Response::Inbox(vec![]), "Inbox"),
         (Response::Done, "Done"),
+        (Response::BlobUploadStarted { blob_id: BlobId::from([0; 16]) }, "BlobUploadStarted"),
     ];
     for (response, name) in responses {
         let row = format!("| {} | `{name}` |", variant_index(&response));
