@@ -434,9 +434,11 @@ async fn read(profile_dir: &Path, only: Option<&str>, follow: bool, out: &Output
     };
     let mut shown: std::collections::HashMap<redoubt_proto::GroupId, u64> = Default::default();
     for conversation in selected(&messenger)? {
-        let messages = messenger.messages(&conversation)?;
-        shown.insert(conversation.group_id, messages.last().map_or(0, |m| m.seq));
+        let messages = with_receipts(&messenger, &conversation, 0)?;
+        let last = messages.last().map_or(0, |m| m.0.seq);
+        shown.insert(conversation.group_id, last);
         out.messages(&conversation, &messages, !follow);
+        messenger.mark_read(&conversation, last).await?;
     }
     if !follow {
         return Ok(());
@@ -449,17 +451,32 @@ async fn read(profile_dir: &Path, only: Option<&str>, follow: bool, out: &Output
         messenger.sync().await?;
         for conversation in selected(&messenger)? {
             let last = shown.get(&conversation.group_id).copied().unwrap_or(0);
-            let new: Vec<_> = messenger
-                .messages(&conversation)?
-                .into_iter()
-                .filter(|m| m.seq > last)
-                .collect();
-            if let Some(newest) = new.last() {
-                shown.insert(conversation.group_id, newest.seq);
+            let new = with_receipts(&messenger, &conversation, last)?;
+            if let Some(newest) = new.last().map(|m| m.0.seq) {
+                shown.insert(conversation.group_id, newest);
                 out.messages(&conversation, &new, false);
+                messenger.mark_read(&conversation, newest).await?;
             }
         }
     }
+}
+
+/// A conversation's messages after `after_seq`, each with its delivery and read receipts.
+fn with_receipts(
+    messenger: &Messenger,
+    conversation: &redoubt_client::Conversation,
+    after_seq: u64,
+) -> Result<Vec<(redoubt_client::StoredMessage, redoubt_client::Receipts)>> {
+    let mut rows = Vec::new();
+    for message in messenger
+        .messages(conversation)?
+        .into_iter()
+        .filter(|m| m.seq > after_seq)
+    {
+        let receipts = messenger.receipts(conversation, message.seq)?;
+        rows.push((message, receipts));
+    }
+    Ok(rows)
 }
 
 async fn group(profile_dir: &Path, command: GroupCommand, out: &Output) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use redoubt_client::{ClientError, Conversation, MemberDevice, Profile, StoredMessage};
+use redoubt_client::{ClientError, Conversation, MemberDevice, Profile, Receipts, StoredMessage};
 use redoubt_proto::{DeviceSummary, IssuedActivationCode, SessionInfo, UserSummary};
 use serde_json::json;
 
@@ -336,23 +336,34 @@ impl Output {
         }
     }
 
-    /// Prints messages; `header` adds the conversation's name above them in text mode.
-    pub(crate) fn messages(&self, conversation: &Conversation, messages: &[StoredMessage], header: bool) {
+    /// Prints messages with their receipts; `header` adds the conversation's name above
+    /// them in text mode.
+    pub(crate) fn messages(
+        &self,
+        conversation: &Conversation,
+        messages: &[(StoredMessage, Receipts)],
+        header: bool,
+    ) {
+        let names = |set: &std::collections::BTreeSet<redoubt_proto::UserName>| -> Vec<String> {
+            set.iter().map(|u| u.to_string()).collect()
+        };
         if self.json {
-            for m in messages {
+            for (m, receipts) in messages {
                 println!(
                     "{}",
                     json!({
                         "conversation": conversation.name,
                         "group_id": conversation.group_id.to_string(),
+                        "id": m.id(conversation),
                         "seq": m.seq,
                         "sender": m.sender_user.as_str(),
                         "sender_device": m.sender_device.to_string(),
                         "sent_at": time(m.sent_at_unix_s),
                         "server_time": time(m.server_time_unix_s),
                         "text": m.text,
-                        "id": m.id(conversation),
                         "attachment": m.attachment.as_ref().map(|a| json!({ "name": a.name, "bytes": a.bytes })),
+                        "delivered_to": names(&receipts.delivered),
+                        "read_by": names(&receipts.read),
                     })
                 );
             }
@@ -366,14 +377,22 @@ impl Output {
             };
             println!("== {}{state} ==", conversation.name);
         }
-        for m in messages {
+        for (m, receipts) in messages {
             let device = m.sender_device.to_string();
+            let state = if !receipts.read.is_empty() {
+                format!("  (read by {})", names(&receipts.read).join(", "))
+            } else if !receipts.delivered.is_empty() {
+                format!("  (delivered to {})", names(&receipts.delivered).join(", "))
+            } else {
+                String::new()
+            };
             println!(
-                "[{}] {} ({}): {}",
+                "[{}] {} ({}): {}  #{}{state}",
                 time(m.sent_at_unix_s),
                 m.sender_user,
                 &device[..8],
-                m.text
+                m.text,
+                m.id(conversation)
             );
         }
     }

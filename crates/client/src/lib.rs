@@ -15,7 +15,7 @@ mod tls;
 
 pub use connection::Connection;
 pub use error::ClientError;
-pub use messaging::{Conversation, MemberDevice, Messenger, StoredMessage, SyncReport};
+pub use messaging::{Conversation, MemberDevice, Messenger, Receipts, StoredMessage, SyncReport};
 pub use profile::Profile;
 /// WebSocket messages, for sending raw (possibly malformed) input in tests.
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;

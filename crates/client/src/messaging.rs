@@ -110,6 +110,17 @@ impl StoredMessage {
     }
 }
 
+/// Who has received and read one message, from their receipts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipts {
+    pub delivered: BTreeSet<UserName>,
+    pub read: BTreeSet<UserName>,
+}
+
+fn receipt_key(group: &GroupId, seq: u64) -> String {
+    format!("rcpt/{group}/{seq:020}")
+}
+
 fn describe(attachment: &redoubt_mls::Attachment) -> String {
     format!("[file] {} ({} bytes)", attachment.name, attachment.bytes)
 }
@@ -900,6 +911,7 @@ impl Messenger {
             }
             let mut group = self.load_group(group_id)?;
             let mut commit_needed = false;
+            let mut delivered = Vec::new();
             for entry in entries {
                 conversation.cursor = entry.seq;
                 if entry.sender == self.device_id {
@@ -919,6 +931,9 @@ impl Messenger {
                         match AppBody::decode(app.data()) {
                             Ok(AppBody::Text { text, sent_at_unix_s }) => {
                                 report.messages += 1;
+                                if sender.body().user != self.user {
+                                    delivered.push(entry.seq);
+                                }
                                 self.store_message(
                                     group_id,
                                     &StoredMessage {
@@ -934,6 +949,9 @@ impl Messenger {
                             }
                             Ok(AppBody::Attachment(attachment)) => {
                                 report.messages += 1;
+                                if sender.body().user != self.user {
+                                    delivered.push(entry.seq);
+                                }
                                 self.store_message(
                                     group_id,
                                     &StoredMessage {
@@ -946,6 +964,9 @@ impl Messenger {
                                         attachment: Some(attachment),
                                     },
                                 )?;
+                            }
+                            Ok(AppBody::Receipt { kind, seqs }) => {
+                                self.record_receipt(group_id, &sender.body().user, kind, &seqs)?;
                             }
                             Ok(AppBody::Meta { name, direct }) => {
                                 if direct {
@@ -979,6 +1000,13 @@ impl Messenger {
             group.write_to_storage().map_err(mls_error("saving group"))?;
             drop(group);
             self.save_conversation(&conversation)?;
+            if !delivered.is_empty() && !conversation.removed {
+                let body = AppBody::Receipt {
+                    kind: redoubt_mls::ReceiptKind::Delivered,
+                    seqs: delivered,
+                };
+                Box::pin(self.send_body(group_id, &body)).await?;
+            }
             if commit_needed && !conversation.removed {
                 // A proposal (such as the organisation removing a revoked device) waits for
                 // a member to commit it; any member may.
@@ -1058,6 +1086,79 @@ impl Messenger {
     /// The MLS epoch this device is at in a conversation.
     pub fn epoch(&self, conversation: &Conversation) -> Result<u64, ClientError> {
         Ok(self.load_group(&conversation.group_id)?.current_epoch())
+    }
+
+    /// Receipts recorded for a message.
+    pub fn receipts(&self, conversation: &Conversation, seq: u64) -> Result<Receipts, ClientError> {
+        Ok(self
+            .data
+            .get(&receipt_key(&conversation.group_id, seq))
+            .map_err(storage_error)?
+            .map(|bytes| postcard::from_bytes(&bytes).map_err(storage_error))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    fn record_receipt(
+        &self,
+        group: &GroupId,
+        user: &UserName,
+        kind: redoubt_mls::ReceiptKind,
+        seqs: &[u64],
+    ) -> Result<(), ClientError> {
+        for seq in seqs.iter().take(1000) {
+            let key = receipt_key(group, *seq);
+            let mut receipts: Receipts = self
+                .data
+                .get(&key)
+                .map_err(storage_error)?
+                .map(|bytes| postcard::from_bytes(&bytes).map_err(storage_error))
+                .transpose()?
+                .unwrap_or_default();
+            // Read implies delivered.
+            receipts.delivered.insert(user.clone());
+            if kind == redoubt_mls::ReceiptKind::Read {
+                receipts.read.insert(user.clone());
+            }
+            let bytes = postcard::to_stdvec(&receipts).map_err(storage_error)?;
+            self.data.insert(&key, &bytes).map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
+    /// Sends read receipts for other users' messages up to `seq` not yet marked read.
+    pub async fn mark_read(
+        &mut self,
+        conversation: &Conversation,
+        up_to_seq: u64,
+    ) -> Result<(), ClientError> {
+        let mark_key = format!("readmark/{}", conversation.group_id);
+        let marked = self
+            .data
+            .get(&mark_key)
+            .map_err(storage_error)?
+            .and_then(|bytes| bytes.try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        if up_to_seq <= marked || conversation.removed {
+            return Ok(());
+        }
+        let seqs: Vec<u64> = self
+            .messages(conversation)?
+            .into_iter()
+            .filter(|m| m.seq > marked && m.seq <= up_to_seq && m.sender_user != self.user)
+            .map(|m| m.seq)
+            .collect();
+        if !seqs.is_empty() {
+            let body = AppBody::Receipt {
+                kind: redoubt_mls::ReceiptKind::Read,
+                seqs,
+            };
+            self.send_body(&conversation.group_id, &body).await?;
+        }
+        self.data
+            .insert(&mark_key, &up_to_seq.to_be_bytes())
+            .map_err(storage_error)?;
+        Ok(())
     }
 
     /// Waits for the server's next event (new entries, a new Welcome).

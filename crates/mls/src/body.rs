@@ -17,6 +17,15 @@ pub enum AppBody {
     /// A file, encrypted under its own key and stored as a blob on the server. The key
     /// travels only here, inside the MLS ciphertext.
     Attachment(Attachment),
+    /// The sending user's devices received (or the user has read) these messages, named
+    /// by their sequence numbers in the group's log.
+    Receipt { kind: ReceiptKind, seqs: Vec<u64> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ReceiptKind {
+    Delivered,
+    Read,
 }
 
 /// What a member needs to fetch, decrypt and check an attachment.

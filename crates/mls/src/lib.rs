@@ -12,7 +12,7 @@
 mod body;
 mod identity;
 
-pub use body::{AppBody, Attachment, BodyError};
+pub use body::{AppBody, Attachment, BodyError, ReceiptKind};
 pub use identity::{IdentityError, RedoubtIdentityProvider, device_signing_identity, org_external_sender};
 
 use mls_rs::CipherSuite;

@@ -62,7 +62,12 @@ fn request_and_response_tables_match_the_code() {
         ),
         (Response::Inbox(vec![]), "Inbox"),
         (Response::Done, "Done"),
-        (Response::BlobUploadStarted { blob_id: BlobId::from([0; 16]) }, "BlobUploadStarted"),
+        (
+            Response::BlobUploadStarted {
+                blob_id: BlobId::from([0; 16]),
+            },
+            "BlobUploadStarted",
+        ),
     ];
     for (response, name) in responses {
         let row = format!("| {} | `{name}` |", variant_index(&response));

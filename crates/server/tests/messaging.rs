@@ -602,3 +602,51 @@ async fn interrupted_uploads_leave_nothing_behind_and_limits_hold() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn delivery_and_read_receipts_are_end_to_end_encrypted_messages() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(
+        &server,
+        profiles.path(),
+        &[("alice", "a"), ("bob", "b"), ("carol", "c")],
+    )
+    .await;
+    d[0].create_conversation("news", &[user("bob"), user("carol")], false)
+        .await
+        .unwrap();
+    for m in d.iter_mut() {
+        m.sync().await.unwrap();
+    }
+    let (conversation, seq) = d[0].send_text("news", "did you get this?").await.unwrap();
+    assert_eq!(
+        d[0].receipts(&conversation, seq).unwrap(),
+        redoubt_client::Receipts::default()
+    );
+
+    d[1].sync().await.unwrap(); // bob's device receives it and says so
+    d[0].sync().await.unwrap();
+    let receipts = d[0].receipts(&conversation, seq).unwrap();
+    assert_eq!(
+        receipts.delivered.iter().cloned().collect::<Vec<_>>(),
+        vec![user("bob")]
+    );
+    assert!(receipts.read.is_empty());
+
+    let bobs = d[1].conversation("news").unwrap().unwrap();
+    d[1].mark_read(&bobs, seq).await.unwrap();
+    d[2].sync().await.unwrap();
+    d[0].sync().await.unwrap();
+    let receipts = d[0].receipts(&conversation, seq).unwrap();
+    assert_eq!(
+        receipts.delivered.iter().cloned().collect::<Vec<_>>(),
+        vec![user("bob"), user("carol")]
+    );
+    assert_eq!(
+        receipts.read.iter().cloned().collect::<Vec<_>>(),
+        vec![user("bob")]
+    );
+    // Receipts are not messages: nobody's conversation shows them.
+    assert_eq!(texts(&d[2], "news").len(), 1);
+}
