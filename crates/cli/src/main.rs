@@ -1,5 +1,6 @@
 //! `redoubt`: run the server, enrol a device, administer the organisation.
 
+mod chat;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,8 @@ enum Command {
     /// Group conversations.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// A terminal UI: conversations, messages as they arrive, a line to type into.
+    Chat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,10 +169,11 @@ enum DeviceCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let default_filter = if matches!(cli.command, Command::Server(_)) {
-        "info"
-    } else {
-        "warn"
+    // The chat UI owns the terminal: log nothing there unless asked to (RUST_LOG).
+    let default_filter = match cli.command {
+        Command::Server(_) => "info",
+        Command::Chat => "off",
+        _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
@@ -212,6 +216,11 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
             read(&profile_dir(cli.profile)?, conversation.as_deref(), follow, out).await
         }
         Command::Group(command) => group(&profile_dir(cli.profile)?, command, out).await,
+        Command::Chat => {
+            let profile = Profile::load(&profile_dir(cli.profile)?)?;
+            let me = profile.user().to_string();
+            chat::run(Messenger::open(&profile).await?, me).await
+        }
     }
 }
 

@@ -19,6 +19,12 @@ fn time(unix_s: i64) -> String {
         .unwrap_or_else(|| unix_s.to_string())
 }
 
+/// Hours and minutes (UTC) of a time, for compact displays.
+pub(crate) fn clock(unix_s: i64) -> String {
+    let full = time(unix_s);
+    full.get(11..16).map_or(full.clone(), str::to_owned)
+}
+
 fn optional_time(unix_s: Option<i64>) -> String {
     unix_s.map(time).unwrap_or_else(|| "-".to_owned())
 }

@@ -358,3 +358,130 @@ fn messaging_from_the_command_line() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("after carol left"));
     server.terminate();
 }
+
+/// Runs tmux on a private socket, so tests never touch a user's own tmux server.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Self {
+        Self {
+            socket: format!("redoubt-test-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .env("TERM", "xterm-256color")
+            .output()
+            .unwrap()
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "chat"]).stdout).into_owned()
+    }
+
+    fn wait_for_screen(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} never appeared on screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn chat_ui_in_a_real_terminal() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("redoubt-data");
+    let server = ServerProcess::start(&data, "127.0.0.1:0");
+    let admin = profile(root.path(), "admin");
+    json_ok(
+        &admin,
+        &[
+            "enroll",
+            wait_for(&data.join("admin-activation.txt")).trim(),
+            "--json",
+        ],
+    );
+    for user in ["alice", "bob"] {
+        let added = json_ok(&admin, &["admin", "user", "add", user, "--json"]);
+        json_ok(
+            &profile(root.path(), user),
+            &["enroll", added["code"].as_str().unwrap(), "--json"],
+        );
+        json_ok(&profile(root.path(), user), &["group", "list", "--json"]);
+    }
+    let (alice, bob) = (profile(root.path(), "alice"), profile(root.path(), "bob"));
+    json_ok(&alice, &["group", "create", "ops", "--members", "bob", "--json"]);
+    json_ok(&alice, &["send", "ops", "first message", "--json"]);
+
+    // Bob opens the chat UI in a real (tmux) terminal.
+    let tmux = Tmux::new();
+    let command = format!("{BIN} --profile {} chat", bob.display());
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "chat",
+        "-x",
+        "110",
+        "-y",
+        "30",
+        &command,
+    ]);
+    assert!(
+        started.status.success(),
+        "tmux: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let screen = tmux.wait_for_screen("first message");
+    assert!(
+        screen.contains("Conversations") && screen.contains("ops"),
+        "{screen}"
+    );
+
+    // He types a reply; Alice receives it.
+    tmux.run(&["send-keys", "-t", "chat", "-l", "hello from the terminal"]);
+    tmux.run(&["send-keys", "-t", "chat", "Enter"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = redoubt(&alice, &["read", "ops", "--json"]);
+        if String::from_utf8_lossy(&out.stdout).contains("hello from the terminal") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "alice never got the reply");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Alice's next message appears on Bob's screen without him doing anything (server push).
+    json_ok(&alice, &["send", "ops", "pushed in real time", "--json"]);
+    let screen = tmux.wait_for_screen("pushed in real time");
+    // Alice read Bob's reply, and Bob's UI shows its receipt state.
+    assert!(screen.contains("hello from the terminal"), "{screen}");
+
+    // Esc quits cleanly.
+    tmux.run(&["send-keys", "-t", "chat", "Escape"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux.run(&["has-session", "-t", "chat"]).status.success() {
+        assert!(Instant::now() < deadline, "chat did not quit on Esc");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.terminate();
+}

@@ -1,0 +1,305 @@
+//! `redoubt chat`: a terminal UI. Conversations on the left, the selected conversation's
+//! messages on the right (updated as the server pushes news), and a line to type into.
+//!
+//! Keys: Tab / Shift-Tab or ↓ / ↑ switch conversation, Enter sends, `/file PATH` sends a
+//! file, Esc or Ctrl-C quits.
+
+use anyhow::Result;
+use ratatui::crossterm::event::{Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph};
+use ratatui::{DefaultTerminal, Frame};
+use redoubt_client::{Conversation, Messenger, Receipts, StoredMessage};
+
+/// What the screen shows.
+#[derive(Debug, Default)]
+pub(crate) struct App {
+    pub conversations: Vec<Conversation>,
+    pub selected: usize,
+    pub messages: Vec<(StoredMessage, Receipts)>,
+    pub input: String,
+    pub status: String,
+    pub me: String,
+}
+
+impl App {
+    fn current(&self) -> Option<&Conversation> {
+        self.conversations.get(self.selected)
+    }
+
+    /// Reloads conversations and the selected one's messages from the local store.
+    fn refresh(&mut self, messenger: &Messenger) -> Result<()> {
+        let selected_id = self.current().map(|c| c.group_id);
+        self.conversations = messenger.conversations()?;
+        self.selected = selected_id
+            .and_then(|id| self.conversations.iter().position(|c| c.group_id == id))
+            .unwrap_or(0);
+        self.messages.clear();
+        if let Some(conversation) = self.current().cloned() {
+            for message in messenger.messages(&conversation)? {
+                let receipts = messenger.receipts(&conversation, message.seq)?;
+                self.messages.push((message, receipts));
+            }
+        }
+        Ok(())
+    }
+
+    fn select(&mut self, step: isize) {
+        let count = self.conversations.len() as isize;
+        if count > 0 {
+            self.selected = (self.selected as isize + step).rem_euclid(count) as usize;
+        }
+    }
+}
+
+/// Draws the whole screen; pure, so tests render it into a buffer.
+pub(crate) fn draw(frame: &mut Frame, app: &App) {
+    let [main, input, status] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(3), Constraint::Length(1)])
+            .areas(frame.area());
+    let [left, right] = Layout::horizontal([Constraint::Length(26), Constraint::Min(20)]).areas(main);
+
+    let items: Vec<ListItem> = app
+        .conversations
+        .iter()
+        .map(|c| {
+            let marker = if c.removed {
+                " (removed)"
+            } else if c.peer.is_some() {
+                " ·"
+            } else {
+                ""
+            };
+            ListItem::new(format!("{}{marker}", c.name))
+        })
+        .collect();
+    let list = List::new(items)
+        .block(Block::default().borders(Borders::ALL).title(" Conversations "))
+        .highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let mut state =
+        ListState::default().with_selected((!app.conversations.is_empty()).then_some(app.selected));
+    frame.render_stateful_widget(list, left, &mut state);
+
+    let title = app
+        .current()
+        .map_or(" Redoubt ".to_owned(), |c| format!(" {} ", c.name));
+    let mut lines: Vec<Line> = app
+        .messages
+        .iter()
+        .map(|(m, receipts)| {
+            let mut spans = vec![
+                Span::styled(
+                    format!("{} ", crate::output::clock(m.sent_at_unix_s)),
+                    Style::default().add_modifier(Modifier::DIM),
+                ),
+                Span::styled(
+                    format!("{}: ", m.sender_user),
+                    Style::default().add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(m.text.as_str()),
+            ];
+            if m.sender_user.as_str() == app.me {
+                let state = if !receipts.read.is_empty() {
+                    " ✓✓ read"
+                } else if !receipts.delivered.is_empty() {
+                    " ✓ delivered"
+                } else {
+                    " · sent"
+                };
+                spans.push(Span::styled(state, Style::default().add_modifier(Modifier::DIM)));
+            }
+            Line::from(spans)
+        })
+        .collect();
+    if app.conversations.is_empty() {
+        lines.push(Line::from(
+            "No conversations yet. Start one with `redoubt send USER TEXT`",
+        ));
+        lines.push(Line::from("or `redoubt group create NAME --members A,B`."));
+    }
+    // Show the newest messages: keep the last lines that fit inside the borders.
+    let visible = usize::from(right.height.saturating_sub(2));
+    let skip = lines.len().saturating_sub(visible);
+    let messages =
+        Paragraph::new(lines.split_off(skip)).block(Block::default().borders(Borders::ALL).title(title));
+    frame.render_widget(messages, right);
+
+    let prompt = Paragraph::new(app.input.as_str()).block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(" Message — Enter sends, /file PATH, Tab switches, Esc quits "),
+    );
+    frame.render_widget(prompt, input);
+    frame.set_cursor_position((input.x + 1 + app.input.chars().count() as u16, input.y + 1));
+    frame.render_widget(Paragraph::new(app.status.as_str()), status);
+}
+
+enum Step {
+    Key(Option<Event>),
+    Server(Result<redoubt_proto::Event, redoubt_client::ClientError>),
+}
+
+pub(crate) async fn run(mut messenger: Messenger, me: String) -> Result<()> {
+    let mut terminal = ratatui::init();
+    let result = run_loop(&mut terminal, &mut messenger, me).await;
+    ratatui::restore();
+    result
+}
+
+async fn run_loop(terminal: &mut DefaultTerminal, messenger: &mut Messenger, me: String) -> Result<()> {
+    // Terminal input is blocking: read it on a thread and hand it over a bounded channel.
+    let (keys_tx, mut keys) = tokio::sync::mpsc::channel(64);
+    std::thread::spawn(move || {
+        while let Ok(event) = ratatui::crossterm::event::read() {
+            if keys_tx.blocking_send(event).is_err() {
+                break;
+            }
+        }
+    });
+    let mut app = App { me, ..App::default() };
+    messenger.sync().await?;
+    app.refresh(messenger)?;
+    app.status = "Connected.".to_owned();
+    loop {
+        if let Some(conversation) = app.current().cloned() {
+            let newest = app.messages.last().map_or(0, |m| m.0.seq);
+            messenger.mark_read(&conversation, newest).await?;
+        }
+        terminal.draw(|frame| draw(frame, &app))?;
+        let step = tokio::select! {
+            key = keys.recv() => Step::Key(key),
+            event = messenger.next_event() => Step::Server(event),
+        };
+        match step {
+            Step::Key(None) => return Ok(()),
+            Step::Key(Some(Event::Key(key))) if key.kind == KeyEventKind::Press => match key.code {
+                KeyCode::Esc => return Ok(()),
+                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
+                KeyCode::Tab | KeyCode::Down => {
+                    app.select(1);
+                    app.refresh(messenger)?;
+                }
+                KeyCode::BackTab | KeyCode::Up => {
+                    app.select(-1);
+                    app.refresh(messenger)?;
+                }
+                KeyCode::Backspace => {
+                    app.input.pop();
+                }
+                KeyCode::Enter => {
+                    let input = std::mem::take(&mut app.input);
+                    let Some(conversation) = app.current().cloned() else {
+                        app.status = "No conversation selected.".to_owned();
+                        continue;
+                    };
+                    let sent = match input.strip_prefix("/file ") {
+                        Some(path) => messenger
+                            .send_file(&conversation.name, std::path::Path::new(path.trim()), |_, _| {})
+                            .await
+                            .map(|_| format!("Sent {}.", path.trim())),
+                        None if input.trim().is_empty() => continue,
+                        None => messenger
+                            .send_text(&conversation.name, &input)
+                            .await
+                            .map(|_| "Sent.".to_owned()),
+                    };
+                    app.status = match sent {
+                        Ok(status) => status,
+                        Err(error) => format!("Not sent: {error}"),
+                    };
+                    app.refresh(messenger)?;
+                }
+                KeyCode::Char(c) => app.input.push(c),
+                _ => {}
+            },
+            Step::Key(Some(_)) => {}
+            Step::Server(event) => {
+                event?;
+                let report = messenger.sync().await?;
+                if report.messages > 0 {
+                    app.status = format!("{} new message(s).", report.messages);
+                }
+                app.refresh(messenger)?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use redoubt_proto::{DeviceId, GroupId, UserName};
+
+    fn screen(app: &App) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(90, 16)).unwrap();
+        terminal.draw(|frame| draw(frame, app)).unwrap();
+        let buffer = terminal.backend().buffer();
+        let mut text = String::new();
+        for y in 0..buffer.area.height {
+            for x in 0..buffer.area.width {
+                text.push_str(buffer[(x, y)].symbol());
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    fn conversation(name: &str, id: u8) -> Conversation {
+        Conversation {
+            group_id: GroupId::from([id; 32]),
+            name: name.into(),
+            peer: None,
+            cursor: 0,
+            removed: false,
+        }
+    }
+
+    #[test]
+    fn shows_conversations_messages_receipts_and_attachments() {
+        let message = |seq, user: &str, text: &str| StoredMessage {
+            seq,
+            sender_user: UserName::parse(user).unwrap(),
+            sender_device: DeviceId::from([1; 16]),
+            sent_at_unix_s: 1_700_000_000,
+            server_time_unix_s: 1_700_000_000,
+            text: text.into(),
+            attachment: None,
+        };
+        let mut read = Receipts::default();
+        read.read.insert(UserName::parse("bob").unwrap());
+        let app = App {
+            conversations: vec![conversation("ops", 1), conversation("bob", 2)],
+            selected: 0,
+            messages: vec![
+                (message(3, "bob", "morning"), Receipts::default()),
+                (message(4, "alice", "[file] plan.pdf (2048 bytes)"), read),
+            ],
+            input: "typing".into(),
+            status: "Connected.".into(),
+            me: "alice".into(),
+        };
+        let text = screen(&app);
+        for expected in [
+            "Conversations",
+            "ops",
+            "bob",
+            "morning",
+            "[file] plan.pdf (2048 bytes)",
+            "read",
+            "typing",
+            "Connected.",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not on screen:\n{text}");
+        }
+    }
+
+    #[test]
+    fn empty_state_says_how_to_start() {
+        let text = screen(&App::default());
+        assert!(text.contains("No conversations yet"), "{text}");
+    }
+}
