@@ -215,6 +215,14 @@ async fn run_loop(terminal: &mut DefaultTerminal, messenger: &mut Messenger, me:
                 _ => {}
             },
             Step::Key(Some(_)) => {}
+            Step::Server(Err(error)) if error.is_transient() => {
+                app.status = format!("Connection lost ({error}); reconnecting…");
+                terminal.draw(|frame| draw(frame, &app))?;
+                messenger.reconnect(u32::MAX, |_, _| {}).await?;
+                messenger.sync().await?;
+                app.refresh(messenger)?;
+                app.status = "Reconnected.".to_owned();
+            }
             Step::Server(event) => {
                 event?;
                 let report = messenger.sync().await?;

@@ -454,7 +454,16 @@ async fn read(profile_dir: &Path, only: Option<&str>, follow: bool, out: &Output
     }
     loop {
         tokio::select! {
-            event = messenger.next_event() => { event?; }
+            event = messenger.next_event() => match event {
+                Ok(_) => {}
+                Err(error) if error.is_transient() => {
+                    eprintln!("connection lost ({error}); reconnecting…");
+                    messenger.reconnect(u32::MAX, |attempt, wait| {
+                        tracing::info!(attempt, wait_ms = wait.as_millis() as u64, "reconnecting");
+                    }).await?;
+                }
+                Err(error) => return Err(error.into()),
+            },
             _ = shutdown_signal() => return Ok(()),
         }
         messenger.sync().await?;

@@ -33,6 +33,21 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether trying again later may succeed: the connection failed, or the server was
+    /// busy, limiting the rate or failed internally.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } => true,
+            ClientError::Server(body) => {
+                matches!(
+                    body.code,
+                    ErrorCode::ServerBusy | ErrorCode::RateLimited | ErrorCode::Internal
+                )
+            }
+            _ => false,
+        }
+    }
+
     /// The server's error code, when the server refused the request.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {

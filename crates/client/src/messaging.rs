@@ -145,6 +145,7 @@ pub struct MemberDevice {
 }
 
 pub struct Messenger {
+    profile_dir: std::path::PathBuf,
     session: Session,
     device_id: DeviceId,
     user: UserName,
@@ -202,6 +203,7 @@ impl Messenger {
             .map_err(storage_error)?;
         let session = Session::open(profile).await?;
         let mut messenger = Self {
+            profile_dir: profile.dir().to_owned(),
             device_id: profile.device_id(),
             user: profile.user().clone(),
             org_key,
@@ -1159,6 +1161,35 @@ impl Messenger {
             .insert(&mark_key, &up_to_seq.to_be_bytes())
             .map_err(storage_error)?;
         Ok(())
+    }
+
+    /// Re-establishes the session after the connection broke, retrying with exponential
+    /// backoff (0.5 s doubling to 30 s) while the failure is transient. Errors that
+    /// retrying cannot fix (a certificate mismatch, a revoked device) are returned at once.
+    /// `attempts_max` bounds the tries; `on_retry` hears about each wait.
+    pub async fn reconnect(
+        &mut self,
+        attempts_max: u32,
+        mut on_retry: impl FnMut(u32, std::time::Duration),
+    ) -> Result<(), ClientError> {
+        let mut delay = std::time::Duration::from_millis(500);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let profile = Profile::load(&self.profile_dir)?;
+            match Session::open(&profile).await {
+                Ok(session) => {
+                    self.session = session;
+                    return Ok(());
+                }
+                Err(error) if attempt < attempts_max && error.is_transient() => {
+                    on_retry(attempt, delay);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Waits for the server's next event (new entries, a new Welcome).

@@ -650,3 +650,36 @@ async fn delivery_and_read_receipts_are_end_to_end_encrypted_messages() {
     // Receipts are not messages: nobody's conversation shows them.
     assert_eq!(texts(&d[2], "news").len(), 1);
 }
+
+#[tokio::test]
+async fn messenger_reconnects_with_backoff_after_a_server_restart() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(&server, profiles.path(), &[("alice", "a"), ("bob", "b")]).await;
+    d[0].create_conversation("ops", &[user("bob")], false)
+        .await
+        .unwrap();
+    d[1].sync().await.unwrap();
+
+    let (dir, port) = server.stop().await;
+    let error = d[0]
+        .send_text("ops", "while the server is down")
+        .await
+        .unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    // The server comes back a little later on the same address.
+    let restart = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        TestServer::start_in(dir, port).await
+    });
+    let mut waits = 0;
+    d[0].reconnect(20, |_, _| waits += 1).await.unwrap();
+    assert!(waits >= 1, "the first attempts failed and were retried");
+    let server = restart.await.unwrap();
+    d[0].send_text("ops", "back again").await.unwrap();
+    d[1].reconnect(20, |_, _| {}).await.unwrap();
+    d[1].sync().await.unwrap();
+    let got: Vec<String> = texts(&d[1], "ops").into_iter().map(|t| t.2).collect();
+    assert_eq!(got, vec!["back again"]);
+    server.stop().await;
+}
