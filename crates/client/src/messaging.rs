@@ -898,6 +898,7 @@ impl Messenger {
         let Some(mut conversation) = self.load_conversation(group_id)? else {
             return Ok(report);
         };
+        let start_cursor = conversation.cursor;
         loop {
             let request = Request::GroupFetch {
                 group_id: *group_id,
@@ -910,6 +911,13 @@ impl Messenger {
             };
             if entries.is_empty() {
                 break;
+            }
+            if entries[0].seq > conversation.cursor + 1 {
+                // The server deleted entries this device never read (it was away longer
+                // than the retention limit): those messages are gone.
+                report.failures += 1;
+                tracing::warn!(group_id = %group_id, from = conversation.cursor + 1, to = entries[0].seq - 1,
+                    "log entries expired before this device read them");
             }
             let mut group = self.load_group(group_id)?;
             let mut commit_needed = false;
@@ -1018,6 +1026,19 @@ impl Messenger {
             if conversation.removed || conversation.cursor >= last_seq {
                 break;
             }
+        }
+        // Let the server delete what every member has read.
+        let cursor = self
+            .load_conversation(group_id)?
+            .map_or(start_cursor, |c| c.cursor);
+        if cursor > start_cursor {
+            self.session
+                .connection()
+                .call(Request::GroupAck {
+                    group_id: *group_id,
+                    seq: cursor,
+                })
+                .await?;
         }
         Ok(report)
     }

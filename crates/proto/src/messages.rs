@@ -108,6 +108,9 @@ pub enum Request {
     BlobUploadFinish { blob_id: BlobId },
     /// One chunk of a stored blob; only the group's member devices may fetch.
     BlobFetch { blob_id: BlobId, index: u32 },
+    /// This device has processed the group's log up to `seq`; entries every member has
+    /// acknowledged may be deleted.
+    GroupAck { group_id: GroupId, seq: u64 },
 }
 
 /// An MLS message for a group's log.

@@ -45,6 +45,38 @@ fn request_and_response_tables_match_the_code() {
             }),
             "Authenticate",
         ),
+        (
+            Request::KeyPackagesClaim {
+                users: vec![],
+                except_devices: vec![],
+            },
+            "KeyPackagesClaim",
+        ),
+        (Request::GroupCreate { group_info: vec![] }, "GroupCreate"),
+        (Request::GroupList, "GroupList"),
+        (Request::InboxFetch, "InboxFetch"),
+        (Request::InboxAck { ids: vec![] }, "InboxAck"),
+        (Request::UserDevices { users: vec![] }, "UserDevices"),
+        (
+            Request::BlobUploadFinish {
+                blob_id: BlobId::from([0; 16]),
+            },
+            "BlobUploadFinish",
+        ),
+        (
+            Request::BlobFetch {
+                blob_id: BlobId::from([0; 16]),
+                index: 0,
+            },
+            "BlobFetch",
+        ),
+        (
+            Request::GroupAck {
+                group_id: GroupId::from([0; 32]),
+                seq: 0,
+            },
+            "GroupAck",
+        ),
     ];
     for (request, name) in requests {
         let row = format!("| {} | `{name}` |", variant_index(&request));

@@ -119,6 +119,9 @@ pub struct Limits {
     pub session_events_max: u32,
     /// Largest attachment, in bytes of ciphertext. Default 104857600 (100 MiB).
     pub attachment_bytes_max: u64,
+    /// Days a group's log entries are kept when not every member device has read them.
+    /// Entries every member has acknowledged are deleted sooner. Default 30.
+    pub log_retention_days: u32,
 }
 
 impl Default for Limits {
@@ -138,6 +141,7 @@ impl Default for Limits {
             fetch_entries_max: 500,
             session_events_max: 256,
             attachment_bytes_max: 100 * 1024 * 1024,
+            log_retention_days: 30,
         }
     }
 }
@@ -198,6 +202,7 @@ impl Config {
             ),
             ("limits.fetch_entries_max", l.fetch_entries_max),
             ("limits.session_events_max", l.session_events_max),
+            ("limits.log_retention_days", l.log_retention_days),
         ] {
             if value == 0 {
                 return fail(field, "must be at least 1");
@@ -293,6 +298,8 @@ org_name = {org_name:?}
 # session_events_max = {events}
 # Largest attachment, in bytes of ciphertext.
 # attachment_bytes_max = {attachment}
+# Days log entries are kept when not every member device has read them.
+# log_retention_days = {retention}
 "#,
             listen = d.server.listen,
             ttl = d.activation.code_ttl_hours,
@@ -312,6 +319,7 @@ org_name = {org_name:?}
             fetch = l.fetch_entries_max,
             events = l.session_events_max,
             attachment = l.attachment_bytes_max,
+            retention = l.log_retention_days,
         )
     }
 }

@@ -543,6 +543,32 @@ pub(crate) async fn fetch(
     Ok((entries, last_seq))
 }
 
+pub(crate) async fn ack(
+    state: &State,
+    who: &Authenticated,
+    group_id: GroupId,
+    seq: u64,
+) -> Result<(), ApiError> {
+    if state.store.membership(&group_id, &who.device_id).await?.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::NotAMember,
+            "this device is not a member of that group",
+        ));
+    }
+    Ok(state.store.ack(&group_id, &who.device_id, seq).await?)
+}
+
+/// Deletes log entries every member device has acknowledged, and any older than the
+/// retention limit.
+pub(crate) async fn prune(state: &State) -> Result<u64, redoubt_store::StoreError> {
+    let retention_s = i64::from(state.config.limits.log_retention_days) * 86_400;
+    let deleted = state.store.prune_logs(state.now() - retention_s).await?;
+    if deleted > 0 {
+        tracing::info!(entries = deleted, "pruned group logs");
+    }
+    Ok(deleted)
+}
+
 pub(crate) async fn group_list(state: &State, who: &Authenticated) -> Result<Vec<GroupSummary>, ApiError> {
     Ok(state
         .store

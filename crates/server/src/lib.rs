@@ -346,6 +346,7 @@ impl Server {
             .local_addr()
             .map_err(|e| ServerError::Io(e.to_string()))?;
         tracing::info!(%address, public_address = %self.state.public_address, org = %self.state.org.name, "serving");
+        let pruning = tokio::spawn(prune_periodically(self.state.clone(), stop.subscribe()));
         let serve = listener::serve(listener, self.state.clone(), acceptor, stopped);
         tokio::pin!(serve);
         tokio::select! {
@@ -356,9 +357,28 @@ impl Server {
                 serve.await;
             }
         }
+        let _ = stop.send(true);
+        let _ = pruning.await;
         self.state.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How often acknowledged and expired log entries are deleted.
+const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn prune_periodically(state: Arc<State>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                if let Err(error) = delivery::prune(&state).await {
+                    tracing::warn!(%error, "pruning group logs failed");
+                }
+            }
+            _ = stop.changed() => return,
+        }
     }
 }
 
@@ -385,6 +405,12 @@ impl ServerHandle {
         delivery::propose_device_removal(&self.state, &device)
             .await
             .map_err(|e| ServerError::Refused(e.0))
+    }
+
+    /// Deletes acknowledged and expired log entries now (the server also does it every
+    /// minute). Returns how many.
+    pub async fn prune_logs(&self) -> Result<u64, ServerError> {
+        Ok(delivery::prune(&self.state).await?)
     }
 }
 

@@ -318,6 +318,9 @@ async fn authenticated(
         Request::BlobUploadFinish { blob_id } => crate::blobs::finish(state, uploads, blob_id)
             .await
             .map(|()| Response::Done),
+        Request::GroupAck { group_id, seq } => delivery::ack(state, who, group_id, seq)
+            .await
+            .map(|()| Response::Done),
         Request::BlobFetch { blob_id, index } => {
             crate::blobs::fetch(state, who, blob_id, index)
                 .await

@@ -683,3 +683,41 @@ async fn messenger_reconnects_with_backoff_after_a_server_restart() {
     assert_eq!(got, vec!["back again"]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn log_entries_are_deleted_once_every_member_device_has_read_them() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(&server, profiles.path(), &[("alice", "a"), ("bob", "b")]).await;
+    let group = d[0]
+        .create_conversation("ops", &[user("bob")], false)
+        .await
+        .unwrap();
+    d[0].send_text("ops", "one").await.unwrap();
+    d[0].send_text("ops", "two").await.unwrap();
+    // Bob has read nothing yet: only the commit that added him (he starts after it) may go.
+    assert_eq!(server.handle.prune_logs().await.unwrap(), 1);
+    d[1].sync().await.unwrap();
+    d[0].sync().await.unwrap();
+    let pruned = server.handle.prune_logs().await.unwrap();
+    assert!(pruned >= 3, "the name and both messages go: {pruned}");
+    // Messages keep flowing, and nobody lost anything.
+    d[0].send_text("ops", "three").await.unwrap();
+    d[1].sync().await.unwrap();
+    let got: Vec<String> = texts(&d[1], "ops").into_iter().map(|t| t.2).collect();
+    assert_eq!(got, vec!["one", "two", "three"]);
+    let fetch = Request::GroupFetch {
+        group_id: group.group_id,
+        after_seq: 0,
+        limit: 100,
+    };
+    let Response::GroupEntries { entries, .. } = d[0].session().connection().call(fetch).await.unwrap()
+    else {
+        panic!()
+    };
+    assert!(
+        entries.len() <= 3,
+        "only entries not yet read by everyone remain: {}",
+        entries.len()
+    );
+}

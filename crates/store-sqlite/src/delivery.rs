@@ -426,6 +426,37 @@ impl SqliteStore {
         tx.commit().await.map_err(backend_error)
     }
 
+    pub(crate) async fn ack_impl(&self, group: &GroupId, device: &DeviceId, seq: u64) -> Result<()> {
+        sqlx::query(
+            "UPDATE group_members SET acked_seq = max(acked_seq, ?) WHERE group_id = ? AND device_id = ?",
+        )
+        .bind(seq_to_db(seq)?)
+        .bind(group.as_bytes().as_slice())
+        .bind(device.as_bytes().as_slice())
+        .execute(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        Ok(())
+    }
+
+    pub(crate) async fn prune_logs_impl(&self, older_than_unix_s: i64) -> Result<u64> {
+        // An entry may go once every device that must still read it has acknowledged it:
+        // current members, and removed members that have not yet read their removal.
+        // A member's progress counts from the commit that added it.
+        let deleted = sqlx::query(
+            "DELETE FROM group_log WHERE created_at < ?1 OR seq <= (
+                SELECT coalesce(min(max(m.acked_seq, m.joined_seq)), 0) FROM group_members m
+                WHERE m.group_id = group_log.group_id
+                  AND (m.removed_seq IS NULL OR m.acked_seq < m.removed_seq)
+            )",
+        )
+        .bind(older_than_unix_s)
+        .execute(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        Ok(deleted.rows_affected())
+    }
+
     pub(crate) async fn create_blob_impl(&self, blob: &BlobRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO blobs (id, group_id, uploader, bytes_total, chunk_count, complete, created_at)

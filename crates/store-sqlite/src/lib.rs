@@ -539,6 +539,14 @@ impl Store for SqliteStore {
         self.inbox_ack_impl(device, ids).await
     }
 
+    async fn ack(&self, group: &GroupId, device: &DeviceId, seq: u64) -> Result<()> {
+        self.ack_impl(group, device, seq).await
+    }
+
+    async fn prune_logs(&self, older_than_unix_s: i64) -> Result<u64> {
+        self.prune_logs_impl(older_than_unix_s).await
+    }
+
     async fn create_blob(&self, blob: &BlobRecord) -> Result<()> {
         self.create_blob_impl(blob).await
     }

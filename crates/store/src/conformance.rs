@@ -38,6 +38,7 @@ macro_rules! store_conformance_tests {
             stale_commit_conflicts_and_writes_nothing,
             commits_move_membership_and_fill_inboxes,
             blobs_are_created_completed_and_deleted,
+            logs_are_pruned_once_acknowledged_or_expired,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {
@@ -672,4 +673,45 @@ pub async fn blobs_are_created_completed_and_deleted(store: &impl Store) {
     assert_eq!(store.blob(&blob.id).await.unwrap(), None);
     let missing = store.complete_blob(&blob.id).await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+}
+
+pub async fn logs_are_pruned_once_acknowledged_or_expired(store: &impl Store) {
+    two_users_three_devices(store).await;
+    let gid = GroupId::from([1; 32]);
+    store.create_group(&group(1), &dev(1)).await.unwrap();
+    let add = GroupTransition {
+        expected_epoch: 0,
+        epoch: 1,
+        state: vec![1],
+        added: vec![dev(3)],
+        removed: vec![],
+        welcome: None,
+    };
+    store.append(&entry(1, 1, 1, b"add"), Some(&add)).await.unwrap(); // seq 1
+    for i in 2..=4u8 {
+        store.append(&entry(1, 1, i, b"msg"), None).await.unwrap(); // seq 2..4
+    }
+    // The creator has acknowledged nothing yet: nothing goes.
+    assert_eq!(store.prune_logs(0).await.unwrap(), 0);
+    store.ack(&gid, &dev(1), 4).await.unwrap();
+    store.ack(&gid, &dev(3), 2).await.unwrap();
+    store.ack(&gid, &dev(3), 1).await.unwrap(); // acks never move back
+    assert_eq!(
+        store.prune_logs(0).await.unwrap(),
+        2,
+        "seqs 1 and 2: every member is past them"
+    );
+    let left: Vec<u64> = store
+        .log_entries(&gid, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(left, vec![3, 4]);
+    // The retention limit removes entries whatever the acknowledgements.
+    assert_eq!(store.prune_logs(i64::MAX).await.unwrap(), 2);
+    assert!(store.log_entries(&gid, 0, 10).await.unwrap().is_empty());
+    // Sequence numbers continue after pruning.
+    assert_eq!(store.append(&entry(1, 1, 9, b"next"), None).await.unwrap().seq, 5);
 }

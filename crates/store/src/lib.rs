@@ -251,6 +251,13 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the named inbox items of the device (others' items are untouched).
     async fn inbox_ack(&self, device: &DeviceId, ids: &[u64]) -> Result<()>;
 
+    /// Records that `device` processed the group's log up to `seq` (never moves back).
+    async fn ack(&self, group: &GroupId, device: &DeviceId, seq: u64) -> Result<()>;
+
+    /// Deletes log entries that every device still due to read them has acknowledged, and
+    /// entries created before `older_than_unix_s` (the retention limit). Returns how many.
+    async fn prune_logs(&self, older_than_unix_s: i64) -> Result<u64>;
+
     /// Records a new, incomplete blob.
     async fn create_blob(&self, blob: &BlobRecord) -> Result<()>;
 
