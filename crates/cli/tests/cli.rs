@@ -356,7 +356,12 @@ fn messaging_from_the_command_line() {
     assert_eq!(list[0]["removed"], true);
     let out = redoubt(&carol, &["read", "--json"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("after carol left"));
-    server.terminate();
+    // The server's log names users and devices, never what they said.
+    let log = server.terminate();
+    assert!(log.contains("group created"), "the log is being written: {log}");
+    for secret in ["hello from bob", "just for bob", "after carol left"] {
+        assert!(!log.contains(secret), "message text {secret:?} in the server log");
+    }
 }
 
 /// Runs tmux on a private socket, so tests never touch a user's own tmux server.

@@ -290,6 +290,14 @@ async fn nothing_readable_at_rest_on_the_server() {
         canary,
         "the message itself was delivered"
     );
+    // A file with a canary in it, too: the blob on the server must be ciphertext.
+    let file_canary = b"CANARY-FILE-91c2-plans-for-the-merger";
+    let mut content = vec![b'.'; 40_000];
+    content[20_000..20_000 + file_canary.len()].copy_from_slice(file_canary);
+    let source = profiles.path().join("merger.txt");
+    std::fs::write(&source, &content).unwrap();
+    d[0].send_file("bob", &source, |_, _| {}).await.unwrap();
+    d[1].sync().await.unwrap();
     let (dir, _) = server.stop().await;
 
     let mut keys = Vec::new();
@@ -300,6 +308,11 @@ async fn nothing_readable_at_rest_on_the_server() {
     for entry in walk(dir.path()) {
         let bytes = std::fs::read(&entry).unwrap();
         scanned += bytes.len();
+        assert!(
+            !contains(&bytes, file_canary),
+            "file canary found in {}",
+            entry.display()
+        );
         assert!(
             !contains(&bytes, canary.as_bytes()),
             "canary found in {}",
