@@ -178,6 +178,11 @@ impl Messenger {
         let org_key = VerifyingKey::from_bytes(&profile.org_public_key)
             .map_err(|e| ClientError::Profile(e.to_string()))?;
         let identity = RedoubtIdentityProvider::new(org_key, profile.org_id());
+        // Both databases hold secrets (MLS state with the signing key, message plaintext):
+        // create them owner-only before SQLite opens them (its -wal and -shm files follow).
+        for file in ["mls.db", "data.db"] {
+            create_private_file(&profile.dir().join(file))?;
+        }
         let engine = SqLiteDataStorageEngine::new(FileConnectionStrategy::new(&profile.dir().join("mls.db")))
             .map_err(storage_error)?;
         let signing_identity = redoubt_mls::device_signing_identity(
@@ -1217,6 +1222,24 @@ impl Messenger {
     pub async fn next_event(&mut self) -> Result<Event, ClientError> {
         self.session.connection().next_event().await
     }
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist, and makes it 0600 if it does.
+fn create_private_file(path: &std::path::Path) -> Result<(), ClientError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map_err(storage_error)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(storage_error)?;
+    }
+    Ok(())
 }
 
 fn random_id() -> Bytes<16> {

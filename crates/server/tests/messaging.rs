@@ -734,3 +734,17 @@ async fn log_entries_are_deleted_once_every_member_device_has_read_them() {
         entries.len()
     );
 }
+
+#[tokio::test]
+async fn device_state_files_are_private() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(&server, profiles.path(), &[("alice", "a"), ("bob", "b")]).await;
+    d[0].send_text("bob", "private").await.unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(profiles.path().join("a")).unwrap() {
+        let path = entry.unwrap().path();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+    }
+}
