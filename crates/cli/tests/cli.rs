@@ -274,26 +274,7 @@ fn bad_activation_code_is_refused_locally() {
 #[test]
 fn messaging_from_the_command_line() {
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("redoubt-data");
-    let server = ServerProcess::start(&data, "127.0.0.1:0");
-    let admin = profile(root.path(), "admin");
-    json_ok(
-        &admin,
-        &[
-            "enroll",
-            wait_for(&data.join("admin-activation.txt")).trim(),
-            "--json",
-        ],
-    );
-    for user in ["alice", "bob", "carol"] {
-        let added = json_ok(&admin, &["admin", "user", "add", user, "--json"]);
-        json_ok(
-            &profile(root.path(), user),
-            &["enroll", added["code"].as_str().unwrap(), "--json"],
-        );
-        // The first messaging command publishes the device's key packages.
-        json_ok(&profile(root.path(), user), &["group", "list", "--json"]);
-    }
+    let server = org_with_users(root.path(), &["alice", "bob", "carol"]);
     let (alice, bob, carol) = (
         profile(root.path(), "alice"),
         profile(root.path(), "bob"),
@@ -364,6 +345,32 @@ fn messaging_from_the_command_line() {
     }
 }
 
+/// Starts a server in `root`, enrols the admin and `users` (each with one device whose
+/// profile folder is named after the user) and lets each device publish its key packages.
+fn org_with_users(root: &Path, users: &[&str]) -> ServerProcess {
+    let data = root.join("redoubt-data");
+    let server = ServerProcess::start(&data, "127.0.0.1:0");
+    let admin = profile(root, "admin");
+    json_ok(
+        &admin,
+        &[
+            "enroll",
+            wait_for(&data.join("admin-activation.txt")).trim(),
+            "--json",
+        ],
+    );
+    for user in users {
+        let added = json_ok(&admin, &["admin", "user", "add", user, "--json"]);
+        json_ok(
+            &profile(root, user),
+            &["enroll", added["code"].as_str().unwrap(), "--json"],
+        );
+        // The first messaging command publishes the device's key packages.
+        json_ok(&profile(root, user), &["group", "list", "--json"]);
+    }
+    server
+}
+
 /// Runs tmux on a private socket, so tests never touch a user's own tmux server.
 struct Tmux {
     socket: String,
@@ -414,25 +421,7 @@ impl Drop for Tmux {
 #[test]
 fn chat_ui_in_a_real_terminal() {
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("redoubt-data");
-    let server = ServerProcess::start(&data, "127.0.0.1:0");
-    let admin = profile(root.path(), "admin");
-    json_ok(
-        &admin,
-        &[
-            "enroll",
-            wait_for(&data.join("admin-activation.txt")).trim(),
-            "--json",
-        ],
-    );
-    for user in ["alice", "bob"] {
-        let added = json_ok(&admin, &["admin", "user", "add", user, "--json"]);
-        json_ok(
-            &profile(root.path(), user),
-            &["enroll", added["code"].as_str().unwrap(), "--json"],
-        );
-        json_ok(&profile(root.path(), user), &["group", "list", "--json"]);
-    }
+    let server = org_with_users(root.path(), &["alice", "bob"]);
     let (alice, bob) = (profile(root.path(), "alice"), profile(root.path(), "bob"));
     json_ok(&alice, &["group", "create", "ops", "--members", "bob", "--json"]);
     json_ok(&alice, &["send", "ops", "first message", "--json"]);

@@ -944,11 +944,16 @@ impl Messenger {
                             continue;
                         };
                         match AppBody::decode(app.data()) {
-                            Ok(AppBody::Text { text, sent_at_unix_s }) => {
+                            Ok(body @ (AppBody::Text { .. } | AppBody::Attachment(_))) => {
                                 report.messages += 1;
                                 if sender.body().user != self.user {
                                     delivered.push(entry.seq);
                                 }
+                                let (text, sent_at_unix_s, attachment) = match body {
+                                    AppBody::Attachment(a) => (describe(&a), a.sent_at_unix_s, Some(a)),
+                                    AppBody::Text { text, sent_at_unix_s } => (text, sent_at_unix_s, None),
+                                    _ => continue,
+                                };
                                 self.store_message(
                                     group_id,
                                     &StoredMessage {
@@ -958,25 +963,7 @@ impl Messenger {
                                         sent_at_unix_s,
                                         server_time_unix_s: entry.server_time_unix_s,
                                         text,
-                                        attachment: None,
-                                    },
-                                )?;
-                            }
-                            Ok(AppBody::Attachment(attachment)) => {
-                                report.messages += 1;
-                                if sender.body().user != self.user {
-                                    delivered.push(entry.seq);
-                                }
-                                self.store_message(
-                                    group_id,
-                                    &StoredMessage {
-                                        seq: entry.seq,
-                                        sender_user: sender.body().user.clone(),
-                                        sender_device: sender.body().device_id,
-                                        sent_at_unix_s: attachment.sent_at_unix_s,
-                                        server_time_unix_s: entry.server_time_unix_s,
-                                        text: describe(&attachment),
-                                        attachment: Some(attachment),
+                                        attachment,
                                     },
                                 )?;
                             }

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::State;
 use crate::api::Authenticated;
+use crate::delivery::require_member;
 use crate::error::ApiError;
 
 /// Uploads one session may have open at once.
@@ -66,16 +67,6 @@ struct Upload {
 #[derive(Debug, Default)]
 pub(crate) struct Uploads {
     open: HashMap<BlobId, Upload>,
-}
-
-async fn require_member(state: &State, group: &GroupId, who: &Authenticated) -> Result<(), ApiError> {
-    match state.store.membership(group, &who.device_id).await? {
-        Some(membership) if membership.is_current() => Ok(()),
-        _ => Err(ApiError::new(
-            ErrorCode::NotAMember,
-            "this device is not a member of that group",
-        )),
-    }
 }
 
 fn expected_chunks(bytes_total: u64) -> u64 {

@@ -260,7 +260,12 @@ pub(crate) async fn create_group(
     Ok(group_id)
 }
 
-async fn require_member(state: &State, group: &GroupId, who: &Authenticated) -> Result<(), ApiError> {
+/// Refuses devices that are not current members of the group.
+pub(crate) async fn require_member(
+    state: &State,
+    group: &GroupId,
+    who: &Authenticated,
+) -> Result<(), ApiError> {
     match state.store.membership(group, &who.device_id).await? {
         Some(membership) if membership.is_current() => Ok(()),
         _ => Err(ApiError::new(
