@@ -190,124 +190,6 @@ impl SqliteStore {
         row.as_ref().map(membership_from_row).transpose()
     }
 
-    pub(crate) async fn append_impl(
-        &self,
-        entry: &NewLogEntry<'_>,
-        transition: Option<&GroupTransition>,
-    ) -> Result<Appended, AppendError> {
-        let group_id = entry.group.as_bytes().as_slice();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(backend_error)?;
-        let existing: Option<i64> = sqlx::query_scalar(
-            "SELECT seq FROM group_log WHERE group_id = ? AND sender = ? AND client_message_id = ?",
-        )
-        .bind(group_id)
-        .bind(entry.sender.as_bytes().as_slice())
-        .bind(entry.client_message_id.as_slice())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend_error)?;
-        if let Some(seq) = existing {
-            return Ok(Appended {
-                seq: seq_from_db(seq)?,
-                duplicate: true,
-            });
-        }
-        let row = sqlx::query("SELECT epoch, last_seq FROM groups WHERE id = ?")
-            .bind(group_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend_error)?
-            .ok_or(AppendError::UnknownGroup)?;
-        let epoch = seq_from_db(get(&row, "epoch")?)?;
-        let seq = seq_from_db(get(&row, "last_seq")?)? + 1;
-        if let Some(transition) = transition
-            && transition.expected_epoch != epoch
-        {
-            return Err(AppendError::EpochConflict {
-                expected: transition.expected_epoch,
-                current: epoch,
-            });
-        }
-        sqlx::query(
-            "INSERT INTO group_log (group_id, seq, sender, client_message_id, message, created_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(group_id)
-        .bind(seq_to_db(seq)?)
-        .bind(entry.sender.as_bytes().as_slice())
-        .bind(entry.client_message_id.as_slice())
-        .bind(entry.message)
-        .bind(entry.created_at_unix_s)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend_error)?;
-        match transition {
-            None => {
-                sqlx::query("UPDATE groups SET last_seq = ? WHERE id = ?")
-                    .bind(seq_to_db(seq)?)
-                    .bind(group_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend_error)?;
-            }
-            Some(transition) => {
-                sqlx::query("UPDATE groups SET last_seq = ?, epoch = ?, state = ? WHERE id = ?")
-                    .bind(seq_to_db(seq)?)
-                    .bind(seq_to_db(transition.epoch)?)
-                    .bind(transition.state.as_slice())
-                    .bind(group_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend_error)?;
-                for device in &transition.added {
-                    sqlx::query(
-                        "INSERT INTO group_members (group_id, device_id, joined_seq) VALUES (?, ?, ?)
-                         ON CONFLICT (group_id, device_id)
-                         DO UPDATE SET joined_seq = excluded.joined_seq, removed_seq = NULL",
-                    )
-                    .bind(group_id)
-                    .bind(device.as_bytes().as_slice())
-                    .bind(seq_to_db(seq)?)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| insert_error(e, "group member", "device"))?;
-                    if let Some(welcome) = &transition.welcome {
-                        sqlx::query(
-                            "INSERT INTO inbox (device_id, group_id, welcome, joined_seq) VALUES (?, ?, ?, ?)",
-                        )
-                        .bind(device.as_bytes().as_slice())
-                        .bind(group_id)
-                        .bind(welcome.as_slice())
-                        .bind(seq_to_db(seq)?)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(backend_error)?;
-                    }
-                }
-                for device in &transition.removed {
-                    sqlx::query(
-                        "UPDATE group_members SET removed_seq = ? WHERE group_id = ? AND device_id = ?",
-                    )
-                    .bind(seq_to_db(seq)?)
-                    .bind(group_id)
-                    .bind(device.as_bytes().as_slice())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend_error)?;
-                }
-            }
-        }
-        tx.commit().await.map_err(backend_error)?;
-        Ok(Appended {
-            seq,
-            duplicate: false,
-        })
-    }
-
     pub(crate) async fn find_submission_impl(
         &self,
         group: &GroupId,
@@ -531,5 +413,195 @@ impl SqliteStore {
                     .map_err(|_| corrupt("blob id"))
             })
             .collect()
+    }
+}
+
+/// One append inside the caller's transaction (see [`appender`]).
+async fn append_in(
+    conn: &mut sqlx::SqliteConnection,
+    entry: &NewLogEntry<'_>,
+    transition: Option<&GroupTransition>,
+) -> Result<Appended, AppendError> {
+    let group_id = entry.group.as_bytes().as_slice();
+    let existing: Option<i64> = sqlx::query_scalar(
+        "SELECT seq FROM group_log WHERE group_id = ? AND sender = ? AND client_message_id = ?",
+    )
+    .bind(group_id)
+    .bind(entry.sender.as_bytes().as_slice())
+    .bind(entry.client_message_id.as_slice())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend_error)?;
+    if let Some(seq) = existing {
+        return Ok(Appended {
+            seq: seq_from_db(seq)?,
+            duplicate: true,
+        });
+    }
+    let row = sqlx::query("SELECT epoch, last_seq FROM groups WHERE id = ?")
+        .bind(group_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend_error)?
+        .ok_or(AppendError::UnknownGroup)?;
+    let epoch = seq_from_db(get(&row, "epoch")?)?;
+    let seq = seq_from_db(get(&row, "last_seq")?)? + 1;
+    if let Some(transition) = transition
+        && transition.expected_epoch != epoch
+    {
+        return Err(AppendError::EpochConflict {
+            expected: transition.expected_epoch,
+            current: epoch,
+        });
+    }
+    sqlx::query(
+        "INSERT INTO group_log (group_id, seq, sender, client_message_id, message, created_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(group_id)
+    .bind(seq_to_db(seq)?)
+    .bind(entry.sender.as_bytes().as_slice())
+    .bind(entry.client_message_id.as_slice())
+    .bind(entry.message)
+    .bind(entry.created_at_unix_s)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend_error)?;
+    match transition {
+        None => {
+            sqlx::query("UPDATE groups SET last_seq = ? WHERE id = ?")
+                .bind(seq_to_db(seq)?)
+                .bind(group_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend_error)?;
+        }
+        Some(transition) => {
+            sqlx::query("UPDATE groups SET last_seq = ?, epoch = ?, state = ? WHERE id = ?")
+                .bind(seq_to_db(seq)?)
+                .bind(seq_to_db(transition.epoch)?)
+                .bind(transition.state.as_slice())
+                .bind(group_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(backend_error)?;
+            for device in &transition.added {
+                sqlx::query(
+                    "INSERT INTO group_members (group_id, device_id, joined_seq) VALUES (?, ?, ?)
+                     ON CONFLICT (group_id, device_id)
+                     DO UPDATE SET joined_seq = excluded.joined_seq, removed_seq = NULL",
+                )
+                .bind(group_id)
+                .bind(device.as_bytes().as_slice())
+                .bind(seq_to_db(seq)?)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| insert_error(e, "group member", "device"))?;
+                if let Some(welcome) = &transition.welcome {
+                    sqlx::query(
+                        "INSERT INTO inbox (device_id, group_id, welcome, joined_seq) VALUES (?, ?, ?, ?)",
+                    )
+                    .bind(device.as_bytes().as_slice())
+                    .bind(group_id)
+                    .bind(welcome.as_slice())
+                    .bind(seq_to_db(seq)?)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend_error)?;
+                }
+            }
+            for device in &transition.removed {
+                sqlx::query("UPDATE group_members SET removed_seq = ? WHERE group_id = ? AND device_id = ?")
+                    .bind(seq_to_db(seq)?)
+                    .bind(group_id)
+                    .bind(device.as_bytes().as_slice())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend_error)?;
+            }
+        }
+    }
+    Ok(Appended {
+        seq,
+        duplicate: false,
+    })
+}
+
+/// Appends waiting together are written in one transaction (group commit): with
+/// `synchronous = FULL` the fsync dominates, so many devices' messages share one. Each
+/// append runs under its own savepoint, so one failing (an epoch conflict) leaves the
+/// others; nothing is acknowledged before the transaction is durable.
+pub(crate) struct AppendJob {
+    pub entry: OwnedLogEntry,
+    pub transition: Option<GroupTransition>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// A log entry that owns its message, to cross to the appender task.
+pub(crate) struct OwnedLogEntry {
+    pub group: GroupId,
+    pub sender: DeviceId,
+    pub client_message_id: [u8; 16],
+    pub message: Vec<u8>,
+    pub created_at_unix_s: i64,
+}
+
+/// Appends written in one transaction at most.
+const APPEND_BATCH_MAX: usize = 256;
+
+pub(crate) async fn appender(pool: sqlx::SqlitePool, mut jobs: tokio::sync::mpsc::Receiver<AppendJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < APPEND_BATCH_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = append_batch(&pool, &batch).await;
+        for (job, result) in batch.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+fn failed_all(batch: &[AppendJob], error: &sqlx::Error) -> Vec<Result<Appended, AppendError>> {
+    batch
+        .iter()
+        .map(|_| Err(AppendError::Store(StoreError::Backend(error.to_string()))))
+        .collect()
+}
+
+async fn append_batch(pool: &sqlx::SqlitePool, batch: &[AppendJob]) -> Vec<Result<Appended, AppendError>> {
+    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(error) => return failed_all(batch, &error),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        if let Err(error) = sqlx::query("SAVEPOINT append").execute(&mut *tx).await {
+            return failed_all(batch, &error);
+        }
+        let entry = NewLogEntry {
+            group: job.entry.group,
+            sender: job.entry.sender,
+            client_message_id: job.entry.client_message_id,
+            message: &job.entry.message,
+            created_at_unix_s: job.entry.created_at_unix_s,
+        };
+        let result = append_in(&mut tx, &entry, job.transition.as_ref()).await;
+        let end = if matches!(result, Ok(Appended { duplicate: false, .. })) {
+            "RELEASE append"
+        } else {
+            "ROLLBACK TO append; RELEASE append"
+        };
+        if let Err(error) = sqlx::raw_sql(end).execute(&mut *tx).await {
+            return failed_all(batch, &error);
+        }
+        results.push(result);
+    }
+    match tx.commit().await {
+        Ok(()) => results,
+        Err(error) => failed_all(batch, &error),
     }
 }

@@ -24,12 +24,16 @@ use sqlx::sqlite::{
 
 /// Connections in the pool. SQLite has one writer; readers proceed in parallel under WAL.
 const POOL_CONNECTIONS_MAX: u32 = 4;
+/// Appends waiting for the group-commit task; callers wait beyond this (backpressure).
+const APPEND_QUEUE_MAX: usize = 1024;
 /// How long a writer waits for the lock before failing.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// Feeds the group-commit appender task.
+    appends: tokio::sync::mpsc::Sender<delivery::AppendJob>,
 }
 
 pub(crate) fn backend_error(error: sqlx::Error) -> StoreError {
@@ -71,7 +75,9 @@ impl SqliteStore {
             .map_err(backend_error)?;
         restrict_permissions(path)?;
         migrate::run(&pool, unix_now()).await?;
-        Ok(Self { pool })
+        let (appends, jobs) = tokio::sync::mpsc::channel(APPEND_QUEUE_MAX);
+        tokio::spawn(delivery::appender(pool.clone(), jobs));
+        Ok(Self { pool, appends })
     }
 
     /// Runs SQLite's own consistency check; `Ok(())` when it reports "ok".
@@ -507,7 +513,21 @@ impl Store for SqliteStore {
         entry: &NewLogEntry<'_>,
         transition: Option<&GroupTransition>,
     ) -> Result<Appended, AppendError> {
-        self.append_impl(entry, transition).await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = delivery::AppendJob {
+            entry: delivery::OwnedLogEntry {
+                group: entry.group,
+                sender: entry.sender,
+                client_message_id: entry.client_message_id,
+                message: entry.message.to_vec(),
+                created_at_unix_s: entry.created_at_unix_s,
+            },
+            transition: transition.cloned(),
+            reply,
+        };
+        let closed = || AppendError::Store(StoreError::Backend("the store is closed".into()));
+        self.appends.send(job).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     async fn find_submission(

@@ -39,6 +39,7 @@ macro_rules! store_conformance_tests {
             commits_move_membership_and_fill_inboxes,
             blobs_are_created_completed_and_deleted,
             logs_are_pruned_once_acknowledged_or_expired,
+            concurrent_appends_are_dense_ordered_and_one_commit_wins,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {
@@ -714,4 +715,56 @@ pub async fn logs_are_pruned_once_acknowledged_or_expired(store: &impl Store) {
     assert!(store.log_entries(&gid, 0, 10).await.unwrap().is_empty());
     // Sequence numbers continue after pruning.
     assert_eq!(store.append(&entry(1, 1, 9, b"next"), None).await.unwrap().seq, 5);
+}
+
+pub async fn concurrent_appends_are_dense_ordered_and_one_commit_wins(store: &impl Store) {
+    two_users_three_devices(store).await;
+    store.create_group(&group(1), &dev(1)).await.unwrap();
+    store.create_group(&group(2), &dev(1)).await.unwrap();
+    let commit = GroupTransition {
+        expected_epoch: 0,
+        epoch: 1,
+        state: vec![1],
+        added: vec![],
+        removed: vec![],
+        welcome: None,
+    };
+    let messages: Vec<Vec<u8>> = (0..60u8).map(|i| vec![i]).collect();
+    let appends: Vec<_> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let group_id = if i % 2 == 0 { 1 } else { 2 };
+            // Every tenth append is a commit for epoch 0 of group 1: only one may win.
+            let transition = (i % 10 == 0).then(|| commit.clone());
+            let entry = entry(group_id, 1, i as u8, message);
+            async move { (group_id, store.append(&entry, transition.as_ref()).await) }
+        })
+        .collect();
+    let results = futures_join_all(appends).await;
+    let won = results.iter().filter(|(g, r)| *g == 1 && r.is_ok()).count();
+    let conflicts = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Err(AppendError::EpochConflict { .. })))
+        .count();
+    assert_eq!(conflicts, 5, "six commits raced for epoch 0, one won");
+    assert_eq!(won, 30 - conflicts);
+    for (group_id, expected) in [(1u8, 25u64), (2, 30)] {
+        let seqs: Vec<u64> = store
+            .log_entries(&GroupId::from([group_id; 32]), 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=expected).collect::<Vec<_>>(),
+            "group {group_id}: dense and ordered"
+        );
+    }
+    assert_eq!(
+        store.group(&GroupId::from([1; 32])).await.unwrap().unwrap().epoch,
+        1
+    );
 }
