@@ -56,6 +56,10 @@ const KEY_PACKAGES_LOW: u32 = 10;
 const KEY_PACKAGES_BATCH: usize = 30;
 /// Log entries asked for per fetch.
 const FETCH_LIMIT: u32 = 200;
+/// Attempts at one repeatable request before its error is returned.
+const CALL_ATTEMPTS_MAX: u32 = 5;
+/// Reconnection attempts (with backoff: about 2 minutes in all) during one request.
+const RECONNECT_ATTEMPTS_MAX: u32 = 8;
 /// Attempts at a commit or message before giving up on repeated epoch conflicts.
 const CONFLICT_RETRIES_MAX: usize = 8;
 
@@ -244,15 +248,19 @@ impl Messenger {
         key_packages: Vec<Vec<u8>>,
         last_resort: Option<Vec<u8>>,
     ) -> Result<u32, ClientError> {
-        match self
-            .session
-            .connection()
-            .call(Request::KeyPackagesPublish {
-                key_packages,
-                last_resort,
-            })
-            .await?
-        {
+        // Publishing nothing only asks how many remain: safe to repeat. Publishing packages
+        // is not (a repeat would add them twice), so it is sent once.
+        let query = key_packages.is_empty() && last_resort.is_none();
+        let request = Request::KeyPackagesPublish {
+            key_packages,
+            last_resort,
+        };
+        let response = if query {
+            self.call_repeatable(request).await?
+        } else {
+            self.session.connection().call(request).await?
+        };
+        match response {
             Response::KeyPackagesPublished { available } => Ok(available),
             _ => Err(ClientError::Protocol(
                 "unexpected response to KeyPackagesPublish".into(),
@@ -366,13 +374,32 @@ impl Messenger {
         Ok(members)
     }
 
+    /// Sends a request that is safe to repeat (reads, acknowledgements, and submissions,
+    /// which carry a client message id). If the connection breaks — the answer may be lost
+    /// even though the server acted — it reconnects and sends the very same request again;
+    /// busy or rate-limited answers are retried after a pause. Attempts are bounded.
+    async fn call_repeatable(&mut self, request: Request) -> Result<Response, ClientError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.session.connection().call(request.clone()).await {
+                Err(error) if error.is_transient() && attempt < CALL_ATTEMPTS_MAX => {
+                    tracing::info!(%error, attempt, "request not confirmed; repeating it");
+                    if matches!(error, ClientError::Connect { .. }) {
+                        self.reconnect(RECONNECT_ATTEMPTS_MAX, |_, _| {}).await?;
+                    } else {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Submits to a group's log; a repeat after a lost answer returns the first sequence
+    /// number (the server deduplicates by client message id), so a retry never duplicates.
     async fn submit(&mut self, submit: GroupSubmit) -> Result<u64, ClientError> {
-        match self
-            .session
-            .connection()
-            .call(Request::GroupSubmit(submit))
-            .await?
-        {
+        match self.call_repeatable(Request::GroupSubmit(submit)).await? {
             Response::Submitted { seq, .. } => Ok(seq),
             _ => Err(ClientError::Protocol("unexpected response to GroupSubmit".into())),
         }
@@ -528,9 +555,7 @@ impl Messenger {
         drop(group);
         let users: Vec<UserName> = users.into_iter().collect();
         let devices = match self
-            .session
-            .connection()
-            .call(Request::UserDevices { users: users.clone() })
+            .call_repeatable(Request::UserDevices { users: users.clone() })
             .await?
         {
             Response::UserDevices(devices) => devices,
@@ -841,7 +866,7 @@ impl Messenger {
     /// Joins groups from the inbox, then processes every group's new log entries.
     pub async fn sync(&mut self) -> Result<SyncReport, ClientError> {
         let mut report = SyncReport::default();
-        let items = match self.session.connection().call(Request::InboxFetch).await? {
+        let items = match self.call_repeatable(Request::InboxFetch).await? {
             Response::Inbox(items) => items,
             _ => return Err(ClientError::Protocol("unexpected response to InboxFetch".into())),
         };
@@ -875,10 +900,7 @@ impl Messenger {
             }
         }
         if !handled.is_empty() {
-            self.session
-                .connection()
-                .call(Request::InboxAck { ids: handled })
-                .await?;
+            self.call_repeatable(Request::InboxAck { ids: handled }).await?;
         }
         for conversation in self.conversations()? {
             if !conversation.removed {
@@ -910,7 +932,7 @@ impl Messenger {
                 after_seq: conversation.cursor,
                 limit: FETCH_LIMIT,
             };
-            let (entries, last_seq) = match self.session.connection().call(request).await? {
+            let (entries, last_seq) = match self.call_repeatable(request).await? {
                 Response::GroupEntries { entries, last_seq } => (entries, last_seq),
                 _ => return Err(ClientError::Protocol("unexpected response to GroupFetch".into())),
             };
@@ -1024,13 +1046,11 @@ impl Messenger {
             .load_conversation(group_id)?
             .map_or(start_cursor, |c| c.cursor);
         if cursor > start_cursor {
-            self.session
-                .connection()
-                .call(Request::GroupAck {
-                    group_id: *group_id,
-                    seq: cursor,
-                })
-                .await?;
+            self.call_repeatable(Request::GroupAck {
+                group_id: *group_id,
+                seq: cursor,
+            })
+            .await?;
         }
         Ok(report)
     }
