@@ -7,6 +7,19 @@ use redoubt_client::{ClientError, Conversation, MemberDevice, Profile, Receipts,
 use redoubt_proto::{DeviceSummary, IssuedActivationCode, SessionInfo, UserSummary};
 use serde_json::json;
 
+/// `println!` that ends the process quietly when stdout is a closed pipe
+/// (`redoubt read | head`), as command-line tools do, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout(), $($arg)*) {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 pub(crate) struct Output {
     json: bool,
 }
@@ -45,16 +58,16 @@ fn qr(text: &str) -> Option<String> {
 
 /// An activation code, indented on its own line, then (optionally) as a QR code.
 fn print_code(code: &str, draw_qr: bool) {
-    println!();
-    println!("    {code}");
-    println!();
+    say!();
+    say!("    {code}");
+    say!();
     if let Some(qr) = qr(code).filter(|_| draw_qr) {
-        println!("{qr}");
+        say!("{qr}");
     }
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    say!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 /// A one-line progress report on stderr for uploads and downloads (silent with `--json`
@@ -109,7 +122,7 @@ impl Output {
                 &json!({ "name": name, "bytes": bytes, "out": path.display().to_string(), "verified": true }),
             );
         } else {
-            println!(
+            say!(
                 "Saved {name} ({bytes} bytes, SHA-256 verified) to {}.",
                 path.display()
             );
@@ -147,21 +160,21 @@ impl Output {
             }));
             return;
         }
-        println!("Redoubt initialised its data folder {}.", data.display());
-        println!();
-        println!(
+        say!("Redoubt initialised its data folder {}.", data.display());
+        say!();
+        say!(
             "First admin activation code (valid until {}, single use):",
             time(code.expires_at_unix_s)
         );
         print_code(&code.code, draw_qr);
-        println!("It is also in {} (readable only by you).", file.display());
-        println!("Enrol the admin's device with:");
-        println!();
-        println!(
+        say!("It is also in {} (readable only by you).", file.display());
+        say!("Enrol the admin's device with:");
+        say!();
+        say!(
             "    redoubt --profile ./admin enroll \"$(cat {})\" --name \"admin laptop\"",
             file.display()
         );
-        println!();
+        say!();
     }
 
     pub(crate) fn enrolled(&self, profile: &Profile) {
@@ -178,16 +191,19 @@ impl Output {
                 "certificate_expires_at": time(body.not_after_unix_s),
             }));
         } else {
-            println!(
+            say!(
                 "Enrolled \"{}\" as a device of {} in {} (server {}).",
-                body.device_name, body.user, profile.org_name, profile.server
+                body.device_name,
+                body.user,
+                profile.org_name,
+                profile.server
             );
-            println!(
+            say!(
                 "Device id {}; certificate valid until {}.",
                 body.device_id,
                 time(body.not_after_unix_s)
             );
-            println!("Profile saved in {}.", profile.dir().display());
+            say!("Profile saved in {}.", profile.dir().display());
         }
     }
 
@@ -211,10 +227,10 @@ impl Output {
                 .as_ref()
                 .map(|d| format!(" ({d})"))
                 .unwrap_or_default();
-            println!("Organisation  {} ({})", info.org_name, info.org_id);
-            println!("User          {}{display}", info.user);
-            println!("Device        {} ({})", info.device_name, info.device_id);
-            println!(
+            say!("Organisation  {} ({})", info.org_name, info.org_id);
+            say!("User          {}{display}", info.user);
+            say!("Device        {} ({})", info.device_name, info.device_id);
+            say!(
                 "Roles         {}",
                 if roles.is_empty() {
                     "-".to_owned()
@@ -222,8 +238,8 @@ impl Output {
                     roles.join(", ")
                 }
             );
-            println!("Server        {}", profile.server);
-            println!("Session       authenticated");
+            say!("Server        {}", profile.server);
+            say!("Session       authenticated");
         }
     }
 
@@ -236,13 +252,13 @@ impl Output {
             }));
             return;
         }
-        println!(
+        say!(
             "Activation code for {} (valid until {}, single use):",
             issued.user,
             time(issued.expires_at_unix_s)
         );
         print_code(&issued.code, draw_qr);
-        println!("On the device: redoubt enroll CODE");
+        say!("On the device: redoubt enroll CODE");
     }
 
     pub(crate) fn users(&self, users: &[UserSummary]) {
@@ -262,13 +278,16 @@ impl Output {
             print_json(&json!(rows));
             return;
         }
-        println!(
+        say!(
             "{:<24} {:<28} {:<10} {:>7}  CREATED",
-            "USER", "NAME", "ROLES", "DEVICES"
+            "USER",
+            "NAME",
+            "ROLES",
+            "DEVICES"
         );
         for u in users {
             let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
-            println!(
+            say!(
                 "{:<24} {:<28} {:<10} {:>7}  {}",
                 u.user,
                 u.display_name.as_ref().map(|d| d.as_str()).unwrap_or("-"),
@@ -304,12 +323,16 @@ impl Output {
             print_json(&json!(rows));
             return;
         }
-        println!(
+        say!(
             "{:<32}  {:<16} {:<20} {:>6}  {:<20}  STATE",
-            "DEVICE", "USER", "NAME", "SERIAL", "LAST SEEN"
+            "DEVICE",
+            "USER",
+            "NAME",
+            "SERIAL",
+            "LAST SEEN"
         );
         for d in devices {
-            println!(
+            say!(
                 "{:<32}  {:<16} {:<20} {:>6}  {:<20}  {}",
                 d.device_id,
                 d.user,
@@ -334,7 +357,7 @@ impl Output {
                 "id": conversation.message_id(seq),
             }));
         } else {
-            println!(
+            say!(
                 "Sent to {} (message {}-{seq}).",
                 conversation.name,
                 &conversation.group_id.to_string()[..8]
@@ -355,7 +378,7 @@ impl Output {
         };
         if self.json {
             for (m, receipts) in messages {
-                println!(
+                say!(
                     "{}",
                     json!({
                         "conversation": conversation.name,
@@ -381,7 +404,7 @@ impl Output {
             } else {
                 ""
             };
-            println!("== {}{state} ==", conversation.name);
+            say!("== {}{state} ==", conversation.name);
         }
         for (m, receipts) in messages {
             let device = m.sender_device.to_string();
@@ -392,7 +415,7 @@ impl Output {
             } else {
                 String::new()
             };
-            println!(
+            say!(
                 "[{}] {} ({}): {}  #{}{state}",
                 time(m.sent_at_unix_s),
                 m.sender_user,
@@ -413,7 +436,7 @@ impl Output {
             }));
         } else {
             let users: std::collections::BTreeSet<&str> = members.iter().map(|m| m.user.as_str()).collect();
-            println!(
+            say!(
                 "Group {} {what}: {} devices of {}.",
                 conversation.name,
                 members.len(),
@@ -442,7 +465,7 @@ impl Output {
             print_json(&json!(rows));
             return;
         }
-        println!("{:<24} {:<8} {:>7}  USERS", "CONVERSATION", "KIND", "DEVICES");
+        say!("{:<24} {:<8} {:>7}  USERS", "CONVERSATION", "KIND", "DEVICES");
         for (c, members) in rows {
             let users: std::collections::BTreeSet<&str> = members.iter().map(|m| m.user.as_str()).collect();
             let kind = if c.removed {
@@ -453,7 +476,7 @@ impl Output {
                 "group"
             };
             let users: Vec<&str> = users.into_iter().collect();
-            println!(
+            say!(
                 "{:<24} {:<8} {:>7}  {}",
                 c.name,
                 kind,
@@ -479,9 +502,9 @@ impl Output {
             print_json(&json!({ "conversation": conversation.name, "members": rows }));
             return;
         }
-        println!("Members of {}:", conversation.name);
+        say!("Members of {}:", conversation.name);
         for m in members {
-            println!(
+            say!(
                 "  {:<16} {:<20} {}  certificate SHA-256 {}",
                 m.user,
                 m.device_name,

@@ -479,3 +479,31 @@ fn chat_ui_in_a_real_terminal() {
     }
     server.terminate();
 }
+
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    // `redoubt server ... | head -1`: the reader goes away before the first-run banner is
+    // printed; the command must end like a Unix tool, not panic.
+    let root = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["server", "--data"])
+        .arg(root.path().join("data"))
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the server kept running with its stdout closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+}
