@@ -653,26 +653,14 @@ impl Messenger {
     /// Sends a text message to a conversation (by name), or to a user: a direct
     /// conversation is created on first use.
     pub async fn send_text(&mut self, target: &str, text: &str) -> Result<(Conversation, u64), ClientError> {
-        self.sync().await?;
-        let conversation = self.resolve_or_create(target).await?;
+        let conversation = self.prepare_send(target).await?;
         let sent_at = unix_now();
         let body = AppBody::Text {
             text: text.to_owned(),
             sent_at_unix_s: sent_at,
         };
         let seq = self.send_body(&conversation.group_id, &body).await?;
-        self.store_message(
-            &conversation.group_id,
-            &StoredMessage {
-                seq,
-                sender_user: self.user.clone(),
-                sender_device: self.device_id,
-                sent_at_unix_s: sent_at,
-                server_time_unix_s: sent_at,
-                text: text.to_owned(),
-                attachment: None,
-            },
-        )?;
+        self.store_own_message(&conversation.group_id, seq, sent_at, text.to_owned(), None)?;
         Ok((conversation, seq))
     }
 
@@ -701,8 +689,7 @@ impl Messenger {
     ) -> Result<(Conversation, u64), ClientError> {
         use sha2::Digest;
         use tokio::io::AsyncReadExt;
-        self.sync().await?;
-        let conversation = self.resolve_or_create(target).await?;
+        let conversation = self.prepare_send(target).await?;
         let attachment_error =
             |e: std::io::Error| ClientError::Attachment(format!("{}: {e}", path.display()));
         let mut file = tokio::fs::File::open(path).await.map_err(attachment_error)?;
@@ -771,18 +758,8 @@ impl Messenger {
         let seq = self
             .send_body(&conversation.group_id, &AppBody::Attachment(attachment.clone()))
             .await?;
-        self.store_message(
-            &conversation.group_id,
-            &StoredMessage {
-                seq,
-                sender_user: self.user.clone(),
-                sender_device: self.device_id,
-                sent_at_unix_s: sent_at,
-                server_time_unix_s: sent_at,
-                text: describe(&attachment),
-                attachment: Some(attachment),
-            },
-        )?;
+        let text = describe(&attachment);
+        self.store_own_message(&conversation.group_id, seq, sent_at, text, Some(attachment))?;
         Ok((conversation, seq))
     }
 
@@ -863,9 +840,9 @@ impl Messenger {
         }
     }
 
-    /// Joins groups from the inbox, then processes every group's new log entries.
-    pub async fn sync(&mut self) -> Result<SyncReport, ClientError> {
-        let mut report = SyncReport::default();
+    /// Joins the groups whose Welcomes wait in the inbox; returns their ids.
+    async fn join_from_inbox(&mut self, report: &mut SyncReport) -> Result<Vec<GroupId>, ClientError> {
+        let mut joined_groups = Vec::new();
         let items = match self.call_repeatable(Request::InboxFetch).await? {
             Response::Inbox(items) => items,
             _ => return Err(ClientError::Protocol("unexpected response to InboxFetch".into())),
@@ -885,6 +862,7 @@ impl Messenger {
             match joined {
                 Ok(_) => {
                     report.joined += 1;
+                    joined_groups.push(item.group_id);
                     self.save_conversation(&Conversation {
                         group_id: item.group_id,
                         name: item.group_id.to_string()[..12].to_owned(),
@@ -902,6 +880,46 @@ impl Messenger {
         if !handled.is_empty() {
             self.call_repeatable(Request::InboxAck { ids: handled }).await?;
         }
+        Ok(joined_groups)
+    }
+
+    /// Brings a send up to date cheaply: joins new groups (reading them, so their names are
+    /// known), then processes only the target conversation's log.
+    async fn prepare_send(&mut self, target: &str) -> Result<Conversation, ClientError> {
+        let mut report = SyncReport::default();
+        for group in self.join_from_inbox(&mut report).await? {
+            self.sync_group(&group).await?;
+        }
+        let conversation = self.resolve_or_create(target).await?;
+        self.sync_group(&conversation.group_id).await?;
+        Ok(conversation)
+    }
+
+    /// Keeps this device's own message in its local store.
+    fn store_own_message(
+        &self,
+        group: &GroupId,
+        seq: u64,
+        sent_at_unix_s: i64,
+        text: String,
+        attachment: Option<redoubt_mls::Attachment>,
+    ) -> Result<(), ClientError> {
+        let message = StoredMessage {
+            seq,
+            sender_user: self.user.clone(),
+            sender_device: self.device_id,
+            sent_at_unix_s,
+            server_time_unix_s: sent_at_unix_s,
+            text,
+            attachment,
+        };
+        self.store_message(group, &message)
+    }
+
+    /// Joins groups from the inbox, then processes every group's new log entries.
+    pub async fn sync(&mut self) -> Result<SyncReport, ClientError> {
+        let mut report = SyncReport::default();
+        self.join_from_inbox(&mut report).await?;
         for conversation in self.conversations()? {
             if !conversation.removed {
                 let group_report = self.sync_group(&conversation.group_id).await?;

@@ -196,16 +196,8 @@ impl SqliteStore {
         sender: &DeviceId,
         client_message_id: &[u8; 16],
     ) -> Result<Option<u64>> {
-        let seq: Option<i64> = sqlx::query_scalar(
-            "SELECT seq FROM group_log WHERE group_id = ? AND sender = ? AND client_message_id = ?",
-        )
-        .bind(group.as_bytes().as_slice())
-        .bind(sender.as_bytes().as_slice())
-        .bind(client_message_id.as_slice())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend_error)?;
-        seq.map(seq_from_db).transpose()
+        let mut conn = self.pool.acquire().await.map_err(backend_error)?;
+        submission_seq(&mut conn, group, sender, client_message_id).await
     }
 
     pub(crate) async fn log_entries_impl(
@@ -416,6 +408,25 @@ impl SqliteStore {
     }
 }
 
+/// The sequence number an earlier append by `sender` with this client message id got.
+async fn submission_seq(
+    conn: &mut sqlx::SqliteConnection,
+    group: &GroupId,
+    sender: &DeviceId,
+    client_message_id: &[u8; 16],
+) -> Result<Option<u64>> {
+    let seq: Option<i64> = sqlx::query_scalar(
+        "SELECT seq FROM group_log WHERE group_id = ? AND sender = ? AND client_message_id = ?",
+    )
+    .bind(group.as_bytes().as_slice())
+    .bind(sender.as_bytes().as_slice())
+    .bind(client_message_id.as_slice())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend_error)?;
+    seq.map(seq_from_db).transpose()
+}
+
 /// One append inside the caller's transaction (see [`appender`]).
 async fn append_in(
     conn: &mut sqlx::SqliteConnection,
@@ -423,20 +434,9 @@ async fn append_in(
     transition: Option<&GroupTransition>,
 ) -> Result<Appended, AppendError> {
     let group_id = entry.group.as_bytes().as_slice();
-    let existing: Option<i64> = sqlx::query_scalar(
-        "SELECT seq FROM group_log WHERE group_id = ? AND sender = ? AND client_message_id = ?",
-    )
-    .bind(group_id)
-    .bind(entry.sender.as_bytes().as_slice())
-    .bind(entry.client_message_id.as_slice())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(backend_error)?;
+    let existing = submission_seq(conn, &entry.group, &entry.sender, &entry.client_message_id).await?;
     if let Some(seq) = existing {
-        return Ok(Appended {
-            seq: seq_from_db(seq)?,
-            duplicate: true,
-        });
+        return Ok(Appended { seq, duplicate: true });
     }
     let row = sqlx::query("SELECT epoch, last_seq FROM groups WHERE id = ?")
         .bind(group_id)
