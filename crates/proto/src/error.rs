@@ -96,6 +96,15 @@ error_codes! {
     NotAMember = 24, "not_a_member";
     /// A per-device limit (key packages, inbox) is full.
     LimitReached = 25, "limit_reached";
+    /// The organisation's policy changed: fetch it (`PolicyFetch`), apply it and acknowledge
+    /// it (`PolicyAck`). Until then only those requests and remote commands are served.
+    PolicyRefreshRequired = 26, "policy_refresh_required";
+    /// This new device waits for approval from another device of the same user.
+    DeviceApprovalRequired = 27, "device_approval_required";
+    /// The organisation's policy does not allow this (attachments, number of devices).
+    PolicyViolation = 28, "policy_violation";
+    /// A remote wipe waits for this device: fetch and acknowledge commands.
+    CommandPending = 29, "command_pending";
 }
 
 impl fmt::Display for ErrorCode {

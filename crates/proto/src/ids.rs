@@ -15,6 +15,10 @@ pub enum IdError {
         "user name must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
     )]
     UserName,
+    #[error(
+        "group name must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+    )]
+    GroupName,
     #[error("{what} must be 1 to {max} characters with no control characters")]
     Text { what: &'static str, max: usize },
     #[error("identifier must be {expected} hexadecimal digits")]
@@ -69,6 +73,49 @@ impl fmt::Display for UserName {
 }
 
 impl fmt::Debug for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// A directory group of users (`finance`, `field-staff`): a scope for policies. Not an
+/// MLS conversation. Same rules as [`UserName`].
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct GroupName(String);
+
+impl GroupName {
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        UserName::parse(text)
+            .map(|name| Self(name.0))
+            .map_err(|_| IdError::GroupName)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for GroupName {
+    type Error = IdError;
+    fn try_from(value: String) -> Result<Self, IdError> {
+        Self::parse(&value)
+    }
+}
+
+impl From<GroupName> for String {
+    fn from(value: GroupName) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl fmt::Debug for GroupName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)
     }
@@ -211,20 +258,31 @@ impl DeviceId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Role {
-    /// Everything: users, devices, and (later) policy, roles and the audit log.
+    /// Everything: users, devices, groups, policy, roles and the audit log.
     Admin,
+    /// Day-to-day support: add users and devices, list them, lock, unlock and wipe devices.
+    /// Not policy, roles, groups or revocation.
+    Helpdesk,
+    /// Reads and verifies the audit log; changes nothing.
+    Auditor,
 }
 
 impl Role {
+    pub const ALL: &[Role] = &[Role::Admin, Role::Helpdesk, Role::Auditor];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
+            Role::Helpdesk => "helpdesk",
+            Role::Auditor => "auditor",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "admin" => Some(Role::Admin),
+            "helpdesk" => Some(Role::Helpdesk),
+            "auditor" => Some(Role::Auditor),
             _ => None,
         }
     }

@@ -15,7 +15,10 @@ mod certificate;
 mod error;
 mod frame;
 mod ids;
+mod management;
 mod messages;
+mod policy;
+mod signed;
 
 pub use activation::{ActivationCode, ActivationCodeError, ActivationSecret, ServerAddress};
 pub use auth::{TLS_EXPORTER_BYTES, TLS_EXPORTER_LABEL, enroll_transcript, session_transcript};
@@ -27,13 +30,20 @@ pub use frame::{
     decode_server_frame, encode_client_frame, encode_server_frame,
 };
 pub use ids::{
-    ActivationCodeId, BlobId, DeviceId, DeviceName, DisplayName, GroupId, IdError, OrgId, Role, UserName,
+    ActivationCodeId, BlobId, DeviceId, DeviceName, DisplayName, GroupId, GroupName, IdError, OrgId, Role,
+    UserName,
+};
+pub use management::{
+    AUDIT_GENESIS, AuditBreak, AuditEntry, AuditVerified, CheckpointBody, CommandBody, CommandKind,
+    verify_audit_log,
 };
 pub use messages::{
-    AuthenticateRequest, ClaimedKeyPackage, DeviceSummary, EnrollRequest, Enrolled, Event, GroupEntry,
-    GroupSubmit, GroupSummary, Hello, InboxItem, IssuedActivationCode, Request, Response, SessionInfo,
-    UserDevice, UserSummary,
+    AuthenticateRequest, ClaimedKeyPackage, CommandSummary, DeviceSummary, DirectoryGroup, EffectivePolicy,
+    EnrollRequest, Enrolled, Event, GroupEntry, GroupSubmit, GroupSummary, Hello, ImportedUser, InboxItem,
+    IssuedActivationCode, PolicyReport, Request, Response, SessionInfo, UserDevice, UserSummary,
 };
+pub use policy::{Policy, PolicyBody, PolicyScope, PolicySettings, PolicySource, SettingOrigin};
+pub use signed::{SIGNED_DOCUMENT_BYTES_MAX, Signable, Signed, SignedError};
 
 /// Ciphertext bytes in every chunk of a blob but the last: 32 KiB of plaintext plus the
 /// 16-byte AEAD tag, so a chunk request fits within [`FRAME_BYTES_MIN`].

@@ -6,8 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ActivationCodeId, ActivationSecret, BlobId, CHALLENGE_BYTES, DeviceId, DeviceName, DisplayName, GroupId,
-    OrgId, PublicKeyBytes, Role, SignatureBytes, UserName, bytes::Bytes,
+    ActivationCodeId, ActivationSecret, AuditEntry, BlobId, CHALLENGE_BYTES, CheckpointBody, CommandBody,
+    CommandKind, DeviceId, DeviceName, DisplayName, GroupId, GroupName, OrgId, Policy, PolicyBody, PolicyScope,
+    PolicySettings, PublicKeyBytes, Role, SettingOrigin, SignatureBytes, Signed, UserName, bytes::Bytes,
 };
 
 /// The first frame on every connection, sent by the server.
@@ -111,6 +112,60 @@ pub enum Request {
     /// This device has processed the group's log up to `seq`; entries every member has
     /// acknowledged may be deleted.
     GroupAck { group_id: GroupId, seq: u64 },
+    /// Admin: replace the policy document at one scope (empty settings remove it).
+    AdminPolicySet {
+        scope: PolicyScope,
+        settings: PolicySettings,
+    },
+    /// Admin: every policy document, and with `user` that user's effective policy.
+    AdminPolicyShow { user: Option<UserName> },
+    /// Admin: create a directory group.
+    AdminGroupCreate { group: GroupName },
+    /// Admin: add a user to a directory group (`add`), or remove them.
+    AdminGroupMember {
+        group: GroupName,
+        user: UserName,
+        add: bool,
+    },
+    /// Admin: directory groups and their members.
+    AdminGroupList,
+    /// Admin: create many users at once, all or none, each with a first activation code.
+    AdminUserImport { users: Vec<ImportedUser> },
+    /// Admin or helpdesk: send a signed lock, unlock or wipe command to a device.
+    AdminDeviceCommand { device: DeviceId, kind: CommandKind },
+    /// Admin: revoke a device at once: its sessions close, it can no longer authenticate,
+    /// and the organisation proposes its removal from every group.
+    AdminDeviceRevoke { device: DeviceId },
+    /// Admin: grant (`grant`) or take away a role.
+    AdminRole {
+        user: UserName,
+        role: Role,
+        grant: bool,
+    },
+    /// Admin or auditor: audit log entries after `after_seq`, at most `limit`, with the
+    /// organisation-signed checkpoints among them.
+    AdminAuditList { after_seq: u64, limit: u32 },
+    /// This device's effective policy, signed by the organisation.
+    PolicyFetch,
+    /// This device has applied the policy of `version`.
+    PolicyAck { version: u64 },
+    /// Remote commands waiting for this device, signed by the organisation.
+    CommandsFetch,
+    /// This device verified the command and is about to carry it out.
+    CommandAck { command_id: u64 },
+    /// Approve a new device of the same user (when policy asks for approval).
+    DeviceApprove { device: DeviceId },
+    /// The devices of this session's user.
+    OwnDevices,
+}
+
+/// One user of a bulk import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedUser {
+    pub user: UserName,
+    pub display_name: Option<DisplayName>,
+    pub groups: Vec<GroupName>,
+    pub roles: Vec<Role>,
 }
 
 /// An MLS message for a group's log.
@@ -129,6 +184,19 @@ impl Request {
     /// Whether this request is allowed before the session has authenticated.
     pub fn allowed_unauthenticated(&self) -> bool {
         matches!(self, Request::Enroll(_) | Request::Authenticate(_))
+    }
+
+    /// Whether a device that has not acknowledged the current policy, or is waiting for
+    /// approval or a wipe, may still make this request: it needs these to comply.
+    pub fn allowed_before_compliance(&self) -> bool {
+        matches!(
+            self,
+            Request::WhoAmI
+                | Request::PolicyFetch
+                | Request::PolicyAck { .. }
+                | Request::CommandsFetch
+                | Request::CommandAck { .. }
+        )
     }
 }
 
@@ -152,6 +220,13 @@ pub struct SessionInfo {
     /// Current roles, read from the server's directory for this session.
     pub roles: Vec<Role>,
     pub server_time_unix_s: i64,
+    /// The organisation's current policy version.
+    pub policy_version: u64,
+    /// The version this device last acknowledged; below `policy_version`, the device must
+    /// fetch and acknowledge the policy before anything else.
+    pub policy_version_acked: u64,
+    /// False while a new device waits for approval by another device of the user.
+    pub approved: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +258,42 @@ pub struct DeviceSummary {
     pub created_at_unix_s: i64,
     pub last_seen_at_unix_s: Option<i64>,
     pub revoked_at_unix_s: Option<i64>,
+    pub approved: bool,
+    pub policy_version_acked: u64,
+    /// Remote commands sent to the device, oldest first.
+    pub commands: Vec<CommandSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandSummary {
+    pub command_id: u64,
+    pub kind: CommandKind,
+    pub issued_by: UserName,
+    pub issued_at_unix_s: i64,
+    /// When the device acknowledged it; `None` while pending.
+    pub acknowledged_at_unix_s: Option<i64>,
+}
+
+/// The policy documents an admin has written, and optionally one user's effective policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyReport {
+    pub version: u64,
+    pub documents: Vec<(PolicyScope, PolicySettings)>,
+    pub effective: Option<EffectivePolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectivePolicy {
+    pub user: UserName,
+    pub policy: Policy,
+    pub origins: Vec<SettingOrigin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryGroup {
+    pub name: GroupName,
+    pub members: Vec<UserName>,
+    pub created_at_unix_s: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +336,10 @@ pub enum Event {
     GroupAppended { group_id: GroupId, seq: u64 },
     /// The device's inbox has a new Welcome.
     InboxChanged,
+    /// The organisation's policy changed: fetch, apply and acknowledge it.
+    PolicyChanged { version: u64 },
+    /// A remote command for this device: verify it, acknowledge it, carry it out.
+    Command(Signed<CommandBody>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +377,27 @@ pub enum Response {
         chunk_count: u32,
         bytes_total: u64,
     },
+    PolicySet {
+        version: u64,
+    },
+    PolicyReport(PolicyReport),
+    DirectoryGroups(Vec<DirectoryGroup>),
+    Imported(Vec<IssuedActivationCode>),
+    CommandIssued {
+        command_id: u64,
+    },
+    Revoked {
+        /// Groups the organisation proposed removing the device from.
+        groups: u32,
+    },
+    Audit {
+        entries: Vec<AuditEntry>,
+        checkpoints: Vec<Signed<CheckpointBody>>,
+        /// The newest entry's sequence number.
+        last_seq: u64,
+    },
+    Policy(Signed<PolicyBody>),
+    Commands(Vec<Signed<CommandBody>>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,13 +6,14 @@ use rand_core::{OsRng, RngCore};
 use redoubt_proto::{
     ActivationCode, ActivationCodeId, ActivationSecret, AuthenticateRequest, Bytes, CertificateError,
     DeviceCertificate, DeviceId, DeviceSummary, DisplayName, EnrollRequest, Enrolled, ErrorCode,
-    IssuedActivationCode, Role, SessionInfo, TLS_EXPORTER_BYTES, UserName, UserSummary, enroll_transcript,
+    IssuedActivationCode, SessionInfo, TLS_EXPORTER_BYTES, UserName, UserSummary, enroll_transcript,
     session_transcript,
 };
-use redoubt_store::{ActivationCodeRecord, ActivationCodeState, DeviceRecord, UserRecord};
+use redoubt_store::{ActivationCodeRecord, ActivationCodeState, Change, DeviceRecord, UserRecord};
 
 use crate::State;
 use crate::error::ApiError;
+use crate::management::{Permission, audit, require};
 use crate::org::DeviceGrant;
 
 /// What a connection knows about its peer before and after authentication.
@@ -27,6 +28,10 @@ pub(crate) struct Peer {
 pub(crate) struct Authenticated {
     pub user: UserName,
     pub device_id: DeviceId,
+    /// The policy version this device has acknowledged (kept current by `PolicyAck`).
+    pub policy_acked: u64,
+    /// Whether the device is approved; re-read while it is not.
+    pub approved: bool,
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -88,9 +93,16 @@ pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -
     }
     if !constant_time_eq(&request.secret.hash(), &code.secret_hash) {
         let attempts_max = state.config.activation.attempts_max;
+        let event = audit(
+            state,
+            None,
+            "activation.failed",
+            format!("user {}", code.user),
+            format!("wrong secret for activation code {}", code.id),
+        );
         let after = state
             .store
-            .record_failed_activation(&code.id, attempts_max)
+            .record_failed_activation(&code.id, attempts_max, &event)
             .await?;
         tracing::warn!(
             code_id = %code.id, user = %code.user, failed_attempts = after.failed_attempts,
@@ -125,6 +137,28 @@ pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -
         .user(&code.user)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("user {} not found", code.user)))?;
+    // The policy may cap a user's devices and make new ones wait for approval.
+    let (policy, _) = crate::management::effective_policy(state, &user.name).await?;
+    let devices: Vec<DeviceRecord> = state
+        .store
+        .list_devices(Some(&user.name))
+        .await?
+        .into_iter()
+        .filter(|d| d.revoked_at_unix_s.is_none())
+        .collect();
+    if devices.len() >= policy.devices_per_user_max as usize {
+        return Err(ApiError::new(
+            ErrorCode::PolicyViolation,
+            format!(
+                "{} already has {} device(s), the most the organisation's policy allows; \
+                 an admin can revoke an old one",
+                user.name,
+                devices.len()
+            ),
+        ));
+    }
+    let needs_approval =
+        policy.new_device_approval && devices.iter().any(|d| d.approved_at_unix_s.is_some());
     let serial = state.store.next_certificate_serial().await?;
     let device_id = DeviceId::from(random::<16>());
     let certificate = state.org.certify(DeviceGrant {
@@ -148,8 +182,25 @@ pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -
         created_at_unix_s: now,
         last_seen_at_unix_s: None,
         revoked_at_unix_s: None,
+        approved_at_unix_s: (!needs_approval).then_some(now),
+        policy_version_acked: 0,
     };
-    state.store.redeem_activation_code(&code.id, now, &device).await?;
+    let event = audit(
+        state,
+        None,
+        "device.enroll",
+        format!("device {device_id}"),
+        format!(
+            "user {}, device {}, certificate serial {serial}{}",
+            user.name,
+            request.device_name,
+            if needs_approval { ", awaiting approval" } else { "" }
+        ),
+    );
+    state
+        .store
+        .redeem_activation_code(&code.id, now, &device, &event)
+        .await?;
     tracing::info!(user = %user.name, device_id = %device_id, serial, "device enrolled");
     Ok(Enrolled {
         certificate: certificate.encoded().to_vec(),
@@ -205,6 +256,8 @@ pub(crate) async fn authenticate(
     let who = Authenticated {
         user: device.user.clone(),
         device_id: device.id,
+        policy_acked: device.policy_version_acked,
+        approved: device.approved_at_unix_s.is_some(),
     };
     let info = session_info(state, &who).await?;
     tracing::info!(user = %who.user, device_id = %who.device_id, "session authenticated");
@@ -229,27 +282,10 @@ pub(crate) async fn session_info(state: &State, who: &Authenticated) -> Result<S
         device_name: device.name,
         roles: user.roles,
         server_time_unix_s: state.now(),
+        policy_version: state.policy_version(),
+        policy_version_acked: who.policy_acked,
+        approved: device.approved_at_unix_s.is_some(),
     })
-}
-
-/// Roles are read from the directory on every admin request, so a change takes effect at
-/// once, whatever the certificate says.
-async fn require_admin(state: &State, who: &Authenticated) -> Result<(), ApiError> {
-    let roles = state
-        .store
-        .user(&who.user)
-        .await?
-        .map(|u| u.roles)
-        .unwrap_or_default();
-    if roles.contains(&Role::Admin) {
-        Ok(())
-    } else {
-        tracing::warn!(user = %who.user, device_id = %who.device_id, "admin request refused");
-        Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "this command needs the admin role",
-        ))
-    }
 }
 
 pub(crate) async fn user_add(
@@ -258,7 +294,7 @@ pub(crate) async fn user_add(
     user: UserName,
     display_name: Option<DisplayName>,
 ) -> Result<IssuedActivationCode, ApiError> {
-    require_admin(state, who).await?;
+    require(state, who, Permission::ManageUsers).await?;
     let now = state.now();
     let (record, issued) = new_activation_code(state, &user, now);
     let new_user = UserRecord {
@@ -267,9 +303,10 @@ pub(crate) async fn user_add(
         roles: vec![],
         created_at_unix_s: now,
     };
+    let event = audit(state, Some(who), "user.add", format!("user {user}"), "first activation code issued");
     state
         .store
-        .create_user(&new_user, &record)
+        .apply(&[Change::CreateUser { user: new_user, code: record.clone() }], &[event])
         .await
         .map_err(|e| match e {
             redoubt_store::StoreError::AlreadyExists("user") => {
@@ -286,12 +323,13 @@ pub(crate) async fn device_add(
     who: &Authenticated,
     user: UserName,
 ) -> Result<IssuedActivationCode, ApiError> {
-    require_admin(state, who).await?;
+    require(state, who, Permission::ManageUsers).await?;
     let now = state.now();
     let (record, issued) = new_activation_code(state, &user, now);
+    let event = audit(state, Some(who), "device.add", format!("user {user}"), "activation code issued");
     state
         .store
-        .create_activation_code(&record)
+        .apply(&[Change::CreateActivationCode(record.clone())], &[event])
         .await
         .map_err(|e| match e {
             redoubt_store::StoreError::NotFound(_) => {
@@ -304,7 +342,7 @@ pub(crate) async fn device_add(
 }
 
 pub(crate) async fn user_list(state: &State, who: &Authenticated) -> Result<Vec<UserSummary>, ApiError> {
-    require_admin(state, who).await?;
+    require(state, who, Permission::ManageUsers).await?;
     let users = state.store.list_users().await?;
     let devices = state.store.list_devices(None).await?;
     Ok(users
@@ -330,7 +368,7 @@ pub(crate) async fn device_list(
     who: &Authenticated,
     user: Option<UserName>,
 ) -> Result<Vec<DeviceSummary>, ApiError> {
-    require_admin(state, who).await?;
+    require(state, who, Permission::ManageUsers).await?;
     if let Some(user) = &user
         && state.store.user(user).await?.is_none()
     {
@@ -340,18 +378,5 @@ pub(crate) async fn device_list(
         ));
     }
     let devices = state.store.list_devices(user.as_ref()).await?;
-    Ok(devices
-        .into_iter()
-        .map(|d| DeviceSummary {
-            device_id: d.id,
-            user: d.user,
-            name: d.name,
-            public_key: d.public_key,
-            certificate_serial: d.certificate_serial,
-            certificate_not_after_unix_s: d.certificate_not_after_unix_s,
-            created_at_unix_s: d.created_at_unix_s,
-            last_seen_at_unix_s: d.last_seen_at_unix_s,
-            revoked_at_unix_s: d.revoked_at_unix_s,
-        })
-        .collect())
+    crate::management::summarise(state, devices).await
 }

@@ -82,6 +82,24 @@ pub(crate) async fn start(
     chunk_count: u32,
 ) -> Result<BlobId, ApiError> {
     require_member(state, &group, who).await?;
+    let (policy, _) = crate::management::effective_policy(state, &who.user).await?;
+    if !policy.attachments_allowed {
+        return Err(ApiError::new(
+            ErrorCode::PolicyViolation,
+            "the organisation's policy does not allow attachments",
+        ));
+    }
+    // Each chunk adds a 16-byte tag to the plaintext.
+    let plaintext = bytes_total.saturating_sub(16 * u64::from(chunk_count));
+    if plaintext > policy.attachment_bytes_max {
+        return Err(ApiError::new(
+            ErrorCode::PolicyViolation,
+            format!(
+                "the organisation's policy allows attachments of at most {} bytes; this one is {plaintext}",
+                policy.attachment_bytes_max
+            ),
+        ));
+    }
     let max = state.config.limits.attachment_bytes_max;
     if bytes_total > max {
         return Err(ApiError::new(

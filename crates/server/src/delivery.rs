@@ -66,10 +66,18 @@ fn group_id_of(bytes: &[u8]) -> Result<GroupId, ApiError> {
         .map_err(|_| invalid("group ids are 32 bytes"))
 }
 
+/// What a session's queue carries: events for the device, or an order to close.
+#[derive(Debug)]
+pub(crate) enum Push {
+    Event(Event),
+    Close(&'static str),
+}
+
+/// One session's queue, with the id it was registered under.
+type Subscription = (u64, mpsc::Sender<Push>);
+
 /// Sessions waiting for events, by device. A session whose queue is full is dropped from
 /// here, which closes its receiver: a slow consumer is disconnected, never buffered.
-/// One session's event queue, with the id it was registered under.
-type Subscription = (u64, mpsc::Sender<Event>);
 
 #[derive(Debug, Default)]
 pub(crate) struct Subscribers {
@@ -78,7 +86,7 @@ pub(crate) struct Subscribers {
 }
 
 impl Subscribers {
-    pub(crate) fn subscribe(&self, device: DeviceId, capacity: usize) -> (u64, mpsc::Receiver<Event>) {
+    pub(crate) fn subscribe(&self, device: DeviceId, capacity: usize) -> (u64, mpsc::Receiver<Push>) {
         let (sender, receiver) = mpsc::channel(capacity);
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
@@ -100,8 +108,25 @@ impl Subscribers {
         let mut map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
         for device in devices {
             if let Some(list) = map.get_mut(device) {
-                list.retain(|(_, sender)| sender.try_send(event.clone()).is_ok());
+                list.retain(|(_, sender)| sender.try_send(Push::Event(event.clone())).is_ok());
             }
+        }
+    }
+
+    /// Tells every connected device.
+    pub(crate) fn notify_all(&self, event: &Event) {
+        let mut map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
+        for list in map.values_mut() {
+            list.retain(|(_, sender)| sender.try_send(Push::Event(event.clone())).is_ok());
+        }
+    }
+
+    /// Ends every session of `device` (revocation). A session whose queue is full ends
+    /// anyway: dropping its sender closes the channel.
+    pub(crate) fn disconnect(&self, device: &DeviceId, reason: &'static str) {
+        let mut map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, sender) in map.remove(device).unwrap_or_default() {
+            let _ = sender.try_send(Push::Close(reason));
         }
     }
 }

@@ -12,6 +12,7 @@ mod data_dir;
 mod delivery;
 mod error;
 mod listener;
+mod management;
 mod org;
 mod rate_limit;
 mod session;
@@ -112,11 +113,35 @@ pub(crate) struct State {
     pub external: mls_rs::external_client::ExternalClient<delivery::ServerMlsConfig>,
     pub subscribers: delivery::Subscribers,
     pub blobs: blobs::BlobFiles,
+    /// The organisation's policy version (the store's, cached: only this process writes it).
+    pub policy_version: std::sync::atomic::AtomicU64,
+    /// Devices with a wipe issued and not yet acknowledged: they get no other service.
+    pub wipes_pending: std::sync::Mutex<std::collections::HashSet<redoubt_proto::DeviceId>>,
 }
 
 impl State {
     pub(crate) fn now(&self) -> i64 {
         self.clock.now_unix_s()
+    }
+
+    pub(crate) fn policy_version(&self) -> u64 {
+        self.policy_version.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn wipe_pending(&self, device: redoubt_proto::DeviceId, pending: bool) {
+        let mut set = self.wipes_pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending {
+            set.insert(device);
+        } else {
+            set.remove(&device);
+        }
+    }
+
+    pub(crate) fn is_wipe_pending(&self, device: &redoubt_proto::DeviceId) -> bool {
+        self.wipes_pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(device)
     }
 }
 
@@ -254,6 +279,14 @@ impl Server {
         let tls = tls::load(&cert_path, &key_path)?;
 
         let store = SqliteStore::open(&data.database()).await?;
+        let policy_version = store.policy_version().await?;
+        let wipes_pending = store
+            .commands(None, true)
+            .await?
+            .into_iter()
+            .filter(|c| c.kind == redoubt_proto::CommandKind::Wipe)
+            .map(|c| c.device)
+            .collect();
         let existing = store.org().await?;
         let key = load_or_create_org_key(&data, existing.is_some())?;
         let org_record = match existing {
@@ -288,6 +321,8 @@ impl Server {
             identity,
             subscribers: delivery::Subscribers::default(),
             blobs: blobs::BlobFiles::new(data.blobs()),
+            policy_version: std::sync::atomic::AtomicU64::new(policy_version),
+            wipes_pending: std::sync::Mutex::new(wipes_pending),
         });
         blobs::clean_up(&state).await?;
 
@@ -359,6 +394,9 @@ impl Server {
         }
         let _ = stop.send(true);
         let _ = pruning.await;
+        if let Err(error) = management::checkpoint(&self.state).await {
+            tracing::warn!(error = %error.0, "signing an audit checkpoint failed");
+        }
         self.state.store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -375,6 +413,9 @@ async fn prune_periodically(state: Arc<State>, mut stop: tokio::sync::watch::Rec
             _ = interval.tick() => {
                 if let Err(error) = delivery::prune(&state).await {
                     tracing::warn!(%error, "pruning group logs failed");
+                }
+                if let Err(error) = management::checkpoint(&state).await {
+                    tracing::warn!(error = %error.0, "signing an audit checkpoint failed");
                 }
             }
             _ = stop.changed() => return,
@@ -407,6 +448,14 @@ impl ServerHandle {
             .map_err(|e| ServerError::Refused(e.0))
     }
 
+    /// Revokes a device as the server itself (audited with no actor): what an admin's
+    /// `AdminDeviceRevoke` does. Returns the number of groups it is being removed from.
+    pub async fn revoke_device(&self, device: redoubt_proto::DeviceId) -> Result<u32, ServerError> {
+        management::revoke(&self.state, None, device, "revoked by the server operator")
+            .await
+            .map_err(|e| ServerError::Refused(e.0))
+    }
+
     /// Deletes acknowledged and expired log entries now (the server also does it every
     /// minute). Returns how many.
     pub async fn prune_logs(&self) -> Result<u64, ServerError> {
@@ -425,7 +474,11 @@ async fn create_first_admin(state: &State, data: &DataDir) -> Result<IssuedActiv
         roles: vec![Role::Admin],
         created_at_unix_s: now,
     };
-    state.store.create_user(&user, &record).await?;
+    let event = management::audit(state, None, "user.add", format!("user {}", user.name), "first admin");
+    state
+        .store
+        .apply(&[redoubt_store::Change::CreateUser { user, code: record }], &[event])
+        .await?;
     data_dir::write_private(&data.admin_activation(), format!("{}\n", issued.code).as_bytes())?;
     tracing::info!(path = %data.admin_activation().display(), "created the first admin and their activation code");
     Ok(issued)

@@ -55,6 +55,11 @@ impl Org {
         redoubt_mls::mls_secret_key(&self.key)
     }
 
+    /// Signs a document devices verify with the organisation key.
+    pub(crate) fn sign<T: redoubt_proto::Signable>(&self, value: &T) -> redoubt_proto::Signed<T> {
+        redoubt_proto::Signed::sign(value, &self.key)
+    }
+
     pub(crate) fn certify(&self, grant: DeviceGrant<'_>) -> DeviceCertificate {
         let body = CertificateBody {
             version: 1,

@@ -16,8 +16,9 @@ use tokio::sync::watch;
 
 use crate::State;
 use crate::api::{self, Authenticated, Peer};
-use crate::delivery;
+use crate::delivery::{self, Push};
 use crate::error::ApiError;
+use crate::management;
 use crate::listener::ConnectionInfo;
 
 enum Phase {
@@ -63,7 +64,7 @@ pub(crate) async fn run(
 
     let mut uploads = crate::blobs::Uploads::default();
     // Events for this session, once it has authenticated.
-    let mut events: Option<(u64, tokio::sync::mpsc::Receiver<redoubt_proto::Event>)> = None;
+    let mut events: Option<(u64, tokio::sync::mpsc::Receiver<Push>)> = None;
     let close = loop {
         if events.is_none()
             && let Phase::Authenticated(who) = &phase
@@ -81,11 +82,12 @@ pub(crate) async fn run(
         tokio::select! {
             _ = shutdown.changed() => break Some((close_code::AWAY, "server shutting down")),
             event = next_event(&mut events) => match event {
-                Some(event) => {
+                Some(Push::Event(event)) => {
                     if send(&mut socket, &ServerFrame::Event(event)).await.is_err() {
                         break None;
                     }
                 }
+                Some(Push::Close(reason)) => break Some((close_code::POLICY, reason)),
                 // The subscriber list dropped us: our queue was full.
                 None => break Some((close_code::POLICY, "too slow to receive events")),
             },
@@ -151,9 +153,7 @@ pub(crate) async fn run(
 }
 
 /// The next event, or pending forever before the session has subscribed.
-async fn next_event(
-    events: &mut Option<(u64, tokio::sync::mpsc::Receiver<redoubt_proto::Event>)>,
-) -> Option<redoubt_proto::Event> {
+async fn next_event(events: &mut Option<(u64, tokio::sync::mpsc::Receiver<Push>)>) -> Option<Push> {
     match events {
         Some((_, receiver)) => receiver.recv().await,
         None => std::future::pending().await,
@@ -214,7 +214,10 @@ async fn handle_frame(
                 Request::BlobUploadChunk { .. } | Request::BlobFetch { .. }
             );
             if bulk || state.limiter.allow(&who.device_id, Instant::now()) {
-                authenticated(state, who, uploads, request).await
+                match compliance(state, who, &request).await {
+                    Ok(()) => authenticated(state, who, uploads, request).await,
+                    Err(error) => Err(error),
+                }
             } else {
                 Err(ApiError::new(
                     ErrorCode::RateLimited,
@@ -248,9 +251,47 @@ async fn unauthenticated(
     }
 }
 
+/// Refuses everything but the requests a device needs to comply while a wipe waits for
+/// it, while it waits for approval, or until it acknowledges the current policy.
+async fn compliance(state: &State, who: &mut Authenticated, request: &Request) -> Result<(), ApiError> {
+    if request.allowed_before_compliance() {
+        return Ok(());
+    }
+    if state.is_wipe_pending(&who.device_id) {
+        return Err(ApiError::new(
+            ErrorCode::CommandPending,
+            "a remote command is waiting for this device: fetch and acknowledge it",
+        ));
+    }
+    if !who.approved {
+        let approved = state
+            .store
+            .device(&who.device_id)
+            .await?
+            .is_some_and(|d| d.approved_at_unix_s.is_some());
+        if !approved {
+            return Err(ApiError::new(
+                ErrorCode::DeviceApprovalRequired,
+                "approve this device from another of your devices (`redoubt device approve`)",
+            ));
+        }
+        who.approved = true;
+    }
+    let current = state.policy_version();
+    if who.policy_acked < current {
+        return Err(ApiError::new(
+            ErrorCode::PolicyRefreshRequired,
+            format!(
+                "the organisation's policy changed (version {current}): fetch, apply and acknowledge it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 async fn authenticated(
     state: &State,
-    who: &Authenticated,
+    who: &mut Authenticated,
     uploads: &mut crate::blobs::Uploads,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -321,6 +362,48 @@ async fn authenticated(
         Request::GroupAck { group_id, seq } => delivery::ack(state, who, group_id, seq)
             .await
             .map(|()| Response::Done),
+        Request::AdminPolicySet { scope, settings } => management::policy_set(state, who, scope, settings)
+            .await
+            .map(|version| Response::PolicySet { version }),
+        Request::AdminPolicyShow { user } => management::policy_show(state, who, user)
+            .await
+            .map(Response::PolicyReport),
+        Request::AdminGroupCreate { group } => management::group_create(state, who, group)
+            .await
+            .map(|()| Response::Done),
+        Request::AdminGroupMember { group, user, add } => management::group_member(state, who, group, user, add)
+            .await
+            .map(|()| Response::Done),
+        Request::AdminGroupList => management::group_list(state, who)
+            .await
+            .map(Response::DirectoryGroups),
+        Request::AdminUserImport { users } => management::user_import(state, who, users)
+            .await
+            .map(Response::Imported),
+        Request::AdminDeviceCommand { device, kind } => management::device_command(state, who, device, kind)
+            .await
+            .map(|command_id| Response::CommandIssued { command_id }),
+        Request::AdminDeviceRevoke { device } => management::device_revoke(state, who, device)
+            .await
+            .map(|groups| Response::Revoked { groups }),
+        Request::AdminRole { user, role, grant } => management::role(state, who, user, role, grant)
+            .await
+            .map(|()| Response::Done),
+        Request::AdminAuditList { after_seq, limit } => management::audit_list(state, who, after_seq, limit).await,
+        Request::PolicyFetch => management::policy_fetch(state, who).await.map(Response::Policy),
+        Request::PolicyAck { version } => management::policy_ack(state, who, version)
+            .await
+            .map(|()| Response::Done),
+        Request::CommandsFetch => management::commands_fetch(state, who)
+            .await
+            .map(Response::Commands),
+        Request::CommandAck { command_id } => management::command_ack(state, who, command_id)
+            .await
+            .map(|()| Response::Done),
+        Request::DeviceApprove { device } => management::device_approve(state, who, device)
+            .await
+            .map(|()| Response::Done),
+        Request::OwnDevices => management::own_devices(state, who).await.map(Response::Devices),
         Request::BlobFetch { blob_id, index } => {
             crate::blobs::fetch(state, who, blob_id, index)
                 .await

@@ -5,6 +5,7 @@
 //! atomic. `synchronous = FULL`: a write acknowledged is on disk.
 
 mod delivery;
+mod management;
 mod migrate;
 
 use std::path::Path;
@@ -12,10 +13,12 @@ use std::time::Duration;
 
 use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName};
 use redoubt_proto::{BlobId, GroupId};
+use redoubt_proto::{AuditEntry, GroupName, PolicyScope, PolicySettings};
 use redoubt_store::{
-    ActivationCodeRecord, ActivationCodeState, AppendError, Appended, BlobRecord, ClaimedPackage,
-    DeviceRecord, GroupRecord, GroupTransition, InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord,
-    RedeemError, Result, Store, StoreError, UserRecord,
+    ActivationCodeRecord, ActivationCodeState, AppendError, Appended, Applied, AuditEvent, BlobRecord, Change,
+    ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupRecord, GroupTransition,
+    InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord, RedeemError, Result, Store, StoreError,
+    UserRecord,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -186,15 +189,37 @@ fn device_from_row(row: &SqliteRow) -> Result<DeviceRecord> {
         created_at_unix_s: get(row, "created_at")?,
         last_seen_at_unix_s: get(row, "last_seen_at")?,
         revoked_at_unix_s: get(row, "revoked_at")?,
+        approved_at_unix_s: get(row, "approved_at")?,
+        policy_version_acked: u64::try_from(get::<i64>(row, "policy_version_acked")?)
+            .map_err(|_| corrupt("policy version"))?,
     })
 }
 
 const CODE_COLUMNS: &str =
     "id, user_name, secret_hash, created_at, expires_at, failed_attempts, state, device_id";
 const DEVICE_COLUMNS: &str = "id, user_name, name, public_key, certificate, certificate_serial, \
-     certificate_not_after, created_at, last_seen_at, revoked_at";
+     certificate_not_after, created_at, last_seen_at, revoked_at, approved_at, policy_version_acked";
 
-async fn insert_code(conn: &mut sqlx::SqliteConnection, code: &ActivationCodeRecord) -> Result<()> {
+pub(crate) async fn insert_user(conn: &mut sqlx::SqliteConnection, user: &UserRecord) -> Result<()> {
+    sqlx::query("INSERT INTO users (name, display_name, created_at) VALUES (?, ?, ?)")
+        .bind(user.name.as_str())
+        .bind(user.display_name.as_ref().map(DisplayName::as_str))
+        .bind(user.created_at_unix_s)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| insert_error(e, "user", "user"))?;
+    for role in &user.roles {
+        sqlx::query("INSERT OR IGNORE INTO user_roles (user_name, role) VALUES (?, ?)")
+            .bind(user.name.as_str())
+            .bind(role.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(backend_error)?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert_code(conn: &mut sqlx::SqliteConnection, code: &ActivationCodeRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO activation_codes
             (id, user_name, secret_hash, created_at, expires_at, failed_attempts, state, device_id)
@@ -277,21 +302,7 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend_error)?;
-        sqlx::query("INSERT INTO users (name, display_name, created_at) VALUES (?, ?, ?)")
-            .bind(user.name.as_str())
-            .bind(user.display_name.as_ref().map(DisplayName::as_str))
-            .bind(user.created_at_unix_s)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| insert_error(e, "user", "user"))?;
-        for role in &user.roles {
-            sqlx::query("INSERT OR IGNORE INTO user_roles (user_name, role) VALUES (?, ?)")
-                .bind(user.name.as_str())
-                .bind(role.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend_error)?;
-        }
+        insert_user(&mut tx, user).await?;
         insert_code(&mut tx, code).await?;
         tx.commit().await.map_err(backend_error)
     }
@@ -340,6 +351,7 @@ impl Store for SqliteStore {
         &self,
         id: &ActivationCodeId,
         attempts_max: u32,
+        audit: &AuditEvent,
     ) -> Result<ActivationCodeRecord> {
         let mut tx = self
             .pool
@@ -366,6 +378,7 @@ impl Store for SqliteStore {
         .map_err(backend_error)?
         .ok_or(StoreError::NotFound("activation code"))?;
         let record = code_from_row(&row)?;
+        management::append_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend_error)?;
         Ok(record)
     }
@@ -375,6 +388,7 @@ impl Store for SqliteStore {
         id: &ActivationCodeId,
         now_unix_s: i64,
         device: &DeviceRecord,
+        audit: &AuditEvent,
     ) -> Result<(), RedeemError> {
         let mut tx = self
             .pool
@@ -396,7 +410,7 @@ impl Store for SqliteStore {
             return Err(RedeemError::Expired);
         }
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )))
         .bind(device.id.as_bytes().as_slice())
         .bind(device.user.as_str())
@@ -408,6 +422,8 @@ impl Store for SqliteStore {
         .bind(device.created_at_unix_s)
         .bind(device.last_seen_at_unix_s)
         .bind(device.revoked_at_unix_s)
+        .bind(device.approved_at_unix_s)
+        .bind(i64::try_from(device.policy_version_acked).map_err(|_| corrupt("policy version"))?)
         .execute(&mut *tx)
         .await
         .map_err(|e| insert_error(e, "device", "user"))?;
@@ -417,6 +433,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(backend_error)?;
+        management::append_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(backend_error)?;
         Ok(())
     }
@@ -585,6 +602,50 @@ impl Store for SqliteStore {
 
     async fn incomplete_blobs(&self) -> Result<Vec<BlobId>> {
         self.incomplete_blobs_impl().await
+    }
+
+    async fn apply(&self, changes: &[Change], audit: &[AuditEvent]) -> Result<Applied> {
+        self.apply_impl(changes, audit).await
+    }
+
+    async fn policy_version(&self) -> Result<u64> {
+        self.policy_version_impl().await
+    }
+
+    async fn policies(&self) -> Result<Vec<(PolicyScope, PolicySettings)>> {
+        self.policies_impl().await
+    }
+
+    async fn directory_groups(&self) -> Result<Vec<DirectoryGroupRecord>> {
+        self.directory_groups_impl().await
+    }
+
+    async fn user_groups(&self, user: &UserName) -> Result<Vec<GroupName>> {
+        self.user_groups_impl(user).await
+    }
+
+    async fn acknowledge_policy(&self, device: &DeviceId, version: u64) -> Result<()> {
+        self.acknowledge_policy_impl(device, version).await
+    }
+
+    async fn commands(&self, device: Option<&DeviceId>, pending_only: bool) -> Result<Vec<CommandRecord>> {
+        self.commands_impl(device, pending_only).await
+    }
+
+    async fn audit_entries(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.audit_entries_impl(after_seq, limit).await
+    }
+
+    async fn audit_head(&self) -> Result<(u64, [u8; 32])> {
+        self.audit_head_impl().await
+    }
+
+    async fn add_audit_checkpoint(&self, seq: u64, document: &[u8]) -> Result<()> {
+        self.add_audit_checkpoint_impl(seq, document).await
+    }
+
+    async fn audit_checkpoints(&self, after_seq: u64, through_seq: u64) -> Result<Vec<Vec<u8>>> {
+        self.audit_checkpoints_impl(after_seq, through_seq).await
     }
 
     async fn close(&self) {

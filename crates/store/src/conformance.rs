@@ -9,9 +9,12 @@ use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, 
 
 use redoubt_proto::GroupId;
 
+use redoubt_proto::{CommandKind, GroupName, PolicyScope, PolicySettings};
+
 use crate::{
-    ActivationCodeRecord, ActivationCodeState, AppendError, BlobRecord, DeviceRecord, GroupRecord,
-    GroupTransition, Membership, NewLogEntry, OrgRecord, RedeemError, Store, StoreError, UserRecord,
+    ActivationCodeRecord, ActivationCodeState, AppendError, AuditEvent, BlobRecord, Change, DeviceRecord,
+    GroupRecord, GroupTransition, Membership, NewLogEntry, OrgRecord, RedeemError, Store, StoreError,
+    UserRecord,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check. `$make` is an async expression
@@ -40,6 +43,10 @@ macro_rules! store_conformance_tests {
             blobs_are_created_completed_and_deleted,
             logs_are_pruned_once_acknowledged_or_expired,
             concurrent_appends_are_dense_ordered_and_one_commit_wins,
+            management_changes_are_all_or_nothing,
+            policies_and_groups_round_trip,
+            commands_are_issued_then_acknowledged,
+            audit_log_is_a_verifiable_chain,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {
@@ -84,6 +91,23 @@ fn device(id: u8, user: &str, serial: u64) -> DeviceRecord {
         created_at_unix_s: 1_000 + i64::from(id),
         last_seen_at_unix_s: None,
         revoked_at_unix_s: None,
+        approved_at_unix_s: Some(1_000),
+        policy_version_acked: 0,
+    }
+}
+
+fn audit() -> AuditEvent {
+    audit_event("test.event", "subject")
+}
+
+fn audit_event(action: &'static str, subject: &str) -> AuditEvent {
+    AuditEvent {
+        at_unix_s: 1_000,
+        actor_user: Some(UserName::parse("admin").unwrap()),
+        actor_device: None,
+        action,
+        subject: subject.to_owned(),
+        details: String::new(),
     }
 }
 
@@ -185,13 +209,13 @@ pub async fn redeem_creates_device_once(store: &impl Store) {
         .unwrap();
     let id = ActivationCodeId::from([1; 8]);
     let dev = device(7, "alice", 1);
-    store.redeem_activation_code(&id, 1_500, &dev).await.unwrap();
+    store.redeem_activation_code(&id, 1_500, &dev, &audit()).await.unwrap();
     assert_eq!(store.device(&dev.id).await.unwrap(), Some(dev.clone()));
     let record = store.activation_code(&id).await.unwrap().unwrap();
     assert_eq!(record.state, ActivationCodeState::Used);
     assert_eq!(record.device_id, Some(dev.id));
     let again = store
-        .redeem_activation_code(&id, 1_500, &device(8, "alice", 2))
+        .redeem_activation_code(&id, 1_500, &device(8, "alice", 2), &audit())
         .await;
     assert!(matches!(again, Err(RedeemError::Used)), "{again:?}");
     assert_eq!(store.device(&DeviceId::from([8; 16])).await.unwrap(), None);
@@ -203,12 +227,12 @@ pub async fn redeem_refuses_expired_used_and_voided_codes(store: &impl Store) {
         .await
         .unwrap();
     let expired = store
-        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 2_001, &device(7, "alice", 1))
+        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 2_001, &device(7, "alice", 1), &audit())
         .await;
     assert!(matches!(expired, Err(RedeemError::Expired)), "{expired:?}");
     assert_eq!(store.device(&DeviceId::from([7; 16])).await.unwrap(), None);
     let unknown = store
-        .redeem_activation_code(&ActivationCodeId::from([9; 8]), 1_500, &device(7, "alice", 1))
+        .redeem_activation_code(&ActivationCodeId::from([9; 8]), 1_500, &device(7, "alice", 1), &audit())
         .await;
     assert!(matches!(unknown, Err(RedeemError::Unknown)), "{unknown:?}");
 
@@ -218,10 +242,10 @@ pub async fn redeem_refuses_expired_used_and_voided_codes(store: &impl Store) {
         .unwrap();
     let id = ActivationCodeId::from([2; 8]);
     for _ in 0..5 {
-        store.record_failed_activation(&id, 5).await.unwrap();
+        store.record_failed_activation(&id, 5, &audit()).await.unwrap();
     }
     let voided = store
-        .redeem_activation_code(&id, 1_500, &device(7, "alice", 1))
+        .redeem_activation_code(&id, 1_500, &device(7, "alice", 1), &audit())
         .await;
     assert!(matches!(voided, Err(RedeemError::Voided)), "{voided:?}");
 }
@@ -233,23 +257,23 @@ pub async fn failed_attempts_void_the_code(store: &impl Store) {
         .unwrap();
     let id = ActivationCodeId::from([1; 8]);
     for attempt in 1..=4 {
-        let record = store.record_failed_activation(&id, 5).await.unwrap();
+        let record = store.record_failed_activation(&id, 5, &audit()).await.unwrap();
         assert_eq!(record.failed_attempts, attempt);
         assert_eq!(record.state, ActivationCodeState::Active);
     }
-    let record = store.record_failed_activation(&id, 5).await.unwrap();
+    let record = store.record_failed_activation(&id, 5, &audit()).await.unwrap();
     assert_eq!(
         (record.failed_attempts, record.state),
         (5, ActivationCodeState::Voided)
     );
     // Further failures change nothing.
-    let record = store.record_failed_activation(&id, 5).await.unwrap();
+    let record = store.record_failed_activation(&id, 5, &audit()).await.unwrap();
     assert_eq!(
         (record.failed_attempts, record.state),
         (5, ActivationCodeState::Voided)
     );
     let missing = store
-        .record_failed_activation(&ActivationCodeId::from([9; 8]), 5)
+        .record_failed_activation(&ActivationCodeId::from([9; 8]), 5, &audit())
         .await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
 }
@@ -263,7 +287,7 @@ pub async fn concurrent_redemptions_have_one_winner(store: &impl Store) {
     let attempts: Vec<_> = (0..8u8)
         .map(|i| {
             let dev = device(10 + i, "alice", u64::from(i) + 1);
-            async move { store.redeem_activation_code(&id, 1_500, &dev).await }
+            async move { store.redeem_activation_code(&id, 1_500, &dev, &audit()).await }
         })
         .collect();
     let results = futures_join_all(attempts).await;
@@ -323,15 +347,15 @@ pub async fn devices_list_and_touch(store: &impl Store) {
         .await
         .unwrap();
     store
-        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_100, &device(1, "alice", 1))
+        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_100, &device(1, "alice", 1), &audit())
         .await
         .unwrap();
     store
-        .redeem_activation_code(&ActivationCodeId::from([2; 8]), 1_100, &device(2, "alice", 2))
+        .redeem_activation_code(&ActivationCodeId::from([2; 8]), 1_100, &device(2, "alice", 2), &audit())
         .await
         .unwrap();
     store
-        .redeem_activation_code(&ActivationCodeId::from([3; 8]), 1_100, &device(3, "bob", 3))
+        .redeem_activation_code(&ActivationCodeId::from([3; 8]), 1_100, &device(3, "bob", 3), &audit())
         .await
         .unwrap();
     let alice = UserName::parse("alice").unwrap();
@@ -359,14 +383,14 @@ pub async fn duplicate_device_key_is_refused_atomically(store: &impl Store) {
         .await
         .unwrap();
     store
-        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_100, &device(1, "alice", 1))
+        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_100, &device(1, "alice", 1), &audit())
         .await
         .unwrap();
     // Same public key as device 1, different id: refused, and code 2 stays active.
     let mut copy = device(2, "alice", 2);
     copy.public_key = device(1, "alice", 1).public_key;
     let result = store
-        .redeem_activation_code(&ActivationCodeId::from([2; 8]), 1_100, &copy)
+        .redeem_activation_code(&ActivationCodeId::from([2; 8]), 1_100, &copy, &audit())
         .await;
     assert!(
         matches!(result, Err(RedeemError::Store(StoreError::AlreadyExists(_)))),
@@ -399,8 +423,7 @@ async fn two_users_three_devices(store: &impl Store) {
             .redeem_activation_code(
                 &ActivationCodeId::from([c; 8]),
                 1_100,
-                &device(d, u, u64::from(d)),
-            )
+                &device(d, u, u64::from(d)), &audit())
             .await
             .unwrap();
     }
@@ -767,4 +790,290 @@ pub async fn concurrent_appends_are_dense_ordered_and_one_commit_wins(store: &im
         store.group(&GroupId::from([1; 32])).await.unwrap().unwrap().epoch,
         1
     );
+}
+
+fn group_name(name: &str) -> GroupName {
+    GroupName::parse(name).unwrap()
+}
+
+async fn with_users(store: &impl Store, names: &[&str]) {
+    for (i, name) in names.iter().enumerate() {
+        store
+            .create_user(&user(name), &code(u8::try_from(i).unwrap() + 1, name, 2_000))
+            .await
+            .unwrap();
+    }
+}
+
+pub async fn management_changes_are_all_or_nothing(store: &impl Store) {
+    with_users(store, &["alice"]).await;
+    let before = store.audit_head().await.unwrap();
+    let error = store
+        .apply(
+            &[
+                Change::CreateGroup {
+                    group: group_name("finance"),
+                    at_unix_s: 1_000,
+                },
+                Change::BumpPolicyVersion,
+                Change::SetGroupMember {
+                    group: group_name("finance"),
+                    user: UserName::parse("nobody").unwrap(),
+                    member: true,
+                },
+            ],
+            &[audit_event("group.create", "finance")],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::NotFound("user")), "{error:?}");
+    assert!(store.directory_groups().await.unwrap().is_empty());
+    assert_eq!(store.policy_version().await.unwrap(), 0);
+    assert_eq!(store.audit_head().await.unwrap(), before, "nothing audited");
+
+    let applied = store
+        .apply(
+            &[
+                Change::CreateGroup {
+                    group: group_name("finance"),
+                    at_unix_s: 1_000,
+                },
+                Change::SetGroupMember {
+                    group: group_name("finance"),
+                    user: UserName::parse("alice").unwrap(),
+                    member: true,
+                },
+                Change::SetRole {
+                    user: UserName::parse("alice").unwrap(),
+                    role: Role::Helpdesk,
+                    granted: true,
+                },
+                Change::BumpPolicyVersion,
+            ],
+            &[audit_event("group.create", "finance"), audit_event("group.add", "alice")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.policy_version, Some(1));
+    assert_eq!(applied.audit_seq, before.0 + 2);
+    assert_eq!(
+        store.user(&UserName::parse("alice").unwrap()).await.unwrap().unwrap().roles,
+        vec![Role::Helpdesk]
+    );
+    let duplicate = store
+        .apply(
+            &[Change::CreateGroup {
+                group: group_name("finance"),
+                at_unix_s: 1_000,
+            }],
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(duplicate, StoreError::AlreadyExists("group")), "{duplicate:?}");
+}
+
+pub async fn policies_and_groups_round_trip(store: &impl Store) {
+    with_users(store, &["alice", "bob"]).await;
+    let alice = UserName::parse("alice").unwrap();
+    let strict = PolicySettings {
+        passcode_required: Some(true),
+        passcode_min_length: Some(8),
+        ..Default::default()
+    };
+    let missing = store
+        .apply(
+            &[Change::SetPolicy {
+                scope: PolicyScope::Group(group_name("ghosts")),
+                settings: strict.clone(),
+                at_unix_s: 1_000,
+            }],
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound("group")), "{missing:?}");
+    store
+        .apply(
+            &[
+                Change::CreateGroup {
+                    group: group_name("finance"),
+                    at_unix_s: 1_000,
+                },
+                Change::SetGroupMember {
+                    group: group_name("finance"),
+                    user: alice.clone(),
+                    member: true,
+                },
+                Change::SetPolicy {
+                    scope: PolicyScope::Default,
+                    settings: strict.clone(),
+                    at_unix_s: 1_000,
+                },
+                Change::SetPolicy {
+                    scope: PolicyScope::User(alice.clone()),
+                    settings: strict.clone(),
+                    at_unix_s: 1_000,
+                },
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    let policies = store.policies().await.unwrap();
+    assert_eq!(policies.len(), 2);
+    assert!(policies.contains(&(PolicyScope::Default, strict.clone())));
+    assert!(policies.contains(&(PolicyScope::User(alice.clone()), strict.clone())));
+    assert_eq!(store.user_groups(&alice).await.unwrap(), vec![group_name("finance")]);
+    let groups = store.directory_groups().await.unwrap();
+    assert_eq!(groups[0].members, vec![alice.clone()]);
+
+    // Empty settings delete the document; removing a member is idempotent.
+    store
+        .apply(
+            &[
+                Change::SetPolicy {
+                    scope: PolicyScope::User(alice.clone()),
+                    settings: PolicySettings::default(),
+                    at_unix_s: 1_001,
+                },
+                Change::SetGroupMember {
+                    group: group_name("finance"),
+                    user: alice.clone(),
+                    member: false,
+                },
+                Change::SetGroupMember {
+                    group: group_name("finance"),
+                    user: alice.clone(),
+                    member: false,
+                },
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.policies().await.unwrap(), vec![(PolicyScope::Default, strict)]);
+    assert!(store.user_groups(&alice).await.unwrap().is_empty());
+}
+
+pub async fn commands_are_issued_then_acknowledged(store: &impl Store) {
+    with_users(store, &["alice"]).await;
+    store
+        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_100, &device(1, "alice", 1), &audit())
+        .await
+        .unwrap();
+    let phone = DeviceId::from([1; 16]);
+    let admin = UserName::parse("admin").unwrap();
+    let applied = store
+        .apply(
+            &[
+                Change::IssueCommand {
+                    device: phone,
+                    kind: CommandKind::Lock,
+                    issued_by: admin.clone(),
+                    at_unix_s: 1_200,
+                },
+                Change::IssueCommand {
+                    device: phone,
+                    kind: CommandKind::Wipe,
+                    issued_by: admin.clone(),
+                    at_unix_s: 1_201,
+                },
+            ],
+            &[audit()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.command_ids.len(), 2);
+    assert!(applied.command_ids[0] < applied.command_ids[1]);
+    let pending = store.commands(Some(&phone), true).await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[1].kind, CommandKind::Wipe);
+    assert_eq!(pending[1].acknowledged_at_unix_s, None);
+
+    store
+        .apply(
+            &[Change::AcknowledgeCommand {
+                device: phone,
+                command_id: applied.command_ids[1],
+                at_unix_s: 1_300,
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+    let pending = store.commands(Some(&phone), true).await.unwrap();
+    assert_eq!(pending.iter().map(|c| c.id).collect::<Vec<_>>(), vec![applied.command_ids[0]]);
+    let all = store.commands(None, false).await.unwrap();
+    assert_eq!(all[1].acknowledged_at_unix_s, Some(1_300));
+
+    let other_device = store
+        .apply(
+            &[Change::AcknowledgeCommand {
+                device: DeviceId::from([2; 16]),
+                command_id: applied.command_ids[0],
+                at_unix_s: 1_300,
+            }],
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(other_device, StoreError::NotFound("command")), "{other_device:?}");
+
+    store.acknowledge_policy(&phone, 4).await.unwrap();
+    store.acknowledge_policy(&phone, 2).await.unwrap();
+    store
+        .apply(
+            &[Change::RevokeDevice {
+                device: phone,
+                at_unix_s: 1_400,
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+    let device = store.device(&phone).await.unwrap().unwrap();
+    assert_eq!(device.policy_version_acked, 4, "acknowledgements never move back");
+    assert_eq!(device.revoked_at_unix_s, Some(1_400));
+}
+
+pub async fn audit_log_is_a_verifiable_chain(store: &impl Store) {
+    with_users(store, &["alice"]).await;
+    store
+        .record_failed_activation(&ActivationCodeId::from([1; 8]), 5, &audit_event("activation.failed", "alice"))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        store
+            .apply(&[], &[audit_event("policy.set", &format!("change {i}"))])
+            .await
+            .unwrap();
+    }
+    let entries = store.audit_entries(0, 100).await.unwrap();
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[0].action, "activation.failed");
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let org = OrgId::from([4; 16]);
+    let (head, hash) = store.audit_head().await.unwrap();
+    assert_eq!((head, hash), (4, entries[3].hash.0));
+    let checkpoint = redoubt_proto::Signed::sign(
+        &redoubt_proto::CheckpointBody {
+            org_id: org,
+            seq: 3,
+            hash: entries[2].hash,
+            at_unix_s: 1_000,
+        },
+        &key,
+    );
+    store.add_audit_checkpoint(3, &checkpoint.to_bytes()).await.unwrap();
+    store.add_audit_checkpoint(3, &checkpoint.to_bytes()).await.unwrap();
+    let stored = store.audit_checkpoints(0, 4).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let checkpoints = vec![redoubt_proto::Signed::from_bytes(&stored[0]).unwrap()];
+    let verified =
+        redoubt_proto::verify_audit_log(&entries, &checkpoints, &key.verifying_key(), &org).unwrap();
+    assert_eq!(verified.signed_through, 3);
+    assert_eq!(store.audit_entries(2, 1).await.unwrap()[0].seq, 3);
+    assert!(store.audit_checkpoints(3, 4).await.unwrap().is_empty());
 }

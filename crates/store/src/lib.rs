@@ -13,14 +13,16 @@
 pub mod conformance;
 
 mod delivery;
+mod management;
 
 pub use delivery::{
     AppendError, Appended, BlobRecord, ClaimedPackage, GroupRecord, GroupTransition, InboxRecord, LogRecord,
     Membership, NewLogEntry,
 };
+pub use management::{Applied, AuditEvent, Change, CommandRecord, DirectoryGroupRecord};
 use redoubt_proto::{
-    ActivationCodeId, BlobId, DeviceId, DeviceName, DisplayName, GroupId, OrgId, PublicKeyBytes, Role,
-    UserName,
+    ActivationCodeId, AuditEntry, BlobId, DeviceId, DeviceName, DisplayName, GroupId, GroupName, OrgId,
+    PolicyScope, PolicySettings, PublicKeyBytes, Role, UserName,
 };
 
 /// Storage failures, grouped by cause.
@@ -75,6 +77,10 @@ pub struct DeviceRecord {
     pub created_at_unix_s: i64,
     pub last_seen_at_unix_s: Option<i64>,
     pub revoked_at_unix_s: Option<i64>,
+    /// `None` while a new device waits for approval by another device of its user.
+    pub approved_at_unix_s: Option<i64>,
+    /// The last policy version the device acknowledged.
+    pub policy_version_acked: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,20 +169,23 @@ pub trait Store: Send + Sync + 'static {
     /// Counts one wrong secret against an active code and voids it when the count reaches
     /// `attempts_max`. Returns the code as it is afterwards; `NotFound` if it does not exist.
     /// A code that is not active is returned unchanged.
+    /// `audit` is written in the same transaction.
     async fn record_failed_activation(
         &self,
         id: &ActivationCodeId,
         attempts_max: u32,
+        audit: &AuditEvent,
     ) -> Result<ActivationCodeRecord>;
 
     /// Marks the code used and creates the device, atomically, if and only if the code is
     /// active and `now_unix_s` is before its expiry. Concurrent redemptions of one code:
-    /// exactly one succeeds.
+    /// exactly one succeeds. `audit` is written in the same transaction.
     async fn redeem_activation_code(
         &self,
         id: &ActivationCodeId,
         now_unix_s: i64,
         device: &DeviceRecord,
+        audit: &AuditEvent,
     ) -> Result<(), RedeemError>;
 
     /// A fresh certificate serial, never returned before by this store.
@@ -270,6 +279,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// Blobs whose upload never finished (an interrupted upload, a crash).
     async fn incomplete_blobs(&self) -> Result<Vec<BlobId>>;
+
+    /// Makes `changes` and appends `audit` to the audit log in one transaction: all or
+    /// nothing. The first change that fails names its cause.
+    async fn apply(&self, changes: &[Change], audit: &[AuditEvent]) -> Result<Applied>;
+
+    /// The organisation's policy version: 0 until the first policy change.
+    async fn policy_version(&self) -> Result<u64>;
+
+    /// Every policy document, by scope.
+    async fn policies(&self) -> Result<Vec<(PolicyScope, PolicySettings)>>;
+
+    /// Directory groups with their members, ordered by name.
+    async fn directory_groups(&self) -> Result<Vec<DirectoryGroupRecord>>;
+
+    /// The directory groups `user` belongs to, ordered by name.
+    async fn user_groups(&self, user: &UserName) -> Result<Vec<GroupName>>;
+
+    /// Records that the device applied policy `version` (never moves back).
+    async fn acknowledge_policy(&self, device: &DeviceId, version: u64) -> Result<()>;
+
+    /// Commands of one device, or of every device, oldest first; only unacknowledged ones
+    /// with `pending_only`.
+    async fn commands(&self, device: Option<&DeviceId>, pending_only: bool) -> Result<Vec<CommandRecord>>;
+
+    /// Audit entries with `seq > after_seq`, in order, at most `limit`.
+    async fn audit_entries(&self, after_seq: u64, limit: u32) -> Result<Vec<AuditEntry>>;
+
+    /// The newest audit entry's sequence number and hash (0 and zeros when empty).
+    async fn audit_head(&self) -> Result<(u64, [u8; 32])>;
+
+    /// Stores a signed checkpoint over the entry `seq` (a no-op if one exists).
+    async fn add_audit_checkpoint(&self, seq: u64, document: &[u8]) -> Result<()>;
+
+    /// Signed checkpoints over entries in `after_seq < seq <= through_seq`, in order.
+    async fn audit_checkpoints(&self, after_seq: u64, through_seq: u64) -> Result<Vec<Vec<u8>>>;
 
     /// Flushes and closes the store; later calls fail.
     async fn close(&self);

@@ -1,0 +1,97 @@
+//! Records for device management: directory groups, policies, remote commands, audit.
+
+use redoubt_proto::{
+    CommandKind, DeviceId, GroupName, PolicyScope, PolicySettings, Role, UserName,
+};
+
+use crate::{ActivationCodeRecord, UserRecord};
+
+/// Something to record in the audit log. The store numbers it and chains its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at_unix_s: i64,
+    pub actor_user: Option<UserName>,
+    pub actor_device: Option<DeviceId>,
+    pub action: &'static str,
+    pub subject: String,
+    pub details: String,
+}
+
+/// One administrative change. [`crate::Store::apply`] makes a list of them, with their
+/// audit entries, in one transaction: all happen and are audited, or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `AlreadyExists("user")` if the name is taken.
+    CreateUser {
+        user: UserRecord,
+        code: ActivationCodeRecord,
+    },
+    /// `NotFound("user")` if the user does not exist.
+    CreateActivationCode(ActivationCodeRecord),
+    /// Grants or takes away a role (idempotent). `NotFound("user")`.
+    SetRole { user: UserName, role: Role, granted: bool },
+    /// `AlreadyExists("group")`.
+    CreateGroup { group: GroupName, at_unix_s: i64 },
+    /// Adds or removes a member (idempotent). `NotFound("group")` / `NotFound("user")`.
+    SetGroupMember {
+        group: GroupName,
+        user: UserName,
+        member: bool,
+    },
+    /// Replaces the document at a scope; empty settings delete it. `NotFound("group")` /
+    /// `NotFound("user")` when the scope names something that does not exist.
+    SetPolicy {
+        scope: PolicyScope,
+        settings: PolicySettings,
+        at_unix_s: i64,
+    },
+    /// Increments the organisation's policy version (see [`Applied::policy_version`]).
+    BumpPolicyVersion,
+    /// `NotFound("device")`; revoking a revoked device changes nothing.
+    RevokeDevice { device: DeviceId, at_unix_s: i64 },
+    /// Records a pending command; its id is in [`Applied::command_ids`]. `NotFound("device")`.
+    IssueCommand {
+        device: DeviceId,
+        kind: CommandKind,
+        issued_by: UserName,
+        at_unix_s: i64,
+    },
+    /// Marks a pending command of `device` acknowledged. `NotFound("command")` if the device
+    /// has no such command; acknowledging twice changes nothing.
+    AcknowledgeCommand {
+        device: DeviceId,
+        command_id: u64,
+        at_unix_s: i64,
+    },
+    /// `NotFound("device")`.
+    ApproveDevice { device: DeviceId, at_unix_s: i64 },
+}
+
+/// What [`crate::Store::apply`] produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The policy version after the changes, when one of them bumped it.
+    pub policy_version: Option<u64>,
+    /// Ids of the commands issued, in order.
+    pub command_ids: Vec<u64>,
+    /// The last audit entry written.
+    pub audit_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryGroupRecord {
+    pub name: GroupName,
+    /// Ordered by name.
+    pub members: Vec<UserName>,
+    pub created_at_unix_s: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub id: u64,
+    pub device: DeviceId,
+    pub kind: CommandKind,
+    pub issued_by: UserName,
+    pub issued_at_unix_s: i64,
+    pub acknowledged_at_unix_s: Option<i64>,
+}
