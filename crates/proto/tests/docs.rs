@@ -77,6 +77,33 @@ fn request_and_response_tables_match_the_code() {
             },
             "GroupAck",
         ),
+        (Request::AdminPolicyShow { user: None }, "AdminPolicyShow"),
+        (Request::AdminGroupList, "AdminGroupList"),
+        (Request::AdminUserImport { users: vec![] }, "AdminUserImport"),
+        (
+            Request::AdminDeviceRevoke {
+                device: DeviceId::from([0; 16]),
+            },
+            "AdminDeviceRevoke",
+        ),
+        (
+            Request::AdminAuditList {
+                after_seq: 0,
+                limit: 0,
+            },
+            "AdminAuditList",
+        ),
+        (Request::PolicyFetch, "PolicyFetch"),
+        (Request::PolicyAck { version: 0 }, "PolicyAck"),
+        (Request::CommandsFetch, "CommandsFetch"),
+        (Request::CommandAck { command_id: 0 }, "CommandAck"),
+        (
+            Request::DeviceApprove {
+                device: DeviceId::from([0; 16]),
+            },
+            "DeviceApprove",
+        ),
+        (Request::OwnDevices, "OwnDevices"),
     ];
     for (request, name) in requests {
         let row = format!("| {} | `{name}` |", variant_index(&request));
@@ -100,6 +127,12 @@ fn request_and_response_tables_match_the_code() {
             },
             "BlobUploadStarted",
         ),
+        (Response::PolicySet { version: 0 }, "PolicySet"),
+        (Response::DirectoryGroups(vec![]), "DirectoryGroups"),
+        (Response::Imported(vec![]), "Imported"),
+        (Response::CommandIssued { command_id: 0 }, "CommandIssued"),
+        (Response::Revoked { groups: 0 }, "Revoked"),
+        (Response::Commands(vec![]), "Commands"),
     ];
     for (response, name) in responses {
         let row = format!("| {} | `{name}` |", variant_index(&response));
@@ -118,5 +151,9 @@ fn request_and_response_tables_match_the_code() {
     assert!(doc.contains(&format!(
         "| {} | `InboxChanged` |",
         variant_index(&Event::InboxChanged)
+    )));
+    assert!(doc.contains(&format!(
+        "| {} | `PolicyChanged` |",
+        variant_index(&Event::PolicyChanged { version: 0 })
     )));
 }
