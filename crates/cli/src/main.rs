@@ -1,14 +1,16 @@
 //! `redoubt`: run the server, enrol a device, administer the organisation.
 
 mod chat;
+mod manage;
 mod output;
+mod unlock;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use redoubt_client::{Messenger, Profile, Session};
-use redoubt_proto::{ActivationCode, DeviceName, DisplayName, UserName};
+use redoubt_proto::{ActivationCode, CommandKind, DeviceName, DisplayName, UserName};
 
 use output::Output;
 
@@ -37,9 +39,13 @@ enum Command {
     Enroll(EnrollArgs),
     /// Show who this device is and check that its session authenticates.
     Whoami,
-    /// Administer users and devices (needs the admin role).
+    /// Administer the organisation: users, devices, groups, policy, roles, audit
+    /// (needs the admin role, or helpdesk / auditor for their parts).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Your own devices: list them, approve a new one.
+    #[command(subcommand)]
+    Device(manage::OwnDeviceCommand),
     /// Send an end-to-end encrypted message to a conversation or a user (a direct
     /// conversation is created on first use).
     Send {
@@ -73,6 +79,17 @@ enum Command {
     Group(GroupCommand),
     /// A terminal UI: conversations, messages as they arrive, a line to type into.
     Chat,
+    /// This device's passcode, which encrypts its local data.
+    #[command(subcommand)]
+    Passcode(PasscodeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PasscodeCommand {
+    /// Set or change the passcode (the new one from REDOUBT_NEW_PASSCODE, or asked twice).
+    Set,
+    /// Remove the passcode (refused when the organisation's policy requires one).
+    Remove,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,9 +145,21 @@ enum AdminCommand {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Manage devices.
+    /// Manage devices: activation codes, lock, unlock, wipe, revoke.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// IT policy: what devices must enforce.
+    #[command(subcommand)]
+    Policy(manage::PolicyCommand),
+    /// Directory groups of users (policy scopes; not conversations).
+    #[command(subcommand)]
+    Group(manage::DirectoryGroupCommand),
+    /// Roles: admin, helpdesk, auditor.
+    #[command(subcommand)]
+    Role(manage::RoleCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(manage::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +177,12 @@ enum UserCommand {
     },
     /// List users.
     List,
+    /// Create users from a CSV file (columns: user,display_name,groups,roles; groups and
+    /// roles separated by ';'), all or none, printing each one's activation code.
+    Import {
+        #[arg(value_name = "CSV")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,12 +194,24 @@ enum DeviceCommand {
         #[arg(long)]
         no_qr: bool,
     },
-    /// List devices.
+    /// List devices, with policy version acknowledged, last seen and remote commands.
     List {
         /// Only this user's devices.
         #[arg(long)]
         user: Option<String>,
     },
+    /// Lock a device until its passcode is entered (or an admin unlocks it).
+    Lock {
+        /// Device id (or a unique prefix) or name.
+        device: String,
+    },
+    /// Lift a remote lock.
+    Unlock { device: String },
+    /// Erase a device's local data and keys; it is revoked once it acknowledges.
+    Wipe { device: String },
+    /// Revoke a device now: sessions closed, authentication refused, removed from its
+    /// conversations.
+    Revoke { device: String },
 }
 
 fn main() -> std::process::ExitCode {
@@ -207,6 +254,12 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Enroll(args) => enroll(&profile_dir(cli.profile)?, args, out).await,
         Command::Whoami => whoami(&profile_dir(cli.profile)?, out).await,
         Command::Admin(command) => admin(&profile_dir(cli.profile)?, command, out).await,
+        Command::Device(command) => {
+            let (_profile, mut session) = open_session(&profile_dir(cli.profile)?).await?;
+            let result = manage::own_device(&mut session, command, out).await;
+            session.close().await;
+            result
+        }
         Command::Send { to, text, file } => send(&profile_dir(cli.profile)?, &to, text, file, out).await,
         Command::Fetch {
             message_id,
@@ -216,10 +269,13 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
             read(&profile_dir(cli.profile)?, conversation.as_deref(), follow, out).await
         }
         Command::Group(command) => group(&profile_dir(cli.profile)?, command, out).await,
+        Command::Passcode(command) => passcode(&profile_dir(cli.profile)?, command, out),
         Command::Chat => {
-            let profile = Profile::load(&profile_dir(cli.profile)?)?;
+            let mut profile = unlock::load_profile(&profile_dir(cli.profile)?)?;
             let me = profile.user().to_string();
-            chat::run(Messenger::open(&profile).await?, me).await
+            let messenger =
+                unlock::comply(&mut profile, |p| async move { Messenger::open(&p).await }).await?;
+            chat::run(messenger, me).await
         }
     }
 }
@@ -320,9 +376,43 @@ async fn enroll(profile: &Path, args: EnrollArgs, out: &Output) -> Result<()> {
     Ok(())
 }
 
+fn passcode(profile_dir: &Path, command: PasscodeCommand, out: &Output) -> Result<()> {
+    let mut profile = unlock::load_profile(profile_dir)?;
+    let policy = redoubt_client::current_policy(&profile)?;
+    match command {
+        PasscodeCommand::Set => {
+            let passcode = match std::env::var("REDOUBT_NEW_PASSCODE") {
+                Ok(passcode) if passcode.chars().count() as u64 >= u64::from(policy.passcode_min_length) => {
+                    passcode
+                }
+                Ok(_) => anyhow::bail!(
+                    "the passcode must have at least {} characters",
+                    policy.passcode_min_length
+                ),
+                Err(_) if std::env::var_os("REDOUBT_PASSCODE").is_some() => {
+                    anyhow::bail!(
+                        "give the new passcode in REDOUBT_NEW_PASSCODE (REDOUBT_PASSCODE is the current one)"
+                    )
+                }
+                Err(_) => unlock::new_passcode(policy.passcode_min_length)?,
+            };
+            profile.set_passcode(Some(&passcode))?;
+            out.note("Passcode set: this device's data is now encrypted under it.");
+        }
+        PasscodeCommand::Remove => {
+            if policy.passcode_required {
+                anyhow::bail!("the organisation's policy requires a passcode on this device");
+            }
+            profile.set_passcode(None)?;
+            out.note("Passcode removed.");
+        }
+    }
+    Ok(())
+}
+
 async fn open_session(profile_dir: &Path) -> Result<(Profile, Session)> {
-    let profile = Profile::load(profile_dir)?;
-    let session = Session::open(&profile).await?;
+    let mut profile = unlock::load_profile(profile_dir)?;
+    let session = unlock::comply(&mut profile, |p| async move { Session::open(&p).await }).await?;
     Ok((profile, session))
 }
 
@@ -339,7 +429,7 @@ fn user_name(text: &str) -> Result<UserName> {
 }
 
 async fn admin(profile_dir: &Path, command: AdminCommand, out: &Output) -> Result<()> {
-    let (_profile, mut session) = open_session(profile_dir).await?;
+    let (profile, mut session) = open_session(profile_dir).await?;
     let result = async {
         match command {
             AdminCommand::User(UserCommand::Add {
@@ -365,6 +455,25 @@ async fn admin(profile_dir: &Path, command: AdminCommand, out: &Output) -> Resul
                 let user = user.as_deref().map(user_name).transpose()?;
                 out.devices(&session.admin_device_list(user).await?);
             }
+            AdminCommand::User(UserCommand::Import { file }) => {
+                manage::import(&mut session, &file, out).await?
+            }
+            AdminCommand::Device(DeviceCommand::Lock { device }) => {
+                manage::device_command(&mut session, &device, CommandKind::Lock, out).await?;
+            }
+            AdminCommand::Device(DeviceCommand::Unlock { device }) => {
+                manage::device_command(&mut session, &device, CommandKind::Unlock, out).await?;
+            }
+            AdminCommand::Device(DeviceCommand::Wipe { device }) => {
+                manage::device_command(&mut session, &device, CommandKind::Wipe, out).await?;
+            }
+            AdminCommand::Device(DeviceCommand::Revoke { device }) => {
+                manage::device_revoke(&mut session, &device, out).await?;
+            }
+            AdminCommand::Policy(command) => manage::policy(&mut session, command, out).await?,
+            AdminCommand::Group(command) => manage::directory_group(&mut session, command, out).await?,
+            AdminCommand::Role(command) => manage::roles(&mut session, command, out).await?,
+            AdminCommand::Audit(command) => manage::audit(&mut session, &profile, command, out).await?,
         }
         Ok::<_, anyhow::Error>(())
     }
@@ -374,8 +483,8 @@ async fn admin(profile_dir: &Path, command: AdminCommand, out: &Output) -> Resul
 }
 
 async fn messenger(profile_dir: &Path) -> Result<Messenger> {
-    let profile = Profile::load(profile_dir)?;
-    Ok(Messenger::open(&profile).await?)
+    let mut profile = unlock::load_profile(profile_dir)?;
+    unlock::comply(&mut profile, |p| async move { Messenger::open(&p).await }).await
 }
 
 fn conversation(messenger: &Messenger, name: &str) -> Result<redoubt_client::Conversation> {

@@ -20,11 +20,13 @@ macro_rules! say {
     }};
 }
 
+pub(crate) use say;
+
 pub(crate) struct Output {
     json: bool,
 }
 
-fn time(unix_s: i64) -> String {
+pub(crate) fn time(unix_s: i64) -> String {
     u64::try_from(unix_s)
         .ok()
         .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
@@ -38,7 +40,7 @@ pub(crate) fn clock(unix_s: i64) -> String {
     full.get(11..16).map_or(full.clone(), str::to_owned)
 }
 
-fn optional_time(unix_s: Option<i64>) -> String {
+pub(crate) fn optional_time(unix_s: Option<i64>) -> String {
     unix_s.map(time).unwrap_or_else(|| "-".to_owned())
 }
 
@@ -66,7 +68,7 @@ fn print_code(code: &str, draw_qr: bool) {
     }
 }
 
-fn print_json(value: &serde_json::Value) {
+pub(crate) fn print_json(value: &serde_json::Value) {
     say!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
@@ -114,6 +116,15 @@ impl Output {
 
     pub(crate) fn is_json(&self) -> bool {
         self.json
+    }
+
+    /// A one-line confirmation: text, or `{"ok": true, "message": ...}`.
+    pub(crate) fn note(&self, message: &str) {
+        if self.json {
+            print_json(&json!({ "ok": true, "message": message }));
+        } else {
+            say!("{message}");
+        }
     }
 
     pub(crate) fn fetched(&self, name: &str, bytes: u64, path: &Path) {
@@ -304,46 +315,29 @@ impl Output {
 
     pub(crate) fn devices(&self, devices: &[DeviceSummary]) {
         if self.json {
-            let rows: Vec<_> = devices
-                .iter()
-                .map(|d| {
-                    json!({
-                        "device_id": d.device_id.to_string(),
-                        "user": d.user.as_str(),
-                        "name": d.name.as_str(),
-                        "public_key": d.public_key.to_hex(),
-                        "certificate_serial": d.certificate_serial,
-                        "certificate_expires_at": time(d.certificate_not_after_unix_s),
-                        "created_at": time(d.created_at_unix_s),
-                        "last_seen_at": d.last_seen_at_unix_s.map(time),
-                        "revoked_at": d.revoked_at_unix_s.map(time),
-                    })
-                })
-                .collect();
+            let rows: Vec<_> = devices.iter().map(crate::manage::device_json).collect();
             print_json(&json!(rows));
             return;
         }
         say!(
-            "{:<32}  {:<16} {:<20} {:>6}  {:<20}  STATE",
+            "{:<32}  {:<16} {:<20} {:>6}  {:<20}  {:>6}  STATE",
             "DEVICE",
             "USER",
             "NAME",
             "SERIAL",
-            "LAST SEEN"
+            "LAST SEEN",
+            "POLICY"
         );
         for d in devices {
             say!(
-                "{:<32}  {:<16} {:<20} {:>6}  {:<20}  {}",
+                "{:<32}  {:<16} {:<20} {:>6}  {:<20}  {:>6}  {}",
                 d.device_id,
                 d.user,
                 d.name,
                 d.certificate_serial,
                 optional_time(d.last_seen_at_unix_s),
-                if d.revoked_at_unix_s.is_some() {
-                    "revoked"
-                } else {
-                    "active"
-                }
+                d.policy_version_acked,
+                crate::manage::device_state(d)
             );
         }
     }

@@ -159,7 +159,7 @@ fn readme_walkthrough_with_the_real_binary() {
     assert_eq!(who["server"], server_address.as_str());
     assert_eq!(who["org"], "Redoubt");
     assert_eq!(
-        std::fs::metadata(alice.join("device.key"))
+        std::fs::metadata(alice.join("keys.json"))
             .unwrap()
             .permissions()
             .mode()

@@ -30,6 +30,37 @@ pub enum ClientError {
     /// The local profile is missing, unreadable or already exists.
     #[error("profile: {0}")]
     Profile(String),
+    /// The profile is protected by a passcode and none was given.
+    #[error("this device is protected by a passcode; set REDOUBT_PASSCODE or enter it when asked")]
+    PasscodeRequired,
+    /// The passcode was wrong. The attempt was recorded; `attempts_left` more wrong ones
+    /// wipe the profile (`None`: no wipe limit is set).
+    #[error(
+        "wrong passcode{}",
+        .attempts_left.map_or_else(String::new, |n| format!(
+            " ({n} more wrong {} will wipe this device's data)",
+            if n == 1 { "attempt" } else { "attempts" }
+        ))
+    )]
+    PasscodeWrong { attempts_left: Option<u32> },
+    /// Too many wrong passcodes: the profile folder was wiped, as its settings asked.
+    #[error(
+        "too many wrong passcodes: this device's profile was wiped (keys, conversations and messages are gone); enrol the device again"
+    )]
+    ProfileWiped,
+    /// A policy or remote command from the server does not verify with the organisation
+    /// key, or is not for this device. Nothing was applied.
+    #[error("refused a document from the server: {0}")]
+    PolicyInvalid(String),
+    /// The organisation's policy requires a passcode on this device and it has none.
+    #[error(
+        "the organisation's policy requires a passcode of at least {min_length} characters on this device; \
+         set one (REDOUBT_PASSCODE, or enter it when asked)"
+    )]
+    PasscodeSetupRequired { min_length: u32 },
+    /// An admin locked this device; without a passcode only an admin can unlock it.
+    #[error("this device was locked by the organisation; ask your admin to unlock it")]
+    DeviceLocked,
 }
 
 impl ClientError {

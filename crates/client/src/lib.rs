@@ -9,16 +9,20 @@
 mod attachment;
 mod connection;
 mod error;
+mod management;
 mod messaging;
 mod profile;
 mod tls;
+mod vault;
 
 pub use connection::Connection;
 pub use error::ClientError;
+pub use management::{applied_policy, current_policy, verify_policy};
 pub use messaging::{Conversation, MemberDevice, Messenger, Receipts, StoredMessage, SyncReport};
 pub use profile::Profile;
 /// WebSocket messages, for sending raw (possibly malformed) input in tests.
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
+pub use vault::{Vault, VaultError, VaultRows, VaultTransaction};
 
 use ed25519_dalek::{Signer, SigningKey};
 use rand_core::OsRng;
@@ -34,7 +38,8 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// Activates this device with `code` and writes its profile into `profile_dir`.
+/// Activates this device with `code` and writes its profile into `profile_dir`, with a
+/// fresh data key and no passcode ([`Profile::set_passcode`] adds one).
 ///
 /// The device key is generated here and only its public half is sent. The returned
 /// certificate is checked against the organisation key received over the pinned channel
@@ -66,7 +71,7 @@ pub async fn enroll(
     if verified.body().device_public_key.0 != key.verifying_key().to_bytes() {
         return Err(ClientError::Protocol("certificate is for another key".into()));
     }
-    let profile = Profile::new(
+    let profile = Profile::create(
         profile_dir,
         code.server.clone(),
         code.pin.0,
@@ -74,7 +79,7 @@ pub async fn enroll(
         enrolled.org_name,
         verified,
         key,
-    );
+    )?;
     profile.save()?;
     Ok(profile)
 }
@@ -84,6 +89,8 @@ pub async fn enroll(
 pub struct Session {
     connection: Connection,
     info: SessionInfo,
+    profile: Profile,
+    policy: redoubt_proto::Policy,
 }
 
 impl Session {
@@ -100,7 +107,73 @@ impl Session {
                 "unexpected response to Authenticate".into(),
             ));
         };
-        Ok(Self { connection, info })
+        let policy = management::comply(&mut connection, profile, &info).await?;
+        Ok(Self {
+            connection,
+            info,
+            profile: profile.clone(),
+            policy,
+        })
+    }
+
+    /// The organisation's policy in force on this device.
+    pub fn policy(&self) -> &redoubt_proto::Policy {
+        &self.policy
+    }
+
+    /// Sends a request. If the policy changed meanwhile, fetches, applies and acknowledges
+    /// it first, then repeats the request once.
+    pub async fn request(&mut self, request: Request) -> Result<Response, ClientError> {
+        match self.connection.call(request.clone()).await {
+            Err(error) if error.code() == Some(redoubt_proto::ErrorCode::PolicyRefreshRequired) => {
+                self.refresh_policy().await?;
+                self.connection.call(request).await
+            }
+            Err(error) if error.code() == Some(redoubt_proto::ErrorCode::CommandPending) => {
+                self.run_commands().await?;
+                self.connection.call(request).await
+            }
+            other => other,
+        }
+    }
+
+    /// Fetches, verifies, applies and acknowledges the organisation's policy.
+    pub async fn refresh_policy(&mut self) -> Result<(), ClientError> {
+        self.policy = management::refresh_policy(&mut self.connection, &self.profile).await?;
+        Ok(())
+    }
+
+    /// Fetches and carries out the remote commands waiting for this device.
+    pub async fn run_commands(&mut self) -> Result<(), ClientError> {
+        let commands = match self.connection.call(Request::CommandsFetch).await? {
+            Response::Commands(commands) => commands,
+            _ => {
+                return Err(ClientError::Protocol(
+                    "unexpected response to CommandsFetch".into(),
+                ));
+            }
+        };
+        for command in &commands {
+            management::handle_command(&mut self.connection, &self.profile, command).await?;
+        }
+        Ok(())
+    }
+
+    /// The next event from the server.
+    pub async fn next_event(&mut self) -> Result<redoubt_proto::Event, ClientError> {
+        self.connection.next_event().await
+    }
+
+    /// Acts on the management events (a changed policy, a remote command); others are
+    /// the caller's. A wipe or lock ends in an error: the session must stop.
+    pub async fn handle_event(&mut self, event: redoubt_proto::Event) -> Result<(), ClientError> {
+        match event {
+            redoubt_proto::Event::PolicyChanged { .. } => self.refresh_policy().await,
+            redoubt_proto::Event::Command(command) => {
+                management::handle_command(&mut self.connection, &self.profile, &command).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Who the server says this session is, as of authentication.
@@ -114,7 +187,7 @@ impl Session {
     }
 
     pub async fn whoami(&mut self) -> Result<SessionInfo, ClientError> {
-        match self.connection.call(Request::WhoAmI).await? {
+        match self.request(Request::WhoAmI).await? {
             Response::WhoAmI(info) => Ok(info),
             _ => Err(ClientError::Protocol("unexpected response to WhoAmI".into())),
         }
@@ -125,11 +198,7 @@ impl Session {
         user: UserName,
         display_name: Option<DisplayName>,
     ) -> Result<IssuedActivationCode, ClientError> {
-        match self
-            .connection
-            .call(Request::AdminUserAdd { user, display_name })
-            .await?
-        {
+        match self.request(Request::AdminUserAdd { user, display_name }).await? {
             Response::ActivationCodeIssued(issued) => Ok(issued),
             _ => Err(ClientError::Protocol(
                 "unexpected response to AdminUserAdd".into(),
@@ -138,7 +207,7 @@ impl Session {
     }
 
     pub async fn admin_device_add(&mut self, user: UserName) -> Result<IssuedActivationCode, ClientError> {
-        match self.connection.call(Request::AdminDeviceAdd { user }).await? {
+        match self.request(Request::AdminDeviceAdd { user }).await? {
             Response::ActivationCodeIssued(issued) => Ok(issued),
             _ => Err(ClientError::Protocol(
                 "unexpected response to AdminDeviceAdd".into(),
@@ -147,7 +216,7 @@ impl Session {
     }
 
     pub async fn admin_user_list(&mut self) -> Result<Vec<UserSummary>, ClientError> {
-        match self.connection.call(Request::AdminUserList).await? {
+        match self.request(Request::AdminUserList).await? {
             Response::Users(users) => Ok(users),
             _ => Err(ClientError::Protocol(
                 "unexpected response to AdminUserList".into(),
@@ -159,7 +228,7 @@ impl Session {
         &mut self,
         user: Option<UserName>,
     ) -> Result<Vec<DeviceSummary>, ClientError> {
-        match self.connection.call(Request::AdminDeviceList { user }).await? {
+        match self.request(Request::AdminDeviceList { user }).await? {
             Response::Devices(devices) => Ok(devices),
             _ => Err(ClientError::Protocol(
                 "unexpected response to AdminDeviceList".into(),

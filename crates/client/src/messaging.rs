@@ -1,9 +1,12 @@
 //! End-to-end encrypted messaging on MLS.
 //!
-//! A [`Messenger`] is an authenticated session plus this device's MLS state (in
-//! `PROFILE/mls.db`, mls-rs's SQLite storage) and its local message store (`PROFILE/data.db`).
-//! Conversations are MLS groups whose leaves are devices; the server orders each group's
-//! messages and cannot read them.
+//! A [`Messenger`] is an authenticated session plus this device's MLS state and its local
+//! message store, both in the profile's encrypted vault (`PROFILE/vault.db`, see `vault.rs`):
+//! mls-rs's group states, epochs and key packages, and under the `app` namespace
+//! `conv/<group>` (conversations), `msg/<group>/<seq>` (messages), `rcpt/<group>/<seq>`
+//! (receipts), `readmark/<group>` and `kp/last-resort`. Values are encrypted; those keys
+//! are not. Conversations are MLS groups whose leaves are devices; the server orders each
+//! group's messages and cannot read them.
 //!
 //! Sync: Welcomes from the inbox are joined; then each group's log is read after the
 //! device's cursor and processed in order. A device skips its own entries: it applied its
@@ -21,29 +24,25 @@ use mls_rs::group::{CommitEffect, ReceivedMessage};
 use mls_rs::mls_rules::DefaultMlsRules;
 use mls_rs::{Client, ExtensionList, Group, MlsMessage};
 use mls_rs_crypto_rustcrypto::RustCryptoProvider;
-use mls_rs_provider_sqlite::SqLiteDataStorageEngine;
-use mls_rs_provider_sqlite::connection_strategy::FileConnectionStrategy;
-use mls_rs_provider_sqlite::storage::{
-    SqLiteApplicationStorage, SqLiteGroupStateStorage, SqLiteKeyPackageStorage, SqLitePreSharedKeyStorage,
-};
 use rand_core::{OsRng, RngCore};
 use redoubt_mls::{AppBody, RedoubtIdentityProvider};
 use redoubt_proto::{Bytes, DeviceId, ErrorCode, Event, GroupId, GroupSubmit, Request, Response, UserName};
 use serde::{Deserialize, Serialize};
 
+use crate::vault::{AppStorage, VaultGroupStateStorage, VaultKeyPackageStorage, VaultPreSharedKeyStorage};
 use crate::{ClientError, Profile, Session, unix_now};
 
-type DeviceMlsConfig = WithMlsRules<
+pub(crate) type DeviceMlsConfig = WithMlsRules<
     DefaultMlsRules,
     WithIdentityProvider<
         RedoubtIdentityProvider,
         WithCryptoProvider<
             RustCryptoProvider,
             WithPskStore<
-                SqLitePreSharedKeyStorage,
+                VaultPreSharedKeyStorage,
                 WithKeyPackageRepo<
-                    SqLiteKeyPackageStorage,
-                    WithGroupStateStorage<SqLiteGroupStateStorage, BaseConfig>,
+                    VaultKeyPackageStorage,
+                    WithGroupStateStorage<VaultGroupStateStorage, BaseConfig>,
                 >,
             >,
         >,
@@ -149,14 +148,15 @@ pub struct MemberDevice {
 }
 
 pub struct Messenger {
-    profile_dir: std::path::PathBuf,
+    /// Kept to reconnect without unlocking the profile again.
+    profile: Profile,
     session: Session,
     device_id: DeviceId,
     user: UserName,
     org_key: VerifyingKey,
     identity: RedoubtIdentityProvider,
     mls: Client<DeviceMlsConfig>,
-    data: SqLiteApplicationStorage,
+    data: AppStorage,
 }
 
 impl std::fmt::Debug for Messenger {
@@ -182,37 +182,11 @@ impl Messenger {
         let org_key = VerifyingKey::from_bytes(&profile.org_public_key)
             .map_err(|e| ClientError::Profile(e.to_string()))?;
         let identity = RedoubtIdentityProvider::new(org_key, profile.org_id());
-        // Both databases hold secrets (MLS state with the signing key, message plaintext):
-        // create them owner-only before SQLite opens them (its -wal and -shm files follow).
-        for file in ["mls.db", "data.db"] {
-            create_private_file(&profile.dir().join(file))?;
-        }
-        let engine = SqLiteDataStorageEngine::new(FileConnectionStrategy::new(&profile.dir().join("mls.db")))
-            .map_err(storage_error)?;
-        let signing_identity = redoubt_mls::device_signing_identity(
-            profile.certificate(),
-            &profile.certificate_body().device_public_key.0,
-        );
-        let mls = Client::builder()
-            .group_state_storage(engine.group_state_storage().map_err(storage_error)?)
-            .key_package_repo(engine.key_package_storage().map_err(storage_error)?)
-            .psk_store(engine.pre_shared_key_storage().map_err(storage_error)?)
-            .crypto_provider(RustCryptoProvider::default())
-            .identity_provider(identity.clone())
-            .mls_rules(redoubt_mls::rules())
-            .signing_identity(
-                signing_identity,
-                profile.mls_secret_key(),
-                redoubt_mls::CIPHER_SUITE,
-            )
-            .build();
-        let data = SqLiteDataStorageEngine::new(FileConnectionStrategy::new(&profile.dir().join("data.db")))
-            .map_err(storage_error)?
-            .application_data_storage()
-            .map_err(storage_error)?;
+        let mls = mls_client(profile, identity.clone());
+        let data = profile.vault().app_storage();
         let session = Session::open(profile).await?;
         let mut messenger = Self {
-            profile_dir: profile.dir().to_owned(),
+            profile: profile.clone(),
             device_id: profile.device_id(),
             user: profile.user().clone(),
             org_key,
@@ -222,6 +196,7 @@ impl Messenger {
             session,
         };
         messenger.top_up_key_packages().await?;
+        messenger.apply_retention()?;
         Ok(messenger)
     }
 
@@ -258,7 +233,7 @@ impl Messenger {
         let response = if query {
             self.call_repeatable(request).await?
         } else {
-            self.session.connection().call(request).await?
+            self.session.request(request).await?
         };
         match response {
             Response::KeyPackagesPublished { available } => Ok(available),
@@ -312,7 +287,7 @@ impl Messenger {
             .get_by_prefix("conv/")
             .map_err(storage_error)?
             .iter()
-            .map(|item| postcard::from_bytes::<Conversation>(item.value()).map_err(storage_error))
+            .map(|(_, value)| postcard::from_bytes::<Conversation>(value).map_err(storage_error))
             .collect::<Result<Vec<_>, _>>()?;
         all.sort_by(|a, b| a.name.cmp(&b.name).then(a.group_id.cmp(&b.group_id)));
         Ok(all)
@@ -332,7 +307,7 @@ impl Messenger {
             .get_by_prefix(&format!("msg/{}/", conversation.group_id))
             .map_err(storage_error)?
             .iter()
-            .map(|item| postcard::from_bytes(item.value()).map_err(storage_error))
+            .map(|(_, value)| postcard::from_bytes(value).map_err(storage_error))
             .collect()
     }
 
@@ -382,7 +357,7 @@ impl Messenger {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.session.connection().call(request.clone()).await {
+            match self.session.request(request.clone()).await {
                 Err(error) if error.is_transient() && attempt < CALL_ATTEMPTS_MAX => {
                     tracing::info!(%error, attempt, "request not confirmed; repeating it");
                     if matches!(error, ClientError::Connect { .. }) {
@@ -415,7 +390,7 @@ impl Messenger {
             users,
             except_devices: except,
         };
-        let claimed = match self.session.connection().call(request).await? {
+        let claimed = match self.session.request(request).await? {
             Response::KeyPackages(claimed) => claimed,
             _ => {
                 return Err(ClientError::Protocol(
@@ -689,11 +664,13 @@ impl Messenger {
     ) -> Result<(Conversation, u64), ClientError> {
         use sha2::Digest;
         use tokio::io::AsyncReadExt;
-        let conversation = self.prepare_send(target).await?;
+        self.check_attachment_policy(None)?;
         let attachment_error =
             |e: std::io::Error| ClientError::Attachment(format!("{}: {e}", path.display()));
         let mut file = tokio::fs::File::open(path).await.map_err(attachment_error)?;
         let bytes = file.metadata().await.map_err(attachment_error)?.len();
+        self.check_attachment_policy(Some(bytes))?;
+        let conversation = self.prepare_send(target).await?;
         let chunk_count = crate::attachment::chunk_count(bytes);
         let chunk_count =
             u32::try_from(chunk_count).map_err(|_| ClientError::Attachment("file too large".into()))?;
@@ -706,7 +683,7 @@ impl Messenger {
             bytes_total,
             chunk_count,
         };
-        let blob_id = match self.session.connection().call(request).await? {
+        let blob_id = match self.session.request(request).await? {
             Response::BlobUploadStarted { blob_id } => blob_id,
             _ => {
                 return Err(ClientError::Protocol(
@@ -734,7 +711,7 @@ impl Messenger {
                 index,
                 bytes: sealed,
             };
-            self.session.connection().call(request).await?;
+            self.session.request(request).await?;
             sent += want as u64;
             progress(sent, bytes);
         }
@@ -792,6 +769,7 @@ impl Messenger {
     ) -> Result<(), ClientError> {
         use sha2::Digest;
         use tokio::io::AsyncWriteExt;
+        self.check_attachment_policy(None)?;
         let cipher = crate::attachment::ChunkCipher::new(&attachment.key);
         let partial = out.with_extension("part");
         let io_error = |e: std::io::Error| ClientError::Attachment(format!("{}: {e}", out.display()));
@@ -804,7 +782,7 @@ impl Messenger {
                     blob_id: attachment.blob_id,
                     index,
                 };
-                let bytes = match self.session.connection().call(request).await? {
+                let bytes = match self.session.request(request).await? {
                     Response::BlobChunk {
                         bytes, chunk_count, ..
                     } if chunk_count == attachment.chunk_count => bytes,
@@ -934,6 +912,7 @@ impl Messenger {
             }
         }
         self.top_up_key_packages().await?;
+        self.apply_retention()?;
         Ok(report)
     }
 
@@ -1141,6 +1120,15 @@ impl Messenger {
         Ok(self.load_group(&conversation.group_id)?.current_epoch())
     }
 
+    /// Deletes the stored messages (with their receipts and any attachment keys they hold)
+    /// sent before `unix_s`, for the message-retention policy; returns how many.
+    ///
+    /// A message's time is the earlier of the sender's claim and the server's: a sender's
+    /// clock set in the future must not keep a message past the retention limit.
+    pub fn delete_messages_before(&mut self, unix_s: i64) -> Result<u64, ClientError> {
+        delete_messages_before(&self.data, unix_s)
+    }
+
     /// Receipts recorded for a message.
     pub fn receipts(&self, conversation: &Conversation, seq: u64) -> Result<Receipts, ClientError> {
         Ok(self
@@ -1190,7 +1178,7 @@ impl Messenger {
             .data
             .get(&mark_key)
             .map_err(storage_error)?
-            .and_then(|bytes| bytes.try_into().ok().map(u64::from_be_bytes))
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok().map(u64::from_be_bytes))
             .unwrap_or(0);
         if up_to_seq <= marked || conversation.removed {
             return Ok(());
@@ -1227,8 +1215,7 @@ impl Messenger {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let profile = Profile::load(&self.profile_dir)?;
-            match Session::open(&profile).await {
+            match Session::open(&self.profile).await {
                 Ok(session) => {
                     self.session = session;
                     return Ok(());
@@ -1243,32 +1230,153 @@ impl Messenger {
         }
     }
 
-    /// Waits for the server's next event (new entries, a new Welcome).
+    /// Waits for the server's next messaging event (new entries, a new Welcome). Policy
+    /// changes and remote commands are handled here; a wipe or lock ends in an error.
     pub async fn next_event(&mut self) -> Result<Event, ClientError> {
-        self.session.connection().next_event().await
+        loop {
+            match self.session.next_event().await? {
+                event @ (Event::PolicyChanged { .. } | Event::Command(_)) => {
+                    self.session.handle_event(event).await?;
+                    self.apply_retention()?;
+                }
+                event => return Ok(event),
+            }
+        }
+    }
+
+    /// Deletes messages older than the policy's retention period, if it sets one.
+    fn apply_retention(&mut self) -> Result<u64, ClientError> {
+        let days = self.session.policy().message_retention_days;
+        if days == 0 {
+            return Ok(0);
+        }
+        self.delete_messages_before(unix_now() - i64::from(days) * 86_400)
+    }
+
+    /// Refuses attachments the organisation's policy does not allow (the server checks too).
+    fn check_attachment_policy(&self, bytes: Option<u64>) -> Result<(), ClientError> {
+        let policy = self.session.policy();
+        if !policy.attachments_allowed {
+            return Err(ClientError::Attachment(
+                "the organisation's policy does not allow attachments".into(),
+            ));
+        }
+        if let Some(bytes) = bytes
+            && bytes > policy.attachment_bytes_max
+        {
+            return Err(ClientError::Attachment(format!(
+                "the organisation's policy allows attachments of at most {} bytes; this file has {bytes}",
+                policy.attachment_bytes_max
+            )));
+        }
+        Ok(())
     }
 }
 
-/// Creates `path` empty with mode 0600 if it does not exist, and makes it 0600 if it does.
-fn create_private_file(path: &std::path::Path) -> Result<(), ClientError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+/// See [`Messenger::delete_messages_before`]. One transaction: a message never outlives
+/// its receipts or the other way round.
+fn delete_messages_before(data: &AppStorage, unix_s: i64) -> Result<u64, ClientError> {
+    let mut keys = Vec::new();
+    let mut messages = 0;
+    for (key, value) in data.get_by_prefix("msg/").map_err(storage_error)? {
+        let message: StoredMessage = postcard::from_bytes(&value).map_err(storage_error)?;
+        if message.sent_at_unix_s.min(message.server_time_unix_s) < unix_s {
+            if let Some(rest) = key.strip_prefix("msg/") {
+                keys.push(format!("rcpt/{rest}"));
+            }
+            keys.push(key);
+            messages += 1;
+        }
     }
-    options.open(path).map_err(storage_error)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(storage_error)?;
-    }
-    Ok(())
+    data.delete_all(&keys).map_err(storage_error)?;
+    Ok(messages)
+}
+
+/// This device's mls-rs client, keeping its state in the profile's vault.
+pub(crate) fn mls_client(profile: &Profile, identity: RedoubtIdentityProvider) -> Client<DeviceMlsConfig> {
+    let vault = profile.vault();
+    let signing_identity = redoubt_mls::device_signing_identity(
+        profile.certificate(),
+        &profile.certificate_body().device_public_key.0,
+    );
+    Client::builder()
+        .group_state_storage(vault.group_state_storage())
+        .key_package_repo(vault.key_package_storage())
+        .psk_store(vault.pre_shared_key_storage())
+        .crypto_provider(RustCryptoProvider::default())
+        .identity_provider(identity)
+        .mls_rules(redoubt_mls::rules())
+        .signing_identity(
+            signing_identity,
+            profile.mls_secret_key(),
+            redoubt_mls::CIPHER_SUITE,
+        )
+        .build()
 }
 
 fn random_id() -> Bytes<16> {
     let mut id = [0; 16];
     OsRng.fill_bytes(&mut id);
     Bytes(id)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn message(seq: u64, sent_at_unix_s: i64, server_time_unix_s: i64) -> StoredMessage {
+        StoredMessage {
+            seq,
+            sender_user: UserName::parse("alice").unwrap(),
+            sender_device: DeviceId::from([1; 16]),
+            sent_at_unix_s,
+            server_time_unix_s,
+            text: format!("message {seq}"),
+            attachment: None,
+        }
+    }
+
+    #[test]
+    fn delete_messages_before_takes_old_messages_and_their_receipts_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = crate::profile::test_profile(dir.path());
+        let data = profile.vault().app_storage();
+        let (g1, g2) = (GroupId::from([1; 32]), GroupId::from([2; 32]));
+        let store = |group: &GroupId, m: StoredMessage| {
+            data.insert(
+                &receipt_key(group, m.seq),
+                &postcard::to_stdvec(&Receipts::default()).unwrap(),
+            )
+            .unwrap();
+            data.insert(&message_key(group, m.seq), &postcard::to_stdvec(&m).unwrap())
+                .unwrap();
+        };
+        store(&g1, message(1, 100, 100));
+        store(&g1, message(2, 200, 201));
+        // The sender's clock claims the future; the server saw it early: it is old.
+        store(&g2, message(1, 10_000, 150));
+        store(&g2, message(2, 300, 300));
+        data.insert(&conversation_key(&g1), b"kept").unwrap();
+
+        assert_eq!(delete_messages_before(&data, 200).unwrap(), 2);
+        let left: Vec<String> = data
+            .get_by_prefix("")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            left,
+            vec![
+                conversation_key(&g1),
+                message_key(&g1, 2),
+                message_key(&g2, 2),
+                receipt_key(&g1, 2),
+                receipt_key(&g2, 2),
+            ]
+        );
+        assert_eq!(delete_messages_before(&data, 200).unwrap(), 0);
+    }
 }

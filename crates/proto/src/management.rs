@@ -166,7 +166,10 @@ pub fn verify_audit_log(
             why: why.to_owned(),
         };
         if entry.seq != expected_seq {
-            return Err(fail(&format!("found sequence number {} (entries missing or reordered)", entry.seq)));
+            return Err(fail(&format!(
+                "found sequence number {} (entries missing or reordered)",
+                entry.seq
+            )));
         }
         if entry.prev_hash != prev {
             return Err(fail("does not link to the entry before it"));
@@ -186,7 +189,9 @@ pub fn verify_audit_log(
     if let Some((&seq, _)) = heads.range(last + 1..).next() {
         return Err(AuditBreak {
             seq: last + 1,
-            why: format!("a signed checkpoint covers entry {seq}, but the log ends at {last} (entries deleted)"),
+            why: format!(
+                "a signed checkpoint covers entry {seq}, but the log ends at {last} (entries deleted)"
+            ),
         });
     }
     Ok(AuditVerified {
@@ -239,7 +244,13 @@ mod tests {
         );
         let checkpoints = vec![checkpoint];
         let ok = verify_audit_log(&entries, &checkpoints, &key.verifying_key(), &org).unwrap();
-        assert_eq!(ok, AuditVerified { entries: 5, signed_through: 4 });
+        assert_eq!(
+            ok,
+            AuditVerified {
+                entries: 5,
+                signed_through: 4
+            }
+        );
 
         entries[2].details = "nothing to see".into();
         let error = verify_audit_log(&entries, &checkpoints, &key.verifying_key(), &org).unwrap_err();

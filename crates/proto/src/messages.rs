@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ActivationCodeId, ActivationSecret, AuditEntry, BlobId, CHALLENGE_BYTES, CheckpointBody, CommandBody,
-    CommandKind, DeviceId, DeviceName, DisplayName, GroupId, GroupName, OrgId, Policy, PolicyBody, PolicyScope,
-    PolicySettings, PublicKeyBytes, Role, SettingOrigin, SignatureBytes, Signed, UserName, bytes::Bytes,
+    CommandKind, DeviceId, DeviceName, DisplayName, GroupId, GroupName, OrgId, Policy, PolicyBody,
+    PolicyScope, PolicySettings, PublicKeyBytes, Role, SettingOrigin, SignatureBytes, Signed, UserName,
+    bytes::Bytes,
 };
 
 /// The first frame on every connection, sent by the server.
@@ -137,11 +138,7 @@ pub enum Request {
     /// and the organisation proposes its removal from every group.
     AdminDeviceRevoke { device: DeviceId },
     /// Admin: grant (`grant`) or take away a role.
-    AdminRole {
-        user: UserName,
-        role: Role,
-        grant: bool,
-    },
+    AdminRole { user: UserName, role: Role, grant: bool },
     /// Admin or auditor: audit log entries after `after_seq`, at most `limit`, with the
     /// organisation-signed checkpoints among them.
     AdminAuditList { after_seq: u64, limit: u32 },

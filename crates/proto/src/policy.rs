@@ -294,14 +294,26 @@ mod tests {
         let (policy, origins) = Policy::resolve(Some(&default), &groups, Some((&alice, &user)));
         assert_eq!(policy.devices_per_user_max, 5);
         assert!(policy.passcode_required);
-        assert_eq!(policy.passcode_min_length, 12, "strictest group wins over default");
+        assert_eq!(
+            policy.passcode_min_length, 12,
+            "strictest group wins over default"
+        );
         assert!(!policy.attachments_allowed, "attachments off is stricter");
-        assert_eq!(policy.inactivity_lock_seconds, 600, "a limit is stricter than none");
+        assert_eq!(
+            policy.inactivity_lock_seconds, 600,
+            "a limit is stricter than none"
+        );
         assert_eq!(policy.message_retention_days, 0);
         let source = |name: &str| origins.iter().find(|o| o.setting == name).unwrap().source.clone();
         assert_eq!(source("devices_per_user_max"), PolicySource::User(alice));
-        assert_eq!(source("passcode_min_length"), PolicySource::Group(group("traders")));
-        assert_eq!(source("attachments_allowed"), PolicySource::Group(group("finance")));
+        assert_eq!(
+            source("passcode_min_length"),
+            PolicySource::Group(group("traders"))
+        );
+        assert_eq!(
+            source("attachments_allowed"),
+            PolicySource::Group(group("finance"))
+        );
         assert_eq!(source("passcode_required"), PolicySource::Default);
         assert_eq!(source("message_retention_days"), PolicySource::BuiltIn);
         assert_eq!(origins.len(), PolicySettings::NAMES.len());

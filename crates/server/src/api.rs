@@ -157,8 +157,7 @@ pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -
             ),
         ));
     }
-    let needs_approval =
-        policy.new_device_approval && devices.iter().any(|d| d.approved_at_unix_s.is_some());
+    let needs_approval = policy.new_device_approval && devices.iter().any(|d| d.approved_at_unix_s.is_some());
     let serial = state.store.next_certificate_serial().await?;
     let device_id = DeviceId::from(random::<16>());
     let certificate = state.org.certify(DeviceGrant {
@@ -303,10 +302,22 @@ pub(crate) async fn user_add(
         roles: vec![],
         created_at_unix_s: now,
     };
-    let event = audit(state, Some(who), "user.add", format!("user {user}"), "first activation code issued");
+    let event = audit(
+        state,
+        Some(who),
+        "user.add",
+        format!("user {user}"),
+        "first activation code issued",
+    );
     state
         .store
-        .apply(&[Change::CreateUser { user: new_user, code: record.clone() }], &[event])
+        .apply(
+            &[Change::CreateUser {
+                user: new_user,
+                code: record.clone(),
+            }],
+            &[event],
+        )
         .await
         .map_err(|e| match e {
             redoubt_store::StoreError::AlreadyExists("user") => {
@@ -326,7 +337,13 @@ pub(crate) async fn device_add(
     require(state, who, Permission::ManageUsers).await?;
     let now = state.now();
     let (record, issued) = new_activation_code(state, &user, now);
-    let event = audit(state, Some(who), "device.add", format!("user {user}"), "activation code issued");
+    let event = audit(
+        state,
+        Some(who),
+        "device.add",
+        format!("user {user}"),
+        "activation code issued",
+    );
     state
         .store
         .apply(&[Change::CreateActivationCode(record.clone())], &[event])

@@ -474,10 +474,19 @@ async fn create_first_admin(state: &State, data: &DataDir) -> Result<IssuedActiv
         roles: vec![Role::Admin],
         created_at_unix_s: now,
     };
-    let event = management::audit(state, None, "user.add", format!("user {}", user.name), "first admin");
+    let event = management::audit(
+        state,
+        None,
+        "user.add",
+        format!("user {}", user.name),
+        "first admin",
+    );
     state
         .store
-        .apply(&[redoubt_store::Change::CreateUser { user, code: record }], &[event])
+        .apply(
+            &[redoubt_store::Change::CreateUser { user, code: record }],
+            &[event],
+        )
         .await?;
     data_dir::write_private(&data.admin_activation(), format!("{}\n", issued.code).as_bytes())?;
     tracing::info!(path = %data.admin_activation().display(), "created the first admin and their activation code");

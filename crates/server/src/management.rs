@@ -54,7 +54,11 @@ fn role_allows(role: Role, permission: Permission) -> bool {
 
 /// Refuses unless one of the user's current roles (read now, not from the certificate)
 /// grants `permission`.
-pub(crate) async fn require(state: &State, who: &Authenticated, permission: Permission) -> Result<(), ApiError> {
+pub(crate) async fn require(
+    state: &State,
+    who: &Authenticated,
+    permission: Permission,
+) -> Result<(), ApiError> {
     let roles = state
         .store
         .user(&who.user)
@@ -124,7 +128,9 @@ pub(crate) async fn effective_policy(
         match scope {
             PolicyScope::Default => default = Some(settings),
             PolicyScope::User(name) if name == user => own = Some(settings),
-            PolicyScope::Group(group) if groups.contains(group) => of_groups.push((group.clone(), settings.clone())),
+            PolicyScope::Group(group) if groups.contains(group) => {
+                of_groups.push((group.clone(), settings.clone()))
+            }
             _ => {}
         }
     }
@@ -189,10 +195,17 @@ pub(crate) async fn policy_show(
     let effective = match user {
         Some(user) => {
             if state.store.user(&user).await?.is_none() {
-                return Err(ApiError::new(ErrorCode::NotFound, format!("user {user} not found")));
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("user {user} not found"),
+                ));
             }
             let (policy, origins) = effective_policy(state, &user).await?;
-            Some(EffectivePolicy { user, policy, origins })
+            Some(EffectivePolicy {
+                user,
+                policy,
+                origins,
+            })
         }
         None => None,
     };
@@ -203,7 +216,11 @@ pub(crate) async fn policy_show(
     })
 }
 
-pub(crate) async fn group_create(state: &State, who: &Authenticated, group: GroupName) -> Result<(), ApiError> {
+pub(crate) async fn group_create(
+    state: &State,
+    who: &Authenticated,
+    group: GroupName,
+) -> Result<(), ApiError> {
     require(state, who, Permission::ManageDirectory).await?;
     state
         .store
@@ -212,7 +229,13 @@ pub(crate) async fn group_create(state: &State, who: &Authenticated, group: Grou
                 group: group.clone(),
                 at_unix_s: state.now(),
             }],
-            &[audit(state, Some(who), "group.create", format!("group {group}"), "")],
+            &[audit(
+                state,
+                Some(who),
+                "group.create",
+                format!("group {group}"),
+                "",
+            )],
         )
         .await
         .map_err(|e| not_found(e, &group))?;
@@ -241,11 +264,19 @@ pub(crate) async fn group_member(
                 },
                 Change::BumpPolicyVersion,
             ],
-            &[audit(state, Some(who), action, format!("group {group}"), format!("user {user}"))],
+            &[audit(
+                state,
+                Some(who),
+                action,
+                format!("group {group}"),
+                format!("user {user}"),
+            )],
         )
         .await
         .map_err(|e| match e {
-            StoreError::NotFound("user") => ApiError::new(ErrorCode::NotFound, format!("user {user} not found")),
+            StoreError::NotFound("user") => {
+                ApiError::new(ErrorCode::NotFound, format!("user {user} not found"))
+            }
             other => not_found(other, &group),
         })?;
     policy_changed(state, applied.policy_version);
@@ -281,7 +312,13 @@ pub(crate) async fn user_import(
             format!("an import holds 1 to {IMPORT_USERS_MAX} users"),
         ));
     }
-    let existing: BTreeSet<UserName> = state.store.list_users().await?.into_iter().map(|u| u.name).collect();
+    let existing: BTreeSet<UserName> = state
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
     let groups: BTreeSet<GroupName> = state
         .store
         .directory_groups()
@@ -301,14 +338,21 @@ pub(crate) async fn user_import(
         }
         for group in &user.groups {
             if !groups.contains(group) {
-                problems.push(format!("user {row} ({}): group {group} does not exist", user.user));
+                problems.push(format!(
+                    "user {row} ({}): group {group} does not exist",
+                    user.user
+                ));
             }
         }
     }
     if !problems.is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidArgument,
-            format!("nothing imported; {} problem(s): {}", problems.len(), problems.join("; ")),
+            format!(
+                "nothing imported; {} problem(s): {}",
+                problems.len(),
+                problems.join("; ")
+            ),
         ));
     }
     let now = state.now();
@@ -342,12 +386,22 @@ pub(crate) async fn user_import(
     if in_groups {
         changes.push(Change::BumpPolicyVersion);
     }
-    let names = issued.iter().map(|i| i.user.to_string()).collect::<Vec<_>>().join(", ");
+    let names = issued
+        .iter()
+        .map(|i| i.user.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let applied = state
         .store
         .apply(
             &changes,
-            &[audit(state, Some(who), "user.import", format!("{} users", issued.len()), names)],
+            &[audit(
+                state,
+                Some(who),
+                "user.import",
+                format!("{} users", issued.len()),
+                names,
+            )],
         )
         .await
         .map_err(|e| not_found(e, "in import"))?;
@@ -472,7 +526,11 @@ pub(crate) async fn revoke(
     Ok(u32::try_from(groups).unwrap_or(u32::MAX))
 }
 
-pub(crate) async fn device_revoke(state: &State, who: &Authenticated, device: DeviceId) -> Result<u32, ApiError> {
+pub(crate) async fn device_revoke(
+    state: &State,
+    who: &Authenticated,
+    device: DeviceId,
+) -> Result<u32, ApiError> {
     require(state, who, Permission::RevokeDevices).await?;
     revoke(state, Some(who), device, "revoked by an admin").await
 }
@@ -509,7 +567,13 @@ pub(crate) async fn role(
                 role,
                 granted: grant,
             }],
-            &[audit(state, Some(who), action, format!("user {user}"), role.as_str())],
+            &[audit(
+                state,
+                Some(who),
+                action,
+                format!("user {user}"),
+                role.as_str(),
+            )],
         )
         .await
         .map_err(|e| not_found(e, &user))?;
@@ -529,7 +593,10 @@ pub(crate) async fn checkpoint(state: &State) -> Result<(), ApiError> {
         hash: redoubt_proto::Bytes(hash),
         at_unix_s: state.now(),
     });
-    state.store.add_audit_checkpoint(seq, &document.to_bytes()).await?;
+    state
+        .store
+        .add_audit_checkpoint(seq, &document.to_bytes())
+        .await?;
     Ok(())
 }
 
@@ -588,7 +655,10 @@ pub(crate) async fn policy_ack(state: &State, who: &mut Authenticated, version: 
     Ok(())
 }
 
-pub(crate) async fn commands_fetch(state: &State, who: &Authenticated) -> Result<Vec<Signed<CommandBody>>, ApiError> {
+pub(crate) async fn commands_fetch(
+    state: &State,
+    who: &Authenticated,
+) -> Result<Vec<Signed<CommandBody>>, ApiError> {
     Ok(state
         .store
         .commands(Some(&who.device_id), true)
@@ -640,7 +710,11 @@ pub(crate) async fn command_ack(state: &State, who: &Authenticated, command_id: 
     Ok(())
 }
 
-pub(crate) async fn device_approve(state: &State, who: &Authenticated, device: DeviceId) -> Result<(), ApiError> {
+pub(crate) async fn device_approve(
+    state: &State,
+    who: &Authenticated,
+    device: DeviceId,
+) -> Result<(), ApiError> {
     let record = existing_device(state, &device).await?;
     if record.user != who.user {
         return Err(ApiError::new(
@@ -649,7 +723,10 @@ pub(crate) async fn device_approve(state: &State, who: &Authenticated, device: D
         ));
     }
     if record.revoked_at_unix_s.is_some() {
-        return Err(ApiError::new(ErrorCode::InvalidArgument, format!("device {device} is revoked")));
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("device {device} is revoked"),
+        ));
     }
     if record.approved_at_unix_s.is_some() {
         return Ok(());
@@ -674,7 +751,10 @@ pub(crate) async fn device_approve(state: &State, who: &Authenticated, device: D
 }
 
 /// Summaries of `devices`, with each one's remote commands.
-pub(crate) async fn summarise(state: &State, devices: Vec<DeviceRecord>) -> Result<Vec<DeviceSummary>, ApiError> {
+pub(crate) async fn summarise(
+    state: &State,
+    devices: Vec<DeviceRecord>,
+) -> Result<Vec<DeviceSummary>, ApiError> {
     let mut commands: HashMap<DeviceId, Vec<CommandSummary>> = HashMap::new();
     let all = if devices.len() == 1 {
         state.store.commands(Some(&devices[0].id), false).await?

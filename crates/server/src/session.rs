@@ -18,8 +18,8 @@ use crate::State;
 use crate::api::{self, Authenticated, Peer};
 use crate::delivery::{self, Push};
 use crate::error::ApiError;
-use crate::management;
 use crate::listener::ConnectionInfo;
+use crate::management;
 
 enum Phase {
     Unauthenticated { requests: u32 },
@@ -281,9 +281,7 @@ async fn compliance(state: &State, who: &mut Authenticated, request: &Request) -
     if who.policy_acked < current {
         return Err(ApiError::new(
             ErrorCode::PolicyRefreshRequired,
-            format!(
-                "the organisation's policy changed (version {current}): fetch, apply and acknowledge it"
-            ),
+            format!("the organisation's policy changed (version {current}): fetch, apply and acknowledge it"),
         ));
     }
     Ok(())
@@ -371,9 +369,11 @@ async fn authenticated(
         Request::AdminGroupCreate { group } => management::group_create(state, who, group)
             .await
             .map(|()| Response::Done),
-        Request::AdminGroupMember { group, user, add } => management::group_member(state, who, group, user, add)
-            .await
-            .map(|()| Response::Done),
+        Request::AdminGroupMember { group, user, add } => {
+            management::group_member(state, who, group, user, add)
+                .await
+                .map(|()| Response::Done)
+        }
         Request::AdminGroupList => management::group_list(state, who)
             .await
             .map(Response::DirectoryGroups),
@@ -389,7 +389,9 @@ async fn authenticated(
         Request::AdminRole { user, role, grant } => management::role(state, who, user, role, grant)
             .await
             .map(|()| Response::Done),
-        Request::AdminAuditList { after_seq, limit } => management::audit_list(state, who, after_seq, limit).await,
+        Request::AdminAuditList { after_seq, limit } => {
+            management::audit_list(state, who, after_seq, limit).await
+        }
         Request::PolicyFetch => management::policy_fetch(state, who).await.map(Response::Policy),
         Request::PolicyAck { version } => management::policy_ack(state, who, version)
             .await

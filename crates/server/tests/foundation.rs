@@ -80,7 +80,10 @@ async fn happy_path_admin_adds_alice_who_enrolls_two_devices() {
     assert_eq!(serials.len(), 2, "serials are unique");
 
     // The device's private key stayed on the device: the server only has public keys.
-    let key = std::fs::read(profiles.path().join("alice-phone/device.key")).unwrap();
+    let key = Profile::load(&profiles.path().join("alice-phone"), None)
+        .unwrap()
+        .device_key_seed_for_tests()
+        .to_vec();
     assert_eq!(key.len(), 32);
     assert!(
         devices
@@ -96,7 +99,7 @@ async fn happy_path_admin_adds_alice_who_enrolls_two_devices() {
         );
     }
     // Profile files are private.
-    for file in ["profile.json", "device.key"] {
+    for file in ["profile.json", "keys.json", "vault.db"] {
         let mode = std::fs::metadata(profiles.path().join("alice-phone").join(file))
             .unwrap()
             .permissions()
@@ -251,10 +254,9 @@ async fn certificate_not_signed_by_the_org_key_is_refused() {
     let profiles = tempfile::tempdir().unwrap();
     let profile = enroll(profiles.path(), "admin", server.admin_code.as_deref().unwrap()).await;
     let device_key = SigningKey::from_bytes(
-        &std::fs::read(profiles.path().join("admin/device.key"))
+        &Profile::load(&profiles.path().join("admin"), None)
             .unwrap()
-            .try_into()
-            .unwrap(),
+            .device_key_seed_for_tests(),
     );
 
     // The genuine certificate with the genuine key works.
@@ -301,10 +303,9 @@ async fn certificate_from_another_organisation_is_refused() {
     let our_profile = enroll(profiles.path(), "ours", ours.admin_code.as_deref().unwrap()).await;
     let their_profile = enroll(profiles.path(), "theirs", theirs.admin_code.as_deref().unwrap()).await;
     let their_key = SigningKey::from_bytes(
-        &std::fs::read(profiles.path().join("theirs/device.key"))
+        &Profile::load(&profiles.path().join("theirs"), None)
             .unwrap()
-            .try_into()
-            .unwrap(),
+            .device_key_seed_for_tests(),
     );
     // Present the other organisation's valid certificate to our server.
     let error = authenticate_with(&our_profile, their_profile.certificate().to_vec(), &their_key)
@@ -331,10 +332,9 @@ async fn signature_is_bound_to_its_tls_session() {
     let profiles = tempfile::tempdir().unwrap();
     let profile = enroll(profiles.path(), "admin", server.admin_code.as_deref().unwrap()).await;
     let key = SigningKey::from_bytes(
-        &std::fs::read(profiles.path().join("admin/device.key"))
+        &Profile::load(&profiles.path().join("admin"), None)
             .unwrap()
-            .try_into()
-            .unwrap(),
+            .device_key_seed_for_tests(),
     );
     let first = Connection::connect(&profile.server, &profile.pin).await.unwrap();
     let signature = key.sign(&session_transcript(
@@ -475,8 +475,9 @@ async fn authentication_times_out() {
 #[tokio::test]
 async fn per_device_request_rate_is_limited() {
     let server =
-        TestServer::start_with_config("[limits]\ndevice_requests_per_second = 1\ndevice_request_burst = 3\n")
+        TestServer::start_with_config("[limits]\ndevice_requests_per_second = 1\ndevice_request_burst = 6\n")
             .await;
+    // Opening a session spends three of the burst: commands, policy fetch, policy ack.
     let profiles = tempfile::tempdir().unwrap();
     let mut admin = admin_session(&server, profiles.path()).await;
     let mut limited = None;
@@ -532,7 +533,7 @@ async fn restart_keeps_users_devices_and_keys() {
     assert_eq!(server.org_public_key, org_key, "the organisation key survives");
 
     // Existing devices authenticate with their stored profiles (same pin, same org key).
-    let admin_profile = Profile::load(&profiles.path().join("admin")).unwrap();
+    let admin_profile = Profile::load(&profiles.path().join("admin"), None).unwrap();
     let mut admin = Session::open(&admin_profile).await.unwrap();
     let users: Vec<_> = admin
         .admin_user_list()
@@ -542,7 +543,9 @@ async fn restart_keeps_users_devices_and_keys() {
         .map(|u| (u.user, u.devices_active))
         .collect();
     assert_eq!(users, vec![(user("admin"), 1), (user("henry"), 1)]);
-    Session::open(&Profile::load(henry.dir()).unwrap()).await.unwrap();
+    Session::open(&Profile::load(henry.dir(), None).unwrap())
+        .await
+        .unwrap();
     // A code issued before the restart still works after it.
     enroll(profiles.path(), "henry-2", &pending.code).await;
     server.stop().await;

@@ -40,8 +40,7 @@ async fn openmls_member_joins_a_redoubt_group_and_both_read_each_other() {
     let mut alice = Messenger::open(&alice_profile).await.unwrap();
 
     // 2. Olivia is driven by openmls, with the device key and certificate Redoubt issued her.
-    let seed = std::fs::read(olivia_profile.dir().join("device.key")).unwrap();
-    assert_eq!(seed.len(), 32, "device.key holds the 32-byte Ed25519 seed");
+    let seed = olivia_profile.device_key_seed_for_tests().to_vec();
     let olivia_public = olivia_profile.certificate_body().device_public_key.0;
     let provider = OpenMlsRustCrypto::default();
     // openmls's Ed25519 signer takes the bare 32-byte seed (mls-rs wants seed ‖ public).

@@ -302,7 +302,8 @@ async fn nothing_readable_at_rest_on_the_server() {
 
     let mut keys = Vec::new();
     for device in ["a", "b", "admin-laptop"] {
-        keys.push(std::fs::read(profiles.path().join(device).join("device.key")).unwrap());
+        let profile = redoubt_client::Profile::load(&profiles.path().join(device), None).unwrap();
+        keys.push(profile.device_key_seed_for_tests().to_vec());
     }
     let mut scanned = 0;
     for entry in walk(dir.path()) {
@@ -393,7 +394,7 @@ async fn a_users_new_device_joins_their_conversations_automatically() {
 
     // Bob enrols a second device; nobody touches the group.
     let mut admin = redoubt_client::Session::open(
-        &redoubt_client::Profile::load(&profiles.path().join("admin-laptop")).unwrap(),
+        &redoubt_client::Profile::load(&profiles.path().join("admin-laptop"), None).unwrap(),
     )
     .await
     .unwrap();

@@ -12,11 +12,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName};
-use redoubt_proto::{BlobId, GroupId};
 use redoubt_proto::{AuditEntry, GroupName, PolicyScope, PolicySettings};
+use redoubt_proto::{BlobId, GroupId};
 use redoubt_store::{
-    ActivationCodeRecord, ActivationCodeState, AppendError, Appended, Applied, AuditEvent, BlobRecord, Change,
-    ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupRecord, GroupTransition,
+    ActivationCodeRecord, ActivationCodeState, AppendError, Appended, Applied, AuditEvent, BlobRecord,
+    Change, ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupRecord, GroupTransition,
     InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord, RedeemError, Result, Store, StoreError,
     UserRecord,
 };
@@ -219,7 +219,10 @@ pub(crate) async fn insert_user(conn: &mut sqlx::SqliteConnection, user: &UserRe
     Ok(())
 }
 
-pub(crate) async fn insert_code(conn: &mut sqlx::SqliteConnection, code: &ActivationCodeRecord) -> Result<()> {
+pub(crate) async fn insert_code(
+    conn: &mut sqlx::SqliteConnection,
+    code: &ActivationCodeRecord,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO activation_codes
             (id, user_name, secret_hash, created_at, expires_at, failed_attempts, state, device_id)

@@ -3,9 +3,7 @@
 use redoubt_proto::{
     AUDIT_GENESIS, AuditEntry, Bytes, CommandKind, DeviceId, GroupName, PolicyScope, PolicySettings, UserName,
 };
-use redoubt_store::{
-    Applied, AuditEvent, Change, CommandRecord, DirectoryGroupRecord, Result, StoreError,
-};
+use redoubt_store::{Applied, AuditEvent, Change, CommandRecord, DirectoryGroupRecord, Result, StoreError};
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
 
@@ -139,7 +137,13 @@ async fn require_user(conn: &mut SqliteConnection, user: &UserName) -> Result<()
 }
 
 async fn require_group(conn: &mut SqliteConnection, group: &GroupName) -> Result<()> {
-    if exists(conn, "SELECT 1 FROM directory_groups WHERE name = ?", group.as_str()).await? {
+    if exists(
+        conn,
+        "SELECT 1 FROM directory_groups WHERE name = ?",
+        group.as_str(),
+    )
+    .await?
+    {
         Ok(())
     } else {
         Err(StoreError::NotFound("group"))
@@ -147,7 +151,11 @@ async fn require_group(conn: &mut SqliteConnection, group: &GroupName) -> Result
 }
 
 fn one_row(affected: u64, what: &'static str) -> Result<()> {
-    if affected == 0 { Err(StoreError::NotFound(what)) } else { Ok(()) }
+    if affected == 0 {
+        Err(StoreError::NotFound(what))
+    } else {
+        Ok(())
+    }
 }
 
 async fn apply_change(conn: &mut SqliteConnection, change: &Change, applied: &mut Applied) -> Result<()> {
@@ -283,12 +291,13 @@ async fn apply_change(conn: &mut SqliteConnection, change: &Change, applied: &mu
             one_row(result.rows_affected(), "command")?;
         }
         Change::ApproveDevice { device, at_unix_s } => {
-            let result = sqlx::query("UPDATE devices SET approved_at = coalesce(approved_at, ?) WHERE id = ?")
-                .bind(at_unix_s)
-                .bind(device.as_bytes().as_slice())
-                .execute(conn)
-                .await
-                .map_err(backend_error)?;
+            let result =
+                sqlx::query("UPDATE devices SET approved_at = coalesce(approved_at, ?) WHERE id = ?")
+                    .bind(at_unix_s)
+                    .bind(device.as_bytes().as_slice())
+                    .execute(conn)
+                    .await
+                    .map_err(backend_error)?;
             one_row(result.rows_affected(), "device")?;
         }
     }
@@ -333,7 +342,9 @@ impl SqliteStore {
                 let name: String = get(row, "scope_name")?;
                 let scope = match get::<String>(row, "scope_kind")?.as_str() {
                     "default" => PolicyScope::Default,
-                    "group" => PolicyScope::Group(GroupName::parse(&name).map_err(|_| corrupt("policy scope"))?),
+                    "group" => {
+                        PolicyScope::Group(GroupName::parse(&name).map_err(|_| corrupt("policy scope"))?)
+                    }
                     "user" => PolicyScope::User(UserName::parse(&name).map_err(|_| corrupt("policy scope"))?),
                     _ => return Err(corrupt("policy scope")),
                 };
@@ -448,7 +459,11 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(crate) async fn audit_checkpoints_impl(&self, after_seq: u64, through_seq: u64) -> Result<Vec<Vec<u8>>> {
+    pub(crate) async fn audit_checkpoints_impl(
+        &self,
+        after_seq: u64,
+        through_seq: u64,
+    ) -> Result<Vec<Vec<u8>>> {
         sqlx::query_scalar("SELECT document FROM audit_checkpoints WHERE seq > ? AND seq <= ? ORDER BY seq")
             .bind(to_db(after_seq, "audit seq")?)
             .bind(to_db(through_seq, "audit seq")?)

@@ -209,7 +209,10 @@ pub async fn redeem_creates_device_once(store: &impl Store) {
         .unwrap();
     let id = ActivationCodeId::from([1; 8]);
     let dev = device(7, "alice", 1);
-    store.redeem_activation_code(&id, 1_500, &dev, &audit()).await.unwrap();
+    store
+        .redeem_activation_code(&id, 1_500, &dev, &audit())
+        .await
+        .unwrap();
     assert_eq!(store.device(&dev.id).await.unwrap(), Some(dev.clone()));
     let record = store.activation_code(&id).await.unwrap().unwrap();
     assert_eq!(record.state, ActivationCodeState::Used);
@@ -227,12 +230,22 @@ pub async fn redeem_refuses_expired_used_and_voided_codes(store: &impl Store) {
         .await
         .unwrap();
     let expired = store
-        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 2_001, &device(7, "alice", 1), &audit())
+        .redeem_activation_code(
+            &ActivationCodeId::from([1; 8]),
+            2_001,
+            &device(7, "alice", 1),
+            &audit(),
+        )
         .await;
     assert!(matches!(expired, Err(RedeemError::Expired)), "{expired:?}");
     assert_eq!(store.device(&DeviceId::from([7; 16])).await.unwrap(), None);
     let unknown = store
-        .redeem_activation_code(&ActivationCodeId::from([9; 8]), 1_500, &device(7, "alice", 1), &audit())
+        .redeem_activation_code(
+            &ActivationCodeId::from([9; 8]),
+            1_500,
+            &device(7, "alice", 1),
+            &audit(),
+        )
         .await;
     assert!(matches!(unknown, Err(RedeemError::Unknown)), "{unknown:?}");
 
@@ -347,15 +360,30 @@ pub async fn devices_list_and_touch(store: &impl Store) {
         .await
         .unwrap();
     store
-        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_100, &device(1, "alice", 1), &audit())
+        .redeem_activation_code(
+            &ActivationCodeId::from([1; 8]),
+            1_100,
+            &device(1, "alice", 1),
+            &audit(),
+        )
         .await
         .unwrap();
     store
-        .redeem_activation_code(&ActivationCodeId::from([2; 8]), 1_100, &device(2, "alice", 2), &audit())
+        .redeem_activation_code(
+            &ActivationCodeId::from([2; 8]),
+            1_100,
+            &device(2, "alice", 2),
+            &audit(),
+        )
         .await
         .unwrap();
     store
-        .redeem_activation_code(&ActivationCodeId::from([3; 8]), 1_100, &device(3, "bob", 3), &audit())
+        .redeem_activation_code(
+            &ActivationCodeId::from([3; 8]),
+            1_100,
+            &device(3, "bob", 3),
+            &audit(),
+        )
         .await
         .unwrap();
     let alice = UserName::parse("alice").unwrap();
@@ -383,7 +411,12 @@ pub async fn duplicate_device_key_is_refused_atomically(store: &impl Store) {
         .await
         .unwrap();
     store
-        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_100, &device(1, "alice", 1), &audit())
+        .redeem_activation_code(
+            &ActivationCodeId::from([1; 8]),
+            1_100,
+            &device(1, "alice", 1),
+            &audit(),
+        )
         .await
         .unwrap();
     // Same public key as device 1, different id: refused, and code 2 stays active.
@@ -423,7 +456,9 @@ async fn two_users_three_devices(store: &impl Store) {
             .redeem_activation_code(
                 &ActivationCodeId::from([c; 8]),
                 1_100,
-                &device(d, u, u64::from(d)), &audit())
+                &device(d, u, u64::from(d)),
+                &audit(),
+            )
             .await
             .unwrap();
     }
@@ -850,14 +885,22 @@ pub async fn management_changes_are_all_or_nothing(store: &impl Store) {
                 },
                 Change::BumpPolicyVersion,
             ],
-            &[audit_event("group.create", "finance"), audit_event("group.add", "alice")],
+            &[
+                audit_event("group.create", "finance"),
+                audit_event("group.add", "alice"),
+            ],
         )
         .await
         .unwrap();
     assert_eq!(applied.policy_version, Some(1));
     assert_eq!(applied.audit_seq, before.0 + 2);
     assert_eq!(
-        store.user(&UserName::parse("alice").unwrap()).await.unwrap().unwrap().roles,
+        store
+            .user(&UserName::parse("alice").unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .roles,
         vec![Role::Helpdesk]
     );
     let duplicate = store
@@ -870,7 +913,10 @@ pub async fn management_changes_are_all_or_nothing(store: &impl Store) {
         )
         .await
         .unwrap_err();
-    assert!(matches!(duplicate, StoreError::AlreadyExists("group")), "{duplicate:?}");
+    assert!(
+        matches!(duplicate, StoreError::AlreadyExists("group")),
+        "{duplicate:?}"
+    );
 }
 
 pub async fn policies_and_groups_round_trip(store: &impl Store) {
@@ -924,7 +970,10 @@ pub async fn policies_and_groups_round_trip(store: &impl Store) {
     assert_eq!(policies.len(), 2);
     assert!(policies.contains(&(PolicyScope::Default, strict.clone())));
     assert!(policies.contains(&(PolicyScope::User(alice.clone()), strict.clone())));
-    assert_eq!(store.user_groups(&alice).await.unwrap(), vec![group_name("finance")]);
+    assert_eq!(
+        store.user_groups(&alice).await.unwrap(),
+        vec![group_name("finance")]
+    );
     let groups = store.directory_groups().await.unwrap();
     assert_eq!(groups[0].members, vec![alice.clone()]);
 
@@ -952,14 +1001,22 @@ pub async fn policies_and_groups_round_trip(store: &impl Store) {
         )
         .await
         .unwrap();
-    assert_eq!(store.policies().await.unwrap(), vec![(PolicyScope::Default, strict)]);
+    assert_eq!(
+        store.policies().await.unwrap(),
+        vec![(PolicyScope::Default, strict)]
+    );
     assert!(store.user_groups(&alice).await.unwrap().is_empty());
 }
 
 pub async fn commands_are_issued_then_acknowledged(store: &impl Store) {
     with_users(store, &["alice"]).await;
     store
-        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_100, &device(1, "alice", 1), &audit())
+        .redeem_activation_code(
+            &ActivationCodeId::from([1; 8]),
+            1_100,
+            &device(1, "alice", 1),
+            &audit(),
+        )
         .await
         .unwrap();
     let phone = DeviceId::from([1; 16]);
@@ -1003,7 +1060,10 @@ pub async fn commands_are_issued_then_acknowledged(store: &impl Store) {
         .await
         .unwrap();
     let pending = store.commands(Some(&phone), true).await.unwrap();
-    assert_eq!(pending.iter().map(|c| c.id).collect::<Vec<_>>(), vec![applied.command_ids[0]]);
+    assert_eq!(
+        pending.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![applied.command_ids[0]]
+    );
     let all = store.commands(None, false).await.unwrap();
     assert_eq!(all[1].acknowledged_at_unix_s, Some(1_300));
 
@@ -1018,7 +1078,10 @@ pub async fn commands_are_issued_then_acknowledged(store: &impl Store) {
         )
         .await
         .unwrap_err();
-    assert!(matches!(other_device, StoreError::NotFound("command")), "{other_device:?}");
+    assert!(
+        matches!(other_device, StoreError::NotFound("command")),
+        "{other_device:?}"
+    );
 
     store.acknowledge_policy(&phone, 4).await.unwrap();
     store.acknowledge_policy(&phone, 2).await.unwrap();
@@ -1040,7 +1103,11 @@ pub async fn commands_are_issued_then_acknowledged(store: &impl Store) {
 pub async fn audit_log_is_a_verifiable_chain(store: &impl Store) {
     with_users(store, &["alice"]).await;
     store
-        .record_failed_activation(&ActivationCodeId::from([1; 8]), 5, &audit_event("activation.failed", "alice"))
+        .record_failed_activation(
+            &ActivationCodeId::from([1; 8]),
+            5,
+            &audit_event("activation.failed", "alice"),
+        )
         .await
         .unwrap();
     for i in 0..3 {
@@ -1052,7 +1119,10 @@ pub async fn audit_log_is_a_verifiable_chain(store: &impl Store) {
     let entries = store.audit_entries(0, 100).await.unwrap();
     assert_eq!(entries.len(), 4);
     assert_eq!(entries[0].action, "activation.failed");
-    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
     let org = OrgId::from([4; 16]);
     let (head, hash) = store.audit_head().await.unwrap();
@@ -1066,8 +1136,14 @@ pub async fn audit_log_is_a_verifiable_chain(store: &impl Store) {
         },
         &key,
     );
-    store.add_audit_checkpoint(3, &checkpoint.to_bytes()).await.unwrap();
-    store.add_audit_checkpoint(3, &checkpoint.to_bytes()).await.unwrap();
+    store
+        .add_audit_checkpoint(3, &checkpoint.to_bytes())
+        .await
+        .unwrap();
+    store
+        .add_audit_checkpoint(3, &checkpoint.to_bytes())
+        .await
+        .unwrap();
     let stored = store.audit_checkpoints(0, 4).await.unwrap();
     assert_eq!(stored.len(), 1);
     let checkpoints = vec![redoubt_proto::Signed::from_bytes(&stored[0]).unwrap()];

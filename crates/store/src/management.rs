@@ -1,8 +1,6 @@
 //! Records for device management: directory groups, policies, remote commands, audit.
 
-use redoubt_proto::{
-    CommandKind, DeviceId, GroupName, PolicyScope, PolicySettings, Role, UserName,
-};
+use redoubt_proto::{CommandKind, DeviceId, GroupName, PolicyScope, PolicySettings, Role, UserName};
 
 use crate::{ActivationCodeRecord, UserRecord};
 
@@ -29,7 +27,11 @@ pub enum Change {
     /// `NotFound("user")` if the user does not exist.
     CreateActivationCode(ActivationCodeRecord),
     /// Grants or takes away a role (idempotent). `NotFound("user")`.
-    SetRole { user: UserName, role: Role, granted: bool },
+    SetRole {
+        user: UserName,
+        role: Role,
+        granted: bool,
+    },
     /// `AlreadyExists("group")`.
     CreateGroup { group: GroupName, at_unix_s: i64 },
     /// Adds or removes a member (idempotent). `NotFound("group")` / `NotFound("user")`.
