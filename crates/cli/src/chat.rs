@@ -3,6 +3,10 @@
 //!
 //! Keys: Tab / Shift-Tab or ↓ / ↑ switch conversation, Enter sends, `/file PATH` sends a
 //! file, Esc or Ctrl-C quits.
+//!
+//! When the organisation's policy sets an inactivity lock, the screen locks after that
+//! many seconds without a key press (and at once on a remote lock) and asks for the
+//! passcode; wrong passcodes count towards the policy's wipe limit.
 
 use anyhow::Result;
 use ratatui::crossterm::event::{Event, KeyCode, KeyEventKind, KeyModifiers};
@@ -11,7 +15,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph};
 use ratatui::{DefaultTerminal, Frame};
-use redoubt_client::{Conversation, Messenger, Receipts, StoredMessage};
+use redoubt_client::{ClientError, Conversation, Messenger, Profile, Receipts, StoredMessage};
 
 /// What the screen shows.
 #[derive(Debug, Default)]
@@ -22,6 +26,8 @@ pub(crate) struct App {
     pub input: String,
     pub status: String,
     pub me: String,
+    /// Nothing is shown but the lock screen; `input` holds the passcode being typed.
+    pub locked: bool,
 }
 
 impl App {
@@ -56,6 +62,20 @@ impl App {
 
 /// Draws the whole screen; pure, so tests render it into a buffer.
 pub(crate) fn draw(frame: &mut Frame, app: &App) {
+    if app.locked {
+        let [body, status] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
+        let masked = "*".repeat(app.input.chars().count());
+        let lock = Paragraph::new(vec![
+            Line::from("Redoubt is locked."),
+            Line::from("Enter this device's passcode and press Enter (Esc quits)."),
+            Line::from(""),
+            Line::from(masked),
+        ])
+        .block(Block::default().borders(Borders::ALL).title(" Locked "));
+        frame.render_widget(lock, body);
+        frame.render_widget(Paragraph::new(app.status.as_str()), status);
+        return;
+    }
     let [main, input, status] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(3), Constraint::Length(1)])
             .areas(frame.area());
@@ -139,16 +159,31 @@ pub(crate) fn draw(frame: &mut Frame, app: &App) {
 enum Step {
     Key(Option<Event>),
     Server(Result<redoubt_proto::Event, redoubt_client::ClientError>),
+    /// No key pressed for the policy's inactivity period.
+    Idle,
 }
 
-pub(crate) async fn run(mut messenger: Messenger, me: String) -> Result<()> {
+pub(crate) async fn run(mut messenger: Messenger, profile: Profile) -> Result<()> {
     let mut terminal = ratatui::init();
-    let result = run_loop(&mut terminal, &mut messenger, me).await;
+    let result = run_loop(&mut terminal, &mut messenger, &profile).await;
     ratatui::restore();
     result
 }
 
-async fn run_loop(terminal: &mut DefaultTerminal, messenger: &mut Messenger, me: String) -> Result<()> {
+/// Tries to lift the lock screen with `passcode` (any input when the profile has none).
+fn unlock(profile: &Profile, passcode: &str) -> Result<Option<String>> {
+    if !profile.has_passcode() {
+        return Ok(None);
+    }
+    match Profile::load(profile.dir(), Some(passcode)) {
+        Ok(_) => Ok(None),
+        Err(error @ ClientError::PasscodeWrong { .. }) => Ok(Some(error.to_string())),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn run_loop(terminal: &mut DefaultTerminal, messenger: &mut Messenger, profile: &Profile) -> Result<()> {
+    let me = profile.user().to_string();
     // Terminal input is blocking: read it on a thread and hand it over a bounded channel.
     let (keys_tx, mut keys) = tokio::sync::mpsc::channel(64);
     std::thread::spawn(move || {
@@ -162,18 +197,52 @@ async fn run_loop(terminal: &mut DefaultTerminal, messenger: &mut Messenger, me:
     messenger.sync().await?;
     app.refresh(messenger)?;
     app.status = "Connected.".to_owned();
+    let mut last_key = tokio::time::Instant::now();
     loop {
-        if let Some(conversation) = app.current().cloned() {
+        if !app.locked
+            && let Some(conversation) = app.current().cloned()
+        {
             let newest = app.messages.last().map_or(0, |m| m.0.seq);
             messenger.mark_read(&conversation, newest).await?;
         }
         terminal.draw(|frame| draw(frame, &app))?;
+        let idle_seconds = messenger.session().policy().inactivity_lock_seconds;
+        let lock_at = last_key + std::time::Duration::from_secs(u64::from(idle_seconds));
         let step = tokio::select! {
             key = keys.recv() => Step::Key(key),
             event = messenger.next_event() => Step::Server(event),
+            () = tokio::time::sleep_until(lock_at), if idle_seconds > 0 && !app.locked => Step::Idle,
         };
+        if matches!(step, Step::Key(Some(_))) {
+            last_key = tokio::time::Instant::now();
+        }
         match step {
             Step::Key(None) => return Ok(()),
+            Step::Idle => {
+                app.locked = true;
+                app.input.clear();
+                app.status = format!("Locked after {idle_seconds} s without input.");
+            }
+            Step::Key(Some(Event::Key(key))) if app.locked && key.kind == KeyEventKind::Press => match key.code {
+                KeyCode::Esc => return Ok(()),
+                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
+                KeyCode::Backspace => {
+                    app.input.pop();
+                }
+                KeyCode::Enter => {
+                    let passcode = std::mem::take(&mut app.input);
+                    match unlock(profile, &passcode)? {
+                        None => {
+                            app.locked = false;
+                            app.status = "Unlocked.".to_owned();
+                            app.refresh(messenger)?;
+                        }
+                        Some(why) => app.status = why,
+                    }
+                }
+                KeyCode::Char(c) => app.input.push(c),
+                _ => {}
+            },
             Step::Key(Some(Event::Key(key))) if key.kind == KeyEventKind::Press => match key.code {
                 KeyCode::Esc => return Ok(()),
                 KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
@@ -222,6 +291,11 @@ async fn run_loop(terminal: &mut DefaultTerminal, messenger: &mut Messenger, me:
                 messenger.sync().await?;
                 app.refresh(messenger)?;
                 app.status = "Reconnected.".to_owned();
+            }
+            Step::Server(Err(ClientError::DeviceLocked)) if profile.has_passcode() => {
+                app.locked = true;
+                app.input.clear();
+                app.status = "Locked by the organisation.".to_owned();
             }
             Step::Server(event) => {
                 event?;
@@ -289,6 +363,7 @@ mod tests {
             input: "typing".into(),
             status: "Connected.".into(),
             me: "alice".into(),
+            locked: false,
         };
         let text = screen(&app);
         for expected in [
@@ -303,6 +378,20 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} not on screen:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_lock_screen_hides_messages_and_masks_the_passcode() {
+        let app = App {
+            conversations: vec![conversation("secret-project", 1)],
+            input: "hunter2".into(),
+            locked: true,
+            ..App::default()
+        };
+        let text = screen(&app);
+        assert!(text.contains("locked"), "{text}");
+        assert!(text.contains("*******"), "{text}");
+        assert!(!text.contains("secret-project") && !text.contains("hunter2"), "{text}");
     }
 
     #[test]

@@ -272,10 +272,9 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Passcode(command) => passcode(&profile_dir(cli.profile)?, command, out),
         Command::Chat => {
             let mut profile = unlock::load_profile(&profile_dir(cli.profile)?)?;
-            let me = profile.user().to_string();
             let messenger =
                 unlock::comply(&mut profile, |p| async move { Messenger::open(&p).await }).await?;
-            chat::run(messenger, me).await
+            chat::run(messenger, profile).await
         }
     }
 }
