@@ -48,6 +48,11 @@ pub enum ClientError {
         "too many wrong passcodes: this device's profile was wiped (keys, conversations and messages are gone); enrol the device again"
     )]
     ProfileWiped,
+    /// The organisation wiped this device by remote command: its profile is gone.
+    #[error(
+        "this device was wiped by the organisation (remote wipe): its keys, conversations and messages are gone"
+    )]
+    RemotelyWiped,
     /// A policy or remote command from the server does not verify with the organisation
     /// key, or is not for this device. Nothing was applied.
     #[error("refused a document from the server: {0}")]

@@ -103,7 +103,7 @@ pub(crate) async fn handle_command(
     match body.kind {
         CommandKind::Wipe => {
             Profile::wipe(profile.dir())?;
-            return Err(ClientError::ProfileWiped);
+            return Err(ClientError::RemotelyWiped);
         }
         CommandKind::Lock => profile.set_remote_locked(true)?,
         CommandKind::Unlock => profile.set_remote_locked(false)?,

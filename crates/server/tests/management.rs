@@ -411,11 +411,11 @@ async fn remote_wipe_of_an_online_and_an_offline_device_is_acknowledged_and_audi
     let event = session.next_event().await.unwrap();
     assert!(matches!(event, Event::Command(_)));
     let error = session.handle_event(event).await.unwrap_err();
-    assert!(matches!(error, ClientError::ProfileWiped), "{error}");
+    assert!(matches!(error, ClientError::RemotelyWiped), "{error}");
     assert!(!files_exist(online.dir()));
     // The offline device wipes itself when it next connects.
     let error = Session::open(&offline).await.unwrap_err();
-    assert!(matches!(error, ClientError::ProfileWiped), "{error}");
+    assert!(matches!(error, ClientError::RemotelyWiped), "{error}");
     assert!(!files_exist(offline.dir()));
 
     let after = devices(&mut admin).await;
