@@ -630,12 +630,15 @@ async fn group(profile_dir: &Path, command: GroupCommand, out: &Output) -> Resul
         GroupCommand::List => {
             let mut rows = Vec::new();
             for conversation in messenger.conversations()? {
-                let members = if conversation.removed {
-                    Vec::new()
+                let (members, epoch) = if conversation.removed {
+                    (Vec::new(), None)
                 } else {
-                    messenger.members(&conversation)?
+                    (
+                        messenger.members(&conversation)?,
+                        Some(messenger.epoch(&conversation)?),
+                    )
                 };
-                rows.push((conversation, members));
+                rows.push((conversation, members, epoch));
             }
             out.groups(&rows);
         }

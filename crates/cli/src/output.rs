@@ -439,11 +439,12 @@ impl Output {
         }
     }
 
-    pub(crate) fn groups(&self, rows: &[(Conversation, Vec<MemberDevice>)]) {
+    /// Conversations with their member devices and MLS epoch (`None` once removed).
+    pub(crate) fn groups(&self, rows: &[(Conversation, Vec<MemberDevice>, Option<u64>)]) {
         if self.json {
             let rows: Vec<_> = rows
                 .iter()
-                .map(|(c, members)| {
+                .map(|(c, members, epoch)| {
                     let users: std::collections::BTreeSet<&str> =
                         members.iter().map(|m| m.user.as_str()).collect();
                     json!({
@@ -453,6 +454,7 @@ impl Output {
                         "removed": c.removed,
                         "users": users,
                         "devices": members.len(),
+                        "epoch": epoch,
                     })
                 })
                 .collect();
@@ -460,7 +462,7 @@ impl Output {
             return;
         }
         say!("{:<24} {:<8} {:>7}  USERS", "CONVERSATION", "KIND", "DEVICES");
-        for (c, members) in rows {
+        for (c, members, _) in rows {
             let users: std::collections::BTreeSet<&str> = members.iter().map(|m| m.user.as_str()).collect();
             let kind = if c.removed {
                 "removed"

@@ -32,6 +32,15 @@ use redoubt_proto::{
     enroll_transcript, session_transcript,
 };
 
+/// Test hook: aborts the process at a named point when `REDOUBT_TEST_CRASH_AT` names it,
+/// the way a kill at that instant would (no destructors, nothing flushed), so tests can
+/// prove recovery from exactly there. Costs one environment lookup.
+pub(crate) fn crash_point(name: &str) {
+    if std::env::var("REDOUBT_TEST_CRASH_AT").is_ok_and(|at| at == name) {
+        std::process::abort();
+    }
+}
+
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

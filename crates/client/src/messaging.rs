@@ -167,6 +167,22 @@ impl std::fmt::Debug for Messenger {
     }
 }
 
+/// A commit submitted but not yet known to be applied, kept until the outcome is known.
+#[derive(Serialize, Deserialize)]
+struct PendingCommit {
+    client_message_id: Bytes<16>,
+    message: Vec<u8>,
+    welcome: Option<Vec<u8>>,
+}
+
+fn outbox_key(group: &GroupId, id: &Bytes<16>) -> String {
+    format!("outbox/{group}/{}", id.to_hex())
+}
+
+fn parse_group_id(text: &str) -> Option<GroupId> {
+    Bytes::<32>::from_hex(text).map(|b| GroupId::from(b.0))
+}
+
 fn conversation_key(group: &GroupId) -> String {
     format!("conv/{group}")
 }
@@ -195,6 +211,7 @@ impl Messenger {
             data,
             session,
         };
+        messenger.recover().await?;
         messenger.top_up_key_packages().await?;
         messenger.apply_retention()?;
         Ok(messenger)
@@ -435,8 +452,13 @@ impl Messenger {
             builder.build()
         })
         .await?;
+        self.send_meta(group_id).await
+    }
+
+    /// Tells the members what this conversation is: new members cannot read earlier
+    /// messages, so this follows every commit that adds someone.
+    async fn send_meta(&mut self, group_id: &GroupId) -> Result<(), ClientError> {
         if let Some(conversation) = self.load_conversation(group_id)? {
-            // New members cannot read earlier messages; tell them what this conversation is.
             let meta = AppBody::Meta {
                 name: conversation.name.clone(),
                 direct: conversation.peer.is_some(),
@@ -569,26 +591,39 @@ impl Messenger {
                 message,
                 welcome,
             };
-            match self.submit(submit).await {
+            // The pending commit and the exact submission are saved before they leave:
+            // after a crash, `recover` learns from the server whether it was taken.
+            let pending_key = format!("pending/{group_id}");
+            let pending = PendingCommit {
+                client_message_id: submit.client_message_id,
+                message: submit.message.clone(),
+                welcome: submit.welcome.clone(),
+            };
+            let encoded = postcard::to_stdvec(&pending).map_err(|e| ClientError::Profile(e.to_string()))?;
+            self.data.insert(&pending_key, &encoded).map_err(storage_error)?;
+            group.write_to_storage().map_err(mls_error("saving group"))?;
+            let result = self.submit(submit).await;
+            crate::crash_point("commit.after-submit");
+            match result {
                 Ok(seq) => {
                     group
                         .apply_pending_commit()
                         .map_err(mls_error("applying commit"))?;
                     group.write_to_storage().map_err(mls_error("saving group"))?;
-                    if let Some(mut conversation) = self.load_conversation(group_id)? {
-                        // Our own commit needs no processing when we read the log.
-                        if conversation.cursor + 1 == seq {
-                            conversation.cursor = seq;
-                            self.save_conversation(&conversation)?;
-                        }
-                    }
+                    self.data.delete(&pending_key).map_err(storage_error)?;
+                    // Our own commit needs no processing when we read the log.
+                    self.advance_cursor_past_own(group_id, seq)?;
                     return Ok(seq);
                 }
                 Err(error) if error.code() == Some(ErrorCode::EpochConflict) => {
                     group.clear_pending_commit();
+                    group.write_to_storage().map_err(mls_error("saving group"))?;
+                    self.data.delete(&pending_key).map_err(storage_error)?;
                     drop(group);
                     self.sync_group(group_id).await?;
                 }
+                // Unknown outcome (the connection failed for good): the pending commit
+                // stays saved for `recover`.
                 Err(error) => return Err(error),
             }
         }
@@ -598,6 +633,17 @@ impl Messenger {
     }
 
     async fn send_body(&mut self, group_id: &GroupId, body: &AppBody) -> Result<u64, ClientError> {
+        self.send_body_with_id(group_id, body, random_id()).await
+    }
+
+    /// Encrypts and submits `body` under `client_message_id`: a repeat with the same id
+    /// (after a crash) returns the first submission's sequence number, never a duplicate.
+    async fn send_body_with_id(
+        &mut self,
+        group_id: &GroupId,
+        body: &AppBody,
+        client_message_id: Bytes<16>,
+    ) -> Result<u64, ClientError> {
         for _ in 0..CONFLICT_RETRIES_MAX {
             let mut group = self.load_group(group_id)?;
             let message = group
@@ -608,7 +654,7 @@ impl Messenger {
             group.write_to_storage().map_err(mls_error("saving group"))?;
             let submit = GroupSubmit {
                 group_id: *group_id,
-                client_message_id: random_id(),
+                client_message_id,
                 message,
                 welcome: None,
             };
@@ -634,8 +680,7 @@ impl Messenger {
             text: text.to_owned(),
             sent_at_unix_s: sent_at,
         };
-        let seq = self.send_body(&conversation.group_id, &body).await?;
-        self.store_own_message(&conversation.group_id, seq, sent_at, text.to_owned(), None)?;
+        let seq = self.send_recorded(&conversation.group_id, body).await?;
         Ok((conversation, seq))
     }
 
@@ -733,10 +778,8 @@ impl Messenger {
             sent_at_unix_s: sent_at,
         };
         let seq = self
-            .send_body(&conversation.group_id, &AppBody::Attachment(attachment.clone()))
+            .send_recorded(&conversation.group_id, AppBody::Attachment(attachment))
             .await?;
-        let text = describe(&attachment);
-        self.store_own_message(&conversation.group_id, seq, sent_at, text, Some(attachment))?;
         Ok((conversation, seq))
     }
 
@@ -873,6 +916,119 @@ impl Messenger {
         Ok(conversation)
     }
 
+    /// Sends a message through the outbox: it is recorded (with its client message id)
+    /// before it is encrypted and submitted, and kept locally once the server accepted it.
+    /// After a crash anywhere in between, [`Self::recover`] sends it again under the same
+    /// id, so it is delivered once and kept once.
+    async fn send_recorded(&mut self, group_id: &GroupId, body: AppBody) -> Result<u64, ClientError> {
+        let id = random_id();
+        let key = outbox_key(group_id, &id);
+        self.data.insert(&key, &body.encode()).map_err(storage_error)?;
+        let seq = self.send_body_with_id(group_id, &body, id).await?;
+        crate::crash_point("send.after-submit");
+        self.store_sent(group_id, seq, body)?;
+        self.data.delete(&key).map_err(storage_error)?;
+        Ok(seq)
+    }
+
+    /// Keeps a message this device sent, as accepted at `seq`.
+    fn store_sent(&self, group_id: &GroupId, seq: u64, body: AppBody) -> Result<(), ClientError> {
+        match body {
+            AppBody::Text { text, sent_at_unix_s } => {
+                self.store_own_message(group_id, seq, sent_at_unix_s, text, None)
+            }
+            AppBody::Attachment(attachment) => {
+                let text = describe(&attachment);
+                self.store_own_message(group_id, seq, attachment.sent_at_unix_s, text, Some(attachment))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Finishes what a crash interrupted: commits submitted but not applied (applied if the
+    /// server has them, dropped if not) and messages in the outbox (submitted again under
+    /// their own client message ids). Runs before anything reads a log.
+    pub async fn recover(&mut self) -> Result<(), ClientError> {
+        for (key, value) in self.data.get_by_prefix("pending/").map_err(storage_error)? {
+            let Some(group_id) = key.strip_prefix("pending/").and_then(parse_group_id) else {
+                continue;
+            };
+            let pending: PendingCommit =
+                postcard::from_bytes(&value).map_err(|e| ClientError::Profile(e.to_string()))?;
+            let mut group = self.load_group(&group_id)?;
+            let submit = GroupSubmit {
+                group_id,
+                client_message_id: pending.client_message_id,
+                message: pending.message,
+                welcome: pending.welcome,
+            };
+            match self.submit(submit).await {
+                Ok(seq) if group.has_pending_commit() => {
+                    group
+                        .apply_pending_commit()
+                        .map_err(mls_error("applying commit"))?;
+                    group.write_to_storage().map_err(mls_error("saving group"))?;
+                    drop(group);
+                    self.advance_cursor_past_own(&group_id, seq)?;
+                    self.data.delete(&key).map_err(storage_error)?;
+                    // What followed the commit did not happen either: members it added
+                    // still need the conversation's name.
+                    self.send_meta(&group_id).await?;
+                    tracing::info!(group_id = %group_id, seq, "applied a commit interrupted by a crash");
+                    continue;
+                }
+                Ok(_) => {}
+                Err(error) if error.code() == Some(ErrorCode::EpochConflict) => {
+                    group.clear_pending_commit();
+                    group.write_to_storage().map_err(mls_error("saving group"))?;
+                    tracing::info!(group_id = %group_id, "dropped a commit the server never took");
+                }
+                Err(error) => return Err(error),
+            }
+            self.data.delete(&key).map_err(storage_error)?;
+        }
+        for (key, value) in self.data.get_by_prefix("outbox/").map_err(storage_error)? {
+            let mut parts = key.trim_start_matches("outbox/").split('/');
+            let (Some(group_id), Some(id)) = (parts.next().and_then(parse_group_id), parts.next()) else {
+                continue;
+            };
+            let Some(id) = Bytes::<16>::from_hex(id) else {
+                continue;
+            };
+            let body = AppBody::decode(&value).map_err(|e| ClientError::Profile(e.to_string()))?;
+            let seq = self.send_body_with_id(&group_id, &body, id).await?;
+            self.store_sent(&group_id, seq, body)?;
+            self.data.delete(&key).map_err(storage_error)?;
+            tracing::info!(group_id = %group_id, seq, "sent a message interrupted by a crash");
+        }
+        Ok(())
+    }
+
+    /// Whether `message` is the commit this device saved before submitting it.
+    fn is_pending_commit(&self, group_id: &GroupId, message: &[u8]) -> Result<bool, ClientError> {
+        let Some(value) = self
+            .data
+            .get(&format!("pending/{group_id}"))
+            .map_err(storage_error)?
+        else {
+            return Ok(false);
+        };
+        let pending: PendingCommit =
+            postcard::from_bytes(&value).map_err(|e| ClientError::Profile(e.to_string()))?;
+        Ok(pending.message == message)
+    }
+
+    /// Moves the cursor over this device's own entry at `seq` when it is the next one.
+    fn advance_cursor_past_own(&self, group_id: &GroupId, seq: u64) -> Result<(), ClientError> {
+        if let Some(mut conversation) = self.load_conversation(group_id)?
+            && conversation.cursor + 1 == seq
+        {
+            conversation.cursor = seq;
+            self.save_conversation(&conversation)?;
+        }
+        Ok(())
+    }
+
     /// Keeps this device's own message in its local store.
     fn store_own_message(
         &self,
@@ -949,6 +1105,15 @@ impl Messenger {
             for entry in entries {
                 conversation.cursor = entry.seq;
                 if entry.sender == self.device_id {
+                    // Our own commit whose answer never reached us: apply it now.
+                    if group.has_pending_commit() && self.is_pending_commit(group_id, &entry.message)? {
+                        group
+                            .apply_pending_commit()
+                            .map_err(mls_error("applying commit"))?;
+                        self.data
+                            .delete(&format!("pending/{group_id}"))
+                            .map_err(storage_error)?;
+                    }
                     continue;
                 }
                 let processed = MlsMessage::from_bytes(&entry.message)
