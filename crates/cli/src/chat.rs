@@ -63,7 +63,8 @@ impl App {
 /// Draws the whole screen; pure, so tests render it into a buffer.
 pub(crate) fn draw(frame: &mut Frame, app: &App) {
     if app.locked {
-        let [body, status] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
+        let [body, status] =
+            Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
         let masked = "*".repeat(app.input.chars().count());
         let lock = Paragraph::new(vec![
             Line::from("Redoubt is locked."),
@@ -182,7 +183,11 @@ fn unlock(profile: &Profile, passcode: &str) -> Result<Option<String>> {
     }
 }
 
-async fn run_loop(terminal: &mut DefaultTerminal, messenger: &mut Messenger, profile: &Profile) -> Result<()> {
+async fn run_loop(
+    terminal: &mut DefaultTerminal,
+    messenger: &mut Messenger,
+    profile: &Profile,
+) -> Result<()> {
     let me = profile.user().to_string();
     // Terminal input is blocking: read it on a thread and hand it over a bounded channel.
     let (keys_tx, mut keys) = tokio::sync::mpsc::channel(64);
@@ -223,26 +228,28 @@ async fn run_loop(terminal: &mut DefaultTerminal, messenger: &mut Messenger, pro
                 app.input.clear();
                 app.status = format!("Locked after {idle_seconds} s without input.");
             }
-            Step::Key(Some(Event::Key(key))) if app.locked && key.kind == KeyEventKind::Press => match key.code {
-                KeyCode::Esc => return Ok(()),
-                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
-                KeyCode::Backspace => {
-                    app.input.pop();
-                }
-                KeyCode::Enter => {
-                    let passcode = std::mem::take(&mut app.input);
-                    match unlock(profile, &passcode)? {
-                        None => {
-                            app.locked = false;
-                            app.status = "Unlocked.".to_owned();
-                            app.refresh(messenger)?;
-                        }
-                        Some(why) => app.status = why,
+            Step::Key(Some(Event::Key(key))) if app.locked && key.kind == KeyEventKind::Press => {
+                match key.code {
+                    KeyCode::Esc => return Ok(()),
+                    KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
+                    KeyCode::Backspace => {
+                        app.input.pop();
                     }
+                    KeyCode::Enter => {
+                        let passcode = std::mem::take(&mut app.input);
+                        match unlock(profile, &passcode)? {
+                            None => {
+                                app.locked = false;
+                                app.status = "Unlocked.".to_owned();
+                                app.refresh(messenger)?;
+                            }
+                            Some(why) => app.status = why,
+                        }
+                    }
+                    KeyCode::Char(c) => app.input.push(c),
+                    _ => {}
                 }
-                KeyCode::Char(c) => app.input.push(c),
-                _ => {}
-            },
+            }
             Step::Key(Some(Event::Key(key))) if key.kind == KeyEventKind::Press => match key.code {
                 KeyCode::Esc => return Ok(()),
                 KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
@@ -391,7 +398,10 @@ mod tests {
         let text = screen(&app);
         assert!(text.contains("locked"), "{text}");
         assert!(text.contains("*******"), "{text}");
-        assert!(!text.contains("secret-project") && !text.contains("hunter2"), "{text}");
+        assert!(
+            !text.contains("secret-project") && !text.contains("hunter2"),
+            "{text}"
+        );
     }
 
     #[test]
