@@ -877,3 +877,66 @@ async fn audit_log_verifies_and_names_the_entry_altered_in_the_database() {
     let broken = verify_audit_log(&entries, &checkpoints, &org_key, &org_id).unwrap_err();
     assert_eq!(broken.seq, 3, "{broken}");
 }
+
+#[tokio::test]
+async fn retention_deletes_expired_messages_on_the_device_and_attachments_follow_policy() {
+    let server = TestServer::start().await;
+    // Everything below happens "three days ago" by the server's clock, until it catches up.
+    server.clock.advance(-3 * 86_400);
+    let profiles = tempfile::tempdir().unwrap();
+    let mut admin = admin_session(&server, profiles.path()).await;
+    let alice_code = add_user(&mut admin, "alice").await;
+    let bob_code = add_user(&mut admin, "bob").await;
+    let alice = enroll(profiles.path(), "alice-phone", &alice_code).await;
+    let bob = enroll(profiles.path(), "bob-phone", &bob_code).await;
+    let mut alice_messenger = Messenger::open(&alice).await.unwrap();
+    let mut bob = Messenger::open(&bob).await.unwrap();
+    bob.send_text("alice", "old news").await.unwrap();
+    alice_messenger.sync().await.unwrap();
+    let conversation = alice_messenger.conversation("bob").unwrap().unwrap();
+    assert_eq!(alice_messenger.messages(&conversation).unwrap().len(), 1);
+    drop(alice_messenger);
+
+    server.clock.advance(3 * 86_400);
+    set_policy(
+        &mut admin,
+        PolicyScope::Default,
+        PolicySettings {
+            message_retention_days: Some(1),
+            attachments_allowed: Some(false),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut alice_messenger = Messenger::open(&alice).await.unwrap();
+    bob.send_text("alice", "fresh").await.unwrap();
+    alice_messenger.sync().await.unwrap();
+    let texts: Vec<_> = alice_messenger
+        .messages(&conversation)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["fresh".to_owned()],
+        "the three-day-old message is gone"
+    );
+
+    // Attachments are refused by the device and, for a client that ignores the policy,
+    // by the server.
+    let file = profiles.path().join("report.pdf");
+    std::fs::write(&file, b"numbers").unwrap();
+    let error = bob.send_file("alice", &file, |_, _| {}).await.unwrap_err();
+    assert!(matches!(error, ClientError::Attachment(_)), "{error}");
+    let error = bob
+        .session()
+        .request(Request::BlobUploadStart {
+            group_id: conversation.group_id,
+            bytes_total: 100,
+            chunk_count: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&error), ErrorCode::PolicyViolation);
+}
