@@ -302,7 +302,7 @@ async fn server(args: ServerArgs, out: &Output) -> Result<()> {
     let options = redoubt_server::OpenOptions {
         public_address: args.public_address,
         org_name: args.org_name,
-        clock: None,
+        ..redoubt_server::OpenOptions::default()
     };
     let server = redoubt_server::Server::open(&args.data, bound, &options)
         .await

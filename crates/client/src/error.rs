@@ -70,14 +70,17 @@ pub enum ClientError {
 
 impl ClientError {
     /// Whether trying again later may succeed: the connection failed, or the server was
-    /// busy, limiting the rate or failed internally.
+    /// busy, limiting the rate, unable to store or failed internally.
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Connect { .. } => true,
             ClientError::Server(body) => {
                 matches!(
                     body.code,
-                    ErrorCode::ServerBusy | ErrorCode::RateLimited | ErrorCode::Internal
+                    ErrorCode::ServerBusy
+                        | ErrorCode::RateLimited
+                        | ErrorCode::StorageUnavailable
+                        | ErrorCode::Internal
                 )
             }
             _ => false,

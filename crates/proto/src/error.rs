@@ -105,6 +105,9 @@ error_codes! {
     PolicyViolation = 28, "policy_violation";
     /// A remote wipe waits for this device: fetch and acknowledge commands.
     CommandPending = 29, "command_pending";
+    /// The server cannot store anything right now (its disk is full or read-only, its
+    /// database is locked or failing); nothing was changed. Retry later.
+    StorageUnavailable = 30, "storage_unavailable";
 }
 
 impl fmt::Display for ErrorCode {

@@ -6,11 +6,11 @@
 //! first is deleted, as are leftovers of a crash at the next start: nothing half-written is
 //! ever served.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use rand_core::{OsRng, RngCore};
-use redoubt_proto::{BLOB_CHUNK_BYTES, BlobId, ErrorCode, GroupId};
+use redoubt_proto::{BLOB_CHUNK_BYTES, BlobId, ErrorCode, GroupId, Request};
 use redoubt_store::BlobRecord;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -21,6 +21,8 @@ use crate::error::ApiError;
 
 /// Uploads one session may have open at once.
 const UPLOADS_PER_SESSION_MAX: usize = 4;
+/// Blobs a session remembers having fetched, whose further chunks skip the request rate.
+const FETCHES_REMEMBERED_MAX: usize = 8;
 
 #[derive(Debug)]
 pub(crate) struct BlobFiles {
@@ -28,11 +30,19 @@ pub(crate) struct BlobFiles {
 }
 
 fn io_failure(error: std::io::Error) -> ApiError {
+    use std::io::ErrorKind;
     tracing::error!(%error, "blob storage failed");
-    ApiError::new(
-        ErrorCode::Internal,
-        "internal server error; the upload was not stored",
-    )
+    match error.kind() {
+        // The disk, not the server, is at fault: the device may retry later.
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::ReadOnlyFilesystem => ApiError::new(
+            ErrorCode::StorageUnavailable,
+            "the server cannot store attachments right now; nothing was changed; retry later",
+        ),
+        _ => ApiError::new(
+            ErrorCode::Internal,
+            "internal server error; the upload was not stored",
+        ),
+    }
 }
 
 impl BlobFiles {
@@ -63,10 +73,36 @@ struct Upload {
     file: tokio::fs::File,
 }
 
-/// A session's open uploads.
+/// A session's transfers: its open uploads, and the blobs it fetched lately.
 #[derive(Debug, Default)]
-pub(crate) struct Uploads {
+pub(crate) struct Transfers {
     open: HashMap<BlobId, Upload>,
+    /// Blobs this session fetched a chunk of (so it was a member), newest last.
+    fetched: VecDeque<BlobId>,
+}
+
+impl Transfers {
+    /// Whether `request` continues a transfer this session already has under way: a chunk
+    /// of one of its open uploads, or of a blob it has fetched from. Those skip the
+    /// request rate limit; everything else, including chunk requests for unknown blobs,
+    /// counts against it.
+    pub(crate) fn is_under_way(&self, request: &Request) -> bool {
+        match request {
+            Request::BlobUploadChunk { blob_id, .. } => self.open.contains_key(blob_id),
+            Request::BlobFetch { blob_id, .. } => self.fetched.contains(blob_id),
+            _ => false,
+        }
+    }
+
+    fn remember_fetch(&mut self, id: BlobId) {
+        if self.fetched.contains(&id) {
+            return;
+        }
+        if self.fetched.len() == FETCHES_REMEMBERED_MAX {
+            self.fetched.pop_front();
+        }
+        self.fetched.push_back(id);
+    }
 }
 
 fn expected_chunks(bytes_total: u64) -> u64 {
@@ -76,7 +112,7 @@ fn expected_chunks(bytes_total: u64) -> u64 {
 pub(crate) async fn start(
     state: &State,
     who: &Authenticated,
-    uploads: &mut Uploads,
+    uploads: &mut Transfers,
     group: GroupId,
     bytes_total: u64,
     chunk_count: u32,
@@ -139,7 +175,12 @@ pub(crate) async fn start(
         complete: false,
         created_at_unix_s: state.now(),
     };
-    state.store.create_blob(&record).await?;
+    if let Err(error) = state.store.create_blob(&record).await {
+        // Unrecorded, the file would be found by neither the session's end nor the
+        // clean-up at start.
+        let _ = tokio::fs::remove_file(state.blobs.part(&id)).await;
+        return Err(error.into());
+    }
     uploads.open.insert(
         id,
         Upload {
@@ -154,7 +195,7 @@ pub(crate) async fn start(
 }
 
 pub(crate) async fn chunk(
-    uploads: &mut Uploads,
+    uploads: &mut Transfers,
     id: BlobId,
     index: u32,
     bytes: Vec<u8>,
@@ -183,7 +224,7 @@ pub(crate) async fn chunk(
     Ok(())
 }
 
-pub(crate) async fn finish(state: &State, uploads: &mut Uploads, id: BlobId) -> Result<(), ApiError> {
+pub(crate) async fn finish(state: &State, uploads: &mut Transfers, id: BlobId) -> Result<(), ApiError> {
     let upload = uploads
         .open
         .get(&id)
@@ -209,13 +250,22 @@ pub(crate) async fn finish(state: &State, uploads: &mut Uploads, id: BlobId) -> 
     if let Ok(dir) = tokio::fs::File::open(state.blobs.dir()).await {
         dir.sync_all().await.map_err(io_failure)?;
     }
-    state.store.complete_blob(&id).await?;
+    if let Err(error) = state.store.complete_blob(&id).await {
+        // The record stays incomplete (never served; deleted at the next start); the file
+        // goes now rather than sit unrecorded until then.
+        let _ = tokio::fs::remove_file(state.blobs.complete(&id)).await;
+        if let Err(error) = state.store.delete_blob(&id).await {
+            tracing::warn!(blob_id = %id, %error, "could not delete a blob whose completion failed");
+        }
+        return Err(error.into());
+    }
     Ok(())
 }
 
 pub(crate) async fn fetch(
     state: &State,
     who: &Authenticated,
+    transfers: &mut Transfers,
     id: BlobId,
     index: u32,
 ) -> Result<(Vec<u8>, u32, u64), ApiError> {
@@ -243,11 +293,12 @@ pub(crate) async fn fetch(
     // length ≤ BLOB_CHUNK_BYTES, so the cast cannot truncate.
     let mut bytes = vec![0; length as usize];
     file.read_exact(&mut bytes).await.map_err(io_failure)?;
+    transfers.remember_fetch(id);
     Ok((bytes, blob.chunk_count, blob.bytes_total))
 }
 
 /// Deletes a session's unfinished uploads (file and record).
-pub(crate) async fn abandon(state: &State, uploads: &mut Uploads) {
+pub(crate) async fn abandon(state: &State, uploads: &mut Transfers) {
     for (id, upload) in uploads.open.drain() {
         drop(upload);
         let _ = tokio::fs::remove_file(state.blobs.part(&id)).await;

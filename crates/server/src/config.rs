@@ -109,6 +109,9 @@ pub struct Limits {
     pub ping_interval_ms: u64,
     /// A session that sends nothing (not even a pong) for this long is closed, in ms. Default 90000.
     pub idle_timeout_ms: u64,
+    /// Time the server waits to hand one frame to a peer that is not reading its socket
+    /// before it closes the session, in ms. Default 30000.
+    pub write_timeout_ms: u64,
     /// Time in-flight sessions get to finish at shutdown, in ms. Default 5000.
     pub shutdown_grace_ms: u64,
     /// One-time MLS key packages a device may keep on the server. Default 100.
@@ -136,6 +139,7 @@ impl Default for Limits {
             device_request_burst: 100,
             ping_interval_ms: 30_000,
             idle_timeout_ms: 90_000,
+            write_timeout_ms: 30_000,
             shutdown_grace_ms: 5_000,
             key_packages_per_device_max: 100,
             fetch_entries_max: 500,
@@ -190,6 +194,7 @@ impl Config {
             ("limits.auth_timeout_ms", l.auth_timeout_ms),
             ("limits.ping_interval_ms", l.ping_interval_ms),
             ("limits.idle_timeout_ms", l.idle_timeout_ms),
+            ("limits.write_timeout_ms", l.write_timeout_ms),
         ] {
             if value == 0 {
                 return fail(field, "must be greater than 0");
@@ -288,6 +293,9 @@ org_name = {org_name:?}
 # Ping interval on idle sessions, and how long a silent session is kept, in milliseconds.
 # ping_interval_ms = {ping}
 # idle_timeout_ms = {idle}
+# Time allowed to send one frame to a device that does not read its socket before its
+# session is closed, in milliseconds.
+# write_timeout_ms = {write}
 # Time in-flight sessions get to finish at shutdown, in milliseconds.
 # shutdown_grace_ms = {grace}
 # One-time MLS key packages a device may keep on the server.
@@ -314,6 +322,7 @@ org_name = {org_name:?}
             burst = l.device_request_burst,
             ping = l.ping_interval_ms,
             idle = l.idle_timeout_ms,
+            write = l.write_timeout_ms,
             grace = l.shutdown_grace_ms,
             kp = l.key_packages_per_device_max,
             fetch = l.fetch_entries_max,

@@ -1,7 +1,8 @@
 //! Errors. [`ServerError`] is for the operator (start-up, I/O); [`ApiError`] is what a
 //! device is told. The `From` impls here are the one place server failures become wire
-//! error codes: storage failures are logged in full and reported as `internal`, so no
-//! detail of the server's internals reaches a device.
+//! error codes: storage failures are logged in full and reported as `storage_unavailable`
+//! (the backend failed: disk full, read-only, locked — a device may retry later) or
+//! `internal` (anything else), so no detail of the server's internals reaches a device.
 
 use redoubt_proto::{ErrorBody, ErrorCode};
 use redoubt_store::{RedeemError, StoreError};
@@ -41,6 +42,13 @@ impl From<StoreError> for ApiError {
                 ApiError::new(ErrorCode::AlreadyExists, format!("{what} already exists"))
             }
             StoreError::NotFound(what) => ApiError::new(ErrorCode::NotFound, format!("{what} not found")),
+            StoreError::Backend(detail) => {
+                tracing::error!(error = %detail, "storage backend failed");
+                ApiError::new(
+                    ErrorCode::StorageUnavailable,
+                    "the server cannot store anything right now; nothing was changed; retry later",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
                 ApiError::new(ErrorCode::Internal, "internal server error; nothing was changed")

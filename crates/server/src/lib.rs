@@ -41,8 +41,12 @@ pub use org::Org;
 /// The name of the first admin user, made at initialisation.
 pub const FIRST_ADMIN_USER: &str = "admin";
 
-/// Choices made on the command line, overriding the configuration file.
-#[derive(Debug, Clone, Default)]
+/// Wraps the store the server opened; see [`OpenOptions::wrap_store`].
+pub type StoreWrapper = Arc<dyn Fn(Arc<dyn Store>) -> Arc<dyn Store> + Send + Sync>;
+
+/// Choices made on the command line, overriding the configuration file. Construct it with
+/// `..OpenOptions::default()` so new options do not break callers.
+#[derive(Clone, Default)]
 pub struct OpenOptions {
     /// Overrides `server.public_address`.
     pub public_address: Option<String>,
@@ -51,6 +55,23 @@ pub struct OpenOptions {
     /// The time source; the system clock when `None`. Tests pass a [`ManualClock`] to
     /// exercise expiry without waiting.
     pub clock: Option<Arc<dyn Clock>>,
+    /// Called once with the opened database; the server then uses the store it returns.
+    /// Tests wrap the store to inject storage faults (a full disk) at chosen moments.
+    pub wrap_store: Option<StoreWrapper>,
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("public_address", &self.public_address)
+            .field("org_name", &self.org_name)
+            .field("clock", &self.clock)
+            .field(
+                "wrap_store",
+                &self.wrap_store.as_ref().map(|_| "Fn(store) -> store"),
+            )
+            .finish()
+    }
 }
 
 /// Where the server reads the time (Unix seconds) for expiry and validity decisions.
@@ -278,7 +299,11 @@ impl Server {
         };
         let tls = tls::load(&cert_path, &key_path)?;
 
-        let store = SqliteStore::open(&data.database()).await?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.database()).await?);
+        let store = match &options.wrap_store {
+            Some(wrap) => wrap(store),
+            None => store,
+        };
         let policy_version = store.policy_version().await?;
         let wipes_pending = store
             .commands(None, true)
@@ -310,7 +335,7 @@ impl Server {
             config.limits.device_request_burst,
         );
         let state = Arc::new(State {
-            store: Arc::new(store),
+            store,
             org,
             public_address,
             tls_pin: tls.pin,

@@ -1,7 +1,10 @@
 //! One device session over WebSocket: hello, authentication, then requests.
 //!
 //! The session owns its connection permit, so the connection limit counts live sessions.
-//! Requests on one connection are answered in order.
+//! Requests on one connection are answered in order. Every write to the socket is bounded
+//! by `write_timeout_ms`: a peer that stops reading is disconnected instead of holding
+//! the session (and its permit) forever, since a session stuck writing would never reach
+//! its authentication or idle deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +42,7 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = &state.config.limits;
+    let write_timeout = Duration::from_millis(limits.write_timeout_ms);
     let mut challenge = [0; redoubt_proto::CHALLENGE_BYTES];
     OsRng.fill_bytes(&mut challenge);
     let peer = Peer {
@@ -51,7 +55,7 @@ pub(crate) async fn run(
         server_time_unix_s: state.now(),
         frame_bytes_max: limits.frame_bytes_max,
     });
-    if send(&mut socket, &hello).await.is_err() {
+    if send(&mut socket, &hello, write_timeout).await.is_err() {
         return;
     }
 
@@ -62,7 +66,7 @@ pub(crate) async fn run(
     let mut ping = tokio::time::interval(Duration::from_millis(limits.ping_interval_ms));
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let mut uploads = crate::blobs::Uploads::default();
+    let mut transfers = crate::blobs::Transfers::default();
     // Events for this session, once it has authenticated.
     let mut events: Option<(u64, tokio::sync::mpsc::Receiver<Push>)> = None;
     let close = loop {
@@ -83,7 +87,7 @@ pub(crate) async fn run(
             _ = shutdown.changed() => break Some((close_code::AWAY, "server shutting down")),
             event = next_event(&mut events) => match event {
                 Some(Push::Event(event)) => {
-                    if send(&mut socket, &ServerFrame::Event(event)).await.is_err() {
+                    if send(&mut socket, &ServerFrame::Event(event), write_timeout).await.is_err() {
                         break None;
                     }
                 }
@@ -92,14 +96,14 @@ pub(crate) async fn run(
                 None => break Some((close_code::POLICY, "too slow to receive events")),
             },
             _ = ping.tick(), if matches!(phase, Phase::Authenticated(_)) => {
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if write(&mut socket, Message::Ping(Default::default()), write_timeout).await.is_err() {
                     break None;
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
                 if matches!(phase, Phase::Unauthenticated { .. }) {
                     let error = ErrorBody::new(ErrorCode::Unauthenticated, "authentication timed out");
-                    let _ = send(&mut socket, &ServerFrame::Error { request_id: 0, error }).await;
+                    let _ = send(&mut socket, &ServerFrame::Error { request_id: 0, error }, write_timeout).await;
                     break Some((close_code::POLICY, "authentication timed out"));
                 }
                 break Some((close_code::AWAY, "idle timeout"));
@@ -116,17 +120,17 @@ pub(crate) async fn run(
                             ErrorCode::FrameTooLarge,
                             format!("frame unreadable or larger than {} bytes", limits.frame_bytes_max),
                         );
-                        let _ = send(&mut socket, &ServerFrame::Error { request_id: 0, error }).await;
+                        let _ = send(&mut socket, &ServerFrame::Error { request_id: 0, error }, write_timeout).await;
                         break Some((close_code::SIZE, "frame too large or unreadable"));
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Text(_))) => {
                         let error = ErrorBody::new(ErrorCode::MalformedFrame, "frames are binary WebSocket messages");
-                        let _ = send(&mut socket, &ServerFrame::Error { request_id: 0, error }).await;
+                        let _ = send(&mut socket, &ServerFrame::Error { request_id: 0, error }, write_timeout).await;
                         break Some((close_code::UNSUPPORTED, "binary frames only"));
                     }
                     Some(Ok(Message::Binary(bytes))) => {
-                        match handle_frame(&state, &peer, &mut phase, &mut uploads, &mut socket, &bytes).await {
+                        match handle_frame(&state, &peer, &mut phase, &mut transfers, &mut socket, &bytes).await {
                             Ok(Next::Continue) => {}
                             Ok(Next::Close(code, reason)) => break Some((code, reason)),
                             Err(()) => break None,
@@ -141,9 +145,9 @@ pub(crate) async fn run(
             code,
             reason: reason.into(),
         };
-        let _ = socket.send(Message::Close(Some(frame))).await;
+        let _ = write(&mut socket, Message::Close(Some(frame)), write_timeout).await;
     }
-    crate::blobs::abandon(&state, &mut uploads).await;
+    crate::blobs::abandon(&state, &mut transfers).await;
     if let Phase::Authenticated(who) = &phase {
         if let Some((id, _)) = events {
             state.subscribers.unsubscribe(&who.device_id, id);
@@ -160,11 +164,30 @@ async fn next_event(events: &mut Option<(u64, tokio::sync::mpsc::Receiver<Push>)
     }
 }
 
-async fn send(socket: &mut WebSocket, frame: &ServerFrame) -> Result<(), ()> {
-    socket
-        .send(Message::Binary(encode_server_frame(frame).into()))
-        .await
-        .map_err(|_| ())
+async fn send(socket: &mut WebSocket, frame: &ServerFrame, timeout: Duration) -> Result<(), ()> {
+    write(
+        socket,
+        Message::Binary(encode_server_frame(frame).into()),
+        timeout,
+    )
+    .await
+}
+
+/// Writes one message, giving up after `timeout` (`limits.write_timeout_ms`): a peer that
+/// does not read its socket must not hold the session forever. `Err(())` means the socket
+/// failed or the peer stopped reading; the session then ends without a close frame, which
+/// could not be delivered either.
+async fn write(socket: &mut WebSocket, message: Message, timeout: Duration) -> Result<(), ()> {
+    match tokio::time::timeout(timeout, socket.send(message)).await {
+        Ok(result) => result.map_err(|_| ()),
+        Err(_) => {
+            tracing::info!(
+                timeout_ms = timeout.as_millis(),
+                "the peer did not read its socket; closing the session (limits.write_timeout_ms)"
+            );
+            Err(())
+        }
+    }
 }
 
 /// Answers one frame. `Err(())` means the socket failed.
@@ -172,11 +195,12 @@ async fn handle_frame(
     state: &State,
     peer: &Peer,
     phase: &mut Phase,
-    uploads: &mut crate::blobs::Uploads,
+    transfers: &mut crate::blobs::Transfers,
     socket: &mut WebSocket,
     bytes: &[u8],
 ) -> Result<Next, ()> {
     let limits = &state.config.limits;
+    let write_timeout = Duration::from_millis(limits.write_timeout_ms);
     let frame = match decode_client_frame(bytes, limits.frame_bytes_max as usize) {
         Ok(frame) => frame,
         Err(error) => {
@@ -186,7 +210,12 @@ async fn handle_frame(
                 _ => ErrorCode::MalformedFrame,
             };
             let error = ErrorBody::new(code, error.to_string());
-            send(socket, &ServerFrame::Error { request_id: 0, error }).await?;
+            send(
+                socket,
+                &ServerFrame::Error { request_id: 0, error },
+                write_timeout,
+            )
+            .await?;
             return Ok(Next::Close(close_code::PROTOCOL, "undecodable frame"));
         }
     };
@@ -207,15 +236,14 @@ async fn handle_frame(
             }
         }
         Phase::Authenticated(who) => {
-            // Attachment chunks are bounded by the attachment size limit and the open
-            // uploads per session; counting them as requests would make files crawl.
-            let bulk = matches!(
-                request,
-                Request::BlobUploadChunk { .. } | Request::BlobFetch { .. }
-            );
+            // Chunks of a transfer already under way skip the request rate: they are bounded
+            // by the attachment size limit and the open uploads per session, and counting
+            // them would make files crawl. Any other chunk request (an unknown upload, a
+            // blob not yet fetched on this session) counts, so it cannot be sent at will.
+            let bulk = transfers.is_under_way(&request);
             if bulk || state.limiter.allow(&who.device_id, Instant::now()) {
                 match compliance(state, who, &request).await {
-                    Ok(()) => authenticated(state, who, uploads, request).await,
+                    Ok(()) => authenticated(state, who, transfers, request).await,
                     Err(error) => Err(error),
                 }
             } else {
@@ -230,7 +258,7 @@ async fn handle_frame(
         Ok(response) => ServerFrame::Response { request_id, response },
         Err(ApiError(error)) => ServerFrame::Error { request_id, error },
     };
-    send(socket, &reply).await?;
+    send(socket, &reply, write_timeout).await?;
     Ok(next)
 }
 
@@ -290,7 +318,7 @@ async fn compliance(state: &State, who: &mut Authenticated, request: &Request) -
 async fn authenticated(
     state: &State,
     who: &mut Authenticated,
-    uploads: &mut crate::blobs::Uploads,
+    transfers: &mut crate::blobs::Transfers,
     request: Request,
 ) -> Result<Response, ApiError> {
     match request {
@@ -344,17 +372,17 @@ async fn authenticated(
             group_id,
             bytes_total,
             chunk_count,
-        } => crate::blobs::start(state, who, uploads, group_id, bytes_total, chunk_count)
+        } => crate::blobs::start(state, who, transfers, group_id, bytes_total, chunk_count)
             .await
             .map(|blob_id| Response::BlobUploadStarted { blob_id }),
         Request::BlobUploadChunk {
             blob_id,
             index,
             bytes,
-        } => crate::blobs::chunk(uploads, blob_id, index, bytes)
+        } => crate::blobs::chunk(transfers, blob_id, index, bytes)
             .await
             .map(|()| Response::Done),
-        Request::BlobUploadFinish { blob_id } => crate::blobs::finish(state, uploads, blob_id)
+        Request::BlobUploadFinish { blob_id } => crate::blobs::finish(state, transfers, blob_id)
             .await
             .map(|()| Response::Done),
         Request::GroupAck { group_id, seq } => delivery::ack(state, who, group_id, seq)
@@ -406,14 +434,12 @@ async fn authenticated(
             .await
             .map(|()| Response::Done),
         Request::OwnDevices => management::own_devices(state, who).await.map(Response::Devices),
-        Request::BlobFetch { blob_id, index } => {
-            crate::blobs::fetch(state, who, blob_id, index)
-                .await
-                .map(|(bytes, chunk_count, bytes_total)| Response::BlobChunk {
-                    bytes,
-                    chunk_count,
-                    bytes_total,
-                })
-        }
+        Request::BlobFetch { blob_id, index } => crate::blobs::fetch(state, who, transfers, blob_id, index)
+            .await
+            .map(|(bytes, chunk_count, bytes_total)| Response::BlobChunk {
+                bytes,
+                chunk_count,
+                bytes_total,
+            }),
     }
 }

@@ -73,6 +73,43 @@ impl TestServer {
         }
     }
 
+    /// Starts a fresh server whose store is passed through `wrap` first (tests inject
+    /// storage faults this way).
+    pub async fn start_with_store_wrapper(wrap: redoubt_server::StoreWrapper) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let clock = Arc::new(ManualClock::new());
+        let options = OpenOptions {
+            clock: Some(clock.clone()),
+            wrap_store: Some(wrap),
+            ..OpenOptions::default()
+        };
+        let server = Server::open(dir.path(), addr, &options).await.unwrap();
+        let admin_code = server.first_admin_code.as_ref().map(|c| c.code.clone());
+        let org_public_key = server.org().public_key().to_bytes();
+        let handle = server.handle();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            server
+                .run(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            dir,
+            addr,
+            clock,
+            admin_code,
+            org_public_key,
+            handle,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// Shuts down gracefully and returns the data folder.
     pub async fn stop(mut self) -> (TempDir, u16) {
         let _ = self.stop.take().unwrap().send(());
