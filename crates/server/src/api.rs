@@ -251,7 +251,10 @@ pub(crate) async fn authenticate(
         tracing::warn!(device_id = %device.id, "session signature did not verify");
         return Err(failed("signature over the session challenge does not verify"));
     }
-    state.store.touch_device(&device.id, now).await?;
+    // Last-seen is informative: a full disk must not stop devices from reading.
+    if let Err(error) = state.store.touch_device(&device.id, now).await {
+        tracing::warn!(device_id = %device.id, %error, "could not record when the device was last seen");
+    }
     let who = Authenticated {
         user: device.user.clone(),
         device_id: device.id,
