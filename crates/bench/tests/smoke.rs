@@ -1,0 +1,142 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step must fail loudly
+//! Every scenario at a tiny size against a real server, so the harness never rots. These
+//! check what the harness counts (messages delivered, sessions held), never speed.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs `redoubt-bench --json ARGS` and returns its one JSON report.
+fn bench(args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_redoubt-bench"))
+        .arg("--json")
+        .arg("--timeout-s")
+        .arg("120")
+        .args(args)
+        .output()
+        .expect("run redoubt-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "redoubt-bench {args:?} failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one JSON object per scenario: {stdout}");
+    let report: Value = serde_json::from_str(lines[0]).expect("the report is JSON");
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(report["settings"]["server_limits"].is_object());
+    report
+}
+
+fn n(value: &Value) -> u64 {
+    value
+        .as_u64()
+        .or_else(|| value.as_f64().map(|f| f as u64))
+        .unwrap_or_else(|| panic!("not a number: {value}"))
+}
+
+#[test]
+fn room_delivers_every_message_to_every_member() {
+    let report = bench(&["room", "--size", "60", "--users", "6"]);
+    let r = &report["results"];
+    assert_eq!(report["scenario"], "room");
+    assert_eq!(n(&r["acknowledged"]), 60);
+    // Each message reaches the five other members.
+    assert_eq!(n(&r["deliveries_expected"]), 60 * 5);
+    assert_eq!(n(&r["deliveries"]), 60 * 5);
+    assert_eq!(n(&r["incomplete_messages"]), 0);
+    // One member decrypted the others' messages: real MLS ciphertexts.
+    assert_eq!(n(&r["verified_decrypted"]), 50);
+    assert!(r["e2e_latency_p99"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn pairs_deliver_to_the_other_member_only() {
+    let report = bench(&["pairs", "--size", "40", "--users", "4", "--rate", "400"]);
+    let r = &report["results"];
+    assert_eq!(n(&r["groups"]), 2);
+    assert_eq!(n(&r["acknowledged"]), 40);
+    assert_eq!(n(&r["deliveries"]), 40);
+    assert_eq!(n(&r["verified_decrypted"]), 10);
+}
+
+#[test]
+fn sessions_are_held_and_the_probe_gets_its_message() {
+    let report = bench(&["sessions", "--size", "30", "--devices", "10", "--hold-s", "1"]);
+    let r = &report["results"];
+    assert_eq!(n(&r["sessions_held"]), 30);
+    assert_eq!(n(&r["sessions_failed"]), 0);
+    assert!(r["probe_delivery"].as_f64().is_some(), "{r}");
+}
+
+#[test]
+fn reconnect_storm_brings_every_session_back_caught_up() {
+    // A child-process server here, so that path is exercised too.
+    let report = bench(&[
+        "--spawn-server",
+        "reconnect-storm",
+        "--size",
+        "30",
+        "--devices",
+        "10",
+        "--hold-s",
+        "1",
+    ]);
+    let r = &report["results"];
+    assert_eq!(report["settings"]["server"], "child-process");
+    assert_eq!(n(&r["sessions_held"]), 30);
+    assert_eq!(n(&r["storm_reconnected"]), 30);
+    assert_eq!(n(&r["storm_failed"]), 0);
+    // Every session of the probe device fetched the message it missed while away.
+    assert_eq!(n(&r["storm_probe_sessions_fetched_missed"]), 3);
+    assert!(n(&r["server_peak_rss"]) > 0);
+}
+
+#[test]
+fn big_group_runs_each_operation() {
+    let report = bench(&["big-group", "--size", "6", "--size", "12", "--repeat", "1"]);
+    let rows = report["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, size) in rows.iter().zip([6, 12]) {
+        assert_eq!(n(&row["members"]), size);
+        for key in [
+            "create_commit",
+            "create_welcome",
+            "add_commit_bytes",
+            "update_commit_bytes",
+        ] {
+            assert!(row[key].as_f64().unwrap() > 0.0, "{key}: {row}");
+        }
+        assert!(row["join_s"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn fanout_scaling_delivers_at_each_size_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("fanout.svg");
+    let report = bench(&[
+        "fanout-scaling",
+        "--size",
+        "2",
+        "--size",
+        "8",
+        "--messages",
+        "10",
+        "--rate",
+        "100",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    let rows = report["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, size) in rows.iter().zip([2u64, 8]) {
+        assert_eq!(n(&row["deliveries"]), 10 * (size - 1));
+        assert_eq!(n(&row["deliveries"]), n(&row["deliveries_expected"]));
+    }
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.contains("polyline"));
+}
