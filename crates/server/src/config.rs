@@ -118,7 +118,8 @@ pub struct Limits {
     pub key_packages_per_device_max: u32,
     /// Log entries returned by one fetch. Default 500.
     pub fetch_entries_max: u32,
-    /// Events queued for one session before it is disconnected as too slow. Default 256.
+    /// Events queued for one session before it is disconnected as too slow (new-entry
+    /// notices are coalesced per group and do not count). Default 256.
     pub session_events_max: u32,
     /// Largest attachment, in bytes of ciphertext. Default 104857600 (100 MiB).
     pub attachment_bytes_max: u64,

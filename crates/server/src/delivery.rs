@@ -6,7 +6,7 @@
 //! PrivateMessages the server cannot read; it checks only their group and epoch.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use mls_rs::external_client::builder::{
     ExternalBaseConfig, WithCryptoProvider, WithIdentityProvider, WithMlsRules,
@@ -22,7 +22,6 @@ use redoubt_proto::{
     UserDevice, UserName,
 };
 use redoubt_store::{AppendError, GroupRecord, GroupTransition, NewLogEntry, StoreError};
-use tokio::sync::mpsc;
 
 use crate::State;
 use crate::api::Authenticated;
@@ -73,12 +72,87 @@ pub(crate) enum Push {
     Close(&'static str),
 }
 
+/// One session's pending pushes. Notices of new log entries are coalesced per group —
+/// only the newest sequence number matters, since the device reads the log after its own
+/// cursor — so a busy group can never overflow a session. Other pushes (a Welcome, a
+/// policy change, a command, a close) queue up to the session's limit; past it the session
+/// is closed as too slow.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    state: Mutex<QueueState>,
+    ready: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct QueueState {
+    newest: HashMap<GroupId, u64>,
+    /// Groups with a pending notice, oldest first.
+    groups: std::collections::VecDeque<GroupId>,
+    others: std::collections::VecDeque<Push>,
+    others_max: usize,
+    overflowed: bool,
+}
+
+impl Queue {
+    fn new(others_max: usize) -> Self {
+        Self {
+            state: Mutex::new(QueueState {
+                newest: HashMap::new(),
+                groups: std::collections::VecDeque::new(),
+                others: std::collections::VecDeque::new(),
+                others_max,
+                overflowed: false,
+            }),
+            ready: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Queues a push; false when the queue overflowed (the session will close).
+    fn push(&self, push: Push) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match push {
+            Push::Event(Event::GroupAppended { group_id, seq }) => {
+                if !state.newest.contains_key(&group_id) {
+                    state.groups.push_back(group_id);
+                }
+                let newest = state.newest.entry(group_id).or_insert(seq);
+                *newest = (*newest).max(seq);
+            }
+            other if state.others.len() < state.others_max => state.others.push_back(other),
+            _ => state.overflowed = true,
+        }
+        let ok = !state.overflowed;
+        drop(state);
+        self.ready.notify_one();
+        ok
+    }
+
+    /// The next push, waiting for one; `None` once the queue overflowed.
+    pub(crate) async fn next(&self) -> Option<Push> {
+        loop {
+            {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if state.overflowed {
+                    return None;
+                }
+                if let Some(push) = state.others.pop_front() {
+                    return Some(push);
+                }
+                if let Some(group_id) = state.groups.pop_front() {
+                    let seq = state.newest.remove(&group_id).unwrap_or_default();
+                    return Some(Push::Event(Event::GroupAppended { group_id, seq }));
+                }
+            }
+            // A push between the check and here leaves a permit: no wake-up is lost.
+            self.ready.notified().await;
+        }
+    }
+}
+
 /// One session's queue, with the id it was registered under.
-type Subscription = (u64, mpsc::Sender<Push>);
+type Subscription = (u64, Arc<Queue>);
 
-/// Sessions waiting for events, by device. A session whose queue is full is dropped from
-/// here, which closes its receiver: a slow consumer is disconnected, never buffered.
-
+/// Sessions waiting for events, by device.
 #[derive(Debug, Default)]
 pub(crate) struct Subscribers {
     by_device: Mutex<HashMap<DeviceId, Vec<Subscription>>>,
@@ -86,12 +160,12 @@ pub(crate) struct Subscribers {
 }
 
 impl Subscribers {
-    pub(crate) fn subscribe(&self, device: DeviceId, capacity: usize) -> (u64, mpsc::Receiver<Push>) {
-        let (sender, receiver) = mpsc::channel(capacity);
+    pub(crate) fn subscribe(&self, device: DeviceId, capacity: usize) -> (u64, Arc<Queue>) {
+        let queue = Arc::new(Queue::new(capacity));
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(device).or_default().push((id, sender));
-        (id, receiver)
+        map.entry(device).or_default().push((id, queue.clone()));
+        (id, queue)
     }
 
     pub(crate) fn unsubscribe(&self, device: &DeviceId, id: u64) {
@@ -108,7 +182,7 @@ impl Subscribers {
         let mut map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
         for device in devices {
             if let Some(list) = map.get_mut(device) {
-                list.retain(|(_, sender)| sender.try_send(Push::Event(event.clone())).is_ok());
+                list.retain(|(_, queue)| queue.push(Push::Event(event.clone())));
             }
         }
     }
@@ -117,16 +191,19 @@ impl Subscribers {
     pub(crate) fn notify_all(&self, event: &Event) {
         let mut map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
         for list in map.values_mut() {
-            list.retain(|(_, sender)| sender.try_send(Push::Event(event.clone())).is_ok());
+            list.retain(|(_, queue)| queue.push(Push::Event(event.clone())));
         }
     }
 
-    /// Ends every session of `device` (revocation). A session whose queue is full ends
-    /// anyway: dropping its sender closes the channel.
+    /// Ends every session of `device` (revocation).
     pub(crate) fn disconnect(&self, device: &DeviceId, reason: &'static str) {
         let mut map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
-        for (_, sender) in map.remove(device).unwrap_or_default() {
-            let _ = sender.try_send(Push::Close(reason));
+        for (_, queue) in map.remove(device).unwrap_or_default() {
+            let mut state = queue.state.lock().unwrap_or_else(|p| p.into_inner());
+            // The close goes first, whatever else is waiting.
+            state.others.push_front(Push::Close(reason));
+            drop(state);
+            queue.ready.notify_one();
         }
     }
 }

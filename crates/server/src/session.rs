@@ -68,7 +68,7 @@ pub(crate) async fn run(
 
     let mut transfers = crate::blobs::Transfers::default();
     // Events for this session, once it has authenticated.
-    let mut events: Option<(u64, tokio::sync::mpsc::Receiver<Push>)> = None;
+    let mut events: Option<(u64, std::sync::Arc<delivery::Queue>)> = None;
     let close = loop {
         if events.is_none()
             && let Phase::Authenticated(who) = &phase
@@ -157,9 +157,9 @@ pub(crate) async fn run(
 }
 
 /// The next event, or pending forever before the session has subscribed.
-async fn next_event(events: &mut Option<(u64, tokio::sync::mpsc::Receiver<Push>)>) -> Option<Push> {
+async fn next_event(events: &mut Option<(u64, std::sync::Arc<delivery::Queue>)>) -> Option<Push> {
     match events {
-        Some((_, receiver)) => receiver.recv().await,
+        Some((_, queue)) => queue.next().await,
         None => std::future::pending().await,
     }
 }
