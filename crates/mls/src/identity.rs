@@ -85,7 +85,9 @@ impl RedoubtIdentityProvider {
         if custom.credential_type != CredentialType::new(CREDENTIAL_TYPE) {
             return Err(IdentityError::CredentialType);
         }
-        Ok(DeviceCertificate::decode(&custom.data)?.unverified_body().device_id)
+        Ok(DeviceCertificate::decode(&custom.data)?
+            .unverified_body()
+            .device_id)
     }
 }
 

@@ -311,7 +311,12 @@ fn member_devices(
         .roster()
         .members()
         .iter()
-        .map(|m| state.identity.member_device_id(&m.signing_identity).map_err(invalid))
+        .map(|m| {
+            state
+                .identity
+                .member_device_id(&m.signing_identity)
+                .map_err(invalid)
+        })
         .collect()
 }
 
