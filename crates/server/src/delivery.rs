@@ -667,12 +667,50 @@ pub(crate) async fn ack(
             "this device is not a member of that group",
         ));
     }
-    Ok(state.store.ack(&group_id, &who.device_id, seq).await?)
+    state.pending_acks.record(group_id, who.device_id, seq);
+    Ok(())
+}
+
+/// Acknowledgements not yet written. Only pruning reads them, so they are coalesced in
+/// memory per (group, device) and written together every second, before each prune and at
+/// shutdown, instead of one durable write per request. A crash loses at most the last
+/// second's: those entries are pruned later (at the device's next acknowledgement, which
+/// covers everything before it, or at the retention limit), never early.
+#[derive(Debug, Default)]
+pub(crate) struct PendingAcks(Mutex<HashMap<(GroupId, DeviceId), u64>>);
+
+impl PendingAcks {
+    fn record(&self, group: GroupId, device: DeviceId, seq: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let newest = map.entry((group, device)).or_insert(seq);
+        *newest = (*newest).max(seq);
+    }
+
+    fn take(&self) -> Vec<((GroupId, DeviceId), u64)> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.drain().collect()
+    }
+}
+
+/// Writes the pending acknowledgements; those not written are kept for the next try.
+pub(crate) async fn flush_acks(state: &State) -> Result<(), redoubt_store::StoreError> {
+    let mut pending = state.pending_acks.take().into_iter();
+    while let Some(((group, device), seq)) = pending.next() {
+        if let Err(error) = state.store.ack(&group, &device, seq).await {
+            state.pending_acks.record(group, device, seq);
+            for ((group, device), seq) in pending {
+                state.pending_acks.record(group, device, seq);
+            }
+            return Err(error);
+        }
+    }
+    Ok(())
 }
 
 /// Deletes log entries every member device has acknowledged, and any older than the
 /// retention limit.
 pub(crate) async fn prune(state: &State) -> Result<u64, redoubt_store::StoreError> {
+    flush_acks(state).await?;
     let retention_s = i64::from(state.config.limits.log_retention_days) * 86_400;
     let deleted = state.store.prune_logs(state.now() - retention_s).await?;
     if deleted > 0 {

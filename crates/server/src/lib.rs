@@ -133,6 +133,7 @@ pub(crate) struct State {
     /// Follows groups' public state to validate handshake messages.
     pub external: mls_rs::external_client::ExternalClient<delivery::ServerMlsConfig>,
     pub subscribers: delivery::Subscribers,
+    pub pending_acks: delivery::PendingAcks,
     pub blobs: blobs::BlobFiles,
     /// The organisation's policy version (the store's, cached: only this process writes it).
     pub policy_version: std::sync::atomic::AtomicU64,
@@ -345,6 +346,7 @@ impl Server {
             external,
             identity,
             subscribers: delivery::Subscribers::default(),
+            pending_acks: delivery::PendingAcks::default(),
             blobs: blobs::BlobFiles::new(data.blobs()),
             policy_version: std::sync::atomic::AtomicU64::new(policy_version),
             wipes_pending: std::sync::Mutex::new(wipes_pending),
@@ -419,6 +421,9 @@ impl Server {
         }
         let _ = stop.send(true);
         let _ = pruning.await;
+        if let Err(error) = delivery::flush_acks(&self.state).await {
+            tracing::warn!(%error, "writing acknowledgements at shutdown failed");
+        }
         if let Err(error) = management::checkpoint(&self.state).await {
             tracing::warn!(error = %error.0, "signing an audit checkpoint failed");
         }
@@ -428,13 +433,23 @@ impl Server {
     }
 }
 
+/// How often acknowledgements held in memory are written.
+const ACK_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How often acknowledged and expired log entries are deleted.
 const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn prune_periodically(state: Arc<State>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(PRUNE_INTERVAL);
+    let mut acks = tokio::time::interval(ACK_FLUSH_INTERVAL);
+    acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = acks.tick() => {
+                if let Err(error) = delivery::flush_acks(&state).await {
+                    tracing::warn!(%error, "writing acknowledgements failed; will retry");
+                }
+            }
             _ = interval.tick() => {
                 if let Err(error) = delivery::prune(&state).await {
                     tracing::warn!(%error, "pruning group logs failed");
@@ -479,6 +494,11 @@ impl ServerHandle {
         management::revoke(&self.state, None, device, "revoked by the server operator")
             .await
             .map_err(|e| ServerError::Refused(e.0))
+    }
+
+    /// Writes the acknowledgements held in memory now (the server does it every second).
+    pub async fn flush_acks(&self) -> Result<(), ServerError> {
+        Ok(delivery::flush_acks(&self.state).await?)
     }
 
     /// Deletes acknowledged and expired log entries now (the server also does it every
