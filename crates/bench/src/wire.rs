@@ -17,11 +17,7 @@ use redoubt_proto::{
     ClientFrame, Hello, Request, Response, ServerAddress, ServerFrame, TLS_EXPORTER_BYTES,
     TLS_EXPORTER_LABEL, decode_server_frame, encode_client_frame,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
+use rustls::pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
@@ -38,64 +34,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 pub type Socket = WebSocketStream<TlsStream<TcpStream>>;
 pub type Writer = SplitSink<Socket, Message>;
 pub type Reader = SplitStream<Socket>;
-
-/// Accepts exactly the certificate whose SHA-256 is the pin, as the device library does.
-#[derive(Debug)]
-struct PinVerifier {
-    pin: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let actual: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if actual == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
 
 /// Everything needed to open connections to one server.
 #[derive(Clone)]
@@ -117,10 +55,7 @@ impl std::fmt::Debug for Connector {
 impl Connector {
     pub async fn new(server: &ServerAddress, pin: [u8; 32]) -> Result<Self> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier = Arc::new(PinVerifier {
-            pin,
-            provider: provider.clone(),
-        });
+        let verifier = Arc::new(redoubt_client::PinVerifier::new(pin, provider.clone()));
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()

@@ -20,6 +20,7 @@ pub use error::ClientError;
 pub use management::{applied_policy, current_policy, verify_policy};
 pub use messaging::{Conversation, MemberDevice, Messenger, Receipts, StoredMessage, SyncReport};
 pub use profile::Profile;
+pub use tls::PinVerifier;
 /// WebSocket messages, for sending raw (possibly malformed) input in tests.
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 pub use vault::{Vault, VaultError, VaultRows, VaultTransaction};

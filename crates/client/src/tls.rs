@@ -11,8 +11,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
+/// The one certificate check devices (and the benchmark's load generator) use.
 #[derive(Debug)]
-pub(crate) struct PinVerifier {
+pub struct PinVerifier {
     pin: [u8; 32],
     provider: Arc<CryptoProvider>,
     /// Set when a certificate was refused for not matching, so the caller can say so.
@@ -20,7 +21,7 @@ pub(crate) struct PinVerifier {
 }
 
 impl PinVerifier {
-    pub(crate) fn new(pin: [u8; 32], provider: Arc<CryptoProvider>) -> Self {
+    pub fn new(pin: [u8; 32], provider: Arc<CryptoProvider>) -> Self {
         Self {
             pin,
             provider,
