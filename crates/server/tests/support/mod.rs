@@ -41,48 +41,22 @@ impl TestServer {
 
     /// Opens the data folder `dir` and serves it on 127.0.0.1:`port` (0: any free port).
     pub async fn start_in(dir: TempDir, port: u16) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let clock = Arc::new(ManualClock::new());
-        let options = OpenOptions {
-            clock: Some(clock.clone()),
-            ..OpenOptions::default()
-        };
-        let server = Server::open(dir.path(), addr, &options).await.unwrap();
-        let admin_code = server.first_admin_code.as_ref().map(|c| c.code.clone());
-        let org_public_key = server.org().public_key().to_bytes();
-        let handle = server.handle();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            server
-                .run(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Self {
-            dir,
-            addr,
-            clock,
-            admin_code,
-            org_public_key,
-            handle,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::serve(dir, port, None).await
     }
 
     /// Starts a fresh server whose store is passed through `wrap` first (tests inject
     /// storage faults this way).
     pub async fn start_with_store_wrapper(wrap: redoubt_server::StoreWrapper) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        Self::serve(tempfile::tempdir().unwrap(), 0, Some(wrap)).await
+    }
+
+    async fn serve(dir: TempDir, port: u16, wrap_store: Option<redoubt_server::StoreWrapper>) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let clock = Arc::new(ManualClock::new());
         let options = OpenOptions {
             clock: Some(clock.clone()),
-            wrap_store: Some(wrap),
+            wrap_store,
             ..OpenOptions::default()
         };
         let server = Server::open(dir.path(), addr, &options).await.unwrap();
