@@ -1,6 +1,7 @@
 //! `redoubt`: run the server, enrol a device, administer the organisation.
 
 mod chat;
+mod mail;
 mod manage;
 mod output;
 mod unlock;
@@ -82,6 +83,9 @@ enum Command {
     /// This device's passcode, which encrypts its local data.
     #[command(subcommand)]
     Passcode(PasscodeCommand),
+    /// Your mail, pushed end-to-end encrypted from the organisation's mail server.
+    #[command(subcommand)]
+    Mail(mail::MailCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +164,9 @@ enum AdminCommand {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(manage::AuditCommand),
+    /// The organisation's mail servers and users' addresses.
+    #[command(subcommand)]
+    Mail(mail::AdminMailCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +277,10 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         }
         Command::Group(command) => group(&profile_dir(cli.profile)?, command, out).await,
         Command::Passcode(command) => passcode(&profile_dir(cli.profile)?, command, out),
+        Command::Mail(command) => {
+            let mut messenger = messenger(&profile_dir(cli.profile)?).await?;
+            mail::run(&mut messenger, command, out).await
+        }
         Command::Chat => {
             let mut profile = unlock::load_profile(&profile_dir(cli.profile)?)?;
             let messenger =
@@ -321,7 +332,20 @@ async fn server(args: ServerArgs, out: &Output) -> Result<()> {
             }
         }
     }
-    server.run(listener, shutdown_signal()).await?;
+    // The mail connector runs beside the server, as a device of its own (it is idle until
+    // an admin sets the mail servers).
+    let (stop_connector, stopped) = tokio::sync::watch::channel(false);
+    let connector = tokio::spawn(redoubt_connector::run(
+        server.handle(),
+        server.data_dir().root().join("connector"),
+        stopped,
+    ));
+    let shutdown = async {
+        shutdown_signal().await;
+        let _ = stop_connector.send(true);
+    };
+    server.run(listener, shutdown).await?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), connector).await;
     Ok(())
 }
 
@@ -454,6 +478,7 @@ async fn admin(profile_dir: &Path, command: AdminCommand, out: &Output) -> Resul
                 let user = user.as_deref().map(user_name).transpose()?;
                 out.devices(&session.admin_device_list(user).await?);
             }
+            AdminCommand::Mail(command) => mail::admin(&mut session, command, out).await?,
             AdminCommand::User(UserCommand::Import { file }) => {
                 manage::import(&mut session, &file, out).await?
             }

@@ -24,6 +24,10 @@ pub enum ClientError {
     /// An attachment could not be encrypted, fetched or verified.
     #[error("attachment: {0}")]
     Attachment(String),
+
+    /// The mail connector refused or failed a mail command, or there is no mailbox yet.
+    #[error("mail: {0}")]
+    Mail(String),
     /// MLS processing failed on this device.
     #[error("MLS: {0}")]
     Mls(String),

@@ -9,6 +9,7 @@
 mod attachment;
 mod connection;
 mod error;
+pub mod mail;
 mod management;
 mod messaging;
 mod profile;
@@ -17,8 +18,11 @@ mod vault;
 
 pub use connection::Connection;
 pub use error::ClientError;
+pub use mail::{MailStore, StoredMail};
 pub use management::{applied_policy, current_policy, verify_policy};
-pub use messaging::{Conversation, MemberDevice, Messenger, Receipts, StoredMessage, SyncReport};
+pub use messaging::{
+    Conversation, MemberDevice, Messenger, QueuedMailCommand, Receipts, StoredMessage, SyncReport,
+};
 pub use profile::Profile;
 pub use tls::PinVerifier;
 /// WebSocket messages, for sending raw (possibly malformed) input in tests.

@@ -25,10 +25,12 @@ use mls_rs::mls_rules::DefaultMlsRules;
 use mls_rs::{Client, ExtensionList, Group, MlsMessage};
 use mls_rs_crypto_rustcrypto::RustCryptoProvider;
 use rand_core::{OsRng, RngCore};
+use redoubt_mls::mail::{CONNECTOR_USER, MAILBOX_GROUP_NAME, MailCommand};
 use redoubt_mls::{AppBody, RedoubtIdentityProvider};
 use redoubt_proto::{Bytes, DeviceId, ErrorCode, Event, GroupId, GroupSubmit, Request, Response, UserName};
 use serde::{Deserialize, Serialize};
 
+use crate::mail::MailStore;
 use crate::vault::{AppStorage, VaultGroupStateStorage, VaultKeyPackageStorage, VaultPreSharedKeyStorage};
 use crate::{ClientError, Profile, Session, unix_now};
 
@@ -135,7 +137,26 @@ pub struct SyncReport {
     pub messages: usize,
     /// Entries that could not be processed (logged; the cursor moves past them).
     pub failures: usize,
+    /// Mail pushes applied (devices) or mail commands queued (the connector).
+    pub mail: usize,
 }
+
+/// A mail command from one of a user's devices, queued for the connector in its vault
+/// until it has been carried out and answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedMailCommand {
+    pub group_id: GroupId,
+    pub seq: u64,
+    pub sender: UserName,
+    pub command: MailCommand,
+}
+
+fn mail_command_key(group: &GroupId, seq: u64) -> String {
+    format!("mailcmd/{group}/{seq:020}")
+}
+
+/// Where a device keeps the id of its mailbox group (the group the connector named so).
+const MAILBOX_KEY: &str = "mailbox";
 
 /// A member of a conversation, from the MLS roster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -637,8 +658,8 @@ impl Messenger {
     }
 
     /// Encrypts and submits `body` under `client_message_id`: a repeat with the same id
-    /// (after a crash) returns the first submission's sequence number, never a duplicate.
-    async fn send_body_with_id(
+    /// (after a crash, or a connector pushing the same mail again) returns the first submission's sequence number, never a duplicate.
+    pub async fn send_body_with_id(
         &mut self,
         group_id: &GroupId,
         body: &AppBody,
@@ -705,17 +726,41 @@ impl Messenger {
         &mut self,
         target: &str,
         path: &std::path::Path,
-        mut progress: impl FnMut(u64, u64),
+        progress: impl FnMut(u64, u64),
     ) -> Result<(Conversation, u64), ClientError> {
-        use sha2::Digest;
-        use tokio::io::AsyncReadExt;
         self.check_attachment_policy(None)?;
         let attachment_error =
             |e: std::io::Error| ClientError::Attachment(format!("{}: {e}", path.display()));
-        let mut file = tokio::fs::File::open(path).await.map_err(attachment_error)?;
+        let file = tokio::fs::File::open(path).await.map_err(attachment_error)?;
         let bytes = file.metadata().await.map_err(attachment_error)?.len();
         self.check_attachment_policy(Some(bytes))?;
         let conversation = self.prepare_send(target).await?;
+        let name = path
+            .file_name()
+            .map_or_else(|| "file".to_owned(), |n| n.to_string_lossy().into_owned());
+        let attachment = self
+            .upload(&conversation.group_id, name, file, bytes, progress)
+            .await?;
+        let seq = self
+            .send_recorded(&conversation.group_id, AppBody::Attachment(attachment))
+            .await?;
+        Ok((conversation, seq))
+    }
+
+    /// Encrypts `bytes` bytes read from `reader` under a fresh key and uploads them as a
+    /// blob of the group; returns what a member needs to fetch and check it (nothing is
+    /// sent to the group: the caller puts the [`redoubt_mls::Attachment`] in a message).
+    pub async fn upload(
+        &mut self,
+        group_id: &GroupId,
+        name: String,
+        mut reader: impl tokio::io::AsyncRead + Unpin,
+        bytes: u64,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<redoubt_mls::Attachment, ClientError> {
+        use sha2::Digest;
+        use tokio::io::AsyncReadExt;
+        let read_error = |e: std::io::Error| ClientError::Attachment(format!("{name}: {e}"));
         let chunk_count = crate::attachment::chunk_count(bytes);
         let chunk_count =
             u32::try_from(chunk_count).map_err(|_| ClientError::Attachment("file too large".into()))?;
@@ -724,7 +769,7 @@ impl Messenger {
         OsRng.fill_bytes(&mut key);
         let cipher = crate::attachment::ChunkCipher::new(&key);
         let request = Request::BlobUploadStart {
-            group_id: conversation.group_id,
+            group_id: *group_id,
             bytes_total,
             chunk_count,
         };
@@ -746,9 +791,7 @@ impl Messenger {
             } else {
                 buffer.len()
             };
-            file.read_exact(&mut buffer[..want])
-                .await
-                .map_err(attachment_error)?;
+            reader.read_exact(&mut buffer[..want]).await.map_err(read_error)?;
             hash.update(&buffer[..want]);
             let sealed = cipher.seal(index, last, &buffer[..want])?;
             let request = Request::BlobUploadChunk {
@@ -764,23 +807,15 @@ impl Messenger {
             .connection()
             .call(Request::BlobUploadFinish { blob_id })
             .await?;
-        let name = path
-            .file_name()
-            .map_or_else(|| "file".to_owned(), |n| n.to_string_lossy().into_owned());
-        let sent_at = unix_now();
-        let attachment = redoubt_mls::Attachment {
+        Ok(redoubt_mls::Attachment {
             name,
             bytes,
             sha256: hash.finalize().into(),
             key,
             blob_id,
             chunk_count,
-            sent_at_unix_s: sent_at,
-        };
-        let seq = self
-            .send_recorded(&conversation.group_id, AppBody::Attachment(attachment))
-            .await?;
-        Ok((conversation, seq))
+            sent_at_unix_s: unix_now(),
+        })
     }
 
     /// Finds a message by the id [`StoredMessage::id`] prints.
@@ -808,50 +843,15 @@ impl Messenger {
         &mut self,
         attachment: &redoubt_mls::Attachment,
         out: &std::path::Path,
-        mut progress: impl FnMut(u64, u64),
+        progress: impl FnMut(u64, u64),
     ) -> Result<(), ClientError> {
-        use sha2::Digest;
-        use tokio::io::AsyncWriteExt;
-        self.check_attachment_policy(None)?;
-        let cipher = crate::attachment::ChunkCipher::new(&attachment.key);
         let partial = out.with_extension("part");
         let io_error = |e: std::io::Error| ClientError::Attachment(format!("{}: {e}", out.display()));
         let mut file = tokio::fs::File::create(&partial).await.map_err(io_error)?;
-        let mut hash = sha2::Sha256::new();
-        let mut written = 0u64;
-        let result = async {
-            for index in 0..attachment.chunk_count {
-                let request = Request::BlobFetch {
-                    blob_id: attachment.blob_id,
-                    index,
-                };
-                let bytes = match self.session.request(request).await? {
-                    Response::BlobChunk {
-                        bytes, chunk_count, ..
-                    } if chunk_count == attachment.chunk_count => bytes,
-                    Response::BlobChunk { .. } => {
-                        return Err(ClientError::Attachment(
-                            "the server's blob has the wrong number of chunks".into(),
-                        ));
-                    }
-                    _ => return Err(ClientError::Protocol("unexpected response to BlobFetch".into())),
-                };
-                let plaintext = cipher.open(index, index + 1 == attachment.chunk_count, &bytes)?;
-                hash.update(&plaintext);
-                file.write_all(&plaintext).await.map_err(io_error)?;
-                written += plaintext.len() as u64;
-                progress(written, attachment.bytes);
-            }
-            let digest: [u8; 32] = hash.finalize().into();
-            if digest != attachment.sha256 || written != attachment.bytes {
-                return Err(ClientError::Attachment(
-                    "the file's SHA-256 does not match the sender's".into(),
-                ));
-            }
-            file.sync_all().await.map_err(io_error)?;
-            Ok(())
+        let mut result = self.download(attachment, &mut file, progress).await;
+        if result.is_ok() {
+            result = file.sync_all().await.map_err(io_error);
         }
-        .await;
         match result {
             Ok(()) => tokio::fs::rename(&partial, out).await.map_err(io_error),
             Err(error) => {
@@ -859,6 +859,53 @@ impl Messenger {
                 Err(error)
             }
         }
+    }
+
+    /// Downloads, decrypts and checks an attachment into `out`. On an error, what was
+    /// written must be discarded: only a complete, matching file counts.
+    pub async fn download(
+        &mut self,
+        attachment: &redoubt_mls::Attachment,
+        mut out: impl tokio::io::AsyncWrite + Unpin,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<(), ClientError> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        self.check_attachment_policy(None)?;
+        let cipher = crate::attachment::ChunkCipher::new(&attachment.key);
+        let io_error = |e: std::io::Error| ClientError::Attachment(format!("{}: {e}", attachment.name));
+        let mut hash = sha2::Sha256::new();
+        let mut written = 0u64;
+        for index in 0..attachment.chunk_count {
+            let request = Request::BlobFetch {
+                blob_id: attachment.blob_id,
+                index,
+            };
+            let bytes = match self.session.request(request).await? {
+                Response::BlobChunk {
+                    bytes, chunk_count, ..
+                } if chunk_count == attachment.chunk_count => bytes,
+                Response::BlobChunk { .. } => {
+                    return Err(ClientError::Attachment(
+                        "the server's blob has the wrong number of chunks".into(),
+                    ));
+                }
+                _ => return Err(ClientError::Protocol("unexpected response to BlobFetch".into())),
+            };
+            let plaintext = cipher.open(index, index + 1 == attachment.chunk_count, &bytes)?;
+            hash.update(&plaintext);
+            out.write_all(&plaintext).await.map_err(io_error)?;
+            written += plaintext.len() as u64;
+            progress(written, attachment.bytes);
+        }
+        out.flush().await.map_err(io_error)?;
+        let digest: [u8; 32] = hash.finalize().into();
+        if digest != attachment.sha256 || written != attachment.bytes {
+            return Err(ClientError::Attachment(
+                "the file's SHA-256 does not match the sender's".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Joins the groups whose Welcomes wait in the inbox; returns their ids.
@@ -1154,7 +1201,46 @@ impl Messenger {
                             Ok(AppBody::Receipt { kind, seqs }) => {
                                 self.record_receipt(group_id, &sender.body().user, kind, &seqs)?;
                             }
+                            Ok(AppBody::Mail(push)) => {
+                                // Mail is believed only from the organisation's connector.
+                                if sender.body().user.as_str() == CONNECTOR_USER
+                                    && self.user != sender.body().user
+                                {
+                                    self.mail()
+                                        .apply(&push, entry.server_time_unix_s)
+                                        .map_err(storage_error)?;
+                                    self.data
+                                        .insert(MAILBOX_KEY, group_id.as_bytes())
+                                        .map_err(storage_error)?;
+                                    report.mail += 1;
+                                } else {
+                                    report.failures += 1;
+                                }
+                            }
+                            Ok(AppBody::MailCommand(command)) => {
+                                // Only the connector acts on commands; it checks the sender
+                                // owns the mailbox when it carries them out.
+                                if self.user.as_str() == CONNECTOR_USER {
+                                    let queued = QueuedMailCommand {
+                                        group_id: *group_id,
+                                        seq: entry.seq,
+                                        sender: sender.body().user.clone(),
+                                        command,
+                                    };
+                                    let bytes = postcard::to_stdvec(&queued).map_err(storage_error)?;
+                                    self.data
+                                        .insert(&mail_command_key(group_id, entry.seq), &bytes)
+                                        .map_err(storage_error)?;
+                                    report.mail += 1;
+                                }
+                            }
                             Ok(AppBody::Meta { name, direct }) => {
+                                if sender.body().user.as_str() == CONNECTOR_USER && name == MAILBOX_GROUP_NAME
+                                {
+                                    self.data
+                                        .insert(MAILBOX_KEY, group_id.as_bytes())
+                                        .map_err(storage_error)?;
+                                }
                                 if direct {
                                     conversation.peer = Some(sender.body().user.clone());
                                     conversation.name = sender.body().user.to_string();
@@ -1393,6 +1479,90 @@ impl Messenger {
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// This device's mail: what the connector pushed, kept in the vault.
+    pub fn mail(&self) -> MailStore {
+        MailStore::new(self.profile.vault().clone())
+    }
+
+    /// The user's mailbox group, once the connector has set it up and said so.
+    pub fn mailbox(&self) -> Result<Option<Conversation>, ClientError> {
+        let Some(bytes) = self.data.get(MAILBOX_KEY).map_err(storage_error)? else {
+            return Ok(None);
+        };
+        let id = <[u8; 32]>::try_from(bytes.as_slice()).map_err(storage_error)?;
+        self.load_conversation(&GroupId::from(id))
+    }
+
+    /// Sends a mail command to the connector; returns its id (see [`Self::mail_outcome`]).
+    pub async fn send_mail_command(
+        &mut self,
+        command: impl FnOnce(Bytes<16>) -> MailCommand,
+    ) -> Result<Bytes<16>, ClientError> {
+        let mailbox = match self.mailbox()? {
+            Some(mailbox) => mailbox,
+            None => {
+                self.sync().await?;
+                self.mailbox()?.ok_or_else(|| {
+                    ClientError::Mail(
+                        "no mailbox yet: the organisation's mail connector has not set one up for this user"
+                            .into(),
+                    )
+                })?
+            }
+        };
+        let id = random_id();
+        self.send_body_with_id(&mailbox.group_id, &AppBody::MailCommand(command(id)), random_id())
+            .await?;
+        Ok(id)
+    }
+
+    /// Waits (reading the mailbox as the connector answers) until the command `id` has an
+    /// outcome, for at most `timeout`.
+    pub async fn mail_outcome(
+        &mut self,
+        id: Bytes<16>,
+        timeout: std::time::Duration,
+    ) -> Result<(), ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(mailbox) = self.mailbox()? {
+                self.sync_group(&mailbox.group_id).await?;
+            }
+            match self.mail().outcome(&id).map_err(storage_error)? {
+                Some(None) => return Ok(()),
+                Some(Some(error)) => return Err(ClientError::Mail(error)),
+                None => {}
+            }
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if wait.is_zero() {
+                return Err(ClientError::Mail(
+                    "the mail connector has not answered yet; the command stays queued and is carried out when it can"
+                        .into(),
+                ));
+            }
+            let _ =
+                tokio::time::timeout(wait.min(std::time::Duration::from_secs(1)), self.next_event()).await;
+        }
+    }
+
+    /// The mail commands devices sent that the connector has not finished, oldest first.
+    pub fn mail_commands(&self) -> Result<Vec<QueuedMailCommand>, ClientError> {
+        self.data
+            .get_by_prefix("mailcmd/")
+            .map_err(storage_error)?
+            .into_iter()
+            .map(|(_, value)| postcard::from_bytes(&value).map_err(storage_error))
+            .collect()
+    }
+
+    /// Forgets a mail command the connector has carried out and answered.
+    pub fn finish_mail_command(&self, command: &QueuedMailCommand) -> Result<(), ClientError> {
+        self.data
+            .delete(&mail_command_key(&command.group_id, command.seq))
+            .map_err(storage_error)?;
+        Ok(())
     }
 
     /// Waits for the server's next messaging event (new entries, a new Welcome). Policy

@@ -20,6 +20,10 @@ pub enum AppBody {
     /// The sending user's devices received (or the user has read) these messages, named
     /// by their sequence numbers in the group's log.
     Receipt { kind: ReceiptKind, seqs: Vec<u64> },
+    /// From the mail connector, in a user's mailbox group only (see `mail.rs`).
+    Mail(crate::mail::MailPush),
+    /// From a device to the mail connector, in the user's mailbox group only.
+    MailCommand(crate::mail::MailCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -12,6 +12,8 @@
 mod body;
 mod identity;
 
+pub mod mail;
+
 pub use body::{AppBody, Attachment, BodyError, ReceiptKind};
 pub use identity::{IdentityError, RedoubtIdentityProvider, device_signing_identity, org_external_sender};
 

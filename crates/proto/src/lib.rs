@@ -15,6 +15,7 @@ mod certificate;
 mod error;
 mod frame;
 mod ids;
+mod mail;
 mod management;
 mod messages;
 mod policy;
@@ -32,6 +33,9 @@ pub use frame::{
 pub use ids::{
     ActivationCodeId, BlobId, DeviceId, DeviceName, DisplayName, GroupId, GroupName, IdError, OrgId, Role,
     UserName,
+};
+pub use mail::{
+    HostPort, MailSecurity, MailServerSettings, MailSettingsView, MailStatus, MailUserView, check_address,
 };
 pub use management::{
     AUDIT_GENESIS, AuditBreak, AuditEntry, AuditVerified, CheckpointBody, CommandBody, CommandKind,

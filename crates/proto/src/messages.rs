@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ActivationCodeId, ActivationSecret, AuditEntry, BlobId, CHALLENGE_BYTES, CheckpointBody, CommandBody,
-    CommandKind, DeviceId, DeviceName, DisplayName, GroupId, GroupName, OrgId, Policy, PolicyBody,
-    PolicyScope, PolicySettings, PublicKeyBytes, Role, SettingOrigin, SignatureBytes, Signed, UserName,
-    bytes::Bytes,
+    CommandKind, DeviceId, DeviceName, DisplayName, GroupId, GroupName, MailServerSettings, MailSettingsView,
+    OrgId, Policy, PolicyBody, PolicyScope, PolicySettings, PublicKeyBytes, Role, SettingOrigin,
+    SignatureBytes, Signed, UserName, bytes::Bytes,
 };
 
 /// The first frame on every connection, sent by the server.
@@ -154,6 +154,12 @@ pub enum Request {
     DeviceApprove { device: DeviceId },
     /// The devices of this session's user.
     OwnDevices,
+    /// Admin: the organisation's mail servers and the connector's service account.
+    AdminMailSet(MailServerSettings),
+    /// Admin: a user's mail address (an empty address returns to `user@domain`).
+    AdminMailMap { user: UserName, address: String },
+    /// Admin: the mail settings (never the password) and each user's mailbox status.
+    AdminMailShow,
 }
 
 /// One user of a bulk import.
@@ -395,6 +401,7 @@ pub enum Response {
     },
     Policy(Signed<PolicyBody>),
     Commands(Vec<Signed<CommandBody>>),
+    MailSettings(MailSettingsView),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -183,6 +183,10 @@ policy_settings! {
     /// Whether a user's new device must be approved from one of their existing devices
     /// before it gets any service.
     new_device_approval: bool = false, strictest: stricter_true, check: any_bool;
+    /// Days of mail the connector pushes to devices when it first syncs a folder.
+    mail_sync_days: u32 = 30, strictest: smaller, check: within(1, 3650);
+    /// Bytes of a mail's text pushed at first; the rest is fetched on demand.
+    mail_preview_bytes: u32 = 2048, strictest: smaller, check: within(256, 32_768);
 }
 
 /// Where a policy document applies.

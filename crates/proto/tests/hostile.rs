@@ -121,6 +121,8 @@ prop_compose! {
         message_retention_days in any::<Option<u32>>(),
         devices_per_user_max in any::<Option<u32>>(),
         new_device_approval in any::<Option<bool>>(),
+        mail_sync_days in any::<Option<u32>>(),
+        mail_preview_bytes in any::<Option<u32>>(),
     ) -> PolicySettings {
         PolicySettings {
             passcode_required,
@@ -132,6 +134,8 @@ prop_compose! {
             message_retention_days,
             devices_per_user_max,
             new_device_approval,
+            mail_sync_days,
+            mail_preview_bytes,
         }
     }
 }

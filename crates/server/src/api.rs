@@ -297,6 +297,7 @@ pub(crate) async fn user_add(
     display_name: Option<DisplayName>,
 ) -> Result<IssuedActivationCode, ApiError> {
     require(state, who, Permission::ManageUsers).await?;
+    crate::mail::refuse_reserved(&user)?;
     let now = state.now();
     let (record, issued) = new_activation_code(state, &user, now);
     let new_user = UserRecord {

@@ -12,6 +12,7 @@ mod data_dir;
 mod delivery;
 mod error;
 mod listener;
+mod mail;
 mod management;
 mod org;
 mod rate_limit;
@@ -36,6 +37,7 @@ pub use config::{
 };
 pub use data_dir::DataDir;
 pub use error::ServerError;
+pub use mail::{ConnectorConfig, MailUser};
 pub use org::Org;
 
 /// The name of the first admin user, made at initialisation.
@@ -139,6 +141,8 @@ pub(crate) struct State {
     pub policy_version: std::sync::atomic::AtomicU64,
     /// Devices with a wipe issued and not yet acknowledged: they get no other service.
     pub wipes_pending: std::sync::Mutex<std::collections::HashSet<redoubt_proto::DeviceId>>,
+    /// Mail settings' change counter and the connector's per-mailbox status.
+    pub mail: mail::MailState,
 }
 
 impl State {
@@ -350,6 +354,7 @@ impl Server {
             blobs: blobs::BlobFiles::new(data.blobs()),
             policy_version: std::sync::atomic::AtomicU64::new(policy_version),
             wipes_pending: std::sync::Mutex::new(wipes_pending),
+            mail: mail::MailState::default(),
         });
         blobs::clean_up(&state).await?;
 
@@ -492,6 +497,37 @@ impl ServerHandle {
     /// `AdminDeviceRevoke` does. Returns the number of groups it is being removed from.
     pub async fn revoke_device(&self, device: redoubt_proto::DeviceId) -> Result<u32, ServerError> {
         management::revoke(&self.state, None, device, "revoked by the server operator")
+            .await
+            .map_err(|e| ServerError::Refused(e.0))
+    }
+
+    /// The mail connector's configuration (with the service account's password, opened),
+    /// or `None` while no mail server is set.
+    pub async fn mail_config(&self) -> Result<Option<ConnectorConfig>, ServerError> {
+        mail::connector_config(&self.state)
+            .await
+            .map_err(|e| ServerError::Refused(e.0))
+    }
+
+    /// Moves whenever the mail settings, an address or a policy changes.
+    pub fn mail_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.mail.changed.subscribe()
+    }
+
+    /// Records the connector's latest word on a mailbox, for `admin mail show`.
+    pub fn report_mail_status(&self, user: &UserName, ok: bool, detail: &str) {
+        let status = redoubt_proto::MailStatus {
+            ok,
+            detail: detail.to_owned(),
+            at_unix_s: self.state.now(),
+        };
+        self.state.mail.set_status(user.clone(), status);
+    }
+
+    /// An activation code for the mail connector's service device (creating its service
+    /// user on first use).
+    pub async fn connector_activation_code(&self) -> Result<IssuedActivationCode, ServerError> {
+        mail::connector_activation_code(&self.state)
             .await
             .map_err(|e| ServerError::Refused(e.0))
     }

@@ -40,6 +40,8 @@ pub(crate) enum Permission {
     ManageRoles,
     /// Read the audit log.
     ReadAudit,
+    /// Set the mail servers, the service account and users' addresses.
+    ManageMail,
 }
 
 /// The authorisation table: which role may do what.
@@ -111,6 +113,8 @@ fn policy_changed(state: &State, version: Option<u64>) {
             .policy_version
             .fetch_max(version, std::sync::atomic::Ordering::SeqCst);
         state.subscribers.notify_all(&Event::PolicyChanged { version });
+        // Mail settings (how many days, how much text first) come from the policy.
+        state.mail.notify();
     }
 }
 
@@ -311,6 +315,9 @@ pub(crate) async fn user_import(
             ErrorCode::InvalidArgument,
             format!("an import holds 1 to {IMPORT_USERS_MAX} users"),
         ));
+    }
+    for imported in &users {
+        crate::mail::refuse_reserved(&imported.user)?;
     }
     let existing: BTreeSet<UserName> = state
         .store

@@ -55,6 +55,17 @@ impl Org {
         redoubt_mls::mls_secret_key(&self.key)
     }
 
+    /// A key for sealing secrets the server must keep (such as the mail service account's
+    /// password) in its database: derived from the root key, which lives in its own file,
+    /// so a copy of the database alone yields only ciphertext.
+    pub(crate) fn secret_sealing_key(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"redoubt/server-secret-sealing/v1\0");
+        hash.update(self.key.as_bytes());
+        zeroize::Zeroizing::new(hash.finalize().into())
+    }
+
     /// Signs a document devices verify with the organisation key.
     pub(crate) fn sign<T: redoubt_proto::Signable>(&self, value: &T) -> redoubt_proto::Signed<T> {
         redoubt_proto::Signed::sign(value, &self.key)

@@ -434,6 +434,13 @@ async fn authenticated(
             .await
             .map(|()| Response::Done),
         Request::OwnDevices => management::own_devices(state, who).await.map(Response::Devices),
+        Request::AdminMailSet(settings) => crate::mail::set(state, who, settings)
+            .await
+            .map(|()| Response::Done),
+        Request::AdminMailMap { user, address } => crate::mail::map(state, who, user, address)
+            .await
+            .map(|()| Response::Done),
+        Request::AdminMailShow => crate::mail::show(state, who).await.map(Response::MailSettings),
         Request::BlobFetch { blob_id, index } => crate::blobs::fetch(state, who, transfers, blob_id, index)
             .await
             .map(|(bytes, chunk_count, bytes_total)| Response::BlobChunk {

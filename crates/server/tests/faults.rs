@@ -211,6 +211,9 @@ impl Store for FaultyStore {
     async fn policies(&self) -> Result<Vec<(PolicyScope, PolicySettings)>> {
         self.inner.policies().await
     }
+    async fn settings(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.inner.settings(prefix).await
+    }
     async fn directory_groups(&self) -> Result<Vec<DirectoryGroupRecord>> {
         self.inner.directory_groups().await
     }

@@ -619,6 +619,10 @@ impl Store for SqliteStore {
         self.policies_impl().await
     }
 
+    async fn settings(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.settings_impl(prefix).await
+    }
+
     async fn directory_groups(&self) -> Result<Vec<DirectoryGroupRecord>> {
         self.directory_groups_impl().await
     }

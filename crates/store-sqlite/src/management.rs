@@ -290,6 +290,15 @@ async fn apply_change(conn: &mut SqliteConnection, change: &Change, applied: &mu
             .map_err(backend_error)?;
             one_row(result.rows_affected(), "command")?;
         }
+        Change::SetSetting { key, value } => {
+            let query = match value {
+                Some(value) => sqlx::query("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)")
+                    .bind(key.as_str())
+                    .bind(value.as_slice()),
+                None => sqlx::query("DELETE FROM settings WHERE key = ?").bind(key.as_str()),
+            };
+            query.execute(conn).await.map_err(backend_error)?;
+        }
         Change::ApproveDevice { device, at_unix_s } => {
             let result =
                 sqlx::query("UPDATE devices SET approved_at = coalesce(approved_at, ?) WHERE id = ?")
@@ -328,6 +337,20 @@ impl SqliteStore {
             .await
             .map_err(backend_error)?;
         from_db(value, "policy version")
+    }
+
+    pub(crate) async fn settings_impl(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        // Keys are ASCII; a prefix range avoids LIKE's wildcards.
+        let end = format!("{prefix}\u{10ffff}");
+        let rows = sqlx::query("SELECT key, value FROM settings WHERE key >= ? AND key < ? ORDER BY key")
+            .bind(prefix)
+            .bind(end)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend_error)?;
+        rows.iter()
+            .map(|row| Ok((get::<String>(row, "key")?, get::<Vec<u8>>(row, "value")?)))
+            .collect()
     }
 
     pub(crate) async fn policies_impl(&self) -> Result<Vec<(PolicyScope, PolicySettings)>> {

@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "blobs", include_str!("../migrations/0003_blobs.sql")),
     (4, "log_acks", include_str!("../migrations/0004_log_acks.sql")),
     (5, "management", include_str!("../migrations/0005_management.sql")),
+    (6, "settings", include_str!("../migrations/0006_settings.sql")),
 ];
 
 pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {

@@ -47,6 +47,7 @@ macro_rules! store_conformance_tests {
             policies_and_groups_round_trip,
             commands_are_issued_then_acknowledged,
             audit_log_is_a_verifiable_chain,
+            settings_are_replaced_deleted_and_listed_by_prefix,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {
@@ -917,6 +918,56 @@ pub async fn management_changes_are_all_or_nothing(store: &impl Store) {
         matches!(duplicate, StoreError::AlreadyExists("group")),
         "{duplicate:?}"
     );
+}
+
+pub async fn settings_are_replaced_deleted_and_listed_by_prefix(store: &impl Store) {
+    let set = |key: &str, value: Option<&[u8]>| Change::SetSetting {
+        key: key.to_owned(),
+        value: value.map(<[u8]>::to_vec),
+    };
+    store
+        .apply(
+            &[
+                set("mail/server", Some(b"one")),
+                set("mail/address/alice", Some(b"alice@corp.test")),
+                set("mail/address/bob", Some(b"bob@corp.test")),
+                set("mailbox", Some(b"not under mail/")),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    store
+        .apply(
+            &[set("mail/server", Some(b"two")), set("mail/address/bob", None)],
+            &[],
+        )
+        .await
+        .unwrap();
+    let listed = store.settings("mail/").await.unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            ("mail/address/alice".to_owned(), b"alice@corp.test".to_vec()),
+            ("mail/server".to_owned(), b"two".to_vec()),
+        ]
+    );
+    assert_eq!(store.settings("mail/server").await.unwrap().len(), 1);
+    // A failing change in the same batch leaves settings untouched.
+    let failed = store
+        .apply(
+            &[
+                set("mail/server", Some(b"three")),
+                Change::RevokeDevice {
+                    device: DeviceId::from([9; 16]),
+                    at_unix_s: 1,
+                },
+            ],
+            &[],
+        )
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(store.settings("mail/server").await.unwrap()[0].1, b"two".to_vec());
 }
 
 pub async fn policies_and_groups_round_trip(store: &impl Store) {

@@ -316,5 +316,8 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_checkpoints(&self, after_seq: u64, through_seq: u64) -> Result<Vec<Vec<u8>>>;
 
     /// Flushes and closes the store; later calls fail.
+    /// Every organisation setting whose key starts with `prefix`, ordered by key.
+    async fn settings(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>>;
+
     async fn close(&self);
 }

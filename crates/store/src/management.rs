@@ -67,6 +67,9 @@ pub enum Change {
     },
     /// `NotFound("device")`.
     ApproveDevice { device: DeviceId, at_unix_s: i64 },
+    /// Stores (`Some`) or deletes (`None`) an organisation setting: an opaque document
+    /// under a key such as `mail/server` (see [`crate::Store::settings`]).
+    SetSetting { key: String, value: Option<Vec<u8>> },
 }
 
 /// What [`crate::Store::apply`] produced.

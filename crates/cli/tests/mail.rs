@@ -1,0 +1,427 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step must fail loudly
+//! Mail as a user with two devices handles it, against real Dovecot (IMAP, LMTP) and
+//! Postfix (SMTP in, submission): the real `redoubt server` process with its connector,
+//! the real `redoubt` binary on each device, and Python's smtplib/imaplib as the outside
+//! world and as "another IMAP client".
+
+mod peers;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use peers::MailPeers;
+use serde_json::Value;
+use support::{ServerProcess, json_error, json_ok, wait_for, write};
+
+const ALICE: &str = "alice@corp.test";
+const ALICE_PW: &str = "alice-mailbox-pw";
+const BOB: &str = "bob@corp.test";
+const BOB_PW: &str = "bob-mailbox-pw";
+
+/// Longest a device may take to see something the mail server has.
+const PUSH_DEADLINE: Duration = Duration::from_secs(60);
+
+struct Org {
+    root: PathBuf,
+    data: PathBuf,
+    admin: PathBuf,
+    server: Option<ServerProcess>,
+}
+
+impl Org {
+    fn profile(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Starts a server, enrols the admin and one device per `(user, device)`.
+    fn start(root: &Path, devices: &[(&str, &str)]) -> Org {
+        let data = root.join("redoubt-data");
+        let server = ServerProcess::start(&data);
+        let admin = root.join("admin");
+        json_ok(
+            &admin,
+            &[
+                "enroll",
+                wait_for(&data.join("admin-activation.txt")).trim(),
+                "--json",
+            ],
+            &[],
+        );
+        let org = Org {
+            root: root.to_owned(),
+            data,
+            admin,
+            server: Some(server),
+        };
+        let mut users = std::collections::BTreeSet::new();
+        for (user, device) in devices {
+            let issued = if users.insert(*user) {
+                json_ok(
+                    &org.admin,
+                    &["admin", "user", "add", user, "--json", "--no-qr"],
+                    &[],
+                )
+            } else {
+                json_ok(
+                    &org.admin,
+                    &["admin", "device", "add", user, "--json", "--no-qr"],
+                    &[],
+                )
+            };
+            let profile = org.profile(device);
+            json_ok(
+                &profile,
+                &[
+                    "enroll",
+                    issued["code"].as_str().unwrap(),
+                    "--name",
+                    device,
+                    "--json",
+                ],
+                &[],
+            );
+            // The first messaging command publishes the device's key packages.
+            json_ok(&profile, &["group", "list", "--json"], &[]);
+        }
+        org
+    }
+
+    fn set_mail(&self, peers: &MailPeers, imap_port: u16, password: &str) -> Value {
+        let password_file = write(&self.root, "master-password", &format!("{password}\n"));
+        let imap = format!("127.0.0.1:{imap_port}");
+        let smtp = format!("127.0.0.1:{}", peers.submission_port);
+        json_ok(
+            &self.admin,
+            &[
+                "admin",
+                "mail",
+                "set",
+                "--imap",
+                &imap,
+                "--smtp",
+                &smtp,
+                "--security",
+                "none",
+                "--master-user",
+                &peers.master_user,
+                "--master-password-file",
+                password_file.to_str().unwrap(),
+                "--domain",
+                "corp.test",
+                "--json",
+            ],
+            &[],
+        )
+    }
+
+    fn mail_show(&self) -> Value {
+        json_ok(&self.admin, &["admin", "mail", "show", "--json"], &[])
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `deadline`.
+fn eventually<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn mail_list(profile: &Path, folder: &str) -> Vec<Value> {
+    json_ok(profile, &["mail", "list", "--folder", folder, "--json"], &[])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits until the device lists a message whose subject contains `subject` in `folder`.
+fn wait_for_mail_on(profile: &Path, folder: &str, subject: &str) -> Value {
+    eventually(
+        &format!("{subject:?} in {folder} on {}", profile.display()),
+        PUSH_DEADLINE,
+        || {
+            mail_list(profile, folder)
+                .into_iter()
+                .find(|m| m["subject"].as_str().unwrap().contains(subject))
+        },
+    )
+}
+
+fn user_status(show: &Value, user: &str) -> Value {
+    show["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user"] == user)
+        .unwrap_or_else(|| panic!("no {user} in {show:#}"))["status"]
+        .clone()
+}
+
+/// Every file under `dir`, read whole.
+fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                files.push((path, bytes));
+            }
+        }
+    }
+    files
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn mail_reaches_both_devices_and_replies_flags_moves_and_sends_reach_the_mail_server() {
+    let root = tempfile::tempdir().unwrap();
+    let peers = MailPeers::start(&[(ALICE, ALICE_PW), (BOB, BOB_PW)]);
+    let org = Org::start(
+        root.path(),
+        &[
+            ("alice", "alice-phone"),
+            ("alice", "alice-laptop"),
+            ("bob", "bob-laptop"),
+        ],
+    );
+    let (phone, laptop) = (org.profile("alice-phone"), org.profile("alice-laptop"));
+    org.set_mail(&peers, peers.imap_port, &peers.master_password);
+
+    // The connector sets up Alice's mailbox group: both her devices and the connector.
+    let status = eventually("alice's mailbox to connect", PUSH_DEADLINE, || {
+        let status = json_ok(&phone, &["mail", "status", "--json"], &[]);
+        (status["ok"] == true).then_some(status)
+    });
+    assert_eq!(status["mailbox"], true, "{status:#}");
+    let groups = json_ok(&phone, &["group", "list", "--json"], &[]);
+    let mailbox = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["conversation"] == "mailbox")
+        .unwrap_or_else(|| panic!("no mailbox group: {groups:#}"));
+    assert_eq!(
+        mailbox["users"],
+        serde_json::json!(["alice", "mail-connector"]),
+        "{mailbox:#}"
+    );
+    assert_eq!(
+        mailbox["devices"], 3,
+        "two devices of alice's and the connector: {mailbox:#}"
+    );
+
+    // 1. Mail from outside, with an attachment, reaches both devices.
+    let secret_body = "The merger closes on Friday; codeword PELICAN-7731.";
+    let attachment: Vec<u8> = b"quarter,revenue\nQ3,ZEBRA-99181\n".to_vec();
+    let original_id = peers.send_mail(
+        BOB,
+        ALICE,
+        "Quarterly numbers OSPREY-4410",
+        secret_body,
+        Some(("numbers.csv", &attachment)),
+    );
+    let on_phone = wait_for_mail_on(&phone, "INBOX", "OSPREY-4410");
+    let on_laptop = wait_for_mail_on(&laptop, "INBOX", "OSPREY-4410");
+    assert_eq!(on_phone["id"], on_laptop["id"]);
+    assert_eq!(on_phone["seen"], false);
+    assert!(on_phone["from"].as_str().unwrap().contains(BOB), "{on_phone:#}");
+    assert_eq!(on_phone["attachments"][0]["name"], "numbers.csv", "{on_phone:#}");
+    let id = on_phone["id"].as_str().unwrap().to_owned();
+
+    let read = json_ok(&laptop, &["mail", "read", &id, "--json"], &[]);
+    assert!(
+        read["text"].as_str().unwrap().contains("PELICAN-7731"),
+        "{read:#}"
+    );
+    let fetched = org.root.join("numbers.csv");
+    json_ok(
+        &laptop,
+        &[
+            "mail",
+            "fetch",
+            &id,
+            "--attachment",
+            "0",
+            "--out",
+            fetched.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(std::fs::read(&fetched).unwrap(), attachment);
+    // Reading marked it seen on the server, and the other device hears of it.
+    let seen = peers.imap_messages(ALICE, ALICE_PW, "INBOX");
+    let seen = seen.iter().find(|m| m.subject.contains("OSPREY-4410")).unwrap();
+    assert!(seen.flags.iter().any(|f| f == "\\Seen"), "{:?}", seen.flags);
+    eventually("the phone to see the message read", PUSH_DEADLINE, || {
+        let listed = wait_for_mail_on(&phone, "INBOX", "OSPREY-4410");
+        (listed["seen"] == true).then_some(())
+    });
+    let found = json_ok(&phone, &["mail", "search", "pelican-7731", "--json"], &[]);
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found:#}");
+
+    // Nothing of the subject, body or attachment is under the server's data folder.
+    for (path, bytes) in all_files(&org.data) {
+        for canary in ["OSPREY-4410", "PELICAN-7731", "ZEBRA-99181"] {
+            assert!(
+                !contains(&bytes, canary.as_bytes()),
+                "{canary} found in {}",
+                path.display()
+            );
+        }
+    }
+
+    // 2. Alice replies from her phone: Bob's mailbox has it, threaded; her Sent has a copy.
+    json_ok(
+        &phone,
+        &["mail", "reply", &id, "--body", "Thanks, see you Friday", "--json"],
+        &[],
+    );
+    let reply = peers
+        .wait_for_mail(
+            BOB,
+            BOB_PW,
+            "INBOX",
+            "Re: Quarterly numbers OSPREY-4410",
+            PUSH_DEADLINE,
+        )
+        .unwrap_or_else(|| panic!("no reply in bob's INBOX\n{}", peers.maillog()));
+    assert_eq!(reply.in_reply_to.trim(), original_id.trim(), "{reply:?}");
+    assert!(reply.references.contains(original_id.trim()), "{reply:?}");
+    assert!(reply.body_text.contains("Thanks, see you Friday"), "{reply:?}");
+    let sent = peers.imap_messages(ALICE, ALICE_PW, "Sent");
+    assert!(
+        sent.iter().any(|m| m.subject.contains("Re: Quarterly")),
+        "{sent:?}"
+    );
+    let answered = peers.imap_messages(ALICE, ALICE_PW, "INBOX");
+    assert!(
+        answered
+            .iter()
+            .any(|m| m.subject.contains("OSPREY") && m.flags.iter().any(|f| f == "\\Answered")),
+        "{answered:?}"
+    );
+
+    // A new message with an attachment, sent from the laptop.
+    let plan = write(&org.root, "plan.txt", "step one, step two\n");
+    json_ok(
+        &laptop,
+        &[
+            "mail",
+            "send",
+            "--to",
+            BOB,
+            "--subject",
+            "The plan HERON-5",
+            "--body",
+            "See attached.",
+            "--attach",
+            plan.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    let delivered = peers
+        .wait_for_mail(BOB, BOB_PW, "INBOX", "The plan HERON-5", PUSH_DEADLINE)
+        .unwrap_or_else(|| panic!("no plan in bob's INBOX\n{}", peers.maillog()));
+    assert_eq!(delivered.attachment_names, ["plan.txt"], "{delivered:?}");
+
+    // 3. Flags, moves and deletes: from a device to Dovecot, and from another client back.
+    json_ok(&phone, &["mail", "flag", &id, "--flagged", "--json"], &[]);
+    let flagged = peers.imap_messages(ALICE, ALICE_PW, "INBOX");
+    assert!(
+        flagged
+            .iter()
+            .any(|m| m.subject.contains("OSPREY") && m.flags.iter().any(|f| f == "\\Flagged")),
+        "{flagged:?}"
+    );
+    assert_eq!(
+        peers.imap_set_flags(ALICE, ALICE_PW, "INBOX", "OSPREY", "-FLAGS", "\\Flagged \\Seen"),
+        1
+    );
+    eventually(
+        "the laptop to see the flags another client changed",
+        PUSH_DEADLINE,
+        || {
+            let listed = wait_for_mail_on(&laptop, "INBOX", "OSPREY-4410");
+            (listed["flagged"] == false && listed["seen"] == false).then_some(())
+        },
+    );
+    json_ok(&laptop, &["mail", "move", &id, "Archive", "--json"], &[]);
+    assert!(
+        peers
+            .imap_messages(ALICE, ALICE_PW, "INBOX")
+            .iter()
+            .all(|m| !m.subject.contains("OSPREY"))
+    );
+    assert!(
+        peers
+            .imap_messages(ALICE, ALICE_PW, "Archive")
+            .iter()
+            .any(|m| m.subject.contains("OSPREY"))
+    );
+    let archived = wait_for_mail_on(&phone, "Archive", "OSPREY-4410");
+    eventually(
+        "the phone to drop the moved message from INBOX",
+        PUSH_DEADLINE,
+        || {
+            mail_list(&phone, "INBOX")
+                .iter()
+                .all(|m| !m.subject_contains("OSPREY"))
+                .then_some(())
+        },
+    );
+    // Deleted by another IMAP client: gone from the devices.
+    assert_eq!(peers.imap_delete(ALICE, ALICE_PW, "Archive", "OSPREY"), 1);
+    eventually("the devices to drop the deleted message", PUSH_DEADLINE, || {
+        (mail_list(&phone, "Archive").is_empty() && mail_list(&laptop, "Archive").is_empty()).then_some(())
+    });
+    let gone = json_error(
+        &phone,
+        &["mail", "read", archived["id"].as_str().unwrap(), "--json"],
+        &[],
+    );
+    assert!(
+        gone["message"].as_str().unwrap().contains("no message"),
+        "{gone:#}"
+    );
+    // And a delete from a device.
+    peers.send_mail(BOB, ALICE, "Lunch? KESTREL-2", "Noon?", None);
+    let lunch = wait_for_mail_on(&laptop, "INBOX", "KESTREL-2");
+    json_ok(
+        &laptop,
+        &["mail", "delete", lunch["id"].as_str().unwrap(), "--json"],
+        &[],
+    );
+    assert!(
+        peers
+            .imap_messages(ALICE, ALICE_PW, "INBOX")
+            .iter()
+            .all(|m| !m.subject.contains("KESTREL"))
+    );
+
+    let show = org.mail_show();
+    assert_eq!(user_status(&show, "alice")["ok"], true, "{show:#}");
+    drop(org);
+}
+
+trait SubjectContains {
+    fn subject_contains(&self, text: &str) -> bool;
+}
+
+impl SubjectContains for Value {
+    fn subject_contains(&self, text: &str) -> bool {
+        self["subject"].as_str().is_some_and(|s| s.contains(text))
+    }
+}

@@ -1,0 +1,174 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)] // test support: a failed step must fail loudly
+//! Driving the real `redoubt` binary from tests: commands with a deadline, their `--json`
+//! output, and a server process on 127.0.0.1.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
+
+/// Longest any single CLI command may take before the test gives up on it.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Runs `redoubt --profile PROFILE ARGS...` with stdin closed (not a terminal), a clean
+/// environment for the `REDOUBT_*` variables, and `env` added; bounded by a deadline.
+pub fn run(profile: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env_remove("REDOUBT_PASSCODE")
+        .env_remove("REDOUBT_NEW_PASSCODE")
+        .env_remove("REDOUBT_PROFILE")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stderr.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    let deadline = Instant::now() + COMMAND_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("redoubt {args:?} did not finish within {COMMAND_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Runs a command that must succeed and print one JSON document.
+pub fn json_ok(profile: &Path, args: &[&str], env: &[(&str, &str)]) -> Value {
+    let out = run(profile, args, env);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Runs a `--json` command that must fail, and returns its `{"error": {...}}` object from
+/// stderr (other lines, such as log warnings or notes, may precede it).
+pub fn json_error(profile: &Path, args: &[&str], env: &[(&str, &str)]) -> Value {
+    let out = run(profile, args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{args:?} should have failed; stdout: {}; stderr: {stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with("{\"error\""))
+        .unwrap_or_else(|| panic!("{args:?}: no JSON error on stderr: {stderr}"));
+    let error: Value = serde_json::from_str(line).unwrap();
+    assert!(error["error"]["code"].is_string(), "{error}");
+    assert!(error["error"]["message"].is_string(), "{error}");
+    error["error"].clone()
+}
+
+pub fn message(error: &Value) -> &str {
+    error["message"].as_str().unwrap()
+}
+
+pub struct ServerProcess {
+    child: Child,
+}
+
+impl ServerProcess {
+    pub fn start(data: &Path) -> Self {
+        let child = Command::new(BIN)
+            .args(["server", "--data"])
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--no-qr"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self { child }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns the server's log.
+    pub fn terminate(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut log = String::new();
+                self.child
+                    .stderr
+                    .as_mut()
+                    .unwrap()
+                    .read_to_string(&mut log)
+                    .unwrap();
+                assert!(status.success(), "server exited with {status}: {log}");
+                return log;
+            }
+            assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded) for a file the server writes, complete with its final newline.
+pub fn wait_for(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn write(root: &Path, name: &str, text: &str) -> PathBuf {
+    let path = root.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}

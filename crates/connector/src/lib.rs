@@ -1,0 +1,345 @@
+//! Redoubt's mail connector: the BES part of Redoubt.
+//!
+//! It runs beside the server (the `redoubt server` process starts it) and is a device of
+//! its own: the service user [`redoubt_mls::mail::CONNECTOR_USER`], enrolled with a code
+//! the server issues, talking to the server over the real protocol like any device. For
+//! each user with a mail address it keeps a *mailbox group* (an MLS group of the user's
+//! devices and itself) and an IMAP session to the user's mailbox, logged in as the
+//! organisation's service account. New, changed and removed messages are pushed into the
+//! group as MLS application messages; devices answer with commands (send, reply, flag,
+//! move, delete, fetch a body or an attachment) that it carries out on IMAP and SMTP.
+//!
+//! What it keeps (its profile folder, `DATA/connector/`, in the encrypted vault): its MLS
+//! state and per-folder sync state (UIDVALIDITY, last UID, flags). No mail content.
+//! Exactly once: a new message is pushed under a client message id derived from (user,
+//! folder, UIDVALIDITY, UID), so after a crash the push is repeated under the same id and
+//! the server returns the first copy; the folder state is saved after each push.
+
+mod compose;
+mod mailbox;
+mod smtp;
+mod stream;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redoubt_client::{ClientError, Messenger, Profile, QueuedMailCommand, Vault};
+use redoubt_mls::AppBody;
+use redoubt_mls::mail::{MAILBOX_GROUP_NAME, MailPush};
+use redoubt_proto::{ActivationCode, Bytes, DeviceName, GroupId, UserName};
+use redoubt_server::{ConnectorConfig, ServerHandle};
+use sha2::Digest;
+use tokio::sync::{Mutex, mpsc, watch};
+
+/// The connector's own namespace in its vault.
+const STATE_NS: &str = "connector";
+/// How long the shared session waits for the server's events before syncing anyway.
+const EVENT_WAIT: Duration = Duration::from_millis(300);
+/// How often every mailbox group is fully synced (new devices added, removals committed).
+const FULL_SYNC_EVERY: Duration = Duration::from_secs(5);
+/// Commands waiting for one mailbox's task.
+const COMMANDS_QUEUED_MAX: usize = 64;
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A client message id that is the same every time the same thing is pushed.
+pub(crate) fn deterministic_id(user: &UserName, parts: &[&str], a: u32, b: u32) -> Bytes<16> {
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"redoubt/connector-push/v1\0");
+    hash.update(user.as_str().as_bytes());
+    for part in parts {
+        hash.update([0]);
+        hash.update(part.as_bytes());
+    }
+    hash.update(a.to_be_bytes());
+    hash.update(b.to_be_bytes());
+    let digest = hash.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    Bytes(id)
+}
+
+/// A queued command, handed to its mailbox's task.
+#[derive(Debug)]
+pub(crate) struct Command {
+    pub queued: QueuedMailCommand,
+}
+
+/// What every mailbox task shares: the one MLS session (held briefly per push), the
+/// server, and the vault for sync state.
+pub(crate) struct Shared {
+    messenger: Mutex<Messenger>,
+    pub handle: ServerHandle,
+    pub state: Vault,
+    /// Commands handed to a task and not yet answered (they stay queued in the vault).
+    in_flight: std::sync::Mutex<BTreeSet<(GroupId, u64)>>,
+}
+
+impl Shared {
+    /// Pushes into a mailbox group; `id` makes a repeat a no-op at the server.
+    pub(crate) async fn push(
+        &self,
+        group: &GroupId,
+        push: &MailPush,
+        id: Option<Bytes<16>>,
+    ) -> Result<u64, ClientError> {
+        let id = id.unwrap_or_else(random_id);
+        let body = AppBody::Mail(push.clone());
+        self.messenger
+            .lock()
+            .await
+            .send_body_with_id(group, &body, id)
+            .await
+    }
+
+    pub(crate) async fn upload(
+        &self,
+        group: &GroupId,
+        name: String,
+        bytes: Vec<u8>,
+    ) -> Result<redoubt_mls::Attachment, ClientError> {
+        let length = bytes.len() as u64;
+        self.messenger
+            .lock()
+            .await
+            .upload(group, name, bytes.as_slice(), length, |_, _| {})
+            .await
+    }
+
+    pub(crate) async fn download(
+        &self,
+        attachment: &redoubt_mls::Attachment,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ClientError> {
+        self.messenger
+            .lock()
+            .await
+            .download(attachment, out, |_, _| {})
+            .await
+    }
+
+    pub(crate) async fn finish(&self, command: &QueuedMailCommand) {
+        if let Err(error) = self.messenger.lock().await.finish_mail_command(command) {
+            tracing::warn!(%error, "could not forget a finished mail command");
+        }
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(command.group_id, command.seq));
+    }
+}
+
+fn random_id() -> Bytes<16> {
+    use rand_core::RngCore;
+    let mut id = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut id);
+    Bytes(id)
+}
+
+/// Runs the connector until `stop` turns true: idle while no mail server is set, and
+/// restarted whenever the settings change.
+pub async fn run(handle: ServerHandle, dir: PathBuf, mut stop: watch::Receiver<bool>) {
+    let mut changes = handle.mail_changes();
+    loop {
+        changes.borrow_and_update();
+        let config = match handle.mail_config().await {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(%error, "mail settings unreadable; the connector waits for new ones");
+                None
+            }
+        };
+        let serving = async {
+            match config {
+                Some(config) => serve(&handle, &dir, config).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = serving => {
+                // Could not start (the server not yet listening, say): try again soon.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            _ = changes.changed() => tracing::info!("mail settings changed; connector restarting"),
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+async fn open_messenger(handle: &ServerHandle, dir: &std::path::Path) -> Result<Messenger, ClientError> {
+    if !dir.join("profile.json").exists() && !dir.join("keys.json").exists() {
+        let issued = handle
+            .connector_activation_code()
+            .await
+            .map_err(|e| ClientError::Profile(e.to_string()))?;
+        let code = ActivationCode::parse(&issued.code).map_err(|e| ClientError::Profile(e.to_string()))?;
+        let name = DeviceName::parse("mail connector").map_err(|e| ClientError::Profile(e.to_string()))?;
+        redoubt_client::enroll(dir, &code, name).await?;
+        tracing::info!(dir = %dir.display(), "mail connector enrolled");
+    }
+    let profile = Profile::load(dir, None)?;
+    Messenger::open(&profile).await
+}
+
+/// Serves every mailbox of `config`; returns only if it cannot start.
+async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorConfig) {
+    let messenger = match open_messenger(handle, dir).await {
+        Ok(messenger) => messenger,
+        Err(error) => {
+            tracing::warn!(%error, "the mail connector could not open its session");
+            return;
+        }
+    };
+    let state = match Profile::load(dir, None) {
+        Ok(profile) => profile.vault().clone(),
+        Err(error) => {
+            tracing::warn!(%error, "the mail connector could not open its vault");
+            return;
+        }
+    };
+    let shared = Arc::new(Shared {
+        messenger: Mutex::new(messenger),
+        handle: handle.clone(),
+        state,
+        in_flight: std::sync::Mutex::new(BTreeSet::new()),
+    });
+    let mut routes: BTreeMap<GroupId, mpsc::Sender<Command>> = BTreeMap::new();
+    let mut waiting: Vec<redoubt_server::MailUser> = config.users.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut last_full_sync = tokio::time::Instant::now() - FULL_SYNC_EVERY;
+    loop {
+        // Mailbox groups for users that have none yet (they need a device first).
+        let mut still_waiting = Vec::new();
+        for user in waiting {
+            match mailbox_group(&shared, &user.user).await {
+                Ok(Some(group)) => {
+                    let (sender, receiver) = mpsc::channel(COMMANDS_QUEUED_MAX);
+                    routes.insert(group, sender);
+                    let mailbox = mailbox::Mailbox {
+                        shared: shared.clone(),
+                        server: config.server.clone(),
+                        user,
+                        group,
+                        commands: receiver,
+                    };
+                    tasks.spawn(mailbox.run());
+                }
+                Ok(None) => {
+                    handle.report_mail_status(&user.user, false, "waiting for the user's first device");
+                    still_waiting.push(user);
+                }
+                Err(error) => {
+                    tracing::warn!(user = %user.user, %error, "could not set up the mailbox group");
+                    handle.report_mail_status(&user.user, false, &format!("mailbox group: {error}"));
+                    still_waiting.push(user);
+                }
+            }
+        }
+        waiting = still_waiting;
+
+        // Read the groups: new devices join, removals are committed, commands queue up.
+        let commands = {
+            let mut messenger = shared.messenger.lock().await;
+            let event = tokio::time::timeout(EVENT_WAIT, messenger.next_event()).await;
+            let due = last_full_sync.elapsed() >= FULL_SYNC_EVERY;
+            if matches!(event, Ok(Ok(_))) || due {
+                if let Err(error) = messenger.sync().await {
+                    tracing::warn!(%error, "connector sync failed");
+                    if matches!(error, ClientError::Connect { .. }) {
+                        let _ = messenger.reconnect(8, |_, _| {}).await;
+                    }
+                }
+                last_full_sync = tokio::time::Instant::now();
+            } else if let Ok(Err(error)) = event
+                && matches!(error, ClientError::Connect { .. })
+            {
+                let _ = messenger.reconnect(8, |_, _| {}).await;
+            }
+            messenger.mail_commands().unwrap_or_default()
+        };
+        for queued in commands {
+            let key = (queued.group_id, queued.seq);
+            let fresh = shared
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key);
+            if !fresh {
+                continue;
+            }
+            match routes.get(&queued.group_id) {
+                Some(route)
+                    if route
+                        .try_send(Command {
+                            queued: queued.clone(),
+                        })
+                        .is_ok() => {}
+                Some(_) => {
+                    // The mailbox is busy: leave it queued for the next round.
+                    shared
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                }
+                None => {
+                    // Not a mailbox this connector serves: drop it.
+                    let _ = shared.messenger.lock().await.finish_mail_command(&queued);
+                    shared
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                }
+            }
+        }
+        while let Some(result) = tasks.try_join_next() {
+            if let Err(error) = result {
+                tracing::error!(%error, "a mailbox task failed");
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The user's mailbox group: the one saved, or a new one with all the user's devices.
+/// `None` while the user has no device that can be added.
+async fn mailbox_group(shared: &Shared, user: &UserName) -> Result<Option<GroupId>, ClientError> {
+    let key = format!("mailbox/{user}");
+    if let Some(bytes) = shared
+        .state
+        .get(STATE_NS, &key)
+        .map_err(|e| ClientError::Profile(e.to_string()))?
+    {
+        let id = <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| ClientError::Profile("bad mailbox record".into()))?;
+        return Ok(Some(GroupId::from(id)));
+    }
+    let created = shared
+        .messenger
+        .lock()
+        .await
+        .create_conversation(MAILBOX_GROUP_NAME, std::slice::from_ref(user), false)
+        .await;
+    match created {
+        Ok(conversation) => {
+            shared
+                .state
+                .put(STATE_NS, &key, conversation.group_id.as_bytes())
+                .map_err(|e| ClientError::Profile(e.to_string()))?;
+            tracing::info!(%user, group_id = %conversation.group_id, "mailbox group created");
+            Ok(Some(conversation.group_id))
+        }
+        Err(error) if error.code() == Some(redoubt_proto::ErrorCode::NotFound) => Ok(None),
+        Err(error) => Err(error),
+    }
+}

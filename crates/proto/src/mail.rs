@@ -1,0 +1,195 @@
+//! The organisation's mail server settings, as an admin sets them and the server shows them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::UserName;
+
+/// Longest host:port, address or account name accepted.
+const TEXT_BYTES_MAX: usize = 253;
+
+/// How the connector reaches the mail servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailSecurity {
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    Tls,
+    /// Plain connection upgraded with STARTTLS before anything else is said.
+    StartTls,
+    /// No TLS: accepted only for loopback hosts.
+    None,
+}
+
+impl MailSecurity {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "tls" => Some(Self::Tls),
+            "starttls" => Some(Self::StartTls),
+            "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls => "tls",
+            Self::StartTls => "starttls",
+            Self::None => "none",
+        }
+    }
+}
+
+/// A `host:port` the connector dials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{text:?} is not host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{text:?}: bad port"))?;
+        let valid = !host.is_empty()
+            && host.len() <= TEXT_BYTES_MAX
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+        if !valid {
+            return Err(format!("{text:?}: bad host name"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// Whether the host is this machine (where an unencrypted connection is acceptable).
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost"
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The organisation's IMAP and SMTP servers and the service account that may open every
+/// mailbox (a Dovecot master user, Exchange impersonation), as BES had.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailServerSettings {
+    pub imap: HostPort,
+    pub smtp: HostPort,
+    pub security: MailSecurity,
+    pub master_user: String,
+    pub master_password: String,
+    /// A user's address when none is mapped: `user@domain`.
+    pub domain: String,
+}
+
+impl std::fmt::Debug for MailServerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailServerSettings")
+            .field("imap", &self.imap)
+            .field("smtp", &self.smtp)
+            .field("security", &self.security)
+            .field("master_user", &self.master_user)
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MailServerSettings {
+    /// Checks what can be checked without dialling: sizes, shapes, and that an
+    /// unencrypted connection goes nowhere but this machine.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.security == MailSecurity::None && !(self.imap.is_loopback() && self.smtp.is_loopback()) {
+            return Err("--security none is accepted only for loopback hosts (use tls or starttls)".into());
+        }
+        if self.master_user.is_empty() || self.master_user.len() > TEXT_BYTES_MAX {
+            return Err("the master user must be 1 to 253 bytes".into());
+        }
+        if self.master_password.is_empty() || self.master_password.len() > 1024 {
+            return Err("the master password must be 1 to 1024 bytes".into());
+        }
+        if self.master_user.chars().any(char::is_control) || self.master_password.contains(['\0', '\r', '\n'])
+        {
+            return Err("the master user and password must not contain control characters".into());
+        }
+        check_domain(&self.domain)
+    }
+}
+
+fn check_domain(domain: &str) -> Result<(), String> {
+    let valid = !domain.is_empty()
+        && domain.len() <= TEXT_BYTES_MAX
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{domain:?} is not a mail domain"))
+    }
+}
+
+/// Checks an address's shape (`local@domain`, no spaces or angle brackets); the mail
+/// server is the judge of whether the mailbox exists.
+pub fn check_address(address: &str) -> Result<(), String> {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Err(format!("{address:?} is not an email address"));
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && local
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"' | '(' | ')' | ',' | ';' | '@'));
+    if !local_ok {
+        return Err(format!("{address:?} is not an email address"));
+    }
+    check_domain(domain)
+}
+
+/// What `AdminMailShow` reports about one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailUserView {
+    pub user: UserName,
+    pub address: String,
+    /// Set by `admin mail map`, rather than `user@domain`.
+    pub mapped: bool,
+    /// The connector's latest word on this mailbox, if it has tried.
+    pub status: Option<MailStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailStatus {
+    pub ok: bool,
+    pub detail: String,
+    pub at_unix_s: i64,
+}
+
+/// The mail settings without the password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailSettingsView {
+    pub imap: Option<HostPort>,
+    pub smtp: Option<HostPort>,
+    pub security: Option<MailSecurity>,
+    pub master_user: Option<String>,
+    pub domain: Option<String>,
+    pub users: Vec<MailUserView>,
+}

@@ -1,0 +1,344 @@
+//! The organisation's mail settings and the server's side of the mail connector.
+//!
+//! An admin sets the IMAP/SMTP servers and a service account (`AdminMailSet`) and maps
+//! users to addresses (`AdminMailMap`). The settings are organisation settings in the
+//! store; the service account's password is sealed (XChaCha20-Poly1305) under a key
+//! derived from the root key, which is not in the database. The connector itself
+//! (crate `redoubt-connector`) runs beside the server and asks [`crate::ServerHandle`]
+//! for [`ConnectorConfig`]; it enrols as the service user
+//! [`redoubt_mls::mail::CONNECTOR_USER`] like any device, with a code the server issues.
+
+use std::collections::BTreeMap;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand_core::{OsRng, RngCore};
+use redoubt_mls::mail::CONNECTOR_USER;
+use redoubt_proto::{
+    ErrorCode, HostPort, MailSecurity, MailServerSettings, MailSettingsView, MailStatus, MailUserView,
+    Policy, UserName,
+};
+use redoubt_store::{Change, UserRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::State;
+use crate::api::Authenticated;
+use crate::error::ApiError;
+use crate::management::{Permission, audit, require};
+
+const SERVER_KEY: &str = "mail/server";
+const ADDRESS_PREFIX: &str = "mail/address/";
+const SEAL_LABEL: &[u8] = b"redoubt/mail-master-password/v1";
+
+/// The settings as stored: the password sealed.
+#[derive(Serialize, Deserialize)]
+struct StoredServer {
+    imap: HostPort,
+    smtp: HostPort,
+    security: MailSecurity,
+    master_user: String,
+    domain: String,
+    nonce: [u8; 24],
+    sealed_password: Vec<u8>,
+}
+
+/// What the connector needs to serve every mailbox.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    pub server: MailServerSettings,
+    pub users: Vec<MailUser>,
+}
+
+/// One user whose mail the connector pushes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailUser {
+    pub user: UserName,
+    pub address: String,
+    pub policy: Policy,
+}
+
+/// In-memory state shared with the connector: a counter that moves whenever anything the
+/// connector reads changes, and the connector's latest status per mailbox.
+#[derive(Debug)]
+pub(crate) struct MailState {
+    pub changed: tokio::sync::watch::Sender<u64>,
+    pub status: std::sync::Mutex<BTreeMap<UserName, MailStatus>>,
+}
+
+impl Default for MailState {
+    fn default() -> Self {
+        Self {
+            changed: tokio::sync::watch::channel(0).0,
+            status: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl MailState {
+    pub(crate) fn notify(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn set_status(&self, user: UserName, status: MailStatus) {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user, status);
+    }
+
+    fn status_of(&self, user: &UserName) -> Option<MailStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .cloned()
+    }
+}
+
+fn cipher(state: &State) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new(&chacha20poly1305::Key::from(*state.org.secret_sealing_key()))
+}
+
+fn internal(what: &str) -> ApiError {
+    ApiError::new(ErrorCode::Internal, format!("mail settings: {what}"))
+}
+
+pub(crate) async fn set(
+    state: &State,
+    who: &Authenticated,
+    settings: MailServerSettings,
+) -> Result<(), ApiError> {
+    require(state, who, Permission::ManageMail).await?;
+    settings
+        .validate()
+        .map_err(|why| ApiError::new(ErrorCode::InvalidArgument, why))?;
+    let mut nonce = [0u8; 24];
+    OsRng.fill_bytes(&mut nonce);
+    let sealed_password = cipher(state)
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: settings.master_password.as_bytes(),
+                aad: SEAL_LABEL,
+            },
+        )
+        .map_err(|_| internal("sealing failed"))?;
+    let stored = StoredServer {
+        imap: settings.imap.clone(),
+        smtp: settings.smtp.clone(),
+        security: settings.security,
+        master_user: settings.master_user.clone(),
+        domain: settings.domain.clone(),
+        nonce,
+        sealed_password,
+    };
+    let value = postcard::to_stdvec(&stored).map_err(|_| internal("encoding failed"))?;
+    let details = format!(
+        "imap={} smtp={} security={} master_user={} domain={}",
+        settings.imap,
+        settings.smtp,
+        settings.security.as_str(),
+        settings.master_user,
+        settings.domain
+    );
+    state
+        .store
+        .apply(
+            &[Change::SetSetting {
+                key: SERVER_KEY.to_owned(),
+                value: Some(value),
+            }],
+            &[audit(state, Some(who), "mail.set", "mail server", details)],
+        )
+        .await?;
+    state.mail.notify();
+    tracing::info!(admin = %who.user, imap = %settings.imap, smtp = %settings.smtp, "mail settings set");
+    Ok(())
+}
+
+pub(crate) async fn map(
+    state: &State,
+    who: &Authenticated,
+    user: UserName,
+    address: String,
+) -> Result<(), ApiError> {
+    require(state, who, Permission::ManageMail).await?;
+    if state.store.user(&user).await?.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("user {user} not found"),
+        ));
+    }
+    let value = if address.is_empty() {
+        None
+    } else {
+        redoubt_proto::check_address(&address)
+            .map_err(|why| ApiError::new(ErrorCode::InvalidArgument, why))?;
+        Some(address.as_bytes().to_vec())
+    };
+    let details = if address.is_empty() {
+        "user@domain".to_owned()
+    } else {
+        address
+    };
+    state
+        .store
+        .apply(
+            &[Change::SetSetting {
+                key: format!("{ADDRESS_PREFIX}{user}"),
+                value,
+            }],
+            &[audit(
+                state,
+                Some(who),
+                "mail.map",
+                format!("user {user}"),
+                details,
+            )],
+        )
+        .await?;
+    state.mail.notify();
+    Ok(())
+}
+
+pub(crate) async fn show(state: &State, who: &Authenticated) -> Result<MailSettingsView, ApiError> {
+    require(state, who, Permission::ManageMail).await?;
+    let server = stored_server(state).await?;
+    let users = mail_users(state, server.as_ref().map(|s| s.domain.as_str()))
+        .await?
+        .into_iter()
+        .map(|(user, address, mapped)| MailUserView {
+            status: state.mail.status_of(&user),
+            user,
+            address,
+            mapped,
+        })
+        .collect();
+    Ok(MailSettingsView {
+        imap: server.as_ref().map(|s| s.imap.clone()),
+        smtp: server.as_ref().map(|s| s.smtp.clone()),
+        security: server.as_ref().map(|s| s.security),
+        master_user: server.as_ref().map(|s| s.master_user.clone()),
+        domain: server.map(|s| s.domain),
+        users,
+    })
+}
+
+async fn stored_server(state: &State) -> Result<Option<StoredServer>, ApiError> {
+    let Some((_, bytes)) = state.store.settings(SERVER_KEY).await?.into_iter().next() else {
+        return Ok(None);
+    };
+    postcard::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|_| internal("stored settings are unreadable"))
+}
+
+/// Every person (not the connector) with their address: mapped, or `user@domain`; users
+/// with neither are left out.
+async fn mail_users(state: &State, domain: Option<&str>) -> Result<Vec<(UserName, String, bool)>, ApiError> {
+    let mut mapped = BTreeMap::new();
+    for (key, value) in state.store.settings(ADDRESS_PREFIX).await? {
+        if let (Some(user), Ok(address)) = (
+            key.strip_prefix(ADDRESS_PREFIX)
+                .and_then(|u| UserName::parse(u).ok()),
+            String::from_utf8(value),
+        ) {
+            mapped.insert(user, address);
+        }
+    }
+    let mut users = Vec::new();
+    for record in state.store.list_users().await? {
+        if record.name.as_str() == CONNECTOR_USER {
+            continue;
+        }
+        match (mapped.remove(&record.name), domain) {
+            (Some(address), _) => users.push((record.name, address, true)),
+            (None, Some(domain)) => {
+                let address = format!("{}@{domain}", record.name);
+                users.push((record.name, address, false));
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(users)
+}
+
+/// The connector's configuration, or `None` while no mail server is set.
+pub(crate) async fn connector_config(state: &State) -> Result<Option<ConnectorConfig>, ApiError> {
+    let Some(stored) = stored_server(state).await? else {
+        return Ok(None);
+    };
+    let password = cipher(state)
+        .decrypt(
+            &XNonce::from(stored.nonce),
+            Payload {
+                msg: &stored.sealed_password,
+                aad: SEAL_LABEL,
+            },
+        )
+        .map_err(|_| internal("the sealed password does not open (was the root key replaced?)"))?;
+    let master_password = String::from_utf8(password).map_err(|_| internal("password is not UTF-8"))?;
+    let mut users = Vec::new();
+    for (user, address, _) in mail_users(state, Some(&stored.domain)).await? {
+        let (policy, _) = crate::management::effective_policy(state, &user).await?;
+        users.push(MailUser {
+            user,
+            address,
+            policy,
+        });
+    }
+    Ok(Some(ConnectorConfig {
+        server: MailServerSettings {
+            imap: stored.imap,
+            smtp: stored.smtp,
+            security: stored.security,
+            master_user: stored.master_user,
+            master_password,
+            domain: stored.domain,
+        },
+        users,
+    }))
+}
+
+/// An activation code for the connector's service device, creating the service user on
+/// first use. The connector enrols with it over the real protocol, like any device.
+pub(crate) async fn connector_activation_code(
+    state: &State,
+) -> Result<redoubt_proto::IssuedActivationCode, ApiError> {
+    let name = UserName::parse(CONNECTOR_USER).map_err(|_| internal("connector name"))?;
+    let now = state.now();
+    let (record, issued) = crate::api::new_activation_code(state, &name, now);
+    let change = if state.store.user(&name).await?.is_some() {
+        Change::CreateActivationCode(record)
+    } else {
+        Change::CreateUser {
+            user: UserRecord {
+                name: name.clone(),
+                display_name: redoubt_proto::DisplayName::parse("Mail connector").ok(),
+                roles: Vec::new(),
+                created_at_unix_s: now,
+            },
+            code: record,
+        }
+    };
+    let event = audit(
+        state,
+        None,
+        "mail.connector.code",
+        format!("user {name}"),
+        "connector enrolment",
+    );
+    state.store.apply(&[change], &[event]).await?;
+    Ok(issued)
+}
+
+/// Refuses a person's name that would impersonate the connector.
+pub(crate) fn refuse_reserved(user: &UserName) -> Result<(), ApiError> {
+    if user.as_str() == CONNECTOR_USER {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("{CONNECTOR_USER} is reserved for the mail connector"),
+        ));
+    }
+    Ok(())
+}
