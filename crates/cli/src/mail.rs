@@ -48,6 +48,48 @@ pub(crate) enum AdminMailCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum AdminDavCommand {
+    /// Set the organisation's CalDAV/CardDAV server and a service account that may read
+    /// and write every user's calendar and address book (URL/<address>/calendar/ and
+    /// URL/<address>/contacts/).
+    Set {
+        /// The server's base URL (http:// only for this machine).
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        user: String,
+        /// A file holding the service account's password (first line).
+        #[arg(long, value_name = "FILE")]
+        password_file: PathBuf,
+    },
+}
+
+pub(crate) async fn admin_dav(session: &mut Session, command: AdminDavCommand, out: &Output) -> Result<()> {
+    let AdminDavCommand::Set {
+        url,
+        user,
+        password_file,
+    } = command;
+    let settings = DavServerSettings {
+        url,
+        user,
+        password: first_line(&password_file)?,
+    };
+    settings.validate().map_err(anyhow::Error::msg)?;
+    match session.request(Request::AdminDavSet(settings)).await? {
+        Response::Done => out.note("done"),
+        _ => bail!("unexpected answer from the server"),
+    }
+    Ok(())
+}
+
+/// The first line of a password file.
+fn first_line(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum MailCommand {
     /// Messages in a folder, newest first.
     List {
@@ -152,15 +194,13 @@ pub(crate) async fn admin(session: &mut Session, command: AdminMailCommand, out:
             master_password_file,
             domain,
         } => {
-            let password = std::fs::read_to_string(&master_password_file)
-                .with_context(|| format!("cannot read {}", master_password_file.display()))?;
             let settings = MailServerSettings {
                 imap: HostPort::parse(&imap).map_err(anyhow::Error::msg)?,
                 smtp: HostPort::parse(&smtp).map_err(anyhow::Error::msg)?,
                 security: MailSecurity::parse(&security)
                     .with_context(|| format!("--security {security:?}: use tls, starttls or none"))?,
                 master_user,
-                master_password: password.lines().next().unwrap_or_default().to_owned(),
+                master_password: first_line(&master_password_file)?,
                 domain,
             };
             settings.validate().map_err(anyhow::Error::msg)?;

@@ -167,6 +167,9 @@ enum AdminCommand {
     /// The organisation's mail servers and users' addresses.
     #[command(subcommand)]
     Mail(mail::AdminMailCommand),
+    /// The organisation's calendar and contacts server (CalDAV/CardDAV).
+    #[command(subcommand)]
+    Dav(mail::AdminDavCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -479,6 +482,7 @@ async fn admin(profile_dir: &Path, command: AdminCommand, out: &Output) -> Resul
                 out.devices(&session.admin_device_list(user).await?);
             }
             AdminCommand::Mail(command) => mail::admin(&mut session, command, out).await?,
+            AdminCommand::Dav(command) => mail::admin_dav(&mut session, command, out).await?,
             AdminCommand::User(UserCommand::Import { file }) => {
                 manage::import(&mut session, &file, out).await?
             }

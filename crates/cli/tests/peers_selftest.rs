@@ -20,15 +20,6 @@ fn mail_peers_deliver_submit_and_serve_master_logins() {
     let began = Instant::now();
     let peers = MailPeers::start(&[(ALICE, ALICE_PW), (BOB, BOB_PW)]);
     let started = began.elapsed();
-    if std::env::var("PEERS_HOLD").is_ok() {
-        eprintln!(
-            "HOLD {} sub={} smtp={}",
-            peers.dir.path().display(),
-            peers.submission_port,
-            peers.smtp_port
-        );
-        std::thread::sleep(Duration::from_secs(90));
-    }
 
     // Inbound SMTP with an attachment, read back by a real IMAP client.
     let report = b"%PDF-1.4\n% not really a PDF\n";

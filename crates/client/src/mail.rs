@@ -558,6 +558,11 @@ impl Tx<'_, '_> {
                 self.put(KEY_STATUS, &record)?;
                 Ok(Applied::Other)
             }
+            // TODO(calendar helper): store events and contacts.
+            MailPush::Event(_)
+            | MailPush::EventRemoved { .. }
+            | MailPush::Contact(_)
+            | MailPush::ContactRemoved { .. } => Ok(Applied::Other),
         }
     }
 

@@ -469,6 +469,13 @@ impl Mailbox {
             MailCommand::FetchAttachment { mail, index, .. } => {
                 self.fetch_attachment(session, mail, *index).await
             }
+            // Routed to the calendar and contacts task, never here.
+            MailCommand::AddEvent { .. }
+            | MailCommand::DeleteEvent { .. }
+            | MailCommand::AddContact { .. }
+            | MailCommand::DeleteContact { .. } => Err(MailboxError::Refused(
+                "calendar and contacts are not handled by the mail task".into(),
+            )),
         };
         match result {
             Ok(()) => self.answer(&command, None).await,

@@ -120,6 +120,56 @@ pub enum MailPush {
         detail: String,
         at_unix_s: i64,
     },
+    /// A calendar event as the organisation's CalDAV server has it (new or changed).
+    Event(CalendarEvent),
+    /// An event was deleted on the server.
+    EventRemoved { href: String },
+    /// A contact as the organisation's CardDAV server has it (new or changed).
+    Contact(ContactCard),
+    /// A contact was deleted on the server.
+    ContactRemoved { href: String },
+}
+
+/// One calendar event (VEVENT), with what a device shows; `href` names it on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarEvent {
+    pub href: String,
+    pub uid: String,
+    pub title: String,
+    /// Start and end, seconds since the Unix epoch (UTC).
+    pub start_unix_s: i64,
+    pub end_unix_s: i64,
+    pub location: String,
+    /// Attendees' addresses.
+    pub attendees: Vec<String>,
+}
+
+/// One contact (vCard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactCard {
+    pub href: String,
+    pub uid: String,
+    pub name: String,
+    pub emails: Vec<String>,
+    pub phones: Vec<String>,
+}
+
+/// A new event composed on a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub title: String,
+    pub start_unix_s: i64,
+    pub end_unix_s: i64,
+    pub location: String,
+    pub attendees: Vec<String>,
+}
+
+/// A new contact composed on a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewContact {
+    pub name: String,
+    pub emails: Vec<String>,
+    pub phones: Vec<String>,
 }
 
 /// A message to send, composed on a device.
@@ -169,9 +219,36 @@ pub enum MailCommand {
         mail: MailRef,
         index: u32,
     },
+    AddEvent {
+        id: Bytes<16>,
+        event: NewEvent,
+    },
+    DeleteEvent {
+        id: Bytes<16>,
+        href: String,
+    },
+    AddContact {
+        id: Bytes<16>,
+        contact: NewContact,
+    },
+    DeleteContact {
+        id: Bytes<16>,
+        href: String,
+    },
 }
 
 impl MailCommand {
+    /// Whether the command is for the calendar and contacts servers rather than mail.
+    pub fn is_dav(&self) -> bool {
+        matches!(
+            self,
+            Self::AddEvent { .. }
+                | Self::DeleteEvent { .. }
+                | Self::AddContact { .. }
+                | Self::DeleteContact { .. }
+        )
+    }
+
     pub fn id(&self) -> Bytes<16> {
         match self {
             Self::Send { id, .. }
@@ -179,7 +256,11 @@ impl MailCommand {
             | Self::Move { id, .. }
             | Self::Delete { id, .. }
             | Self::FetchBody { id, .. }
-            | Self::FetchAttachment { id, .. } => *id,
+            | Self::FetchAttachment { id, .. }
+            | Self::AddEvent { id, .. }
+            | Self::DeleteEvent { id, .. }
+            | Self::AddContact { id, .. }
+            | Self::DeleteContact { id, .. } => *id,
         }
     }
 }

@@ -35,7 +35,8 @@ pub use ids::{
     UserName,
 };
 pub use mail::{
-    HostPort, MailSecurity, MailServerSettings, MailSettingsView, MailStatus, MailUserView, check_address,
+    DavServerSettings, HostPort, MailSecurity, MailServerSettings, MailSettingsView, MailStatus,
+    MailUserView, check_address,
 };
 pub use management::{
     AUDIT_GENESIS, AuditBreak, AuditEntry, AuditVerified, CheckpointBody, CommandBody, CommandKind,

@@ -165,6 +165,74 @@ pub fn check_address(address: &str) -> Result<(), String> {
     check_domain(domain)
 }
 
+/// The organisation's CalDAV/CardDAV server (Radicale, Nextcloud, Exchange…) and a service
+/// account that may read and write every user's calendar and address book. A user's
+/// calendar is `URL/<address>/calendar/` and address book `URL/<address>/contacts/`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DavServerSettings {
+    /// `http://` only for loopback hosts; otherwise `https://`.
+    pub url: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for DavServerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DavServerSettings")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DavServerSettings {
+    /// The URL's scheme, host and port, and its path (ending in `/`).
+    pub fn parse_url(&self) -> Result<(bool, HostPort, String), String> {
+        let (tls, rest) = if let Some(rest) = self.url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = self.url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(format!("{:?} is not an http:// or https:// URL", self.url));
+        };
+        let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+        let authority = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_owned()
+        } else {
+            format!("{authority}:{}", if tls { 443 } else { 80 })
+        };
+        let host = HostPort::parse(&authority)?;
+        let mut path = format!("/{path}");
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        if path.chars().any(|c| c.is_control() || c == ' ') {
+            return Err("the URL's path has spaces or control characters".into());
+        }
+        Ok((tls, host, path))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let (tls, host, _) = self.parse_url()?;
+        if !tls && !host.is_loopback() {
+            return Err("http:// is accepted only for loopback hosts (use https://)".into());
+        }
+        if self.user.is_empty() || self.user.len() > TEXT_BYTES_MAX || self.user.contains(':') {
+            return Err("the service user must be 1 to 253 bytes, without ':'".into());
+        }
+        if self.password.is_empty()
+            || self.password.len() > 1024
+            || self.password.contains(['\0', '\r', '\n'])
+        {
+            return Err("the password must be 1 to 1024 bytes on one line".into());
+        }
+        Ok(())
+    }
+}
+
 /// What `AdminMailShow` reports about one user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailUserView {
@@ -191,5 +259,8 @@ pub struct MailSettingsView {
     pub security: Option<MailSecurity>,
     pub master_user: Option<String>,
     pub domain: Option<String>,
+    /// The CalDAV/CardDAV server and its service account, when set.
+    pub dav_url: Option<String>,
+    pub dav_user: Option<String>,
     pub users: Vec<MailUserView>,
 }

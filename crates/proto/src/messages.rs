@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ActivationCodeId, ActivationSecret, AuditEntry, BlobId, CHALLENGE_BYTES, CheckpointBody, CommandBody,
-    CommandKind, DeviceId, DeviceName, DisplayName, GroupId, GroupName, MailServerSettings, MailSettingsView,
-    OrgId, Policy, PolicyBody, PolicyScope, PolicySettings, PublicKeyBytes, Role, SettingOrigin,
-    SignatureBytes, Signed, UserName, bytes::Bytes,
+    CommandKind, DavServerSettings, DeviceId, DeviceName, DisplayName, GroupId, GroupName,
+    MailServerSettings, MailSettingsView, OrgId, Policy, PolicyBody, PolicyScope, PolicySettings,
+    PublicKeyBytes, Role, SettingOrigin, SignatureBytes, Signed, UserName, bytes::Bytes,
 };
 
 /// The first frame on every connection, sent by the server.
@@ -160,6 +160,8 @@ pub enum Request {
     AdminMailMap { user: UserName, address: String },
     /// Admin: the mail settings (never the password) and each user's mailbox status.
     AdminMailShow,
+    /// Admin: the organisation's CalDAV/CardDAV server and its service account.
+    AdminDavSet(DavServerSettings),
 }
 
 /// One user of a bulk import.

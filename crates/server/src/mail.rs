@@ -15,8 +15,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand_core::{OsRng, RngCore};
 use redoubt_mls::mail::CONNECTOR_USER;
 use redoubt_proto::{
-    ErrorCode, HostPort, MailSecurity, MailServerSettings, MailSettingsView, MailStatus, MailUserView,
-    Policy, UserName,
+    DavServerSettings, ErrorCode, HostPort, MailSecurity, MailServerSettings, MailSettingsView, MailStatus,
+    MailUserView, Policy, UserName,
 };
 use redoubt_store::{Change, UserRecord};
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,8 @@ use crate::management::{Permission, audit, require};
 const SERVER_KEY: &str = "mail/server";
 const ADDRESS_PREFIX: &str = "mail/address/";
 const SEAL_LABEL: &[u8] = b"redoubt/mail-master-password/v1";
+const DAV_KEY: &str = "dav/server";
+const DAV_SEAL_LABEL: &[u8] = b"redoubt/dav-password/v1";
 
 /// The settings as stored: the password sealed.
 #[derive(Serialize, Deserialize)]
@@ -38,14 +40,22 @@ struct StoredServer {
     security: MailSecurity,
     master_user: String,
     domain: String,
-    nonce: [u8; 24],
-    sealed_password: Vec<u8>,
+    password: Sealed,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredDav {
+    url: String,
+    user: String,
+    password: Sealed,
 }
 
 /// What the connector needs to serve every mailbox.
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
     pub server: MailServerSettings,
+    /// The calendar and contacts server, when set.
+    pub dav: Option<DavServerSettings>,
     pub users: Vec<MailUser>,
 }
 
@@ -95,6 +105,41 @@ impl MailState {
     }
 }
 
+/// A secret sealed under the server's sealing key, bound to what it is for.
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    nonce: [u8; 24],
+    ciphertext: Vec<u8>,
+}
+
+fn seal(state: &State, label: &[u8], secret: &str) -> Result<Sealed, ApiError> {
+    let mut nonce = [0u8; 24];
+    OsRng.fill_bytes(&mut nonce);
+    let ciphertext = cipher(state)
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: secret.as_bytes(),
+                aad: label,
+            },
+        )
+        .map_err(|_| internal("sealing failed"))?;
+    Ok(Sealed { nonce, ciphertext })
+}
+
+fn open(state: &State, label: &[u8], sealed: &Sealed) -> Result<String, ApiError> {
+    let bytes = cipher(state)
+        .decrypt(
+            &XNonce::from(sealed.nonce),
+            Payload {
+                msg: &sealed.ciphertext,
+                aad: label,
+            },
+        )
+        .map_err(|_| internal("a sealed password does not open (was the root key replaced?)"))?;
+    String::from_utf8(bytes).map_err(|_| internal("password is not UTF-8"))
+}
+
 fn cipher(state: &State) -> XChaCha20Poly1305 {
     XChaCha20Poly1305::new(&chacha20poly1305::Key::from(*state.org.secret_sealing_key()))
 }
@@ -112,25 +157,14 @@ pub(crate) async fn set(
     settings
         .validate()
         .map_err(|why| ApiError::new(ErrorCode::InvalidArgument, why))?;
-    let mut nonce = [0u8; 24];
-    OsRng.fill_bytes(&mut nonce);
-    let sealed_password = cipher(state)
-        .encrypt(
-            &XNonce::from(nonce),
-            Payload {
-                msg: settings.master_password.as_bytes(),
-                aad: SEAL_LABEL,
-            },
-        )
-        .map_err(|_| internal("sealing failed"))?;
+    let password = seal(state, SEAL_LABEL, &settings.master_password)?;
     let stored = StoredServer {
         imap: settings.imap.clone(),
         smtp: settings.smtp.clone(),
         security: settings.security,
         master_user: settings.master_user.clone(),
         domain: settings.domain.clone(),
-        nonce,
-        sealed_password,
+        password,
     };
     let value = postcard::to_stdvec(&stored).map_err(|_| internal("encoding failed"))?;
     let details = format!(
@@ -214,7 +248,10 @@ pub(crate) async fn show(state: &State, who: &Authenticated) -> Result<MailSetti
             mapped,
         })
         .collect();
+    let dav = stored_dav(state).await?;
     Ok(MailSettingsView {
+        dav_url: dav.as_ref().map(|d| d.url.clone()),
+        dav_user: dav.map(|d| d.user),
         imap: server.as_ref().map(|s| s.imap.clone()),
         smtp: server.as_ref().map(|s| s.smtp.clone()),
         security: server.as_ref().map(|s| s.security),
@@ -222,6 +259,51 @@ pub(crate) async fn show(state: &State, who: &Authenticated) -> Result<MailSetti
         domain: server.map(|s| s.domain),
         users,
     })
+}
+
+pub(crate) async fn dav_set(
+    state: &State,
+    who: &Authenticated,
+    settings: DavServerSettings,
+) -> Result<(), ApiError> {
+    require(state, who, Permission::ManageMail).await?;
+    settings
+        .validate()
+        .map_err(|why| ApiError::new(ErrorCode::InvalidArgument, why))?;
+    let stored = StoredDav {
+        url: settings.url.clone(),
+        user: settings.user.clone(),
+        password: seal(state, DAV_SEAL_LABEL, &settings.password)?,
+    };
+    let value = postcard::to_stdvec(&stored).map_err(|_| internal("encoding failed"))?;
+    let details = format!("url={} user={}", settings.url, settings.user);
+    state
+        .store
+        .apply(
+            &[Change::SetSetting {
+                key: DAV_KEY.to_owned(),
+                value: Some(value),
+            }],
+            &[audit(
+                state,
+                Some(who),
+                "dav.set",
+                "calendar and contacts server",
+                details,
+            )],
+        )
+        .await?;
+    state.mail.notify();
+    Ok(())
+}
+
+async fn stored_dav(state: &State) -> Result<Option<StoredDav>, ApiError> {
+    let Some((_, bytes)) = state.store.settings(DAV_KEY).await?.into_iter().next() else {
+        return Ok(None);
+    };
+    postcard::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|_| internal("stored DAV settings are unreadable"))
 }
 
 async fn stored_server(state: &State) -> Result<Option<StoredServer>, ApiError> {
@@ -268,16 +350,15 @@ pub(crate) async fn connector_config(state: &State) -> Result<Option<ConnectorCo
     let Some(stored) = stored_server(state).await? else {
         return Ok(None);
     };
-    let password = cipher(state)
-        .decrypt(
-            &XNonce::from(stored.nonce),
-            Payload {
-                msg: &stored.sealed_password,
-                aad: SEAL_LABEL,
-            },
-        )
-        .map_err(|_| internal("the sealed password does not open (was the root key replaced?)"))?;
-    let master_password = String::from_utf8(password).map_err(|_| internal("password is not UTF-8"))?;
+    let master_password = open(state, SEAL_LABEL, &stored.password)?;
+    let dav = match stored_dav(state).await? {
+        Some(dav) => Some(DavServerSettings {
+            password: open(state, DAV_SEAL_LABEL, &dav.password)?,
+            url: dav.url,
+            user: dav.user,
+        }),
+        None => None,
+    };
     let mut users = Vec::new();
     for (user, address, _) in mail_users(state, Some(&stored.domain)).await? {
         let (policy, _) = crate::management::effective_policy(state, &user).await?;
@@ -296,6 +377,7 @@ pub(crate) async fn connector_config(state: &State) -> Result<Option<ConnectorCo
             master_password,
             domain: stored.domain,
         },
+        dav,
         users,
     }))
 }

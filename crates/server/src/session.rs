@@ -441,6 +441,9 @@ async fn authenticated(
             .await
             .map(|()| Response::Done),
         Request::AdminMailShow => crate::mail::show(state, who).await.map(Response::MailSettings),
+        Request::AdminDavSet(settings) => crate::mail::dav_set(state, who, settings)
+            .await
+            .map(|()| Response::Done),
         Request::BlobFetch { blob_id, index } => crate::blobs::fetch(state, who, transfers, blob_id, index)
             .await
             .map(|(bytes, chunk_count, bytes_total)| Response::BlobChunk {
