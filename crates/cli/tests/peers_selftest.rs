@@ -140,7 +140,9 @@ fn mail_peers_deliver_submit_and_serve_master_logins() {
 
     // Dropping stops everything and removes the directory.
     let dir = peers.dir.path().canonicalize().expect("the peers' dir");
+    let stopping = Instant::now();
     drop(peers);
+    let stopped = stopping.elapsed();
     let left = peers::processes_in(&dir);
     assert!(
         left.is_empty(),
