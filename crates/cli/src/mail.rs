@@ -9,7 +9,8 @@ use clap::Subcommand;
 use redoubt_client::{Messenger, Session, StoredMail};
 use redoubt_mls::mail::{MailCommand as Command, OutgoingMail};
 use redoubt_proto::{
-    HostPort, MailSecurity, MailServerSettings, MailSettingsView, Request, Response, UserName,
+    DavServerSettings, HostPort, MailSecurity, MailServerSettings, MailSettingsView, Request, Response,
+    UserName,
 };
 use serde_json::json;
 
