@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use peers::MailPeers;
 use serde_json::Value;
-use support::{ServerProcess, json_error, json_ok, wait_for, write};
+use support::{ServerProcess, free_port, json_error, json_ok, wait_for, write};
 
 const ALICE: &str = "alice@corp.test";
 const ALICE_PW: &str = "alice-mailbox-pw";
@@ -34,10 +34,10 @@ impl Org {
         self.root.join(name)
     }
 
-    /// Starts a server, enrols the admin and one device per `(user, device)`.
-    fn start(root: &Path, devices: &[(&str, &str)]) -> Org {
+    /// Starts a server on `listen`, enrols the admin and one device per `(user, device)`.
+    fn start(root: &Path, listen: &str, devices: &[(&str, &str)]) -> Org {
         let data = root.join("redoubt-data");
-        let server = ServerProcess::start(&data);
+        let server = ServerProcess::start_on(&data, listen);
         let admin = root.join("admin");
         json_ok(
             &admin,
@@ -189,6 +189,7 @@ fn mail_reaches_both_devices_and_replies_flags_moves_and_sends_reach_the_mail_se
     let peers = MailPeers::start(&[(ALICE, ALICE_PW), (BOB, BOB_PW)]);
     let org = Org::start(
         root.path(),
+        "127.0.0.1:0",
         &[
             ("alice", "alice-phone"),
             ("alice", "alice-laptop"),
@@ -424,4 +425,164 @@ impl SubjectContains for Value {
     fn subject_contains(&self, text: &str) -> bool {
         self["subject"].as_str().is_some_and(|s| s.contains(text))
     }
+}
+
+/// Waits until the connector reports on `user`'s mailbox with `ok`, and returns the detail.
+fn wait_for_status(org: &Org, user: &str, ok: bool) -> String {
+    eventually(&format!("{user}'s mailbox status ok={ok}"), PUSH_DEADLINE, || {
+        let status = user_status(&org.mail_show(), user);
+        (status["ok"] == ok).then(|| status["detail"].as_str().unwrap().to_owned())
+    })
+}
+
+#[test]
+fn bad_settings_and_missing_mailboxes_give_clear_errors_and_the_rest_keeps_working() {
+    let root = tempfile::tempdir().unwrap();
+    let peers = MailPeers::start(&[(ALICE, ALICE_PW), (BOB, BOB_PW)]);
+    let org = Org::start(
+        root.path(),
+        "127.0.0.1:0",
+        &[
+            ("alice", "alice-phone"),
+            ("bob", "bob-laptop"),
+            ("carol", "carol-phone"),
+        ],
+    );
+    let (phone, bob, carol) = (
+        org.profile("alice-phone"),
+        org.profile("bob-laptop"),
+        org.profile("carol-phone"),
+    );
+
+    // Refused before anything is stored: no TLS to a host that is not this machine.
+    let password_file = write(&org.root, "pw", "x\n");
+    let refused = json_error(
+        &org.admin,
+        &[
+            "admin",
+            "mail",
+            "set",
+            "--imap",
+            "mail.example.org:143",
+            "--smtp",
+            "mail.example.org:587",
+            "--security",
+            "none",
+            "--master-user",
+            "m",
+            "--master-password-file",
+            password_file.to_str().unwrap(),
+            "--domain",
+            "corp.test",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(
+        refused["message"].as_str().unwrap().contains("loopback"),
+        "{refused:#}"
+    );
+
+    // An IMAP server that does not answer.
+    org.set_mail(&peers, free_port(), &peers.master_password);
+    let detail = wait_for_status(&org, "alice", false);
+    assert!(
+        detail.contains("IMAP server") && detail.contains("refused"),
+        "{detail}"
+    );
+    let on_device = eventually("the phone to hear the mailbox is down", PUSH_DEADLINE, || {
+        let status = json_ok(&phone, &["mail", "status", "--json"], &[]);
+        (status["ok"] == false).then_some(status)
+    });
+    assert!(
+        on_device["detail"].as_str().unwrap().contains("refused"),
+        "{on_device:#}"
+    );
+    let send = json_error(
+        &phone,
+        &[
+            "mail",
+            "send",
+            "--to",
+            BOB,
+            "--subject",
+            "x",
+            "--body",
+            "y",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(
+        send["message"].as_str().unwrap().contains("unavailable"),
+        "{send:#}"
+    );
+
+    // A wrong master password.
+    org.set_mail(&peers, peers.imap_port, "not-the-master-password");
+    let detail = wait_for_status(&org, "alice", false);
+    assert!(detail.contains("refused the service account"), "{detail}");
+
+    // Good settings: alice and bob connect; carol has no mailbox on the mail server.
+    org.set_mail(&peers, peers.imap_port, &peers.master_password);
+    wait_for_status(&org, "alice", true);
+    wait_for_status(&org, "bob", true);
+    let detail = wait_for_status(&org, "carol", false);
+    assert!(detail.contains("carol@corp.test"), "{detail}");
+    let carol_status = eventually("carol's device to hear why", PUSH_DEADLINE, || {
+        let status = json_ok(&carol, &["mail", "status", "--json"], &[]);
+        (status["ok"] == false).then_some(status)
+    });
+    assert!(
+        carol_status["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no such mailbox"),
+        "{carol_status:#}"
+    );
+
+    // Meanwhile everything else works: mail for alice, and messaging between people.
+    peers.send_mail(BOB, ALICE, "Still working WREN-3", "yes", None);
+    wait_for_mail_on(&phone, "INBOX", "WREN-3");
+    json_ok(&bob, &["send", "alice", "chat still works", "--json"], &[]);
+    let read = json_ok(&phone, &["read", "bob", "--json"], &[]);
+    assert!(read.to_string().contains("chat still works"), "{read:#}");
+}
+
+#[test]
+fn mail_arriving_while_the_server_is_killed_reaches_the_device_exactly_once() {
+    let root = tempfile::tempdir().unwrap();
+    let peers = MailPeers::start(&[(ALICE, ALICE_PW)]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut org = Org::start(root.path(), &listen, &[("alice", "alice-phone")]);
+    let phone = org.profile("alice-phone");
+    org.set_mail(&peers, peers.imap_port, &peers.master_password);
+    wait_for_status(&org, "alice", true);
+
+    let subjects: Vec<String> = (0..24).map(|i| format!("Batch PUFFIN-{i:02}")).collect();
+    for round in 0..3 {
+        // Mail arrives while the server runs, and is SIGKILLed mid-way through.
+        for subject in &subjects[round * 8..round * 8 + 6] {
+            peers.send_mail(BOB, ALICE, subject, "arriving", None);
+        }
+        wait_for_mail_on(&phone, "INBOX", &subjects[round * 8]);
+        org.server.take().unwrap().kill();
+        // More arrives while it is down.
+        for subject in &subjects[round * 8 + 6..round * 8 + 8] {
+            peers.send_mail(BOB, ALICE, subject, "arriving", None);
+        }
+        org.server = Some(ServerProcess::start_on(&org.data, &listen));
+    }
+    let listed = eventually("all 24 messages on the phone", PUSH_DEADLINE * 2, || {
+        let listed = mail_list(&phone, "INBOX");
+        (listed.len() >= subjects.len()).then_some(listed)
+    });
+    let mut seen: Vec<String> = listed
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap().to_owned())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, subjects, "every message exactly once");
+    let log = org.server.as_ref().unwrap().log();
+    assert!(!log.contains("panicked"), "{log}");
 }

@@ -151,7 +151,7 @@ fn mail_peers_deliver_submit_and_serve_master_logins() {
     );
     assert!(!dir.exists(), "{} was not removed", dir.display());
     eprintln!(
-        "mail peers: started in {started:?}, whole test {:?}",
+        "mail peers: started in {started:?}, stopped in {stopped:?}, whole test {:?}",
         began.elapsed()
     );
 }

@@ -85,7 +85,10 @@ impl Default for MailState {
 }
 
 impl MailState {
+    /// Settings changed: the connector starts over, and what it said of the old settings
+    /// no longer holds.
     pub(crate) fn notify(&self) {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.changed.send_modify(|n| *n += 1);
     }
 

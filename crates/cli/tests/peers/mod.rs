@@ -63,6 +63,7 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(40);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImapMessage {
     pub uid: u32,
+    /// As the server reports them, e.g. `\\Seen`; a fresh delivery shows `\\Recent`.
     pub flags: Vec<String>,
     pub subject: String,
     /// With its angle brackets, as in the header.
@@ -753,14 +754,24 @@ impl MailPeers {
             let _ = w.wait();
         }
         self.watchdog_pipe = None;
-        if self.postfix_started {
-            let mut stop = Command::new("postfix");
-            stop.arg("-c").arg(self.root.join("postfix")).arg("stop");
-            let child = spawn_logged(stop, &self.root.join("postfix-stop.log"), Path::new("/"));
-            let _ = wait_child(child, Instant::now() + Duration::from_secs(10));
-        }
+        // Dovecot takes about a second to wind down: signal it first. Nothing here may panic
+        // (this runs in `Drop`, possibly while unwinding).
         if let Ok(pid) = fs::read_to_string(self.root.join("dovecot/run/master.pid")) {
             signal("TERM", &[pid.trim().to_owned()]);
+        }
+        if self.postfix_started {
+            let stop = Command::new("postfix")
+                .arg("-c")
+                .arg(self.root.join("postfix"))
+                .arg("stop")
+                .current_dir("/")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            if let Ok(child) = stop {
+                let _ = wait_child(child, Instant::now() + Duration::from_secs(10));
+            }
         }
         if let Some(mut r) = self.radicale.take() {
             let _ = r.kill();
@@ -931,13 +942,42 @@ fn signal(sig: &str, pids: &[String]) {
         .status();
 }
 
-/// `n` distinct ports that were free on 127.0.0.1 a moment ago.
+/// `n` distinct ports that were free on 127.0.0.1 a moment ago. They are drawn below the
+/// kernel's ephemeral range, so that neither `bind(0)` nor an outgoing connection elsewhere
+/// in the test run takes one before the servers (Postfix binds ~2 s later) do.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
+    let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut held: Vec<TcpListener> = Vec::new();
+    if low > 12_000 {
+        let span = u64::from(low - 10_000);
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default()
+            ^ (u64::from(std::process::id()) << 32)
+            | 1;
+        for _ in 0..1000 {
+            if held.len() == n {
+                break;
+            }
+            // xorshift64: good enough to spread concurrent instances apart.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let port = 10_000 + u16::try_from(seed % span).unwrap_or_default();
+            // A port already held here fails to bind again, so the ports are distinct.
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                held.push(l);
+            }
+        }
+    }
+    while held.len() < n {
+        held.push(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"));
+    }
+    held.iter()
         .map(|l| l.local_addr().expect("local addr").port())
         .collect()
 }

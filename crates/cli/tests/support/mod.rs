@@ -103,21 +103,45 @@ pub fn message(error: &Value) -> &str {
 
 pub struct ServerProcess {
     child: Child,
+    log: PathBuf,
 }
 
 impl ServerProcess {
     pub fn start(data: &Path) -> Self {
+        Self::start_on(data, "127.0.0.1:0")
+    }
+
+    /// Starts `redoubt server` on `listen`; its log goes to `DATA.log` beside the data
+    /// folder (a file, not a pipe: a chatty server must never block on a full pipe).
+    pub fn start_on(data: &Path, listen: &str) -> Self {
+        let log = data.with_extension("log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(BIN)
             .args(["server", "--data"])
             .arg(data)
-            .args(["--listen", "127.0.0.1:0", "--no-qr"])
+            .args(["--listen", listen, "--no-qr"])
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log_file)
             .spawn()
             .unwrap();
-        Self { child }
+        Self { child, log }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: the process gets no chance to finish anything.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// Sends SIGTERM and waits (bounded) for a clean exit; returns the server's log.
@@ -130,13 +154,7 @@ impl ServerProcess {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut log = String::new();
-                self.child
-                    .stderr
-                    .as_mut()
-                    .unwrap()
-                    .read_to_string(&mut log)
-                    .unwrap();
+                let log = self.log();
                 assert!(status.success(), "server exited with {status}: {log}");
                 return log;
             }
@@ -151,6 +169,15 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits (bounded) for a file the server writes, complete with its final newline.
