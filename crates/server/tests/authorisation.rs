@@ -85,7 +85,11 @@ fn refusals(request: &Request) -> Vec<(Context, ErrorCode)> {
         | Request::AdminDeviceCommand { .. }
         | Request::AdminDeviceRevoke { .. }
         | Request::AdminRole { .. }
-        | Request::AdminAuditList { .. } => out.push((NonAdmin, ErrorCode::Forbidden)),
+        | Request::AdminAuditList { .. }
+        | Request::AdminMailSet(_)
+        | Request::AdminMailMap { .. }
+        | Request::AdminMailShow
+        | Request::AdminDavSet(_) => out.push((NonAdmin, ErrorCode::Forbidden)),
         Request::GroupSubmit(_)
         | Request::GroupFetch { .. }
         | Request::BlobUploadStart { .. }
@@ -293,9 +297,20 @@ async fn every_request_is_refused_where_it_must_be_and_changes_nothing() {
             device: profile_of["alice"].device_id(),
         },
         Request::OwnDevices,
+        Request::AdminMailSet(mail_settings()),
+        Request::AdminMailMap {
+            user: user("mallory"),
+            address: "mallory@corp.test".into(),
+        },
+        Request::AdminMailShow,
+        Request::AdminDavSet(redoubt_proto::DavServerSettings {
+            url: "http://127.0.0.1:5232/".into(),
+            user: "service".into(),
+            password: "secret".into(),
+        }),
     ];
     // Every request type but the two that open a session is in the table.
-    assert_eq!(requests.len() + 2, 37, "a request type is missing from the table");
+    assert_eq!(requests.len() + 2, 41, "a request type is missing from the table");
 
     // Mallory's sessions: her current device (not revoked, no roles, outside the group).
     let mut mallory = Session::open(&profile_of["mallory"]).await.unwrap();
@@ -356,4 +371,15 @@ async fn every_request_is_refused_where_it_must_be_and_changes_nothing() {
         .request(Request::CommandAck { command_id })
         .await
         .unwrap();
+}
+
+fn mail_settings() -> redoubt_proto::MailServerSettings {
+    redoubt_proto::MailServerSettings {
+        imap: redoubt_proto::HostPort::parse("127.0.0.1:143").unwrap(),
+        smtp: redoubt_proto::HostPort::parse("127.0.0.1:587").unwrap(),
+        security: redoubt_proto::MailSecurity::None,
+        master_user: "master".into(),
+        master_password: "secret".into(),
+        domain: "corp.test".into(),
+    }
 }

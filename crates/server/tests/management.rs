@@ -746,6 +746,33 @@ async fn authorisation_matrix_of_admin_requests_by_role() {
                 limit: 10,
             },
         ),
+        (
+            "mail set",
+            Request::AdminMailSet(redoubt_proto::MailServerSettings {
+                imap: redoubt_proto::HostPort::parse("127.0.0.1:143").unwrap(),
+                smtp: redoubt_proto::HostPort::parse("127.0.0.1:587").unwrap(),
+                security: redoubt_proto::MailSecurity::None,
+                master_user: "master".into(),
+                master_password: "secret".into(),
+                domain: "corp.test".into(),
+            }),
+        ),
+        (
+            "mail map",
+            Request::AdminMailMap {
+                user: user("target"),
+                address: "target@corp.test".into(),
+            },
+        ),
+        ("mail show", Request::AdminMailShow),
+        (
+            "dav set",
+            Request::AdminDavSet(redoubt_proto::DavServerSettings {
+                url: "http://127.0.0.1:5232/".into(),
+                user: "service".into(),
+                password: "secret".into(),
+            }),
+        ),
     ];
     let allowed = |role: &str, what: &str| match role {
         "helen" => matches!(

@@ -63,7 +63,7 @@ const CLIENT_DEADLINE: Duration = Duration::from_secs(40);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImapMessage {
     pub uid: u32,
-    /// As the server reports them, e.g. `\\Seen`; a fresh delivery shows `\\Recent`.
+    /// As the server reports them, e.g. `\Seen`; a fresh delivery shows `\Recent`.
     pub flags: Vec<String>,
     pub subject: String,
     /// With its angle brackets, as in the header.
