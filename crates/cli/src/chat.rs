@@ -4,6 +4,10 @@
 //! Keys: Tab / Shift-Tab or ↓ / ↑ switch conversation, Enter sends, `/file PATH` sends a
 //! file, Esc or Ctrl-C quits.
 //!
+//! The user's mailbox (pushed by the organisation's mail connector) is the "Mail" entry
+//! beside the conversations: it lists the INBOX, newest first; typing a message's number
+//! and Enter opens it, `/inbox` goes back to the list.
+//!
 //! When the organisation's policy sets an inactivity lock, the screen locks after that
 //! many seconds without a key press (and at once on a remote lock) and asks for the
 //! passcode; wrong passcodes count towards the policy's wipe limit.
@@ -15,7 +19,8 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph};
 use ratatui::{DefaultTerminal, Frame};
-use redoubt_client::{ClientError, Conversation, Messenger, Profile, Receipts, StoredMessage};
+use redoubt_client::{ClientError, Conversation, Messenger, Profile, Receipts, StoredMail, StoredMessage};
+use redoubt_proto::GroupId;
 
 /// What the screen shows.
 #[derive(Debug, Default)]
@@ -28,11 +33,21 @@ pub(crate) struct App {
     pub me: String,
     /// Nothing is shown but the lock screen; `input` holds the passcode being typed.
     pub locked: bool,
+    /// The user's mailbox group, shown as the mail view.
+    pub mailbox: Option<GroupId>,
+    /// The INBOX, newest first (when the mailbox is selected).
+    pub mail: Vec<StoredMail>,
+    /// The message opened in the mail view.
+    pub opened: Option<StoredMail>,
 }
 
 impl App {
     fn current(&self) -> Option<&Conversation> {
         self.conversations.get(self.selected)
+    }
+
+    fn mail_selected(&self) -> bool {
+        self.mailbox.is_some() && self.current().map(|c| c.group_id) == self.mailbox
     }
 
     /// Reloads conversations and the selected one's messages from the local store.
@@ -43,6 +58,15 @@ impl App {
             .and_then(|id| self.conversations.iter().position(|c| c.group_id == id))
             .unwrap_or(0);
         self.messages.clear();
+        self.mailbox = messenger.mailbox()?.map(|m| m.group_id);
+        if self.mail_selected() {
+            self.mail = messenger.mail().list(Some("INBOX"))?;
+            if let Some(open) = &self.opened {
+                self.opened = messenger.mail().get(&open.id)?;
+            }
+            return Ok(());
+        }
+        self.opened = None;
         if let Some(conversation) = self.current().cloned() {
             for message in messenger.messages(&conversation)? {
                 let receipts = messenger.receipts(&conversation, message.seq)?;
@@ -86,6 +110,9 @@ pub(crate) fn draw(frame: &mut Frame, app: &App) {
         .conversations
         .iter()
         .map(|c| {
+            if Some(c.group_id) == app.mailbox {
+                return ListItem::new("✉ Mail");
+            }
             let marker = if c.removed {
                 " (removed)"
             } else if c.peer.is_some() {
@@ -103,6 +130,10 @@ pub(crate) fn draw(frame: &mut Frame, app: &App) {
         ListState::default().with_selected((!app.conversations.is_empty()).then_some(app.selected));
     frame.render_stateful_widget(list, left, &mut state);
 
+    if app.mail_selected() {
+        draw_mail(frame, app, right, input, status);
+        return;
+    }
     let title = app
         .current()
         .map_or(" Redoubt ".to_owned(), |c| format!(" {} ", c.name));
@@ -155,6 +186,109 @@ pub(crate) fn draw(frame: &mut Frame, app: &App) {
     frame.render_widget(prompt, input);
     frame.set_cursor_position((input.x + 1 + app.input.chars().count() as u16, input.y + 1));
     frame.render_widget(Paragraph::new(app.status.as_str()), status);
+}
+
+/// The mail view: the INBOX list, or one opened message.
+fn draw_mail(
+    frame: &mut Frame,
+    app: &App,
+    right: ratatui::layout::Rect,
+    input: ratatui::layout::Rect,
+    status: ratatui::layout::Rect,
+) {
+    let (title, lines): (String, Vec<Line>) = match &app.opened {
+        Some(mail) => {
+            let s = &mail.summary;
+            let mut lines = vec![
+                Line::from(format!("From:    {}", s.from)),
+                Line::from(format!("To:      {}", s.to.join(", "))),
+                Line::from(format!("Date:    {}", crate::output::time(s.date_unix_s))),
+                Line::from(Span::styled(
+                    format!("Subject: {}", s.subject),
+                    Style::default().add_modifier(Modifier::BOLD),
+                )),
+            ];
+            for a in &s.attachments {
+                lines.push(Line::from(format!("Attachment: {} ({} bytes)", a.name, a.bytes)));
+            }
+            lines.push(Line::from(""));
+            let text = mail.full_text.as_deref().unwrap_or(&s.preview);
+            lines.extend(text.lines().map(|l| Line::from(l.to_owned())));
+            if mail.full_text.is_none() && (s.preview.len() as u64) < s.text_bytes {
+                lines.push(Line::from(format!(
+                    "[… `redoubt mail read {}` fetches the rest]",
+                    mail.id
+                )));
+            }
+            (format!(" Mail — {} ", s.subject), lines)
+        }
+        None => {
+            let mut lines: Vec<Line> = app
+                .mail
+                .iter()
+                .enumerate()
+                .map(|(n, mail)| {
+                    let s = &mail.summary;
+                    let style = if s.flags.seen {
+                        Style::default()
+                    } else {
+                        Style::default().add_modifier(Modifier::BOLD)
+                    };
+                    Line::from(vec![
+                        Span::styled(
+                            format!("{:>3} ", n + 1),
+                            Style::default().add_modifier(Modifier::DIM),
+                        ),
+                        Span::styled(
+                            format!("{} ", crate::output::clock(s.date_unix_s)),
+                            Style::default().add_modifier(Modifier::DIM),
+                        ),
+                        Span::styled(format!("{:<24} {}", s.from, s.subject), style),
+                    ])
+                })
+                .collect();
+            if lines.is_empty() {
+                lines.push(Line::from("No mail in the INBOX."));
+            }
+            (" Mail — INBOX ".to_owned(), lines)
+        }
+    };
+    let visible = usize::from(right.height.saturating_sub(2));
+    let lines: Vec<Line> = lines.into_iter().take(visible).collect();
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
+        right,
+    );
+    let prompt = Paragraph::new(app.input.as_str()).block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(" Mail — a number + Enter opens, /inbox lists, Tab switches, Esc quits "),
+    );
+    frame.render_widget(prompt, input);
+    frame.set_cursor_position((input.x + 1 + app.input.chars().count() as u16, input.y + 1));
+    frame.render_widget(Paragraph::new(app.status.as_str()), status);
+}
+
+/// What Enter does in the mail view.
+fn mail_input(app: &mut App, input: &str) {
+    let input = input.trim();
+    if input == "/inbox" {
+        app.opened = None;
+        app.status = "INBOX.".to_owned();
+        return;
+    }
+    match input
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|n| app.mail.get(n))
+    {
+        Some(mail) => {
+            app.opened = Some(mail.clone());
+            app.status = format!("Message {}.", mail.id);
+        }
+        None => app.status = "Type a message's number, or /inbox.".to_owned(),
+    }
 }
 
 enum Step {
@@ -264,6 +398,10 @@ async fn run_loop(
                 KeyCode::Backspace => {
                     app.input.pop();
                 }
+                KeyCode::Enter if app.mail_selected() => {
+                    let input = std::mem::take(&mut app.input);
+                    mail_input(&mut app, &input);
+                }
                 KeyCode::Enter => {
                     let input = std::mem::take(&mut app.input);
                     let Some(conversation) = app.current().cloned() else {
@@ -309,6 +447,8 @@ async fn run_loop(
                 let report = messenger.sync().await?;
                 if report.messages > 0 {
                     app.status = format!("{} new message(s).", report.messages);
+                } else if report.mail > 0 {
+                    app.status = "Mail updated.".to_owned();
                 }
                 app.refresh(messenger)?;
             }
@@ -371,6 +511,7 @@ mod tests {
             status: "Connected.".into(),
             me: "alice".into(),
             locked: false,
+            ..App::default()
         };
         let text = screen(&app);
         for expected in [
@@ -408,5 +549,74 @@ mod tests {
     fn empty_state_says_how_to_start() {
         let text = screen(&App::default());
         assert!(text.contains("No conversations yet"), "{text}");
+    }
+
+    fn stored_mail(uid: u32, subject: &str, seen: bool) -> StoredMail {
+        use redoubt_mls::mail::{MailAttachmentInfo, MailFlags, MailRef, MailSummary};
+        let mail = MailRef {
+            folder: "INBOX".into(),
+            uid_validity: 1,
+            uid,
+        };
+        StoredMail {
+            id: mail.short_id(),
+            summary: MailSummary {
+                mail,
+                message_id: None,
+                in_reply_to: None,
+                references: vec![],
+                from: "bob@corp.test".into(),
+                to: vec!["alice@corp.test".into()],
+                cc: vec![],
+                subject: subject.into(),
+                date_unix_s: 1_700_000_000 + i64::from(uid),
+                flags: MailFlags {
+                    seen,
+                    ..MailFlags::default()
+                },
+                preview: format!("body of {subject}"),
+                text_bytes: 100,
+                attachments: vec![MailAttachmentInfo {
+                    name: "numbers.csv".into(),
+                    content_type: "text/csv".into(),
+                    bytes: 42,
+                }],
+            },
+            full_text: None,
+            body_blob: None,
+            received_at_unix_s: 0,
+        }
+    }
+
+    #[test]
+    fn the_mailbox_is_a_mail_view_that_lists_and_opens_messages() {
+        let mailbox = conversation("mailbox", 9);
+        let mut app = App {
+            conversations: vec![conversation("ops", 1), mailbox.clone()],
+            selected: 1,
+            mailbox: Some(mailbox.group_id),
+            mail: vec![
+                stored_mail(2, "Quarterly numbers", false),
+                stored_mail(1, "Lunch", true),
+            ],
+            ..App::default()
+        };
+        let text = screen(&app);
+        assert!(text.contains("✉ Mail"), "{text}");
+        assert!(text.contains("Mail — INBOX"), "{text}");
+        assert!(
+            text.contains("Quarterly numbers") && text.contains("Lunch"),
+            "{text}"
+        );
+        mail_input(&mut app, "1");
+        let text = screen(&app);
+        assert!(text.contains("Subject: Quarterly numbers"), "{text}");
+        assert!(text.contains("Attachment: numbers.csv"), "{text}");
+        assert!(text.contains("body of Quarterly numbers"), "{text}");
+        assert!(text.contains("fetches the rest"), "{text}");
+        mail_input(&mut app, "7");
+        assert!(app.status.contains("number"), "{}", app.status);
+        mail_input(&mut app, "/inbox");
+        assert!(app.opened.is_none());
     }
 }
