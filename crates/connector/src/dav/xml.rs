@@ -98,8 +98,8 @@ struct Parser<'a> {
     scopes: Vec<(String, String)>,
 }
 
-impl Parser<'_> {
-    fn rest(&self) -> &str {
+impl<'a> Parser<'a> {
+    fn rest(&self) -> &'a str {
         self.s.get(self.pos..).unwrap_or_default()
     }
 
@@ -123,12 +123,12 @@ impl Parser<'_> {
     }
 
     /// Skips past `end`, which must come.
-    fn skip_past(&mut self, end: &str, why: &'static str) -> Result<&str, XmlError> {
+    fn skip_past(&mut self, end: &str, why: &'static str) -> Result<&'a str, XmlError> {
         match self.rest().find(end) {
             Some(at) => {
-                let start = self.pos;
+                let rest = self.rest();
                 self.pos += at + end.len();
-                Ok(&self.s[start..start + at])
+                Ok(&rest[..at])
             }
             None => self.fail(why),
         }
@@ -150,7 +150,7 @@ impl Parser<'_> {
         }
     }
 
-    fn name(&mut self) -> Result<&str, XmlError> {
+    fn name(&mut self) -> Result<&'a str, XmlError> {
         let rest = self.rest();
         let end = rest
             .find(|c: char| c.is_whitespace() || matches!(c, '/' | '>' | '=' | '<' | '"' | '\''))
