@@ -254,9 +254,12 @@ pub(crate) async fn publish_key_packages(
 
 pub(crate) async fn claim_key_packages(
     state: &State,
-    users: Vec<UserName>,
+    mut users: Vec<UserName>,
     except: Vec<DeviceId>,
 ) -> Result<Vec<ClaimedKeyPackage>, ApiError> {
+    // The mail connector joins only the mailbox groups it makes itself: nobody can pull it
+    // into another group (a member syncing a mailbox group asks for it and gets nothing).
+    users.retain(|user| user.as_str() != redoubt_mls::mail::CONNECTOR_USER);
     if users.len() > 1000 {
         return Err(ApiError::new(
             ErrorCode::InvalidArgument,
