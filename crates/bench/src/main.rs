@@ -4,6 +4,7 @@
 
 mod big_group;
 mod device;
+mod mail_push;
 mod messaging;
 mod report;
 mod scenarios;
@@ -68,11 +69,17 @@ enum Scenario {
     BigGroup(BigGroupArgs),
     /// One sender at a fixed rate to groups of each --size; cost per message vs size.
     FanoutScaling(FanoutArgs),
+    /// --size mails by SMTP into real Postfix + Dovecot, pushed by the mail connector to
+    /// each of --users devices; delivery to device latency.
+    MailPush(MailPushArgs),
     /// Internal: the child-process server of --spawn-server.
     #[command(hide = true)]
     Serve {
         #[arg(long)]
         data: PathBuf,
+        /// Run the mail connector beside the server.
+        #[arg(long)]
+        connector: bool,
     },
 }
 
@@ -147,6 +154,25 @@ pub struct FanoutArgs {
     pub svg: Option<PathBuf>,
 }
 
+#[derive(Debug, Args, Clone)]
+pub struct MailPushArgs {
+    /// Mails to send (round-robin over the users).
+    #[arg(long, default_value_t = 200)]
+    pub size: usize,
+    /// Users (one device and one mailbox each).
+    #[arg(long, default_value_t = 4)]
+    pub users: usize,
+    /// Mails per second handed to the mail server (open loop).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// SMTP connections the mails are spread over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Plain-text body bytes per mail.
+    #[arg(long, default_value_t = 300)]
+    pub body_bytes: usize,
+}
+
 /// Runs `f` over `items` on spawned tasks, at most `concurrency` at a time; results in order.
 pub async fn bounded<T, R, F, Fut>(items: Vec<T>, concurrency: usize, f: F) -> Vec<Result<R>>
 where
@@ -203,8 +229,8 @@ fn raise_fd_limit() -> u64 {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let fd_limit = raise_fd_limit();
-    if let Scenario::Serve { data } = &cli.scenario {
-        return target::serve_child(data);
+    if let Scenario::Serve { data, connector } = &cli.scenario {
+        return target::serve_child(data, *connector);
     }
     let mode = match (&cli.server, &cli.admin_profile) {
         (Some(addr), Some(profile)) => target::Mode::Remote {
@@ -224,7 +250,10 @@ fn main() -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(cli.timeout_s);
     let machine = target::machine();
     let result = client_rt.block_on(async {
-        let mut target = target::Target::start(&mode, &cli.set, server_rt.handle()).await?;
+        // Only mail-push runs the mail connector beside the server (`redoubt server` always
+        // does; it is idle until mail servers are set, so the other figures do not need it).
+        let connector = matches!(cli.scenario, Scenario::MailPush(_));
+        let mut target = target::Target::start(&mode, &cli.set, server_rt.handle(), connector).await?;
         let common = scenarios::Common {
             deadline,
             fd_limit,
@@ -237,6 +266,7 @@ fn main() -> Result<()> {
             Scenario::ReconnectStorm(args) => scenarios::sessions(&mut target, &common, args, true).await,
             Scenario::BigGroup(args) => scenarios::big_group(&mut target, &common, args).await,
             Scenario::FanoutScaling(args) => scenarios::fanout(&mut target, &common, args).await,
+            Scenario::MailPush(args) => mail_push::run(&mut target, &common, args).await,
             Scenario::Serve { .. } => Err(anyhow!("unreachable")),
         };
         let stopped = target.stop().await;

@@ -295,15 +295,18 @@ async fn org_of(profile: &Profile) -> Result<Org> {
 }
 
 impl Target {
-    /// Starts or reaches the server. `server_rt` runs an in-process server.
+    /// Starts or reaches the server. `server_rt` runs an in-process server. With
+    /// `connector`, a server this harness starts runs the mail connector beside it, as
+    /// `redoubt server` does (idle until an admin sets the mail servers).
     pub async fn start(
         mode: &Mode,
         overrides: &[String],
         server_rt: &tokio::runtime::Handle,
+        connector: bool,
     ) -> Result<Self> {
         match mode {
-            Mode::InProcess => Self::in_process(overrides, server_rt).await,
-            Mode::Spawn => Self::spawn(overrides).await,
+            Mode::InProcess => Self::in_process(overrides, server_rt, connector).await,
+            Mode::Spawn => Self::spawn(overrides, connector).await,
             Mode::Remote {
                 addr,
                 admin_profile,
@@ -333,7 +336,11 @@ impl Target {
         }
     }
 
-    async fn in_process(overrides: &[String], server_rt: &tokio::runtime::Handle) -> Result<Self> {
+    async fn in_process(
+        overrides: &[String],
+        server_rt: &tokio::runtime::Handle,
+        connector: bool,
+    ) -> Result<Self> {
         let (config, limits) = bench_config(overrides)?;
         let data = tempfile::tempdir()?;
         let profiles = tempfile::tempdir()?;
@@ -349,12 +356,10 @@ impl Target {
             let server = Server::open(&path, addr, &OpenOptions::default()).await?;
             let code = server.first_admin_code.as_ref().map(|c| c.code.clone());
             let _ = ready.send(code);
-            server
-                .run(listener, async {
-                    let _ = stopped.await;
-                })
-                .await?;
-            Ok(())
+            serve_with_connector(server, listener, connector, async {
+                let _ = stopped.await;
+            })
+            .await
         });
         let code = match opened.await {
             Ok(Some(code)) => code,
@@ -382,16 +387,18 @@ impl Target {
         })
     }
 
-    async fn spawn(overrides: &[String]) -> Result<Self> {
+    async fn spawn(overrides: &[String], connector: bool) -> Result<Self> {
         let (config, limits) = bench_config(overrides)?;
         let data = tempfile::tempdir()?;
         let profiles = tempfile::tempdir()?;
         std::fs::write(data.path().join("redoubt.toml"), toml::to_string(&config)?)?;
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .arg("serve")
-            .arg("--data")
-            .arg(data.path())
+        let mut command = Command::new(exe);
+        command.arg("serve").arg("--data").arg(data.path());
+        if connector {
+            command.arg("--connector");
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -460,9 +467,40 @@ impl Target {
     }
 }
 
-/// `redoubt-bench serve --data DIR`: the child-process server. Prints `listening ADDR` and
-/// `admin CODE`, then serves until its standard input closes.
-pub fn serve_child(data: &Path) -> Result<()> {
+/// Runs `server` until `shutdown`; with `connector`, the mail connector runs beside it (on
+/// this runtime, so its CPU time counts as the server's) and stops with it, as in
+/// `redoubt server`.
+async fn serve_with_connector(
+    server: Server,
+    listener: tokio::net::TcpListener,
+    connector: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let mut connector_task = None;
+    let (stop_connector, connector_stopped) = tokio::sync::watch::channel(false);
+    if connector {
+        connector_task = Some(tokio::spawn(redoubt_connector::run(
+            server.handle(),
+            server.data_dir().root().join("connector"),
+            connector_stopped,
+        )));
+    }
+    let result = server
+        .run(listener, async {
+            shutdown.await;
+            let _ = stop_connector.send(true);
+        })
+        .await;
+    let _ = stop_connector.send(true);
+    if let Some(task) = connector_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    Ok(result?)
+}
+
+/// `redoubt-bench serve --data DIR [--connector]`: the child-process server. Prints
+/// `listening ADDR` and `admin CODE`, then serves until its standard input closes.
+pub fn serve_child(data: &Path, connector: bool) -> Result<()> {
     let rt = server_runtime()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -483,12 +521,10 @@ pub fn serve_child(data: &Path) -> Result<()> {
             let mut sink = Vec::new();
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
         });
-        server
-            .run(listener, async {
-                let _ = stdin_closed.await;
-            })
-            .await?;
-        Ok(())
+        serve_with_connector(server, listener, connector, async {
+            let _ = stdin_closed.await;
+        })
+        .await
     })
 }
 

@@ -6,7 +6,7 @@
 //! writes its [`Profile`]; [`Session::open`] authenticates with the device key, which
 //! never leaves the device.
 
-mod attachment;
+pub mod attachment;
 mod connection;
 mod error;
 pub mod mail;

@@ -16,6 +16,8 @@
 //! folders                           the folder list of the last MailPush::Folders
 //! folder-counts                     folder name → mails stored in it
 //! status                            the last MailPush::Status
+//! e/<short>/<htag>                  a calendar event (MailPush::Event): StoredEvent
+//! c/<short>/<htag>                  a contact (MailPush::Contact): StoredContact
 //! ```
 //!
 //! * `short` is [`MailRef::short_id`] (8 hex digits, what people type); since two mails may
@@ -27,9 +29,14 @@
 //!   and `<command id>` are hex. `shard` is the first hex digit of the mail's `mtag`: a
 //!   token's postings are split over up to 16 rows so that storing one mail rewrites only a
 //!   sixteenth of a common word's posting list.
+//! * For events and contacts, `short` is [`dav_short_id`] of the href (8 hex digits, the same
+//!   on every device) and `htag` a keyed hash of the href (16 hex digits) that tells apart
+//!   two hrefs sharing a short id. Events are few enough to be read whole for every listing,
+//!   so no key holds their times.
 //!
 //! What someone holding `vault.db` (but not its data key) learns: how many mails there are
-//! per (unnamed) folder and their dates, their short ids, how many distinct (unnamed) tokens
+//! per (unnamed) folder and their dates, how many events and contacts, their short ids,
+//! how many distinct (unnamed) tokens
 //! the index holds and, from row sizes, roughly how common each is and in which of 16 random
 //! buckets of mails it occurs. Not which words, nor which mail holds which word.
 //!
@@ -39,14 +46,16 @@
 //! lower-cased (no other normalisation), cut at [`TOKEN_CHARS_MAX`] characters; a mail
 //! contributes at most [`TOKENS_PER_MAIL_MAX`] distinct tokens, taken from subject, sender,
 //! recipients, attachment names, preview and full text in that order. Search matches whole
-//! tokens only (no prefixes), all terms of the query together.
+//! tokens only (no prefixes), all terms of the query together. Events and contacts mirror
+//! the organisation's calendar server: a push replaces the stored copy, a removal deletes it
+//! (retention, which is about messages, leaves them alone).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use data_encoding::HEXLOWER;
 use rand_core::{OsRng, RngCore};
 use redoubt_mls::Attachment;
-use redoubt_mls::mail::{MailPush, MailRef, MailSummary};
+use redoubt_mls::mail::{CalendarEvent, ContactCard, MailPush, MailRef, MailSummary};
 use redoubt_proto::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -76,6 +85,9 @@ const KEY_SALT: &str = "salt";
 const KEY_FOLDERS: &str = "folders";
 const KEY_FOLDER_COUNTS: &str = "folder-counts";
 const KEY_STATUS: &str = "status";
+/// Key roots of events and contacts.
+const EVENT_ROOT: &str = "e";
+const CONTACT_ROOT: &str = "c";
 const INBOX: &str = "INBOX";
 
 /// Why the mail store could not do what was asked.
@@ -94,11 +106,13 @@ pub enum MailStoreError {
     /// A stored key or value is not what this module writes.
     #[error("mail store value {0} is malformed")]
     Malformed(String),
-    /// [`MailStore::get`] was given something that is not 4 to 8 hex digits.
-    #[error("{0:?} is not a mail id (4 to 8 hex digits)")]
+    /// [`MailStore::get`] (or `event`, `contact`) was given something that is not 4 to 8
+    /// hex digits.
+    #[error("{0:?} is not an id (4 to 8 hex digits)")]
     InvalidId(String),
-    /// [`MailStore::get`] was given a prefix that more than one mail's id starts with.
-    #[error("mail id {prefix:?} is ambiguous: it matches {}", .matches.join(", "))]
+    /// [`MailStore::get`] (or `event`, `contact`) was given a prefix that more than one
+    /// id starts with.
+    #[error("id {prefix:?} is ambiguous: it matches {}", .matches.join(", "))]
     Ambiguous { prefix: String, matches: Vec<String> },
 }
 
@@ -122,7 +136,35 @@ pub struct StoredMail {
     pub received_at_unix_s: i64,
 }
 
-/// What one [`MailStore::apply`] changed; the string is the mail's short id.
+/// A calendar event as this device holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// [`dav_short_id`] of `event.href`.
+    pub id: String,
+    pub event: CalendarEvent,
+    /// When this device first stored the event.
+    pub received_at_unix_s: i64,
+}
+
+/// A contact as this device holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredContact {
+    /// [`dav_short_id`] of `contact.href`.
+    pub id: String,
+    pub contact: ContactCard,
+    /// When this device first stored the contact.
+    pub received_at_unix_s: i64,
+}
+
+/// The short id of an event or contact, for people to type: the first 8 hex digits of
+/// SHA-256 over its href (the same on every device).
+pub fn dav_short_id(href: &str) -> String {
+    let digest = Sha256::digest(href.as_bytes());
+    HEXLOWER.encode(&digest[..4])
+}
+
+/// What one [`MailStore::apply`] changed; the string is the mail's short id. Events and
+/// contacts report [`Applied::Other`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     /// A mail not stored before.
@@ -234,6 +276,15 @@ impl Slot {
 
 fn record_key(id: &str) -> String {
     format!("m/{id}")
+}
+
+/// Where an event (`root` [`EVENT_ROOT`]) or a contact ([`CONTACT_ROOT`]) lives.
+fn dav_key(salt: &Salt, root: &str, href: &str) -> String {
+    format!(
+        "{root}/{}/{}",
+        dav_short_id(href),
+        tag(salt, root, &[href.as_bytes()], 8)
+    )
 }
 
 fn attachment_key(id: &str, index: u32) -> String {
@@ -558,11 +609,48 @@ impl Tx<'_, '_> {
                 self.put(KEY_STATUS, &record)?;
                 Ok(Applied::Other)
             }
-            // TODO(calendar helper): store events and contacts.
-            MailPush::Event(_)
-            | MailPush::EventRemoved { .. }
-            | MailPush::Contact(_)
-            | MailPush::ContactRemoved { .. } => Ok(Applied::Other),
+            MailPush::Event(event) => {
+                let key = dav_key(&self.salt()?, EVENT_ROOT, &event.href);
+                let stored = match self.get::<StoredEvent>(&key)? {
+                    Some(old) if old.event == *event => return Ok(Applied::Other),
+                    Some(old) => StoredEvent {
+                        event: event.clone(),
+                        ..old
+                    },
+                    None => StoredEvent {
+                        id: dav_short_id(&event.href),
+                        event: event.clone(),
+                        received_at_unix_s,
+                    },
+                };
+                self.put(&key, &stored)?;
+                Ok(Applied::Other)
+            }
+            MailPush::Contact(contact) => {
+                let key = dav_key(&self.salt()?, CONTACT_ROOT, &contact.href);
+                let stored = match self.get::<StoredContact>(&key)? {
+                    Some(old) if old.contact == *contact => return Ok(Applied::Other),
+                    Some(old) => StoredContact {
+                        contact: contact.clone(),
+                        ..old
+                    },
+                    None => StoredContact {
+                        id: dav_short_id(&contact.href),
+                        contact: contact.clone(),
+                        received_at_unix_s,
+                    },
+                };
+                self.put(&key, &stored)?;
+                Ok(Applied::Other)
+            }
+            MailPush::EventRemoved { href } => {
+                self.delete(&dav_key(&self.salt()?, EVENT_ROOT, href))?;
+                Ok(Applied::Other)
+            }
+            MailPush::ContactRemoved { href } => {
+                self.delete(&dav_key(&self.salt()?, CONTACT_ROOT, href))?;
+                Ok(Applied::Other)
+            }
         }
     }
 
@@ -680,8 +768,14 @@ impl MailStore {
         self.load(ids)
     }
 
-    /// The mail whose short id is `id` or starts with it (at least 4 hex digits).
-    pub fn get(&self, id: &str) -> Result<Option<StoredMail>, MailStoreError> {
+    /// The one value under `<root>/<prefix>…`, where `id` (4 to 8 hex digits) is the prefix
+    /// of a short id.
+    fn by_id<T: DeserializeOwned>(
+        &self,
+        root: &str,
+        id: &str,
+        id_of: impl Fn(&T) -> &str,
+    ) -> Result<Option<T>, MailStoreError> {
         let prefix = id.trim().to_ascii_lowercase();
         if !(ID_PREFIX_MIN..=SHORT_ID_CHARS).contains(&prefix.len())
             || !prefix.bytes().all(|b| b.is_ascii_hexdigit())
@@ -689,17 +783,64 @@ impl MailStore {
             return Err(MailStoreError::InvalidId(id.to_owned()));
         }
         let mut found = self
-            .rows(&record_key(&prefix))?
+            .rows(&format!("{root}/{prefix}"))?
             .into_iter()
-            .map(|(key, value)| decode::<Record>(&key, &value).map(|record| record.mail))
+            .map(|(key, value)| decode::<T>(&key, &value))
             .collect::<Result<Vec<_>, _>>()?;
         match found.len() {
             0 | 1 => Ok(found.pop()),
             _ => Err(MailStoreError::Ambiguous {
                 prefix,
-                matches: found.into_iter().map(|mail| mail.id).collect(),
+                matches: found.iter().map(|v| id_of(v).to_owned()).collect(),
             }),
         }
+    }
+
+    /// The mail whose short id is `id` or starts with it (at least 4 hex digits).
+    pub fn get(&self, id: &str) -> Result<Option<StoredMail>, MailStoreError> {
+        Ok(self
+            .by_id("m", id, |record: &Record| &record.mail.id)?
+            .map(|record| record.mail))
+    }
+
+    /// The events that overlap `[from, to)` (either end open when `None`; an event without
+    /// duration counts from its start), by start time, then title.
+    pub fn events(&self, from: Option<i64>, to: Option<i64>) -> Result<Vec<StoredEvent>, MailStoreError> {
+        let mut events = Vec::new();
+        for (key, value) in self.rows(&format!("{EVENT_ROOT}/"))? {
+            let stored: StoredEvent = decode(&key, &value)?;
+            let (start, end) = (stored.event.start_unix_s, stored.event.end_unix_s);
+            let after_from = from.is_none_or(|from| end > from || start >= from);
+            let before_to = to.is_none_or(|to| start < to);
+            if after_from && before_to {
+                events.push(stored);
+            }
+        }
+        events.sort_by(|a, b| {
+            (a.event.start_unix_s, &a.event.title, &a.id).cmp(&(b.event.start_unix_s, &b.event.title, &b.id))
+        });
+        Ok(events)
+    }
+
+    /// The event whose short id is `id` or starts with it (at least 4 hex digits).
+    pub fn event(&self, id: &str) -> Result<Option<StoredEvent>, MailStoreError> {
+        self.by_id(EVENT_ROOT, id, |stored: &StoredEvent| &stored.id)
+    }
+
+    /// Every contact, by name (ignoring case), then id.
+    pub fn contacts(&self) -> Result<Vec<StoredContact>, MailStoreError> {
+        let mut contacts = self
+            .rows(&format!("{CONTACT_ROOT}/"))?
+            .into_iter()
+            .map(|(key, value)| decode::<StoredContact>(&key, &value))
+            .collect::<Result<Vec<_>, _>>()?;
+        contacts.sort_by_cached_key(|c| (c.contact.name.to_lowercase(), c.id.clone()));
+        Ok(contacts)
+    }
+
+    /// The contact whose short id is `id` or starts with it (at least 4 hex digits).
+    pub fn contact(&self, id: &str) -> Result<Option<StoredContact>, MailStoreError> {
+        self.by_id(CONTACT_ROOT, id, |stored: &StoredContact| &stored.id)
     }
 
     /// The mails holding every term of `query` (whole words, any case) in subject, sender,

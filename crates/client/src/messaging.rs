@@ -748,74 +748,16 @@ impl Messenger {
     }
 
     /// Encrypts `bytes` bytes read from `reader` under a fresh key and uploads them as a
-    /// blob of the group; returns what a member needs to fetch and check it (nothing is
-    /// sent to the group: the caller puts the [`redoubt_mls::Attachment`] in a message).
+    /// blob of the group (see [`crate::attachment::upload`]).
     pub async fn upload(
         &mut self,
         group_id: &GroupId,
         name: String,
-        mut reader: impl tokio::io::AsyncRead + Unpin,
+        reader: impl tokio::io::AsyncRead + Unpin,
         bytes: u64,
-        mut progress: impl FnMut(u64, u64),
+        progress: impl FnMut(u64, u64),
     ) -> Result<redoubt_mls::Attachment, ClientError> {
-        use sha2::Digest;
-        use tokio::io::AsyncReadExt;
-        let read_error = |e: std::io::Error| ClientError::Attachment(format!("{name}: {e}"));
-        let chunk_count = crate::attachment::chunk_count(bytes);
-        let chunk_count =
-            u32::try_from(chunk_count).map_err(|_| ClientError::Attachment("file too large".into()))?;
-        let bytes_total = crate::attachment::ciphertext_bytes(bytes);
-        let mut key = [0u8; 32];
-        OsRng.fill_bytes(&mut key);
-        let cipher = crate::attachment::ChunkCipher::new(&key);
-        let request = Request::BlobUploadStart {
-            group_id: *group_id,
-            bytes_total,
-            chunk_count,
-        };
-        let blob_id = match self.session.request(request).await? {
-            Response::BlobUploadStarted { blob_id } => blob_id,
-            _ => {
-                return Err(ClientError::Protocol(
-                    "unexpected response to BlobUploadStart".into(),
-                ));
-            }
-        };
-        let mut hash = sha2::Sha256::new();
-        let mut sent = 0u64;
-        let mut buffer = vec![0u8; crate::attachment::PLAINTEXT_CHUNK_BYTES];
-        for index in 0..chunk_count {
-            let last = index + 1 == chunk_count;
-            let want = if last {
-                (bytes - sent) as usize
-            } else {
-                buffer.len()
-            };
-            reader.read_exact(&mut buffer[..want]).await.map_err(read_error)?;
-            hash.update(&buffer[..want]);
-            let sealed = cipher.seal(index, last, &buffer[..want])?;
-            let request = Request::BlobUploadChunk {
-                blob_id,
-                index,
-                bytes: sealed,
-            };
-            self.session.request(request).await?;
-            sent += want as u64;
-            progress(sent, bytes);
-        }
-        self.session
-            .connection()
-            .call(Request::BlobUploadFinish { blob_id })
-            .await?;
-        Ok(redoubt_mls::Attachment {
-            name,
-            bytes,
-            sha256: hash.finalize().into(),
-            key,
-            blob_id,
-            chunk_count,
-            sent_at_unix_s: unix_now(),
-        })
+        crate::attachment::upload(&mut self.session, group_id, name, reader, bytes, progress).await
     }
 
     /// Finds a message by the id [`StoredMessage::id`] prints.
@@ -861,51 +803,15 @@ impl Messenger {
         }
     }
 
-    /// Downloads, decrypts and checks an attachment into `out`. On an error, what was
-    /// written must be discarded: only a complete, matching file counts.
+    /// Downloads, decrypts and checks an attachment into `out` (see
+    /// [`crate::attachment::download`]).
     pub async fn download(
         &mut self,
         attachment: &redoubt_mls::Attachment,
-        mut out: impl tokio::io::AsyncWrite + Unpin,
-        mut progress: impl FnMut(u64, u64),
+        out: impl tokio::io::AsyncWrite + Unpin,
+        progress: impl FnMut(u64, u64),
     ) -> Result<(), ClientError> {
-        use sha2::Digest;
-        use tokio::io::AsyncWriteExt;
-        self.check_attachment_policy(None)?;
-        let cipher = crate::attachment::ChunkCipher::new(&attachment.key);
-        let io_error = |e: std::io::Error| ClientError::Attachment(format!("{}: {e}", attachment.name));
-        let mut hash = sha2::Sha256::new();
-        let mut written = 0u64;
-        for index in 0..attachment.chunk_count {
-            let request = Request::BlobFetch {
-                blob_id: attachment.blob_id,
-                index,
-            };
-            let bytes = match self.session.request(request).await? {
-                Response::BlobChunk {
-                    bytes, chunk_count, ..
-                } if chunk_count == attachment.chunk_count => bytes,
-                Response::BlobChunk { .. } => {
-                    return Err(ClientError::Attachment(
-                        "the server's blob has the wrong number of chunks".into(),
-                    ));
-                }
-                _ => return Err(ClientError::Protocol("unexpected response to BlobFetch".into())),
-            };
-            let plaintext = cipher.open(index, index + 1 == attachment.chunk_count, &bytes)?;
-            hash.update(&plaintext);
-            out.write_all(&plaintext).await.map_err(io_error)?;
-            written += plaintext.len() as u64;
-            progress(written, attachment.bytes);
-        }
-        out.flush().await.map_err(io_error)?;
-        let digest: [u8; 32] = hash.finalize().into();
-        if digest != attachment.sha256 || written != attachment.bytes {
-            return Err(ClientError::Attachment(
-                "the file's SHA-256 does not match the sender's".into(),
-            ));
-        }
-        Ok(())
+        crate::attachment::download(&mut self.session, attachment, out, progress).await
     }
 
     /// Joins the groups whose Welcomes wait in the inbox; returns their ids.
@@ -1590,21 +1496,7 @@ impl Messenger {
 
     /// Refuses attachments the organisation's policy does not allow (the server checks too).
     fn check_attachment_policy(&self, bytes: Option<u64>) -> Result<(), ClientError> {
-        let policy = self.session.policy();
-        if !policy.attachments_allowed {
-            return Err(ClientError::Attachment(
-                "the organisation's policy does not allow attachments".into(),
-            ));
-        }
-        if let Some(bytes) = bytes
-            && bytes > policy.attachment_bytes_max
-        {
-            return Err(ClientError::Attachment(format!(
-                "the organisation's policy allows attachments of at most {} bytes; this file has {bytes}",
-                policy.attachment_bytes_max
-            )));
-        }
-        Ok(())
+        crate::attachment::check_policy(&self.session, bytes)
     }
 }
 

@@ -9,13 +9,19 @@
 //! group as MLS application messages; devices answer with commands (send, reply, flag,
 //! move, delete, fetch a body or an attachment) that it carries out on IMAP and SMTP.
 //!
+//! When the organisation has a CalDAV/CardDAV server, a second task per user ([`dav`])
+//! mirrors the user's calendar and address book into the same group and carries out the
+//! calendar and contacts commands.
+//!
 //! What it keeps (its profile folder, `DATA/connector/`, in the encrypted vault): its MLS
-//! state and per-folder sync state (UIDVALIDITY, last UID, flags). No mail content.
+//! state, per-folder sync state (UIDVALIDITY, last UID, flags) and per-collection sync
+//! state (hrefs and ETags). No mail, event or contact content.
 //! Exactly once: a new message is pushed under a client message id derived from (user,
 //! folder, UIDVALIDITY, UID), so after a crash the push is repeated under the same id and
 //! the server returns the first copy; the folder state is saved after each push.
 
 mod compose;
+mod dav;
 mod mailbox;
 mod smtp;
 mod stream;
@@ -63,6 +69,14 @@ pub(crate) fn deterministic_id(user: &UserName, parts: &[&str], a: u32, b: u32) 
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
     Bytes(id)
+}
+
+/// Where one mailbox group's commands go: mail to its mailbox task, calendar and contacts
+/// to its DAV task (when the organisation has a calendar server).
+struct Route {
+    user: UserName,
+    mail: mpsc::Sender<Command>,
+    dav: Option<mpsc::Sender<Command>>,
 }
 
 /// A queued command, handed to its mailbox's task.
@@ -122,6 +136,49 @@ impl Shared {
             .await
             .download(attachment, out, |_, _| {})
             .await
+    }
+
+    /// Answers a command with its outcome, then forgets it; if the answer cannot be pushed
+    /// the command stays queued and is carried out again later.
+    pub(crate) async fn answer(
+        &self,
+        user: &UserName,
+        group: &GroupId,
+        command: &QueuedMailCommand,
+        error: Option<String>,
+    ) {
+        let push = MailPush::Outcome {
+            command_id: command.command.id(),
+            error,
+        };
+        let id = deterministic_id(user, &["outcome"], 0, command.seq as u32);
+        if let Err(error) = self.push(group, &push, Some(id)).await {
+            tracing::warn!(%user, %error, "could not answer a mail command; it stays queued");
+            return;
+        }
+        self.finish(command).await;
+    }
+
+    /// Until `deadline`, answers every command that arrives with `why` (for a task that
+    /// cannot carry them out now). `false` once the channel closed (the connector stops).
+    pub(crate) async fn refuse_until(
+        &self,
+        user: &UserName,
+        group: &GroupId,
+        commands: &mut mpsc::Receiver<Command>,
+        deadline: tokio::time::Instant,
+        why: &str,
+    ) -> bool {
+        loop {
+            match tokio::time::timeout_at(deadline, commands.recv()).await {
+                Err(_) => return true,
+                Ok(None) => return false,
+                Ok(Some(command)) => {
+                    self.answer(user, group, &command.queued, Some(why.to_owned()))
+                        .await;
+                }
+            }
+        }
     }
 
     pub(crate) async fn finish(&self, command: &QueuedMailCommand) {
@@ -212,7 +269,7 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
         state,
         in_flight: std::sync::Mutex::new(BTreeSet::new()),
     });
-    let mut routes: BTreeMap<GroupId, mpsc::Sender<Command>> = BTreeMap::new();
+    let mut routes: BTreeMap<GroupId, Route> = BTreeMap::new();
     let mut waiting: Vec<redoubt_server::MailUser> = config.users.clone();
     let mut tasks = tokio::task::JoinSet::new();
     let mut last_full_sync = tokio::time::Instant::now() - FULL_SYNC_EVERY;
@@ -222,8 +279,21 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
         for user in waiting {
             match mailbox_group(&shared, &user.user).await {
                 Ok(Some(group)) => {
-                    let (sender, receiver) = mpsc::channel(COMMANDS_QUEUED_MAX);
-                    routes.insert(group, sender);
+                    let (mail, receiver) = mpsc::channel(COMMANDS_QUEUED_MAX);
+                    let dav = config.dav.clone().map(|settings| {
+                        let (sender, receiver) = mpsc::channel(COMMANDS_QUEUED_MAX);
+                        let task = dav::Dav::new(shared.clone(), settings, user.clone(), group, receiver);
+                        tasks.spawn(task.run());
+                        sender
+                    });
+                    routes.insert(
+                        group,
+                        Route {
+                            user: user.user.clone(),
+                            mail,
+                            dav,
+                        },
+                    );
                     let mailbox = mailbox::Mailbox {
                         shared: shared.clone(),
                         server: config.server.clone(),
@@ -276,30 +346,40 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
             if !fresh {
                 continue;
             }
-            match routes.get(&queued.group_id) {
-                Some(route)
-                    if route
-                        .try_send(Command {
-                            queued: queued.clone(),
-                        })
-                        .is_ok() => {}
-                Some(_) => {
-                    // The mailbox is busy: leave it queued for the next round.
-                    shared
-                        .in_flight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&key);
-                }
-                None => {
-                    // Not a mailbox this connector serves: drop it.
-                    let _ = shared.messenger.lock().await.finish_mail_command(&queued);
-                    shared
-                        .in_flight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&key);
-                }
+            let Some(route) = routes.get(&queued.group_id) else {
+                // Not a mailbox this connector serves: drop it.
+                let _ = shared.messenger.lock().await.finish_mail_command(&queued);
+                shared
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+                continue;
+            };
+            let task = if queued.command.is_dav() {
+                route.dav.as_ref()
+            } else {
+                Some(&route.mail)
+            };
+            let Some(task) = task else {
+                let why = "no calendar server is set (redoubt admin dav set …)".to_owned();
+                shared
+                    .answer(&route.user, &queued.group_id, &queued, Some(why))
+                    .await;
+                continue;
+            };
+            if task
+                .try_send(Command {
+                    queued: queued.clone(),
+                })
+                .is_err()
+            {
+                // The task is busy: leave it queued for the next round.
+                shared
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
             }
         }
         while let Some(result) = tasks.try_join_next() {

@@ -122,15 +122,13 @@ impl Mailbox {
                     self.status(&mut last_status, false, error.to_string()).await;
                     // Commands that arrive meanwhile are answered, not left hanging.
                     let deadline = tokio::time::Instant::now() + backoff;
-                    loop {
-                        match tokio::time::timeout_at(deadline, self.commands.recv()).await {
-                            Err(_) => break,
-                            Ok(None) => return,
-                            Ok(Some(command)) => {
-                                let why = format!("the mail server is unavailable: {error}");
-                                self.answer(&command, Some(why)).await;
-                            }
-                        }
+                    let why = format!("the mail server is unavailable: {error}");
+                    if !self
+                        .shared
+                        .refuse_until(&self.user.user, &self.group, &mut self.commands, deadline, &why)
+                        .await
+                    {
+                        return;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
@@ -440,17 +438,9 @@ impl Mailbox {
     }
 
     async fn answer(&self, command: &Command, error: Option<String>) {
-        let push = MailPush::Outcome {
-            command_id: command.queued.command.id(),
-            error,
-        };
-        let id = deterministic_id(&self.user.user, &["outcome"], 0, command.queued.seq as u32);
-        let result = self.shared.push(&self.group, &push, Some(id)).await;
-        if let Err(error) = result {
-            tracing::warn!(user = %self.user.user, %error, "could not answer a mail command; it stays queued");
-            return;
-        }
-        self.shared.finish(&command.queued).await;
+        self.shared
+            .answer(&self.user.user, &self.group, &command.queued, error)
+            .await;
     }
 
     async fn carry_out(&self, session: &mut Session, command: Command) -> Result<(), MailboxError> {

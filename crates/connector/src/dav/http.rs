@@ -48,10 +48,6 @@ impl Response {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-
-    pub(crate) fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
 }
 
 /// The server named by the settings' URL, with the service account's credentials.
@@ -191,9 +187,11 @@ pub(crate) async fn read_response<R: AsyncBufRead + Unpin>(
     if is_head || (100..200).contains(&status) || status == 204 || status == 304 {
         return Ok(response);
     }
-    let chunked = response
-        .header("transfer-encoding")
-        .is_some_and(|te| te.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")));
+    let chunked = response.header("transfer-encoding").is_some_and(|te| {
+        te.rsplit(',')
+            .next()
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+    });
     response.body = if chunked {
         read_chunked(reader, &mut head_left).await?
     } else if let Some(length) = response.header("content-length") {
@@ -299,7 +297,10 @@ async fn read_headers<R: AsyncBufRead + Unpin>(
     }
 }
 
-async fn read_chunked<R: AsyncBufRead + Unpin>(reader: &mut R, left: &mut usize) -> Result<Vec<u8>, HttpError> {
+async fn read_chunked<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    left: &mut usize,
+) -> Result<Vec<u8>, HttpError> {
     let mut body = Vec::new();
     loop {
         let line = read_line(reader, left).await?;
@@ -407,11 +408,17 @@ mod tests {
         let r = parse(b"HTTP/1.0 200 OK\nETag: \"x\"\n\nuntil the end", false)
             .await
             .unwrap();
-        assert_eq!((r.body.as_slice(), r.header("etag")), (&b"until the end"[..], Some("\"x\"")));
+        assert_eq!(
+            (r.body.as_slice(), r.header("etag")),
+            (&b"until the end"[..], Some("\"x\""))
+        );
 
-        let r = parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", false)
-            .await
-            .unwrap();
+        let r = parse(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!((r.status, r.body.len()), (204, 0));
 
         let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true)
@@ -422,7 +429,10 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_or_oversized_answers_are_refused() {
-        let big = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", BODY_BYTES_MAX + 1);
+        let big = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            BODY_BYTES_MAX + 1
+        );
         let mut chunk_big = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         chunk_big.extend_from_slice(format!("{:x}\r\n", BODY_BYTES_MAX + 1).as_bytes());
         let long_header = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(HEAD_BYTES_MAX));
@@ -468,7 +478,11 @@ mod tests {
         assert!(head.ends_with("Content-Length: 3\r\nIf-None-Match: *\r\n\r\n"));
         assert!(client.request_head("GET", "/a b", &[], 0).is_err());
         assert!(client.request_head("GET", "/a\r\nX: y", &[], 0).is_err());
-        assert!(client.request_head("GET", "/a", &[("X", "1\r\nY: 2")], 0).is_err());
+        assert!(
+            client
+                .request_head("GET", "/a", &[("X", "1\r\nY: 2")], 0)
+                .is_err()
+        );
         assert!(client.request_head("get", "/a", &[], 0).is_err());
 
         let https = DavServerSettings {
@@ -476,6 +490,9 @@ mod tests {
             ..settings
         };
         let (client, base) = Client::new(&https).unwrap();
-        assert_eq!((client.origin().as_str(), base.as_str()), ("https://dav.example.com", "/"));
+        assert_eq!(
+            (client.origin().as_str(), base.as_str()),
+            ("https://dav.example.com", "/")
+        );
     }
 }
