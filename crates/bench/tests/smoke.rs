@@ -140,3 +140,19 @@ fn fanout_scaling_delivers_at_each_size_and_plots() {
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<svg") && text.contains("polyline"));
 }
+
+#[test]
+fn mail_push_delivers_every_mail() {
+    // Real Dovecot and Postfix (root and the packages of .ci/install-mail-peers), the
+    // connector beside the server, two users' devices.
+    let report = bench(&["mail-push", "--size", "10", "--users", "2", "--rate", "20"]);
+    let r = &report["results"];
+    assert_eq!(report["scenario"], "mail-push");
+    assert_eq!(n(&r["mails_accepted"]), 10);
+    // Every mail reached its user's mailbox and was pushed to that user's device.
+    assert_eq!(n(&r["mails_in_mailbox"]), 10);
+    assert_eq!(n(&r["mails_pushed"]), 10);
+    let p50 = r["push_latency_p50"].as_f64().unwrap();
+    let p99 = r["push_latency_p99"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p99 >= p50, "{r}");
+}

@@ -9,8 +9,8 @@ use clap::Subcommand;
 use redoubt_client::{Messenger, Session, StoredMail};
 use redoubt_mls::mail::{MailCommand as Command, OutgoingMail};
 use redoubt_proto::{
-    DavServerSettings, HostPort, MailSecurity, MailServerSettings, MailSettingsView, Request, Response,
-    UserName,
+    DavServerSettings, HostPort, MailCredential, MailSecurity, MailServerSettings, MailSettingsView, Request,
+    Response, UserName,
 };
 use serde_json::json;
 
@@ -161,6 +161,18 @@ pub(crate) enum MailCommand {
     },
     /// The connector's latest word on this mailbox.
     Status,
+    /// Use your own mail login instead of the organisation's service account (for mail
+    /// servers without a master user); the server keeps it sealed.
+    Link {
+        /// Your login on the mail server.
+        #[arg(long)]
+        login: String,
+        /// A file holding your mail password (first line).
+        #[arg(long, value_name = "FILE")]
+        password_file: PathBuf,
+    },
+    /// Forget your own mail login: back to the service account.
+    Unlink,
 }
 
 #[derive(Debug, clap::Args)]
@@ -494,6 +506,19 @@ pub(crate) async fn run(messenger: &mut Messenger, command_line: MailCommand, ou
             messenger.fetch_attachment(&file, &path, |_, _| {}).await?;
             out.fetched(&file.name, file.bytes, &path);
         }
+        MailCommand::Link { login, password_file } => {
+            let credential = MailCredential {
+                login,
+                password: first_line(&password_file)?,
+            };
+            credential.validate().map_err(anyhow::Error::msg)?;
+            link(messenger, Some(credential)).await?;
+            out.note("linked: the connector now logs in as you");
+        }
+        MailCommand::Unlink => {
+            link(messenger, None).await?;
+            out.note("unlinked: the connector uses the organisation's service account");
+        }
         MailCommand::Status => {
             let status = messenger.mail().status()?;
             let mailbox = messenger.mailbox()?.is_some();
@@ -518,6 +543,17 @@ pub(crate) async fn run(messenger: &mut Messenger, command_line: MailCommand, ou
         }
     }
     Ok(())
+}
+
+async fn link(messenger: &mut Messenger, credential: Option<MailCredential>) -> Result<()> {
+    match messenger
+        .session()
+        .request(Request::MailLink { credential })
+        .await?
+    {
+        Response::Done => Ok(()),
+        _ => bail!("unexpected answer from the server"),
+    }
 }
 
 async fn upload(messenger: &mut Messenger, paths: &[PathBuf]) -> Result<Vec<redoubt_mls::Attachment>> {

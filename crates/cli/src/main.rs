@@ -4,6 +4,7 @@ mod chat;
 mod mail;
 mod manage;
 mod output;
+mod pim;
 mod unlock;
 
 use std::path::{Path, PathBuf};
@@ -86,6 +87,12 @@ enum Command {
     /// Your mail, pushed end-to-end encrypted from the organisation's mail server.
     #[command(subcommand)]
     Mail(mail::MailCommand),
+    /// Your calendar, mirrored end-to-end encrypted from the organisation's calendar server.
+    #[command(subcommand)]
+    Calendar(pim::CalendarCommand),
+    /// Your contacts, mirrored end-to-end encrypted from the organisation's contacts server.
+    #[command(subcommand)]
+    Contacts(pim::ContactsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,6 +290,14 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Mail(command) => {
             let mut messenger = messenger(&profile_dir(cli.profile)?).await?;
             mail::run(&mut messenger, command, out).await
+        }
+        Command::Calendar(command) => {
+            let mut messenger = messenger(&profile_dir(cli.profile)?).await?;
+            pim::calendar(&mut messenger, command, out).await
+        }
+        Command::Contacts(command) => {
+            let mut messenger = messenger(&profile_dir(cli.profile)?).await?;
+            pim::contacts(&mut messenger, command, out).await
         }
         Command::Chat => {
             let mut profile = unlock::load_profile(&profile_dir(cli.profile)?)?;

@@ -1673,4 +1673,250 @@ mod tests {
         store.apply(&MailPush::Removed { mail }, 1).unwrap();
         assert_eq!(store.rows("t/").unwrap().len(), 0);
     }
+
+    fn event(href: &str, title: &str, start: i64, end: i64) -> CalendarEvent {
+        CalendarEvent {
+            href: href.into(),
+            uid: format!("{title}-uid"),
+            title: title.into(),
+            start_unix_s: start,
+            end_unix_s: end,
+            location: "Room Osprey".into(),
+            attendees: vec!["bob@corp.test".into()],
+        }
+    }
+
+    fn contact(href: &str, name: &str) -> ContactCard {
+        ContactCard {
+            href: href.into(),
+            uid: format!("{name}-uid"),
+            name: name.into(),
+            emails: vec![format!("{}@corp.test", name.to_lowercase().replace(' ', "."))],
+            phones: vec!["+1 555 0100".into()],
+        }
+    }
+
+    fn event_titles(events: &[StoredEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.event.title.as_str()).collect()
+    }
+
+    #[test]
+    fn events_are_listed_by_time_got_by_id_changed_and_removed() {
+        let (_dir, store) = store();
+        let standup = event("/alice@corp.test/calendar/a.ics", "Standup", 1_000, 1_900);
+        let review = event("/alice@corp.test/calendar/b.ics", "Review", 500, 800);
+        let reminder = event("/alice@corp.test/calendar/c.ics", "Reminder", 2_000, 2_000);
+        for e in [&standup, &review, &reminder] {
+            assert_eq!(
+                store.apply(&MailPush::Event(e.clone()), 10).unwrap(),
+                Applied::Other
+            );
+        }
+        assert_eq!(
+            event_titles(&store.events(None, None).unwrap()),
+            vec!["Review", "Standup", "Reminder"]
+        );
+        // Overlapping [from, to): an event is in if any of it is.
+        assert_eq!(
+            event_titles(&store.events(Some(800), None).unwrap()),
+            vec!["Standup", "Reminder"]
+        );
+        assert_eq!(
+            event_titles(&store.events(Some(799), Some(1_000)).unwrap()),
+            vec!["Review"]
+        );
+        assert_eq!(
+            event_titles(&store.events(Some(1_899), Some(2_001)).unwrap()),
+            vec!["Standup", "Reminder"]
+        );
+        assert_eq!(
+            event_titles(&store.events(Some(2_000), Some(2_001)).unwrap()),
+            vec!["Reminder"]
+        );
+        assert!(store.events(Some(3_000), None).unwrap().is_empty());
+        assert!(store.events(None, Some(500)).unwrap().is_empty());
+
+        let id = dav_short_id(&standup.href);
+        assert_eq!(id.len(), 8);
+        let got = store.event(&id).unwrap().unwrap();
+        assert_eq!(
+            (got.id.as_str(), &got.event, got.received_at_unix_s),
+            (id.as_str(), &standup, 10)
+        );
+        assert_eq!(
+            store.event(&id[..4].to_uppercase()).unwrap().unwrap().event,
+            standup
+        );
+        assert!(matches!(store.event("xyz"), Err(MailStoreError::InvalidId(_))));
+        assert!(store.get(&id).unwrap().is_none(), "events are not mails");
+
+        // A change replaces the stored copy and keeps when it first arrived.
+        let moved = CalendarEvent {
+            title: "Standup (moved)".into(),
+            start_unix_s: 3_000,
+            end_unix_s: 3_600,
+            ..standup.clone()
+        };
+        store.apply(&MailPush::Event(moved.clone()), 20).unwrap();
+        let got = store.event(&id).unwrap().unwrap();
+        assert_eq!((&got.event, got.received_at_unix_s), (&moved, 10));
+        assert_eq!(store.events(None, None).unwrap().len(), 3);
+
+        store
+            .apply(
+                &MailPush::EventRemoved {
+                    href: standup.href.clone(),
+                },
+                30,
+            )
+            .unwrap();
+        assert!(store.event(&id).unwrap().is_none());
+        assert_eq!(
+            event_titles(&store.events(None, None).unwrap()),
+            vec!["Review", "Reminder"]
+        );
+        // Removing again, or something never stored, changes nothing.
+        let before = dump(&store);
+        store
+            .apply(
+                &MailPush::EventRemoved {
+                    href: standup.href.clone(),
+                },
+                30,
+            )
+            .unwrap();
+        store
+            .apply(
+                &MailPush::EventRemoved {
+                    href: "/nowhere".into(),
+                },
+                30,
+            )
+            .unwrap();
+        assert_eq!(dump(&store), before);
+    }
+
+    #[test]
+    fn contacts_are_listed_by_name_got_by_id_and_removed() {
+        let (_dir, store) = store();
+        let bob = contact("/alice@corp.test/contacts/b.vcf", "bob Builder");
+        let carol = contact("/alice@corp.test/contacts/c.vcf", "Carol Jones");
+        let anna = contact("/alice@corp.test/contacts/a.vcf", "Anna Smith");
+        for c in [&bob, &carol, &anna] {
+            store.apply(&MailPush::Contact(c.clone()), 5).unwrap();
+        }
+        let names: Vec<String> = store
+            .contacts()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.contact.name)
+            .collect();
+        assert_eq!(names, vec!["Anna Smith", "bob Builder", "Carol Jones"]);
+        let id = dav_short_id(&carol.href);
+        assert_eq!(store.contact(&id).unwrap().unwrap().contact, carol);
+        assert!(store.event(&id).unwrap().is_none(), "contacts are not events");
+
+        let renamed = ContactCard {
+            name: "Carol Jones-Smith".into(),
+            ..carol.clone()
+        };
+        store.apply(&MailPush::Contact(renamed.clone()), 6).unwrap();
+        let got = store.contact(&id).unwrap().unwrap();
+        assert_eq!((&got.contact, got.received_at_unix_s), (&renamed, 5));
+        store
+            .apply(
+                &MailPush::ContactRemoved {
+                    href: carol.href.clone(),
+                },
+                7,
+            )
+            .unwrap();
+        assert!(store.contact(&id).unwrap().is_none());
+        assert_eq!(store.contacts().unwrap().len(), 2);
+        // Retention is about messages: contacts and events stay.
+        store
+            .apply(&MailPush::Event(event("/e", "Old", 1, 2)), 1)
+            .unwrap();
+        store.delete_before(i64::MAX).unwrap();
+        assert_eq!(store.contacts().unwrap().len(), 2);
+        assert_eq!(store.events(None, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_repeated_event_or_contact_push_changes_nothing() {
+        let (_dir, store) = store();
+        let e = MailPush::Event(event("/c/a.ics", "Standup", 1, 2));
+        let c = MailPush::Contact(contact("/b/a.vcf", "Bob"));
+        store.apply(&e, 1).unwrap();
+        store.apply(&c, 1).unwrap();
+        let before = dump(&store);
+        store.apply(&e, 2).unwrap();
+        store.apply(&c, 2).unwrap();
+        assert_eq!(dump(&store), before);
+        assert_eq!(store.events(None, None).unwrap()[0].received_at_unix_s, 1);
+    }
+
+    #[test]
+    fn events_and_contacts_sharing_a_short_id_are_told_apart() {
+        let (_dir, store) = store();
+        let mut seen: HashMap<String, u32> = HashMap::new();
+        let (first, second) = (0..)
+            .find_map(|n| {
+                let prefix = dav_short_id(&format!("/c/{n}.ics"))[..4].to_owned();
+                seen.insert(prefix, n).map(|other| (other, n))
+            })
+            .unwrap();
+        let (first, second) = (format!("/c/{first}.ics"), format!("/c/{second}.ics"));
+        store
+            .apply(&MailPush::Event(event(&first, "one", 1, 2)), 1)
+            .unwrap();
+        store
+            .apply(&MailPush::Event(event(&second, "two", 1, 2)), 1)
+            .unwrap();
+        match store.event(&dav_short_id(&first)[..4]) {
+            Err(MailStoreError::Ambiguous { matches, .. }) => assert_eq!(matches.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            store.event(&dav_short_id(&second)).unwrap().unwrap().event.title,
+            "two"
+        );
+    }
+
+    #[test]
+    fn no_event_or_contact_content_reaches_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = open_vault(dir.path());
+        let store = MailStore::new(vault.clone());
+        let mut secret = event(
+            "/alice@corp.test/calendar/merger-zanzibar.ics",
+            "Merger Zanzibar",
+            1_893_578_400,
+            1_893_582_000,
+        );
+        secret.attendees = vec!["walrus@corp.test".into()];
+        store.apply(&MailPush::Event(secret), 1).unwrap();
+        store
+            .apply(
+                &MailPush::Contact(contact(
+                    "/alice@corp.test/contacts/smithers.vcf",
+                    "Waylon Smithers",
+                )),
+                1,
+            )
+            .unwrap();
+        let raw = vault.raw_rows();
+        assert!(raw.iter().filter(|(ns, _, _)| ns == NS).count() >= 3);
+        for (_, key, value) in &raw {
+            let key = String::from_utf8_lossy(key).to_lowercase();
+            let value = String::from_utf8_lossy(value).to_lowercase();
+            for word in [
+                "alice", "corp", "merger", "zanzibar", "walrus", "osprey", "waylon", "smithers", "calendar",
+                "contacts",
+            ] {
+                assert!(!key.contains(word), "{word:?} in key {key:?}");
+                assert!(!value.contains(word), "{word:?} in a stored value");
+            }
+        }
+    }
 }

@@ -45,7 +45,8 @@ pub use management::{
 pub use messages::{
     AuthenticateRequest, ClaimedKeyPackage, CommandSummary, DeviceSummary, DirectoryGroup, EffectivePolicy,
     EnrollRequest, Enrolled, Event, GroupEntry, GroupSubmit, GroupSummary, Hello, ImportedUser, InboxItem,
-    IssuedActivationCode, PolicyReport, Request, Response, SessionInfo, UserDevice, UserSummary,
+    IssuedActivationCode, MailCredential, PolicyReport, Request, Response, SessionInfo, UserDevice,
+    UserSummary,
 };
 pub use policy::{Policy, PolicyBody, PolicyScope, PolicySettings, PolicySource, SettingOrigin};
 pub use signed::{SIGNED_DOCUMENT_BYTES_MAX, Signable, Signed, SignedError};

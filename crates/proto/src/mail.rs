@@ -240,6 +240,8 @@ pub struct MailUserView {
     pub address: String,
     /// Set by `admin mail map`, rather than `user@domain`.
     pub mapped: bool,
+    /// The user linked their own mail login (`redoubt mail link`).
+    pub own_login: bool,
     /// The connector's latest word on this mailbox, if it has tried.
     pub status: Option<MailStatus>,
 }

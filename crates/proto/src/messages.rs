@@ -162,6 +162,39 @@ pub enum Request {
     AdminMailShow,
     /// Admin: the organisation's CalDAV/CardDAV server and its service account.
     AdminDavSet(DavServerSettings),
+    /// This user's own mail login, used instead of the service account (when the mail
+    /// server has no master user); stored by the server sealed. `None` removes it.
+    MailLink { credential: Option<MailCredential> },
+}
+
+/// A user's own login on the organisation's mail server.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailCredential {
+    pub login: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for MailCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailCredential")
+            .field("login", &self.login)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MailCredential {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.login.is_empty() || self.login.len() > 253 || self.login.chars().any(char::is_control) {
+            return Err("the login must be 1 to 253 bytes without control characters".into());
+        }
+        if self.password.is_empty()
+            || self.password.len() > 1024
+            || self.password.contains(['\0', '\r', '\n'])
+        {
+            return Err("the password must be 1 to 1024 bytes on one line".into());
+        }
+        Ok(())
+    }
 }
 
 /// One user of a bulk import.

@@ -15,8 +15,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand_core::{OsRng, RngCore};
 use redoubt_mls::mail::CONNECTOR_USER;
 use redoubt_proto::{
-    DavServerSettings, ErrorCode, HostPort, MailSecurity, MailServerSettings, MailSettingsView, MailStatus,
-    MailUserView, Policy, UserName,
+    DavServerSettings, ErrorCode, HostPort, MailCredential, MailSecurity, MailServerSettings,
+    MailSettingsView, MailStatus, MailUserView, Policy, UserName,
 };
 use redoubt_store::{Change, UserRecord};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,7 @@ const SERVER_KEY: &str = "mail/server";
 const ADDRESS_PREFIX: &str = "mail/address/";
 const SEAL_LABEL: &[u8] = b"redoubt/mail-master-password/v1";
 const DAV_KEY: &str = "dav/server";
+const CREDENTIAL_PREFIX: &str = "mail/credential/";
 const DAV_SEAL_LABEL: &[u8] = b"redoubt/dav-password/v1";
 
 /// The settings as stored: the password sealed.
@@ -65,6 +66,8 @@ pub struct MailUser {
     pub user: UserName,
     pub address: String,
     pub policy: Policy,
+    /// The user's own login (`redoubt mail link`), used instead of the service account.
+    pub credential: Option<MailCredential>,
 }
 
 /// In-memory state shared with the connector: a counter that moves whenever anything the
@@ -238,14 +241,88 @@ pub(crate) async fn map(
     Ok(())
 }
 
+/// The label a user's own credential is sealed under: bound to the user, so a sealed
+/// credential moved to another user's key does not open.
+fn credential_label(user: &UserName) -> Vec<u8> {
+    let mut label = b"redoubt/mail-user-credential/v1\0".to_vec();
+    label.extend_from_slice(user.as_str().as_bytes());
+    label
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredCredential {
+    login: String,
+    password: Sealed,
+}
+
+pub(crate) async fn link(
+    state: &State,
+    who: &Authenticated,
+    credential: Option<MailCredential>,
+) -> Result<(), ApiError> {
+    let key = format!("{CREDENTIAL_PREFIX}{}", who.user);
+    let (value, details) = match &credential {
+        Some(credential) => {
+            credential
+                .validate()
+                .map_err(|why| ApiError::new(ErrorCode::InvalidArgument, why))?;
+            let stored = StoredCredential {
+                login: credential.login.clone(),
+                password: seal(state, &credential_label(&who.user), &credential.password)?,
+            };
+            let value = postcard::to_stdvec(&stored).map_err(|_| internal("encoding failed"))?;
+            (Some(value), format!("login={}", credential.login))
+        }
+        None => (None, "removed".to_owned()),
+    };
+    state
+        .store
+        .apply(
+            &[Change::SetSetting { key, value }],
+            &[audit(
+                state,
+                Some(who),
+                "mail.link",
+                format!("user {}", who.user),
+                details,
+            )],
+        )
+        .await?;
+    state.mail.notify();
+    Ok(())
+}
+
+async fn credential(state: &State, user: &UserName) -> Result<Option<MailCredential>, ApiError> {
+    let key = format!("{CREDENTIAL_PREFIX}{user}");
+    let Some((_, bytes)) = state
+        .store
+        .settings(&key)
+        .await?
+        .into_iter()
+        .find(|(k, _)| *k == key)
+    else {
+        return Ok(None);
+    };
+    let stored: StoredCredential =
+        postcard::from_bytes(&bytes).map_err(|_| internal("a stored mail login is unreadable"))?;
+    Ok(Some(MailCredential {
+        password: open(state, &credential_label(user), &stored.password)?,
+        login: stored.login,
+    }))
+}
+
 pub(crate) async fn show(state: &State, who: &Authenticated) -> Result<MailSettingsView, ApiError> {
     require(state, who, Permission::ManageMail).await?;
     let server = stored_server(state).await?;
+    let linked = state.store.settings(CREDENTIAL_PREFIX).await?;
     let users = mail_users(state, server.as_ref().map(|s| s.domain.as_str()))
         .await?
         .into_iter()
         .map(|(user, address, mapped)| MailUserView {
             status: state.mail.status_of(&user),
+            own_login: linked
+                .iter()
+                .any(|(key, _)| key.strip_prefix(CREDENTIAL_PREFIX) == Some(user.as_str())),
             user,
             address,
             mapped,
@@ -365,7 +442,9 @@ pub(crate) async fn connector_config(state: &State) -> Result<Option<ConnectorCo
     let mut users = Vec::new();
     for (user, address, _) in mail_users(state, Some(&stored.domain)).await? {
         let (policy, _) = crate::management::effective_policy(state, &user).await?;
+        let credential = credential(state, &user).await?;
         users.push(MailUser {
+            credential,
             user,
             address,
             policy,

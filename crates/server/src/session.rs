@@ -444,6 +444,9 @@ async fn authenticated(
         Request::AdminDavSet(settings) => crate::mail::dav_set(state, who, settings)
             .await
             .map(|()| Response::Done),
+        Request::MailLink { credential } => crate::mail::link(state, who, credential)
+            .await
+            .map(|()| Response::Done),
         Request::BlobFetch { blob_id, index } => crate::blobs::fetch(state, who, transfers, blob_id, index)
             .await
             .map(|(bytes, chunk_count, bytes_total)| Response::BlobChunk {

@@ -308,9 +308,10 @@ async fn every_request_is_refused_where_it_must_be_and_changes_nothing() {
             user: "service".into(),
             password: "secret".into(),
         }),
+        Request::MailLink { credential: None },
     ];
     // Every request type but the two that open a session is in the table.
-    assert_eq!(requests.len() + 2, 41, "a request type is missing from the table");
+    assert_eq!(requests.len() + 2, 42, "a request type is missing from the table");
 
     // Mallory's sessions: her current device (not revoked, no roles, outside the group).
     let mut mallory = Session::open(&profile_of["mallory"]).await.unwrap();

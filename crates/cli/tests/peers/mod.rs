@@ -19,7 +19,10 @@
 //!   users are refused at RCPT) and relays anything else to `sink_port` on 127.0.0.1, where
 //!   nothing listens unless a test does (then it sees the outbound mail; otherwise the mail
 //!   stays deferred). `submission_port` requires SASL PLAIN/LOGIN (no TLS).
-//! - Radicale: `http://127.0.0.1:{dav_port}/{user}/`, htpasswd (plain), rights owner_only.
+//! - Radicale: `http://127.0.0.1:{dav_port}/{user}/`, htpasswd (plain). Rights (a
+//!   `from_file` rights file): each user reads and writes their own collections, as with
+//!   owner_only, and [`MASTER_USER`] (same password as for Dovecot) reads and writes every
+//!   user's, as a calendar connector's service account does.
 //!
 //! Everything stops on drop (also while unwinding from a panic); a watchdog process also
 //! cleans up if the test process dies without unwinding.
@@ -677,8 +680,17 @@ impl MailPeers {
     fn write_radicale(&self) {
         let d = self.root.join("radicale");
         fs::create_dir_all(d.join("collections")).expect("create the radicale dirs");
-        let users: String = self.users.iter().map(|(u, p)| format!("{u}:{p}\n")).collect();
+        let mut users: String = self.users.iter().map(|(u, p)| format!("{u}:{p}\n")).collect();
+        users.push_str(&format!("{}:{}\n", self.master_user, self.master_password));
         write_file(&d.join("users"), &users, 0o600);
+        assert!(
+            self.master_user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "the master user's name goes into a regex as it is"
+        );
+        let rights = RADICALE_RIGHTS.replace("@MASTER@", &self.master_user);
+        write_file(&d.join("rights"), &rights, 0o644);
         let conf = RADICALE_CONF
             .replace("@DIR@", &d.display().to_string())
             .replace("@DAV_PORT@", &self.dav_port.to_string());
@@ -1249,13 +1261,37 @@ htpasswd_encryption = plain
 delay = 0
 
 [rights]
-type = owner_only
+type = from_file
+file = @DIR@/rights
 
 [storage]
 filesystem_folder = @DIR@/collections
 
 [logging]
 level = info
+"#;
+
+/// First match wins: the master user anywhere; then owner_only's rules.
+const RADICALE_RIGHTS: &str = r#"# Written by crates/cli/tests/peers/mod.rs
+[master]
+user: @MASTER@
+collection: .*
+permissions: RrWw
+
+[root]
+user: .+
+collection:
+permissions: R
+
+[principal]
+user: .+
+collection: {user}
+permissions: RW
+
+[collections]
+user: .+
+collection: {user}/[^/]+
+permissions: rw
 "#;
 
 /// The client side: Python's imaplib, smtplib and caldav (and raw WebDAV for contacts).
