@@ -434,7 +434,7 @@ impl Dav {
                 let is_kind = self
                     .members(&response)?
                     .iter()
-                    .any(|m| same_path(&m.href, &path) && m.has_type(ns, name));
+                    .any(|m| is_collection(&m.href, &path) && m.has_type(ns, name));
                 if is_kind {
                     Ok(())
                 } else {
@@ -495,7 +495,7 @@ impl Dav {
             207 => Ok(self
                 .members(&response)?
                 .into_iter()
-                .find(|m| same_path(&m.href, path))
+                .find(|m| is_collection(&m.href, path))
                 .and_then(|m| m.ctag.or(m.sync_token))),
             404 => {
                 self.create(client, kind).await?;
@@ -862,6 +862,11 @@ fn same_path(a: &str, b: &str) -> bool {
     a.strip_suffix(b"/").unwrap_or(&a) == b.strip_suffix(b"/").unwrap_or(&b)
 }
 
+/// Whether a member's href (absolute or not) names the collection at `path`.
+fn is_collection(href: &str, path: &str) -> bool {
+    normalize_href(href).is_some_and(|href| same_path(&href, path))
+}
+
 /// Whether `href` is strictly inside the collection `collection` (ending in `/`).
 fn inside(href: &str, collection: &str) -> bool {
     let (href, collection) = (decode_path(href), decode_path(collection));
@@ -911,6 +916,10 @@ mod tests {
         assert!(!same_path(
             "/alice%40corp.test/calendar/",
             "/bob@corp.test/calendar/"
+        ));
+        assert!(is_collection(
+            "https://dav.example.com/alice%40corp.test/calendar",
+            "/alice@corp.test/calendar/"
         ));
         assert!(inside(
             "/alice%40corp.test/calendar/x.ics",
