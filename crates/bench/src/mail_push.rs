@@ -655,15 +655,13 @@ async fn run_with_peers(
     let mut outcomes = Vec::new();
     let mut device_errors = Vec::new();
     let mut timed_out = false;
-    for device in devices {
-        match tokio::time::timeout_at(drain_deadline.into(), device).await {
-            Ok(Ok(Ok(outcome))) => outcomes.push(outcome),
-            Ok(Ok(Err(error))) => device_errors.push(format!("{error:#}")),
-            Ok(Err(error)) => device_errors.push(format!("device task: {error}")),
-            Err(_) => {
-                timed_out = true;
-                break;
-            }
+    for device in &mut devices {
+        if tokio::time::timeout_at(drain_deadline.into(), device)
+            .await
+            .is_err()
+        {
+            timed_out = true;
+            break;
         }
     }
     let window_ended = Instant::now();
@@ -676,15 +674,15 @@ async fn run_with_peers(
     let _ = stop_tx.send(true);
     watching.store(true, Ordering::Relaxed);
     let (in_mailbox, watch_rounds) = watcher.await?;
-    if timed_out {
-        bail!(
-            "the devices did not have every mail {} s after the last was sent (or the \
-             --timeout-s deadline passed)",
-            DRAIN_MAX.as_secs()
-        );
+    // Stopped, every device returns what it saw (a finished one at once).
+    for device in devices {
+        match device.await {
+            Ok(Ok(outcome)) => outcomes.push(outcome),
+            Ok(Err(error)) => device_errors.push(format!("{error:#}")),
+            Err(error) => device_errors.push(format!("device task: {error}")),
+        }
     }
-    let admin_outcome = admin_device.await?;
-    if let Err(error) = admin_outcome {
+    if let Err(error) = admin_device.await? {
         device_errors.push(format!("admin device: {error:#}"));
     }
 
@@ -808,10 +806,26 @@ async fn run_with_peers(
         );
     }
     notes.push(format!("the maildir watcher looked {watch_rounds} times"));
+    if timed_out {
+        notes.push(format!(
+            "the devices did not have every mail {} s after the last was accepted (or the \
+             --timeout-s deadline passed)",
+            DRAIN_MAX.as_secs()
+        ));
+    }
     for error in send_errors.iter().chain(&device_errors) {
         notes.push(format!("error: {error}"));
     }
-    let ok = send_errors.is_empty()
+    if in_mailbox.len() < args.size {
+        eprintln!(
+            "mail-push: {} of {} mails reached the mailboxes; the mail servers' logs:\n{}",
+            in_mailbox.len(),
+            args.size,
+            peers.diagnostics()
+        );
+    }
+    let ok = !timed_out
+        && send_errors.is_empty()
         && device_errors.is_empty()
         && sent.len() == args.size
         && received == args.size

@@ -412,6 +412,54 @@ fn mail_reaches_both_devices_and_replies_flags_moves_and_sends_reach_the_mail_se
             .all(|m| !m.subject.contains("KESTREL"))
     );
 
+    // A device enrolled later joins the mailbox and gets the mail already there.
+    peers.send_mail(BOB, ALICE, "Before the tablet DOVE-8", "old news", None);
+    wait_for_mail_on(&phone, "INBOX", "DOVE-8");
+    let issued = json_ok(
+        &org.admin,
+        &["admin", "device", "add", "alice", "--json", "--no-qr"],
+        &[],
+    );
+    let tablet = org.profile("alice-tablet");
+    json_ok(
+        &tablet,
+        &[
+            "enroll",
+            issued["code"].as_str().unwrap(),
+            "--name",
+            "alice-tablet",
+            "--json",
+        ],
+        &[],
+    );
+    json_ok(&tablet, &["group", "list", "--json"], &[]);
+    wait_for_mail_on(&tablet, "INBOX", "DOVE-8");
+
+    // A revoked device is removed from the mailbox group: it gets nothing more.
+    json_ok(
+        &org.admin,
+        &["admin", "device", "revoke", "alice-laptop", "--json"],
+        &[],
+    );
+    eventually("the laptop to leave the mailbox group", PUSH_DEADLINE, || {
+        let groups = json_ok(&phone, &["group", "list", "--json"], &[]);
+        let mailbox = groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["conversation"] == "mailbox")?
+            .clone();
+        (mailbox["devices"] == 3).then_some(())
+    });
+    peers.send_mail(
+        BOB,
+        ALICE,
+        "After the revocation GANNET-1",
+        "not for the laptop",
+        None,
+    );
+    wait_for_mail_on(&tablet, "INBOX", "GANNET-1");
+
     let show = org.mail_show();
     assert_eq!(user_status(&show, "alice")["ok"], true, "{show:#}");
     drop(org);
@@ -540,6 +588,49 @@ fn bad_settings_and_missing_mailboxes_give_clear_errors_and_the_rest_keeps_worki
             .contains("no such mailbox"),
         "{carol_status:#}"
     );
+
+    // Bob links his own mail login instead of the service account: a wrong password is
+    // reported as his, the right one connects.
+    let wrong = write(&org.root, "bob-wrong", "nope\n");
+    json_ok(
+        &bob,
+        &[
+            "mail",
+            "link",
+            "--login",
+            BOB,
+            "--password-file",
+            wrong.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    let detail = wait_for_status(&org, "bob", false);
+    assert!(detail.contains("bob's own login"), "{detail}");
+    let right = write(&org.root, "bob-right", &format!("{BOB_PW}\n"));
+    json_ok(
+        &bob,
+        &[
+            "mail",
+            "link",
+            "--login",
+            BOB,
+            "--password-file",
+            right.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    wait_for_status(&org, "bob", true);
+    let show = org.mail_show();
+    let bob_row = show["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user"] == "bob")
+        .unwrap();
+    assert_eq!(bob_row["own_login"], true, "{show:#}");
+    assert!(!show.to_string().contains(BOB_PW), "the password is never shown");
 
     // Meanwhile everything else works: mail for alice, and messaging between people.
     peers.send_mail(BOB, ALICE, "Still working WREN-3", "yes", None);

@@ -1025,6 +1025,12 @@ impl Messenger {
         Ok(report)
     }
 
+    /// Processes one conversation's log after the cursor (cheaper than [`Self::sync`] when
+    /// an event names the group).
+    pub async fn sync_one(&mut self, group_id: &GroupId) -> Result<SyncReport, ClientError> {
+        self.sync_group(group_id).await
+    }
+
     /// Processes one group's log after the cursor.
     async fn sync_group(&mut self, group_id: &GroupId) -> Result<SyncReport, ClientError> {
         let mut report = SyncReport::default();

@@ -32,7 +32,7 @@ use redoubt_proto::{Bytes, DavServerSettings, GroupId};
 use redoubt_server::MailUser;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{Command, Shared, deterministic_id, unix_now};
 use http::{Client, HttpError, Response};
@@ -172,6 +172,8 @@ pub(crate) struct Dav {
     user: MailUser,
     group: GroupId,
     commands: mpsc::Receiver<Command>,
+    /// Moves when a device joined the mailbox group: push everything again.
+    replays: watch::Receiver<u64>,
     /// The URL's path, ending in `/`.
     base: String,
 }
@@ -183,6 +185,7 @@ impl Dav {
         user: MailUser,
         group: GroupId,
         commands: mpsc::Receiver<Command>,
+        replays: watch::Receiver<u64>,
     ) -> Self {
         Self {
             shared,
@@ -190,6 +193,7 @@ impl Dav {
             user,
             group,
             commands,
+            replays,
             base: String::new(),
         }
     }
@@ -256,6 +260,12 @@ impl Dav {
                 Ok(None) => return Ok(()),
                 Ok(Some(command)) => self.carry_out(client, command).await?,
                 Err(_) => {}
+            }
+            if self.replays.has_changed().unwrap_or(false) {
+                self.replays.borrow_and_update();
+                for kind in KINDS {
+                    self.forget_pushed(kind)?;
+                }
             }
             for kind in KINDS {
                 self.sync(client, kind).await?;
@@ -326,6 +336,25 @@ impl Dav {
             }
         }
         Ok((meta, items))
+    }
+
+    /// Forgets the collection's version and members (keeping the push count, so ids stay
+    /// unique): the next sync pushes every member again, for a device that just joined.
+    fn forget_pushed(&self, kind: Kind) -> Result<(), DavError> {
+        let (mut meta, items) = self.load(kind)?;
+        meta.version = None;
+        let keys: Vec<String> = items.keys().map(|href| self.item_key(kind, href)).collect();
+        let meta_bytes = postcard::to_stdvec(&meta).map_err(|e| DavError::State(e.to_string()))?;
+        self.shared
+            .state
+            .transaction(|tx| {
+                tx.put(crate::STATE_NS, self.state_key(kind), &meta_bytes)?;
+                for key in &keys {
+                    tx.delete(crate::STATE_NS, key)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| DavError::State(e.to_string()))
     }
 
     /// Saves the collection's record and, with `Some(href)`, that member's record (or its

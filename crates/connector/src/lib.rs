@@ -31,18 +31,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redoubt_client::{ClientError, Messenger, Profile, QueuedMailCommand, Vault};
+use redoubt_client::{ClientError, Messenger, Profile, QueuedMailCommand, Session, Vault};
 use redoubt_mls::AppBody;
 use redoubt_mls::mail::{MAILBOX_GROUP_NAME, MailPush};
-use redoubt_proto::{ActivationCode, Bytes, DeviceName, GroupId, UserName};
+use redoubt_proto::{ActivationCode, Bytes, DeviceName, Event, GroupId, UserName};
 use redoubt_server::{ConnectorConfig, ServerHandle};
 use sha2::Digest;
 use tokio::sync::{Mutex, mpsc, watch};
 
 /// The connector's own namespace in its vault.
 const STATE_NS: &str = "connector";
-/// How long the shared session waits for the server's events before syncing anyway.
-const EVENT_WAIT: Duration = Duration::from_millis(300);
 /// How often every mailbox group is fully synced (new devices added, removals committed).
 const FULL_SYNC_EVERY: Duration = Duration::from_secs(5);
 /// Commands waiting for one mailbox's task.
@@ -77,6 +75,9 @@ struct Route {
     user: UserName,
     mail: mpsc::Sender<Command>,
     dav: Option<mpsc::Sender<Command>>,
+    /// Moves when a device joins the mailbox group: the tasks push everything again, so
+    /// the new device starts with the mailbox, not only what arrives after it.
+    replays: watch::Sender<u64>,
 }
 
 /// A queued command, handed to its mailbox's task.
@@ -89,6 +90,10 @@ pub(crate) struct Command {
 /// server, and the vault for sync state.
 pub(crate) struct Shared {
     messenger: Mutex<Messenger>,
+    /// A connection of its own for attachments and long bodies, so a large file never
+    /// holds up other mailboxes' pushes (opened on first use, reopened after an error).
+    transfers: Mutex<Option<Session>>,
+    profile: Profile,
     pub handle: ServerHandle,
     pub state: Vault,
     /// Commands handed to a task and not yet answered (they stay queued in the vault).
@@ -119,11 +124,17 @@ impl Shared {
         bytes: Vec<u8>,
     ) -> Result<redoubt_mls::Attachment, ClientError> {
         let length = bytes.len() as u64;
-        self.messenger
-            .lock()
-            .await
-            .upload(group, name, bytes.as_slice(), length, |_, _| {})
-            .await
+        let mut transfers = self.transfers_session().await?;
+        let session = transfers
+            .as_mut()
+            .ok_or_else(|| ClientError::Protocol("no session".into()))?;
+        let result =
+            redoubt_client::attachment::upload(session, group, name, bytes.as_slice(), length, |_, _| {})
+                .await;
+        if result.is_err() {
+            *transfers = None;
+        }
+        result
     }
 
     pub(crate) async fn download(
@@ -131,11 +142,24 @@ impl Shared {
         attachment: &redoubt_mls::Attachment,
         out: &mut Vec<u8>,
     ) -> Result<(), ClientError> {
-        self.messenger
-            .lock()
-            .await
-            .download(attachment, out, |_, _| {})
-            .await
+        let mut transfers = self.transfers_session().await?;
+        let session = transfers
+            .as_mut()
+            .ok_or_else(|| ClientError::Protocol("no session".into()))?;
+        let result = redoubt_client::attachment::download(session, attachment, out, |_, _| {}).await;
+        if result.is_err() {
+            *transfers = None;
+        }
+        result
+    }
+
+    /// The transfer connection, opened if there is none.
+    async fn transfers_session(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Session>>, ClientError> {
+        let mut transfers = self.transfers.lock().await;
+        if transfers.is_none() {
+            *transfers = Some(Session::open(&self.profile).await?);
+        }
+        Ok(transfers)
     }
 
     /// Answers a command with its outcome, then forgets it; if the answer cannot be pushed
@@ -256,17 +280,28 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
             return;
         }
     };
-    let state = match Profile::load(dir, None) {
-        Ok(profile) => profile.vault().clone(),
+    let profile = match Profile::load(dir, None) {
+        Ok(profile) => profile,
         Err(error) => {
             tracing::warn!(%error, "the mail connector could not open its vault");
             return;
         }
     };
+    // Events arrive on a session of their own, so waiting for them never holds the one
+    // the mailbox tasks push through.
+    let mut events = match Session::open(&profile).await {
+        Ok(session) => session,
+        Err(error) => {
+            tracing::warn!(%error, "the mail connector could not open its event session");
+            return;
+        }
+    };
     let shared = Arc::new(Shared {
         messenger: Mutex::new(messenger),
+        transfers: Mutex::new(None),
+        state: profile.vault().clone(),
+        profile,
         handle: handle.clone(),
-        state,
         in_flight: std::sync::Mutex::new(BTreeSet::new()),
     });
     let mut routes: BTreeMap<GroupId, Route> = BTreeMap::new();
@@ -280,9 +315,17 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
             match mailbox_group(&shared, &user.user).await {
                 Ok(Some(group)) => {
                     let (mail, receiver) = mpsc::channel(COMMANDS_QUEUED_MAX);
+                    let (replays, replayed) = watch::channel(replay_generation(&shared, &user.user));
                     let dav = config.dav.clone().map(|settings| {
                         let (sender, receiver) = mpsc::channel(COMMANDS_QUEUED_MAX);
-                        let task = dav::Dav::new(shared.clone(), settings, user.clone(), group, receiver);
+                        let task = dav::Dav::new(
+                            shared.clone(),
+                            settings,
+                            user.clone(),
+                            group,
+                            receiver,
+                            replayed.clone(),
+                        );
                         tasks.spawn(task.run());
                         sender
                     });
@@ -292,6 +335,7 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
                             user: user.user.clone(),
                             mail,
                             dav,
+                            replays,
                         },
                     );
                     let mailbox = mailbox::Mailbox {
@@ -300,6 +344,7 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
                         user,
                         group,
                         commands: receiver,
+                        replays: replayed,
                     };
                     tasks.spawn(mailbox.run());
                 }
@@ -317,22 +362,52 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
         waiting = still_waiting;
 
         // Read the groups: new devices join, removals are committed, commands queue up.
+        // An event naming a group reads that group; anything else, or a quiet interval,
+        // reads everything (which also adds users' new devices).
+        let wake = tokio::select! {
+            event = events.next_event() => Some(event),
+            () = tokio::time::sleep_until(last_full_sync + FULL_SYNC_EVERY) => None,
+        };
+        let full = !matches!(wake, Some(Ok(Event::GroupAppended { .. })));
         let commands = {
             let mut messenger = shared.messenger.lock().await;
-            let event = tokio::time::timeout(EVENT_WAIT, messenger.next_event()).await;
-            let due = last_full_sync.elapsed() >= FULL_SYNC_EVERY;
-            if matches!(event, Ok(Ok(_))) || due {
-                if let Err(error) = messenger.sync().await {
-                    tracing::warn!(%error, "connector sync failed");
-                    if matches!(error, ClientError::Connect { .. }) {
-                        let _ = messenger.reconnect(8, |_, _| {}).await;
-                    }
+            let result = match wake {
+                Some(Ok(Event::GroupAppended { group_id, .. })) if routes.contains_key(&group_id) => {
+                    messenger.sync_one(&group_id).await.map(|_| ())
                 }
+                Some(Ok(event @ (Event::PolicyChanged { .. } | Event::Command(_)))) => {
+                    if let Err(error) = events.handle_event(event).await {
+                        tracing::error!(%error, "the mail connector's device was told to stop");
+                        return;
+                    }
+                    Ok(())
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "connector event session lost; reopening");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match Session::open(&shared.profile).await {
+                        Ok(session) => events = session,
+                        Err(error) => tracing::warn!(%error, "could not reopen the event session"),
+                    }
+                    Ok(())
+                }
+                Some(Ok(_)) | None => Ok(()),
+            };
+            let result = if full && result.is_ok() {
                 last_full_sync = tokio::time::Instant::now();
-            } else if let Ok(Err(error)) = event
-                && matches!(error, ClientError::Connect { .. })
-            {
-                let _ = messenger.reconnect(8, |_, _| {}).await;
+                let synced = messenger.sync().await.map(|_| ());
+                if synced.is_ok() {
+                    notice_new_devices(&shared, &messenger, &routes);
+                }
+                synced
+            } else {
+                result
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, "connector sync failed");
+                if matches!(error, ClientError::Connect { .. }) {
+                    let _ = messenger.reconnect(8, |_, _| {}).await;
+                }
             }
             messenger.mail_commands().unwrap_or_default()
         };
@@ -421,5 +496,60 @@ async fn mailbox_group(shared: &Shared, user: &UserName) -> Result<Option<GroupI
         }
         Err(error) if error.code() == Some(redoubt_proto::ErrorCode::NotFound) => Ok(None),
         Err(error) => Err(error),
+    }
+}
+
+fn generation_key(user: &UserName) -> String {
+    format!("generation/{user}")
+}
+
+/// How many times `user`'s mailbox has been pushed again for a new device.
+fn replay_generation(shared: &Shared, user: &UserName) -> u64 {
+    shared
+        .state
+        .get(STATE_NS, generation_key(user))
+        .ok()
+        .flatten()
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// Compares each mailbox group's devices with those seen before; when a device joined,
+/// counts a new generation and tells the user's tasks to push everything again.
+fn notice_new_devices(shared: &Shared, messenger: &Messenger, routes: &BTreeMap<GroupId, Route>) {
+    for (group_id, route) in routes {
+        let Ok(Some(conversation)) = messenger
+            .conversations()
+            .map(|all| all.into_iter().find(|c| c.group_id == *group_id))
+        else {
+            continue;
+        };
+        let Ok(members) = messenger.members(&conversation) else {
+            continue;
+        };
+        let devices: BTreeSet<[u8; 16]> = members.iter().map(|m| *m.device_id.as_bytes()).collect();
+        let key = format!("devices/{}", route.user);
+        let known: Option<BTreeSet<[u8; 16]>> = shared
+            .state
+            .get(STATE_NS, &key)
+            .ok()
+            .flatten()
+            .and_then(|bytes| postcard::from_bytes(&bytes).ok());
+        if known.as_ref() == Some(&devices) {
+            continue;
+        }
+        let joined = known.as_ref().is_some_and(|known| !devices.is_subset(known));
+        let Ok(bytes) = postcard::to_stdvec(&devices) else {
+            continue;
+        };
+        let generation = replay_generation(shared, &route.user) + u64::from(joined);
+        let saved = shared.state.transaction(|tx| {
+            tx.put(STATE_NS, &key, &bytes)?;
+            tx.put(STATE_NS, generation_key(&route.user), &generation.to_be_bytes())
+        });
+        if saved.is_ok() && joined {
+            tracing::info!(user = %route.user, generation, "a device joined the mailbox; pushing it again");
+            route.replays.send_replace(generation);
+        }
     }
 }

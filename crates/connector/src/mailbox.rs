@@ -11,7 +11,7 @@ use redoubt_mls::mail::{INLINE_TEXT_BYTES_MAX, MailCommand, MailFlags, MailPush,
 use redoubt_proto::{Bytes, MailSecurity, MailServerSettings};
 use redoubt_server::MailUser;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::compose::{self, Threading};
 use crate::stream::MailStream;
@@ -67,6 +67,9 @@ pub(crate) struct Mailbox {
     pub user: MailUser,
     pub group: redoubt_proto::GroupId,
     pub commands: mpsc::Receiver<Command>,
+    /// Moves when a device joined the mailbox group: push everything again (under ids of
+    /// this generation, so the server does not drop them as repeats).
+    pub replays: watch::Receiver<u64>,
 }
 
 fn flags_of(fetch: &async_imap::types::Fetch) -> MailFlags {
@@ -177,10 +180,25 @@ impl Mailbox {
         if self.server.security != MailSecurity::StartTls {
             client.read_response().await.map_err(io)?;
         }
-        let authenticator = PlainAs {
-            authzid: self.user.address.clone(),
-            user: self.server.master_user.clone(),
-            password: self.server.master_password.clone(),
+        // The user's own login when they linked one, else the service account acting
+        // for them.
+        let (authenticator, whose) = match &self.user.credential {
+            Some(credential) => (
+                PlainAs {
+                    authzid: String::new(),
+                    user: credential.login.clone(),
+                    password: credential.password.clone(),
+                },
+                format!("{}'s own login (redoubt mail link)", self.user.user),
+            ),
+            None => (
+                PlainAs {
+                    authzid: self.user.address.clone(),
+                    user: self.server.master_user.clone(),
+                    password: self.server.master_password.clone(),
+                },
+                "the service account".to_owned(),
+            ),
         };
         let session = tokio::time::timeout(
             Duration::from_secs(30),
@@ -190,8 +208,8 @@ impl Mailbox {
         .map_err(|_| MailboxError::Imap(format!("{server}: login timed out")))?
         .map_err(|(e, _)| {
             MailboxError::Refused(format!(
-                "the mail server refused the service account for {}: {e} \
-                     (wrong master password, or no such mailbox)",
+                "the mail server refused {whose} for {}: {e} \
+                     (wrong password, or no such mailbox)",
                 self.user.address
             ))
         })?;
@@ -200,8 +218,15 @@ impl Mailbox {
 
     async fn serve(&mut self, mut session: Session) -> Result<(), MailboxError> {
         let mut folders_pushed: Vec<String> = Vec::new();
+        let mut replay = false;
         loop {
             let folders = self.folders(&mut session).await?;
+            if replay || self.replays.has_changed().unwrap_or(false) {
+                self.replays.borrow_and_update();
+                self.forget_pushed(&folders)?;
+                folders_pushed.clear();
+                replay = false;
+            }
             if folders != folders_pushed {
                 self.shared
                     .push(&self.group, &MailPush::Folders(folders.clone()), None)
@@ -222,6 +247,7 @@ impl Mailbox {
                 Idle::Stop => return Ok(()),
                 Idle::Command(command) => self.carry_out(&mut session, command).await?,
                 Idle::Changed => {}
+                Idle::Replay => replay = true,
             }
         }
     }
@@ -244,6 +270,22 @@ impl Mailbox {
             .collect();
         folders.sort();
         Ok(folders)
+    }
+
+    /// Forgets which messages were pushed (keeping each folder's UIDVALIDITY), so the next
+    /// round pushes every message in the sync window again.
+    fn forget_pushed(&self, folders: &[String]) -> Result<(), MailboxError> {
+        for folder in folders {
+            let state = self.load_state(folder)?;
+            self.save_state(
+                folder,
+                &FolderState {
+                    uid_validity: state.uid_validity,
+                    ..FolderState::default()
+                },
+            )?;
+        }
+        Ok(())
     }
 
     fn state_key(&self, folder: &str) -> String {
@@ -343,9 +385,10 @@ impl Mailbox {
             return Ok(flags);
         };
         let summary = parsed.summary(mail.clone(), flags, self.user.policy.mail_preview_bytes as usize);
+        let generation = self.replays.borrow().to_string();
         let id = deterministic_id(
             &self.user.user,
-            &["message", &mail.folder],
+            &["message", &mail.folder, &generation],
             mail.uid_validity,
             mail.uid,
         );
@@ -431,6 +474,11 @@ impl Mailbox {
                     command.map_or(Idle::Stop, Idle::Command)
                 }
                 () = tokio::time::sleep(IDLE_MAX + Duration::from_secs(5)) => Idle::Changed,
+                _ = self.replays.changed() => {
+                    drop(interrupt);
+                    let _ = tokio::time::timeout(Duration::from_secs(10), &mut wait).await;
+                    Idle::Replay
+                }
             }
         };
         let session = handle.done().await.map_err(imap_error("DONE"))?;
@@ -555,7 +603,7 @@ impl Mailbox {
         )
         .map_err(|e| MailboxError::Refused(e.0))?;
         let formatted = message.formatted();
-        crate::smtp::submit(&self.server, &self.user.address, message)
+        crate::smtp::submit(&self.server, &self.user, message)
             .await
             .map_err(MailboxError::Refused)?;
         // The copy in Sent, as a mail client would keep it.
@@ -696,6 +744,8 @@ impl Mailbox {
 
 enum Idle {
     Changed,
+    /// A device joined: push everything again.
+    Replay,
     Command(Command),
     Stop,
 }

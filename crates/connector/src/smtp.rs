@@ -4,12 +4,12 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use redoubt_proto::{MailSecurity, MailServerSettings};
 
-/// Submits `message` as `address`, authenticated as the service account acting for the
-/// user (Dovecot's `user*master` login; SMTP AUTH has no separate authorisation identity
-/// in most servers' submission paths).
+/// Submits `message` for `user`: with their own login when they linked one, else as the
+/// service account acting for them (Dovecot's `user*master` login; SMTP AUTH has no
+/// separate authorisation identity in most servers' submission paths).
 pub(crate) async fn submit(
     server: &MailServerSettings,
-    address: &str,
+    user: &redoubt_server::MailUser,
     message: lettre::Message,
 ) -> Result<(), String> {
     let smtp = &server.smtp;
@@ -21,10 +21,13 @@ pub(crate) async fn submit(
         )),
     }
     .map_err(|e| format!("SMTP server {smtp}: {e}"))?;
-    let credentials = Credentials::new(
-        format!("{address}*{}", server.master_user),
-        server.master_password.clone(),
-    );
+    let credentials = match &user.credential {
+        Some(own) => Credentials::new(own.login.clone(), own.password.clone()),
+        None => Credentials::new(
+            format!("{}*{}", user.address, server.master_user),
+            server.master_password.clone(),
+        ),
+    };
     let transport = builder
         .port(smtp.port)
         .credentials(credentials)
