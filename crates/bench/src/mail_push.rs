@@ -714,7 +714,7 @@ async fn run_with_peers(
             redoubt.push(ms(arrival.at.saturating_duration_since(*delivered)));
         }
     }
-    let in_mailbox_count = mail_server.len();
+    let in_mailbox_count = in_mailbox.keys().filter(|i| accepted.contains_key(i)).count();
     let total = Percentiles::of(total);
     let mail_server = Percentiles::of(mail_server);
     let redoubt = Percentiles::of(redoubt);

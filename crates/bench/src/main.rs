@@ -228,6 +228,13 @@ fn raise_fd_limit() -> u64 {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // The server's (and the mail connector's) logs, for diagnosis: only when asked for.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let fd_limit = raise_fd_limit();
     if let Scenario::Serve { data, connector } = &cli.scenario {
         return target::serve_child(data, *connector);

@@ -314,6 +314,24 @@ fn mail_reaches_both_devices_and_replies_flags_moves_and_sends_reach_the_mail_se
         "{answered:?}"
     );
 
+    // A forward carries the original's attachment along.
+    json_ok(
+        &laptop,
+        &["mail", "forward", &id, "--to", BOB, "--body", "FYI", "--json"],
+        &[],
+    );
+    let forwarded = peers
+        .wait_for_mail(
+            BOB,
+            BOB_PW,
+            "INBOX",
+            "Fwd: Quarterly numbers OSPREY-4410",
+            PUSH_DEADLINE,
+        )
+        .unwrap_or_else(|| panic!("no forward in bob's INBOX\n{}", peers.maillog()));
+    assert_eq!(forwarded.attachment_names, ["numbers.csv"], "{forwarded:?}");
+    assert!(forwarded.body_text.contains("PELICAN-7731"), "{forwarded:?}");
+
     // A new message with an attachment, sent from the laptop.
     let plan = write(&org.root, "plan.txt", "step one, step two\n");
     json_ok(
