@@ -816,7 +816,7 @@ async fn run_with_peers(
     for error in send_errors.iter().chain(&device_errors) {
         notes.push(format!("error: {error}"));
     }
-    if in_mailbox.len() < args.size {
+    if in_mailbox.len() < args.size || std::env::var_os("MAILPUSH_DEBUG").is_some() {
         eprintln!(
             "mail-push: {} of {} mails reached the mailboxes; the mail servers' logs:\n{}",
             in_mailbox.len(),

@@ -256,7 +256,14 @@ pub async fn run(handle: ServerHandle, dir: PathBuf, mut stop: watch::Receiver<b
     }
 }
 
-async fn open_messenger(handle: &ServerHandle, dir: &std::path::Path) -> Result<Messenger, ClientError> {
+/// Opens the connector's device profile (enrolling it on first use) and its session. The
+/// profile is locked with a passcode derived from the root key, so a copy of the data
+/// folder without the root key does not open the connector's MLS state.
+async fn open_messenger(
+    handle: &ServerHandle,
+    dir: &std::path::Path,
+) -> Result<(Profile, Messenger), ClientError> {
+    let passcode = handle.connector_passcode();
     if !dir.join("profile.json").exists() && !dir.join("keys.json").exists() {
         let issued = handle
             .connector_activation_code()
@@ -267,23 +274,20 @@ async fn open_messenger(handle: &ServerHandle, dir: &std::path::Path) -> Result<
         redoubt_client::enroll(dir, &code, name).await?;
         tracing::info!(dir = %dir.display(), "mail connector enrolled");
     }
-    let profile = Profile::load(dir, None)?;
-    Messenger::open(&profile).await
+    let mut profile = Profile::load(dir, Some(passcode.as_str()))?;
+    if !profile.has_passcode() {
+        profile.set_passcode(Some(passcode.as_str()))?;
+    }
+    let messenger = Messenger::open(&profile).await?;
+    Ok((profile, messenger))
 }
 
 /// Serves every mailbox of `config`; returns only if it cannot start.
 async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorConfig) {
-    let messenger = match open_messenger(handle, dir).await {
-        Ok(messenger) => messenger,
+    let (profile, messenger) = match open_messenger(handle, dir).await {
+        Ok(opened) => opened,
         Err(error) => {
             tracing::warn!(%error, "the mail connector could not open its session");
-            return;
-        }
-    };
-    let profile = match Profile::load(dir, None) {
-        Ok(profile) => profile,
-        Err(error) => {
-            tracing::warn!(%error, "the mail connector could not open its vault");
             return;
         }
     };

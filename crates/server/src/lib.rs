@@ -524,6 +524,11 @@ impl ServerHandle {
         self.state.mail.set_status(user.clone(), status);
     }
 
+    /// The passcode for the mail connector's device profile (derived from the root key).
+    pub fn connector_passcode(&self) -> zeroize::Zeroizing<String> {
+        self.state.org.connector_passcode()
+    }
+
     /// An activation code for the mail connector's service device (creating its service
     /// user on first use).
     pub async fn connector_activation_code(&self) -> Result<IssuedActivationCode, ServerError> {

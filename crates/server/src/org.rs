@@ -66,6 +66,18 @@ impl Org {
         zeroize::Zeroizing::new(hash.finalize().into())
     }
 
+    /// The passcode that locks the mail connector's device profile (its keys and vault,
+    /// under `DATA/connector/`): derived from the root key, so the data folder without
+    /// the root key does not open the connector's MLS state.
+    pub(crate) fn connector_passcode(&self) -> zeroize::Zeroizing<String> {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"redoubt/connector-passcode/v1\0");
+        hash.update(self.key.as_bytes());
+        let digest: [u8; 32] = hash.finalize().into();
+        zeroize::Zeroizing::new(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// Signs a document devices verify with the organisation key.
     pub(crate) fn sign<T: redoubt_proto::Signable>(&self, value: &T) -> redoubt_proto::Signed<T> {
         redoubt_proto::Signed::sign(value, &self.key)
