@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use redoubt_client::{Messenger, Session, StoredMail};
-use redoubt_mls::mail::{MailCommand as Command, OutgoingMail};
+use redoubt_mls::mail::{MailCommand as Command, OutgoingMail, Service};
 use redoubt_proto::{
     DavServerSettings, HostPort, MailCredential, MailSecurity, MailServerSettings, MailSettingsView, Request,
     Response, UserName,
@@ -520,24 +520,36 @@ pub(crate) async fn run(messenger: &mut Messenger, command_line: MailCommand, ou
             out.note("unlinked: the connector uses the organisation's service account");
         }
         MailCommand::Status => {
-            let status = messenger.mail().status()?;
             let mailbox = messenger.mailbox()?.is_some();
+            let mail = messenger.mail().status(Service::Mail)?;
+            let calendar = messenger.mail().status(Service::Calendar)?;
             if out.is_json() {
+                let json_of = |status: &Option<(bool, String, i64)>| {
+                    status
+                        .as_ref()
+                        .map(|(ok, detail, at)| json!({ "ok": ok, "detail": detail, "at_unix_s": at }))
+                };
                 print_json(&json!({
                     "mailbox": mailbox,
-                    "ok": status.as_ref().map(|s| s.0),
-                    "detail": status.as_ref().map(|s| s.1.clone()),
-                    "at_unix_s": status.as_ref().map(|s| s.2),
+                    "ok": mail.as_ref().map(|s| s.0),
+                    "detail": mail.as_ref().map(|s| s.1.clone()),
+                    "at_unix_s": mail.as_ref().map(|s| s.2),
+                    "calendar": json_of(&calendar),
                 }));
+            } else if !mailbox {
+                println!("no mailbox yet: the organisation's mail connector has not set one up for you");
             } else {
-                match status {
-                    Some((ok, detail, at)) => {
-                        println!("{} {detail} ({})", if ok { "ok:" } else { "ERROR:" }, time(at))
+                for (what, status) in [("mail", mail), ("calendar and contacts", calendar)] {
+                    match status {
+                        Some((ok, detail, at)) => {
+                            println!(
+                                "{what}: {} {detail} ({})",
+                                if ok { "ok," } else { "ERROR:" },
+                                time(at)
+                            )
+                        }
+                        None => println!("{what}: no status yet"),
                     }
-                    None if mailbox => println!("mailbox set up; no status yet"),
-                    None => println!(
-                        "no mailbox yet: the organisation's mail connector has not set one up for you"
-                    ),
                 }
             }
         }

@@ -55,7 +55,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use data_encoding::HEXLOWER;
 use rand_core::{OsRng, RngCore};
 use redoubt_mls::Attachment;
-use redoubt_mls::mail::{CalendarEvent, ContactCard, MailPush, MailRef, MailSummary};
+use redoubt_mls::mail::{CalendarEvent, ContactCard, MailPush, MailRef, MailSummary, Service};
 use redoubt_proto::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -85,6 +85,14 @@ const KEY_SALT: &str = "salt";
 const KEY_FOLDERS: &str = "folders";
 const KEY_FOLDER_COUNTS: &str = "folder-counts";
 const KEY_STATUS: &str = "status";
+const KEY_STATUS_CALENDAR: &str = "status/calendar";
+
+fn status_key(service: Service) -> &'static str {
+    match service {
+        Service::Mail => KEY_STATUS,
+        Service::Calendar => KEY_STATUS_CALENDAR,
+    }
+}
 /// Key roots of events and contacts.
 const EVENT_ROOT: &str = "e";
 const CONTACT_ROOT: &str = "c";
@@ -597,6 +605,7 @@ impl Tx<'_, '_> {
                 Ok(Applied::Other)
             }
             MailPush::Status {
+                service,
                 ok,
                 detail,
                 at_unix_s,
@@ -606,7 +615,7 @@ impl Tx<'_, '_> {
                     detail: truncated(detail, DETAIL_BYTES_MAX),
                     at_unix_s: *at_unix_s,
                 };
-                self.put(KEY_STATUS, &record)?;
+                self.put(status_key(*service), &record)?;
                 Ok(Applied::Other)
             }
             MailPush::Event(event) => {
@@ -893,10 +902,10 @@ impl MailStore {
         self.read(&attachment_key(&Slot::of(&salt, mail).id(), index))
     }
 
-    /// The connector's last status: (ok, detail, when).
-    pub fn status(&self) -> Result<Option<(bool, String, i64)>, MailStoreError> {
+    /// The connector's last status of `service`: (ok, detail, when).
+    pub fn status(&self, service: Service) -> Result<Option<(bool, String, i64)>, MailStoreError> {
         Ok(self
-            .read::<StatusRecord>(KEY_STATUS)?
+            .read::<StatusRecord>(status_key(service))?
             .map(|status| (status.ok, status.detail, status.at_unix_s)))
     }
 
@@ -1071,7 +1080,7 @@ mod tests {
         assert!(store.get("abcd").unwrap().is_none());
         assert!(store.search("anything").unwrap().is_empty());
         assert!(store.folders().unwrap().is_empty());
-        assert_eq!(store.status().unwrap(), None);
+        assert_eq!(store.status(Service::Mail).unwrap(), None);
         assert_eq!(store.outcome(&Bytes([0; 16])).unwrap(), None);
         assert_eq!(store.attachment(&mail_ref("INBOX", 1), 0).unwrap(), None);
         assert_eq!(store.delete_before(i64::MAX).unwrap(), 0);
@@ -1424,6 +1433,7 @@ mod tests {
         store
             .apply(
                 &MailPush::Status {
+                    service: Service::Mail,
                     ok: false,
                     detail: long.clone(),
                     at_unix_s: 5,
@@ -1431,13 +1441,14 @@ mod tests {
                 5,
             )
             .unwrap();
-        let (ok_now, detail, at) = store.status().unwrap().unwrap();
+        let (ok_now, detail, at) = store.status(Service::Mail).unwrap().unwrap();
         assert!(!ok_now);
         assert_eq!(at, 5);
         assert!(detail.len() <= DETAIL_BYTES_MAX && long.starts_with(&detail));
         store
             .apply(
                 &MailPush::Status {
+                    service: Service::Mail,
                     ok: true,
                     detail: "connected".into(),
                     at_unix_s: 6,
@@ -1445,7 +1456,10 @@ mod tests {
                 6,
             )
             .unwrap();
-        assert_eq!(store.status().unwrap(), Some((true, "connected".into(), 6)));
+        assert_eq!(
+            store.status(Service::Mail).unwrap(),
+            Some((true, "connected".into(), 6))
+        );
     }
 
     #[test]
@@ -1591,6 +1605,7 @@ mod tests {
         store
             .apply(
                 &MailPush::Status {
+                    service: Service::Mail,
                     ok: true,
                     detail: "x".into(),
                     at_unix_s: 1,

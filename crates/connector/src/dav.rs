@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redoubt_mls::mail::{MailCommand, MailPush, NewContact, NewEvent};
+use redoubt_mls::mail::{MailCommand, MailPush, NewContact, NewEvent, Service};
 use redoubt_proto::{Bytes, DavServerSettings, GroupId};
 use redoubt_server::MailUser;
 use serde::{Deserialize, Serialize};
@@ -220,7 +220,7 @@ impl Dav {
             }
         };
         let mut backoff = BACKOFF_MIN;
-        let mut failing: Option<String> = None;
+        let mut failing: Option<Option<String>> = None;
         loop {
             let error = match self.serve(&client, &mut backoff, &mut failing).await {
                 Ok(()) => return,
@@ -245,7 +245,7 @@ impl Dav {
         &mut self,
         client: &Client,
         backoff: &mut Duration,
-        failing: &mut Option<String>,
+        failing: &mut Option<Option<String>>,
     ) -> Result<(), DavError> {
         for kind in KINDS {
             self.ensure(client, kind).await?;
@@ -273,17 +273,20 @@ impl Dav {
         }
     }
 
-    /// Tells the devices when calendar and contacts stop or start working again (not when
-    /// they simply work: the mailbox's own status stays what devices see then).
-    async fn report(&self, failing: &mut Option<String>, error: Option<String>) {
-        let (ok, detail) = match (&error, &*failing) {
-            (Some(error), Some(before)) if error == before => return,
-            (Some(error), _) => (false, format!("calendar and contacts: {error}")),
-            (None, Some(_)) => (true, "calendar and contacts: connected".to_owned()),
-            (None, None) => return,
+    /// Tells the devices (and nothing else: the status is theirs to show) whether calendar
+    /// and contacts work, each time that changes. `last` is what was said last: `None`
+    /// before anything was, `Some(None)` for working.
+    async fn report(&self, last: &mut Option<Option<String>>, error: Option<String>) {
+        if last.as_ref() == Some(&error) {
+            return;
+        }
+        let (ok, detail) = match &error {
+            Some(error) => (false, format!("calendar and contacts: {error}")),
+            None => (true, "calendar and contacts: connected".to_owned()),
         };
-        *failing = error;
+        *last = Some(error);
         let push = MailPush::Status {
+            service: Service::Calendar,
             ok,
             detail,
             at_unix_s: unix_now(),

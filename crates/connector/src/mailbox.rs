@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_imap::types::Flag;
 use futures_util::TryStreamExt;
-use redoubt_mls::mail::{INLINE_TEXT_BYTES_MAX, MailCommand, MailFlags, MailPush, MailRef, OutgoingMail};
+use redoubt_mls::mail::{
+    INLINE_TEXT_BYTES_MAX, MailCommand, MailFlags, MailPush, MailRef, OutgoingMail, Service,
+};
 use redoubt_proto::{Bytes, MailSecurity, MailServerSettings};
 use redoubt_server::MailUser;
 use serde::{Deserialize, Serialize};
@@ -148,6 +150,7 @@ impl Mailbox {
         }
         *last = Some((ok, detail.clone()));
         let push = MailPush::Status {
+            service: Service::Mail,
             ok,
             detail,
             at_unix_s: unix_now(),

@@ -116,6 +116,7 @@ pub enum MailPush {
     /// The connector's state for this mailbox, for the user to see ("connected", or why
     /// not: wrong credentials, server unreachable, no such mailbox).
     Status {
+        service: Service,
         ok: bool,
         detail: String,
         at_unix_s: i64,
@@ -170,6 +171,15 @@ pub struct NewContact {
     pub name: String,
     pub emails: Vec<String>,
     pub phones: Vec<String>,
+}
+
+/// Which of the connector's links a [`MailPush::Status`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Service {
+    /// IMAP and SMTP.
+    Mail,
+    /// CalDAV and CardDAV.
+    Calendar,
 }
 
 /// A message to send, composed on a device.
