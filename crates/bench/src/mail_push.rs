@@ -10,7 +10,7 @@
 //! `--rate` mails/s. A mail counts as *accepted* when Postfix answers 250 to its DATA; it
 //! is *in the mailbox* when Dovecot's maildir file for it appears (the harness watches the
 //! maildirs), and *on the device* when the device's mail store lists its subject after a
-//! sync. Each device waits for the server's events (syncing at least once a second) and
+//! sync. Each device waits for the server's events (syncing at least every 10 s) and
 //! syncs on each one, as the device library's users do.
 
 #[path = "../../cli/tests/peers/mod.rs"]
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use redoubt_client::{ClientError, Messenger};
 use redoubt_proto::{
-    ActivationCode, DeviceName, HostPort, ImportedUser, MailSecurity, MailServerSettings, Request, Response,
-    UserName,
+    ActivationCode, DeviceName, Event, GroupId, HostPort, ImportedUser, MailSecurity, MailServerSettings,
+    Request, Response, UserName,
 };
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -46,7 +46,7 @@ const DOMAIN: &str = peers::DOMAIN;
 /// The envelope and header sender: someone outside the organisation.
 const SENDER: &str = "bench@sender.test";
 /// Longest a device waits for the server's events before syncing anyway.
-const DEVICE_POLL: Duration = Duration::from_secs(1);
+const DEVICE_POLL: Duration = Duration::from_secs(10);
 /// Longest the set-up may take until every mailbox is connected.
 const SETUP_MAX: Duration = Duration::from_secs(180);
 /// After the last mail is accepted, longest the devices may take to have them all.
@@ -274,14 +274,26 @@ async fn sender(
     (sent, None)
 }
 
-/// Watches the users' maildirs (INBOX: `new/` and `cur/`) and notes when each mail of this
-/// run first appears there: the moment Dovecot's LMTP delivery finished.
-fn watch_maildirs(inboxes: Vec<PathBuf>, tag: &str, stop: &AtomicBool) -> (BTreeMap<usize, Instant>, u64) {
-    let mut known: BTreeSet<String> = BTreeSet::new();
-    let mut delivered = BTreeMap::new();
-    let mut rounds = 0u64;
+/// When each mail of this run was seen in the users' maildirs (INBOX).
+#[derive(Debug, Default)]
+struct MaildirTimes {
+    /// First seen at all: Dovecot's LMTP delivery put its file in `new/`.
+    delivered: BTreeMap<usize, Instant>,
+    /// First seen in `cur/`: a session with INBOX selected read-write synced the folder
+    /// (here only the connector's, which idles there) and Dovecot moved the file.
+    noticed: BTreeMap<usize, Instant>,
+    rounds: u64,
+}
+
+/// Watches the users' maildirs (INBOX: `new/` and `cur/`) every [`MAILDIR_POLL`] until
+/// `stop`, noting when each mail of this run first appears in each.
+fn watch_maildirs(inboxes: Vec<PathBuf>, tag: &str, stop: &AtomicBool) -> MaildirTimes {
+    // Base name (without `cur/`'s `:2,FLAGS`) → the mail's index, if it is one of ours.
+    let mut known: BTreeMap<String, Option<usize>> = BTreeMap::new();
+    let mut in_cur: BTreeSet<String> = BTreeSet::new();
+    let mut times = MaildirTimes::default();
     while !stop.load(Ordering::Relaxed) {
-        rounds += 1;
+        times.rounds += 1;
         for inbox in &inboxes {
             for sub in ["new", "cur"] {
                 let Ok(entries) = std::fs::read_dir(inbox.join(sub)) else {
@@ -289,33 +301,40 @@ fn watch_maildirs(inboxes: Vec<PathBuf>, tag: &str, stop: &AtomicBool) -> (BTree
                 };
                 for entry in entries.flatten() {
                     let name = entry.file_name().to_string_lossy().into_owned();
-                    // `cur/` names add `:2,FLAGS` to the name the file had in `new/`.
                     let base = name.split(':').next().unwrap_or_default().to_owned();
-                    if known.contains(&base) {
-                        continue;
-                    }
                     let seen = Instant::now();
-                    // Moved from new/ to cur/ meanwhile: found there next round.
-                    let Ok(bytes) = std::fs::read(entry.path()) else {
-                        continue;
+                    let index = match known.get(&base) {
+                        Some(index) => *index,
+                        None => {
+                            // Moved from new/ to cur/ meanwhile: found there next round.
+                            let Ok(bytes) = std::fs::read(entry.path()) else {
+                                continue;
+                            };
+                            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(8192)]);
+                            let index = text
+                                .lines()
+                                .take_while(|l| !l.trim_end().is_empty())
+                                .find_map(|l| l.strip_prefix("Subject: "))
+                                .and_then(|s| index_of(tag, s.trim_end()));
+                            if let Some(index) = index {
+                                times.delivered.entry(index).or_insert(seen);
+                            }
+                            known.insert(base.clone(), index);
+                            index
+                        }
                     };
-                    known.insert(base);
-                    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(8192)]);
-                    let subject = text
-                        .split("\r\n\r\n")
-                        .next()
-                        .into_iter()
-                        .flat_map(|h| h.lines())
-                        .find_map(|l| l.strip_prefix("Subject: "));
-                    if let Some(index) = subject.and_then(|s| index_of(tag, s)) {
-                        delivered.entry(index).or_insert(seen);
+                    if sub == "cur"
+                        && in_cur.insert(base)
+                        && let Some(index) = index
+                    {
+                        times.noticed.entry(index).or_insert(seen);
                     }
                 }
             }
         }
         std::thread::sleep(MAILDIR_POLL);
     }
-    (delivered, rounds)
+    times
 }
 
 /// CPU time (user + system) of the mail servers' processes, with that of their exited
@@ -341,8 +360,9 @@ fn mail_servers_cpu_s(root: &Path) -> f64 {
 struct Arrival {
     index: usize,
     at: Instant,
-    /// Whether the sync that found it followed a server event (not a poll).
-    after_event: bool,
+    /// When the server event that started the sync which found it arrived (`None`: a
+    /// poll found it).
+    event_at: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -361,10 +381,21 @@ fn mailbox_ready(messenger: &Messenger) -> Result<bool> {
     }
     let mail = messenger.mail();
     let connected = mail
-        .status()
+        .status(redoubt_mls::mail::Service::Mail)
         .map_err(ClientError::from)?
         .is_some_and(|(ok, _, _)| ok);
     Ok(connected && !mail.folders().map_err(ClientError::from)?.is_empty())
+}
+
+/// Adds the group an event names to `groups`; any other event makes it `None`.
+fn note_event(event: &Event, groups: &mut Option<BTreeSet<GroupId>>) {
+    match (event, groups.as_mut()) {
+        (Event::GroupAppended { group_id, .. }, Some(groups)) => {
+            groups.insert(*group_id);
+        }
+        (Event::GroupAppended { .. }, None) => {}
+        _ => *groups = None,
+    }
 }
 
 /// One device: waits for events (syncing at least every [`DEVICE_POLL`]), syncs, says when
@@ -374,6 +405,7 @@ async fn device_loop(
     id: usize,
     mut messenger: Messenger,
     expected: usize,
+    sync_one: bool,
     tag: Arc<String>,
     ready: mpsc::UnboundedSender<usize>,
     mut stop: watch::Receiver<bool>,
@@ -381,6 +413,7 @@ async fn device_loop(
     let mut outcome = DeviceOutcome::default();
     let mut is_ready = false;
     let mut found = BTreeSet::new();
+    let mut last_cursor = None;
     loop {
         if *stop.borrow() || (is_ready && expected > 0 && found.len() >= expected) {
             break;
@@ -389,20 +422,37 @@ async fn device_loop(
             waited = tokio::time::timeout(DEVICE_POLL, messenger.next_event()) => waited,
             _ = stop.changed() => break,
         };
-        let after_event = match waited {
-            Ok(Ok(_)) => true,
-            Ok(Err(error)) => return Err(error).context("device session"),
-            Err(_) => false,
-        };
-        if after_event {
-            outcome.events += 1;
-            // One sync reads everything the queued events announce.
-            while let Ok(Ok(_)) = tokio::time::timeout(Duration::ZERO, messenger.next_event()).await {
+        // With `sync_one`: the groups the events named (`None`: something else happened).
+        let mut groups = Some(BTreeSet::new());
+        let event_at = match waited {
+            Ok(Ok(event)) => {
+                let at = Instant::now();
+                note_event(&event, &mut groups);
                 outcome.events += 1;
+                // One sync reads everything the queued events announce.
+                while let Ok(Ok(event)) = tokio::time::timeout(Duration::ZERO, messenger.next_event()).await {
+                    note_event(&event, &mut groups);
+                    outcome.events += 1;
+                }
+                Some(at)
+            }
+            Ok(Err(error)) => return Err(error).context("device session"),
+            Err(_) => {
+                groups = None;
+                None
+            }
+        };
+        let began = Instant::now();
+        match groups.filter(|_| sync_one && is_ready) {
+            Some(groups) => {
+                for group in &groups {
+                    messenger.sync_one(group).await.context("device sync")?;
+                }
+            }
+            None => {
+                messenger.sync().await.context("device sync")?;
             }
         }
-        let began = Instant::now();
-        let report = messenger.sync().await.context("device sync")?;
         let synced = Instant::now();
         outcome.syncs += 1;
         outcome.sync_s += (synced - began).as_secs_f64();
@@ -410,7 +460,12 @@ async fn device_loop(
             is_ready = true;
             let _ = ready.send(id);
         }
-        if report.mail > 0 && expected > 0 {
+        // `SyncReport::mail` would say whether pushes were applied, but `Messenger::sync`
+        // leaves it at 0 (it adds up only `messages` and `failures` of each group): the
+        // mailbox group's cursor says whether anything new was read.
+        let cursor = messenger.mailbox()?.map(|c| c.cursor);
+        if cursor != last_cursor && expected > 0 {
+            last_cursor = cursor;
             for mail in messenger.mail().list(Some("INBOX")).map_err(ClientError::from)? {
                 if let Some(index) = index_of(&tag, &mail.summary.subject)
                     && found.insert(index)
@@ -418,7 +473,7 @@ async fn device_loop(
                     outcome.arrivals.push(Arrival {
                         index,
                         at: synced,
-                        after_event,
+                        event_at,
                     });
                 }
             }
@@ -545,6 +600,7 @@ async fn run_with_peers(
             id,
             messenger,
             expected,
+            args.sync_one,
             tag.clone(),
             ready_tx.clone(),
             stop_rx.clone(),
@@ -654,14 +710,15 @@ async fn run_with_peers(
     let admin_device = devices.pop().ok_or_else(|| anyhow!("no admin device"))?;
     let mut outcomes = Vec::new();
     let mut device_errors = Vec::new();
+    let mut finished = Vec::new();
     let mut timed_out = false;
     for device in &mut devices {
-        if tokio::time::timeout_at(drain_deadline.into(), device)
-            .await
-            .is_err()
-        {
-            timed_out = true;
-            break;
+        match tokio::time::timeout_at(drain_deadline.into(), device).await {
+            Ok(result) => finished.push(result),
+            Err(_) => {
+                timed_out = true;
+                break;
+            }
         }
     }
     let window_ended = Instant::now();
@@ -673,10 +730,15 @@ async fn run_with_peers(
     let mail_servers_cpu = mail_servers_cpu_s(&peers_root) - mail_servers_before;
     let _ = stop_tx.send(true);
     watching.store(true, Ordering::Relaxed);
-    let (in_mailbox, watch_rounds) = watcher.await?;
-    // Stopped, every device returns what it saw (a finished one at once).
-    for device in devices {
-        match device.await {
+    let maildirs = watcher.await?;
+    let in_mailbox = &maildirs.delivered;
+    // Stopped, every device returns what it saw.
+    let mut results = finished;
+    for device in devices.into_iter().skip(results.len()) {
+        results.push(device.await);
+    }
+    for result in results {
+        match result {
             Ok(Ok(outcome)) => outcomes.push(outcome),
             Ok(Err(error)) => device_errors.push(format!("{error:#}")),
             Err(error) => device_errors.push(format!("device task: {error}")),
@@ -699,25 +761,58 @@ async fn run_with_peers(
         }
     }
     let received = arrivals.keys().filter(|i| accepted.contains_key(i)).count();
-    let by_poll = arrivals.values().filter(|a| !a.after_event).count();
+    let by_poll = arrivals.values().filter(|a| a.event_at.is_none()).count();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut total = Vec::new();
     let mut mail_server = Vec::new();
     let mut redoubt = Vec::new();
+    let mut imap_notice = Vec::new();
+    let mut connector = Vec::new();
+    let mut device = Vec::new();
     for (index, sent) in &accepted {
         let Some(arrival) = arrivals.get(index) else {
             continue;
         };
         total.push(ms(arrival.at.saturating_duration_since(sent.accepted)));
-        if let Some(delivered) = in_mailbox.get(index) {
-            mail_server.push(ms(delivered.saturating_duration_since(sent.accepted)));
-            redoubt.push(ms(arrival.at.saturating_duration_since(*delivered)));
+        let Some(delivered) = in_mailbox.get(index) else {
+            continue;
+        };
+        mail_server.push(ms(delivered.saturating_duration_since(sent.accepted)));
+        redoubt.push(ms(arrival.at.saturating_duration_since(*delivered)));
+        if let (Some(noticed), Some(event_at)) = (maildirs.noticed.get(index), arrival.event_at) {
+            imap_notice.push(ms(noticed.saturating_duration_since(*delivered)));
+            connector.push(ms(event_at.saturating_duration_since(*noticed)));
+            device.push(ms(arrival.at.saturating_duration_since(event_at)));
         }
+    }
+    if let Some(path) = &args.trace {
+        // Per mail, ms since the window began (empty: never).
+        let at = |t: Option<&Instant>| {
+            t.map(|t| format!("{:.1}", ms(t.saturating_duration_since(window_began))))
+                .unwrap_or_default()
+        };
+        let mut csv = String::from("mail,user,accepted,in_mailbox,in_cur,device_event,listed\n");
+        for (index, sent) in &accepted {
+            let arrival = arrivals.get(index);
+            csv.push_str(&format!(
+                "{index},{},{},{},{},{},{}\n",
+                index % users.len(),
+                at(Some(&sent.accepted)),
+                at(in_mailbox.get(index)),
+                at(maildirs.noticed.get(index)),
+                at(arrival.and_then(|a| a.event_at.as_ref())),
+                at(arrival.map(|a| &a.at)),
+            ));
+        }
+        std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;
     }
     let in_mailbox_count = in_mailbox.keys().filter(|i| accepted.contains_key(i)).count();
     let total = Percentiles::of(total);
     let mail_server = Percentiles::of(mail_server);
     let redoubt = Percentiles::of(redoubt);
+    let imap_notice = Percentiles::of(imap_notice);
+    let connector = Percentiles::of(connector);
+    let device = Percentiles::of(device);
     let transaction = Percentiles::of(sent.iter().map(|s| ms(s.transaction)).collect());
     let first_accept = sent.iter().map(|s| s.accepted).min();
     let last_arrival = arrivals.values().map(|a| a.at).max();
@@ -757,6 +852,12 @@ async fn run_with_peers(
     s.num("redoubt_latency_p50", redoubt.p50, 1, "ms");
     s.num("redoubt_latency_p99", redoubt.p99, 1, "ms");
     s.num("redoubt_latency_max", redoubt.max, 1, "ms");
+    s.num("imap_notice_p50", imap_notice.p50, 1, "ms");
+    s.num("imap_notice_p99", imap_notice.p99, 1, "ms");
+    s.num("connector_to_event_p50", connector.p50, 1, "ms");
+    s.num("connector_to_event_p99", connector.p99, 1, "ms");
+    s.num("device_event_to_listed_p50", device.p50, 1, "ms");
+    s.num("device_event_to_listed_p99", device.p99, 1, "ms");
     s.num("smtp_transaction_p50", transaction.p50, 2, "ms");
     s.num("smtp_transaction_p99", transaction.p99, 2, "ms");
     s.num("server_cpu_s", server_cpu_s, 2, "s");
@@ -788,7 +889,7 @@ async fn run_with_peers(
             "{} users, one device each, plus a mail device for the admin (a mailbox too: the \
              connector serves every user); mails round-robin over the users on {} SMTP \
              connections; devices sync on each server event and at least every {} s \
-             (found_by_poll: mails a poll found, not an event)",
+             (found_by_poll: mails a periodic sync found before their event was read)",
             users.len(),
             connections,
             DEVICE_POLL.as_secs()
@@ -805,7 +906,29 @@ async fn run_with_peers(
                 .into(),
         );
     }
-    notes.push(format!("the maildir watcher looked {watch_rounds} times"));
+    notes.push(format!(
+        "Redoubt's part split further (mails a device found after an event): imap_notice = in \
+         new/ → moved to cur/ (Dovecot does so when a session with INBOX selected read-write \
+         syncs it: the connector's, woken in IDLE); connector_to_event = that → the device's \
+         server event (the connector's IMAP round trips and MLS push, the server's append and \
+         notice); device_event_to_listed = the event → listed (the device's sync); the \
+         maildirs were looked at {} times",
+        maildirs.rounds
+    ));
+    // Dovecot notices new mail in IDLE through inotify, one instance per IMAP process, all
+    // under one uid here (as with virtual users); past the kernel's per-uid limit it falls
+    // back to looking every 30 s (mailbox_idle_check_interval).
+    let inotify_max = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    if let Some(max) = inotify_max.filter(|max| users.len() + 1 > max.saturating_sub(8)) {
+        notes.push(format!(
+            "{} mailboxes idle in Dovecot against fs.inotify.max_user_instances = {max} for its \
+             uid: past the limit Dovecot logs \"Inotify instance limit … exceeded, disabling\" \
+             and notices new mail only every 30 s in those mailboxes (raise the sysctl)",
+            users.len() + 1
+        ));
+    }
     if timed_out {
         notes.push(format!(
             "the devices did not have every mail {} s after the last was accepted (or the \
@@ -816,7 +939,7 @@ async fn run_with_peers(
     for error in send_errors.iter().chain(&device_errors) {
         notes.push(format!("error: {error}"));
     }
-    if in_mailbox.len() < args.size || std::env::var_os("MAILPUSH_DEBUG").is_some() {
+    if in_mailbox.len() < args.size {
         eprintln!(
             "mail-push: {} of {} mails reached the mailboxes; the mail servers' logs:\n{}",
             in_mailbox.len(),
@@ -849,6 +972,7 @@ async fn run_with_peers(
                 "rate_per_s": args.rate,
                 "smtp_connections": connections,
                 "body_bytes": args.body_bytes,
+                "device_sync": if args.sync_one { "sync_one per event" } else { "sync per event" },
                 "mail_servers": "Dovecot (IMAP, LMTP) + Postfix (SMTP) on loopback, security none",
             },
             "open_files_limit": common.fd_limit,

@@ -171,6 +171,13 @@ pub struct MailPushArgs {
     /// Plain-text body bytes per mail.
     #[arg(long, default_value_t = 300)]
     pub body_bytes: usize,
+    /// Diagnostic: on an event naming a group, devices read only that group
+    /// (`Messenger::sync_one`) instead of a whole `sync` (what the chat app does).
+    #[arg(long)]
+    pub sync_one: bool,
+    /// Write each mail's timings (ms since the window began) here as CSV.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
 }
 
 /// Runs `f` over `items` on spawned tasks, at most `concurrency` at a time; results in order.
