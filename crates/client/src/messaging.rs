@@ -1012,6 +1012,7 @@ impl Messenger {
                 let group_report = self.sync_group(&conversation.group_id).await?;
                 report.messages += group_report.messages;
                 report.failures += group_report.failures;
+                report.mail += group_report.mail;
                 if !self
                     .load_conversation(&conversation.group_id)?
                     .is_some_and(|c| c.removed)
@@ -1023,6 +1024,11 @@ impl Messenger {
         self.top_up_key_packages().await?;
         self.apply_retention()?;
         Ok(report)
+    }
+
+    /// The last log entry this device processed in a conversation (0 if unknown).
+    pub fn cursor(&self, group_id: &GroupId) -> Result<u64, ClientError> {
+        Ok(self.load_conversation(group_id)?.map_or(0, |c| c.cursor))
     }
 
     /// Processes one conversation's log after the cursor (cheaper than [`Self::sync`] when
@@ -1060,12 +1066,16 @@ impl Messenger {
             }
             let mut group = self.load_group(group_id)?;
             let mut commit_needed = false;
+            // Only entries from others change the group state (our own were applied when
+            // accepted): a batch of nothing but our own needs no write.
+            let mut changed = false;
             let mut delivered = Vec::new();
             for entry in entries {
                 conversation.cursor = entry.seq;
                 if entry.sender == self.device_id {
                     // Our own commit whose answer never reached us: apply it now.
                     if group.has_pending_commit() && self.is_pending_commit(group_id, &entry.message)? {
+                        changed = true;
                         group
                             .apply_pending_commit()
                             .map_err(mls_error("applying commit"))?;
@@ -1075,6 +1085,7 @@ impl Messenger {
                     }
                     continue;
                 }
+                changed = true;
                 let processed = MlsMessage::from_bytes(&entry.message)
                     .and_then(|message| group.process_incoming_message(message));
                 match processed {
@@ -1181,7 +1192,9 @@ impl Messenger {
                     break;
                 }
             }
-            group.write_to_storage().map_err(mls_error("saving group"))?;
+            if changed {
+                group.write_to_storage().map_err(mls_error("saving group"))?;
+            }
             drop(group);
             self.save_conversation(&conversation)?;
             if !delivered.is_empty() && !conversation.removed {

@@ -42,7 +42,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 /// The connector's own namespace in its vault.
 const STATE_NS: &str = "connector";
 /// How often every mailbox group is fully synced (new devices added, removals committed).
-const FULL_SYNC_EVERY: Duration = Duration::from_secs(5);
+const FULL_SYNC_EVERY: Duration = Duration::from_secs(60);
 /// Commands waiting for one mailbox's task.
 const COMMANDS_QUEUED_MAX: usize = 64;
 
@@ -80,6 +80,15 @@ struct Route {
     replays: watch::Sender<u64>,
 }
 
+/// What woke the connector's main loop.
+enum Wake {
+    Event(Result<Event, ClientError>),
+    /// A device can now be added to groups.
+    DevicesChanged,
+    /// Nothing for a while: a full sync anyway.
+    Quiet,
+}
+
 /// A queued command, handed to its mailbox's task.
 #[derive(Debug)]
 pub(crate) struct Command {
@@ -98,6 +107,8 @@ pub(crate) struct Shared {
     pub state: Vault,
     /// Commands handed to a task and not yet answered (they stay queued in the vault).
     in_flight: std::sync::Mutex<BTreeSet<(GroupId, u64)>>,
+    /// Log positions of this connector's own pushes not yet behind its cursor, per group.
+    pushed: std::sync::Mutex<BTreeMap<GroupId, BTreeSet<u64>>>,
 }
 
 impl Shared {
@@ -110,11 +121,31 @@ impl Shared {
     ) -> Result<u64, ClientError> {
         let id = id.unwrap_or_else(random_id);
         let body = AppBody::Mail(push.clone());
-        self.messenger
+        let seq = self
+            .messenger
             .lock()
             .await
             .send_body_with_id(group, &body, id)
-            .await
+            .await?;
+        self.pushed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(*group)
+            .or_default()
+            .insert(seq);
+        Ok(seq)
+    }
+
+    /// Whether every entry of `group` after `cursor` up to `seq` is one of our own pushes
+    /// (forgetting those at or before the cursor).
+    fn only_own(&self, group: &GroupId, cursor: u64, seq: u64) -> bool {
+        let mut pushed = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
+        let own = pushed.entry(*group).or_default();
+        *own = own.split_off(&(cursor + 1));
+        if seq <= cursor {
+            return true;
+        }
+        own.range(cursor + 1..=seq).count() as u64 == seq - cursor
     }
 
     pub(crate) async fn upload(
@@ -236,15 +267,25 @@ pub async fn run(handle: ServerHandle, dir: PathBuf, mut stop: watch::Receiver<b
                 None
             }
         };
-        let serving = async {
-            match config {
-                Some(config) => serve(&handle, &dir, config).await,
+        // On a task of its own, so that a panic (a bug) restarts the connector rather than
+        // ending it; the set aborts the task when settings change or the server stops.
+        let mut serving = tokio::task::JoinSet::new();
+        if let Some(config) = config {
+            let (handle, dir) = (handle.clone(), dir.clone());
+            serving.spawn(async move { serve(&handle, &dir, config).await });
+        }
+        let finished = async {
+            match serving.join_next().await {
+                Some(Err(error)) if error.is_panic() => {
+                    tracing::error!(%error, "the mail connector failed; restarting it");
+                }
+                Some(_) => {}
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            () = serving => {
-                // Could not start (the server not yet listening, say): try again soon.
+            () = finished => {
+                // Could not start (the server not yet listening, say) or failed: try again soon.
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             _ = changes.changed() => tracing::info!("mail settings changed; connector restarting"),
@@ -307,15 +348,25 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
         profile,
         handle: handle.clone(),
         in_flight: std::sync::Mutex::new(BTreeSet::new()),
+        pushed: std::sync::Mutex::new(BTreeMap::new()),
     });
     let mut routes: BTreeMap<GroupId, Route> = BTreeMap::new();
     let mut waiting: Vec<redoubt_server::MailUser> = config.users.clone();
     let mut tasks = tokio::task::JoinSet::new();
     let mut last_full_sync = tokio::time::Instant::now() - FULL_SYNC_EVERY;
+    let mut devices = handle.device_changes();
+    let mut retry_waiting = true;
     loop {
-        // Mailbox groups for users that have none yet (they need a device first).
+        // Mailbox groups for users that have none yet (they need a device first): tried
+        // at the start and after each full sync (when a device may have appeared).
         let mut still_waiting = Vec::new();
-        for user in waiting {
+        let candidates = if retry_waiting {
+            std::mem::take(&mut waiting)
+        } else {
+            Vec::new()
+        };
+        retry_waiting = false;
+        for user in candidates {
             match mailbox_group(&shared, &user.user).await {
                 Ok(Some(group)) => {
                     let (mail, receiver) = mpsc::channel(COMMANDS_QUEUED_MAX);
@@ -363,45 +414,64 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
                 }
             }
         }
-        waiting = still_waiting;
+        waiting.extend(still_waiting);
 
         // Read the groups: new devices join, removals are committed, commands queue up.
         // An event naming a group reads that group; anything else, or a quiet interval,
         // reads everything (which also adds users' new devices).
         let wake = tokio::select! {
-            event = events.next_event() => Some(event),
-            () = tokio::time::sleep_until(last_full_sync + FULL_SYNC_EVERY) => None,
+            event = events.next_event() => Wake::Event(event),
+            _ = devices.changed() => Wake::DevicesChanged,
+            () = tokio::time::sleep_until(last_full_sync + FULL_SYNC_EVERY) => Wake::Quiet,
         };
-        let full = !matches!(wake, Some(Ok(Event::GroupAppended { .. })));
         let commands = {
             let mut messenger = shared.messenger.lock().await;
-            let result = match wake {
-                Some(Ok(Event::GroupAppended { group_id, .. })) if routes.contains_key(&group_id) => {
-                    messenger.sync_one(&group_id).await.map(|_| ())
-                }
-                Some(Ok(event @ (Event::PolicyChanged { .. } | Event::Command(_)))) => {
+            // Our own pushes come back as events too: when every entry after what we read
+            // is our own, there is nothing to read.
+            if let Wake::Event(Ok(Event::GroupAppended { group_id, seq })) = &wake
+                && let Ok(cursor) = messenger.cursor(group_id)
+                && shared.only_own(group_id, cursor, *seq)
+            {
+                continue;
+            }
+            let (result, full) = match wake {
+                Wake::Event(Ok(Event::GroupAppended { group_id, .. })) => match routes.get(&group_id) {
+                    Some(route) => {
+                        let synced = messenger.sync_one(&group_id).await.map(|_| ());
+                        if synced.is_ok() {
+                            notice_new_devices(&shared, &messenger, std::iter::once((&group_id, route)));
+                        }
+                        (synced, false)
+                    }
+                    // Not a mailbox group of ours: nothing to do.
+                    None => (Ok(()), false),
+                },
+                Wake::Event(Ok(event @ (Event::PolicyChanged { .. } | Event::Command(_)))) => {
                     if let Err(error) = events.handle_event(event).await {
                         tracing::error!(%error, "the mail connector's device was told to stop");
                         return;
                     }
-                    Ok(())
+                    (Ok(()), true)
                 }
-                Some(Err(error)) => {
+                Wake::Event(Err(error)) => {
                     tracing::warn!(%error, "connector event session lost; reopening");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     match Session::open(&shared.profile).await {
                         Ok(session) => events = session,
                         Err(error) => tracing::warn!(%error, "could not reopen the event session"),
                     }
-                    Ok(())
+                    (Ok(()), true)
                 }
-                Some(Ok(_)) | None => Ok(()),
+                Wake::Event(Ok(_)) | Wake::DevicesChanged | Wake::Quiet => (Ok(()), true),
             };
+            // Everything: Welcomes, every group's log, users' new devices (added here),
+            // key packages. Only on news that may concern any group, or once a minute.
             let result = if full && result.is_ok() {
                 last_full_sync = tokio::time::Instant::now();
+                retry_waiting = true;
                 let synced = messenger.sync().await.map(|_| ());
                 if synced.is_ok() {
-                    notice_new_devices(&shared, &messenger, &routes);
+                    notice_new_devices(&shared, &messenger, routes.iter());
                 }
                 synced
             } else {
@@ -463,7 +533,10 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
         }
         while let Some(result) = tasks.try_join_next() {
             if let Err(error) = result {
-                tracing::error!(%error, "a mailbox task failed");
+                // A bug: start over (`run` restarts the connector) rather than leave a
+                // mailbox unserved.
+                tracing::error!(%error, "a mailbox task failed; restarting the connector");
+                return;
             }
         }
         tokio::task::yield_now().await;
@@ -520,7 +593,11 @@ fn replay_generation(shared: &Shared, user: &UserName) -> u64 {
 
 /// Compares each mailbox group's devices with those seen before; when a device joined,
 /// counts a new generation and tells the user's tasks to push everything again.
-fn notice_new_devices(shared: &Shared, messenger: &Messenger, routes: &BTreeMap<GroupId, Route>) {
+fn notice_new_devices<'a>(
+    shared: &Shared,
+    messenger: &Messenger,
+    routes: impl Iterator<Item = (&'a GroupId, &'a Route)>,
+) {
     for (group_id, route) in routes {
         let Ok(Some(conversation)) = messenger
             .conversations()

@@ -245,11 +245,17 @@ pub(crate) async fn publish_key_packages(
             return Err(invalid("key package belongs to another device"));
         }
     }
-    state
+    let available = state
         .store
         .publish_key_packages(&who.device_id, &key_packages, last_resort.as_deref(), max)
         .await
-        .map_err(map_store)
+        .map_err(map_store)?;
+    if !key_packages.is_empty() {
+        // A device that can now be added to groups: the mail connector adds it to its
+        // user's mailbox group.
+        state.mail.devices_changed();
+    }
+    Ok(available)
 }
 
 pub(crate) async fn claim_key_packages(

@@ -514,6 +514,11 @@ impl ServerHandle {
         self.state.mail.changed.subscribe()
     }
 
+    /// Moves when a device published key packages, so it can now be added to groups.
+    pub fn device_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.mail.devices.subscribe()
+    }
+
     /// Records the connector's latest word on a mailbox, for `admin mail show`.
     pub fn report_mail_status(&self, user: &UserName, ok: bool, detail: &str) {
         let status = redoubt_proto::MailStatus {

@@ -75,6 +75,8 @@ pub struct MailUser {
 #[derive(Debug)]
 pub(crate) struct MailState {
     pub changed: tokio::sync::watch::Sender<u64>,
+    /// Moves when a device published key packages (so it can be added to groups).
+    pub devices: tokio::sync::watch::Sender<u64>,
     pub status: std::sync::Mutex<BTreeMap<UserName, MailStatus>>,
 }
 
@@ -82,6 +84,7 @@ impl Default for MailState {
     fn default() -> Self {
         Self {
             changed: tokio::sync::watch::channel(0).0,
+            devices: tokio::sync::watch::channel(0).0,
             status: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
@@ -93,6 +96,10 @@ impl MailState {
     pub(crate) fn notify(&self) {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn devices_changed(&self) {
+        self.devices.send_modify(|n| *n += 1);
     }
 
     pub(crate) fn set_status(&self, user: UserName, status: MailStatus) {

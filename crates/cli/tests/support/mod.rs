@@ -124,7 +124,11 @@ impl ServerProcess {
             .args(["server", "--data"])
             .arg(data)
             .args(["--listen", listen, "--no-qr"])
-            .env_remove("RUST_LOG")
+            // REDOUBT_TEST_SERVER_LOG=filter turns the server's log up (into DATA.log).
+            .env(
+                "RUST_LOG",
+                std::env::var("REDOUBT_TEST_SERVER_LOG").unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
