@@ -68,35 +68,6 @@ fn index_of(tag: &str, subject: &str) -> Option<usize> {
     subject.strip_prefix(tag)?.strip_prefix(" #")?.trim().parse().ok()
 }
 
-/// `Sun, 22 Nov 2026 10:00:00 +0000`, as RFC 5322's Date wants it.
-fn rfc5322_date(unix_s: i64) -> String {
-    let days = unix_s.div_euclid(86_400);
-    let secs = unix_s.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    // 1970-01-01 was a Thursday.
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    format!(
-        "{}, {day} {} {year} {:02}:{:02}:{:02} +0000",
-        WEEKDAYS[days.rem_euclid(7) as usize],
-        MONTHS[(month - 1) as usize],
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -111,7 +82,7 @@ fn data_of(tag: &str, index: usize, to: &str, body_bytes: usize) -> Vec<u8> {
         format!("From: Bench sender <{SENDER}>"),
         format!("To: <{to}>"),
         format!("Subject: {}", subject(tag, index)),
-        format!("Date: {}", rfc5322_date(unix_now())),
+        format!("Date: {}", redoubt_connector::rfc5322_date(unix_now())),
         format!(
             "Message-ID: <{}.{index}@sender.test>",
             tag.replace([' ', '#'], "-")
@@ -1006,7 +977,13 @@ mod tests {
 
     #[test]
     fn dates_are_rfc5322() {
-        assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(1_795_341_600), "Sun, 22 Nov 2026 10:00:00 +0000");
+        assert_eq!(
+            redoubt_connector::rfc5322_date(0),
+            "Thu, 1 Jan 1970 00:00:00 +0000"
+        );
+        assert_eq!(
+            redoubt_connector::rfc5322_date(1_795_341_600),
+            "Sun, 22 Nov 2026 10:00:00 +0000"
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use peers::MailPeers;
 use serde_json::{Value, json};
-use support::{ServerProcess, json_error, json_ok, wait_for, write};
+use support::{ServerProcess, all_files, json_error, json_ok, wait_for, write};
 
 const ALICE: &str = "alice@corp.test";
 const ALICE_PW: &str = "alice-mailbox-pw";
@@ -128,23 +128,6 @@ print(c.getresponse().status)
     let status = peers::run_python(SCRIPT, request.to_string().as_bytes(), Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("DELETE {url}: {e}\n{}", peers.diagnostics()));
     assert!(matches!(status.trim(), "200" | "204"), "DELETE {url}: {status}");
-}
-
-/// Every file under `dir`, read whole.
-fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                files.push((path, bytes));
-            }
-        }
-    }
-    files
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use peers::MailPeers;
 use serde_json::Value;
-use support::{ServerProcess, free_port, json_error, json_ok, wait_for, write};
+use support::{ServerProcess, all_files, contains, free_port, json_error, json_ok, wait_for, write};
 
 const ALICE: &str = "alice@corp.test";
 const ALICE_PW: &str = "alice-mailbox-pw";
@@ -160,27 +160,6 @@ fn user_status(show: &Value, user: &str) -> Value {
         .find(|u| u["user"] == user)
         .unwrap_or_else(|| panic!("no {user} in {show:#}"))["status"]
         .clone()
-}
-
-/// Every file under `dir`, read whole.
-fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                files.push((path, bytes));
-            }
-        }
-    }
-    files
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[test]

@@ -52,6 +52,41 @@ pub(crate) fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// The UTC calendar date (year, month 1–12, day 1–31) of a Unix time (Howard Hinnant's
+/// days-to-civil algorithm).
+fn civil_date(unix_s: i64) -> (i64, usize, i64) {
+    let z = unix_s.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month as usize, day)
+}
+
+/// `Sun, 22 Nov 2026 10:00:00 +0000`, as RFC 5322's Date header wants it.
+pub fn rfc5322_date(unix_s: i64) -> String {
+    // 1970-01-01 was a Thursday.
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    let (year, month, day) = civil_date(unix_s);
+    let secs = unix_s.rem_euclid(86_400);
+    format!(
+        "{}, {day} {} {year} {:02}:{:02}:{:02} +0000",
+        WEEKDAYS[unix_s.div_euclid(86_400).rem_euclid(7) as usize],
+        MONTHS[month - 1],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 /// A client message id that is the same every time the same thing is pushed.
 pub(crate) fn deterministic_id(user: &UserName, parts: &[&str], a: u32, b: u32) -> Bytes<16> {
     let mut hash = sha2::Sha256::new();

@@ -89,21 +89,8 @@ fn flags_of(fetch: &async_imap::types::Fetch) -> MailFlags {
 
 /// `1-Jan-2026`, as IMAP's SEARCH SINCE wants it.
 fn imap_date(unix_s: i64) -> String {
-    let days = unix_s.div_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!("{day}-{}-{year}", MONTHS[(month - 1) as usize])
+    let (year, month, day) = crate::civil_date(unix_s);
+    format!("{day}-{}-{year}", crate::MONTHS[month - 1])
 }
 
 impl Mailbox {
