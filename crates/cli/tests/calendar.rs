@@ -8,12 +8,12 @@
 mod peers;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use peers::MailPeers;
 use serde_json::{Value, json};
-use support::{ServerProcess, all_files, json_error, json_ok, wait_for, write};
+use support::{Org, all_files, json_error, json_ok, write};
 
 const ALICE: &str = "alice@corp.test";
 const ALICE_PW: &str = "alice-mailbox-pw";
@@ -25,53 +25,9 @@ const CONTACTS: &str = "contacts";
 /// Longest a device or the calendar server may take to see a change.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-struct Org {
-    root: PathBuf,
-    data: PathBuf,
-    admin: PathBuf,
-    _server: ServerProcess,
-}
-
-impl Org {
-    /// Starts a server, enrols the admin, and alice with one device per name.
-    fn start(root: &Path, devices: &[&str]) -> Org {
-        let data = root.join("redoubt-data");
-        let server = ServerProcess::start(&data);
-        let admin = root.join("admin");
-        let code = wait_for(&data.join("admin-activation.txt"));
-        json_ok(&admin, &["enroll", code.trim(), "--json"], &[]);
-        for (i, device) in devices.iter().enumerate() {
-            let verb = if i == 0 { "user" } else { "device" };
-            let issued = json_ok(&admin, &["admin", verb, "add", "alice", "--json", "--no-qr"], &[]);
-            let profile = root.join(device);
-            let code = issued["code"].as_str().unwrap();
-            json_ok(&profile, &["enroll", code, "--name", device, "--json"], &[]);
-            // The first messaging command publishes the device's key packages.
-            json_ok(&profile, &["group", "list", "--json"], &[]);
-        }
-        Org {
-            root: root.to_owned(),
-            data,
-            admin,
-            _server: server,
-        }
-    }
-
-    fn admin(&self, args: &[&str]) -> Value {
-        json_ok(&self.admin, args, &[])
-    }
-}
-
 /// Polls `check` until it returns `Some`, for at most [`DEADLINE`].
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    support::eventually(what, DEADLINE, check)
 }
 
 fn list(profile: &Path, args: &[&str]) -> Vec<Value> {
@@ -135,36 +91,20 @@ fn events_and_contacts_travel_between_devices_and_the_calendar_server_both_ways(
     let began = Instant::now();
     let root = tempfile::tempdir().unwrap();
     let peers = MailPeers::start(&[(ALICE, ALICE_PW)]);
-    let org = Org::start(root.path(), &["alice-phone", "alice-laptop"]);
-    let (phone, laptop) = (root.path().join("alice-phone"), root.path().join("alice-laptop"));
+    let org = Org::start(
+        root.path(),
+        "127.0.0.1:0",
+        &[("alice", "alice-phone"), ("alice", "alice-laptop")],
+    );
+    let (phone, laptop) = (org.profile("alice-phone"), org.profile("alice-laptop"));
 
     // Mail first: the connector sets up alice's mailbox group.
-    let password_file = write(
-        &org.root,
-        "master-password",
-        &format!("{}\n", peers.master_password),
-    );
-    let password_file = password_file.to_str().unwrap();
-    let imap = format!("127.0.0.1:{}", peers.imap_port);
-    let smtp = format!("127.0.0.1:{}", peers.submission_port);
-    org.admin(&[
-        "admin",
-        "mail",
-        "set",
-        "--imap",
-        &imap,
-        "--smtp",
-        &smtp,
-        "--security",
-        "none",
-        "--master-user",
+    org.set_mail(
+        peers.imap_port,
+        peers.submission_port,
         &peers.master_user,
-        "--master-password-file",
-        password_file,
-        "--domain",
-        "corp.test",
-        "--json",
-    ]);
+        &peers.master_password,
+    );
     eventually("alice's mailbox to connect", || {
         let status = json_ok(&phone, &["mail", "status", "--json"], &[]);
         (status["ok"] == true).then_some(())
@@ -193,6 +133,8 @@ fn events_and_contacts_travel_between_devices_and_the_calendar_server_both_ways(
     );
 
     let dav_url = peers.dav_url();
+    let password_file = write(&org.root, "dav-password", &format!("{}\n", peers.master_password));
+    let password_file = password_file.to_str().unwrap();
     org.admin(&[
         "admin",
         "dav",

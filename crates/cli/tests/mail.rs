@@ -7,12 +7,12 @@
 mod peers;
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use peers::MailPeers;
 use serde_json::Value;
-use support::{ServerProcess, all_files, contains, free_port, json_error, json_ok, wait_for, write};
+use support::{Org, ServerProcess, all_files, contains, eventually, free_port, json_error, json_ok, write};
 
 const ALICE: &str = "alice@corp.test";
 const ALICE_PW: &str = "alice-mailbox-pw";
@@ -22,114 +22,13 @@ const BOB_PW: &str = "bob-mailbox-pw";
 /// Longest a device may take to see something the mail server has.
 const PUSH_DEADLINE: Duration = Duration::from_secs(60);
 
-struct Org {
-    root: PathBuf,
-    data: PathBuf,
-    admin: PathBuf,
-    server: Option<ServerProcess>,
+/// `admin mail set` to the test peers' Dovecot and Postfix.
+fn set_mail(org: &Org, peers: &MailPeers, imap_port: u16, password: &str) -> Value {
+    org.set_mail(imap_port, peers.submission_port, &peers.master_user, password)
 }
 
-impl Org {
-    fn profile(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-
-    /// Starts a server on `listen`, enrols the admin and one device per `(user, device)`.
-    fn start(root: &Path, listen: &str, devices: &[(&str, &str)]) -> Org {
-        let data = root.join("redoubt-data");
-        let server = ServerProcess::start_on(&data, listen);
-        let admin = root.join("admin");
-        json_ok(
-            &admin,
-            &[
-                "enroll",
-                wait_for(&data.join("admin-activation.txt")).trim(),
-                "--json",
-            ],
-            &[],
-        );
-        let org = Org {
-            root: root.to_owned(),
-            data,
-            admin,
-            server: Some(server),
-        };
-        let mut users = std::collections::BTreeSet::new();
-        for (user, device) in devices {
-            let issued = if users.insert(*user) {
-                json_ok(
-                    &org.admin,
-                    &["admin", "user", "add", user, "--json", "--no-qr"],
-                    &[],
-                )
-            } else {
-                json_ok(
-                    &org.admin,
-                    &["admin", "device", "add", user, "--json", "--no-qr"],
-                    &[],
-                )
-            };
-            let profile = org.profile(device);
-            json_ok(
-                &profile,
-                &[
-                    "enroll",
-                    issued["code"].as_str().unwrap(),
-                    "--name",
-                    device,
-                    "--json",
-                ],
-                &[],
-            );
-            // The first messaging command publishes the device's key packages.
-            json_ok(&profile, &["group", "list", "--json"], &[]);
-        }
-        org
-    }
-
-    fn set_mail(&self, peers: &MailPeers, imap_port: u16, password: &str) -> Value {
-        let password_file = write(&self.root, "master-password", &format!("{password}\n"));
-        let imap = format!("127.0.0.1:{imap_port}");
-        let smtp = format!("127.0.0.1:{}", peers.submission_port);
-        json_ok(
-            &self.admin,
-            &[
-                "admin",
-                "mail",
-                "set",
-                "--imap",
-                &imap,
-                "--smtp",
-                &smtp,
-                "--security",
-                "none",
-                "--master-user",
-                &peers.master_user,
-                "--master-password-file",
-                password_file.to_str().unwrap(),
-                "--domain",
-                "corp.test",
-                "--json",
-            ],
-            &[],
-        )
-    }
-
-    fn mail_show(&self) -> Value {
-        json_ok(&self.admin, &["admin", "mail", "show", "--json"], &[])
-    }
-}
-
-/// Polls `check` until it returns `Some`, for at most `deadline`.
-fn eventually<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+fn mail_show(org: &Org) -> Value {
+    org.admin(&["admin", "mail", "show", "--json"])
 }
 
 fn mail_list(profile: &Path, folder: &str) -> Vec<Value> {
@@ -176,7 +75,7 @@ fn mail_reaches_both_devices_and_replies_flags_moves_and_sends_reach_the_mail_se
         ],
     );
     let (phone, laptop) = (org.profile("alice-phone"), org.profile("alice-laptop"));
-    org.set_mail(&peers, peers.imap_port, &peers.master_password);
+    set_mail(&org, &peers, peers.imap_port, &peers.master_password);
 
     // The connector sets up Alice's mailbox group: both her devices and the connector.
     let status = eventually("alice's mailbox to connect", PUSH_DEADLINE, || {
@@ -457,7 +356,7 @@ fn mail_reaches_both_devices_and_replies_flags_moves_and_sends_reach_the_mail_se
     );
     wait_for_mail_on(&tablet, "INBOX", "GANNET-1");
 
-    let show = org.mail_show();
+    let show = mail_show(&org);
     assert_eq!(user_status(&show, "alice")["ok"], true, "{show:#}");
     drop(org);
 }
@@ -475,7 +374,7 @@ impl SubjectContains for Value {
 /// Waits until the connector reports on `user`'s mailbox with `ok`, and returns the detail.
 fn wait_for_status(org: &Org, user: &str, ok: bool) -> String {
     eventually(&format!("{user}'s mailbox status ok={ok}"), PUSH_DEADLINE, || {
-        let status = user_status(&org.mail_show(), user);
+        let status = user_status(&mail_show(org), user);
         (status["ok"] == ok).then(|| status["detail"].as_str().unwrap().to_owned())
     })
 }
@@ -529,7 +428,7 @@ fn bad_settings_and_missing_mailboxes_give_clear_errors_and_the_rest_keeps_worki
     );
 
     // An IMAP server that does not answer.
-    org.set_mail(&peers, free_port(), &peers.master_password);
+    set_mail(&org, &peers, free_port(), &peers.master_password);
     let detail = wait_for_status(&org, "alice", false);
     assert!(
         detail.contains("IMAP server") && detail.contains("refused"),
@@ -564,12 +463,12 @@ fn bad_settings_and_missing_mailboxes_give_clear_errors_and_the_rest_keeps_worki
     );
 
     // A wrong master password.
-    org.set_mail(&peers, peers.imap_port, "not-the-master-password");
+    set_mail(&org, &peers, peers.imap_port, "not-the-master-password");
     let detail = wait_for_status(&org, "alice", false);
     assert!(detail.contains("refused the service account"), "{detail}");
 
     // Good settings: alice and bob connect; carol has no mailbox on the mail server.
-    org.set_mail(&peers, peers.imap_port, &peers.master_password);
+    set_mail(&org, &peers, peers.imap_port, &peers.master_password);
     wait_for_status(&org, "alice", true);
     wait_for_status(&org, "bob", true);
     let detail = wait_for_status(&org, "carol", false);
@@ -619,7 +518,7 @@ fn bad_settings_and_missing_mailboxes_give_clear_errors_and_the_rest_keeps_worki
         &[],
     );
     wait_for_status(&org, "bob", true);
-    let show = org.mail_show();
+    let show = mail_show(&org);
     let bob_row = show["users"]
         .as_array()
         .unwrap()
@@ -644,7 +543,7 @@ fn mail_arriving_while_the_server_is_killed_reaches_the_device_exactly_once() {
     let listen = format!("127.0.0.1:{}", free_port());
     let mut org = Org::start(root.path(), &listen, &[("alice", "alice-phone")]);
     let phone = org.profile("alice-phone");
-    org.set_mail(&peers, peers.imap_port, &peers.master_password);
+    set_mail(&org, &peers, peers.imap_port, &peers.master_password);
     wait_for_status(&org, "alice", true);
 
     let subjects: Vec<String> = (0..24).map(|i| format!("Batch PUFFIN-{i:02}")).collect();

@@ -224,3 +224,87 @@ pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Polls `check` until it returns `Some`, for at most `deadline`.
+pub fn eventually<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// An organisation for a test: a server process, its admin's device, and users' devices,
+/// each profile a folder under `root`.
+pub struct Org {
+    pub root: PathBuf,
+    pub data: PathBuf,
+    pub admin: PathBuf,
+    pub server: Option<ServerProcess>,
+}
+
+impl Org {
+    /// Starts a server on `listen`, enrols the admin and one device per `(user, device)`
+    /// (a user's first device creates the user).
+    pub fn start(root: &Path, listen: &str, devices: &[(&str, &str)]) -> Org {
+        let data = root.join("redoubt-data");
+        let server = ServerProcess::start_on(&data, listen);
+        let admin = root.join("admin");
+        let code = wait_for(&data.join("admin-activation.txt"));
+        json_ok(&admin, &["enroll", code.trim(), "--json"], &[]);
+        let org = Org {
+            root: root.to_owned(),
+            data,
+            admin,
+            server: Some(server),
+        };
+        let mut users = std::collections::BTreeSet::new();
+        for (user, device) in devices {
+            let verb = if users.insert(*user) { "user" } else { "device" };
+            let issued = org.admin(&["admin", verb, "add", user, "--json", "--no-qr"]);
+            let profile = org.profile(device);
+            let code = issued["code"].as_str().unwrap();
+            json_ok(&profile, &["enroll", code, "--name", device, "--json"], &[]);
+            // The first messaging command publishes the device's key packages.
+            json_ok(&profile, &["group", "list", "--json"], &[]);
+        }
+        org
+    }
+
+    pub fn profile(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Runs an admin command that must succeed and print JSON.
+    pub fn admin(&self, args: &[&str]) -> Value {
+        json_ok(&self.admin, args, &[])
+    }
+
+    /// `admin mail set` to IMAP and SMTP on loopback (no TLS), with the service account.
+    pub fn set_mail(&self, imap_port: u16, smtp_port: u16, master_user: &str, password: &str) -> Value {
+        let password_file = write(&self.root, "master-password", &format!("{password}\n"));
+        let imap = format!("127.0.0.1:{imap_port}");
+        let smtp = format!("127.0.0.1:{smtp_port}");
+        self.admin(&[
+            "admin",
+            "mail",
+            "set",
+            "--imap",
+            &imap,
+            "--smtp",
+            &smtp,
+            "--security",
+            "none",
+            "--master-user",
+            master_user,
+            "--master-password-file",
+            password_file.to_str().unwrap(),
+            "--domain",
+            "corp.test",
+            "--json",
+        ])
+    }
+}
