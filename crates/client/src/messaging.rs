@@ -1026,9 +1026,9 @@ impl Messenger {
         Ok(report)
     }
 
-    /// The last log entry this device processed in a conversation (0 if unknown).
-    pub fn cursor(&self, group_id: &GroupId) -> Result<u64, ClientError> {
-        Ok(self.load_conversation(group_id)?.map_or(0, |c| c.cursor))
+    /// A conversation by its group id (its `cursor` is the last log entry processed).
+    pub fn conversation_by_id(&self, group_id: &GroupId) -> Result<Option<Conversation>, ClientError> {
+        self.load_conversation(group_id)
     }
 
     /// Processes one conversation's log after the cursor (cheaper than [`Self::sync`] when

@@ -464,8 +464,8 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
             // Our own pushes come back as events too: when every entry after what we read
             // is our own, there is nothing to read.
             if let Wake::Event(Ok(Event::GroupAppended { group_id, seq })) = &wake
-                && let Ok(cursor) = messenger.cursor(group_id)
-                && shared.only_own(group_id, cursor, *seq)
+                && let Ok(Some(conversation)) = messenger.conversation_by_id(group_id)
+                && shared.only_own(group_id, conversation.cursor, *seq)
             {
                 continue;
             }
@@ -634,10 +634,7 @@ fn notice_new_devices<'a>(
     routes: impl Iterator<Item = (&'a GroupId, &'a Route)>,
 ) {
     for (group_id, route) in routes {
-        let Ok(Some(conversation)) = messenger
-            .conversations()
-            .map(|all| all.into_iter().find(|c| c.group_id == *group_id))
-        else {
+        let Ok(Some(conversation)) = messenger.conversation_by_id(group_id) else {
             continue;
         };
         let Ok(members) = messenger.members(&conversation) else {
