@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use peers::MailPeers;
 use serde_json::Value;
-use support::{Org, ServerProcess, all_files, contains, eventually, free_port, json_error, json_ok, write};
+use support::{
+    Org, ServerProcess, all_files, contains, eventually, free_port, json_error, json_ok,
+    wait_until_listening, write,
+};
 
 const ALICE: &str = "alice@corp.test";
 const ALICE_PW: &str = "alice-mailbox-pw";
@@ -559,6 +562,7 @@ fn mail_arriving_while_the_server_is_killed_reaches_the_device_exactly_once() {
             peers.send_mail(BOB, ALICE, subject, "arriving", None);
         }
         org.server = Some(ServerProcess::start_on(&org.data, &listen));
+        wait_until_listening(&listen);
     }
     let listed = eventually("all 24 messages on the phone", PUSH_DEADLINE * 2, || {
         let listed = mail_list(&phone, "INBOX");

@@ -175,6 +175,16 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Waits (bounded) until something accepts connections on `address`: a restarted
+/// server is serving.
+pub fn wait_until_listening(address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {address}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
