@@ -360,12 +360,12 @@ fn mailbox_ready(messenger: &Messenger) -> Result<bool> {
 
 /// Adds the group an event names to `groups`; any other event makes it `None`.
 fn note_event(event: &Event, groups: &mut Option<BTreeSet<GroupId>>) {
-    match (event, groups.as_mut()) {
-        (Event::GroupAppended { group_id, .. }, Some(groups)) => {
-            groups.insert(*group_id);
+    match (event.appended(), groups.as_mut()) {
+        (Some((group_id, _)), Some(groups)) => {
+            groups.insert(group_id);
         }
-        (Event::GroupAppended { .. }, None) => {}
-        _ => *groups = None,
+        (Some(_), None) => {}
+        (None, _) => *groups = None,
     }
 }
 

@@ -2,10 +2,10 @@
 //! timed window, submitted with many in flight, and every member device reading every
 //! message from the server.
 //!
-//! What "a receiver has the message" means here: the device got the `GroupAppended` hint,
-//! asked for the log after its cursor (`GroupFetch`) and the entry's ciphertext arrived
-//! (then it acknowledges its cursor with `GroupAck`, as the device library does after a
-//! sync). Receivers do not decrypt during the timed window: with 20 receivers, MLS
+//! What "a receiver has the message" means here: the entry's ciphertext arrived, in a
+//! `GroupEntries` event (the server pushes new entries to sessions keeping up) or, after a
+//! gap or a `GroupAppended` notice, in the answer to a `GroupFetch` after its cursor; then it
+//! acknowledges its cursor with `GroupAck`, as the device library does after a sync. Receivers do not decrypt during the timed window: with 20 receivers, MLS
 //! decryption and signature checks on the load generator's two cores would measure the
 //! generator, not the server. After the window, one member decrypts the whole log to prove
 //! the ciphertexts were real MLS messages.
@@ -193,6 +193,8 @@ pub struct Outcome {
     pub generator_cpu_s: f64,
     pub fetches: u64,
     pub entries_per_fetch: f64,
+    pub entry_events: u64,
+    pub entries_per_event: f64,
     pub group_acks: u64,
     pub incomplete_messages: usize,
     pub first_error: Option<String>,
@@ -231,6 +233,8 @@ struct Shared {
     delivered: AtomicU64,
     fetches: AtomicU64,
     fetched_entries: AtomicU64,
+    entry_events: AtomicU64,
+    pushed_entries: AtomicU64,
     group_acks: AtomicU64,
     failed: AtomicBool,
     first_error: Mutex<Option<String>>,
@@ -307,6 +311,31 @@ async fn receive(
         };
         let mut touched = None;
         match frame {
+            ServerFrame::Event(Event::GroupEntries { group_id, entries }) => {
+                if let Some(t) = tracks.iter().position(|t| t.id == group_id) {
+                    let now = Instant::now();
+                    let track = &mut tracks[t];
+                    let mut delivered = 0;
+                    // Entries that follow the cursor are had; after a gap, the fetch below
+                    // reads from the cursor.
+                    for entry in &entries {
+                        if entry.seq == track.cursor + 1 {
+                            if entry.sender != me {
+                                arrivals.push((track.group as u32, entry.seq, now));
+                                delivered += 1;
+                            }
+                            track.cursor = entry.seq;
+                        }
+                        track.known = track.known.max(entry.seq);
+                    }
+                    shared.entry_events.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .pushed_entries
+                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    shared.delivered.fetch_add(delivered, Ordering::SeqCst);
+                    touched = Some(t);
+                }
+            }
             ServerFrame::Event(Event::GroupAppended { group_id, seq }) => {
                 if let Some(t) = tracks.iter().position(|t| t.id == group_id) {
                     tracks[t].known = tracks[t].known.max(seq);
@@ -481,6 +510,8 @@ pub async fn run(
         delivered: AtomicU64::new(0),
         fetches: AtomicU64::new(0),
         fetched_entries: AtomicU64::new(0),
+        entry_events: AtomicU64::new(0),
+        pushed_entries: AtomicU64::new(0),
         group_acks: AtomicU64::new(0),
         failed: AtomicBool::new(false),
         first_error: Mutex::new(None),
@@ -640,6 +671,7 @@ pub async fn run(
         group.last_seq += per_group[g];
     }
     let fetches = shared.fetches.load(Ordering::Relaxed);
+    let entry_events = shared.entry_events.load(Ordering::Relaxed);
     Ok(Outcome {
         messages: load.messages,
         acked: shared.acked.load(Ordering::SeqCst),
@@ -656,6 +688,8 @@ pub async fn run(
         generator_cpu_s,
         fetches,
         entries_per_fetch: shared.fetched_entries.load(Ordering::Relaxed) as f64 / fetches.max(1) as f64,
+        entry_events,
+        entries_per_event: shared.pushed_entries.load(Ordering::Relaxed) as f64 / entry_events.max(1) as f64,
         group_acks: shared.group_acks.load(Ordering::Relaxed),
         incomplete_messages: incomplete,
         first_error,

@@ -104,6 +104,8 @@ fn message_figures(section: &mut Section, o: &Outcome, room_targets: bool) {
     section.add("sessions", o.sessions, "");
     section.num("fetches", o.fetches as f64, 0, "");
     section.num("entries_per_fetch", o.entries_per_fetch, 1, "");
+    section.add("entry_events", o.entry_events, "");
+    section.num("entries_per_event", o.entries_per_event, 1, "");
     section.add("group_acks", o.group_acks, "");
     section.num("ciphertext_bytes_avg", o.ciphertext_bytes_avg, 0, "B");
     section.num("pre_encryption_s", o.encrypt_s, 2, "s");
@@ -169,9 +171,10 @@ pub async fn room(target: &mut Target, common: &Common, args: &MessageArgs, pair
     section.add("verified_decrypted", decrypted, "");
     section.add("verified_expected", expected, "");
     let mut notes = vec![
-        "a receiver has a message when its ciphertext arrived in a GroupFetch answer (after the \
-         GroupAppended event); receivers do not decrypt during the timed window; afterwards one \
-         member decrypts the first group's whole log (verified_decrypted)"
+        "a receiver has a message when its ciphertext arrived, in a GroupEntries event or in a \
+         GroupFetch answer (after a gap or a GroupAppended notice); receivers do not decrypt during \
+         the timed window; afterwards one member decrypts the first group's whole log \
+         (verified_decrypted)"
             .to_owned(),
         "the server's CPU time is measured from the first submission until every receiver has \
          every message; it includes fetches, events and GroupAck writes"

@@ -78,15 +78,27 @@ struct Probe {
 }
 
 /// Keeps a session open: reads (which also answers the server's pings) until told to stop
-/// or the connection ends. The probe fetches what its group's events announce.
+/// or the connection ends. The probe takes the entries its group's events carry, and
+/// fetches what a notice announces.
 async fn hold(mut reader: Reader, mut writer: Writer, probe: Option<Probe>, live: Arc<AtomicUsize>) {
     let mut probe = probe;
     let mut next_id = 1_000;
     while let Ok(Some(frame)) = wire::next_frame(&mut reader).await {
         let Some(p) = probe.as_mut() else { continue };
         match frame {
-            ServerFrame::Event(Event::GroupAppended { group_id, seq })
-                if group_id == p.group_id && seq > p.cursor =>
+            ServerFrame::Event(Event::GroupEntries { group_id, entries })
+                if group_id == p.group_id && entries.first().is_some_and(|e| e.seq <= p.cursor + 1) =>
+            {
+                let now = Instant::now();
+                for entry in entries {
+                    p.cursor = p.cursor.max(entry.seq);
+                    let _ = p.arrived.send((entry.seq, now));
+                }
+            }
+            ServerFrame::Event(event)
+                if let Some((group_id, seq)) = event.appended()
+                    && group_id == p.group_id
+                    && seq > p.cursor =>
             {
                 next_id += 1;
                 let request = Request::GroupFetch {

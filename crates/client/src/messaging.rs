@@ -12,7 +12,7 @@
 //! device's cursor and processed in order. A device skips its own entries: it applied its
 //! commits when the server accepted them, and stored its own messages when it sent them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use ed25519_dalek::VerifyingKey;
 use mls_rs::client_builder::{
@@ -27,7 +27,9 @@ use mls_rs_crypto_rustcrypto::RustCryptoProvider;
 use rand_core::{OsRng, RngCore};
 use redoubt_mls::mail::{CONNECTOR_USER, MAILBOX_GROUP_NAME, MailCommand};
 use redoubt_mls::{AppBody, RedoubtIdentityProvider};
-use redoubt_proto::{Bytes, DeviceId, ErrorCode, Event, GroupId, GroupSubmit, Request, Response, UserName};
+use redoubt_proto::{
+    Bytes, DeviceId, ErrorCode, Event, GroupEntry, GroupId, GroupSubmit, Request, Response, UserName,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::mail::MailStore;
@@ -178,7 +180,15 @@ pub struct Messenger {
     identity: RedoubtIdentityProvider,
     mls: Client<DeviceMlsConfig>,
     data: AppStorage,
+    /// Log entries the server pushed in `GroupEntries` events, by group, waiting for the
+    /// next sync of that group (which then needs no fetch). In memory only: a restart
+    /// simply fetches them.
+    pushed: HashMap<GroupId, Vec<GroupEntry>>,
+    pushed_bytes: usize,
 }
+
+/// Bytes of pushed entries kept waiting for a sync; past it they are dropped and fetched.
+const PUSHED_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 impl std::fmt::Debug for Messenger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -230,6 +240,8 @@ impl Messenger {
             identity,
             mls,
             data,
+            pushed: HashMap::new(),
+            pushed_bytes: 0,
             session,
         };
         messenger.recover().await?;
@@ -1044,15 +1056,25 @@ impl Messenger {
             return Ok(report);
         };
         let start_cursor = conversation.cursor;
+        let mut pushed = self.take_pushed(group_id, conversation.cursor);
         loop {
-            let request = Request::GroupFetch {
-                group_id: *group_id,
-                after_seq: conversation.cursor,
-                limit: FETCH_LIMIT,
-            };
-            let (entries, last_seq) = match self.call_repeatable(request).await? {
-                Response::GroupEntries { entries, last_seq } => (entries, last_seq),
-                _ => return Err(ClientError::Protocol("unexpected response to GroupFetch".into())),
+            let (entries, last_seq) = match pushed.take() {
+                // The newest entries, pushed with an event and following our cursor.
+                Some(entries) => {
+                    let last_seq = entries.last().map_or(conversation.cursor, |e| e.seq);
+                    (entries, last_seq)
+                }
+                None => {
+                    let request = Request::GroupFetch {
+                        group_id: *group_id,
+                        after_seq: conversation.cursor,
+                        limit: FETCH_LIMIT,
+                    };
+                    match self.call_repeatable(request).await? {
+                        Response::GroupEntries { entries, last_seq } => (entries, last_seq),
+                        _ => return Err(ClientError::Protocol("unexpected response to GroupFetch".into())),
+                    }
+                }
             };
             if entries.is_empty() {
                 break;
@@ -1492,6 +1514,7 @@ impl Messenger {
 
     /// Waits for the server's next messaging event (new entries, a new Welcome). Policy
     /// changes and remote commands are handled here; a wipe or lock ends in an error.
+    /// Entries pushed with the event are kept for the next sync of their group.
     pub async fn next_event(&mut self) -> Result<Event, ClientError> {
         loop {
             match self.session.next_event().await? {
@@ -1499,9 +1522,37 @@ impl Messenger {
                     self.session.handle_event(event).await?;
                     self.apply_retention()?;
                 }
+                Event::GroupEntries { group_id, entries } => {
+                    let seq = entries.last().map_or(0, |e| e.seq);
+                    self.keep_pushed(group_id, entries);
+                    return Ok(Event::GroupAppended { group_id, seq });
+                }
                 event => return Ok(event),
             }
         }
+    }
+
+    fn keep_pushed(&mut self, group_id: GroupId, entries: Vec<GroupEntry>) {
+        let bytes: usize = entries.iter().map(|e| e.message.len()).sum();
+        if self.pushed_bytes + bytes > PUSHED_BYTES_MAX {
+            // Nobody is syncing: drop what waits; the next sync fetches it.
+            self.pushed.clear();
+            self.pushed_bytes = 0;
+        }
+        self.pushed_bytes += bytes;
+        self.pushed.entry(group_id).or_default().extend(entries);
+    }
+
+    /// The pushed entries of `group_id` after `cursor`, when they follow it without a gap.
+    fn take_pushed(&mut self, group_id: &GroupId, cursor: u64) -> Option<Vec<GroupEntry>> {
+        let mut entries = self.pushed.remove(group_id)?;
+        self.pushed_bytes -= entries.iter().map(|e| e.message.len()).sum::<usize>();
+        entries.sort_unstable_by_key(|e| e.seq);
+        entries.dedup_by_key(|e| e.seq);
+        entries.retain(|e| e.seq > cursor);
+        let follows = entries.first().is_some_and(|e| e.seq == cursor + 1)
+            && entries.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+        follows.then_some(entries)
     }
 
     /// Deletes messages older than the policy's retention period, if it sets one.

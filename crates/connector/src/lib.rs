@@ -463,14 +463,18 @@ async fn serve(handle: &ServerHandle, dir: &std::path::Path, config: ConnectorCo
             let mut messenger = shared.messenger.lock().await;
             // Our own pushes come back as events too: when every entry after what we read
             // is our own, there is nothing to read.
-            if let Wake::Event(Ok(Event::GroupAppended { group_id, seq })) = &wake
-                && let Ok(Some(conversation)) = messenger.conversation_by_id(group_id)
-                && shared.only_own(group_id, conversation.cursor, *seq)
+            let appended = match &wake {
+                Wake::Event(Ok(event)) => event.appended(),
+                _ => None,
+            };
+            if let Some((group_id, seq)) = appended
+                && let Ok(Some(conversation)) = messenger.conversation_by_id(&group_id)
+                && shared.only_own(&group_id, conversation.cursor, seq)
             {
                 continue;
             }
             let (result, full) = match wake {
-                Wake::Event(Ok(Event::GroupAppended { group_id, .. })) => match routes.get(&group_id) {
+                Wake::Event(Ok(_)) if let Some((group_id, _)) = appended => match routes.get(&group_id) {
                     Some(route) => {
                         let synced = messenger.sync_one(&group_id).await.map(|_| ());
                         if synced.is_ok() {

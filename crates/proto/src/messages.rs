@@ -378,6 +378,25 @@ pub enum Event {
     PolicyChanged { version: u64 },
     /// A remote command for this device: verify it, acknowledge it, carry it out.
     Command(Signed<CommandBody>),
+    /// New entries of a group's log, in order, carried in the event itself so that a device
+    /// keeping up needs no `GroupFetch`. They are the newest entries at the time, not
+    /// necessarily all since the device's cursor: when the first is not the one after its
+    /// cursor, the device fetches the gap.
+    GroupEntries {
+        group_id: GroupId,
+        entries: Vec<GroupEntry>,
+    },
+}
+
+impl Event {
+    /// The group and its newest sequence number, for the events that announce new entries.
+    pub fn appended(&self) -> Option<(GroupId, u64)> {
+        match self {
+            Event::GroupAppended { group_id, seq } => Some((*group_id, *seq)),
+            Event::GroupEntries { group_id, entries } => Some((*group_id, entries.last()?.seq)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -314,6 +314,30 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         }),
         Just(Event::InboxChanged),
         any::<u64>().prop_map(|version| Event::PolicyChanged { version }),
+        (
+            array::<32>(),
+            proptest::collection::vec(
+                (
+                    any::<u64>(),
+                    array::<16>(),
+                    proptest::collection::vec(any::<u8>(), 0..64),
+                    any::<i64>()
+                ),
+                0..4
+            )
+        )
+            .prop_map(|(group, entries)| Event::GroupEntries {
+                group_id: GroupId::from(group),
+                entries: entries
+                    .into_iter()
+                    .map(|(seq, sender, message, server_time_unix_s)| GroupEntry {
+                        seq,
+                        sender: DeviceId::from(sender),
+                        message,
+                        server_time_unix_s,
+                    })
+                    .collect(),
+            }),
         command_body().prop_map(move |body| Event::Command(Signed::sign(&body, &org_key()))),
     ];
     let response = prop_oneof![

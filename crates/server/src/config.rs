@@ -121,6 +121,9 @@ pub struct Limits {
     /// Events queued for one session before it is disconnected as too slow (new-entry
     /// notices are coalesced per group and do not count). Default 256.
     pub session_events_max: u32,
+    /// Bytes of new log entries held for one session to carry in its next events; past it
+    /// the session gets a notice instead and its device fetches. Default 65536.
+    pub session_inline_bytes_max: u32,
     /// Largest attachment, in bytes of ciphertext. Default 104857600 (100 MiB).
     pub attachment_bytes_max: u64,
     /// Days a group's log entries are kept when not every member device has read them.
@@ -145,6 +148,7 @@ impl Default for Limits {
             key_packages_per_device_max: 100,
             fetch_entries_max: 500,
             session_events_max: 256,
+            session_inline_bytes_max: 64 * 1024,
             attachment_bytes_max: 100 * 1024 * 1024,
             log_retention_days: 30,
         }
@@ -177,6 +181,10 @@ impl Config {
         }
         if l.frame_bytes_max > 16 * 1024 * 1024 {
             return fail("limits.frame_bytes_max", "must be at most 16 MiB");
+        }
+        if l.session_inline_bytes_max > 16 * 1024 * 1024 {
+            // A device reads frames of at most 16 MiB.
+            return fail("limits.session_inline_bytes_max", "must be at most 16 MiB");
         }
         if l.device_requests_per_second == 0 || l.device_request_burst == 0 {
             return fail(
@@ -305,6 +313,9 @@ org_name = {org_name:?}
 # fetch_entries_max = {fetch}
 # Events queued for one session before it is disconnected as too slow.
 # session_events_max = {events}
+# Bytes of new messages held for one session to push with its next events; past it the
+# device is told to fetch them instead.
+# session_inline_bytes_max = {inline}
 # Largest attachment, in bytes of ciphertext.
 # attachment_bytes_max = {attachment}
 # Days log entries are kept when not every member device has read them.
@@ -328,6 +339,7 @@ org_name = {org_name:?}
             kp = l.key_packages_per_device_max,
             fetch = l.fetch_entries_max,
             events = l.session_events_max,
+            inline = l.session_inline_bytes_max,
             attachment = l.attachment_bytes_max,
             retention = l.log_retention_days,
         )

@@ -72,11 +72,13 @@ pub(crate) enum Push {
     Close(&'static str),
 }
 
-/// One session's pending pushes. Notices of new log entries are coalesced per group —
-/// only the newest sequence number matters, since the device reads the log after its own
-/// cursor — so a busy group can never overflow a session. Other pushes (a Welcome, a
-/// policy change, a command, a close) queue up to the session's limit; past it the session
-/// is closed as too slow.
+/// One session's pending pushes. New log entries are held per group and go out together
+/// in one `GroupEntries` event when the session next writes, so under load one frame carries
+/// many entries; the bytes held for a session are bounded (`session_inline_bytes_max`),
+/// past which a group's entries are dropped for a `GroupAppended` notice of its newest
+/// sequence number (the device then reads the log after its cursor). Neither can overflow a
+/// session. Other pushes (a Welcome, a policy change, a command, a close) queue up to the
+/// session's limit; past it the session is closed as too slow.
 #[derive(Debug)]
 pub(crate) struct Queue {
     state: Mutex<QueueState>,
@@ -85,20 +87,40 @@ pub(crate) struct Queue {
 
 #[derive(Debug)]
 struct QueueState {
-    newest: HashMap<GroupId, u64>,
-    /// Groups with a pending notice, oldest first.
-    groups: std::collections::VecDeque<GroupId>,
+    groups: HashMap<GroupId, PendingGroup>,
+    /// Groups with something pending, oldest first.
+    order: std::collections::VecDeque<GroupId>,
+    /// Bytes of entries held, over all groups, and the most allowed.
+    inline_bytes: usize,
+    inline_bytes_max: usize,
     others: std::collections::VecDeque<Push>,
     others_max: usize,
     overflowed: bool,
 }
 
+/// What is pending for one group: the newest sequence number announced, and the entries
+/// held to carry in the event (none once they would not fit: a notice only).
+#[derive(Debug, Default)]
+struct PendingGroup {
+    newest: u64,
+    entries: Vec<Arc<GroupEntry>>,
+    bytes: usize,
+    notice_only: bool,
+}
+
+/// What an entry counts against `session_inline_bytes_max`: its message and its framing.
+fn held_bytes(entry: &GroupEntry) -> usize {
+    entry.message.len() + 64
+}
+
 impl Queue {
-    fn new(others_max: usize) -> Self {
+    fn new(others_max: usize, inline_bytes_max: usize) -> Self {
         Self {
             state: Mutex::new(QueueState {
-                newest: HashMap::new(),
-                groups: std::collections::VecDeque::new(),
+                groups: HashMap::new(),
+                order: std::collections::VecDeque::new(),
+                inline_bytes: 0,
+                inline_bytes_max,
                 others: std::collections::VecDeque::new(),
                 others_max,
                 overflowed: false,
@@ -112,11 +134,8 @@ impl Queue {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match push {
             Push::Event(Event::GroupAppended { group_id, seq }) => {
-                if !state.newest.contains_key(&group_id) {
-                    state.groups.push_back(group_id);
-                }
-                let newest = state.newest.entry(group_id).or_insert(seq);
-                *newest = (*newest).max(seq);
+                let pending = state.pending(group_id);
+                pending.newest = pending.newest.max(seq);
             }
             other if state.others.len() < state.others_max => state.others.push_back(other),
             _ => state.overflowed = true,
@@ -125,6 +144,31 @@ impl Queue {
         drop(state);
         self.ready.notify_one();
         ok
+    }
+
+    /// Queues a new log entry of `group_id`.
+    fn push_entry(&self, group_id: GroupId, entry: &Arc<GroupEntry>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let room = state.inline_bytes_max.saturating_sub(state.inline_bytes);
+        let pending = state.pending(group_id);
+        pending.newest = pending.newest.max(entry.seq);
+        let mut freed = 0;
+        let mut added = 0;
+        if !pending.notice_only {
+            if held_bytes(entry) <= room {
+                added = held_bytes(entry);
+                pending.bytes += added;
+                pending.entries.push(entry.clone());
+            } else {
+                freed = pending.bytes;
+                pending.bytes = 0;
+                pending.entries = Vec::new();
+                pending.notice_only = true;
+            }
+        }
+        state.inline_bytes = state.inline_bytes + added - freed;
+        drop(state);
+        self.ready.notify_one();
     }
 
     /// The next push, waiting for one; `None` once the queue overflowed.
@@ -138,13 +182,43 @@ impl Queue {
                 if let Some(push) = state.others.pop_front() {
                     return Some(push);
                 }
-                if let Some(group_id) = state.groups.pop_front() {
-                    let seq = state.newest.remove(&group_id).unwrap_or_default();
-                    return Some(Push::Event(Event::GroupAppended { group_id, seq }));
+                if let Some(group_id) = state.order.pop_front() {
+                    let pending = state.groups.remove(&group_id).unwrap_or_default();
+                    state.inline_bytes -= pending.bytes;
+                    drop(state);
+                    return Some(Push::Event(pending.into_event(group_id)));
                 }
             }
             // A push between the check and here leaves a permit: no wake-up is lost.
             self.ready.notified().await;
+        }
+    }
+}
+
+impl QueueState {
+    fn pending(&mut self, group_id: GroupId) -> &mut PendingGroup {
+        if !self.groups.contains_key(&group_id) {
+            self.order.push_back(group_id);
+        }
+        self.groups.entry(group_id).or_default()
+    }
+}
+
+impl PendingGroup {
+    /// The entries in order when they reach the newest announced; otherwise a notice.
+    fn into_event(mut self, group_id: GroupId) -> Event {
+        // Appends finishing together may have been queued out of order.
+        self.entries.sort_unstable_by_key(|e| e.seq);
+        self.entries.dedup_by_key(|e| e.seq);
+        match self.entries.last() {
+            Some(last) if !self.notice_only && last.seq == self.newest => Event::GroupEntries {
+                group_id,
+                entries: self.entries.iter().map(|e| GroupEntry::clone(e)).collect(),
+            },
+            _ => Event::GroupAppended {
+                group_id,
+                seq: self.newest,
+            },
         }
     }
 }
@@ -160,8 +234,13 @@ pub(crate) struct Subscribers {
 }
 
 impl Subscribers {
-    pub(crate) fn subscribe(&self, device: DeviceId, capacity: usize) -> (u64, Arc<Queue>) {
-        let queue = Arc::new(Queue::new(capacity));
+    pub(crate) fn subscribe(
+        &self,
+        device: DeviceId,
+        capacity: usize,
+        inline_bytes_max: usize,
+    ) -> (u64, Arc<Queue>) {
+        let queue = Arc::new(Queue::new(capacity, inline_bytes_max));
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(device).or_default().push((id, queue.clone()));
@@ -183,6 +262,17 @@ impl Subscribers {
         for device in devices {
             if let Some(list) = map.get_mut(device) {
                 list.retain(|(_, queue)| queue.push(Push::Event(event.clone())));
+            }
+        }
+    }
+
+    /// Hands a new log entry to the sessions of `devices`.
+    pub(crate) fn publish(&self, devices: &[DeviceId], group_id: GroupId, entry: GroupEntry) {
+        let entry = Arc::new(entry);
+        let map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
+        for device in devices {
+            for (_, queue) in map.get(device).into_iter().flatten() {
+                queue.push_entry(group_id, &entry);
             }
         }
     }
@@ -376,18 +466,198 @@ pub(crate) async fn create_group(
     Ok(group_id)
 }
 
+/// What every application message needs of its group — the epoch and the current member
+/// devices — kept in memory, so that a message costs no directory reads. Membership and
+/// epoch change only by appends with a transition (and group creation), after which the
+/// group's view is dropped; a view read from the store while any was dropped is not kept,
+/// so a stale one cannot be put back.
+#[derive(Debug, Default)]
+pub(crate) struct GroupViews {
+    views: Mutex<HashMap<GroupId, Arc<GroupView>>>,
+    invalidations: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct GroupView {
+    epoch: u64,
+    /// Current member devices, sorted.
+    members: Vec<DeviceId>,
+}
+
+impl GroupView {
+    fn is_member(&self, device: &DeviceId) -> bool {
+        self.members.binary_search(device).is_ok()
+    }
+}
+
+/// Views kept at most; past it the cache starts over (a miss costs two reads).
+const GROUP_VIEWS_MAX: usize = 10_000;
+
+impl GroupViews {
+    fn invalidate(&self, group: &GroupId) {
+        self.invalidations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).remove(group);
+    }
+}
+
+/// The group's view, read from the store when not cached; `None` when there is no such group.
+async fn group_view(state: &State, group_id: &GroupId) -> Result<Option<Arc<GroupView>>, ApiError> {
+    let views = &state.group_views;
+    if let Some(view) = views
+        .views
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(group_id)
+    {
+        return Ok(Some(view.clone()));
+    }
+    let invalidations = views.invalidations.load(std::sync::atomic::Ordering::SeqCst);
+    let Some(record) = state.store.group(group_id).await? else {
+        return Ok(None);
+    };
+    let mut members = state.store.group_members(group_id).await?;
+    members.sort_unstable();
+    let view = Arc::new(GroupView {
+        epoch: record.epoch,
+        members,
+    });
+    let mut map = views.views.lock().unwrap_or_else(|p| p.into_inner());
+    if views.invalidations.load(std::sync::atomic::Ordering::SeqCst) == invalidations {
+        if map.len() >= GROUP_VIEWS_MAX {
+            map.clear();
+        }
+        map.insert(*group_id, view.clone());
+    }
+    Ok(Some(view))
+}
+
+fn not_a_member() -> ApiError {
+    ApiError::new(ErrorCode::NotAMember, "this device is not a member of that group")
+}
+
 /// Refuses devices that are not current members of the group.
 pub(crate) async fn require_member(
     state: &State,
     group: &GroupId,
     who: &Authenticated,
 ) -> Result<(), ApiError> {
-    match state.store.membership(group, &who.device_id).await? {
-        Some(membership) if membership.is_current() => Ok(()),
-        _ => Err(ApiError::new(
-            ErrorCode::NotAMember,
-            "this device is not a member of that group",
-        )),
+    match group_view(state, group).await? {
+        Some(view) if view.is_member(&who.device_id) => Ok(()),
+        _ => Err(not_a_member()),
+    }
+}
+
+/// Puts each group's new entries out to sessions in log order. Appends committed together
+/// finish on several threads at once; without this their sessions would hear of them out
+/// of order and each device would fetch the "gap". An entry waits only for earlier entries
+/// that are committed and on their way: every sequence number appended is published or,
+/// when its request fails after the append, given up ([`Publication`] on drop), so nothing
+/// waits for ever. After a restart (or when the table is trimmed) a group starts from the
+/// first entry published, and an earlier one arriving late goes out at once.
+#[derive(Debug, Default)]
+pub(crate) struct Sequencer(Mutex<HashMap<GroupId, GroupOrder>>);
+
+#[derive(Debug)]
+struct GroupOrder {
+    next: u64,
+    waiting: std::collections::BTreeMap<u64, Option<Ready>>,
+}
+
+/// An entry ready to go out: to the member devices, and as a notice to `removed` (devices
+/// the entry's commit removed: they may read it, but get no more entries).
+#[derive(Debug)]
+struct Ready {
+    group_id: GroupId,
+    members: Vec<DeviceId>,
+    removed: Vec<DeviceId>,
+    entry: GroupEntry,
+}
+
+/// Groups the sequencer follows at most; past it, those with nothing waiting are dropped.
+const SEQUENCED_GROUPS_MAX: usize = 100_000;
+
+impl Sequencer {
+    fn put(&self, subscribers: &Subscribers, group_id: GroupId, seq: u64, ready: Option<Ready>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= SEQUENCED_GROUPS_MAX {
+            map.retain(|_, order| !order.waiting.is_empty());
+        }
+        let order = map.entry(group_id).or_insert_with(|| GroupOrder {
+            next: seq,
+            waiting: std::collections::BTreeMap::new(),
+        });
+        if seq < order.next {
+            if let Some(ready) = ready {
+                ready.send(subscribers);
+            }
+            return;
+        }
+        order.waiting.insert(seq, ready);
+        while let Some(ready) = order.waiting.remove(&order.next) {
+            if let Some(ready) = ready {
+                ready.send(subscribers);
+            }
+            order.next += 1;
+        }
+    }
+}
+
+impl Ready {
+    fn send(self, subscribers: &Subscribers) {
+        if !self.removed.is_empty() {
+            subscribers.notify(
+                &self.removed,
+                &Event::GroupAppended {
+                    group_id: self.group_id,
+                    seq: self.entry.seq,
+                },
+            );
+        }
+        subscribers.publish(&self.members, self.group_id, self.entry);
+    }
+}
+
+/// A sequence number just appended, to publish; dropped unpublished, it is given up so
+/// the entries after it do not wait for it.
+struct Publication<'a> {
+    state: &'a State,
+    group_id: GroupId,
+    seq: u64,
+    done: bool,
+}
+
+impl<'a> Publication<'a> {
+    fn new(state: &'a State, group_id: GroupId, seq: u64) -> Self {
+        Self {
+            state,
+            group_id,
+            seq,
+            done: false,
+        }
+    }
+
+    fn publish(mut self, members: Vec<DeviceId>, removed: Vec<DeviceId>, entry: GroupEntry) {
+        self.done = true;
+        let ready = Ready {
+            group_id: self.group_id,
+            members,
+            removed,
+            entry,
+        };
+        self.state
+            .sequencer
+            .put(&self.state.subscribers, self.group_id, self.seq, Some(ready));
+    }
+}
+
+impl Drop for Publication<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.state
+                .sequencer
+                .put(&self.state.subscribers, self.group_id, self.seq, None);
+        }
     }
 }
 
@@ -402,19 +672,18 @@ pub(crate) async fn submit(
         message: bytes,
         welcome,
     } = submit;
-    require_member(state, &group_id, who).await?;
-    let record = state
-        .store
-        .group(&group_id)
+    let view = group_view(state, &group_id)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
+        .filter(|view| view.is_member(&who.device_id))
+        .ok_or_else(not_a_member)?;
     let message = parse_message(&bytes)?;
+    let entry_time = state.now();
     let entry = NewLogEntry {
         group: group_id,
         sender: who.device_id,
         client_message_id: client_message_id.0,
         message: &bytes,
-        created_at_unix_s: state.now(),
+        created_at_unix_s: entry_time,
     };
 
     let transition = match message.description() {
@@ -432,12 +701,12 @@ pub(crate) async fn submit(
             if welcome.is_some() {
                 return Err(invalid("a Welcome travels only with a commit"));
             }
-            if epoch_id > record.epoch || epoch_id + APPLICATION_EPOCH_LAG_MAX < record.epoch {
+            if epoch_id > view.epoch || epoch_id + APPLICATION_EPOCH_LAG_MAX < view.epoch {
                 return Err(ApiError::new(
                     ErrorCode::EpochConflict,
                     format!(
                         "message is for epoch {epoch_id}; the group is at epoch {}",
-                        record.epoch
+                        view.epoch
                     ),
                 ));
             }
@@ -456,6 +725,11 @@ pub(crate) async fn submit(
             if content_type == ContentType::Application {
                 return Err(invalid("application messages must be encrypted"));
             }
+            let record = state
+                .store
+                .group(&group_id)
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
             if epoch_id != record.epoch {
                 if let Some(seq) = state
                     .store
@@ -522,10 +796,16 @@ pub(crate) async fn submit(
         _ => return Err(invalid("expected a group message")),
     };
 
-    let appended = state.store.append(&entry, transition.as_ref()).await.map_err(|e| match e {
+    let appended = state.store.append(&entry, transition.as_ref()).await;
+    if transition.is_some() {
+        state.group_views.invalidate(&group_id);
+    }
+    let appended = appended.map_err(|e| match e {
         AppendError::EpochConflict { expected, current } => ApiError::new(
             ErrorCode::EpochConflict,
-            format!("commit is for epoch {expected}; the group is at epoch {current}: fetch, process and retry"),
+            format!(
+                "commit is for epoch {expected}; the group is at epoch {current}: fetch, process and retry"
+            ),
         ),
         AppendError::UnknownGroup => ApiError::new(ErrorCode::NotFound, "no such group"),
         AppendError::Store(store) => map_store(store),
@@ -535,19 +815,23 @@ pub(crate) async fn submit(
         }
     })?;
     if !appended.duplicate {
-        let members = state.store.group_members(&group_id).await?;
-        // Removed devices hear of the commit that removed them too.
-        let removed = transition.as_ref().map(|t| t.removed.clone()).unwrap_or_default();
-        let notify: Vec<DeviceId> = members.iter().chain(removed.iter()).copied().collect();
-        state.subscribers.notify(
-            &notify,
-            &Event::GroupAppended {
-                group_id,
-                seq: appended.seq,
-            },
-        );
-        if let Some(t) = transition.as_ref().filter(|t| t.welcome.is_some()) {
-            state.subscribers.notify(&t.added, &Event::InboxChanged);
+        let publication = Publication::new(state, group_id, appended.seq);
+        let entry = GroupEntry {
+            seq: appended.seq,
+            sender: who.device_id,
+            message: bytes,
+            server_time_unix_s: entry_time,
+        };
+        match &transition {
+            None => publication.publish(view.members.clone(), Vec::new(), entry),
+            Some(t) => {
+                // Removed devices hear of the commit that removed them too.
+                let members = state.store.group_members(&group_id).await?;
+                publication.publish(members, t.removed.clone(), entry);
+                if t.welcome.is_some() {
+                    state.subscribers.notify(&t.added, &Event::InboxChanged);
+                }
+            }
         }
     }
     Ok((appended.seq, appended.duplicate))
@@ -604,16 +888,19 @@ pub(crate) async fn propose_device_removal(state: &State, device: &DeviceId) -> 
                 removed: Vec::new(),
                 welcome: None,
             };
-            match state.store.append(&entry, Some(&transition)).await {
+            let appended = state.store.append(&entry, Some(&transition)).await;
+            state.group_views.invalidate(&record.id);
+            match appended {
                 Ok(appended) => {
+                    let publication = Publication::new(state, record.id, appended.seq);
                     let members = state.store.group_members(&record.id).await?;
-                    state.subscribers.notify(
-                        &members,
-                        &Event::GroupAppended {
-                            group_id: record.id,
-                            seq: appended.seq,
-                        },
-                    );
+                    let entry = GroupEntry {
+                        seq: appended.seq,
+                        sender: DeviceId::ORGANISATION,
+                        message: message.clone(),
+                        server_time_unix_s: entry.created_at_unix_s,
+                    };
+                    publication.publish(members, Vec::new(), entry);
                     tracing::info!(group_id = %record.id, device_id = %device, "proposed removing device");
                     proposed += 1;
                     break;
@@ -670,11 +957,13 @@ pub(crate) async fn ack(
     group_id: GroupId,
     seq: u64,
 ) -> Result<(), ApiError> {
-    if state.store.membership(&group_id, &who.device_id).await?.is_none() {
-        return Err(ApiError::new(
-            ErrorCode::NotAMember,
-            "this device is not a member of that group",
-        ));
+    // Current members are in the group's view; removed ones may still acknowledge what
+    // they were allowed to read.
+    let current = group_view(state, &group_id)
+        .await?
+        .is_some_and(|view| view.is_member(&who.device_id));
+    if !current && state.store.membership(&group_id, &who.device_id).await?.is_none() {
+        return Err(not_a_member());
     }
     state.pending_acks.record(group_id, who.device_id, seq);
     Ok(())
@@ -760,4 +1049,113 @@ pub(crate) async fn inbox(state: &State, who: &Authenticated) -> Result<Vec<Inbo
 
 pub(crate) async fn inbox_ack(state: &State, who: &Authenticated, ids: Vec<u64>) -> Result<(), ApiError> {
     Ok(state.store.inbox_ack(&who.device_id, &ids).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, bytes: usize) -> Arc<GroupEntry> {
+        Arc::new(GroupEntry {
+            seq,
+            sender: DeviceId::from([7; 16]),
+            message: vec![seq as u8; bytes],
+            server_time_unix_s: 0,
+        })
+    }
+
+    async fn next(queue: &Queue) -> Event {
+        match queue.next().await {
+            Some(Push::Event(event)) => event,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    fn seqs(event: &Event) -> Vec<u64> {
+        match event {
+            Event::GroupEntries { entries, .. } => entries.iter().map(|e| e.seq).collect(),
+            other => panic!("expected entries, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_queued_together_go_out_in_one_event_in_order() {
+        let queue = Queue::new(4, 64 * 1024);
+        let (a, b) = (GroupId::from([1; 32]), GroupId::from([2; 32]));
+        // Appends finishing together can be queued out of order, and twice.
+        for seq in [3, 1, 2, 2] {
+            queue.push_entry(a, &entry(seq, 100));
+        }
+        queue.push_entry(b, &entry(9, 100));
+        assert_eq!(seqs(&next(&queue).await), [1, 2, 3]);
+        assert_eq!(seqs(&next(&queue).await), [9]);
+        let state = queue.state.lock().unwrap();
+        assert_eq!(state.inline_bytes, 0, "every byte held is released when sent");
+        assert!(state.groups.is_empty() && state.order.is_empty());
+    }
+
+    #[tokio::test]
+    async fn past_the_byte_limit_a_group_gets_a_notice_and_others_still_get_entries() {
+        let queue = Queue::new(4, 1_000);
+        let (a, b) = (GroupId::from([1; 32]), GroupId::from([2; 32]));
+        queue.push_entry(a, &entry(1, 400));
+        queue.push_entry(a, &entry(2, 400));
+        // The third does not fit: the group's entries give way to a notice of the newest.
+        queue.push_entry(a, &entry(3, 400));
+        queue.push_entry(a, &entry(4, 10));
+        // The bytes freed are free for another group.
+        queue.push_entry(b, &entry(5, 400));
+        assert_eq!(next(&queue).await, Event::GroupAppended { group_id: a, seq: 4 });
+        assert_eq!(seqs(&next(&queue).await), [5]);
+        assert_eq!(queue.state.lock().unwrap().inline_bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn a_notice_beyond_the_entries_held_makes_the_device_fetch() {
+        let queue = Queue::new(4, 64 * 1024);
+        let a = GroupId::from([1; 32]);
+        queue.push_entry(a, &entry(1, 10));
+        assert!(queue.push(Push::Event(Event::GroupAppended { group_id: a, seq: 2 })));
+        assert_eq!(next(&queue).await, Event::GroupAppended { group_id: a, seq: 2 });
+    }
+
+    fn ready(group_id: GroupId, device: DeviceId, seq: u64) -> Option<Ready> {
+        Some(Ready {
+            group_id,
+            members: vec![device],
+            removed: Vec::new(),
+            entry: GroupEntry::clone(&entry(seq, 10)),
+        })
+    }
+
+    #[tokio::test]
+    async fn entries_go_out_in_log_order_and_one_given_up_holds_nothing() {
+        let subscribers = Subscribers::default();
+        let sequencer = Sequencer::default();
+        let device = DeviceId::from([3; 16]);
+        let group = GroupId::from([1; 32]);
+        let (_, queue) = subscribers.subscribe(device, 4, 64 * 1024);
+        sequencer.put(&subscribers, group, 5, ready(group, device, 5));
+        assert_eq!(seqs(&next(&queue).await), [5]);
+        // 7 finished before 6: it waits for it.
+        sequencer.put(&subscribers, group, 7, ready(group, device, 7));
+        assert!(queue.state.lock().unwrap().order.is_empty(), "7 must wait for 6");
+        sequencer.put(&subscribers, group, 6, ready(group, device, 6));
+        assert_eq!(seqs(&next(&queue).await), [6, 7]);
+        // 8's request failed after its append: 9 does not wait for it.
+        sequencer.put(&subscribers, group, 9, ready(group, device, 9));
+        sequencer.put(&subscribers, group, 8, None);
+        assert_eq!(seqs(&next(&queue).await), [9]);
+        // One from before the sequencer's start goes out at once.
+        sequencer.put(&subscribers, group, 2, ready(group, device, 2));
+        assert_eq!(seqs(&next(&queue).await), [2]);
+    }
+
+    #[tokio::test]
+    async fn other_pushes_overflow_and_close_the_session() {
+        let queue = Queue::new(1, 64 * 1024);
+        assert!(queue.push(Push::Event(Event::InboxChanged)));
+        assert!(!queue.push(Push::Event(Event::InboxChanged)));
+        assert!(queue.next().await.is_none());
+    }
 }

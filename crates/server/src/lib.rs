@@ -135,6 +135,10 @@ pub(crate) struct State {
     /// Follows groups' public state to validate handshake messages.
     pub external: mls_rs::external_client::ExternalClient<delivery::ServerMlsConfig>,
     pub subscribers: delivery::Subscribers,
+    /// Each active group's epoch and members, for the message path.
+    pub group_views: delivery::GroupViews,
+    /// Puts new entries out in log order.
+    pub sequencer: delivery::Sequencer,
     pub pending_acks: delivery::PendingAcks,
     pub blobs: blobs::BlobFiles,
     /// The organisation's policy version (the store's, cached: only this process writes it).
@@ -350,6 +354,8 @@ impl Server {
             external,
             identity,
             subscribers: delivery::Subscribers::default(),
+            group_views: delivery::GroupViews::default(),
+            sequencer: delivery::Sequencer::default(),
             pending_acks: delivery::PendingAcks::default(),
             blobs: blobs::BlobFiles::new(data.blobs()),
             policy_version: std::sync::atomic::AtomicU64::new(policy_version),

@@ -73,11 +73,11 @@ pub(crate) async fn run(
         if events.is_none()
             && let Phase::Authenticated(who) = &phase
         {
-            events = Some(
-                state
-                    .subscribers
-                    .subscribe(who.device_id, limits.session_events_max as usize),
-            );
+            events = Some(state.subscribers.subscribe(
+                who.device_id,
+                limits.session_events_max as usize,
+                limits.session_inline_bytes_max as usize,
+            ));
         }
         let deadline = match phase {
             Phase::Unauthenticated { .. } => auth_deadline.min(idle_deadline),

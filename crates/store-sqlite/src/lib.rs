@@ -4,6 +4,7 @@
 //! single writer lock serialises them and check-then-act sequences (redeeming a code) are
 //! atomic. `synchronous = FULL`: a write acknowledged is on disk.
 
+mod appender;
 mod delivery;
 mod management;
 mod migrate;
@@ -35,8 +36,8 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
-    /// Feeds the group-commit appender task.
-    appends: tokio::sync::mpsc::Sender<delivery::AppendJob>,
+    /// Feeds the group-commit appender thread.
+    appends: tokio::sync::mpsc::Sender<appender::AppendJob>,
 }
 
 pub(crate) fn backend_error(error: sqlx::Error) -> StoreError {
@@ -79,7 +80,7 @@ impl SqliteStore {
         restrict_permissions(path)?;
         migrate::run(&pool, unix_now()).await?;
         let (appends, jobs) = tokio::sync::mpsc::channel(APPEND_QUEUE_MAX);
-        tokio::spawn(delivery::appender(pool.clone(), jobs));
+        appender::start(path, Duration::from_millis(BUSY_TIMEOUT_MS), jobs)?;
         Ok(Self { pool, appends })
     }
 
@@ -534,8 +535,8 @@ impl Store for SqliteStore {
         transition: Option<&GroupTransition>,
     ) -> Result<Appended, AppendError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = delivery::AppendJob {
-            entry: delivery::OwnedLogEntry {
+        let job = appender::AppendJob {
+            entry: appender::OwnedLogEntry {
                 group: entry.group,
                 sender: entry.sender,
                 client_message_id: entry.client_message_id,
