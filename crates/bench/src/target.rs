@@ -394,7 +394,17 @@ impl Target {
         let profiles = tempfile::tempdir()?;
         std::fs::write(data.path().join("redoubt.toml"), toml::to_string(&config)?)?;
         let exe = std::env::current_exe()?;
-        let mut command = Command::new(exe);
+        // A profiler for the server alone, e.g. REDOUBT_BENCH_SERVER_WRAPPER="valgrind --tool=dhat".
+        let wrapper = std::env::var("REDOUBT_BENCH_SERVER_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
         command.arg("serve").arg("--data").arg(data.path());
         if connector {
             command.arg("--connector");

@@ -52,8 +52,10 @@ async fn websocket(
 ) -> impl IntoResponse {
     let frame_bytes_max = app.state.config.limits.frame_bytes_max as usize;
     upgrade
-        // Small buffers: an idle session should cost a few KB, not the 128 KB default.
-        .read_buffer_size(4096)
+        // Small buffers: an idle session should cost a few KB, not the 128 KB default. A
+        // frame longer than the read buffer is read in several steps into a buffer reserved
+        // for its whole length (from rustls's plaintext, not a system call each).
+        .read_buffer_size(256)
         .write_buffer_size(0)
         .max_message_size(frame_bytes_max)
         .max_frame_size(frame_bytes_max)

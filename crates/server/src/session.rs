@@ -35,124 +35,139 @@ enum Next {
     Close(u16, &'static str),
 }
 
-pub(crate) async fn run(
+/// Runs a session to its end. Its future is the task every idle session keeps, so it is
+/// kept small: the body is an `async move` block (an `async fn` would hold the socket twice,
+/// as argument and as local), frames are encoded before their writes are awaited, and the
+/// handling of a request, several KB of state, is boxed.
+pub(crate) fn run(
     state: Arc<State>,
     connection: Arc<ConnectionInfo>,
     mut socket: WebSocket,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let limits = &state.config.limits;
-    let write_timeout = Duration::from_millis(limits.write_timeout_ms);
-    let mut challenge = [0; redoubt_proto::CHALLENGE_BYTES];
-    OsRng.fill_bytes(&mut challenge);
-    let peer = Peer {
-        challenge: Bytes(challenge),
-        tls_exporter: connection.tls_exporter,
-    };
-    let hello = ServerFrame::Hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        challenge: peer.challenge,
-        server_time_unix_s: state.now(),
-        frame_bytes_max: limits.frame_bytes_max,
-    });
-    if send(&mut socket, &hello, write_timeout).await.is_err() {
-        return;
-    }
-
-    let mut phase = Phase::Unauthenticated { requests: 0 };
-    let auth_deadline = tokio::time::Instant::now() + Duration::from_millis(limits.auth_timeout_ms);
-    let idle = Duration::from_millis(limits.idle_timeout_ms);
-    let mut idle_deadline = tokio::time::Instant::now() + idle;
-    let mut ping = tokio::time::interval(Duration::from_millis(limits.ping_interval_ms));
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    let mut transfers = crate::blobs::Transfers::default();
-    // Events for this session, once it has authenticated.
-    let mut events: Option<(u64, std::sync::Arc<delivery::Queue>)> = None;
-    let close = loop {
-        if events.is_none()
-            && let Phase::Authenticated(who) = &phase
-        {
-            events = Some(state.subscribers.subscribe(
-                who.device_id,
-                limits.session_events_max as usize,
-                limits.session_inline_bytes_max as usize,
-            ));
-        }
-        let deadline = match phase {
-            Phase::Unauthenticated { .. } => auth_deadline.min(idle_deadline),
-            Phase::Authenticated(_) => idle_deadline,
+) -> impl Future<Output = ()> {
+    async move {
+        let limits = &state.config.limits;
+        let write_timeout = Duration::from_millis(limits.write_timeout_ms);
+        let mut challenge = [0; redoubt_proto::CHALLENGE_BYTES];
+        OsRng.fill_bytes(&mut challenge);
+        let peer = Peer {
+            challenge: Bytes(challenge),
+            tls_exporter: connection.tls_exporter,
         };
-        tokio::select! {
-            _ = shutdown.changed() => break Some((close_code::AWAY, "server shutting down")),
-            event = next_event(&mut events) => match event {
-                Some(Push::Event(event)) => {
-                    if send(&mut socket, &ServerFrame::Event(event), write_timeout).await.is_err() {
+        let hello = ServerFrame::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            challenge: peer.challenge,
+            server_time_unix_s: state.now(),
+            frame_bytes_max: limits.frame_bytes_max,
+        });
+        let sending = send(&mut socket, &hello, write_timeout);
+        drop(hello);
+        if sending.await.is_err() {
+            return;
+        }
+
+        let mut phase = Phase::Unauthenticated { requests: 0 };
+        let auth_deadline = tokio::time::Instant::now() + Duration::from_millis(limits.auth_timeout_ms);
+        let idle = Duration::from_millis(limits.idle_timeout_ms);
+        let mut idle_deadline = tokio::time::Instant::now() + idle;
+        let mut ping = tokio::time::interval(Duration::from_millis(limits.ping_interval_ms));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let mut transfers = crate::blobs::Transfers::default();
+        // Events for this session, once it has authenticated.
+        let mut events: Option<(u64, std::sync::Arc<delivery::Queue>)> = None;
+        let close = loop {
+            if events.is_none()
+                && let Phase::Authenticated(who) = &phase
+            {
+                events = Some(state.subscribers.subscribe(
+                    who.device_id,
+                    limits.session_events_max as usize,
+                    limits.session_inline_bytes_max as usize,
+                ));
+            }
+            let deadline = match phase {
+                Phase::Unauthenticated { .. } => auth_deadline.min(idle_deadline),
+                Phase::Authenticated(_) => idle_deadline,
+            };
+            tokio::select! {
+                _ = shutdown.changed() => break Some((close_code::AWAY, "server shutting down")),
+                event = next_event(&mut events) => match event {
+                    Some(Push::Event(event)) => {
+                        let sending = send(&mut socket, &ServerFrame::Event(event), write_timeout);
+                        if sending.await.is_err() {
+                            break None;
+                        }
+                    }
+                    Some(Push::Close(reason)) => break Some((close_code::POLICY, reason)),
+                    // The subscriber list dropped us: our queue was full.
+                    None => break Some((close_code::POLICY, "too slow to receive events")),
+                },
+                _ = ping.tick(), if matches!(phase, Phase::Authenticated(_)) => {
+                    if write(&mut socket, Message::Ping(Default::default()), write_timeout).await.is_err() {
                         break None;
                     }
                 }
-                Some(Push::Close(reason)) => break Some((close_code::POLICY, reason)),
-                // The subscriber list dropped us: our queue was full.
-                None => break Some((close_code::POLICY, "too slow to receive events")),
-            },
-            _ = ping.tick(), if matches!(phase, Phase::Authenticated(_)) => {
-                if write(&mut socket, Message::Ping(Default::default()), write_timeout).await.is_err() {
-                    break None;
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                if matches!(phase, Phase::Unauthenticated { .. }) {
-                    let error = ErrorBody::new(ErrorCode::Unauthenticated, "authentication timed out");
-                    let _ = send(&mut socket, &ServerFrame::Error { request_id: 0, error }, write_timeout).await;
-                    break Some((close_code::POLICY, "authentication timed out"));
-                }
-                break Some((close_code::AWAY, "idle timeout"));
-            }
-            message = socket.recv() => {
-                idle_deadline = tokio::time::Instant::now() + idle;
-                match message {
-                    None | Some(Ok(Message::Close(_))) => break None,
-                    Some(Err(error)) => {
-                        // tungstenite refuses an oversized frame from its header, before
-                        // reading (or allocating for) the payload.
-                        tracing::debug!(peer = %connection.peer, %error, "websocket read failed");
-                        let error = ErrorBody::new(
-                            ErrorCode::FrameTooLarge,
-                            format!("frame unreadable or larger than {} bytes", limits.frame_bytes_max),
-                        );
-                        let _ = send(&mut socket, &ServerFrame::Error { request_id: 0, error }, write_timeout).await;
-                        break Some((close_code::SIZE, "frame too large or unreadable"));
+                _ = tokio::time::sleep_until(deadline) => {
+                    if matches!(phase, Phase::Unauthenticated { .. }) {
+                        let error = ErrorBody::new(ErrorCode::Unauthenticated, "authentication timed out");
+                        let sending = send(&mut socket, &ServerFrame::Error { request_id: 0, error }, write_timeout);
+                        let _ = sending.await;
+                        break Some((close_code::POLICY, "authentication timed out"));
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Text(_))) => {
-                        let error = ErrorBody::new(ErrorCode::MalformedFrame, "frames are binary WebSocket messages");
-                        let _ = send(&mut socket, &ServerFrame::Error { request_id: 0, error }, write_timeout).await;
-                        break Some((close_code::UNSUPPORTED, "binary frames only"));
-                    }
-                    Some(Ok(Message::Binary(bytes))) => {
-                        match handle_frame(&state, &peer, &mut phase, &mut transfers, &mut socket, &bytes).await {
-                            Ok(Next::Continue) => {}
-                            Ok(Next::Close(code, reason)) => break Some((code, reason)),
-                            Err(()) => break None,
+                    break Some((close_code::AWAY, "idle timeout"));
+                }
+                message = socket.recv() => {
+                    idle_deadline = tokio::time::Instant::now() + idle;
+                    match message {
+                        None | Some(Ok(Message::Close(_))) => break None,
+                        Some(Err(error)) => {
+                            // tungstenite refuses an oversized frame from its header, before
+                            // reading (or allocating for) the payload.
+                            tracing::debug!(peer = %connection.peer, %error, "websocket read failed");
+                            let error = ErrorBody::new(
+                                ErrorCode::FrameTooLarge,
+                                format!("frame unreadable or larger than {} bytes", limits.frame_bytes_max),
+                            );
+                            let sending = send(&mut socket, &ServerFrame::Error { request_id: 0, error }, write_timeout);
+                            let _ = sending.await;
+                            break Some((close_code::SIZE, "frame too large or unreadable"));
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Text(_))) => {
+                            let error = ErrorBody::new(ErrorCode::MalformedFrame, "frames are binary WebSocket messages");
+                            let sending = send(&mut socket, &ServerFrame::Error { request_id: 0, error }, write_timeout);
+                            let _ = sending.await;
+                            break Some((close_code::UNSUPPORTED, "binary frames only"));
+                        }
+                        Some(Ok(Message::Binary(bytes))) => {
+                            // Boxed: the largest request's state machine is several KB, and inline
+                            // it would be part of every idle session's task.
+                            let handled = Box::pin(handle_frame(&state, &peer, &mut phase, &mut transfers, &mut socket, &bytes));
+                            match handled.await {
+                                Ok(Next::Continue) => {}
+                                Ok(Next::Close(code, reason)) => break Some((code, reason)),
+                                Err(()) => break None,
+                            }
                         }
                     }
                 }
             }
-        }
-    };
-    if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
         };
-        let _ = write(&mut socket, Message::Close(Some(frame)), write_timeout).await;
-    }
-    crate::blobs::abandon(&state, &mut transfers).await;
-    if let Phase::Authenticated(who) = &phase {
-        if let Some((id, _)) = events {
-            state.subscribers.unsubscribe(&who.device_id, id);
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = write(&mut socket, Message::Close(Some(frame)), write_timeout).await;
         }
-        tracing::debug!(device_id = %who.device_id, "session ended");
+        Box::pin(crate::blobs::abandon(&state, &mut transfers)).await;
+        if let Phase::Authenticated(who) = &phase {
+            if let Some((id, _)) = events {
+                state.subscribers.unsubscribe(&who.device_id, id);
+            }
+            tracing::debug!(device_id = %who.device_id, "session ended");
+        }
     }
 }
 
@@ -164,13 +179,18 @@ async fn next_event(events: &mut Option<(u64, std::sync::Arc<delivery::Queue>)>)
     }
 }
 
-async fn send(socket: &mut WebSocket, frame: &ServerFrame, timeout: Duration) -> Result<(), ()> {
+/// Encodes `frame` now and returns the write: the caller need not keep the frame while the
+/// write is awaited.
+fn send<'s>(
+    socket: &'s mut WebSocket,
+    frame: &ServerFrame,
+    timeout: Duration,
+) -> impl Future<Output = Result<(), ()>> + use<'s> {
     write(
         socket,
         Message::Binary(encode_server_frame(frame).into()),
         timeout,
     )
-    .await
 }
 
 /// Writes one message, giving up after `timeout` (`limits.write_timeout_ms`): a peer that
