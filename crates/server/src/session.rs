@@ -54,14 +54,14 @@ pub(crate) fn run(
             challenge: Bytes(challenge),
             tls_exporter: connection.tls_exporter,
         };
-        let hello = ServerFrame::Hello(Hello {
+        let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
             challenge: peer.challenge,
             server_time_unix_s: state.now(),
             frame_bytes_max: limits.frame_bytes_max,
-        });
-        let sending = send(&mut socket, &hello, write_timeout);
-        drop(hello);
+        };
+        // A temporary, not a local: a local's room would stay in the session's task.
+        let sending = send(&mut socket, &ServerFrame::Hello(hello), write_timeout);
         if sending.await.is_err() {
             return;
         }
@@ -70,8 +70,10 @@ pub(crate) fn run(
         let auth_deadline = tokio::time::Instant::now() + Duration::from_millis(limits.auth_timeout_ms);
         let idle = Duration::from_millis(limits.idle_timeout_ms);
         let mut idle_deadline = tokio::time::Instant::now() + idle;
-        let mut ping = tokio::time::interval(Duration::from_millis(limits.ping_interval_ms));
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer for pings and deadlines (a tokio Interval would be one more allocation
+        // per session).
+        let ping_interval = Duration::from_millis(limits.ping_interval_ms);
+        let mut next_ping = tokio::time::Instant::now() + ping_interval;
 
         let mut transfers = crate::blobs::Transfers::default();
         // Events for this session, once it has authenticated.
@@ -86,9 +88,12 @@ pub(crate) fn run(
                     limits.session_inline_bytes_max as usize,
                 ));
             }
-            let deadline = match phase {
-                Phase::Unauthenticated { .. } => auth_deadline.min(idle_deadline),
-                Phase::Authenticated(_) => idle_deadline,
+            let (deadline, wake) = match phase {
+                Phase::Unauthenticated { .. } => {
+                    let deadline = auth_deadline.min(idle_deadline);
+                    (deadline, deadline)
+                }
+                Phase::Authenticated(_) => (idle_deadline, idle_deadline.min(next_ping)),
             };
             tokio::select! {
                 _ = shutdown.changed() => break Some((close_code::AWAY, "server shutting down")),
@@ -103,12 +108,14 @@ pub(crate) fn run(
                     // The subscriber list dropped us: our queue was full.
                     None => break Some((close_code::POLICY, "too slow to receive events")),
                 },
-                _ = ping.tick(), if matches!(phase, Phase::Authenticated(_)) => {
-                    if write(&mut socket, Message::Ping(Default::default()), write_timeout).await.is_err() {
-                        break None;
+                _ = tokio::time::sleep_until(wake) => {
+                    if tokio::time::Instant::now() < deadline {
+                        next_ping = tokio::time::Instant::now() + ping_interval;
+                        if write(&mut socket, Message::Ping(Default::default()), write_timeout).await.is_err() {
+                            break None;
+                        }
+                        continue;
                     }
-                }
-                _ = tokio::time::sleep_until(deadline) => {
                     if matches!(phase, Phase::Unauthenticated { .. }) {
                         let error = ErrorBody::new(ErrorCode::Unauthenticated, "authentication timed out");
                         let sending = send(&mut socket, &ServerFrame::Error { request_id: 0, error }, write_timeout);
