@@ -124,8 +124,12 @@ impl IdentityProvider for RedoubtIdentityProvider {
         signing_identity: &SigningIdentity,
         _extensions: &ExtensionList,
     ) -> Result<Vec<u8>, Self::Error> {
-        // Unique per leaf: one leaf per device.
-        let id = self.device_id(signing_identity)?;
+        // Unique per leaf: one leaf per device. mls-rs asks this of every leaf whenever it
+        // checks a roster for duplicates (each commit, each join), so it decodes the
+        // certificate without verifying its signature: 10,000 Ed25519 verifications a
+        // commit otherwise. Whether a leaf may be in the group at all is
+        // `validate_member`'s question, which mls-rs asks of every leaf it admits.
+        let id = self.member_device_id(signing_identity)?;
         Ok(id.as_bytes().to_vec())
     }
 
@@ -135,7 +139,8 @@ impl IdentityProvider for RedoubtIdentityProvider {
         successor: &SigningIdentity,
         _extensions: &ExtensionList,
     ) -> Result<bool, Self::Error> {
-        Ok(self.device_id(predecessor)? == self.device_id(successor)?)
+        // The predecessor is a member already validated; the successor is verified.
+        Ok(self.member_device_id(predecessor)? == self.device_id(successor)?)
     }
 
     fn supported_types(&self) -> Vec<CredentialType> {
