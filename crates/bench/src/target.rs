@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 use crate::device::Org;
 use crate::wire::Connector;
 
-/// Thread names of the in-process server: its runtime's threads, SQLite's workers and the
-/// log appender.
-pub const SERVER_THREAD_PREFIXES: [&str; 3] = ["redoubt-srv", "sqlx-sqlite-wor", "redoubt-append"];
+/// Thread names of the in-process server: its runtime's threads, SQLite's workers, and the
+/// log appender and checkpointer.
+pub const SERVER_THREAD_PREFIXES: [&str; 3] = ["redoubt-srv", "sqlx-sqlite-wor", "redoubt-db"];
 
 /// Where the server runs.
 #[derive(Debug, Clone)]

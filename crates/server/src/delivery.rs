@@ -499,6 +499,70 @@ impl GroupViews {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.views.lock().unwrap_or_else(|p| p.into_inner()).remove(group);
     }
+
+    /// Puts the view a commit just made durable (under the group's commit lock).
+    fn replace(&self, group: GroupId, view: GroupView) {
+        self.invalidations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut map = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= GROUP_VIEWS_MAX {
+            map.clear();
+        }
+        map.insert(group, Arc::new(view));
+    }
+}
+
+/// One lock per group taken by handshakes (commits and proposals) from before they read the
+/// group's state until their append is done: only one can succeed per epoch anyway, and
+/// holding it makes the cached view and decoded state current for the holder.
+/// Application messages do not take it.
+#[derive(Debug, Default)]
+pub(crate) struct CommitLocks(Mutex<HashMap<GroupId, Arc<tokio::sync::Mutex<()>>>>);
+
+impl CommitLocks {
+    async fn lock(&self, group: GroupId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() >= 1024 {
+                map.retain(|_, lock| Arc::strong_count(lock) > 1);
+            }
+            map.entry(group).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// The decoded public state of the groups with the latest commits, with its epoch, so the
+/// next commit skips reading and decoding the stored snapshot (MBs at 10,000 members).
+/// Taken by a commit under the group's commit lock, put back after its append.
+#[derive(Default)]
+pub(crate) struct LiveGroups(Mutex<Vec<(GroupId, u64, ExternalGroup<ServerMlsConfig>)>>);
+
+/// Decoded group states kept at most.
+const LIVE_GROUPS_MAX: usize = 4;
+
+impl std::fmt::Debug for LiveGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveGroups").finish_non_exhaustive()
+    }
+}
+
+impl LiveGroups {
+    fn take(&self, group: &GroupId, epoch: u64) -> Option<ExternalGroup<ServerMlsConfig>> {
+        let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let at = live.iter().position(|(id, _, _)| id == group)?;
+        let (_, live_epoch, state) = live.remove(at);
+        (live_epoch == epoch).then_some(state)
+    }
+
+    fn put(&self, group: GroupId, epoch: u64, state: ExternalGroup<ServerMlsConfig>) {
+        let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|(id, _, _)| *id != group);
+        if live.len() >= LIVE_GROUPS_MAX {
+            live.remove(0);
+        }
+        live.push((group, epoch, state));
+    }
 }
 
 /// The group's view, read from the store when not cached; `None` when there is no such group.
@@ -672,11 +736,27 @@ pub(crate) async fn submit(
         message: bytes,
         welcome,
     } = submit;
-    let view = group_view(state, &group_id)
+    let mut view = group_view(state, &group_id)
         .await?
         .filter(|view| view.is_member(&who.device_id))
         .ok_or_else(not_a_member)?;
     let message = parse_message(&bytes)?;
+    let handshake = matches!(
+        message.description(),
+        MlsMessageDescription::PublicProtocolMessage { .. }
+    );
+    let _commit_lock = match handshake {
+        true => {
+            let lock = state.commit_locks.lock(group_id).await;
+            // A commit may have finished while we waited: under the lock the view is current.
+            view = group_view(state, &group_id)
+                .await?
+                .filter(|view| view.is_member(&who.device_id))
+                .ok_or_else(not_a_member)?;
+            Some(lock)
+        }
+        false => None,
+    };
     let entry_time = state.now();
     let entry = NewLogEntry {
         group: group_id,
@@ -686,7 +766,8 @@ pub(crate) async fn submit(
         created_at_unix_s: entry_time,
     };
 
-    let transition = match message.description() {
+    // A handshake's transition, with the group's new state and member devices.
+    let (transition, processed) = match message.description() {
         MlsMessageDescription::PrivateProtocolMessage {
             group_id: id,
             epoch_id,
@@ -710,7 +791,7 @@ pub(crate) async fn submit(
                     ),
                 ));
             }
-            None
+            (None, None)
         }
         MlsMessageDescription::PublicProtocolMessage {
             group_id: id,
@@ -725,12 +806,7 @@ pub(crate) async fn submit(
             if content_type == ContentType::Application {
                 return Err(invalid("application messages must be encrypted"));
             }
-            let record = state
-                .store
-                .group(&group_id)
-                .await?
-                .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
-            if epoch_id != record.epoch {
+            if epoch_id != view.epoch {
                 if let Some(seq) = state
                     .store
                     .find_submission(&group_id, &who.device_id, &client_message_id.0)
@@ -742,11 +818,21 @@ pub(crate) async fn submit(
                     ErrorCode::EpochConflict,
                     format!(
                         "commit is for epoch {epoch_id}; the group is at epoch {}: fetch, process and retry",
-                        record.epoch
+                        view.epoch
                     ),
                 ));
             }
-            let mut group = load_external(state, &record)?;
+            let mut group = match state.live_groups.take(&group_id, view.epoch) {
+                Some(group) => group,
+                None => {
+                    let record = state
+                        .store
+                        .group(&group_id)
+                        .await?
+                        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
+                    load_external(state, &record)?
+                }
+            };
             if let Sender::Member(index) = sender {
                 let member = group
                     .roster()
@@ -763,7 +849,7 @@ pub(crate) async fn submit(
             } else {
                 return Err(invalid("only members submit handshake messages"));
             }
-            let before = member_devices(state, &group)?;
+            let before: BTreeSet<DeviceId> = view.members.iter().copied().collect();
             let received = group
                 .process_incoming_message(message)
                 .map_err(|e| invalid(format!("handshake refused: {e}")))?;
@@ -784,23 +870,20 @@ pub(crate) async fn submit(
                     return Err(invalid("the welcome field must hold a Welcome"));
                 }
             }
-            Some(GroupTransition {
-                expected_epoch: record.epoch,
+            let transition = GroupTransition {
+                expected_epoch: view.epoch,
                 epoch: group.group_context().epoch,
                 state: snapshot(&group)?,
                 added,
                 removed,
                 welcome,
-            })
+            };
+            (Some(transition), Some((group, after)))
         }
         _ => return Err(invalid("expected a group message")),
     };
 
-    let appended = state.store.append(&entry, transition.as_ref()).await;
-    if transition.is_some() {
-        state.group_views.invalidate(&group_id);
-    }
-    let appended = appended.map_err(|e| match e {
+    let appended = state.store.append(&entry, transition.as_ref()).await.map_err(|e| match e {
         AppendError::EpochConflict { expected, current } => ApiError::new(
             ErrorCode::EpochConflict,
             format!(
@@ -822,16 +905,24 @@ pub(crate) async fn submit(
             message: bytes,
             server_time_unix_s: entry_time,
         };
-        match &transition {
-            None => publication.publish(view.members.clone(), Vec::new(), entry),
-            Some(t) => {
+        match (transition, processed) {
+            (Some(t), Some((group, after))) => {
+                let members: Vec<DeviceId> = after.into_iter().collect();
+                state.group_views.replace(
+                    group_id,
+                    GroupView {
+                        epoch: t.epoch,
+                        members: members.clone(),
+                    },
+                );
+                state.live_groups.put(group_id, t.epoch, group);
                 // Removed devices hear of the commit that removed them too.
-                let members = state.store.group_members(&group_id).await?;
-                publication.publish(members, t.removed.clone(), entry);
+                publication.publish(members, t.removed, entry);
                 if t.welcome.is_some() {
                     state.subscribers.notify(&t.added, &Event::InboxChanged);
                 }
             }
+            _ => publication.publish(view.members.clone(), Vec::new(), entry),
         }
     }
     Ok((appended.seq, appended.duplicate))
@@ -854,6 +945,9 @@ fn load_external(state: &State, record: &GroupRecord) -> Result<ExternalGroup<Se
 pub(crate) async fn propose_device_removal(state: &State, device: &DeviceId) -> Result<usize, ApiError> {
     let mut proposed = 0;
     for (record, _) in state.store.device_groups(device).await? {
+        // The proposal changes the group's state: no commit may read it meanwhile.
+        let _commit_lock = state.commit_locks.lock(record.id).await;
+        state.live_groups.take(&record.id, u64::MAX);
         // A concurrent commit may move the epoch under us: retry on the fresh state.
         for _ in 0..8 {
             let Some(record) = state.store.group(&record.id).await? else {

@@ -139,6 +139,10 @@ pub(crate) struct State {
     pub group_views: delivery::GroupViews,
     /// Puts new entries out in log order.
     pub sequencer: delivery::Sequencer,
+    /// Serialises each group's handshakes.
+    pub commit_locks: delivery::CommitLocks,
+    /// Decoded state of the groups with the latest commits.
+    pub live_groups: delivery::LiveGroups,
     pub pending_acks: delivery::PendingAcks,
     pub blobs: blobs::BlobFiles,
     /// The organisation's policy version (the store's, cached: only this process writes it).
@@ -356,6 +360,8 @@ impl Server {
             subscribers: delivery::Subscribers::default(),
             group_views: delivery::GroupViews::default(),
             sequencer: delivery::Sequencer::default(),
+            commit_locks: delivery::CommitLocks::default(),
+            live_groups: delivery::LiveGroups::default(),
             pending_acks: delivery::PendingAcks::default(),
             blobs: blobs::BlobFiles::new(data.blobs()),
             policy_version: std::sync::atomic::AtomicU64::new(policy_version),

@@ -39,6 +39,7 @@ enum Next {
 /// kept small: the body is an `async move` block (an `async fn` would hold the socket twice,
 /// as argument and as local), frames are encoded before their writes are awaited, and the
 /// handling of a request, several KB of state, is boxed.
+#[allow(clippy::manual_async_fn, reason = "an async fn would keep the socket twice")]
 pub(crate) fn run(
     state: Arc<State>,
     connection: Arc<ConnectionInfo>,

@@ -21,6 +21,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 /// Appends written in one transaction at most.
 const APPEND_BATCH_MAX: usize = 256;
+/// Bytes appended after which the checkpointer folds the write-ahead log into the database.
+const CHECKPOINT_AFTER_BYTES: usize = 4 * 1024 * 1024;
 
 /// One append for the appender thread.
 pub(crate) struct AppendJob {
@@ -47,17 +49,53 @@ pub(crate) fn start(
 ) -> Result<(), StoreError> {
     let conn = Connection::open(path).map_err(backend)?;
     conn.busy_timeout(busy_timeout).map_err(backend)?;
-    // The same settings as the pool's connections (journal_mode is the file's own, WAL).
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+    // The same settings as the pool's connections (journal_mode is the file's own, WAL),
+    // except that this connection never checkpoints the log itself: SQLite would do it
+    // inside the commit that crosses 1,000 pages, making that batch wait for copying the
+    // log into the database and syncing it. The checkpointer thread does it beside.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;")
         .map_err(backend)?;
+    let checkpoints = start_checkpointer(path, busy_timeout)?;
     std::thread::Builder::new()
-        .name("redoubt-append".into())
-        .spawn(move || run(conn, jobs))
+        .name("redoubt-db-ckpt".into())
+        .spawn(move || run(conn, jobs, checkpoints))
         .map_err(|e| StoreError::Backend(format!("cannot start the appender thread: {e}")))?;
     Ok(())
 }
 
-fn run(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<AppendJob>) {
+/// Starts the thread that checkpoints the write-ahead log when told to. A PASSIVE
+/// checkpoint copies what it can without blocking the appender; the log is durable either
+/// way. It ends with the appender (its sender).
+fn start_checkpointer(
+    path: &Path,
+    busy_timeout: Duration,
+) -> Result<std::sync::mpsc::SyncSender<()>, StoreError> {
+    let conn = Connection::open(path).map_err(backend)?;
+    conn.busy_timeout(busy_timeout).map_err(backend)?;
+    let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("redoubt-db-append".into())
+        .spawn(move || {
+            for () in woken {
+                let result: rusqlite::Result<(i64, i64, i64)> =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    });
+                if let Err(error) = result {
+                    tracing::warn!(%error, "write-ahead log checkpoint failed; the next one retries");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Backend(format!("cannot start the checkpointer thread: {e}")))?;
+    Ok(wake)
+}
+
+fn run(
+    mut conn: Connection,
+    mut jobs: tokio::sync::mpsc::Receiver<AppendJob>,
+    checkpoints: std::sync::mpsc::SyncSender<()>,
+) {
+    let mut since_checkpoint = 0;
     while let Some(first) = jobs.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < APPEND_BATCH_MAX {
@@ -77,8 +115,21 @@ fn run(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<AppendJob>) {
                     .collect()
             }
         };
+        for (job, result) in batch.iter().zip(&results) {
+            if result.is_ok() {
+                since_checkpoint += job.entry.message.len()
+                    + job.transition.as_ref().map_or(0, |t| {
+                        t.state.len() + t.welcome.as_ref().map_or(0, |w| w.len() * t.added.len())
+                    });
+            }
+        }
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);
+        }
+        if since_checkpoint >= CHECKPOINT_AFTER_BYTES {
+            // Full means one is already asked for.
+            let _ = checkpoints.try_send(());
+            since_checkpoint = 0;
         }
     }
 }
