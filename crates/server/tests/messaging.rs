@@ -770,3 +770,79 @@ async fn a_message_sent_across_a_server_restart_arrives_exactly_once() {
     assert_eq!(got, vec!["sent across a restart"]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn new_entries_reach_members_in_their_events_in_log_order() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut d = messengers(&server, profiles.path(), &[("alice", "a"), ("bob", "b")]).await;
+    let group = d[0]
+        .create_conversation("team", &[user("bob")], false)
+        .await
+        .unwrap();
+    d[1].sync().await.unwrap();
+    let bob_device = d[1].session().info().device_id;
+    let cursor = d[1].conversation_by_id(&group.group_id).unwrap().unwrap().cursor;
+
+    // Alice sends three; Bob's session gets their ciphertexts in events, in order, with
+    // nothing to fetch: exactly the entries the log holds.
+    let mut sent = Vec::new();
+    for text in ["one", "two", "three"] {
+        sent.push(d[0].send_text("team", text).await.unwrap().1);
+    }
+    let mut pushed: Vec<GroupEntry> = Vec::new();
+    while pushed.last().is_none_or(|e| e.seq < *sent.last().unwrap()) {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), d[1].session().next_event())
+            .await
+            .expect("an event within 10 s")
+            .unwrap();
+        match event {
+            // (Entries Bob's sync already read may still be in his session's buffer.)
+            Event::GroupEntries { group_id, entries } if group_id == group.group_id => {
+                pushed.extend(entries.into_iter().filter(|e| e.seq > cursor))
+            }
+            Event::GroupAppended { group_id, seq } if group_id == group.group_id => {
+                panic!("a notice for entry {seq} instead of the entry, with nothing held back")
+            }
+            _ => {}
+        }
+    }
+    let seqs: Vec<u64> = pushed.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, ((cursor + 1)..=*sent.last().unwrap()).collect::<Vec<_>>());
+    let log = d[1]
+        .session()
+        .connection()
+        .call(Request::GroupFetch {
+            group_id: group.group_id,
+            after_seq: cursor,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let Response::GroupEntries { entries: logged, .. } = log else {
+        panic!("{log:?}")
+    };
+    assert_eq!(pushed, logged, "the events carry the log's entries");
+    assert!(pushed.iter().all(|e| e.sender != bob_device));
+
+    // The device library applies what events carry: once Bob has read the three, his
+    // messenger keeps what the next events bring (his own delivery receipt, then Alice's
+    // fourth), and the sync that follows decrypts them from there.
+    d[1].sync().await.unwrap();
+    let (_, last) = d[0].send_text("team", "four").await.unwrap();
+    loop {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), d[1].next_event())
+            .await
+            .expect("an event within 10 s")
+            .unwrap();
+        if event
+            .appended()
+            .is_some_and(|(g, seq)| g == group.group_id && seq >= last)
+        {
+            break;
+        }
+    }
+    d[1].sync_one(&group.group_id).await.unwrap();
+    let bobs: Vec<String> = texts(&d[1], "team").into_iter().map(|(_, _, t)| t).collect();
+    assert_eq!(bobs, ["one", "two", "three", "four"]);
+}
