@@ -141,14 +141,16 @@ fn append_batch(
 ) -> rusqlite::Result<Vec<Result<Appended, AppendError>>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
+    // Cached statements: `execute_batch` would parse each savepoint statement anew, and this
+    // thread does it for every message.
+    let statement = |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
     for job in batch {
-        tx.execute_batch("SAVEPOINT append")?;
+        statement("SAVEPOINT append")?;
         let result = append_in(&tx, &job.entry, job.transition.as_ref());
-        if matches!(result, Ok(Appended { duplicate: false, .. })) {
-            tx.execute_batch("RELEASE append")?;
-        } else {
-            tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
+        if !matches!(result, Ok(Appended { duplicate: false, .. })) {
+            statement("ROLLBACK TO append")?;
         }
+        statement("RELEASE append")?;
         results.push(result);
     }
     tx.commit()?;
