@@ -626,7 +626,14 @@ pub(crate) struct Sequencer(Mutex<HashMap<GroupId, GroupOrder>>);
 struct GroupOrder {
     next: u64,
     waiting: std::collections::BTreeMap<u64, Option<Ready>>,
+    /// Since when an entry has been waiting for `next`.
+    waiting_since: Option<std::time::Instant>,
 }
+
+/// How long entries wait for an earlier one before they go out without it. Every appended
+/// entry is published or given up within its request, so this only matters if a request
+/// vanished between its append and its publication; the devices then fetch the gap.
+const SEQUENCE_GAP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An entry ready to go out: to the member devices, and as a notice to `removed` (devices
 /// the entry's commit removed: they may read it, but get no more entries).
@@ -650,6 +657,7 @@ impl Sequencer {
         let order = map.entry(group_id).or_insert_with(|| GroupOrder {
             next: seq,
             waiting: std::collections::BTreeMap::new(),
+            waiting_since: None,
         });
         if seq < order.next {
             if let Some(ready) = ready {
@@ -658,11 +666,45 @@ impl Sequencer {
             return;
         }
         order.waiting.insert(seq, ready);
-        while let Some(ready) = order.waiting.remove(&order.next) {
-            if let Some(ready) = ready {
-                ready.send(subscribers);
+        order.release(subscribers, std::time::Instant::now());
+    }
+
+    /// Sends what has waited too long for an entry that never came (called every second).
+    pub(crate) fn sweep(&self, subscribers: &Subscribers) {
+        let now = std::time::Instant::now();
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for order in map.values_mut().filter(|o| !o.waiting.is_empty()) {
+            order.release(subscribers, now);
+        }
+    }
+}
+
+impl GroupOrder {
+    /// Sends the waiting entries that follow `next`, skipping a gap older than
+    /// [`SEQUENCE_GAP_WAIT`].
+    fn release(&mut self, subscribers: &Subscribers, now: std::time::Instant) {
+        loop {
+            while let Some(ready) = self.waiting.remove(&self.next) {
+                if let Some(ready) = ready {
+                    ready.send(subscribers);
+                }
+                self.next += 1;
             }
-            order.next += 1;
+            let Some(&first) = self.waiting.keys().next() else {
+                self.waiting_since = None;
+                return;
+            };
+            let since = *self.waiting_since.get_or_insert(now);
+            if now.duration_since(since) < SEQUENCE_GAP_WAIT {
+                return;
+            }
+            tracing::warn!(
+                from = self.next,
+                to = first - 1,
+                "log entries never published; sending the ones after them"
+            );
+            self.next = first;
+            self.waiting_since = None;
         }
     }
 }
@@ -1240,6 +1282,21 @@ mod tests {
         sequencer.put(&subscribers, group, 9, ready(group, device, 9));
         sequencer.put(&subscribers, group, 8, None);
         assert_eq!(seqs(&next(&queue).await), [9]);
+        // 10 never comes (its request vanished after its append): 11 goes out once it has
+        // waited SEQUENCE_GAP_WAIT, at the next sweep.
+        sequencer.put(&subscribers, group, 11, ready(group, device, 11));
+        sequencer.sweep(&subscribers);
+        assert!(
+            queue.state.lock().unwrap().order.is_empty(),
+            "11 waits for 10 a while"
+        );
+        {
+            let mut map = sequencer.0.lock().unwrap();
+            let order = map.get_mut(&group).unwrap();
+            order.waiting_since = Some(std::time::Instant::now() - SEQUENCE_GAP_WAIT);
+        }
+        sequencer.sweep(&subscribers);
+        assert_eq!(seqs(&next(&queue).await), [11]);
         // One from before the sequencer's start goes out at once.
         sequencer.put(&subscribers, group, 2, ready(group, device, 2));
         assert_eq!(seqs(&next(&queue).await), [2]);

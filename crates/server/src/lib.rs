@@ -466,6 +466,7 @@ async fn prune_periodically(state: Arc<State>, mut stop: tokio::sync::watch::Rec
                 if let Err(error) = delivery::flush_acks(&state).await {
                     tracing::warn!(%error, "writing acknowledgements failed; will retry");
                 }
+                state.sequencer.sweep(&state.subscribers);
             }
             _ = interval.tick() => {
                 if let Err(error) = delivery::prune(&state).await {
