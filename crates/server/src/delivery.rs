@@ -600,16 +600,25 @@ fn not_a_member() -> ApiError {
     ApiError::new(ErrorCode::NotAMember, "this device is not a member of that group")
 }
 
+/// The group's view, for a device that is one of its current members.
+async fn member_view(
+    state: &State,
+    group: &GroupId,
+    who: &Authenticated,
+) -> Result<Arc<GroupView>, ApiError> {
+    group_view(state, group)
+        .await?
+        .filter(|view| view.is_member(&who.device_id))
+        .ok_or_else(not_a_member)
+}
+
 /// Refuses devices that are not current members of the group.
 pub(crate) async fn require_member(
     state: &State,
     group: &GroupId,
     who: &Authenticated,
 ) -> Result<(), ApiError> {
-    match group_view(state, group).await? {
-        Some(view) if view.is_member(&who.device_id) => Ok(()),
-        _ => Err(not_a_member()),
-    }
+    member_view(state, group, who).await.map(|_| ())
 }
 
 /// Puts each group's new entries out to sessions in log order. Appends committed together
@@ -778,26 +787,19 @@ pub(crate) async fn submit(
         message: bytes,
         welcome,
     } = submit;
-    let mut view = group_view(state, &group_id)
-        .await?
-        .filter(|view| view.is_member(&who.device_id))
-        .ok_or_else(not_a_member)?;
+    let mut view = member_view(state, &group_id, who).await?;
     let message = parse_message(&bytes)?;
     let handshake = matches!(
         message.description(),
         MlsMessageDescription::PublicProtocolMessage { .. }
     );
-    let _commit_lock = match handshake {
-        true => {
-            let lock = state.commit_locks.lock(group_id).await;
-            // A commit may have finished while we waited: under the lock the view is current.
-            view = group_view(state, &group_id)
-                .await?
-                .filter(|view| view.is_member(&who.device_id))
-                .ok_or_else(not_a_member)?;
-            Some(lock)
-        }
-        false => None,
+    let _commit_lock = if handshake {
+        let lock = state.commit_locks.lock(group_id).await;
+        // A commit may have finished while we waited: under the lock the view is current.
+        view = member_view(state, &group_id, who).await?;
+        Some(lock)
+    } else {
+        None
     };
     let entry_time = state.now();
     let entry = NewLogEntry {
