@@ -577,13 +577,13 @@ async fn group_view(state: &State, group_id: &GroupId) -> Result<Option<Arc<Grou
         return Ok(Some(view.clone()));
     }
     let invalidations = views.invalidations.load(std::sync::atomic::Ordering::SeqCst);
-    let Some(record) = state.store.group(group_id).await? else {
+    let Some(head) = state.store.group_head(group_id).await? else {
         return Ok(None);
     };
     let mut members = state.store.group_members(group_id).await?;
     members.sort_unstable();
     let view = Arc::new(GroupView {
-        epoch: record.epoch,
+        epoch: head.epoch,
         members,
     });
     let mut map = views.views.lock().unwrap_or_else(|p| p.into_inner());
@@ -1067,9 +1067,10 @@ pub(crate) async fn fetch(
         .membership(&group_id, &who.device_id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotAMember, "this device is not a member of that group"))?;
-    let record = state
+    // The head only: the group's state can be several MB, and every catching-up device fetches.
+    let head = state
         .store
-        .group(&group_id)
+        .group_head(&group_id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
     let limit = limit.clamp(1, state.config.limits.fetch_entries_max);
@@ -1085,7 +1086,7 @@ pub(crate) async fn fetch(
             server_time_unix_s: e.created_at_unix_s,
         })
         .collect();
-    let last_seq = membership.removed_seq.unwrap_or(record.last_seq);
+    let last_seq = membership.removed_seq.unwrap_or(head.last_seq);
     Ok((entries, last_seq))
 }
 

@@ -140,6 +140,9 @@ impl Store for FaultyStore {
     async fn group(&self, id: &GroupId) -> Result<Option<GroupRecord>> {
         self.inner.group(id).await
     }
+    async fn group_head(&self, id: &GroupId) -> Result<Option<GroupHead>> {
+        self.inner.group_head(id).await
+    }
     async fn membership(&self, group: &GroupId, device: &DeviceId) -> Result<Option<Membership>> {
         self.inner.membership(group, device).await
     }

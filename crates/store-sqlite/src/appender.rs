@@ -40,12 +40,23 @@ pub(crate) struct OwnedLogEntry {
     pub created_at_unix_s: i64,
 }
 
-/// Opens the appender's connection and starts its thread; the thread ends when every
-/// sender of `jobs` is gone.
+/// What the appender thread is asked to do.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every job is an append; boxing would allocate for each"
+)]
+pub(crate) enum Job {
+    Append(AppendJob),
+    /// Finish the appends before it, close the connections, then answer.
+    Close(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Opens the appender's connection and starts its thread; the thread ends at
+/// [`Job::Close`] or when every sender of `jobs` is gone.
 pub(crate) fn start(
     path: &Path,
     busy_timeout: Duration,
-    jobs: tokio::sync::mpsc::Receiver<AppendJob>,
+    jobs: tokio::sync::mpsc::Receiver<Job>,
 ) -> Result<(), StoreError> {
     let conn = Connection::open(path).map_err(backend)?;
     conn.busy_timeout(busy_timeout).map_err(backend)?;
@@ -55,54 +66,81 @@ pub(crate) fn start(
     // log into the database and syncing it. The checkpointer thread does it beside.
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;")
         .map_err(backend)?;
-    let checkpoints = start_checkpointer(path, busy_timeout)?;
+    let checkpointer = Checkpointer::start(path, busy_timeout)?;
     std::thread::Builder::new()
-        .name("redoubt-db-ckpt".into())
-        .spawn(move || run(conn, jobs, checkpoints))
+        .name("redoubt-db-append".into())
+        .spawn(move || run(conn, jobs, checkpointer))
         .map_err(|e| StoreError::Backend(format!("cannot start the appender thread: {e}")))?;
     Ok(())
 }
 
-/// Starts the thread that checkpoints the write-ahead log when told to. A PASSIVE
-/// checkpoint copies what it can without blocking the appender; the log is durable either
-/// way. It ends with the appender (its sender).
-fn start_checkpointer(
-    path: &Path,
-    busy_timeout: Duration,
-) -> Result<std::sync::mpsc::SyncSender<()>, StoreError> {
-    let conn = Connection::open(path).map_err(backend)?;
-    conn.busy_timeout(busy_timeout).map_err(backend)?;
-    let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
-    std::thread::Builder::new()
-        .name("redoubt-db-append".into())
-        .spawn(move || {
-            for () in woken {
-                let result: rusqlite::Result<(i64, i64, i64)> =
-                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    });
-                if let Err(error) = result {
-                    tracing::warn!(%error, "write-ahead log checkpoint failed; the next one retries");
-                }
-            }
-        })
-        .map_err(|e| StoreError::Backend(format!("cannot start the checkpointer thread: {e}")))?;
-    Ok(wake)
+/// The thread that checkpoints the write-ahead log when told to. A PASSIVE checkpoint
+/// copies what it can without blocking the appender; the log is durable either way.
+struct Checkpointer {
+    wake: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
-fn run(
-    mut conn: Connection,
-    mut jobs: tokio::sync::mpsc::Receiver<AppendJob>,
-    checkpoints: std::sync::mpsc::SyncSender<()>,
-) {
+impl Checkpointer {
+    fn start(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(backend)?;
+        conn.busy_timeout(busy_timeout).map_err(backend)?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("redoubt-db-ckpt".into())
+            .spawn(move || {
+                for () in woken {
+                    let result: rusqlite::Result<(i64, i64, i64)> =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                        });
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "write-ahead log checkpoint failed; the next one retries");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the checkpointer thread: {e}")))?;
+        Ok(Self { wake, thread })
+    }
+
+    /// Asks for a checkpoint; one already asked for is enough.
+    fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// Ends the thread and waits until its connection is closed.
+    fn stop(self) {
+        drop(self.wake);
+        let _ = self.thread.join();
+    }
+}
+
+fn run(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<Job>, checkpointer: Checkpointer) {
     let mut since_checkpoint = 0;
-    while let Some(first) = jobs.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < APPEND_BATCH_MAX {
+    let mut closing = None;
+    while closing.is_none() {
+        let Some(mut next) = jobs.blocking_recv() else {
+            break;
+        };
+        let mut batch = Vec::new();
+        loop {
+            match next {
+                Job::Append(job) => batch.push(job),
+                Job::Close(reply) => {
+                    closing = Some(reply);
+                    break;
+                }
+            }
+            if batch.len() >= APPEND_BATCH_MAX {
+                break;
+            }
             match jobs.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => next = job,
                 Err(_) => break,
             }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let results = match append_batch(&mut conn, &batch) {
             Ok(results) => results,
@@ -127,10 +165,16 @@ fn run(
             let _ = job.reply.send(result);
         }
         if since_checkpoint >= CHECKPOINT_AFTER_BYTES {
-            // Full means one is already asked for.
-            let _ = checkpoints.try_send(());
+            checkpointer.wake();
             since_checkpoint = 0;
         }
+    }
+    // Closed in order, so that when the store's `close` returns no connection of ours is
+    // left (the last one to close removes the write-ahead log).
+    drop(conn);
+    checkpointer.stop();
+    if let Some(reply) = closing {
+        let _ = reply.send(());
     }
 }
 

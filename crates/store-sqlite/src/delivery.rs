@@ -2,7 +2,8 @@
 
 use redoubt_proto::{BlobId, DeviceId, GroupId, UserName};
 use redoubt_store::{
-    BlobRecord, ClaimedPackage, GroupRecord, InboxRecord, LogRecord, Membership, Result, StoreError,
+    BlobRecord, ClaimedPackage, GroupHead, GroupRecord, InboxRecord, LogRecord, Membership, Result,
+    StoreError,
 };
 use sqlx::sqlite::SqliteRow;
 
@@ -171,6 +172,21 @@ impl SqliteStore {
             .await
             .map_err(backend_error)?;
         row.as_ref().map(group_from_row).transpose()
+    }
+
+    pub(crate) async fn group_head_impl(&self, id: &GroupId) -> Result<Option<GroupHead>> {
+        let row = sqlx::query("SELECT epoch, last_seq FROM groups WHERE id = ?")
+            .bind(id.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_error)?;
+        row.map(|row| {
+            Ok(GroupHead {
+                epoch: seq_from_db(get(&row, "epoch")?)?,
+                last_seq: seq_from_db(get(&row, "last_seq")?)?,
+            })
+        })
+        .transpose()
     }
 
     pub(crate) async fn membership_impl(

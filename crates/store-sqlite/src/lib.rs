@@ -17,9 +17,9 @@ use redoubt_proto::{AuditEntry, GroupName, PolicyScope, PolicySettings};
 use redoubt_proto::{BlobId, GroupId};
 use redoubt_store::{
     ActivationCodeRecord, ActivationCodeState, AppendError, Appended, Applied, AuditEvent, BlobRecord,
-    Change, ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupRecord, GroupTransition,
-    InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord, RedeemError, Result, Store, StoreError,
-    UserRecord,
+    Change, ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupHead, GroupRecord,
+    GroupTransition, InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord, RedeemError, Result, Store,
+    StoreError, UserRecord,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -37,7 +37,7 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     /// Feeds the group-commit appender thread.
-    appends: tokio::sync::mpsc::Sender<appender::AppendJob>,
+    appends: tokio::sync::mpsc::Sender<appender::Job>,
 }
 
 pub(crate) fn backend_error(error: sqlx::Error) -> StoreError {
@@ -525,6 +525,10 @@ impl Store for SqliteStore {
         self.group_impl(id).await
     }
 
+    async fn group_head(&self, id: &GroupId) -> Result<Option<GroupHead>> {
+        self.group_head_impl(id).await
+    }
+
     async fn membership(&self, group: &GroupId, device: &DeviceId) -> Result<Option<Membership>> {
         self.membership_impl(group, device).await
     }
@@ -535,7 +539,7 @@ impl Store for SqliteStore {
         transition: Option<&GroupTransition>,
     ) -> Result<Appended, AppendError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = appender::AppendJob {
+        let job = appender::Job::Append(appender::AppendJob {
             entry: appender::OwnedLogEntry {
                 group: entry.group,
                 sender: entry.sender,
@@ -545,7 +549,7 @@ impl Store for SqliteStore {
             },
             transition: transition.cloned(),
             reply,
-        };
+        });
         let closed = || AppendError::Store(StoreError::Backend("the store is closed".into()));
         self.appends.send(job).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
@@ -657,6 +661,10 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        let (reply, closed) = tokio::sync::oneshot::channel();
+        if self.appends.send(appender::Job::Close(reply)).await.is_ok() {
+            let _ = closed.await;
+        }
         self.pool.close().await;
     }
 }

@@ -13,8 +13,8 @@ use redoubt_proto::{CommandKind, GroupName, PolicyScope, PolicySettings};
 
 use crate::{
     ActivationCodeRecord, ActivationCodeState, AppendError, AuditEvent, BlobRecord, Change, DeviceRecord,
-    GroupRecord, GroupTransition, Membership, NewLogEntry, OrgRecord, RedeemError, Store, StoreError,
-    UserRecord,
+    GroupHead, GroupRecord, GroupTransition, Membership, NewLogEntry, OrgRecord, RedeemError, Store,
+    StoreError, UserRecord,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check. `$make` is an async expression
@@ -640,6 +640,14 @@ pub async fn stale_commit_conflicts_and_writes_nothing(store: &impl Store) {
     );
     let stored = store.group(&GroupId::from([1; 32])).await.unwrap().unwrap();
     assert_eq!((stored.epoch, stored.last_seq, stored.state), (1, 1, vec![1]));
+    assert_eq!(
+        store.group_head(&GroupId::from([1; 32])).await.unwrap(),
+        Some(GroupHead {
+            epoch: 1,
+            last_seq: 1
+        })
+    );
+    assert_eq!(store.group_head(&GroupId::from([9; 32])).await.unwrap(), None);
     assert_eq!(
         store.inbox(&dev(3)).await.unwrap().len(),
         1,

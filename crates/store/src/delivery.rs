@@ -18,6 +18,14 @@ pub struct GroupRecord {
     pub created_at_unix_s: i64,
 }
 
+/// A group's epoch and last sequence number, without its (possibly multi-MB) state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupHead {
+    pub epoch: u64,
+    /// Sequence number of the last log entry; 0 for none.
+    pub last_seq: u64,
+}
+
 /// Which entries of a group's log a device may read: those after `joined_seq`, up to and
 /// including `removed_seq` (the commit that removed it), if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

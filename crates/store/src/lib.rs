@@ -16,8 +16,8 @@ mod delivery;
 mod management;
 
 pub use delivery::{
-    AppendError, Appended, BlobRecord, ClaimedPackage, GroupRecord, GroupTransition, InboxRecord, LogRecord,
-    Membership, NewLogEntry,
+    AppendError, Appended, BlobRecord, ClaimedPackage, GroupHead, GroupRecord, GroupTransition, InboxRecord,
+    LogRecord, Membership, NewLogEntry,
 };
 pub use management::{Applied, AuditEvent, Change, CommandRecord, DirectoryGroupRecord};
 use redoubt_proto::{
@@ -223,6 +223,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_group(&self, group: &GroupRecord, creator: &DeviceId) -> Result<()>;
 
     async fn group(&self, id: &GroupId) -> Result<Option<GroupRecord>>;
+
+    /// The group's epoch and last sequence number, without reading its state.
+    async fn group_head(&self, id: &GroupId) -> Result<Option<GroupHead>>;
 
     /// The device's membership of a group: which entries it may read.
     async fn membership(&self, group: &GroupId, device: &DeviceId) -> Result<Option<Membership>>;
