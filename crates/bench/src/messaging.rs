@@ -20,7 +20,9 @@ use mls_rs::group::ReceivedMessage;
 use mls_rs::{ExtensionList, Group, MlsMessage};
 use rand_core::{OsRng, RngCore};
 use redoubt_mls::AppBody;
-use redoubt_proto::{Bytes, DeviceId, Event, GroupId, GroupSubmit, Request, Response, ServerFrame};
+use redoubt_proto::{
+    Bytes, DeviceId, Event, GroupEntry, GroupId, GroupSubmit, Request, Response, ServerFrame,
+};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -261,6 +263,27 @@ struct Track {
     acked_to: u64,
 }
 
+impl Track {
+    /// Takes the entries after the cursor: from a fetch, all of them (the log as it is);
+    /// pushed with an event, only those that follow the cursor without a gap. Records the
+    /// arrival of others' messages; returns how many.
+    fn take(&mut self, entries: &[GroupEntry], from_log: bool, me: DeviceId, arrivals: &mut Arrivals) -> u64 {
+        let now = Instant::now();
+        let mut delivered = 0;
+        for entry in entries {
+            if entry.seq == self.cursor + 1 || (from_log && entry.seq > self.cursor) {
+                if entry.sender != me {
+                    arrivals.push((self.group as u32, entry.seq, now));
+                    delivered += 1;
+                }
+                self.cursor = entry.seq;
+            }
+            self.known = self.known.max(entry.seq);
+        }
+        delivered
+    }
+}
+
 enum Pending {
     Fetch(usize),
     Ack(usize),
@@ -313,21 +336,8 @@ async fn receive(
         match frame {
             ServerFrame::Event(Event::GroupEntries { group_id, entries }) => {
                 if let Some(t) = tracks.iter().position(|t| t.id == group_id) {
-                    let now = Instant::now();
-                    let track = &mut tracks[t];
-                    let mut delivered = 0;
-                    // Entries that follow the cursor are had; after a gap, the fetch below
-                    // reads from the cursor.
-                    for entry in &entries {
-                        if entry.seq == track.cursor + 1 {
-                            if entry.sender != me {
-                                arrivals.push((track.group as u32, entry.seq, now));
-                                delivered += 1;
-                            }
-                            track.cursor = entry.seq;
-                        }
-                        track.known = track.known.max(entry.seq);
-                    }
+                    // After a gap, the fetch below reads from the cursor.
+                    let delivered = tracks[t].take(&entries, false, me, &mut arrivals);
                     shared.entry_events.fetch_add(1, Ordering::Relaxed);
                     shared
                         .pushed_entries
@@ -354,18 +364,8 @@ async fn receive(
             }
             ServerFrame::Response { request_id, response } => match (pending.remove(&request_id), response) {
                 (Some(Pending::Fetch(t)), Response::GroupEntries { entries, last_seq }) => {
-                    let now = Instant::now();
+                    let delivered = tracks[t].take(&entries, true, me, &mut arrivals);
                     let track = &mut tracks[t];
-                    let mut delivered = 0;
-                    for entry in &entries {
-                        if entry.seq > track.cursor {
-                            if entry.sender != me {
-                                arrivals.push((track.group as u32, entry.seq, now));
-                                delivered += 1;
-                            }
-                            track.cursor = entry.seq;
-                        }
-                    }
                     track.known = track.known.max(last_seq);
                     track.fetching = false;
                     shared.fetches.fetch_add(1, Ordering::Relaxed);

@@ -69,18 +69,7 @@ fn no_files_left(dir: &Path) -> Result<(), Vec<PathBuf>> {
     if !dir.exists() {
         return Ok(());
     }
-    let mut left = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                left.push(path);
-            }
-        }
-    }
+    let left = support::file_paths(dir);
     if left.is_empty() { Ok(()) } else { Err(left) }
 }
 

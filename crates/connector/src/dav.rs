@@ -19,7 +19,7 @@
 //! (same href and ETag) is still pushed again.
 
 mod http;
-mod ical;
+pub(crate) mod ical;
 mod xml;
 
 use std::collections::BTreeMap;

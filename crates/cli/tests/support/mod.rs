@@ -214,8 +214,8 @@ pub fn write(root: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// Every file under `dir`, read whole.
-pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+/// The paths of every file under `dir`.
+pub fn file_paths(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
@@ -223,12 +223,20 @@ pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                files.push((path, bytes));
+            } else {
+                files.push(path);
             }
         }
     }
     files
+}
+
+/// Every file under `dir`, read whole (those that vanish meanwhile are skipped).
+pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    file_paths(dir)
+        .into_iter()
+        .filter_map(|path| std::fs::read(&path).ok().map(|bytes| (path, bytes)))
+        .collect()
 }
 
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
