@@ -480,8 +480,9 @@ pub(crate) struct GroupViews {
 #[derive(Debug)]
 pub(crate) struct GroupView {
     epoch: u64,
-    /// Current member devices, sorted.
-    members: Vec<DeviceId>,
+    /// Current member devices, sorted; shared with every entry published to them (a
+    /// 10,000-member list is not copied per message).
+    members: Arc<[DeviceId]>,
 }
 
 impl GroupView {
@@ -584,7 +585,7 @@ async fn group_view(state: &State, group_id: &GroupId) -> Result<Option<Arc<Grou
     members.sort_unstable();
     let view = Arc::new(GroupView {
         epoch: head.epoch,
-        members,
+        members: members.into(),
     });
     let mut map = views.views.lock().unwrap_or_else(|p| p.into_inner());
     if views.invalidations.load(std::sync::atomic::Ordering::SeqCst) == invalidations {
@@ -649,7 +650,7 @@ const SEQUENCE_GAP_WAIT: std::time::Duration = std::time::Duration::from_secs(1)
 #[derive(Debug)]
 struct Ready {
     group_id: GroupId,
-    members: Vec<DeviceId>,
+    members: Arc<[DeviceId]>,
     removed: Vec<DeviceId>,
     entry: GroupEntry,
 }
@@ -752,7 +753,7 @@ impl<'a> Publication<'a> {
         }
     }
 
-    fn publish(mut self, members: Vec<DeviceId>, removed: Vec<DeviceId>, entry: GroupEntry) {
+    fn publish(mut self, members: Arc<[DeviceId]>, removed: Vec<DeviceId>, entry: GroupEntry) {
         self.done = true;
         let ready = Ready {
             group_id: self.group_id,
@@ -951,7 +952,7 @@ pub(crate) async fn submit(
         };
         match (transition, processed) {
             (Some(t), Some((group, after))) => {
-                let members: Vec<DeviceId> = after.into_iter().collect();
+                let members: Arc<[DeviceId]> = after.into_iter().collect();
                 state.group_views.replace(
                     group_id,
                     GroupView {
@@ -966,7 +967,7 @@ pub(crate) async fn submit(
                     state.subscribers.notify(&t.added, &Event::InboxChanged);
                 }
             }
-            _ => publication.publish(view.members.clone(), Vec::new(), entry),
+            _ => publication.publish(Arc::clone(&view.members), Vec::new(), entry),
         }
     }
     Ok((appended.seq, appended.duplicate))
@@ -1038,7 +1039,7 @@ pub(crate) async fn propose_device_removal(state: &State, device: &DeviceId) -> 
                         message: message.clone(),
                         server_time_unix_s: entry.created_at_unix_s,
                     };
-                    publication.publish(members, Vec::new(), entry);
+                    publication.publish(members.into(), Vec::new(), entry);
                     tracing::info!(group_id = %record.id, device_id = %device, "proposed removing device");
                     proposed += 1;
                     break;
@@ -1261,7 +1262,7 @@ mod tests {
     fn ready(group_id: GroupId, device: DeviceId, seq: u64) -> Option<Ready> {
         Some(Ready {
             group_id,
-            members: vec![device],
+            members: Arc::from([device]),
             removed: Vec::new(),
             entry: GroupEntry::clone(&entry(seq, 10)),
         })
