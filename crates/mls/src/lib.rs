@@ -29,14 +29,20 @@ pub const CIPHER_SUITE: CipherSuite = CipherSuite::CURVE25519_AES128;
 pub const CREDENTIAL_TYPE: u16 = 0xF0D1;
 
 /// The group rules every party applies: plaintext handshakes, padded application messages,
-/// a path on every commit (post-compromise security), the ratchet tree in Welcome and
-/// GroupInfo so joiners and the server need no side channel.
+/// the ratchet tree in Welcome and GroupInfo so joiners and the server need no side channel.
+///
+/// A commit carries a path (a fresh key for the committer: post-compromise security)
+/// whenever RFC 9420 §12.4 requires one — any update, any remove, an empty commit (a
+/// device's key update) — but not for adds alone: the path of an add-only commit buys
+/// nothing the next update does not, and it costs an HPKE encryption to every copath node's resolution, which in a group whose
+/// parents are blank (one created by a single commit) is half the members — 0.4–0.6 s of
+/// the adder's time at 10,000 devices against ~0.1 s without.
 pub fn rules() -> DefaultMlsRules {
     DefaultMlsRules::new()
         .with_encryption_options(EncryptionOptions::new(false, PaddingMode::Padme))
         .with_commit_options(
             CommitOptions::new()
-                .with_path_required(true)
+                .with_path_required(false)
                 .with_ratchet_tree_extension(true),
         )
 }
