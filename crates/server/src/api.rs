@@ -251,31 +251,40 @@ pub(crate) async fn authenticate(
         tracing::warn!(device_id = %device.id, "session signature did not verify");
         return Err(failed("signature over the session challenge does not verify"));
     }
-    // Last-seen is informative: a full disk must not stop devices from reading.
-    if let Err(error) = state.store.touch_device(&device.id, now).await {
-        tracing::warn!(device_id = %device.id, %error, "could not record when the device was last seen");
-    }
+    // Written with the next second's coalesced writes: last-seen is informative.
+    state.pending.last_seen.record(device.id, now);
     let who = Authenticated {
         user: device.user.clone(),
         device_id: device.id,
         policy_acked: device.policy_version_acked,
         approved: device.approved_at_unix_s.is_some(),
     };
-    let info = session_info(state, &who).await?;
+    let user = state.store.user(&who.user).await?.ok_or_else(gone)?;
+    let info = describe_session(state, &who, user, device);
     tracing::info!(user = %who.user, device_id = %who.device_id, "session authenticated");
     Ok((who, info))
 }
 
+fn gone() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "this session's user or device no longer exists",
+    )
+}
+
 pub(crate) async fn session_info(state: &State, who: &Authenticated) -> Result<SessionInfo, ApiError> {
-    let user = state.store.user(&who.user).await?;
-    let device = state.store.device(&who.device_id).await?;
-    let (Some(user), Some(device)) = (user, device) else {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            "this session's user or device no longer exists",
-        ));
-    };
-    Ok(SessionInfo {
+    let user = state.store.user(&who.user).await?.ok_or_else(gone)?;
+    let device = state.store.device(&who.device_id).await?.ok_or_else(gone)?;
+    Ok(describe_session(state, who, user, device))
+}
+
+fn describe_session(
+    state: &State,
+    who: &Authenticated,
+    user: UserRecord,
+    device: DeviceRecord,
+) -> SessionInfo {
+    SessionInfo {
         org_id: state.org.id,
         org_name: state.org.name.clone(),
         user: user.name,
@@ -287,7 +296,7 @@ pub(crate) async fn session_info(state: &State, who: &Authenticated) -> Result<S
         policy_version: state.policy_version(),
         policy_version_acked: who.policy_acked,
         approved: device.approved_at_unix_s.is_some(),
-    })
+    }
 }
 
 pub(crate) async fn user_add(

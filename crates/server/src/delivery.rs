@@ -989,13 +989,13 @@ fn load_external(state: &State, record: &GroupRecord) -> Result<ExternalGroup<Se
 /// ends the device's membership. Returns how many groups got a proposal.
 pub(crate) async fn propose_device_removal(state: &State, device: &DeviceId) -> Result<usize, ApiError> {
     let mut proposed = 0;
-    for (record, _) in state.store.device_groups(device).await? {
+    for (group_id, _, _) in state.store.device_groups(device).await? {
         // The proposal changes the group's state: no commit may read it meanwhile.
-        let _commit_lock = state.commit_locks.lock(record.id).await;
-        state.live_groups.take(&record.id, u64::MAX);
+        let _commit_lock = state.commit_locks.lock(group_id).await;
+        state.live_groups.take(&group_id, u64::MAX);
         // A concurrent commit may move the epoch under us: retry on the fresh state.
         for _ in 0..8 {
-            let Some(record) = state.store.group(&record.id).await? else {
+            let Some(record) = state.store.group(&group_id).await? else {
                 break;
             };
             let mut group = load_external(state, &record)?;
@@ -1105,50 +1105,14 @@ pub(crate) async fn ack(
     if !current && state.store.membership(&group_id, &who.device_id).await?.is_none() {
         return Err(not_a_member());
     }
-    state.pending_acks.record(group_id, who.device_id, seq);
-    Ok(())
-}
-
-/// Acknowledgements not yet written. Only pruning reads them, so they are coalesced in
-/// memory per (group, device) and written together every second, before each prune and at
-/// shutdown, instead of one durable write per request. A crash loses at most the last
-/// second's: those entries are pruned later (at the device's next acknowledgement, which
-/// covers everything before it, or at the retention limit), never early.
-#[derive(Debug, Default)]
-pub(crate) struct PendingAcks(Mutex<HashMap<(GroupId, DeviceId), u64>>);
-
-impl PendingAcks {
-    fn record(&self, group: GroupId, device: DeviceId, seq: u64) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let newest = map.entry((group, device)).or_insert(seq);
-        *newest = (*newest).max(seq);
-    }
-
-    fn take(&self) -> Vec<((GroupId, DeviceId), u64)> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.drain().collect()
-    }
-}
-
-/// Writes the pending acknowledgements; those not written are kept for the next try.
-pub(crate) async fn flush_acks(state: &State) -> Result<(), redoubt_store::StoreError> {
-    let mut pending = state.pending_acks.take().into_iter();
-    while let Some(((group, device), seq)) = pending.next() {
-        if let Err(error) = state.store.ack(&group, &device, seq).await {
-            state.pending_acks.record(group, device, seq);
-            for ((group, device), seq) in pending {
-                state.pending_acks.record(group, device, seq);
-            }
-            return Err(error);
-        }
-    }
+    state.pending.acks.record((group_id, who.device_id), seq);
     Ok(())
 }
 
 /// Deletes log entries every member device has acknowledged, and any older than the
 /// retention limit.
 pub(crate) async fn prune(state: &State) -> Result<u64, redoubt_store::StoreError> {
-    flush_acks(state).await?;
+    crate::pending::flush(state).await?;
     let retention_s = i64::from(state.config.limits.log_retention_days) * 86_400;
     let deleted = state.store.prune_logs(state.now() - retention_s).await?;
     if deleted > 0 {
@@ -1163,11 +1127,11 @@ pub(crate) async fn group_list(state: &State, who: &Authenticated) -> Result<Vec
         .device_groups(&who.device_id)
         .await?
         .into_iter()
-        .map(|(g, m)| GroupSummary {
-            group_id: g.id,
-            epoch: g.epoch,
-            last_seq: g.last_seq,
-            joined_seq: m.joined_seq,
+        .map(|(group_id, head, membership)| GroupSummary {
+            group_id,
+            epoch: head.epoch,
+            last_seq: head.last_seq,
+            joined_seq: membership.joined_seq,
         })
         .collect())
 }

@@ -15,6 +15,7 @@ mod listener;
 mod mail;
 mod management;
 mod org;
+mod pending;
 mod rate_limit;
 mod session;
 mod tls;
@@ -143,7 +144,8 @@ pub(crate) struct State {
     pub commit_locks: delivery::CommitLocks,
     /// Decoded state of the groups with the latest commits.
     pub live_groups: delivery::LiveGroups,
-    pub pending_acks: delivery::PendingAcks,
+    /// Acknowledgements and last-seen times not yet written.
+    pub pending: pending::PendingWrites,
     pub blobs: blobs::BlobFiles,
     /// The organisation's policy version (the store's, cached: only this process writes it).
     pub policy_version: std::sync::atomic::AtomicU64,
@@ -362,7 +364,7 @@ impl Server {
             sequencer: delivery::Sequencer::default(),
             commit_locks: delivery::CommitLocks::default(),
             live_groups: delivery::LiveGroups::default(),
-            pending_acks: delivery::PendingAcks::default(),
+            pending: pending::PendingWrites::default(),
             blobs: blobs::BlobFiles::new(data.blobs()),
             policy_version: std::sync::atomic::AtomicU64::new(policy_version),
             wipes_pending: std::sync::Mutex::new(wipes_pending),
@@ -438,8 +440,8 @@ impl Server {
         }
         let _ = stop.send(true);
         let _ = pruning.await;
-        if let Err(error) = delivery::flush_acks(&self.state).await {
-            tracing::warn!(%error, "writing acknowledgements at shutdown failed");
+        if let Err(error) = pending::flush(&self.state).await {
+            tracing::warn!(%error, "writing acknowledgements and last-seen times at shutdown failed");
         }
         if let Err(error) = management::checkpoint(&self.state).await {
             tracing::warn!(error = %error.0, "signing an audit checkpoint failed");
@@ -450,21 +452,21 @@ impl Server {
     }
 }
 
-/// How often acknowledgements held in memory are written.
-const ACK_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often acknowledgements and last-seen times held in memory are written.
+const PENDING_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often acknowledged and expired log entries are deleted.
 const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn prune_periodically(state: Arc<State>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(PRUNE_INTERVAL);
-    let mut acks = tokio::time::interval(ACK_FLUSH_INTERVAL);
-    acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flush = tokio::time::interval(PENDING_FLUSH_INTERVAL);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = acks.tick() => {
-                if let Err(error) = delivery::flush_acks(&state).await {
-                    tracing::warn!(%error, "writing acknowledgements failed; will retry");
+            _ = flush.tick() => {
+                if let Err(error) = pending::flush(&state).await {
+                    tracing::warn!(%error, "writing acknowledgements and last-seen times failed; will retry");
                 }
                 state.sequencer.sweep(&state.subscribers);
             }
@@ -555,9 +557,10 @@ impl ServerHandle {
             .map_err(|e| ServerError::Refused(e.0))
     }
 
-    /// Writes the acknowledgements held in memory now (the server does it every second).
-    pub async fn flush_acks(&self) -> Result<(), ServerError> {
-        Ok(delivery::flush_acks(&self.state).await?)
+    /// Writes the acknowledgements and last-seen times held in memory now (the server does
+    /// it every second).
+    pub async fn flush_pending(&self) -> Result<(), ServerError> {
+        Ok(pending::flush(&self.state).await?)
     }
 
     /// Deletes acknowledged and expired log entries now (the server also does it every

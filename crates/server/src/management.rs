@@ -788,7 +788,8 @@ pub(crate) async fn summarise(
             certificate_serial: d.certificate_serial,
             certificate_not_after_unix_s: d.certificate_not_after_unix_s,
             created_at_unix_s: d.created_at_unix_s,
-            last_seen_at_unix_s: d.last_seen_at_unix_s,
+            // A time not yet written is newer than the stored one.
+            last_seen_at_unix_s: state.pending.last_seen.get(&d.id).max(d.last_seen_at_unix_s),
             revoked_at_unix_s: d.revoked_at_unix_s,
             approved: d.approved_at_unix_s.is_some(),
             policy_version_acked: d.policy_version_acked,

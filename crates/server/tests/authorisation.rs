@@ -317,7 +317,7 @@ async fn every_request_is_refused_where_it_must_be_and_changes_nothing() {
     let mut mallory = Session::open(&profile_of["mallory"]).await.unwrap();
     let code = ActivationCode::parse(server.admin_code.as_deref().unwrap()).unwrap();
     // Acknowledgements are written in the background: write them now, before comparing.
-    server.handle.flush_acks().await.unwrap();
+    server.handle.flush_pending().await.unwrap();
     let before = database(&server).await;
     let mut refused = 0;
     for request in &requests {

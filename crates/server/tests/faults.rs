@@ -109,9 +109,9 @@ impl Store for FaultyStore {
     async fn list_devices(&self, user: Option<&UserName>) -> Result<Vec<DeviceRecord>> {
         self.inner.list_devices(user).await
     }
-    async fn touch_device(&self, id: &DeviceId, now_unix_s: i64) -> Result<()> {
-        self.write("touch_device")?;
-        self.inner.touch_device(id, now_unix_s).await
+    async fn record_last_seen(&self, seen: &[(DeviceId, i64)]) -> Result<()> {
+        self.write("record_last_seen")?;
+        self.inner.record_last_seen(seen).await
     }
     async fn publish_key_packages(
         &self,
@@ -165,7 +165,7 @@ impl Store for FaultyStore {
     async fn log_entries(&self, group: &GroupId, after_seq: u64, limit: u32) -> Result<Vec<LogRecord>> {
         self.inner.log_entries(group, after_seq, limit).await
     }
-    async fn device_groups(&self, device: &DeviceId) -> Result<Vec<(GroupRecord, Membership)>> {
+    async fn device_groups(&self, device: &DeviceId) -> Result<Vec<(GroupId, GroupHead, Membership)>> {
         self.inner.device_groups(device).await
     }
     async fn group_members(&self, group: &GroupId) -> Result<Vec<DeviceId>> {

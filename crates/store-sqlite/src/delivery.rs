@@ -27,6 +27,13 @@ fn group_from_row(row: &SqliteRow) -> Result<GroupRecord> {
     })
 }
 
+fn head_from_row(row: &SqliteRow) -> Result<GroupHead> {
+    Ok(GroupHead {
+        epoch: seq_from_db(get(row, "epoch")?)?,
+        last_seq: seq_from_db(get(row, "last_seq")?)?,
+    })
+}
+
 fn membership_from_row(row: &SqliteRow) -> Result<Membership> {
     let removed: Option<i64> = get(row, "removed_seq")?;
     Ok(Membership {
@@ -180,13 +187,7 @@ impl SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(backend_error)?;
-        row.map(|row| {
-            Ok(GroupHead {
-                epoch: seq_from_db(get(&row, "epoch")?)?,
-                last_seq: seq_from_db(get(&row, "last_seq")?)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(head_from_row).transpose()
     }
 
     pub(crate) async fn membership_impl(
@@ -246,9 +247,9 @@ impl SqliteStore {
     pub(crate) async fn device_groups_impl(
         &self,
         device: &DeviceId,
-    ) -> Result<Vec<(GroupRecord, Membership)>> {
+    ) -> Result<Vec<(GroupId, GroupHead, Membership)>> {
         let rows = sqlx::query(
-            "SELECT g.id, g.epoch, g.state, g.last_seq, g.created_at, m.joined_seq, m.removed_seq
+            "SELECT g.id, g.epoch, g.last_seq, m.joined_seq, m.removed_seq
              FROM group_members m JOIN groups g ON g.id = m.group_id
              WHERE m.device_id = ? AND m.removed_seq IS NULL ORDER BY g.created_at, g.id",
         )
@@ -257,7 +258,13 @@ impl SqliteStore {
         .await
         .map_err(backend_error)?;
         rows.iter()
-            .map(|row| Ok((group_from_row(row)?, membership_from_row(row)?)))
+            .map(|row| {
+                Ok((
+                    GroupId::from(fixed::<32>(row, "id")?),
+                    head_from_row(row)?,
+                    membership_from_row(row)?,
+                ))
+            })
             .collect()
     }
 

@@ -485,17 +485,19 @@ impl Store for SqliteStore {
         rows.iter().map(device_from_row).collect()
     }
 
-    async fn touch_device(&self, id: &DeviceId, now_unix_s: i64) -> Result<()> {
-        let result = sqlx::query("UPDATE devices SET last_seen_at = ? WHERE id = ?")
-            .bind(now_unix_s)
+    async fn record_last_seen(&self, seen: &[(DeviceId, i64)]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(backend_error)?;
+        for (id, at) in seen {
+            sqlx::query(
+                "UPDATE devices SET last_seen_at = ?1 WHERE id = ?2 AND (last_seen_at IS NULL OR last_seen_at < ?1)",
+            )
+            .bind(at)
             .bind(id.as_bytes().as_slice())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(backend_error)?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound("device"));
         }
-        Ok(())
+        tx.commit().await.map_err(backend_error)
     }
 
     async fn publish_key_packages(
@@ -568,7 +570,7 @@ impl Store for SqliteStore {
         self.log_entries_impl(group, after_seq, limit).await
     }
 
-    async fn device_groups(&self, device: &DeviceId) -> Result<Vec<(GroupRecord, Membership)>> {
+    async fn device_groups(&self, device: &DeviceId) -> Result<Vec<(GroupId, GroupHead, Membership)>> {
         self.device_groups_impl(device).await
     }
 

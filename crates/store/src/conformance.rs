@@ -397,9 +397,33 @@ pub async fn devices_list_and_touch(store: &impl Store) {
         .collect();
     assert_eq!(ids, vec![DeviceId::from([1; 16]), DeviceId::from([2; 16])]);
     assert_eq!(store.list_devices(None).await.unwrap().len(), 3);
-    store.touch_device(&DeviceId::from([3; 16]), 4_242).await.unwrap();
-    let bob_device = store.device(&DeviceId::from([3; 16])).await.unwrap().unwrap();
-    assert_eq!(bob_device.last_seen_at_unix_s, Some(4_242));
+    let seen = |id: u8| async move {
+        store
+            .device(&DeviceId::from([id; 16]))
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_at_unix_s
+    };
+    store
+        .record_last_seen(&[(DeviceId::from([3; 16]), 4_242), (DeviceId::from([1; 16]), 4_000)])
+        .await
+        .unwrap();
+    assert_eq!(
+        (seen(3).await, seen(1).await, seen(2).await),
+        (Some(4_242), Some(4_000), None)
+    );
+    // An older time changes nothing; an unknown device is skipped, the rest is written.
+    store
+        .record_last_seen(&[
+            (DeviceId::from([3; 16]), 4_000),
+            (DeviceId::from([9; 16]), 5_000),
+            (DeviceId::from([2; 16]), 4_100),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((seen(3).await, seen(2).await), (Some(4_242), Some(4_100)));
+    assert!(store.device(&DeviceId::from([9; 16])).await.unwrap().is_none());
 }
 
 pub async fn duplicate_device_key_is_refused_atomically(store: &impl Store) {
@@ -710,7 +734,11 @@ pub async fn commits_move_membership_and_fill_inboxes(store: &impl Store) {
     assert!(membership.may_read(removed.seq) && !membership.may_read(removed.seq + 1));
     assert_eq!(store.group_members(&gid).await.unwrap(), vec![dev(1), dev(2)]);
     assert!(store.device_groups(&dev(3)).await.unwrap().is_empty());
-    assert_eq!(store.device_groups(&dev(2)).await.unwrap().len(), 1);
+    let head = store.group_head(&gid).await.unwrap().unwrap();
+    assert_eq!(
+        store.device_groups(&dev(2)).await.unwrap(),
+        vec![(gid, head, store.membership(&gid, &dev(2)).await.unwrap().unwrap())]
+    );
 
     // Inbox acks remove only the device's own items.
     store.inbox_ack(&dev(2), &[inbox[0].id]).await.unwrap();

@@ -196,8 +196,9 @@ pub trait Store: Send + Sync + 'static {
     /// All devices, or one user's, ordered by user then creation time.
     async fn list_devices(&self, user: Option<&UserName>) -> Result<Vec<DeviceRecord>>;
 
-    /// Records that the device authenticated at `now_unix_s`.
-    async fn touch_device(&self, id: &DeviceId, now_unix_s: i64) -> Result<()>;
+    /// Records when devices last authenticated, all in one write (the server coalesces
+    /// them). A device that no longer exists is skipped; a time never moves backwards.
+    async fn record_last_seen(&self, seen: &[(DeviceId, i64)]) -> Result<()>;
 
     /// Adds one-time key packages to a device's pool and optionally replaces its last-resort
     /// package. Fails with [`StoreError::Limit`], adding nothing, when the pool would exceed
@@ -251,8 +252,9 @@ pub trait Store: Send + Sync + 'static {
     /// Entries with `seq > after_seq`, in order, at most `limit`.
     async fn log_entries(&self, group: &GroupId, after_seq: u64, limit: u32) -> Result<Vec<LogRecord>>;
 
-    /// Groups the device is a current member of, with its membership.
-    async fn device_groups(&self, device: &DeviceId) -> Result<Vec<(GroupRecord, Membership)>>;
+    /// Groups the device is a current member of (their heads, not their states), with its
+    /// membership.
+    async fn device_groups(&self, device: &DeviceId) -> Result<Vec<(GroupId, GroupHead, Membership)>>;
 
     /// Devices that are current members of the group.
     async fn group_members(&self, group: &GroupId) -> Result<Vec<DeviceId>>;
