@@ -7,6 +7,7 @@ use redoubt_store::{
 };
 use sqlx::sqlite::SqliteRow;
 
+use crate::reader::{column, column_fixed};
 use crate::{SqliteStore, backend_error, corrupt, fixed, get, insert_error};
 
 fn seq_from_db(value: i64) -> Result<u64> {
@@ -27,17 +28,17 @@ fn group_from_row(row: &SqliteRow) -> Result<GroupRecord> {
     })
 }
 
-fn head_from_row(row: &SqliteRow) -> Result<GroupHead> {
+fn head_from_row(row: &rusqlite::Row<'_>) -> Result<GroupHead> {
     Ok(GroupHead {
-        epoch: seq_from_db(get(row, "epoch")?)?,
-        last_seq: seq_from_db(get(row, "last_seq")?)?,
+        epoch: seq_from_db(column(row, "epoch")?)?,
+        last_seq: seq_from_db(column(row, "last_seq")?)?,
     })
 }
 
-fn membership_from_row(row: &SqliteRow) -> Result<Membership> {
-    let removed: Option<i64> = get(row, "removed_seq")?;
+fn membership_from_row(row: &rusqlite::Row<'_>) -> Result<Membership> {
+    let removed: Option<i64> = column(row, "removed_seq")?;
     Ok(Membership {
-        joined_seq: seq_from_db(get(row, "joined_seq")?)?,
+        joined_seq: seq_from_db(column(row, "joined_seq")?)?,
         removed_seq: removed.map(seq_from_db).transpose()?,
     })
 }
@@ -182,12 +183,11 @@ impl SqliteStore {
     }
 
     pub(crate) async fn group_head_impl(&self, id: &GroupId) -> Result<Option<GroupHead>> {
-        let row = sqlx::query("SELECT epoch, last_seq FROM groups WHERE id = ?")
-            .bind(id.as_bytes().as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend_error)?;
-        row.as_ref().map(head_from_row).transpose()
+        self.readers.first(
+            "SELECT epoch, last_seq FROM groups WHERE id = ?1",
+            [id.as_bytes().as_slice()],
+            head_from_row,
+        )
     }
 
     pub(crate) async fn membership_impl(
@@ -195,15 +195,11 @@ impl SqliteStore {
         group: &GroupId,
         device: &DeviceId,
     ) -> Result<Option<Membership>> {
-        let row = sqlx::query(
-            "SELECT joined_seq, removed_seq FROM group_members WHERE group_id = ? AND device_id = ?",
+        self.readers.first(
+            "SELECT joined_seq, removed_seq FROM group_members WHERE group_id = ?1 AND device_id = ?2",
+            [group.as_bytes().as_slice(), device.as_bytes().as_slice()],
+            membership_from_row,
         )
-        .bind(group.as_bytes().as_slice())
-        .bind(device.as_bytes().as_slice())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend_error)?;
-        row.as_ref().map(membership_from_row).transpose()
     }
 
     pub(crate) async fn find_submission_impl(
@@ -222,87 +218,61 @@ impl SqliteStore {
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<LogRecord>> {
-        let rows = sqlx::query(
+        self.readers.all(
             "SELECT seq, sender, message, created_at FROM group_log
-             WHERE group_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(group.as_bytes().as_slice())
-        .bind(seq_to_db(after_seq)?)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend_error)?;
-        rows.iter()
-            .map(|row| {
+             WHERE group_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            rusqlite::params![group.as_bytes().as_slice(), seq_to_db(after_seq)?, limit],
+            |row| {
                 Ok(LogRecord {
-                    seq: seq_from_db(get(row, "seq")?)?,
-                    sender: DeviceId::from(fixed::<16>(row, "sender")?),
-                    message: get(row, "message")?,
-                    created_at_unix_s: get(row, "created_at")?,
+                    seq: seq_from_db(column(row, "seq")?)?,
+                    sender: DeviceId::from(column_fixed::<16>(row, "sender")?),
+                    message: column(row, "message")?,
+                    created_at_unix_s: column(row, "created_at")?,
                 })
-            })
-            .collect()
+            },
+        )
     }
 
     pub(crate) async fn device_groups_impl(
         &self,
         device: &DeviceId,
     ) -> Result<Vec<(GroupId, GroupHead, Membership)>> {
-        let rows = sqlx::query(
+        self.readers.all(
             "SELECT g.id, g.epoch, g.last_seq, m.joined_seq, m.removed_seq
              FROM group_members m JOIN groups g ON g.id = m.group_id
-             WHERE m.device_id = ? AND m.removed_seq IS NULL ORDER BY g.created_at, g.id",
-        )
-        .bind(device.as_bytes().as_slice())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend_error)?;
-        rows.iter()
-            .map(|row| {
+             WHERE m.device_id = ?1 AND m.removed_seq IS NULL ORDER BY g.created_at, g.id",
+            [device.as_bytes().as_slice()],
+            |row| {
                 Ok((
-                    GroupId::from(fixed::<32>(row, "id")?),
+                    GroupId::from(column_fixed::<32>(row, "id")?),
                     head_from_row(row)?,
                     membership_from_row(row)?,
                 ))
-            })
-            .collect()
+            },
+        )
     }
 
     pub(crate) async fn group_members_impl(&self, group: &GroupId) -> Result<Vec<DeviceId>> {
-        let ids: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT device_id FROM group_members WHERE group_id = ? AND removed_seq IS NULL ORDER BY device_id",
+        self.readers.all(
+            "SELECT device_id FROM group_members WHERE group_id = ?1 AND removed_seq IS NULL ORDER BY device_id",
+            [group.as_bytes().as_slice()],
+            |row| Ok(DeviceId::from(column_fixed::<16>(row, "device_id")?)),
         )
-        .bind(group.as_bytes().as_slice())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend_error)?;
-        ids.into_iter()
-            .map(|id| {
-                <[u8; 16]>::try_from(id)
-                    .map(DeviceId::from)
-                    .map_err(|_| corrupt("device id"))
-            })
-            .collect()
     }
 
     pub(crate) async fn inbox_impl(&self, device: &DeviceId) -> Result<Vec<InboxRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, group_id, welcome, joined_seq FROM inbox WHERE device_id = ? ORDER BY id",
-        )
-        .bind(device.as_bytes().as_slice())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend_error)?;
-        rows.iter()
-            .map(|row| {
+        self.readers.all(
+            "SELECT id, group_id, welcome, joined_seq FROM inbox WHERE device_id = ?1 ORDER BY id",
+            [device.as_bytes().as_slice()],
+            |row| {
                 Ok(InboxRecord {
-                    id: seq_from_db(get(row, "id")?)?,
-                    group: GroupId::from(fixed::<32>(row, "group_id")?),
-                    welcome: get(row, "welcome")?,
-                    joined_seq: seq_from_db(get(row, "joined_seq")?)?,
+                    id: seq_from_db(column(row, "id")?)?,
+                    group: GroupId::from(column_fixed::<32>(row, "group_id")?),
+                    welcome: column(row, "welcome")?,
+                    joined_seq: seq_from_db(column(row, "joined_seq")?)?,
                 })
-            })
-            .collect()
+            },
+        )
     }
 
     pub(crate) async fn inbox_ack_impl(&self, device: &DeviceId, ids: &[u64]) -> Result<()> {

@@ -1,4 +1,6 @@
-//! The embedded default store: one SQLite file in WAL mode, through sqlx.
+//! The embedded default store: one SQLite file in WAL mode. Writes go through sqlx, log
+//! appends through their own thread (`appender`), the hot reads on the calling thread
+//! (`reader`).
 //!
 //! Writes that read before they write run in `BEGIN IMMEDIATE` transactions, so SQLite's
 //! single writer lock serialises them and check-then-act sequences (redeeming a code) are
@@ -8,10 +10,12 @@ mod appender;
 mod delivery;
 mod management;
 mod migrate;
+mod reader;
 
 use std::path::Path;
 use std::time::Duration;
 
+use reader::{Readers, column, column_fixed, column_user};
 use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, OrgId, Role, UserName};
 use redoubt_proto::{AuditEntry, GroupName, PolicyScope, PolicySettings};
 use redoubt_proto::{BlobId, GroupId};
@@ -38,6 +42,8 @@ pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     /// Feeds the group-commit appender thread.
     appends: tokio::sync::mpsc::Sender<appender::Job>,
+    /// Reads on the calling thread (`reader`).
+    pub(crate) readers: std::sync::Arc<Readers>,
 }
 
 pub(crate) fn backend_error(error: sqlx::Error) -> StoreError {
@@ -81,7 +87,12 @@ impl SqliteStore {
         migrate::run(&pool, unix_now()).await?;
         let (appends, jobs) = tokio::sync::mpsc::channel(APPEND_QUEUE_MAX);
         appender::start(path, Duration::from_millis(BUSY_TIMEOUT_MS), jobs)?;
-        Ok(Self { pool, appends })
+        let readers = std::sync::Arc::new(Readers::open(path, Duration::from_millis(BUSY_TIMEOUT_MS))?);
+        Ok(Self {
+            pool,
+            appends,
+            readers,
+        })
     }
 
     /// Runs SQLite's own consistency check; `Ok(())` when it reports "ok".
@@ -178,20 +189,20 @@ fn code_from_row(row: &SqliteRow) -> Result<ActivationCodeRecord> {
     })
 }
 
-fn device_from_row(row: &SqliteRow) -> Result<DeviceRecord> {
+fn device_from_row(row: &rusqlite::Row<'_>) -> Result<DeviceRecord> {
     Ok(DeviceRecord {
-        id: DeviceId::from(fixed::<16>(row, "id")?),
-        user: user_name(row, "user_name")?,
-        name: DeviceName::parse(&get::<String>(row, "name")?).map_err(|_| corrupt("device name"))?,
-        public_key: Bytes(fixed::<32>(row, "public_key")?),
-        certificate: get(row, "certificate")?,
-        certificate_serial: serial_from_db(get(row, "certificate_serial")?)?,
-        certificate_not_after_unix_s: get(row, "certificate_not_after")?,
-        created_at_unix_s: get(row, "created_at")?,
-        last_seen_at_unix_s: get(row, "last_seen_at")?,
-        revoked_at_unix_s: get(row, "revoked_at")?,
-        approved_at_unix_s: get(row, "approved_at")?,
-        policy_version_acked: u64::try_from(get::<i64>(row, "policy_version_acked")?)
+        id: DeviceId::from(column_fixed::<16>(row, "id")?),
+        user: column_user(row, "user_name")?,
+        name: DeviceName::parse(&column::<String>(row, "name")?).map_err(|_| corrupt("device name"))?,
+        public_key: Bytes(column_fixed::<32>(row, "public_key")?),
+        certificate: column(row, "certificate")?,
+        certificate_serial: serial_from_db(column(row, "certificate_serial")?)?,
+        certificate_not_after_unix_s: column(row, "certificate_not_after")?,
+        created_at_unix_s: column(row, "created_at")?,
+        last_seen_at_unix_s: column(row, "last_seen_at")?,
+        revoked_at_unix_s: column(row, "revoked_at")?,
+        approved_at_unix_s: column(row, "approved_at")?,
+        policy_version_acked: u64::try_from(column::<i64>(row, "policy_version_acked")?)
             .map_err(|_| corrupt("policy version"))?,
     })
 }
@@ -243,35 +254,28 @@ pub(crate) async fn insert_code(
     Ok(())
 }
 
-impl SqliteStore {
-    async fn roles(&self, user: &UserName) -> Result<Vec<Role>> {
-        let names: Vec<String> =
-            sqlx::query_scalar("SELECT role FROM user_roles WHERE user_name = ? ORDER BY role")
-                .bind(user.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(backend_error)?;
-        let mut roles = names
-            .iter()
-            .map(|name| Role::parse(name).ok_or_else(|| corrupt("role")))
-            .collect::<Result<Vec<_>>>()?;
-        roles.sort();
-        Ok(roles)
-    }
+/// A user with its roles (space-separated in `roles`, NULL for none).
+const USER_SELECT: &str = "SELECT u.name, u.display_name, u.created_at, group_concat(r.role, ' ') AS roles
+     FROM users u LEFT JOIN user_roles r ON r.user_name = u.name";
 
-    async fn user_from_row(&self, row: &SqliteRow) -> Result<UserRecord> {
-        let name = user_name(row, "name")?;
-        let display_name: Option<String> = get(row, "display_name")?;
-        Ok(UserRecord {
-            roles: self.roles(&name).await?,
-            display_name: display_name
-                .map(|d| DisplayName::parse(&d))
-                .transpose()
-                .map_err(|_| corrupt("display name"))?,
-            created_at_unix_s: get(row, "created_at")?,
-            name,
-        })
-    }
+fn user_from_row(row: &rusqlite::Row<'_>) -> Result<UserRecord> {
+    let display_name: Option<String> = column(row, "display_name")?;
+    let roles: Option<String> = column(row, "roles")?;
+    let mut roles = roles
+        .iter()
+        .flat_map(|r| r.split(' '))
+        .map(|name| Role::parse(name).ok_or_else(|| corrupt("role")))
+        .collect::<Result<Vec<_>>>()?;
+    roles.sort();
+    Ok(UserRecord {
+        name: column_user(row, "name")?,
+        display_name: display_name
+            .map(|d| DisplayName::parse(&d))
+            .transpose()
+            .map_err(|_| corrupt("display name"))?,
+        roles,
+        created_at_unix_s: column(row, "created_at")?,
+    })
 }
 
 #[async_trait::async_trait]
@@ -312,27 +316,19 @@ impl Store for SqliteStore {
     }
 
     async fn user(&self, name: &UserName) -> Result<Option<UserRecord>> {
-        let row = sqlx::query("SELECT name, display_name, created_at FROM users WHERE name = ?")
-            .bind(name.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend_error)?;
-        match row {
-            Some(row) => Ok(Some(self.user_from_row(&row).await?)),
-            None => Ok(None),
-        }
+        self.readers.first(
+            &format!("{USER_SELECT} WHERE u.name = ?1 GROUP BY u.name"),
+            [name.as_str()],
+            user_from_row,
+        )
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>> {
-        let rows = sqlx::query("SELECT name, display_name, created_at FROM users ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend_error)?;
-        let mut users = Vec::with_capacity(rows.len());
-        for row in &rows {
-            users.push(self.user_from_row(row).await?);
-        }
-        Ok(users)
+        self.readers.all(
+            &format!("{USER_SELECT} GROUP BY u.name ORDER BY u.name"),
+            [],
+            user_from_row,
+        )
     }
 
     async fn create_activation_code(&self, code: &ActivationCodeRecord) -> Result<()> {
@@ -453,36 +449,26 @@ impl Store for SqliteStore {
     }
 
     async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"
-        )))
-        .bind(id.as_bytes().as_slice())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend_error)?;
-        row.as_ref().map(device_from_row).transpose()
+        self.readers.first(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"),
+            [id.as_bytes().as_slice()],
+            device_from_row,
+        )
     }
 
     async fn list_devices(&self, user: Option<&UserName>) -> Result<Vec<DeviceRecord>> {
-        let rows = match user {
-            Some(user) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_name = ? ORDER BY created_at, id"
-                )))
-                .bind(user.as_str())
-                .fetch_all(&self.pool)
-                .await
-            }
-            None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY user_name, created_at, id"
-                )))
-                .fetch_all(&self.pool)
-                .await
-            }
+        match user {
+            Some(user) => self.readers.all(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE user_name = ?1 ORDER BY created_at, id"),
+                [user.as_str()],
+                device_from_row,
+            ),
+            None => self.readers.all(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY user_name, created_at, id"),
+                [],
+                device_from_row,
+            ),
         }
-        .map_err(backend_error)?;
-        rows.iter().map(device_from_row).collect()
     }
 
     async fn record_last_seen(&self, seen: &[(DeviceId, i64)]) -> Result<()> {
@@ -667,6 +653,7 @@ impl Store for SqliteStore {
         if self.appends.send(appender::Job::Close(reply)).await.is_ok() {
             let _ = closed.await;
         }
+        self.readers.close();
         self.pool.close().await;
     }
 }
