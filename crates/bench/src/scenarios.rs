@@ -409,7 +409,9 @@ pub async fn big_group(target: &mut Target, common: &Common, args: &BigGroupArgs
          (members x the Welcome, which carries the whole tree)"
             .to_owned(),
         "join = a member processing that Welcome; add/remove/update = medians of --repeat rounds; \
-         server time = submission to acknowledgement on loopback, server CPU = its CPU time meanwhile"
+         server time = submission to acknowledgement on loopback, server CPU = its CPU time \
+         meanwhile; slowest = the slowest of all those commits (the server stores a group's state \
+         with every 8th handshake: with --repeat >= 3 at least one of them does)"
             .to_owned(),
     ];
     if target.meter.memory_includes_load_generator() {
@@ -481,6 +483,18 @@ pub async fn big_group(target: &mut Target, common: &Common, args: &BigGroupArgs
             s.target("<= 100 ms");
         }
         s.num("update_server_cpu_ms", update.server_cpu_s * 1000.0, 0, "ms");
+        // The medians hide the commits that also store the group's state (every 8th).
+        let slowest = row
+            .add
+            .iter()
+            .chain(&row.remove)
+            .chain(&row.update)
+            .map(|op| op.server_s)
+            .fold(0.0, f64::max);
+        s.num("slowest_server_ms", slowest * 1000.0, 1, "ms");
+        if big {
+            s.target("<= 100 ms (any add, remove or update)");
+        }
         ok &= row.add.len() == args.repeat && row.update.len() == args.repeat;
         sections.push(s);
     }

@@ -165,6 +165,9 @@ impl Store for FaultyStore {
     async fn log_entries(&self, group: &GroupId, after_seq: u64, limit: u32) -> Result<Vec<LogRecord>> {
         self.inner.log_entries(group, after_seq, limit).await
     }
+    async fn handshakes_after(&self, group: &GroupId, after_seq: u64) -> Result<Vec<LogRecord>> {
+        self.inner.handshakes_after(group, after_seq).await
+    }
     async fn device_groups(&self, device: &DeviceId) -> Result<Vec<(GroupId, GroupHead, Membership)>> {
         self.inner.device_groups(device).await
     }

@@ -19,6 +19,8 @@ use redoubt_proto::{DeviceId, GroupId};
 use redoubt_store::{AppendError, Appended, GroupTransition, StoreError};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
+use crate::reader::backend;
+
 /// Appends written in one transaction at most.
 const APPEND_BATCH_MAX: usize = 256;
 /// Bytes appended after which the checkpointer folds the write-ahead log into the database.
@@ -157,7 +159,8 @@ fn run(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<Job>, checkpo
             if result.is_ok() {
                 since_checkpoint += job.entry.message.len()
                     + job.transition.as_ref().map_or(0, |t| {
-                        t.state.len() + t.welcome.as_ref().map_or(0, |w| w.len() * t.added.len())
+                        t.state.as_ref().map_or(0, Vec::len)
+                            + t.welcome.as_ref().map_or(0, |w| w.len() * t.added.len())
                     });
             }
         }
@@ -250,8 +253,8 @@ fn append_in(
     }
     let seq_db = to_db(seq)?;
     conn.prepare_cached(
-        "INSERT INTO group_log (group_id, seq, sender, client_message_id, message, created_at)
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO group_log (group_id, seq, sender, client_message_id, message, created_at, handshake)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -260,7 +263,8 @@ fn append_in(
             entry.sender.as_bytes().as_slice(),
             entry.client_message_id.as_slice(),
             entry.message,
-            entry.created_at_unix_s
+            entry.created_at_unix_s,
+            transition.is_some()
         ])
     })
     .map_err(store)?;
@@ -272,9 +276,15 @@ fn append_in(
         }
         Some(transition) => {
             let epoch_db = to_db(transition.epoch)?;
-            conn.prepare_cached("UPDATE groups SET last_seq = ?, epoch = ?, state = ? WHERE id = ?")
-                .and_then(|mut s| s.execute(params![seq_db, epoch_db, transition.state, group_id]))
-                .map_err(store)?;
+            match &transition.state {
+                Some(state) => conn
+                    .prepare_cached("UPDATE groups SET last_seq = ?1, epoch = ?2, state = ?3, state_seq = ?1 WHERE id = ?4")
+                    .and_then(|mut s| s.execute(params![seq_db, epoch_db, state, group_id])),
+                None => conn
+                    .prepare_cached("UPDATE groups SET last_seq = ?, epoch = ? WHERE id = ?")
+                    .and_then(|mut s| s.execute(params![seq_db, epoch_db, group_id])),
+            }
+            .map_err(store)?;
             for device in &transition.added {
                 conn.prepare_cached(
                     "INSERT INTO group_members (group_id, device_id, joined_seq) VALUES (?, ?, ?)
@@ -306,10 +316,6 @@ fn append_in(
         seq,
         duplicate: false,
     })
-}
-
-fn backend(error: rusqlite::Error) -> StoreError {
-    StoreError::Backend(error.to_string())
 }
 
 fn store(error: rusqlite::Error) -> AppendError {

@@ -5,7 +5,6 @@ use redoubt_store::{
     BlobRecord, ClaimedPackage, GroupHead, GroupRecord, InboxRecord, LogRecord, Membership, Result,
     StoreError,
 };
-use sqlx::sqlite::SqliteRow;
 
 use crate::reader::{column, column_fixed};
 use crate::{SqliteStore, backend_error, corrupt, fixed, get, insert_error};
@@ -18,13 +17,23 @@ fn seq_to_db(value: u64) -> Result<i64> {
     i64::try_from(value).map_err(|_| StoreError::Backend("sequence number exceeds i64".into()))
 }
 
-fn group_from_row(row: &SqliteRow) -> Result<GroupRecord> {
+fn group_from_row(row: &rusqlite::Row<'_>) -> Result<GroupRecord> {
     Ok(GroupRecord {
-        id: GroupId::from(fixed::<32>(row, "id")?),
-        epoch: seq_from_db(get(row, "epoch")?)?,
-        state: get(row, "state")?,
-        last_seq: seq_from_db(get(row, "last_seq")?)?,
-        created_at_unix_s: get(row, "created_at")?,
+        id: GroupId::from(column_fixed::<32>(row, "id")?),
+        epoch: seq_from_db(column(row, "epoch")?)?,
+        state: column(row, "state")?,
+        state_seq: seq_from_db(column(row, "state_seq")?)?,
+        last_seq: seq_from_db(column(row, "last_seq")?)?,
+        created_at_unix_s: column(row, "created_at")?,
+    })
+}
+
+fn log_from_row(row: &rusqlite::Row<'_>) -> Result<LogRecord> {
+    Ok(LogRecord {
+        seq: seq_from_db(column(row, "seq")?)?,
+        sender: DeviceId::from(column_fixed::<16>(row, "sender")?),
+        message: column(row, "message")?,
+        created_at_unix_s: column(row, "created_at")?,
     })
 }
 
@@ -154,11 +163,14 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend_error)?;
-        sqlx::query("INSERT INTO groups (id, epoch, state, last_seq, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(group.id.as_bytes().as_slice())
-            .bind(seq_to_db(group.epoch)?)
-            .bind(group.state.as_slice())
-            .bind(seq_to_db(group.last_seq)?)
+        sqlx::query(
+            "INSERT INTO groups (id, epoch, state, state_seq, last_seq, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(group.id.as_bytes().as_slice())
+        .bind(seq_to_db(group.epoch)?)
+        .bind(group.state.as_slice())
+        .bind(seq_to_db(group.state_seq)?)
+        .bind(seq_to_db(group.last_seq)?)
             .bind(group.created_at_unix_s)
             .execute(&mut *tx)
             .await
@@ -174,12 +186,24 @@ impl SqliteStore {
     }
 
     pub(crate) async fn group_impl(&self, id: &GroupId) -> Result<Option<GroupRecord>> {
-        let row = sqlx::query("SELECT id, epoch, state, last_seq, created_at FROM groups WHERE id = ?")
-            .bind(id.as_bytes().as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend_error)?;
-        row.as_ref().map(group_from_row).transpose()
+        self.readers.first(
+            "SELECT id, epoch, state, state_seq, last_seq, created_at FROM groups WHERE id = ?1",
+            [id.as_bytes().as_slice()],
+            group_from_row,
+        )
+    }
+
+    pub(crate) async fn handshakes_after_impl(
+        &self,
+        group: &GroupId,
+        after_seq: u64,
+    ) -> Result<Vec<LogRecord>> {
+        self.readers.all(
+            "SELECT seq, sender, message, created_at FROM group_log
+             WHERE group_id = ?1 AND seq > ?2 AND handshake = 1 ORDER BY seq",
+            rusqlite::params![group.as_bytes().as_slice(), seq_to_db(after_seq)?],
+            log_from_row,
+        )
     }
 
     pub(crate) async fn group_head_impl(&self, id: &GroupId) -> Result<Option<GroupHead>> {
@@ -222,14 +246,7 @@ impl SqliteStore {
             "SELECT seq, sender, message, created_at FROM group_log
              WHERE group_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             rusqlite::params![group.as_bytes().as_slice(), seq_to_db(after_seq)?, limit],
-            |row| {
-                Ok(LogRecord {
-                    seq: seq_from_db(column(row, "seq")?)?,
-                    sender: DeviceId::from(column_fixed::<16>(row, "sender")?),
-                    message: column(row, "message")?,
-                    created_at_unix_s: column(row, "created_at")?,
-                })
-            },
+            log_from_row,
         )
     }
 
@@ -308,13 +325,14 @@ impl SqliteStore {
     pub(crate) async fn prune_logs_impl(&self, older_than_unix_s: i64) -> Result<u64> {
         // An entry may go once every device that must still read it has acknowledged it:
         // current members, and removed members that have not yet read their removal.
-        // A member's progress counts from the commit that added it.
+        // A member's progress counts from the commit that added it. A handshake after the
+        // group's stored state stays whatever its age: loading the state replays it.
         let deleted = sqlx::query(
-            "DELETE FROM group_log WHERE created_at < ?1 OR seq <= (
+            "DELETE FROM group_log WHERE (created_at < ?1 OR seq <= (
                 SELECT coalesce(min(max(m.acked_seq, m.joined_seq)), 0) FROM group_members m
                 WHERE m.group_id = group_log.group_id
                   AND (m.removed_seq IS NULL OR m.acked_seq < m.removed_seq)
-            )",
+            )) AND NOT (handshake = 1 AND seq > (SELECT state_seq FROM groups g WHERE g.id = group_log.group_id))",
         )
         .bind(older_than_unix_s)
         .execute(&self.pool)

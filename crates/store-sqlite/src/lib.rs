@@ -556,6 +556,10 @@ impl Store for SqliteStore {
         self.log_entries_impl(group, after_seq, limit).await
     }
 
+    async fn handshakes_after(&self, group: &GroupId, after_seq: u64) -> Result<Vec<LogRecord>> {
+        self.handshakes_after_impl(group, after_seq).await
+    }
+
     async fn device_groups(&self, device: &DeviceId) -> Result<Vec<(GroupId, GroupHead, Membership)>> {
         self.device_groups_impl(device).await
     }

@@ -13,6 +13,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "log_acks", include_str!("../migrations/0004_log_acks.sql")),
     (5, "management", include_str!("../migrations/0005_management.sql")),
     (6, "settings", include_str!("../migrations/0006_settings.sql")),
+    (
+        7,
+        "group_state_seq",
+        include_str!("../migrations/0007_group_state_seq.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {

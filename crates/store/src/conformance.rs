@@ -13,8 +13,8 @@ use redoubt_proto::{CommandKind, GroupName, PolicyScope, PolicySettings};
 
 use crate::{
     ActivationCodeRecord, ActivationCodeState, AppendError, AuditEvent, BlobRecord, Change, DeviceRecord,
-    GroupHead, GroupRecord, GroupTransition, Membership, NewLogEntry, OrgRecord, RedeemError, Store,
-    StoreError, UserRecord,
+    GroupHead, GroupRecord, GroupTransition, LogRecord, Membership, NewLogEntry, OrgRecord, RedeemError,
+    Store, StoreError, UserRecord,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check. `$make` is an async expression
@@ -42,6 +42,7 @@ macro_rules! store_conformance_tests {
             commits_move_membership_and_fill_inboxes,
             blobs_are_created_completed_and_deleted,
             logs_are_pruned_once_acknowledged_or_expired,
+            handshakes_after_the_stored_state_are_kept_for_replay,
             concurrent_appends_are_dense_ordered_and_one_commit_wins,
             management_changes_are_all_or_nothing,
             policies_and_groups_round_trip,
@@ -571,6 +572,7 @@ fn group(id: u8) -> GroupRecord {
         id: GroupId::from([id; 32]),
         epoch: 0,
         state: vec![0, id],
+        state_seq: 0,
         last_seq: 0,
         created_at_unix_s: 1_200,
     }
@@ -641,7 +643,7 @@ pub async fn stale_commit_conflicts_and_writes_nothing(store: &impl Store) {
     let commit = GroupTransition {
         expected_epoch: 0,
         epoch: 1,
-        state: vec![1],
+        state: Some(vec![1]),
         added: vec![dev(3)],
         removed: vec![],
         welcome: Some(vec![7]),
@@ -663,7 +665,10 @@ pub async fn stale_commit_conflicts_and_writes_nothing(store: &impl Store) {
         "{loser:?}"
     );
     let stored = store.group(&GroupId::from([1; 32])).await.unwrap().unwrap();
-    assert_eq!((stored.epoch, stored.last_seq, stored.state), (1, 1, vec![1]));
+    assert_eq!(
+        (stored.epoch, stored.last_seq, stored.state, stored.state_seq),
+        (1, 1, vec![1], 1)
+    );
     assert_eq!(
         store.group_head(&GroupId::from([1; 32])).await.unwrap(),
         Some(GroupHead {
@@ -694,7 +699,7 @@ pub async fn commits_move_membership_and_fill_inboxes(store: &impl Store) {
     let add = GroupTransition {
         expected_epoch: 0,
         epoch: 1,
-        state: vec![1],
+        state: Some(vec![1]),
         added: vec![dev(2), dev(3)],
         removed: vec![],
         welcome: Some(vec![9, 9]),
@@ -713,7 +718,7 @@ pub async fn commits_move_membership_and_fill_inboxes(store: &impl Store) {
     let remove = GroupTransition {
         expected_epoch: 1,
         epoch: 2,
-        state: vec![2],
+        state: Some(vec![2]),
         added: vec![],
         removed: vec![dev(3)],
         welcome: None,
@@ -778,7 +783,7 @@ pub async fn logs_are_pruned_once_acknowledged_or_expired(store: &impl Store) {
     let add = GroupTransition {
         expected_epoch: 0,
         epoch: 1,
-        state: vec![1],
+        state: Some(vec![1]),
         added: vec![dev(3)],
         removed: vec![],
         welcome: None,
@@ -812,6 +817,64 @@ pub async fn logs_are_pruned_once_acknowledged_or_expired(store: &impl Store) {
     assert_eq!(store.append(&entry(1, 1, 9, b"next"), None).await.unwrap().seq, 5);
 }
 
+pub async fn handshakes_after_the_stored_state_are_kept_for_replay(store: &impl Store) {
+    two_users_three_devices(store).await;
+    let gid = GroupId::from([1; 32]);
+    store.create_group(&group(1), &dev(1)).await.unwrap();
+    let commit = |epoch: u64, state: Option<Vec<u8>>| GroupTransition {
+        expected_epoch: epoch - 1,
+        epoch,
+        state,
+        added: vec![],
+        removed: vec![],
+        welcome: None,
+    };
+    store
+        .append(&entry(1, 1, 1, b"c1"), Some(&commit(1, Some(vec![1]))))
+        .await
+        .unwrap(); // seq 1
+    store.append(&entry(1, 1, 2, b"m"), None).await.unwrap(); // seq 2
+    store
+        .append(&entry(1, 1, 3, b"c2"), Some(&commit(2, None)))
+        .await
+        .unwrap(); // seq 3
+    store.append(&entry(1, 1, 4, b"m"), None).await.unwrap(); // seq 4
+    store
+        .append(&entry(1, 1, 5, b"c3"), Some(&commit(3, None)))
+        .await
+        .unwrap(); // seq 5
+    let stored = store.group(&gid).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.epoch, stored.state, stored.state_seq, stored.last_seq),
+        (3, vec![1], 1, 5),
+        "a transition without state keeps the stored one"
+    );
+    let seqs = |records: Vec<LogRecord>| {
+        records
+            .into_iter()
+            .map(|r| (r.seq, r.message))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        seqs(store.handshakes_after(&gid, stored.state_seq).await.unwrap()),
+        vec![(3, b"c2".to_vec()), (5, b"c3".to_vec())]
+    );
+    assert!(store.handshakes_after(&gid, 5).await.unwrap().is_empty());
+    // Neither acknowledgements nor the retention limit prune what the replay needs.
+    store.ack(&gid, &dev(1), 5).await.unwrap();
+    assert_eq!(store.prune_logs(i64::MAX).await.unwrap(), 3, "seqs 1, 2 and 4");
+    assert_eq!(seqs(store.log_entries(&gid, 0, 10).await.unwrap()).len(), 2);
+    // A new state releases them.
+    store
+        .append(&entry(1, 1, 6, b"c4"), Some(&commit(4, Some(vec![4]))))
+        .await
+        .unwrap(); // seq 6
+    assert_eq!(store.group(&gid).await.unwrap().unwrap().state_seq, 6);
+    store.ack(&gid, &dev(1), 6).await.unwrap();
+    assert_eq!(store.prune_logs(i64::MAX).await.unwrap(), 3);
+    assert!(store.handshakes_after(&gid, 0).await.unwrap().is_empty());
+}
+
 pub async fn concurrent_appends_are_dense_ordered_and_one_commit_wins(store: &impl Store) {
     two_users_three_devices(store).await;
     store.create_group(&group(1), &dev(1)).await.unwrap();
@@ -819,7 +882,7 @@ pub async fn concurrent_appends_are_dense_ordered_and_one_commit_wins(store: &im
     let commit = GroupTransition {
         expected_epoch: 0,
         epoch: 1,
-        state: vec![1],
+        state: Some(vec![1]),
         added: vec![],
         removed: vec![],
         welcome: None,

@@ -11,8 +11,12 @@ use crate::StoreError;
 pub struct GroupRecord {
     pub id: GroupId,
     pub epoch: u64,
-    /// The group's public state (an mls-rs external snapshot): no secrets.
+    /// The group's public state (an mls-rs external snapshot): no secrets. It is as of
+    /// log entry `state_seq`; the handshakes after it ([`crate::Store::handshakes_after`])
+    /// bring it to `epoch`.
     pub state: Vec<u8>,
+    /// The log entry the stored state is as of; 0 for the group's creation.
+    pub state_seq: u64,
     /// Sequence number of the last log entry; 0 for none.
     pub last_seq: u64,
     pub created_at_unix_s: i64,
@@ -54,12 +58,15 @@ pub struct NewLogEntry<'a> {
     pub created_at_unix_s: i64,
 }
 
-/// A commit's effect on the group, applied with its log entry.
+/// A handshake's effect on the group, applied with its log entry (which is then one of the
+/// group's handshakes).
 #[derive(Debug, Clone)]
 pub struct GroupTransition {
     pub expected_epoch: u64,
     pub epoch: u64,
-    pub state: Vec<u8>,
+    /// The group's public state after this entry, or `None` to keep the stored state:
+    /// this entry is then replayed over it when the state is next loaded.
+    pub state: Option<Vec<u8>>,
     pub added: Vec<DeviceId>,
     pub removed: Vec<DeviceId>,
     /// Delivered to every added device's inbox.

@@ -252,6 +252,10 @@ pub trait Store: Send + Sync + 'static {
     /// Entries with `seq > after_seq`, in order, at most `limit`.
     async fn log_entries(&self, group: &GroupId, after_seq: u64, limit: u32) -> Result<Vec<LogRecord>>;
 
+    /// The group's handshakes (entries appended with a transition) after `after_seq`, in
+    /// order. Pruning keeps those after the stored state's `state_seq`.
+    async fn handshakes_after(&self, group: &GroupId, after_seq: u64) -> Result<Vec<LogRecord>>;
+
     /// Groups the device is a current member of (their heads, not their states), with its
     /// membership.
     async fn device_groups(&self, device: &DeviceId) -> Result<Vec<(GroupId, GroupHead, Membership)>>;
