@@ -469,9 +469,8 @@ impl Messenger {
         self.commit_with(group_id, move |group| {
             let present: BTreeSet<DeviceId> = group
                 .roster()
-                .members()
-                .iter()
-                .filter_map(|m| identity.device_id(&m.signing_identity).ok())
+                .members_iter()
+                .filter_map(|m| identity.member_device_id(&m.signing_identity).ok())
                 .collect();
             let mut builder = group.commit_builder();
             for package in &packages {
@@ -576,10 +575,10 @@ impl Messenger {
         let group = self.load_group(group_id)?;
         let mut present = BTreeSet::new();
         let mut users = BTreeSet::new();
-        for member in group.roster().members() {
-            if let Ok(certificate) = self.identity.device_certificate(&member.signing_identity) {
-                present.insert(certificate.body().device_id);
-                users.insert(certificate.body().user.clone());
+        for member in group.roster().members_iter() {
+            if let Ok(certificate) = self.identity.member_certificate(&member.signing_identity) {
+                present.insert(certificate.unverified_body().device_id);
+                users.insert(certificate.unverified_body().user.clone());
             }
         }
         drop(group);
@@ -1288,12 +1287,11 @@ impl Messenger {
         self.commit_with(&conversation.group_id, move |group| {
             let leaves: Vec<u32> = group
                 .roster()
-                .members()
-                .iter()
+                .members_iter()
                 .filter(|m| {
                     identity
-                        .device_certificate(&m.signing_identity)
-                        .is_ok_and(|c| c.body().user == user)
+                        .member_certificate(&m.signing_identity)
+                        .is_ok_and(|c| c.unverified_body().user == user)
                 })
                 .map(|m| m.index)
                 .collect();

@@ -54,13 +54,7 @@ impl RedoubtIdentityProvider {
         &self,
         identity: &SigningIdentity,
     ) -> Result<VerifiedCertificate, IdentityError> {
-        let Credential::Custom(custom) = &identity.credential else {
-            return Err(IdentityError::CredentialType);
-        };
-        if custom.credential_type != CredentialType::new(CREDENTIAL_TYPE) {
-            return Err(IdentityError::CredentialType);
-        }
-        let certificate = DeviceCertificate::decode(&custom.data)?;
+        let certificate = decode_certificate(identity)?;
         let not_before = certificate.unverified_body().not_before_unix_s;
         let verified = certificate.verify(&self.org_key, &self.org_id, not_before)?;
         if identity.signature_key.as_bytes() != verified.body().device_public_key.as_slice() {
@@ -79,16 +73,25 @@ impl RedoubtIdentityProvider {
     /// when it joined, and the roster is state this process validated. Costs a decode, not
     /// an Ed25519 verification (which dominated commits to 10,000-member groups).
     pub fn member_device_id(&self, identity: &SigningIdentity) -> Result<DeviceId, IdentityError> {
-        let Credential::Custom(custom) = &identity.credential else {
-            return Err(IdentityError::CredentialType);
-        };
-        if custom.credential_type != CredentialType::new(CREDENTIAL_TYPE) {
-            return Err(IdentityError::CredentialType);
-        }
-        Ok(DeviceCertificate::decode(&custom.data)?
-            .unverified_body()
-            .device_id)
+        Ok(self.member_certificate(identity)?.unverified_body().device_id)
     }
+
+    /// The certificate of a leaf already in a group's roster, decoded but not verified
+    /// again (see [`Self::member_device_id`]).
+    pub fn member_certificate(&self, identity: &SigningIdentity) -> Result<DeviceCertificate, IdentityError> {
+        decode_certificate(identity)
+    }
+}
+
+/// The device certificate a credential carries, decoded (not verified).
+fn decode_certificate(identity: &SigningIdentity) -> Result<DeviceCertificate, IdentityError> {
+    let Credential::Custom(custom) = &identity.credential else {
+        return Err(IdentityError::CredentialType);
+    };
+    if custom.credential_type != CredentialType::new(CREDENTIAL_TYPE) {
+        return Err(IdentityError::CredentialType);
+    }
+    Ok(DeviceCertificate::decode(&custom.data)?)
 }
 
 impl IdentityProvider for RedoubtIdentityProvider {

@@ -408,8 +408,7 @@ fn member_devices(
 ) -> Result<BTreeSet<DeviceId>, ApiError> {
     group
         .roster()
-        .members()
-        .iter()
+        .members_iter()
         .map(|m| {
             state
                 .identity
@@ -1045,9 +1044,8 @@ pub(crate) async fn propose_device_removal(state: &State, device: &DeviceId) -> 
             let epoch = group.group_context().epoch;
             let Some(index) = group
                 .roster()
-                .members()
-                .iter()
-                .find(|m| state.identity.device_id(&m.signing_identity).ok() == Some(*device))
+                .members_iter()
+                .find(|m| state.identity.member_device_id(&m.signing_identity).ok() == Some(*device))
                 .map(|m| m.index)
             else {
                 break;
@@ -1156,7 +1154,7 @@ pub(crate) async fn ack(
 /// Deletes log entries every member device has acknowledged, and any older than the
 /// retention limit.
 pub(crate) async fn prune(state: &State) -> Result<u64, redoubt_store::StoreError> {
-    crate::pending::flush(state).await?;
+    crate::pending::flush_acks(state).await?;
     let retention_s = i64::from(state.config.limits.log_retention_days) * 86_400;
     let deleted = state.store.prune_logs(state.now() - retention_s).await?;
     if deleted > 0 {

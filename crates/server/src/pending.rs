@@ -1,7 +1,8 @@
 //! Bookkeeping writes coalesced in memory: a group log acknowledgement (read only by
 //! pruning) and when a device was last seen (read only by admins) change at every request
 //! or session, and neither is worth a durable write of its own. Both keep the newest value
-//! per key and are written together every second, before each prune and at shutdown. A
+//! per key and are written every second and at shutdown, acknowledgements also before each
+//! prune. A
 //! crash loses at most the last second's: acknowledged entries are then pruned later (at
 //! the device's next acknowledgement, which covers everything before it, or at the
 //! retention limit), never early; a last-seen time is a second older than it was.
@@ -57,14 +58,15 @@ pub(crate) struct PendingWrites {
 }
 
 /// Writes what is pending; what a failed write did not store is kept for the next try.
+/// One failing does not hold back the other.
 pub(crate) async fn flush(state: &State) -> Result<(), StoreError> {
-    let seen = state.pending.last_seen.take();
-    if !seen.is_empty()
-        && let Err(error) = state.store.record_last_seen(&seen).await
-    {
-        state.pending.last_seen.restore(seen);
-        return Err(error);
-    }
+    let acks = flush_acks(state).await;
+    let last_seen = flush_last_seen(state).await;
+    acks.and(last_seen)
+}
+
+/// Writes the pending acknowledgements (pruning reads them).
+pub(crate) async fn flush_acks(state: &State) -> Result<(), StoreError> {
     let mut acks = state.pending.acks.take().into_iter();
     while let Some(((group, device), seq)) = acks.next() {
         if let Err(error) = state.store.ack(&group, &device, seq).await {
@@ -76,4 +78,14 @@ pub(crate) async fn flush(state: &State) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+async fn flush_last_seen(state: &State) -> Result<(), StoreError> {
+    let seen = state.pending.last_seen.take();
+    if seen.is_empty() {
+        return Ok(());
+    }
+    state.store.record_last_seen(&seen).await.inspect_err(|_| {
+        state.pending.last_seen.restore(seen);
+    })
 }

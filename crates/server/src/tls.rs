@@ -60,6 +60,11 @@ pub(crate) fn load(cert_path: &Path, key_path: &Path) -> Result<TlsIdentity, Ser
             .with_single_cert(chain, key)
             .map_err(|e| ServerError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No session tickets: rustls's default keeps 256 resumable sessions in memory and sends
+    // two tickets after every handshake, which a server of thousands of devices (and a
+    // device library that does not resume) would pay for at every reconnection for nothing.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(TlsIdentity {
         config: Arc::new(config),
         pin,
