@@ -815,15 +815,6 @@ pub(crate) async fn submit(
     } else {
         None
     };
-    let entry_time = state.now();
-    let entry = NewLogEntry {
-        group: group_id,
-        sender: who.device_id,
-        client_message_id: client_message_id.0,
-        message: &bytes,
-        created_at_unix_s: entry_time,
-    };
-
     // A handshake's transition, with the group's new state and member devices.
     let (transition, processed) = match message.description() {
         MlsMessageDescription::PrivateProtocolMessage {
@@ -945,6 +936,17 @@ pub(crate) async fn submit(
         _ => return Err(invalid("expected a group message")),
     };
 
+    // Taken after the handshake was validated (mls-rs checks added key packages' lifetimes
+    // against the clock), so a replay at this time (`load_group`) checks them as of no
+    // earlier than that.
+    let entry_time = state.now();
+    let entry = NewLogEntry {
+        group: group_id,
+        sender: who.device_id,
+        client_message_id: client_message_id.0,
+        message: &bytes,
+        created_at_unix_s: entry_time,
+    };
     let appended = state.store.append(&entry, transition.as_ref()).await.map_err(|e| match e {
         AppendError::EpochConflict { expected, current } => ApiError::new(
             ErrorCode::EpochConflict,
@@ -990,6 +992,10 @@ pub(crate) async fn submit(
     Ok((appended.seq, appended.duplicate))
 }
 
+fn mls_time(unix_s: i64) -> mls_rs::time::MlsTime {
+    mls_rs::time::MlsTime::from(u64::try_from(unix_s).unwrap_or(0))
+}
+
 /// The group's public state: the stored one with the handshakes after it replayed, and
 /// its epoch (the store's). `None` when there is no such group.
 async fn load_group(state: &State, group_id: &GroupId) -> Result<Option<LoadedGroup>, ApiError> {
@@ -1007,10 +1013,12 @@ async fn load_group(state: &State, group_id: &GroupId) -> Result<Option<LoadedGr
         .map_err(|e| unusable("unusable", &e))?;
     let handshakes = state.store.handshakes_after(group_id, record.state_seq).await?;
     let unsaved_handshakes = handshakes.len() as u64;
+    // Each as of when it was appended: validated then, it must not fail now because an
+    // added key package has expired since.
     for handshake in handshakes {
         let message = MlsMessage::from_bytes(&handshake.message).map_err(|e| unusable("unreadable", &e))?;
         group
-            .process_incoming_message(message)
+            .process_incoming_message_with_time(message, mls_time(handshake.created_at_unix_s))
             .map_err(|e| unusable("cannot replay its log", &e))?;
     }
     if group.group_context().epoch != record.epoch {

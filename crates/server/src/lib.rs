@@ -92,21 +92,24 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to: the system time at creation plus the offset added.
+/// The system clock shifted by what a test adds: time passes as it does (the MLS library
+/// checks key package lifetimes against the system clock, and the log's times must agree
+/// with it), and a test can jump it forwards or back.
 #[derive(Debug)]
 pub struct ManualClock {
-    now: std::sync::atomic::AtomicI64,
+    offset_s: std::sync::atomic::AtomicI64,
 }
 
 impl ManualClock {
     pub fn new() -> Self {
         Self {
-            now: std::sync::atomic::AtomicI64::new(unix_now()),
+            offset_s: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
     pub fn advance(&self, seconds: i64) {
-        self.now.fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+        self.offset_s
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -118,7 +121,7 @@ impl Default for ManualClock {
 
 impl Clock for ManualClock {
     fn now_unix_s(&self) -> i64 {
-        self.now.load(std::sync::atomic::Ordering::SeqCst)
+        unix_now() + self.offset_s.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
