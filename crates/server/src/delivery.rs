@@ -996,8 +996,9 @@ fn mls_time(unix_s: i64) -> mls_rs::time::MlsTime {
     mls_rs::time::MlsTime::from(u64::try_from(unix_s).unwrap_or(0))
 }
 
-/// The group's public state: the stored one with the handshakes after it replayed, and
-/// its epoch (the store's). `None` when there is no such group.
+/// The group's public state: the stored one with the handshakes after it replayed, which
+/// must bring it to the store's epoch. `None` when there is no such group. Called under
+/// the group's commit lock, so no handshake is appended between the two reads.
 async fn load_group(state: &State, group_id: &GroupId) -> Result<Option<LoadedGroup>, ApiError> {
     let Some(record) = state.store.group(group_id).await? else {
         return Ok(None);
