@@ -19,7 +19,7 @@ use redoubt_proto::{DeviceId, GroupId};
 use redoubt_store::{AppendError, Appended, GroupTransition, StoreError};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
-use crate::reader::backend;
+use crate::rusqlite_error;
 
 /// Appends written in one transaction at most.
 const APPEND_BATCH_MAX: usize = 256;
@@ -60,14 +60,14 @@ pub(crate) fn start(
     busy_timeout: Duration,
     jobs: tokio::sync::mpsc::Receiver<Job>,
 ) -> Result<(), StoreError> {
-    let conn = Connection::open(path).map_err(backend)?;
-    conn.busy_timeout(busy_timeout).map_err(backend)?;
+    let conn = Connection::open(path).map_err(rusqlite_error)?;
+    conn.busy_timeout(busy_timeout).map_err(rusqlite_error)?;
     // The same settings as the pool's connections (journal_mode is the file's own, WAL),
     // except that this connection never checkpoints the log itself: SQLite would do it
     // inside the commit that crosses 1,000 pages, making that batch wait for copying the
     // log into the database and syncing it. The checkpointer thread does it beside.
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;")
-        .map_err(backend)?;
+        .map_err(rusqlite_error)?;
     let checkpointer = Checkpointer::start(path, busy_timeout)?;
     std::thread::Builder::new()
         .name("redoubt-db-append".into())
@@ -85,8 +85,8 @@ struct Checkpointer {
 
 impl Checkpointer {
     fn start(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(backend)?;
-        conn.busy_timeout(busy_timeout).map_err(backend)?;
+        let conn = Connection::open(path).map_err(rusqlite_error)?;
+        conn.busy_timeout(busy_timeout).map_err(rusqlite_error)?;
         let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
             .name("redoubt-db-ckpt".into())
@@ -319,7 +319,7 @@ fn append_in(
 }
 
 fn store(error: rusqlite::Error) -> AppendError {
-    AppendError::Store(backend(error))
+    AppendError::Store(rusqlite_error(error))
 }
 
 /// Unique violations become `AlreadyExists(what)`, foreign-key violations `NotFound(parent)`.
@@ -335,7 +335,7 @@ fn insert_error(error: rusqlite::Error, what: &'static str, parent: &'static str
             _ => {}
         }
     }
-    backend(error)
+    rusqlite_error(error)
 }
 
 fn from_db(value: i64) -> Result<u64, AppendError> {

@@ -171,10 +171,10 @@ impl SqliteStore {
         .bind(group.state.as_slice())
         .bind(seq_to_db(group.state_seq)?)
         .bind(seq_to_db(group.last_seq)?)
-            .bind(group.created_at_unix_s)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| insert_error(e, "group", "group"))?;
+        .bind(group.created_at_unix_s)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| insert_error(e, "group", "group"))?;
         sqlx::query("INSERT INTO group_members (group_id, device_id, joined_seq) VALUES (?, ?, ?)")
             .bind(group.id.as_bytes().as_slice())
             .bind(creator.as_bytes().as_slice())

@@ -50,6 +50,11 @@ pub(crate) fn backend_error(error: sqlx::Error) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 
+/// The same for the rusqlite connections (`appender`, `reader`).
+pub(crate) fn rusqlite_error(error: rusqlite::Error) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
 /// Maps a failed insert: unique violations become `AlreadyExists(what)`, foreign-key
 /// violations `NotFound(parent)`.
 pub(crate) fn insert_error(error: sqlx::Error, what: &'static str, parent: &'static str) -> StoreError {
@@ -209,8 +214,14 @@ fn device_from_row(row: &rusqlite::Row<'_>) -> Result<DeviceRecord> {
 
 const CODE_COLUMNS: &str =
     "id, user_name, secret_hash, created_at, expires_at, failed_attempts, state, device_id";
-const DEVICE_COLUMNS: &str = "id, user_name, name, public_key, certificate, certificate_serial, \
-     certificate_not_after, created_at, last_seen_at, revoked_at, approved_at, policy_version_acked";
+/// A device row's columns, as a literal: the statements that name them are built with
+/// `concat!` (authentication reads a device per session; no string built per read).
+macro_rules! device_columns {
+    () => {
+        "id, user_name, name, public_key, certificate, certificate_serial, certificate_not_after, \
+         created_at, last_seen_at, revoked_at, approved_at, policy_version_acked"
+    };
+}
 
 pub(crate) async fn insert_user(conn: &mut sqlx::SqliteConnection, user: &UserRecord) -> Result<()> {
     sqlx::query("INSERT INTO users (name, display_name, created_at) VALUES (?, ?, ?)")
@@ -254,9 +265,14 @@ pub(crate) async fn insert_code(
     Ok(())
 }
 
-/// A user with its roles (space-separated in `roles`, NULL for none).
-const USER_SELECT: &str = "SELECT u.name, u.display_name, u.created_at, group_concat(r.role, ' ') AS roles
-     FROM users u LEFT JOIN user_roles r ON r.user_name = u.name";
+/// Users with their roles (space-separated in `roles`, NULL for none), as a literal for
+/// `concat!`.
+macro_rules! select_users {
+    () => {
+        "SELECT u.name, u.display_name, u.created_at, group_concat(r.role, ' ') AS roles
+         FROM users u LEFT JOIN user_roles r ON r.user_name = u.name"
+    };
+}
 
 fn user_from_row(row: &rusqlite::Row<'_>) -> Result<UserRecord> {
     let display_name: Option<String> = column(row, "display_name")?;
@@ -317,7 +333,7 @@ impl Store for SqliteStore {
 
     async fn user(&self, name: &UserName) -> Result<Option<UserRecord>> {
         self.readers.first(
-            &format!("{USER_SELECT} WHERE u.name = ?1 GROUP BY u.name"),
+            concat!(select_users!(), " WHERE u.name = ?1 GROUP BY u.name"),
             [name.as_str()],
             user_from_row,
         )
@@ -325,7 +341,7 @@ impl Store for SqliteStore {
 
     async fn list_users(&self) -> Result<Vec<UserRecord>> {
         self.readers.all(
-            &format!("{USER_SELECT} GROUP BY u.name ORDER BY u.name"),
+            concat!(select_users!(), " GROUP BY u.name ORDER BY u.name"),
             [],
             user_from_row,
         )
@@ -409,9 +425,11 @@ impl Store for SqliteStore {
         if now_unix_s >= get::<i64>(&row, "expires_at")? {
             return Err(RedeemError::Expired);
         }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )))
+        sqlx::query(concat!(
+            "INSERT INTO devices (",
+            device_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
         .bind(device.id.as_bytes().as_slice())
         .bind(device.user.as_str())
         .bind(device.name.as_str())
@@ -450,7 +468,7 @@ impl Store for SqliteStore {
 
     async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>> {
         self.readers.first(
-            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"),
+            concat!("SELECT ", device_columns!(), " FROM devices WHERE id = ?1"),
             [id.as_bytes().as_slice()],
             device_from_row,
         )
@@ -459,12 +477,20 @@ impl Store for SqliteStore {
     async fn list_devices(&self, user: Option<&UserName>) -> Result<Vec<DeviceRecord>> {
         match user {
             Some(user) => self.readers.all(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE user_name = ?1 ORDER BY created_at, id"),
+                concat!(
+                    "SELECT ",
+                    device_columns!(),
+                    " FROM devices WHERE user_name = ?1 ORDER BY created_at, id"
+                ),
                 [user.as_str()],
                 device_from_row,
             ),
             None => self.readers.all(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY user_name, created_at, id"),
+                concat!(
+                    "SELECT ",
+                    device_columns!(),
+                    " FROM devices ORDER BY user_name, created_at, id"
+                ),
                 [],
                 device_from_row,
             ),

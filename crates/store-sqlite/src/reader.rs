@@ -18,6 +18,8 @@ use redoubt_store::{Result, StoreError};
 use rusqlite::types::FromSql;
 use rusqlite::{Connection, OpenFlags, Params, Row};
 
+use crate::rusqlite_error;
+
 /// Idle connections kept open; more are opened while more reads run at once.
 const IDLE_CONNECTIONS_MAX: usize = 8;
 
@@ -33,10 +35,6 @@ impl std::fmt::Debug for Readers {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
-}
-
-pub(crate) fn backend(error: rusqlite::Error) -> StoreError {
-    StoreError::Backend(error.to_string())
 }
 
 impl Readers {
@@ -62,9 +60,10 @@ impl Readers {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(backend)?;
-        conn.busy_timeout(self.busy_timeout).map_err(backend)?;
-        conn.execute_batch("PRAGMA query_only = ON;").map_err(backend)?;
+        .map_err(rusqlite_error)?;
+        conn.busy_timeout(self.busy_timeout).map_err(rusqlite_error)?;
+        conn.execute_batch("PRAGMA query_only = ON;")
+            .map_err(rusqlite_error)?;
         Ok(conn)
     }
 
@@ -89,10 +88,10 @@ impl Readers {
         decode: impl Fn(&Row<'_>) -> Result<T>,
     ) -> Result<Vec<T>> {
         self.with(|conn| {
-            let mut statement = conn.prepare_cached(sql).map_err(backend)?;
-            let mut rows = statement.query(params).map_err(backend)?;
+            let mut statement = conn.prepare_cached(sql).map_err(rusqlite_error)?;
+            let mut rows = statement.query(params).map_err(rusqlite_error)?;
             let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(backend)? {
+            while let Some(row) = rows.next().map_err(rusqlite_error)? {
                 out.push(decode(row)?);
             }
             Ok(out)
@@ -107,9 +106,9 @@ impl Readers {
         decode: impl Fn(&Row<'_>) -> Result<T>,
     ) -> Result<Option<T>> {
         self.with(|conn| {
-            let mut statement = conn.prepare_cached(sql).map_err(backend)?;
-            let mut rows = statement.query(params).map_err(backend)?;
-            rows.next().map_err(backend)?.map(decode).transpose()
+            let mut statement = conn.prepare_cached(sql).map_err(rusqlite_error)?;
+            let mut rows = statement.query(params).map_err(rusqlite_error)?;
+            rows.next().map_err(rusqlite_error)?.map(decode).transpose()
         })
     }
 
@@ -122,7 +121,7 @@ impl Readers {
 
 /// A column's value.
 pub(crate) fn column<T: FromSql>(row: &Row<'_>, name: &str) -> Result<T> {
-    row.get(name).map_err(backend)
+    row.get(name).map_err(rusqlite_error)
 }
 
 /// A column holding exactly `N` bytes.
