@@ -497,6 +497,8 @@ mod tests {
             server_time_unix_s: 1_700_000_000,
             text: text.into(),
             attachment: None,
+            history: false,
+            event: false,
         };
         let mut read = Receipts::default();
         read.read.insert(UserName::parse("bob").unwrap());

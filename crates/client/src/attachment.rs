@@ -100,6 +100,19 @@ pub async fn upload(
     session: &mut crate::Session,
     group_id: &redoubt_proto::GroupId,
     name: String,
+    reader: impl tokio::io::AsyncRead + Unpin,
+    bytes: u64,
+    progress: impl FnMut(u64, u64),
+) -> Result<redoubt_mls::Attachment, ClientError> {
+    check_policy(session, Some(bytes))?;
+    send_blob(session, group_id, name, reader, bytes, progress).await
+}
+
+/// [`upload`] without the attachment policy: for blobs that are not attachments (history).
+pub(crate) async fn send_blob(
+    session: &mut crate::Session,
+    group_id: &redoubt_proto::GroupId,
+    name: String,
     mut reader: impl tokio::io::AsyncRead + Unpin,
     bytes: u64,
     mut progress: impl FnMut(u64, u64),
@@ -108,7 +121,6 @@ pub async fn upload(
     use redoubt_proto::{Request, Response};
     use sha2::Digest;
     use tokio::io::AsyncReadExt;
-    check_policy(session, Some(bytes))?;
     let read_error = |e: std::io::Error| ClientError::Attachment(format!("{name}: {e}"));
     let chunk_count =
         u32::try_from(chunk_count(bytes)).map_err(|_| ClientError::Attachment("file too large".into()))?;
@@ -170,13 +182,23 @@ pub async fn upload(
 pub async fn download(
     session: &mut crate::Session,
     attachment: &redoubt_mls::Attachment,
+    out: impl tokio::io::AsyncWrite + Unpin,
+    progress: impl FnMut(u64, u64),
+) -> Result<(), ClientError> {
+    check_policy(session, None)?;
+    receive_blob(session, attachment, out, progress).await
+}
+
+/// [`download`] without the attachment policy: for blobs that are not attachments (history).
+pub(crate) async fn receive_blob(
+    session: &mut crate::Session,
+    attachment: &redoubt_mls::Attachment,
     mut out: impl tokio::io::AsyncWrite + Unpin,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(), ClientError> {
     use redoubt_proto::{Request, Response};
     use sha2::Digest;
     use tokio::io::AsyncWriteExt;
-    check_policy(session, None)?;
     let cipher = ChunkCipher::new(&attachment.key);
     let io_error = |e: std::io::Error| ClientError::Attachment(format!("{}: {e}", attachment.name));
     let mut hash = sha2::Sha256::new();

@@ -32,6 +32,8 @@ use redoubt_proto::{
 };
 use serde::{Deserialize, Serialize};
 
+mod history;
+
 use crate::mail::MailStore;
 use crate::vault::{AppStorage, VaultGroupStateStorage, VaultKeyPackageStorage, VaultPreSharedKeyStorage};
 use crate::{ClientError, Profile, Session, unix_now};
@@ -100,6 +102,43 @@ pub struct StoredMessage {
     pub text: String,
     /// Set when the message is a file; holds its key, so it never leaves this store.
     pub attachment: Option<redoubt_mls::Attachment>,
+    /// Brought over by a history transfer rather than read from the group's log.
+    pub history: bool,
+    /// A conversation event (a setting changed), not something someone wrote.
+    pub event: bool,
+}
+
+/// A message as stored before `history` and `event` existed.
+#[derive(Deserialize)]
+struct StoredMessageV1 {
+    seq: u64,
+    sender_user: UserName,
+    sender_device: DeviceId,
+    sent_at_unix_s: i64,
+    server_time_unix_s: i64,
+    text: String,
+    attachment: Option<redoubt_mls::Attachment>,
+}
+
+impl StoredMessage {
+    /// Decodes a stored message, also in the form written before `history` and `event`.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, ClientError> {
+        postcard::from_bytes(bytes)
+            .or_else(|_| {
+                postcard::from_bytes::<StoredMessageV1>(bytes).map(|m| StoredMessage {
+                    seq: m.seq,
+                    sender_user: m.sender_user,
+                    sender_device: m.sender_device,
+                    sent_at_unix_s: m.sent_at_unix_s,
+                    server_time_unix_s: m.server_time_unix_s,
+                    text: m.text,
+                    attachment: m.attachment,
+                    history: false,
+                    event: false,
+                })
+            })
+            .map_err(storage_error)
+    }
 }
 
 impl Conversation {
@@ -330,8 +369,16 @@ impl Messenger {
         Ok(())
     }
 
-    /// All conversations this device knows, by name.
+    /// All conversations this device knows, by name (not the groups history travels in).
     pub fn conversations(&self) -> Result<Vec<Conversation>, ClientError> {
+        let transfers = self.transfer_groups()?;
+        let mut all = self.stored_conversations()?;
+        all.retain(|c| !transfers.contains(&c.group_id));
+        Ok(all)
+    }
+
+    /// Every group this device keeps state for: conversations and transfer groups.
+    fn stored_conversations(&self) -> Result<Vec<Conversation>, ClientError> {
         let mut all = self
             .data
             .get_by_prefix("conv/")
@@ -357,7 +404,7 @@ impl Messenger {
             .get_by_prefix(&format!("msg/{}/", conversation.group_id))
             .map_err(storage_error)?
             .iter()
-            .map(|(_, value)| postcard::from_bytes(value).map_err(storage_error))
+            .map(|(_, value)| StoredMessage::decode(value))
             .collect()
     }
 
@@ -496,6 +543,7 @@ impl Messenger {
                 direct: conversation.peer.is_some(),
             };
             self.send_body(group_id, &meta).await?;
+            self.send_settings(group_id).await?;
         }
         Ok(())
     }
@@ -566,6 +614,23 @@ impl Messenger {
         }
         self.load_conversation(&group_id)?
             .ok_or_else(|| ClientError::Profile("conversation vanished".into()))
+    }
+
+    /// Creates a group conversation that shares `share_history_days` of history with members
+    /// added later (see [`Self::set_share_history`]); refused before anything is made when
+    /// the organisation's policy caps sharing lower.
+    pub async fn create_group_sharing_history(
+        &mut self,
+        name: &str,
+        members: &[UserName],
+        share_history_days: u32,
+    ) -> Result<Conversation, ClientError> {
+        self.check_share_history(share_history_days)?;
+        let conversation = self.create_conversation(name, members, false).await?;
+        if share_history_days > 0 {
+            self.set_share_history(&conversation, share_history_days).await?;
+        }
+        Ok(conversation)
     }
 
     /// Adds devices that joined their users after the conversation began: every active
@@ -848,9 +913,12 @@ impl Messenger {
                 Ok(_) => {
                     report.joined += 1;
                     joined_groups.push(item.group_id);
+                    if item.transfer {
+                        self.mark_transfer_group(&item.group_id)?;
+                    }
                     self.save_conversation(&Conversation {
                         group_id: item.group_id,
-                        name: item.group_id.to_string()[..12].to_owned(),
+                        name: history::placeholder_name(&item.group_id),
                         peer: None,
                         cursor: item.joined_seq,
                         removed: false,
@@ -965,7 +1033,8 @@ impl Messenger {
             self.data.delete(&key).map_err(storage_error)?;
             tracing::info!(group_id = %group_id, seq, "sent a message interrupted by a crash");
         }
-        Ok(())
+        // History received before a crash and not yet stored.
+        self.import_history().await
     }
 
     /// Whether `message` is the commit this device saved before submitting it.
@@ -1010,6 +1079,8 @@ impl Messenger {
             server_time_unix_s: sent_at_unix_s,
             text,
             attachment,
+            history: false,
+            event: false,
         };
         self.store_message(group, &message)
     }
@@ -1018,7 +1089,7 @@ impl Messenger {
     pub async fn sync(&mut self) -> Result<SyncReport, ClientError> {
         let mut report = SyncReport::default();
         self.join_from_inbox(&mut report).await?;
-        for conversation in self.conversations()? {
+        for conversation in self.stored_conversations()? {
             if !conversation.removed {
                 let group_report = self.sync_group(&conversation.group_id).await?;
                 report.messages += group_report.messages;
@@ -1027,10 +1098,16 @@ impl Messenger {
                 if !self
                     .load_conversation(&conversation.group_id)?
                     .is_some_and(|c| c.removed)
+                    && !self.is_transfer_group(&conversation.group_id)?
                 {
                     self.add_new_devices(&conversation.group_id).await?;
                 }
             }
+        }
+        self.import_history().await?;
+        // After the new devices were added above: their history.
+        if let Err(error) = self.send_history_to_new_devices().await {
+            tracing::warn!(%error, "history for new devices not sent this time");
         }
         self.top_up_key_packages().await?;
         self.apply_retention()?;
@@ -1055,6 +1132,7 @@ impl Messenger {
             return Ok(report);
         };
         let start_cursor = conversation.cursor;
+        let mut offers = 0;
         let mut pushed = self.take_pushed(group_id, conversation.cursor);
         loop {
             let (entries, last_seq) = match pushed.take() {
@@ -1139,6 +1217,8 @@ impl Messenger {
                                         server_time_unix_s: entry.server_time_unix_s,
                                         text,
                                         attachment,
+                                        history: false,
+                                        event: false,
                                     },
                                 )?;
                             }
@@ -1177,6 +1257,24 @@ impl Messenger {
                                         .map_err(storage_error)?;
                                     report.mail += 1;
                                 }
+                            }
+                            Ok(AppBody::History(offer)) => {
+                                // A user's own history, or a conversation's shared one; which
+                                // conversations it may fill is checked when it is stored.
+                                if self.receive_offer(group_id, &sender, offer)? {
+                                    offers += 1;
+                                } else {
+                                    report.failures += 1;
+                                }
+                            }
+                            Ok(AppBody::Settings(settings)) => {
+                                self.apply_settings(
+                                    group_id,
+                                    entry.seq,
+                                    &sender,
+                                    entry.server_time_unix_s,
+                                    settings,
+                                )?;
                             }
                             Ok(AppBody::Meta { name, direct }) => {
                                 if sender.body().user.as_str() == CONNECTOR_USER && name == MAILBOX_GROUP_NAME
@@ -1246,6 +1344,9 @@ impl Messenger {
             })
             .await?;
         }
+        if offers > 0 {
+            Box::pin(self.import_history()).await?;
+        }
         Ok(report)
     }
 
@@ -1268,11 +1369,21 @@ impl Messenger {
                 "no device of those users can be added (already members, or none has connected yet)",
             )));
         }
+        let added: Vec<(UserName, DeviceId)> = claimed
+            .iter()
+            .filter_map(|(user, package)| {
+                let device = package
+                    .as_key_package()
+                    .and_then(|kp| self.identity.device_id(kp.signing_identity()).ok())?;
+                Some((user.clone(), device))
+            })
+            .collect();
         self.add_packages(
             &conversation.group_id,
             claimed.into_iter().map(|(_, p)| p).collect(),
         )
-        .await
+        .await?;
+        self.share_history_with(conversation, &added).await
     }
 
     /// Removes every device of `user` from the conversation.
@@ -1574,7 +1685,7 @@ fn delete_messages_before(data: &AppStorage, unix_s: i64) -> Result<u64, ClientE
     let mut keys = Vec::new();
     let mut messages = 0;
     for (key, value) in data.get_by_prefix("msg/").map_err(storage_error)? {
-        let message: StoredMessage = postcard::from_bytes(&value).map_err(storage_error)?;
+        let message = StoredMessage::decode(&value)?;
         if message.sent_at_unix_s.min(message.server_time_unix_s) < unix_s {
             if let Some(rest) = key.strip_prefix("msg/") {
                 keys.push(format!("rcpt/{rest}"));
@@ -1630,6 +1741,8 @@ mod tests {
             server_time_unix_s,
             text: format!("message {seq}"),
             attachment: None,
+            history: false,
+            event: false,
         }
     }
 

@@ -813,6 +813,22 @@ impl AppStorage {
             .collect()
     }
 
+    /// Writes `rows` (key, value) in one transaction, skipping keys that exist already when
+    /// `keep_existing`; returns how many were written.
+    pub(crate) fn put_all(&self, rows: &[(String, Vec<u8>)], keep_existing: bool) -> Result<u64, VaultError> {
+        self.0.write(|w| {
+            let mut written = 0;
+            for (key, value) in rows {
+                if keep_existing && w.get(NS_APP, key.as_bytes())?.is_some() {
+                    continue;
+                }
+                w.put(NS_APP, key.as_bytes(), value)?;
+                written += 1;
+            }
+            Ok(written)
+        })
+    }
+
     /// Deletes `keys` in one transaction; how many existed.
     pub(crate) fn delete_all(&self, keys: &[String]) -> Result<u64, VaultError> {
         self.0.write(|w| {

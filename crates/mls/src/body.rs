@@ -24,6 +24,12 @@ pub enum AppBody {
     Mail(crate::mail::MailPush),
     /// From a device to the mail connector, in the user's mailbox group only.
     MailCommand(crate::mail::MailCommand),
+    /// History for the one other member of a group made for this transfer alone: its parts
+    /// are blobs of that group, each encrypted under its own key, which travels only here.
+    History(crate::history::HistoryOffer),
+    /// The conversation's settings, from the member who changed them, and again after every
+    /// commit that adds someone, so new members learn them.
+    Settings(crate::history::ConversationSettings),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

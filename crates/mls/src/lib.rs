@@ -12,6 +12,7 @@
 mod body;
 mod identity;
 
+pub mod history;
 pub mod mail;
 
 pub use body::{AppBody, Attachment, BodyError, ReceiptKind};

@@ -44,9 +44,9 @@ pub use management::{
 };
 pub use messages::{
     AuthenticateRequest, ClaimedKeyPackage, CommandSummary, DeviceSummary, DirectoryGroup, EffectivePolicy,
-    EnrollRequest, Enrolled, Event, GroupEntry, GroupSubmit, GroupSummary, Hello, ImportedUser, InboxItem,
-    IssuedActivationCode, MailCredential, PolicyReport, Request, Response, SessionInfo, UserDevice,
-    UserSummary,
+    EnrollRequest, Enrolled, Event, GroupEntry, GroupSubmit, GroupSummary, HISTORY_CLAIM_LEASE_S, Hello,
+    HistoryState, HistoryStatus, ImportedUser, InboxItem, IssuedActivationCode, MailCredential, PolicyReport,
+    Request, Response, SessionInfo, UserDevice, UserSummary,
 };
 pub use policy::{Policy, PolicyBody, PolicyScope, PolicySettings, PolicySource, SettingOrigin};
 pub use signed::{SIGNED_DOCUMENT_BYTES_MAX, Signable, Signed, SignedError};

@@ -165,7 +165,28 @@ pub enum Request {
     /// This user's own mail login, used instead of the service account (when the mail
     /// server has no master user); stored by the server sealed. `None` removes it.
     MailLink { credential: Option<MailCredential> },
+    /// Take on sending history to `target` through `group_id`, a group this device made for
+    /// that transfer alone (it and `target`). `own`: `target` is a new device of this
+    /// session's user, waiting for the user's history; one device at a time holds that job
+    /// (a claim lapses after [`HISTORY_CLAIM_LEASE_S`]), and only one that is not waiting
+    /// for history itself. Otherwise `target` was added to a conversation that shares its
+    /// history with new members. Blobs uploaded to `group_id` are history blobs: bounded by
+    /// the server's `history_blob_bytes_max` and deleted once `target` has received them.
+    HistoryBegin {
+        target: DeviceId,
+        group_id: GroupId,
+        own: bool,
+    },
+    /// The history for this user's new device `target` went out: `messages` messages.
+    HistorySent { target: DeviceId, messages: u32 },
+    /// This device has stored the history sent to it through `group_id`; the server deletes
+    /// that transfer's blobs.
+    HistoryReceived { group_id: GroupId },
 }
+
+/// How long a device's claim to send a new device its history holds without the history
+/// being sent: after it, another device of the user may take the job over.
+pub const HISTORY_CLAIM_LEASE_S: i64 = 300;
 
 /// A user's own login on the organisation's mail server.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,6 +321,43 @@ pub struct DeviceSummary {
     pub policy_version_acked: u64,
     /// Remote commands sent to the device, oldest first.
     pub commands: Vec<CommandSummary>,
+    /// For a device enrolled while its user had others: how far the user's history has come.
+    pub history: Option<HistoryStatus>,
+}
+
+/// Where a new device's history transfer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HistoryState {
+    /// No device of the user has taken it on yet.
+    Waiting,
+    /// A device of the user is preparing it.
+    Sending,
+    /// It went out; the new device has not confirmed it yet.
+    Sent,
+    /// The new device stored it; the server deleted the transfer's blobs.
+    Received,
+}
+
+impl HistoryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryState::Waiting => "waiting",
+            HistoryState::Sending => "sending",
+            HistoryState::Sent => "sent",
+            HistoryState::Received => "received",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryStatus {
+    pub state: HistoryState,
+    /// The device that took it on (or sent it).
+    pub source: Option<DeviceId>,
+    pub sent_at_unix_s: Option<i64>,
+    pub received_at_unix_s: Option<i64>,
+    /// Messages sent (0 until sent).
+    pub messages: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,6 +423,8 @@ pub struct InboxItem {
     pub welcome: Vec<u8>,
     /// The sequence number of the commit that added this device; read the log after it.
     pub joined_seq: u64,
+    /// The group was made for a history transfer to this device (not a conversation).
+    pub transfer: bool,
 }
 
 /// Something the server tells an authenticated device without being asked.
@@ -386,6 +446,9 @@ pub enum Event {
         group_id: GroupId,
         entries: Vec<GroupEntry>,
     },
+    /// A new device of this session's user can now be added to conversations (it published
+    /// its key packages): a full sync adds it, and sends it the history.
+    DeviceReady { device: DeviceId },
 }
 
 impl Event {

@@ -187,6 +187,14 @@ policy_settings! {
     mail_sync_days: u32 = 30, strictest: smaller, check: within(1, 3650);
     /// Bytes of a mail's text pushed at first; the rest is fetched on demand.
     mail_preview_bytes: u32 = 2048, strictest: smaller, check: within(256, 32_768);
+    /// Whether a user's existing device sends a newly enrolled device of the same user the
+    /// conversation history, end-to-end encrypted.
+    history_transfer: bool = true, strictest: stricter_false, check: any_bool;
+    /// Days of history sent to a user's new device.
+    history_transfer_days: u32 = 365, strictest: smaller, check: within(1, 36_500);
+    /// Most days of history a conversation may share with members added later
+    /// (`group create --share-history`); 0 forbids sharing.
+    group_history_sharing_max_days: u32 = 365, strictest: smaller, check: within(0, 36_500);
 }
 
 /// Where a policy document applies.

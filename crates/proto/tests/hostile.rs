@@ -123,6 +123,7 @@ prop_compose! {
         new_device_approval in any::<Option<bool>>(),
         mail_sync_days in any::<Option<u32>>(),
         mail_preview_bytes in any::<Option<u32>>(),
+        history in any::<(Option<bool>, Option<u32>, Option<u32>)>(),
     ) -> PolicySettings {
         PolicySettings {
             passcode_required,
@@ -136,6 +137,9 @@ prop_compose! {
             new_device_approval,
             mail_sync_days,
             mail_preview_bytes,
+            history_transfer: history.0,
+            history_transfer_days: history.1,
+            group_history_sharing_max_days: history.2,
         }
     }
 }
@@ -301,6 +305,20 @@ fn request() -> impl Strategy<Value = Request> {
         any::<u64>().prop_map(|command_id| Request::CommandAck { command_id }),
         Just(Request::CommandsFetch),
         Just(Request::OwnDevices),
+        (array::<16>(), array::<32>(), any::<bool>()).prop_map(|(target, group, own)| {
+            Request::HistoryBegin {
+                target: DeviceId::from(target),
+                group_id: GroupId::from(group),
+                own,
+            }
+        }),
+        (array::<16>(), any::<u32>()).prop_map(|(target, messages)| Request::HistorySent {
+            target: DeviceId::from(target),
+            messages,
+        }),
+        array::<32>().prop_map(|group| Request::HistoryReceived {
+            group_id: GroupId::from(group)
+        }),
     ]
 }
 
@@ -339,6 +357,9 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                     .collect(),
             }),
         command_body().prop_map(move |body| Event::Command(Signed::sign(&body, &org_key()))),
+        array::<16>().prop_map(|device| Event::DeviceReady {
+            device: DeviceId::from(device)
+        }),
     ];
     let response = prop_oneof![
         policy_body().prop_map(move |body| Response::Policy(Signed::sign(&body, &key))),

@@ -118,6 +118,24 @@ pub(crate) async fn start(
     chunk_count: u32,
 ) -> Result<BlobId, ApiError> {
     require_member(state, &group, who).await?;
+    if let Some(transfer) = state.store.transfer_group(&group).await? {
+        // History is not an attachment: the attachment policy does not apply, the server's
+        // history limit does.
+        if transfer.source != who.device_id {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only the sending device uploads to a history transfer",
+            ));
+        }
+        let max = state.config.limits.history_blob_bytes_max;
+        if bytes_total > max {
+            return Err(ApiError::new(
+                ErrorCode::LimitReached,
+                format!("history blobs may be at most {max} bytes (encrypted); this one is {bytes_total}"),
+            ));
+        }
+        return open_upload(state, who, uploads, group, bytes_total, chunk_count).await;
+    }
     let (policy, _) = crate::management::effective_policy(state, &who.user).await?;
     if !policy.attachments_allowed {
         return Err(ApiError::new(
@@ -143,6 +161,17 @@ pub(crate) async fn start(
             format!("attachments may be at most {max} bytes (encrypted); this one is {bytes_total}"),
         ));
     }
+    open_upload(state, who, uploads, group, bytes_total, chunk_count).await
+}
+
+async fn open_upload(
+    state: &State,
+    who: &Authenticated,
+    uploads: &mut Transfers,
+    group: GroupId,
+    bytes_total: u64,
+    chunk_count: u32,
+) -> Result<BlobId, ApiError> {
     if bytes_total == 0 || u64::from(chunk_count) != expected_chunks(bytes_total) {
         return Err(ApiError::new(
             ErrorCode::InvalidArgument,
@@ -307,6 +336,22 @@ pub(crate) async fn abandon(state: &State, uploads: &mut Transfers) {
         }
         tracing::info!(blob_id = %id, "abandoned upload deleted");
     }
+}
+
+/// Deletes every blob of a group (files and records): a history transfer's, once its
+/// target has them or another transfer replaced it.
+pub(crate) async fn delete_group_blobs(state: &State, group: &GroupId) -> Result<(), ApiError> {
+    for id in state.store.group_blobs(group).await? {
+        for path in [state.blobs.part(&id), state.blobs.complete(&id)] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_failure(error)),
+            }
+        }
+        state.store.delete_blob(&id).await?;
+    }
+    Ok(())
 }
 
 /// At start-up: deletes uploads a crash left unfinished.

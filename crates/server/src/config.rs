@@ -126,6 +126,9 @@ pub struct Limits {
     pub session_inline_bytes_max: u32,
     /// Largest attachment, in bytes of ciphertext. Default 104857600 (100 MiB).
     pub attachment_bytes_max: u64,
+    /// Largest blob of a history transfer (one part of a new device's history), in bytes of
+    /// ciphertext. Devices send history in parts of at most 4 MiB. Default 8388608 (8 MiB).
+    pub history_blob_bytes_max: u64,
     /// Days a group's log entries are kept when not every member device has read them.
     /// Entries every member has acknowledged are deleted sooner. Default 30.
     pub log_retention_days: u32,
@@ -150,6 +153,7 @@ impl Default for Limits {
             session_events_max: 256,
             session_inline_bytes_max: 64 * 1024,
             attachment_bytes_max: 100 * 1024 * 1024,
+            history_blob_bytes_max: 8 * 1024 * 1024,
             log_retention_days: 30,
         }
     }
@@ -318,6 +322,8 @@ org_name = {org_name:?}
 # session_inline_bytes_max = {inline}
 # Largest attachment, in bytes of ciphertext.
 # attachment_bytes_max = {attachment}
+# Largest blob of a history transfer to a new device, in bytes of ciphertext.
+# history_blob_bytes_max = {history}
 # Days log entries are kept when not every member device has read them.
 # log_retention_days = {retention}
 "#,
@@ -341,6 +347,7 @@ org_name = {org_name:?}
             events = l.session_events_max,
             inline = l.session_inline_bytes_max,
             attachment = l.attachment_bytes_max,
+            history = l.history_blob_bytes_max,
             retention = l.log_retention_days,
         )
     }

@@ -345,6 +345,24 @@ pub(crate) async fn publish_key_packages(
         // user's mailbox group.
         state.mail.devices_changed();
     }
+    if last_resort.is_some() {
+        // Its first publication (a device sends its last-resort package once): the user's
+        // other devices online add it to their conversations and send it the history.
+        let others: Vec<DeviceId> = state
+            .store
+            .list_devices(Some(&who.user))
+            .await?
+            .into_iter()
+            .filter(|d| d.id != who.device_id && d.revoked_at_unix_s.is_none())
+            .map(|d| d.id)
+            .collect();
+        state.subscribers.notify(
+            &others,
+            &Event::DeviceReady {
+                device: who.device_id,
+            },
+        );
+    }
     Ok(available)
 }
 
@@ -1188,18 +1206,18 @@ pub(crate) async fn group_list(state: &State, who: &Authenticated) -> Result<Vec
 }
 
 pub(crate) async fn inbox(state: &State, who: &Authenticated) -> Result<Vec<InboxItem>, ApiError> {
-    Ok(state
-        .store
-        .inbox(&who.device_id)
-        .await?
-        .into_iter()
-        .map(|i| InboxItem {
+    let mut items = Vec::new();
+    for i in state.store.inbox(&who.device_id).await? {
+        let transfer = state.store.transfer_group(&i.group).await?.is_some();
+        items.push(InboxItem {
             id: i.id,
             group_id: i.group,
             welcome: i.welcome,
             joined_seq: i.joined_seq,
-        })
-        .collect())
+            transfer,
+        });
+    }
+    Ok(items)
 }
 
 pub(crate) async fn inbox_ack(state: &State, who: &Authenticated, ids: Vec<u64>) -> Result<(), ApiError> {

@@ -11,6 +11,7 @@ mod config;
 mod data_dir;
 mod delivery;
 mod error;
+mod history;
 mod listener;
 mod mail;
 mod management;

@@ -768,6 +768,28 @@ pub(crate) async fn summarise(
     } else {
         state.store.commands(None, false).await?
     };
+    let users: std::collections::BTreeSet<&UserName> = devices.iter().map(|d| &d.user).collect();
+    let only_user = if users.len() == 1 {
+        users.first().copied()
+    } else {
+        None
+    };
+    let mut history: HashMap<DeviceId, redoubt_proto::HistoryStatus> = state
+        .store
+        .history_records(only_user)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let status = redoubt_proto::HistoryStatus {
+                state: r.state,
+                source: r.source,
+                sent_at_unix_s: r.sent_at_unix_s,
+                received_at_unix_s: r.received_at_unix_s,
+                messages: r.messages,
+            };
+            (r.device, status)
+        })
+        .collect();
     for command in all {
         commands.entry(command.device).or_default().push(CommandSummary {
             command_id: command.id,
@@ -781,6 +803,7 @@ pub(crate) async fn summarise(
         .into_iter()
         .map(|d| DeviceSummary {
             commands: commands.remove(&d.id).unwrap_or_default(),
+            history: history.remove(&d.id),
             device_id: d.id,
             user: d.user,
             name: d.name,

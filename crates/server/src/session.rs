@@ -462,6 +462,19 @@ async fn authenticated(
             .await
             .map(|()| Response::Done),
         Request::OwnDevices => management::own_devices(state, who).await.map(Response::Devices),
+        Request::HistoryBegin {
+            target,
+            group_id,
+            own,
+        } => crate::history::begin(state, who, target, group_id, own)
+            .await
+            .map(|()| Response::Done),
+        Request::HistorySent { target, messages } => crate::history::sent(state, who, target, messages)
+            .await
+            .map(|()| Response::Done),
+        Request::HistoryReceived { group_id } => crate::history::received(state, who, group_id)
+            .await
+            .map(|()| Response::Done),
         Request::AdminMailSet(settings) => crate::mail::set(state, who, settings)
             .await
             .map(|()| Response::Done),

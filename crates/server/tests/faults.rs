@@ -207,6 +207,37 @@ impl Store for FaultyStore {
     async fn incomplete_blobs(&self) -> Result<Vec<BlobId>> {
         self.inner.incomplete_blobs().await
     }
+    async fn group_blobs(&self, group: &GroupId) -> Result<Vec<BlobId>> {
+        self.inner.group_blobs(group).await
+    }
+    async fn history_records(&self, user: Option<&UserName>) -> Result<Vec<HistoryRecord>> {
+        self.inner.history_records(user).await
+    }
+    async fn begin_history(
+        &self,
+        transfer: &TransferGroupRecord,
+        claim: Option<Claim>,
+    ) -> std::result::Result<Option<GroupId>, BeginError> {
+        self.write("begin_history")?;
+        self.inner.begin_history(transfer, claim).await
+    }
+    async fn history_sent(
+        &self,
+        target: &DeviceId,
+        source: &DeviceId,
+        messages: u32,
+        at_unix_s: i64,
+    ) -> Result<()> {
+        self.write("history_sent")?;
+        self.inner.history_sent(target, source, messages, at_unix_s).await
+    }
+    async fn transfer_group(&self, group: &GroupId) -> Result<Option<TransferGroupRecord>> {
+        self.inner.transfer_group(group).await
+    }
+    async fn history_received(&self, group: &GroupId, target: &DeviceId, at_unix_s: i64) -> Result<()> {
+        self.write("history_received")?;
+        self.inner.history_received(group, target, at_unix_s).await
+    }
     async fn apply(&self, changes: &[Change], audit: &[AuditEvent]) -> Result<Applied> {
         self.write("apply")?;
         self.inner.apply(changes, audit).await

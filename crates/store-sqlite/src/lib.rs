@@ -8,6 +8,7 @@
 
 mod appender;
 mod delivery;
+mod history;
 mod management;
 mod migrate;
 mod reader;
@@ -20,10 +21,10 @@ use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, DisplayName, 
 use redoubt_proto::{AuditEntry, GroupName, PolicyScope, PolicySettings};
 use redoubt_proto::{BlobId, GroupId};
 use redoubt_store::{
-    ActivationCodeRecord, ActivationCodeState, AppendError, Appended, Applied, AuditEvent, BlobRecord,
-    Change, ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupHead, GroupRecord,
-    GroupTransition, InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord, RedeemError, Result, Store,
-    StoreError, UserRecord,
+    ActivationCodeRecord, ActivationCodeState, AppendError, Appended, Applied, AuditEvent, BeginError,
+    BlobRecord, Change, Claim, ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupHead,
+    GroupRecord, GroupTransition, HistoryRecord, InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord,
+    RedeemError, Result, Store, StoreError, TransferGroupRecord, UserRecord,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -445,6 +446,17 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| insert_error(e, "device", "user"))?;
+        // A device joining a user who has others waits for their history.
+        sqlx::query(
+            "INSERT INTO history_transfers (device_id, user_name, state)
+             SELECT ?1, ?2, 'waiting' WHERE EXISTS (
+                 SELECT 1 FROM devices WHERE user_name = ?2 AND id != ?1 AND revoked_at IS NULL)",
+        )
+        .bind(device.id.as_bytes().as_slice())
+        .bind(device.user.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_error)?;
         sqlx::query("UPDATE activation_codes SET state = 'used', device_id = ? WHERE id = ?")
             .bind(device.id.as_bytes().as_slice())
             .bind(id.as_bytes().as_slice())
@@ -628,6 +640,40 @@ impl Store for SqliteStore {
 
     async fn incomplete_blobs(&self) -> Result<Vec<BlobId>> {
         self.incomplete_blobs_impl().await
+    }
+
+    async fn group_blobs(&self, group: &GroupId) -> Result<Vec<BlobId>> {
+        self.group_blobs_impl(group).await
+    }
+
+    async fn history_records(&self, user: Option<&UserName>) -> Result<Vec<HistoryRecord>> {
+        self.history_records_impl(user).await
+    }
+
+    async fn begin_history(
+        &self,
+        transfer: &TransferGroupRecord,
+        claim: Option<Claim>,
+    ) -> Result<Option<GroupId>, BeginError> {
+        self.begin_history_impl(transfer, claim).await
+    }
+
+    async fn history_sent(
+        &self,
+        target: &DeviceId,
+        source: &DeviceId,
+        messages: u32,
+        at_unix_s: i64,
+    ) -> Result<()> {
+        self.history_sent_impl(target, source, messages, at_unix_s).await
+    }
+
+    async fn transfer_group(&self, group: &GroupId) -> Result<Option<TransferGroupRecord>> {
+        self.transfer_group_impl(group).await
+    }
+
+    async fn history_received(&self, group: &GroupId, target: &DeviceId, at_unix_s: i64) -> Result<()> {
+        self.history_received_impl(group, target, at_unix_s).await
     }
 
     async fn apply(&self, changes: &[Change], audit: &[AuditEvent]) -> Result<Applied> {

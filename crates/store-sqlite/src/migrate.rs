@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "group_state_seq",
         include_str!("../migrations/0007_group_state_seq.sql"),
     ),
+    (8, "history", include_str!("../migrations/0008_history.sql")),
 ];
 
 pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {

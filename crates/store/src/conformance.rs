@@ -12,9 +12,9 @@ use redoubt_proto::GroupId;
 use redoubt_proto::{CommandKind, GroupName, PolicyScope, PolicySettings};
 
 use crate::{
-    ActivationCodeRecord, ActivationCodeState, AppendError, AuditEvent, BlobRecord, Change, DeviceRecord,
-    GroupHead, GroupRecord, GroupTransition, LogRecord, Membership, NewLogEntry, OrgRecord, RedeemError,
-    Store, StoreError, UserRecord,
+    ActivationCodeRecord, ActivationCodeState, AppendError, AuditEvent, BeginError, BlobRecord, Change,
+    Claim, DeviceRecord, GroupHead, GroupRecord, GroupTransition, HistoryRecord, LogRecord, Membership,
+    NewLogEntry, OrgRecord, RedeemError, Store, StoreError, TransferGroupRecord, UserRecord,
 };
 
 /// Expands to one `#[tokio::test]` per conformance check. `$make` is an async expression
@@ -49,6 +49,7 @@ macro_rules! store_conformance_tests {
             commands_are_issued_then_acknowledged,
             audit_log_is_a_verifiable_chain,
             settings_are_replaced_deleted_and_listed_by_prefix,
+            history_transfers_are_claimed_sent_and_received,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {
@@ -1302,4 +1303,151 @@ pub async fn audit_log_is_a_verifiable_chain(store: &impl Store) {
     assert_eq!(verified.signed_through, 3);
     assert_eq!(store.audit_entries(2, 1).await.unwrap()[0].seq, 3);
     assert!(store.audit_checkpoints(3, 4).await.unwrap().is_empty());
+}
+
+pub async fn history_transfers_are_claimed_sent_and_received(store: &impl Store) {
+    use redoubt_proto::HistoryState;
+    // Alice's second device joined while she had one: it waits; her first and Bob's
+    // only device wait for nothing.
+    two_users_three_devices(store).await;
+    let alice = UserName::parse("alice").unwrap();
+    let waiting = HistoryRecord {
+        device: dev(2),
+        user: alice.clone(),
+        state: HistoryState::Waiting,
+        source: None,
+        group: None,
+        claimed_at_unix_s: None,
+        sent_at_unix_s: None,
+        received_at_unix_s: None,
+        messages: 0,
+    };
+    assert_eq!(
+        store.history_records(Some(&alice)).await.unwrap(),
+        vec![waiting.clone()]
+    );
+    assert!(
+        store
+            .history_records(Some(&UserName::parse("bob").unwrap()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    for id in [1, 2, 3, 4] {
+        store.create_group(&group(id), &dev(1)).await.unwrap();
+    }
+    let transfer = |group: u8, source: u8, target: u8| TransferGroupRecord {
+        group: GroupId::from([group; 32]),
+        target: dev(target),
+        source: dev(source),
+        created_at_unix_s: 1_300,
+    };
+    let claim = |at: i64| {
+        Some(Claim {
+            at_unix_s: at,
+            lapsed_before_unix_s: at - 300,
+        })
+    };
+    // Bob's device waits for no history of its own.
+    let refused = store.begin_history(&transfer(1, 1, 3), claim(1_300)).await;
+    assert!(matches!(refused, Err(BeginError::NotWaiting)), "{refused:?}");
+    assert_eq!(store.transfer_group(&GroupId::from([1; 32])).await.unwrap(), None);
+
+    assert_eq!(
+        store
+            .begin_history(&transfer(1, 1, 2), claim(1_300))
+            .await
+            .unwrap(),
+        None
+    );
+    let record = &store.history_records(Some(&alice)).await.unwrap()[0];
+    assert_eq!(record.state, HistoryState::Sending);
+    assert_eq!(
+        (record.source, record.group),
+        (Some(dev(1)), Some(GroupId::from([1; 32])))
+    );
+    assert_eq!(
+        store.transfer_group(&GroupId::from([1; 32])).await.unwrap(),
+        Some(transfer(1, 1, 2))
+    );
+    // Another device may not take a fresh claim over, but may take a lapsed one; the
+    // group it replaces is returned so its blobs can go.
+    let busy = store.begin_history(&transfer(2, 3, 2), claim(1_400)).await;
+    assert!(matches!(busy, Err(BeginError::Busy)), "{busy:?}");
+    assert_eq!(
+        store
+            .begin_history(&transfer(2, 3, 2), claim(1_700))
+            .await
+            .unwrap(),
+        Some(GroupId::from([1; 32]))
+    );
+    // The first source restarts: a claim that is no longer its own is busy for it.
+    let busy = store.begin_history(&transfer(3, 1, 2), claim(1_701)).await;
+    assert!(matches!(busy, Err(BeginError::Busy)), "{busy:?}");
+    let stale = store.history_sent(&dev(2), &dev(1), 5, 1_702).await;
+    assert!(matches!(stale, Err(StoreError::NotFound(_))), "{stale:?}");
+
+    store.history_sent(&dev(2), &dev(3), 42, 1_710).await.unwrap();
+    let record = &store.history_records(Some(&alice)).await.unwrap()[0];
+    assert_eq!(
+        (record.state, record.messages, record.sent_at_unix_s),
+        (HistoryState::Sent, 42, Some(1_710))
+    );
+    let late = store.begin_history(&transfer(3, 1, 2), claim(1_720)).await;
+    assert!(matches!(late, Err(BeginError::NotWaiting)), "{late:?}");
+
+    // A transfer to someone else (a conversation sharing its history) registers its group
+    // without a claim.
+    store.begin_history(&transfer(4, 1, 3), None).await.unwrap();
+    assert_eq!(
+        store.history_records(Some(&alice)).await.unwrap()[0].state,
+        HistoryState::Sent
+    );
+
+    // Only the transfer's target may confirm it; Bob's confirmation of his transfer leaves
+    // Alice's record alone.
+    let wrong = store
+        .history_received(&GroupId::from([2; 32]), &dev(1), 1_800)
+        .await;
+    assert!(matches!(wrong, Err(StoreError::NotFound(_))), "{wrong:?}");
+    store
+        .history_received(&GroupId::from([4; 32]), &dev(3), 1_800)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.history_records(Some(&alice)).await.unwrap()[0].state,
+        HistoryState::Sent
+    );
+    store
+        .history_received(&GroupId::from([2; 32]), &dev(2), 1_800)
+        .await
+        .unwrap();
+    let record = &store.history_records(Some(&alice)).await.unwrap()[0];
+    assert_eq!(
+        (record.state, record.received_at_unix_s),
+        (HistoryState::Received, Some(1_800))
+    );
+
+    let blob = BlobRecord {
+        id: redoubt_proto::BlobId::from([9; 16]),
+        group: GroupId::from([2; 32]),
+        uploader: dev(3),
+        bytes_total: 10,
+        chunk_count: 1,
+        complete: true,
+        created_at_unix_s: 1_400,
+    };
+    store.create_blob(&blob).await.unwrap();
+    assert_eq!(
+        store.group_blobs(&GroupId::from([2; 32])).await.unwrap(),
+        vec![blob.id]
+    );
+    assert!(
+        store
+            .group_blobs(&GroupId::from([1; 32]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

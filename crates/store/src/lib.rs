@@ -13,12 +13,14 @@
 pub mod conformance;
 
 mod delivery;
+mod history;
 mod management;
 
 pub use delivery::{
     AppendError, Appended, BlobRecord, ClaimedPackage, GroupHead, GroupRecord, GroupTransition, InboxRecord,
     LogRecord, Membership, NewLogEntry,
 };
+pub use history::{BeginError, Claim, HistoryRecord, TransferGroupRecord};
 pub use management::{Applied, AuditEvent, Change, CommandRecord, DirectoryGroupRecord};
 use redoubt_proto::{
     ActivationCodeId, AuditEntry, BlobId, DeviceId, DeviceName, DisplayName, GroupId, GroupName, OrgId,
@@ -179,7 +181,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks the code used and creates the device, atomically, if and only if the code is
     /// active and `now_unix_s` is before its expiry. Concurrent redemptions of one code:
-    /// exactly one succeeds. `audit` is written in the same transaction.
+    /// exactly one succeeds. `audit` is written in the same transaction. When the user has
+    /// another active device, the new one is recorded as waiting for history
+    /// ([`HistoryRecord`], state `Waiting`) in the same transaction.
     async fn redeem_activation_code(
         &self,
         id: &ActivationCodeId,
@@ -288,6 +292,40 @@ pub trait Store: Send + Sync + 'static {
 
     /// Blobs whose upload never finished (an interrupted upload, a crash).
     async fn incomplete_blobs(&self) -> Result<Vec<BlobId>>;
+
+    /// The blobs of a group (complete or not).
+    async fn group_blobs(&self, group: &GroupId) -> Result<Vec<BlobId>>;
+
+    /// The history transfers of every device, or of one user's, ordered by device creation.
+    async fn history_records(&self, user: Option<&UserName>) -> Result<Vec<HistoryRecord>>;
+
+    /// Registers `transfer`'s group, atomically with, when `claim` is given, `transfer.source`
+    /// taking on the job of sending the user's history to `transfer.target`: allowed when
+    /// the target waits (state `Waiting`, or `Sending` by the same source, or by another
+    /// whose claim lapsed). Returns the group of the claim it replaced, if any, so its blobs
+    /// can be deleted.
+    async fn begin_history(
+        &self,
+        transfer: &TransferGroupRecord,
+        claim: Option<Claim>,
+    ) -> Result<Option<GroupId>, BeginError>;
+
+    /// Records that `source`, holding the claim, sent `target` its history (`NotFound` if
+    /// `source` holds no claim on it).
+    async fn history_sent(
+        &self,
+        target: &DeviceId,
+        source: &DeviceId,
+        messages: u32,
+        at_unix_s: i64,
+    ) -> Result<()>;
+
+    async fn transfer_group(&self, group: &GroupId) -> Result<Option<TransferGroupRecord>>;
+
+    /// Records that `target` stored the history of the transfer group `group`; when that is
+    /// its user's history, its record becomes `Received`. `NotFound` unless `group` is a
+    /// transfer group to `target`.
+    async fn history_received(&self, group: &GroupId, target: &DeviceId, at_unix_s: i64) -> Result<()>;
 
     /// Makes `changes` and appends `audit` to the audit log in one transaction: all or
     /// nothing. The first change that fails names its cause.
