@@ -111,7 +111,20 @@ enum GroupCommand {
         /// Comma-separated user names.
         #[arg(long, value_delimiter = ',')]
         members: Vec<String>,
+        /// Send members added later this many days of the conversation's history (`30d`),
+        /// or `off` (the default). Every member sees the setting.
+        #[arg(long, value_name = "DAYS|off", value_parser = share_history_days)]
+        share_history: Option<u32>,
     },
+    /// Change a group's settings; every member sees the change.
+    Set {
+        group: String,
+        /// Days of history sent to members added later (`30d`), or `off`.
+        #[arg(long, value_name = "DAYS|off", value_parser = share_history_days)]
+        share_history: u32,
+    },
+    /// Show a conversation: its kind, MLS epoch, settings and member devices.
+    Info { group: String },
     /// Add a user (all their devices) to a group.
     Add { group: String, user: String },
     /// Remove a user (all their devices) from a group.
@@ -412,8 +425,22 @@ async fn enroll(profile: &Path, args: EnrollArgs, out: &Output) -> Result<()> {
     };
     let code = ActivationCode::parse(&text).context("that is not a valid activation code")?;
     let name = DeviceName::parse(&args.name.unwrap_or_else(default_device_name)).context("invalid --name")?;
-    let profile = redoubt_client::enroll(profile, &code, name).await?;
+    let mut profile = redoubt_client::enroll(profile, &code, name).await?;
     out.enrolled(&profile);
+    // Reachable at once: opening the messenger publishes this device's key packages, so
+    // others can add it to conversations before it runs anything else.
+    match unlock::comply(&mut profile, |p| async move { Messenger::open(&p).await }).await {
+        Ok(messenger) => messenger.close().await,
+        Err(error)
+            if error
+                .downcast_ref::<redoubt_client::ClientError>()
+                .and_then(redoubt_client::ClientError::code)
+                == Some(redoubt_proto::ErrorCode::DeviceApprovalRequired) =>
+        {
+            out.note("This device waits for approval from another of your devices (`redoubt device approve`); it joins your conversations once approved and used.");
+        }
+        Err(error) => return Err(error.context("enrolled, but could not reach the server to publish this device's keys")),
+    }
     Ok(())
 }
 
@@ -653,12 +680,18 @@ async fn group(profile_dir: &Path, command: GroupCommand, out: &Output) -> Resul
     let mut messenger = messenger(profile_dir).await?;
     messenger.sync().await?;
     match command {
-        GroupCommand::Create { name, members } => {
+        GroupCommand::Create {
+            name,
+            members,
+            share_history,
+        } => {
             if messenger.conversation(&name)?.is_some() {
                 anyhow::bail!("a conversation called {name:?} exists already");
             }
             let members = members.iter().map(|m| user_name(m)).collect::<Result<Vec<_>>>()?;
-            let created = messenger.create_conversation(&name, &members, false).await?;
+            let created = messenger
+                .create_group_sharing_history(&name, &members, share_history.unwrap_or(0))
+                .await?;
             out.group_changed("created", &created, &messenger.members(&created)?);
         }
         GroupCommand::Add { group, user } => {
@@ -686,12 +719,41 @@ async fn group(profile_dir: &Path, command: GroupCommand, out: &Output) -> Resul
             }
             out.groups(&rows);
         }
-        GroupCommand::Members { group } => {
+        GroupCommand::Members { group } | GroupCommand::Info { group } => {
             let conversation = conversation(&messenger, &group)?;
-            out.members(&conversation, &messenger.members(&conversation)?);
+            let epoch = (!conversation.removed)
+                .then(|| messenger.epoch(&conversation))
+                .transpose()?;
+            out.members(
+                &conversation,
+                &messenger.members(&conversation)?,
+                &messenger.settings(&conversation)?,
+                epoch,
+            );
+        }
+        GroupCommand::Set { group, share_history } => {
+            let conversation = conversation(&messenger, &group)?;
+            messenger.set_share_history(&conversation, share_history).await?;
+            out.members(
+                &conversation,
+                &messenger.members(&conversation)?,
+                &messenger.settings(&conversation)?,
+                Some(messenger.epoch(&conversation)?),
+            );
         }
     }
     Ok(())
+}
+
+/// `30d`, `30` or `off` (0) as days.
+fn share_history_days(text: &str) -> Result<u32, String> {
+    if text == "off" {
+        return Ok(0);
+    }
+    text.strip_suffix('d')
+        .unwrap_or(text)
+        .parse::<u32>()
+        .map_err(|_| format!("{text:?} is not a number of days (such as 30d) or off"))
 }
 
 #[cfg(test)]

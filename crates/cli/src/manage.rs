@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use redoubt_client::{Profile, Session};
 use redoubt_proto::{
-    AuditEntry, CommandKind, DeviceId, DeviceSummary, DisplayName, GroupName, ImportedUser, PolicyReport,
+    AuditEntry, CommandKind, DeviceId, DeviceSummary, DisplayName, GroupName, HistoryState, ImportedUser,
+    PolicyReport,
     PolicyScope, PolicySettings, Request, Response, Role, UserName, verify_audit_log,
 };
 use serde_json::json;
@@ -688,6 +689,13 @@ pub(crate) fn device_json(d: &DeviceSummary) -> serde_json::Value {
         "approved": d.approved,
         "policy_version_acked": d.policy_version_acked,
         "commands": commands,
+        "history": d.history.as_ref().map(|h| json!({
+            "state": h.state.as_str(),
+            "source_device": h.source.map(|s| s.to_string()),
+            "sent_at": h.sent_at_unix_s.map(time),
+            "received_at": h.received_at_unix_s.map(time),
+            "messages": h.messages,
+        })),
     })
 }
 
@@ -709,6 +717,24 @@ pub(crate) fn device_state(d: &DeviceSummary) -> String {
     };
     if !pending.is_empty() {
         state = format!("{state}, {}", pending.join(", "));
+    }
+    if let Some(history) = &d.history {
+        let when = |at: Option<i64>| at.map(|at| format!(" {}", time(at))).unwrap_or_default();
+        let history = match history.state {
+            HistoryState::Waiting => "history waiting".to_owned(),
+            HistoryState::Sending => "history being sent".to_owned(),
+            HistoryState::Sent => format!(
+                "history sent{} ({} messages)",
+                when(history.sent_at_unix_s),
+                history.messages
+            ),
+            HistoryState::Received => format!(
+                "history received{} ({} messages)",
+                when(history.received_at_unix_s),
+                history.messages
+            ),
+        };
+        state = format!("{state}, {history}");
     }
     state
 }

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use redoubt_client::{ClientError, Conversation, MemberDevice, Profile, Receipts, StoredMessage};
+use redoubt_client::{
+    ClientError, Conversation, ConversationSettings, MemberDevice, Profile, Receipts, StoredMessage,
+};
 use redoubt_proto::{DeviceSummary, IssuedActivationCode, SessionInfo, UserSummary};
 use serde_json::json;
 
@@ -387,6 +389,8 @@ impl Output {
                         "attachment": m.attachment.as_ref().map(|a| json!({ "name": a.name, "bytes": a.bytes })),
                         "delivered_to": names(&receipts.delivered),
                         "read_by": names(&receipts.read),
+                        "history": m.history,
+                        "event": m.event,
                     })
                 );
             }
@@ -409,8 +413,13 @@ impl Output {
             } else {
                 String::new()
             };
+            if m.event {
+                say!("[{}] — {} —  #{}", time(m.sent_at_unix_s), m.text, m.id(conversation));
+                continue;
+            }
+            let history = if m.history { "  (transferred history)" } else { "" };
             say!(
-                "[{}] {} ({}): {}  #{}{state}",
+                "[{}] {} ({}): {}  #{}{state}{history}",
                 time(m.sent_at_unix_s),
                 m.sender_user,
                 &device[..8],
@@ -482,7 +491,13 @@ impl Output {
         }
     }
 
-    pub(crate) fn members(&self, conversation: &Conversation, members: &[MemberDevice]) {
+    pub(crate) fn members(
+        &self,
+        conversation: &Conversation,
+        members: &[MemberDevice],
+        settings: &ConversationSettings,
+        epoch: Option<u64>,
+    ) {
         if self.json {
             let rows: Vec<_> = members
                 .iter()
@@ -495,8 +510,24 @@ impl Output {
                     })
                 })
                 .collect();
-            print_json(&json!({ "conversation": conversation.name, "members": rows }));
+            print_json(&json!({
+                "conversation": conversation.name,
+                "group_id": conversation.group_id.to_string(),
+                "direct": conversation.peer.is_some(),
+                "epoch": epoch,
+                "share_history_days": settings.share_history_days,
+                "members": rows,
+            }));
             return;
+        }
+        say!("{} ({})", conversation.name, if conversation.peer.is_some() { "direct" } else { "group" });
+        say!("  group id {}", conversation.group_id);
+        if let Some(epoch) = epoch {
+            say!("  MLS epoch {epoch}");
+        }
+        match settings.share_history_days {
+            0 => say!("  history for new members: not shared"),
+            days => say!("  history for new members: the last {days} days are shared"),
         }
         say!("Members of {}:", conversation.name);
         for m in members {

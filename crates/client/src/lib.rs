@@ -24,6 +24,7 @@ pub use messaging::{
     Conversation, MemberDevice, Messenger, QueuedMailCommand, Receipts, StoredMessage, SyncReport,
 };
 pub use profile::Profile;
+pub use redoubt_mls::history::ConversationSettings;
 pub use tls::PinVerifier;
 /// WebSocket messages, for sending raw (possibly malformed) input in tests.
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;

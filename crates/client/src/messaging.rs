@@ -293,6 +293,11 @@ impl Messenger {
         &mut self.session
     }
 
+    /// Closes the session cleanly.
+    pub async fn close(self) {
+        self.session.close().await;
+    }
+
     fn key_package(&self, last_resort: bool) -> Result<Vec<u8>, ClientError> {
         let mut extensions = ExtensionList::new();
         if last_resort {
@@ -1267,13 +1272,14 @@ impl Messenger {
                                     report.failures += 1;
                                 }
                             }
-                            Ok(AppBody::Settings(settings)) => {
+                            Ok(AppBody::Settings { settings, changed }) => {
                                 self.apply_settings(
                                     group_id,
                                     entry.seq,
                                     &sender,
                                     entry.server_time_unix_s,
                                     settings,
+                                    changed,
                                 )?;
                             }
                             Ok(AppBody::Meta { name, direct }) => {

@@ -27,9 +27,12 @@ pub enum AppBody {
     /// History for the one other member of a group made for this transfer alone: its parts
     /// are blobs of that group, each encrypted under its own key, which travels only here.
     History(crate::history::HistoryOffer),
-    /// The conversation's settings, from the member who changed them, and again after every
-    /// commit that adds someone, so new members learn them.
-    Settings(crate::history::ConversationSettings),
+    /// The conversation's settings: `changed` from the member who changed them; repeated
+    /// unchanged after every commit that adds someone, so new members learn them.
+    Settings {
+        settings: crate::history::ConversationSettings,
+        changed: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -105,7 +105,8 @@ impl Messenger {
             .map_err(storage_error)
     }
 
-    /// Applies settings a member sent; a change is kept as an event in the conversation.
+    /// Applies settings a member sent; a change (not a repeat for new members) is kept as an
+    /// event in the conversation.
     pub(super) fn apply_settings(
         &self,
         group: &GroupId,
@@ -113,11 +114,15 @@ impl Messenger {
         sender: &redoubt_proto::VerifiedCertificate,
         server_time_unix_s: i64,
         settings: ConversationSettings,
+        changed: bool,
     ) -> Result<(), ClientError> {
         if self.load_settings(group)? == settings {
             return Ok(());
         }
         self.save_settings(group, settings)?;
+        if !changed {
+            return Ok(());
+        }
         let user = sender.body().user.clone();
         self.store_message(
             group,
@@ -145,7 +150,13 @@ impl Messenger {
             share_history_days: days,
         };
         let seq = self
-            .send_body(&conversation.group_id, &AppBody::Settings(settings))
+            .send_body(
+                &conversation.group_id,
+                &AppBody::Settings {
+                    settings,
+                    changed: true,
+                },
+            )
             .await?;
         self.save_settings(&conversation.group_id, settings)?;
         let event = settings_event(seq, self.user.clone(), self.device_id, unix_now(), settings);
@@ -178,7 +189,11 @@ impl Messenger {
     pub(super) async fn send_settings(&mut self, group: &GroupId) -> Result<(), ClientError> {
         let settings = self.load_settings(group)?;
         if settings != ConversationSettings::default() {
-            self.send_body(group, &AppBody::Settings(settings)).await?;
+            let body = AppBody::Settings {
+                settings,
+                changed: false,
+            };
+            self.send_body(group, &body).await?;
         }
         Ok(())
     }
