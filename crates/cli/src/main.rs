@@ -439,7 +439,11 @@ async fn enroll(profile: &Path, args: EnrollArgs, out: &Output) -> Result<()> {
         {
             out.note("This device waits for approval from another of your devices (`redoubt device approve`); it joins your conversations once approved and used.");
         }
-        Err(error) => return Err(error.context("enrolled, but could not reach the server to publish this device's keys")),
+        Err(error) => {
+            return Err(
+                error.context("enrolled, but could not reach the server to publish this device's keys")
+            );
+        }
     }
     Ok(())
 }

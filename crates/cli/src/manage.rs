@@ -9,8 +9,7 @@ use clap::Subcommand;
 use redoubt_client::{Profile, Session};
 use redoubt_proto::{
     AuditEntry, CommandKind, DeviceId, DeviceSummary, DisplayName, GroupName, HistoryState, ImportedUser,
-    PolicyReport,
-    PolicyScope, PolicySettings, Request, Response, Role, UserName, verify_audit_log,
+    PolicyReport, PolicyScope, PolicySettings, Request, Response, Role, UserName, verify_audit_log,
 };
 use serde_json::json;
 

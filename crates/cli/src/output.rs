@@ -414,7 +414,12 @@ impl Output {
                 String::new()
             };
             if m.event {
-                say!("[{}] — {} —  #{}", time(m.sent_at_unix_s), m.text, m.id(conversation));
+                say!(
+                    "[{}] — {} —  #{}",
+                    time(m.sent_at_unix_s),
+                    m.text,
+                    m.id(conversation)
+                );
                 continue;
             }
             let history = if m.history { "  (transferred history)" } else { "" };
@@ -520,7 +525,15 @@ impl Output {
             }));
             return;
         }
-        say!("{} ({})", conversation.name, if conversation.peer.is_some() { "direct" } else { "group" });
+        say!(
+            "{} ({})",
+            conversation.name,
+            if conversation.peer.is_some() {
+                "direct"
+            } else {
+                "group"
+            }
+        );
         say!("  group id {}", conversation.group_id);
         if let Some(epoch) = epoch {
             say!("  MLS epoch {epoch}");

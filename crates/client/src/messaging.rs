@@ -1290,8 +1290,17 @@ impl Messenger {
                                         .map_err(storage_error)?;
                                 }
                                 if direct {
-                                    conversation.peer = Some(sender.body().user.clone());
-                                    conversation.name = sender.body().user.to_string();
+                                    // The other user: the sender, unless it is another of
+                                    // this user's devices, which names the peer.
+                                    let peer = if sender.body().user == self.user {
+                                        UserName::parse(&name).ok()
+                                    } else {
+                                        Some(sender.body().user.clone())
+                                    };
+                                    if let Some(peer) = peer {
+                                        conversation.name = peer.to_string();
+                                        conversation.peer = Some(peer);
+                                    }
                                 } else {
                                     conversation.name = name;
                                 }

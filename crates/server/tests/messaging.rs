@@ -5,45 +5,7 @@ mod support;
 
 use redoubt_client::Messenger;
 use redoubt_proto::*;
-use support::{TestServer, admin_session, enroll};
-
-fn user(name: &str) -> UserName {
-    UserName::parse(name).unwrap()
-}
-
-/// Enrols `devices` (user, device name) and opens a messenger for each.
-async fn messengers(
-    server: &TestServer,
-    profiles: &std::path::Path,
-    devices: &[(&str, &str)],
-) -> Vec<Messenger> {
-    let mut admin = admin_session(server, profiles).await;
-    let mut users = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
-    for (user_name, device) in devices {
-        let issued = if users.insert(*user_name) {
-            admin.admin_user_add(user(user_name), None).await.unwrap()
-        } else {
-            admin.admin_device_add(user(user_name)).await.unwrap()
-        };
-        let profile = enroll(profiles, device, &issued.code).await;
-        out.push(Messenger::open(&profile).await.unwrap());
-    }
-    out
-}
-
-fn texts(messenger: &Messenger, name: &str) -> Vec<(u64, String, String)> {
-    let conversation = messenger
-        .conversation(name)
-        .unwrap()
-        .expect("conversation exists");
-    messenger
-        .messages(&conversation)
-        .unwrap()
-        .into_iter()
-        .map(|m| (m.seq, m.sender_user.to_string(), m.text))
-        .collect()
-}
+use support::{TestServer, admin_session, contains, enroll, messengers, texts, user, walk};
 
 #[tokio::test]
 async fn group_chat_three_users_five_devices_with_offline_catch_up() {
@@ -330,23 +292,6 @@ async fn nothing_readable_at_rest_on_the_server() {
     assert!(scanned > 10_000, "scanned only {scanned} bytes");
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path))
-        } else {
-            files.push(path)
-        }
-    }
-    files
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 #[tokio::test]
 async fn server_refuses_plaintext_application_data_and_foreign_groups() {
     let server = TestServer::start().await;
@@ -413,8 +358,17 @@ async fn a_users_new_device_joins_their_conversations_automatically() {
     d[0].sync().await.unwrap();
     d[0].send_text("team", "after the new phone").await.unwrap();
     bob_phone.sync().await.unwrap();
+    // What came before arrives as history from Bob's first device; what follows, live.
     let got: Vec<String> = texts(&bob_phone, "team").into_iter().map(|t| t.2).collect();
-    assert_eq!(got, vec!["after the new phone"]);
+    assert_eq!(got, vec!["before the new phone", "after the new phone"]);
+    let conversation = bob_phone.conversation("team").unwrap().unwrap();
+    let history: Vec<bool> = bob_phone
+        .messages(&conversation)
+        .unwrap()
+        .iter()
+        .map(|m| m.history)
+        .collect();
+    assert_eq!(history, vec![true, false]);
     let conversation = d[0].conversation("team").unwrap().unwrap();
     let bobs = d[0]
         .members(&conversation)

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use redoubt_client::{Profile, Session};
-use redoubt_proto::{ActivationCode, DeviceName};
+use redoubt_client::{Messenger, Profile, Session};
+use redoubt_proto::{ActivationCode, DeviceName, UserName};
 use redoubt_server::{ManualClock, OpenOptions, Server, ServerHandle};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -109,4 +109,58 @@ pub async fn enroll(root: &Path, name: &str, code: &str) -> Profile {
 pub async fn admin_session(server: &TestServer, profiles: &Path) -> Session {
     let profile = enroll(profiles, "admin-laptop", server.admin_code.as_deref().unwrap()).await;
     Session::open(&profile).await.unwrap()
+}
+
+pub fn user(name: &str) -> UserName {
+    UserName::parse(name).unwrap()
+}
+
+/// Enrols `devices` (user, device name) and opens a messenger for each (which publishes
+/// its key packages, as enrolling with the `redoubt` command does).
+pub async fn messengers(server: &TestServer, profiles: &Path, devices: &[(&str, &str)]) -> Vec<Messenger> {
+    let mut admin = admin_session(server, profiles).await;
+    let mut users = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (user_name, device) in devices {
+        let issued = if users.insert(*user_name) {
+            admin.admin_user_add(user(user_name), None).await.unwrap()
+        } else {
+            admin.admin_device_add(user(user_name)).await.unwrap()
+        };
+        let profile = enroll(profiles, device, &issued.code).await;
+        out.push(Messenger::open(&profile).await.unwrap());
+    }
+    out
+}
+
+/// A conversation's messages as (seq, sender, text).
+pub fn texts(messenger: &Messenger, name: &str) -> Vec<(u64, String, String)> {
+    let conversation = messenger
+        .conversation(name)
+        .unwrap()
+        .expect("conversation exists");
+    messenger
+        .messages(&conversation)
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.seq, m.sender_user.to_string(), m.text))
+        .collect()
+}
+
+/// Every file under `dir`.
+pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path))
+        } else {
+            files.push(path)
+        }
+    }
+    files
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
