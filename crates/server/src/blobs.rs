@@ -71,6 +71,8 @@ struct Upload {
     next_index: u32,
     received: u64,
     file: tokio::fs::File,
+    /// Part of a history transfer, not an attachment.
+    history: bool,
 }
 
 /// A session's transfers: its open uploads, and the blobs it fetched lately.
@@ -134,7 +136,7 @@ pub(crate) async fn start(
                 format!("history blobs may be at most {max} bytes (encrypted); this one is {bytes_total}"),
             ));
         }
-        return open_upload(state, who, uploads, group, bytes_total, chunk_count).await;
+        return open_upload(state, who, uploads, group, bytes_total, chunk_count, true).await;
     }
     let (policy, _) = crate::management::effective_policy(state, &who.user).await?;
     if !policy.attachments_allowed {
@@ -161,7 +163,7 @@ pub(crate) async fn start(
             format!("attachments may be at most {max} bytes (encrypted); this one is {bytes_total}"),
         ));
     }
-    open_upload(state, who, uploads, group, bytes_total, chunk_count).await
+    open_upload(state, who, uploads, group, bytes_total, chunk_count, false).await
 }
 
 async fn open_upload(
@@ -171,6 +173,7 @@ async fn open_upload(
     group: GroupId,
     bytes_total: u64,
     chunk_count: u32,
+    history: bool,
 ) -> Result<BlobId, ApiError> {
     if bytes_total == 0 || u64::from(chunk_count) != expected_chunks(bytes_total) {
         return Err(ApiError::new(
@@ -218,6 +221,7 @@ async fn open_upload(
             next_index: 0,
             received: 0,
             file,
+            history,
         },
     );
     Ok(id)
@@ -272,6 +276,7 @@ pub(crate) async fn finish(state: &State, uploads: &mut Transfers, id: BlobId) -
     };
     upload.file.flush().await.map_err(io_failure)?;
     upload.file.sync_all().await.map_err(io_failure)?;
+    let history = upload.history;
     drop(upload);
     tokio::fs::rename(state.blobs.part(&id), state.blobs.complete(&id))
         .await
@@ -287,6 +292,9 @@ pub(crate) async fn finish(state: &State, uploads: &mut Transfers, id: BlobId) -
             tracing::warn!(blob_id = %id, %error, "could not delete a blob whose completion failed");
         }
         return Err(error.into());
+    }
+    if history {
+        crate::crash_point("server.history-blob-stored");
     }
     Ok(())
 }

@@ -126,6 +126,15 @@ impl Clock for ManualClock {
     }
 }
 
+/// Test hook: aborts the process at a named point when `REDOUBT_TEST_CRASH_AT` names it,
+/// as a SIGKILL at that instant would (nothing flushed, no shutdown), so tests can prove
+/// recovery from exactly there. Costs one environment lookup.
+pub(crate) fn crash_point(name: &str) {
+    if std::env::var("REDOUBT_TEST_CRASH_AT").is_ok_and(|at| at == name) {
+        std::process::abort();
+    }
+}
+
 /// Everything request handlers share.
 pub(crate) struct State {
     pub store: Arc<dyn Store>,

@@ -114,13 +114,19 @@ impl ServerProcess {
     /// Starts `redoubt server` on `listen`; its log goes to `DATA.log` beside the data
     /// folder (a file, not a pipe: a chatty server must never block on a full pipe).
     pub fn start_on(data: &Path, listen: &str) -> Self {
+        Self::start_with_env(data, listen, &[])
+    }
+
+    /// [`Self::start_on`] with `env` added to the server's environment.
+    pub fn start_with_env(data: &Path, listen: &str, env: &[(&str, &str)]) -> Self {
         let log = data.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["server", "--data"])
             .arg(data)
             .args(["--listen", listen, "--no-qr"])
@@ -129,17 +135,26 @@ impl ServerProcess {
                 "RUST_LOG",
                 std::env::var("REDOUBT_TEST_SERVER_LOG").unwrap_or_default(),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
+            .stderr(log_file);
+        let child = command.spawn().unwrap();
         Self { child, log }
     }
 
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) for the process to end by itself (a test crash point).
+    pub fn wait_for_exit(mut self, deadline: Duration) {
+        let end = Instant::now() + deadline;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < end, "the server is still running");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL: the process gets no chance to finish anything.
@@ -285,11 +300,19 @@ impl Org {
             let issued = org.admin(&["admin", verb, "add", user, "--json", "--no-qr"]);
             let profile = org.profile(device);
             let code = issued["code"].as_str().unwrap();
+            // Enrolling publishes the device's key packages: others can add it at once.
             json_ok(&profile, &["enroll", code, "--name", device, "--json"], &[]);
-            // The first messaging command publishes the device's key packages.
-            json_ok(&profile, &["group", "list", "--json"], &[]);
         }
         org
+    }
+
+    /// Enrols another device of an existing `user`; returns its profile folder.
+    pub fn enroll_device(&self, user: &str, device: &str) -> PathBuf {
+        let issued = self.admin(&["admin", "device", "add", user, "--json", "--no-qr"]);
+        let profile = self.profile(device);
+        let code = issued["code"].as_str().unwrap();
+        json_ok(&profile, &["enroll", code, "--name", device, "--json"], &[]);
+        profile
     }
 
     pub fn profile(&self, name: &str) -> PathBuf {
