@@ -632,3 +632,52 @@ fn values_beyond_toml_integers_are_refused() {
         assert!(read_policy(text).is_err(), "{text}");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A history part comes from another device: any bytes are refused or decoded, never a
+    /// panic, and nothing over the part limit is decoded at all.
+    #[test]
+    fn arbitrary_history_parts_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let _ = redoubt_mls::history::HistoryPart::decode(&bytes);
+        let _ = redoubt_mls::AppBody::decode(&bytes);
+    }
+
+    #[test]
+    fn history_parts_round_trip(
+        names in proptest::collection::vec("[a-z]{1,12}", 0..4),
+        texts in proptest::collection::vec(".{0,40}", 0..6),
+    ) {
+        use redoubt_mls::history::*;
+        let sender = redoubt_proto::UserName::parse("alice").unwrap();
+        let part = HistoryPart {
+            conversations: names.iter().enumerate().map(|(i, name)| HistoryConversation {
+                group_id: redoubt_proto::GroupId::from([i as u8; 32]),
+                name: name.clone(),
+                peer: None,
+                settings: ConversationSettings { share_history_days: i as u32 },
+                messages: texts.iter().enumerate().map(|(seq, text)| HistoryMessage {
+                    seq: seq as u64 + 1,
+                    sender_user: sender.clone(),
+                    sender_device: redoubt_proto::DeviceId::from([7; 16]),
+                    sent_at_unix_s: 1_700_000_000,
+                    server_time_unix_s: 1_700_000_001,
+                    text: text.clone(),
+                    attachment: None,
+                    event: false,
+                    delivered: vec![sender.clone()],
+                    read: vec![],
+                }).collect(),
+            }).collect(),
+        };
+        prop_assert_eq!(HistoryPart::decode(&part.encode()).unwrap(), part);
+    }
+}
+
+#[test]
+fn history_parts_over_the_limit_are_refused_before_decoding() {
+    let big = vec![0u8; redoubt_mls::history::HISTORY_PART_BYTES_MAX as usize + 1];
+    let error = redoubt_mls::history::HistoryPart::decode(&big).unwrap_err();
+    assert!(error.to_string().contains("exceeds"), "{error}");
+}

@@ -104,6 +104,12 @@ fn request_and_response_tables_match_the_code() {
             "DeviceApprove",
         ),
         (Request::OwnDevices, "OwnDevices"),
+        (
+            Request::HistoryReceived {
+                group_id: GroupId::from([0; 32]),
+            },
+            "HistoryReceived",
+        ),
     ];
     for (request, name) in requests {
         let row = format!("| {} | `{name}` |", variant_index(&request));
@@ -155,5 +161,11 @@ fn request_and_response_tables_match_the_code() {
     assert!(doc.contains(&format!(
         "| {} | `PolicyChanged` |",
         variant_index(&Event::PolicyChanged { version: 0 })
+    )));
+    assert!(doc.contains(&format!(
+        "| {} | `DeviceReady` |",
+        variant_index(&Event::DeviceReady {
+            device: DeviceId::from([0; 16])
+        })
     )));
 }

@@ -94,11 +94,15 @@ fn refusals(request: &Request) -> Vec<(Context, ErrorCode)> {
         | Request::GroupFetch { .. }
         | Request::BlobUploadStart { .. }
         | Request::BlobFetch { .. }
-        | Request::GroupAck { .. } => out.push((NonMember, ErrorCode::NotAMember)),
+        | Request::GroupAck { .. }
+        | Request::HistoryBegin { .. } => out.push((NonMember, ErrorCode::NotAMember)),
         Request::DeviceApprove { .. } => out.push((OtherUsersDevice, ErrorCode::Forbidden)),
         Request::CommandAck { .. } => out.push((OtherUsersDevice, ErrorCode::NotFound)),
         Request::KeyPackagesPublish { .. } => out.push((OtherUsersDevice, ErrorCode::InvalidMlsMessage)),
-        Request::BlobUploadChunk { .. } | Request::BlobUploadFinish { .. } => {
+        Request::BlobUploadChunk { .. }
+        | Request::BlobUploadFinish { .. }
+        | Request::HistorySent { .. }
+        | Request::HistoryReceived { .. } => {
             out.push((OtherUsersDevice, ErrorCode::NotFound));
         }
         _ => {}
@@ -309,9 +313,19 @@ async fn every_request_is_refused_where_it_must_be_and_changes_nothing() {
             password: "secret".into(),
         }),
         Request::MailLink { credential: None },
+        Request::HistoryBegin {
+            target: profile_of["alice"].device_id(),
+            group_id,
+            own: true,
+        },
+        Request::HistorySent {
+            target: profile_of["alice"].device_id(),
+            messages: 1,
+        },
+        Request::HistoryReceived { group_id },
     ];
     // Every request type but the two that open a session is in the table.
-    assert_eq!(requests.len() + 2, 42, "a request type is missing from the table");
+    assert_eq!(requests.len() + 2, 45, "a request type is missing from the table");
 
     // Mallory's sessions: her current device (not revoked, no roles, outside the group).
     let mut mallory = Session::open(&profile_of["mallory"]).await.unwrap();
