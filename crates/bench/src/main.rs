@@ -4,6 +4,7 @@
 
 mod big_group;
 mod device;
+mod history;
 mod mail_push;
 mod messaging;
 mod report;
@@ -72,6 +73,9 @@ enum Scenario {
     /// --size mails by SMTP into real Postfix + Dovecot, pushed by the mail connector to
     /// each of --users devices; delivery to device latency.
     MailPush(MailPushArgs),
+    /// A new device gets --size messages of history from another device of its user,
+    /// against a device reading as many live messages from the server's log.
+    History(HistoryArgs),
     /// Internal: the child-process server of --spawn-server.
     #[command(hide = true)]
     Serve {
@@ -155,6 +159,16 @@ pub struct FanoutArgs {
     /// Write the cost curve as an SVG plot here.
     #[arg(long)]
     pub svg: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct HistoryArgs {
+    /// Messages of history.
+    #[arg(long, default_value_t = 10_000)]
+    pub size: usize,
+    /// Plaintext text bytes per message.
+    #[arg(long, default_value_t = 200)]
+    pub body_bytes: usize,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -284,6 +298,7 @@ fn main() -> Result<()> {
             Scenario::BigGroup(args) => scenarios::big_group(&mut target, &common, args).await,
             Scenario::FanoutScaling(args) => scenarios::fanout(&mut target, &common, args).await,
             Scenario::MailPush(args) => mail_push::run(&mut target, &common, args).await,
+            Scenario::History(args) => history::run(&mut target, &common, args).await,
             Scenario::Serve { .. } => Err(anyhow!("unreachable")),
         };
         let stopped = target.stop().await;

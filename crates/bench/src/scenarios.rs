@@ -26,7 +26,7 @@ pub fn run_prefix() -> String {
     format!("b{}-", &id.to_hex()[..8])
 }
 
-fn settings(target: &Target, common: &Common, scenario: Value) -> Value {
+pub(crate) fn settings(target: &Target, common: &Common, scenario: Value) -> Value {
     json!({
         "server": target.mode,
         "server_limits": target.limits.clone().unwrap_or_else(|| json!("the running server's own configuration")),

@@ -54,6 +54,17 @@ fn room_delivers_every_message_to_every_member() {
 }
 
 #[test]
+fn history_reaches_the_new_device_whole() {
+    let report = bench(&["history", "--size", "30"]);
+    let r = &report["results"];
+    assert_eq!(report["scenario"], "history");
+    // The 30 messages and the first hello, on the reference device and on the new one.
+    assert_eq!(n(&r["messages"]), 31);
+    assert!(r["history_s"].as_f64().unwrap() > 0.0);
+    assert!(n(&r["history_bytes"]) > 0);
+}
+
+#[test]
 fn pairs_deliver_to_the_other_member_only() {
     let report = bench(&["pairs", "--size", "40", "--users", "4", "--rate", "400"]);
     let r = &report["results"];

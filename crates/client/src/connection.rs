@@ -37,6 +37,8 @@ pub struct Connection {
     tls_exporter: [u8; TLS_EXPORTER_BYTES],
     next_request_id: u64,
     server: String,
+    /// WebSocket payload bytes sent and received on this connection (frames, not TLS).
+    frame_bytes: (u64, u64),
 }
 
 impl std::fmt::Debug for Connection {
@@ -97,7 +99,7 @@ impl Connection {
                 .await
                 .map_err(|e| connect_error(format!("WebSocket: {e}")))?;
             let mut socket = socket;
-            let hello = match read_frame(&mut socket, &name).await? {
+            let hello = match read_frame(&mut socket, &name).await?.0 {
                 ServerFrame::Hello(hello) if hello.protocol_version == redoubt_proto::PROTOCOL_VERSION => {
                     hello
                 }
@@ -119,6 +121,7 @@ impl Connection {
                 tls_exporter,
                 next_request_id: 1,
                 server: name.clone(),
+                frame_bytes: (0, 0),
             })
         };
         tokio::time::timeout(CONNECT_TIMEOUT, attempt)
@@ -174,6 +177,7 @@ impl Connection {
 
     /// Sends a WebSocket message as is. For tests of how the server treats bad input.
     pub async fn send_raw(&mut self, message: Message) -> Result<(), ClientError> {
+        self.frame_bytes.0 += message.len() as u64;
         let server = self.server.clone();
         self.socket.send(message).await.map_err(|e| ClientError::Connect {
             server,
@@ -184,7 +188,15 @@ impl Connection {
     /// Reads the next frame, skipping WebSocket control messages. A close from the server
     /// is reported as a connection error carrying the server's reason.
     pub async fn next_frame(&mut self) -> Result<ServerFrame, ClientError> {
-        read_frame(&mut self.socket, &self.server).await
+        let (frame, bytes) = read_frame(&mut self.socket, &self.server).await?;
+        self.frame_bytes.1 += bytes as u64;
+        Ok(frame)
+    }
+
+    /// WebSocket payload bytes (sent, received) on this connection so far, for measuring
+    /// what a piece of work costs on the wire.
+    pub fn frame_bytes(&self) -> (u64, u64) {
+        self.frame_bytes
     }
 
     /// The next event from the server: one received while waiting for an answer, or the
@@ -210,7 +222,7 @@ impl Connection {
 async fn read_frame(
     socket: &mut WebSocketStream<TlsStream<TcpStream>>,
     server: &str,
-) -> Result<ServerFrame, ClientError> {
+) -> Result<(ServerFrame, usize), ClientError> {
     let closed = |reason: String| ClientError::Connect {
         server: server.to_owned(),
         reason,
@@ -221,6 +233,7 @@ async fn read_frame(
             Some(Err(e)) => return Err(closed(e.to_string())),
             Some(Ok(Message::Binary(bytes))) => {
                 return decode_server_frame(&bytes, FRAME_BYTES_MAX)
+                    .map(|frame| (frame, bytes.len()))
                     .map_err(|e| ClientError::Protocol(e.to_string()));
             }
             Some(Ok(Message::Close(frame))) => {
