@@ -141,6 +141,12 @@ pub(crate) fn draw(frame: &mut Frame, app: &App) {
         .messages
         .iter()
         .map(|(m, receipts)| {
+            if m.event {
+                return Line::from(Span::styled(
+                    format!("{} — {} —", crate::output::clock(m.sent_at_unix_s), m.text),
+                    Style::default().add_modifier(Modifier::DIM | Modifier::ITALIC),
+                ));
+            }
             let mut spans = vec![
                 Span::styled(
                     format!("{} ", crate::output::clock(m.sent_at_unix_s)),
@@ -161,6 +167,9 @@ pub(crate) fn draw(frame: &mut Frame, app: &App) {
                     " · sent"
                 };
                 spans.push(Span::styled(state, Style::default().add_modifier(Modifier::DIM)));
+            }
+            if m.history {
+                spans.push(Span::styled(" (history)", Style::default().add_modifier(Modifier::DIM)));
             }
             Line::from(spans)
         })
