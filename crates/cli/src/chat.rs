@@ -4,6 +4,10 @@
 //! Keys: Tab / Shift-Tab or ↓ / ↑ switch conversation, Enter sends, `/file PATH` sends a
 //! file, Esc or Ctrl-C quits.
 //!
+//! Search: `/search WORDS` (Ctrl-F types the `/search ` for you) shows this device's
+//! messages holding every word, newest first, in place of the conversation; Esc, Tab or
+//! an arrow returns.
+//!
 //! The user's mailbox (pushed by the organisation's mail connector) is the "Mail" entry
 //! beside the conversations: it lists the INBOX, newest first; typing a message's number
 //! and Enter opens it, `/inbox` goes back to the list.
@@ -39,6 +43,24 @@ pub(crate) struct App {
     pub mail: Vec<StoredMail>,
     /// The message opened in the mail view.
     pub opened: Option<StoredMail>,
+    /// The results of `/search`, shown instead of the conversation while set.
+    pub search: Option<SearchResults>,
+}
+
+/// What `/search` found.
+#[derive(Debug, Default)]
+pub(crate) struct SearchResults {
+    pub query: String,
+    pub hits: Vec<(Conversation, StoredMessage)>,
+}
+
+/// Hits shown by the chat's search.
+const SEARCH_HITS: usize = 100;
+
+/// The words of a `/search WORDS` line.
+fn search_words(input: &str) -> Option<&str> {
+    let rest = input.trim_start().strip_prefix("/search")?;
+    (rest.is_empty() || rest.starts_with(' ')).then(|| rest.trim())
 }
 
 impl App {
@@ -130,6 +152,10 @@ pub(crate) fn draw(frame: &mut Frame, app: &App) {
         ListState::default().with_selected((!app.conversations.is_empty()).then_some(app.selected));
     frame.render_stateful_widget(list, left, &mut state);
 
+    if let Some(results) = &app.search {
+        draw_search(frame, app, results, right, input, status);
+        return;
+    }
     if app.mail_selected() {
         draw_mail(frame, app, right, input, status);
         return;
@@ -169,7 +195,10 @@ pub(crate) fn draw(frame: &mut Frame, app: &App) {
                 spans.push(Span::styled(state, Style::default().add_modifier(Modifier::DIM)));
             }
             if m.history {
-                spans.push(Span::styled(" (history)", Style::default().add_modifier(Modifier::DIM)));
+                spans.push(Span::styled(
+                    " (history)",
+                    Style::default().add_modifier(Modifier::DIM),
+                ));
             }
             Line::from(spans)
         })
@@ -190,11 +219,82 @@ pub(crate) fn draw(frame: &mut Frame, app: &App) {
     let prompt = Paragraph::new(app.input.as_str()).block(
         Block::default()
             .borders(Borders::ALL)
-            .title(" Message — Enter sends, /file PATH, Tab switches, Esc quits "),
+            .title(" Message — Enter sends, /file PATH, /search WORDS, Tab switches, Esc quits "),
     );
     frame.render_widget(prompt, input);
     frame.set_cursor_position((input.x + 1 + app.input.chars().count() as u16, input.y + 1));
     frame.render_widget(Paragraph::new(app.status.as_str()), status);
+}
+
+/// Search results: newest first, each with its conversation, time and sender.
+fn draw_search(
+    frame: &mut Frame,
+    app: &App,
+    results: &SearchResults,
+    right: ratatui::layout::Rect,
+    input: ratatui::layout::Rect,
+    status: ratatui::layout::Rect,
+) {
+    let dim = Style::default().add_modifier(Modifier::DIM);
+    let mut lines: Vec<Line> = results
+        .hits
+        .iter()
+        .map(|(conversation, m)| {
+            let when = crate::output::time(m.sent_at_unix_s).replace('T', " ");
+            Line::from(vec![
+                Span::styled(format!("{} ", when.get(..16).unwrap_or(&when)), dim),
+                Span::styled(format!("{} · ", conversation.name), dim),
+                Span::styled(
+                    format!("{}: ", m.sender_user),
+                    Style::default().add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(m.text.as_str()),
+            ])
+        })
+        .collect();
+    if lines.is_empty() {
+        lines.push(Line::from("No message found."));
+    }
+    let visible = usize::from(right.height.saturating_sub(2));
+    lines.truncate(visible);
+    let title = format!(
+        " Search “{}” — {} found, newest first ",
+        results.query,
+        results.hits.len()
+    );
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
+        right,
+    );
+    let prompt = Paragraph::new(app.input.as_str()).block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(" Search — /search WORDS again, Esc or Tab returns "),
+    );
+    frame.render_widget(prompt, input);
+    frame.set_cursor_position((input.x + 1 + app.input.chars().count() as u16, input.y + 1));
+    frame.render_widget(Paragraph::new(app.status.as_str()), status);
+}
+
+/// Runs `/search WORDS`: shows the hits, or with no words closes the results.
+fn run_search(app: &mut App, messenger: &Messenger, words: &str) -> Result<()> {
+    if words.is_empty() {
+        app.search = None;
+        app.status = "Type /search and some words.".to_owned();
+        return Ok(());
+    }
+    let query = redoubt_client::search::SearchQuery {
+        text: words.to_owned(),
+        limit: SEARCH_HITS,
+        ..Default::default()
+    };
+    let hits = messenger.search(&query)?;
+    app.status = format!("{} message(s) found.", hits.len());
+    app.search = Some(SearchResults {
+        query: words.to_owned(),
+        hits,
+    });
+    Ok(())
 }
 
 /// The mail view: the INBOX list, or one opened message.
@@ -394,18 +494,31 @@ async fn run_loop(
                 }
             }
             Step::Key(Some(Event::Key(key))) if key.kind == KeyEventKind::Press => match key.code {
+                KeyCode::Esc if app.search.is_some() => {
+                    app.search = None;
+                    app.status.clear();
+                }
                 KeyCode::Esc => return Ok(()),
                 KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
+                KeyCode::Char('f') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                    app.input = "/search ".to_owned();
+                }
                 KeyCode::Tab | KeyCode::Down => {
+                    app.search = None;
                     app.select(1);
                     app.refresh(messenger)?;
                 }
                 KeyCode::BackTab | KeyCode::Up => {
+                    app.search = None;
                     app.select(-1);
                     app.refresh(messenger)?;
                 }
                 KeyCode::Backspace => {
                     app.input.pop();
+                }
+                KeyCode::Enter if search_words(&app.input).is_some() => {
+                    let input = std::mem::take(&mut app.input);
+                    run_search(&mut app, messenger, search_words(&input).unwrap_or_default())?;
                 }
                 KeyCode::Enter if app.mail_selected() => {
                     let input = std::mem::take(&mut app.input);
@@ -413,6 +526,7 @@ async fn run_loop(
                 }
                 KeyCode::Enter => {
                     let input = std::mem::take(&mut app.input);
+                    app.search = None;
                     let Some(conversation) = app.current().cloned() else {
                         app.status = "No conversation selected.".to_owned();
                         continue;
@@ -560,6 +674,67 @@ mod tests {
     fn empty_state_says_how_to_start() {
         let text = screen(&App::default());
         assert!(text.contains("No conversations yet"), "{text}");
+    }
+
+    #[test]
+    fn search_results_replace_the_conversation_newest_first() {
+        let hit = |seq, name: &str, user: &str, at: i64, text: &str| {
+            (
+                conversation(name, 1),
+                StoredMessage {
+                    seq,
+                    sender_user: UserName::parse(user).unwrap(),
+                    sender_device: DeviceId::from([1; 16]),
+                    sent_at_unix_s: at,
+                    server_time_unix_s: at,
+                    text: text.into(),
+                    attachment: None,
+                    history: false,
+                    event: false,
+                },
+            )
+        };
+        let app = App {
+            conversations: vec![conversation("ops", 1), conversation("bob", 2)],
+            messages: vec![],
+            search: Some(SearchResults {
+                query: "budg".into(),
+                hits: vec![
+                    hit(9, "ops", "carol", 1_700_000_600, "budget approved"),
+                    hit(2, "bob", "bob", 1_700_000_000, "draft budgetary note"),
+                ],
+            }),
+            ..App::default()
+        };
+        let text = screen(&app);
+        for expected in [
+            "Search “budg” — 2 found",
+            "2023-11-14 22:23 ops · carol: budget approved",
+            "2023-11-14 22:13 bob · bob: draft budgetary note",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not on screen:\n{text}");
+        }
+        let newer = text.find("budget approved").unwrap();
+        assert!(
+            newer < text.find("draft budgetary").unwrap(),
+            "newest first:\n{text}"
+        );
+        let none = App {
+            search: Some(SearchResults {
+                query: "zzz".into(),
+                hits: vec![],
+            }),
+            ..App::default()
+        };
+        assert!(screen(&none).contains("No message found."));
+    }
+
+    #[test]
+    fn a_search_line_is_told_from_a_message() {
+        assert_eq!(search_words("/search budget plan "), Some("budget plan"));
+        assert_eq!(search_words("/search"), Some(""));
+        assert_eq!(search_words("/searching is fun"), None);
+        assert_eq!(search_words("please /search this"), None);
     }
 
     fn stored_mail(uid: u32, subject: &str, seen: bool) -> StoredMail {

@@ -5,6 +5,7 @@ mod mail;
 mod manage;
 mod output;
 mod pim;
+mod search;
 mod unlock;
 
 use std::path::{Path, PathBuf};
@@ -76,6 +77,8 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Search this device's own messages and attachment names, newest first (local only).
+    Search(search::SearchArgs),
     /// Group conversations.
     #[command(subcommand)]
     Group(GroupCommand),
@@ -297,6 +300,10 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         } => fetch(&profile_dir(cli.profile)?, &message_id, &path, out).await,
         Command::Read { conversation, follow } => {
             read(&profile_dir(cli.profile)?, conversation.as_deref(), follow, out).await
+        }
+        Command::Search(args) => {
+            let messenger = messenger(&profile_dir(cli.profile)?).await?;
+            search::run(&messenger, args, out)
         }
         Command::Group(command) => group(&profile_dir(cli.profile)?, command, out).await,
         Command::Passcode(command) => passcode(&profile_dir(cli.profile)?, command, out),

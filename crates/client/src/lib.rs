@@ -13,6 +13,7 @@ pub mod mail;
 mod management;
 mod messaging;
 mod profile;
+pub mod search;
 mod tls;
 mod vault;
 
@@ -20,6 +21,7 @@ pub use connection::Connection;
 pub use error::ClientError;
 pub use mail::{MailStore, StoredMail};
 pub use management::{applied_policy, current_policy, verify_policy};
+pub use messaging::local_search::{search_messages, store_messages};
 pub use messaging::{
     Conversation, MemberDevice, Messenger, QueuedMailCommand, Receipts, StoredMessage, SyncReport,
 };

@@ -38,6 +38,8 @@ use crate::mail::MailStore;
 use crate::vault::{AppStorage, VaultGroupStateStorage, VaultKeyPackageStorage, VaultPreSharedKeyStorage};
 use crate::{ClientError, Profile, Session, unix_now};
 
+pub(crate) mod local_search;
+
 pub(crate) type DeviceMlsConfig = WithMlsRules<
     DefaultMlsRules,
     WithIdentityProvider<
@@ -286,6 +288,7 @@ impl Messenger {
         messenger.recover().await?;
         messenger.top_up_key_packages().await?;
         messenger.apply_retention()?;
+        local_search::backfill(&messenger.data)?;
         Ok(messenger)
     }
 
@@ -413,12 +416,9 @@ impl Messenger {
             .collect()
     }
 
+    /// Keeps a message and indexes it for search, in one vault transaction.
     fn store_message(&self, group: &GroupId, message: &StoredMessage) -> Result<(), ClientError> {
-        let bytes = postcard::to_stdvec(message).map_err(storage_error)?;
-        self.data
-            .insert(&message_key(group, message.seq), &bytes)
-            .map_err(storage_error)?;
-        Ok(())
+        local_search::store(&self.data, group, message)
     }
 
     fn load_group(&self, group: &GroupId) -> Result<Group<DeviceMlsConfig>, ClientError> {
@@ -1692,10 +1692,35 @@ impl Messenger {
     fn check_attachment_policy(&self, bytes: Option<u64>) -> Result<(), ClientError> {
         crate::attachment::check_policy(&self.session, bytes)
     }
+
+    /// This device's messages (text and attachment names) holding every word of `query`
+    /// (or a word starting with it), newest first, with their conversations; local only.
+    /// See [`crate::search`].
+    pub fn search(
+        &self,
+        query: &crate::search::SearchQuery,
+    ) -> Result<Vec<(Conversation, StoredMessage)>, ClientError> {
+        let mut conversations: HashMap<GroupId, Option<Conversation>> = HashMap::new();
+        let mut found = Vec::new();
+        for (group, message) in local_search::search_messages(self.data.vault(), query)? {
+            let conversation = match conversations.get(&group) {
+                Some(known) => known.clone(),
+                None => {
+                    let loaded = self.load_conversation(&group)?;
+                    conversations.insert(group, loaded.clone());
+                    loaded
+                }
+            };
+            if let Some(conversation) = conversation {
+                found.push((conversation, message));
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// See [`Messenger::delete_messages_before`]. One transaction: a message never outlives
-/// its receipts or the other way round.
+/// its receipts or its search index entry, or the other way round.
 fn delete_messages_before(data: &AppStorage, unix_s: i64) -> Result<u64, ClientError> {
     let mut keys = Vec::new();
     let mut messages = 0;
@@ -1709,7 +1734,7 @@ fn delete_messages_before(data: &AppStorage, unix_s: i64) -> Result<u64, ClientE
             messages += 1;
         }
     }
-    data.delete_all(&keys).map_err(storage_error)?;
+    local_search::delete_with_index(data, &keys)?;
     Ok(messages)
 }
 

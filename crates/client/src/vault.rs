@@ -417,6 +417,45 @@ fn get_prefix_sealed(
         .collect()
 }
 
+/// Up to `limit` (key, value) pairs in `ns` whose key starts with `prefix` and comes after
+/// `after` (from the first when `None`), ordered by key: a listing read in bounded pages.
+fn get_page_sealed(
+    connection: &Connection,
+    cipher: &XChaCha20Poly1305,
+    ns: &str,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<VaultRows, VaultError> {
+    let start = after.filter(|after| *after >= prefix).unwrap_or(prefix);
+    // `key > start` would skip a key equal to the prefix itself on the first page.
+    let op = if after.is_some() { ">" } else { ">=" };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = match prefix_end(prefix) {
+        Some(end) => connection
+            .prepare_cached(&format!(
+                "SELECT key, value FROM entry WHERE ns = ?1 AND key {op} ?2 AND key < ?3 ORDER BY key LIMIT ?4"
+            ))?
+            .query_map(params![ns, start, end, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?,
+        None => connection
+            .prepare_cached(&format!(
+                "SELECT key, value FROM entry WHERE ns = ?1 AND key {op} ?2 ORDER BY key LIMIT ?3"
+            ))?
+            .query_map(params![ns, start, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?,
+    };
+    rows.into_iter()
+        .map(|(key, sealed)| match open_with(cipher, &aad(ns, &key), &sealed) {
+            Some(value) => Ok((key, value)),
+            None => Err(VaultError::Corrupt {
+                ns: ns.to_owned(),
+                key: printable(&key),
+            }),
+        })
+        .collect()
+}
+
 /// Writes inside one SQLite transaction, all sealed under the vault's key.
 pub(crate) struct Writer<'a> {
     tx: rusqlite::Transaction<'a>,
@@ -474,6 +513,38 @@ impl VaultTransaction<'_> {
     pub fn delete(&self, ns: &str, key: impl AsRef<[u8]>) -> Result<bool, VaultError> {
         check_public_namespace(ns)?;
         self.writer.delete(ns, key.as_ref())
+    }
+}
+
+/// Reads over one snapshot of the vault. See [`Vault::snapshot`].
+pub(crate) struct VaultSnapshot<'a> {
+    tx: rusqlite::Transaction<'a>,
+    cipher: &'a XChaCha20Poly1305,
+}
+
+impl VaultSnapshot<'_> {
+    pub(crate) fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, VaultError> {
+        get_sealed(&self.tx, self.cipher, ns, key)
+    }
+
+    /// The keys in `ns` starting with `prefix`, in key order. Only keys: no value is read
+    /// or decrypted, so this costs an index scan.
+    pub(crate) fn keys_by_prefix(&self, ns: &str, prefix: &[u8]) -> Result<Vec<Vec<u8>>, VaultError> {
+        let keys = match prefix_end(prefix) {
+            Some(end) => self
+                .tx
+                .prepare_cached(
+                    "SELECT key FROM entry WHERE ns = ?1 AND key >= ?2 AND key < ?3 ORDER BY key",
+                )?
+                .query_map(params![ns, prefix, end], |row| row.get(0))?
+                .collect::<Result<_, _>>()?,
+            None => self
+                .tx
+                .prepare_cached("SELECT key FROM entry WHERE ns = ?1 AND key >= ?2 ORDER BY key")?
+                .query_map(params![ns, prefix], |row| row.get(0))?
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(keys)
     }
 }
 
@@ -542,22 +613,60 @@ impl Vault {
         &self,
         f: impl FnOnce(&VaultTransaction<'_>) -> Result<T, VaultError>,
     ) -> Result<T, VaultError> {
+        self.transaction_with(f)
+    }
+
+    /// [`Self::transaction`] with the caller's own error type, which passes through as it was.
+    pub(crate) fn transaction_with<T, E: From<VaultError>>(
+        &self,
+        f: impl FnOnce(&VaultTransaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut guard = self.lock()?;
         let Inner {
             connection,
             key_id,
             cipher,
         } = &mut *guard;
-        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(VaultError::from)?;
         if read_key_id(&tx)? != Some(*key_id) {
-            return Err(VaultError::KeyMismatch);
+            return Err(VaultError::KeyMismatch.into());
         }
         let transaction = VaultTransaction {
             writer: Writer { tx, cipher },
         };
         let result = f(&transaction)?;
-        transaction.writer.tx.commit()?;
+        transaction.writer.tx.commit().map_err(VaultError::from)?;
         Ok(result)
+    }
+
+    /// Runs `f` over one read snapshot: every read in it sees the vault as of one moment,
+    /// even if another process (a second `redoubt` command) writes meanwhile.
+    pub(crate) fn snapshot<T, E: From<VaultError>>(
+        &self,
+        f: impl FnOnce(&VaultSnapshot<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut guard = self.lock()?;
+        let Inner {
+            connection, cipher, ..
+        } = &mut *guard;
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(VaultError::from)?;
+        let snapshot = VaultSnapshot { tx, cipher };
+        let result = f(&snapshot);
+        // Nothing was written: ending the read transaction either way keeps nothing.
+        snapshot.tx.rollback().map_err(VaultError::from)?;
+        result
+    }
+
+    /// A new vault file at `path` sealed under a fresh random data key that is kept nowhere
+    /// but in the returned handle: for benchmarks and tools that need a real vault (real
+    /// SQLite file, real sealing) without an enrolled profile. Once the handle is dropped
+    /// nothing can open the file again. Refuses a file that already holds a vault.
+    pub fn create_throwaway(path: &Path) -> Result<Vault, VaultError> {
+        LockedVault::open(path)?.unlock(DataKey::generate())
     }
 
     /// Re-seals every row under `new_key` in one transaction, records the new key id with
@@ -813,23 +922,8 @@ impl AppStorage {
             .collect()
     }
 
-    /// Writes `rows` (key, value) in one transaction, skipping keys that exist already when
-    /// `keep_existing`; returns how many were written.
-    pub(crate) fn put_all(&self, rows: &[(String, Vec<u8>)], keep_existing: bool) -> Result<u64, VaultError> {
-        self.0.write(|w| {
-            let mut written = 0;
-            for (key, value) in rows {
-                if keep_existing && w.get(NS_APP, key.as_bytes())?.is_some() {
-                    continue;
-                }
-                w.put(NS_APP, key.as_bytes(), value)?;
-                written += 1;
-            }
-            Ok(written)
-        })
-    }
-
     /// Deletes `keys` in one transaction; how many existed.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn delete_all(&self, keys: &[String]) -> Result<u64, VaultError> {
         self.0.write(|w| {
             let mut deleted = 0;
@@ -838,6 +932,74 @@ impl AppStorage {
             }
             Ok(deleted)
         })
+    }
+}
+
+impl AppStorage {
+    /// The vault these rows live in.
+    pub(crate) fn vault(&self) -> &Vault {
+        &self.0
+    }
+
+    /// Up to `limit` rows whose key starts with `prefix` and comes after `after`, ordered by
+    /// key: a long listing read in bounded pages.
+    pub(crate) fn page_by_prefix(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<TextRows, VaultError> {
+        self.0
+            .read(|c, cipher| {
+                get_page_sealed(
+                    c,
+                    cipher,
+                    NS_APP,
+                    prefix.as_bytes(),
+                    after.map(str::as_bytes),
+                    limit,
+                )
+            })?
+            .into_iter()
+            .map(|(key, value)| {
+                String::from_utf8(key)
+                    .map(|key| (key, value))
+                    .map_err(|e| VaultError::Codec(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Runs `f` in one vault transaction over `app` rows and other namespaces, so that a
+    /// message and what indexes it (namespace `search`) change together or not at all.
+    pub(crate) fn transaction<T, E: From<VaultError>>(
+        &self,
+        f: impl FnOnce(&AppTransaction<'_, '_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.0.transaction_with(|tx| f(&AppTransaction { tx }))
+    }
+}
+
+/// See [`AppStorage::transaction`].
+pub(crate) struct AppTransaction<'a, 'b> {
+    tx: &'a VaultTransaction<'b>,
+}
+
+impl AppTransaction<'_, '_> {
+    pub(crate) fn get(&self, key: &str) -> Result<Option<Zeroizing<Vec<u8>>>, VaultError> {
+        self.tx.writer.get(NS_APP, key.as_bytes())
+    }
+
+    pub(crate) fn insert(&self, key: &str, value: &[u8]) -> Result<(), VaultError> {
+        self.tx.writer.put(NS_APP, key.as_bytes(), value)
+    }
+
+    pub(crate) fn delete(&self, key: &str) -> Result<bool, VaultError> {
+        self.tx.writer.delete(NS_APP, key.as_bytes())
+    }
+
+    /// The other namespaces, in the same transaction.
+    pub(crate) fn others(&self) -> &VaultTransaction<'_> {
+        self.tx
     }
 }
 

@@ -5,7 +5,7 @@ mod support;
 
 use redoubt_client::Messenger;
 use redoubt_proto::*;
-use support::{TestServer, admin_session, contains, enroll, messengers, texts, user, walk};
+use support::{TestServer, contains, enroll, messengers, texts, user, walk};
 
 #[tokio::test]
 async fn group_chat_three_users_five_devices_with_offline_catch_up() {

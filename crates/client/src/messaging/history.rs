@@ -24,7 +24,7 @@ use redoubt_mls::history::{
 use redoubt_proto::{DeviceId, DeviceSummary, ErrorCode, GroupId, HistoryState, Request, Response, UserName};
 use serde::{Deserialize, Serialize};
 
-use super::{Conversation, Messenger, Receipts, StoredMessage, mls_error, receipt_key, storage_error};
+use super::{Conversation, Messenger, Receipts, StoredMessage, mls_error, storage_error};
 use crate::{ClientError, unix_now};
 
 /// A part is cut before it passes this many bytes, leaving room under the limit for the
@@ -615,35 +615,31 @@ impl Messenger {
             if own && self.load_settings(&shared.group_id)? == ConversationSettings::default() {
                 self.save_settings(&shared.group_id, shared.settings)?;
             }
-            let mut rows = Vec::with_capacity(shared.messages.len() * 2);
-            for message in shared.messages {
-                let stored = StoredMessage {
-                    seq: message.seq,
-                    sender_user: message.sender_user,
-                    sender_device: message.sender_device,
-                    sent_at_unix_s: message.sent_at_unix_s,
-                    server_time_unix_s: message.server_time_unix_s,
-                    text: message.text,
-                    attachment: message.attachment,
-                    history: true,
-                    event: message.event,
-                };
-                let receipts = Receipts {
-                    delivered: message.delivered.into_iter().collect(),
-                    read: message.read.into_iter().collect(),
-                };
-                rows.push((
-                    super::message_key(&shared.group_id, stored.seq),
-                    postcard::to_stdvec(&stored).map_err(storage_error)?,
-                ));
-                rows.push((
-                    receipt_key(&shared.group_id, stored.seq),
-                    postcard::to_stdvec(&receipts).map_err(storage_error)?,
-                ));
-            }
+            let messages: Vec<(StoredMessage, Receipts)> = shared
+                .messages
+                .into_iter()
+                .map(|message| {
+                    let receipts = Receipts {
+                        delivered: message.delivered.into_iter().collect(),
+                        read: message.read.into_iter().collect(),
+                    };
+                    let stored = StoredMessage {
+                        seq: message.seq,
+                        sender_user: message.sender_user,
+                        sender_device: message.sender_device,
+                        sent_at_unix_s: message.sent_at_unix_s,
+                        server_time_unix_s: message.server_time_unix_s,
+                        text: message.text,
+                        attachment: message.attachment,
+                        history: true,
+                        event: message.event,
+                    };
+                    (stored, receipts)
+                })
+                .collect();
             // A message this device already holds (read live, or from an earlier
             // attempt) stays as it is, with its receipts: every message once.
-            self.data.put_all(&rows, true).map_err(storage_error)?;
+            super::local_search::store_missing(&self.data, &shared.group_id, &messages)?;
         }
         Ok(())
     }
