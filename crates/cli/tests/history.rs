@@ -142,7 +142,11 @@ fn history_reaches_a_new_device_exactly_once_through_crashes_of_sender_server_an
         &["read"],
         &[("REDOUBT_TEST_CRASH_AT", "history.before-offer")],
     );
-    assert!(!crashed.status.success(), "the laptop was to crash");
+    assert!(
+        !crashed.status.success(),
+        "the laptop was to crash: {}",
+        String::from_utf8_lossy(&crashed.stderr)
+    );
     // 2. The server dies as the laptop's next attempt stores a history blob; it restarts.
     org.server.take().unwrap().kill();
     let doomed = ServerProcess::start_with_env(

@@ -132,7 +132,7 @@ pub(crate) async fn send_blob(
         bytes_total: ciphertext_bytes(bytes),
         chunk_count,
     };
-    let blob_id = match session.request(request).await? {
+    let blob_id = match session.request_paced(request).await? {
         Response::BlobUploadStarted { blob_id } => blob_id,
         _ => {
             return Err(ClientError::Protocol(
@@ -163,8 +163,7 @@ pub(crate) async fn send_blob(
         progress(sent, bytes);
     }
     session
-        .connection()
-        .call(Request::BlobUploadFinish { blob_id })
+        .request_paced(Request::BlobUploadFinish { blob_id })
         .await?;
     Ok(redoubt_mls::Attachment {
         name,

@@ -154,6 +154,24 @@ impl Session {
         }
     }
 
+    /// [`Self::request`], repeated after a pause while the server answers `rate_limited`: such
+    /// a request was refused before anything was done, so even one that must not be sent
+    /// twice (a key package claim, an upload's start) is safe to send again. Bounded: about
+    /// 15 seconds of pauses.
+    pub async fn request_paced(&mut self, request: Request) -> Result<Response, ClientError> {
+        let mut pause = std::time::Duration::from_millis(250);
+        for _ in 0..6 {
+            match self.request(request.clone()).await {
+                Err(error) if error.code() == Some(redoubt_proto::ErrorCode::RateLimited) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(4));
+                }
+                other => return other,
+            }
+        }
+        self.request(request).await
+    }
+
     /// Fetches, verifies, applies and acknowledges the organisation's policy.
     pub async fn refresh_policy(&mut self) -> Result<(), ClientError> {
         self.policy = management::refresh_policy(&mut self.connection, &self.profile).await?;

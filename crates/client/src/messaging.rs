@@ -492,7 +492,7 @@ impl Messenger {
             users,
             except_devices: except,
         };
-        let claimed = match self.session.request(request).await? {
+        let claimed = match self.session.request_paced(request).await? {
             Response::KeyPackages(claimed) => claimed,
             _ => {
                 return Err(ClientError::Protocol(
@@ -916,10 +916,11 @@ impl Messenger {
                 .and_then(|(mut group, _)| group.write_to_storage().map(|()| group));
             match joined {
                 Ok(_) => {
-                    report.joined += 1;
                     joined_groups.push(item.group_id);
                     if item.transfer {
                         self.mark_transfer_group(&item.group_id)?;
+                    } else {
+                        report.joined += 1;
                     }
                     self.save_conversation(&Conversation {
                         group_id: item.group_id,
