@@ -66,7 +66,7 @@ fn body(index: usize, bytes: usize) -> String {
     while text.len() < bytes {
         i = i.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         text.push(' ');
-        text.push_str(WORDS[(i >> 33) as usize % WORDS.len()]);
+        text.push_str(WORDS[(i >> 33) % WORDS.len()]);
     }
     text
 }
