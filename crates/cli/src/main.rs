@@ -436,6 +436,8 @@ async fn enroll(profile: &Path, args: EnrollArgs, out: &Output) -> Result<()> {
     out.enrolled(&profile);
     // Reachable at once: opening the messenger publishes this device's key packages, so
     // others can add it to conversations before it runs anything else.
+    // The enrolment stands whatever happens here: what is not published now goes out with
+    // the device's next command. Notes go to stderr, so `--json` prints one document.
     match unlock::comply(&mut profile, |p| async move { Messenger::open(&p).await }).await {
         Ok(messenger) => messenger.close().await,
         Err(error)
@@ -444,13 +446,14 @@ async fn enroll(profile: &Path, args: EnrollArgs, out: &Output) -> Result<()> {
                 .and_then(redoubt_client::ClientError::code)
                 == Some(redoubt_proto::ErrorCode::DeviceApprovalRequired) =>
         {
-            out.note("This device waits for approval from another of your devices (`redoubt device approve`); it joins your conversations once approved and used.");
-        }
-        Err(error) => {
-            return Err(
-                error.context("enrolled, but could not reach the server to publish this device's keys")
+            eprintln!(
+                "This device waits for approval from another of your devices (`redoubt device approve`); \
+                 it joins your conversations once approved and used."
             );
         }
+        Err(error) => eprintln!(
+            "This device's keys are not published yet ({error:#}); it becomes reachable at its next command."
+        ),
     }
     Ok(())
 }

@@ -1334,6 +1334,29 @@ pub async fn history_transfers_are_claimed_sent_and_received(store: &impl Store)
             .is_empty()
     );
 
+    // A third device of Alice's, which waits too and may take a lapsed job over.
+    store
+        .create_activation_code(&code(4, "alice", 2_000))
+        .await
+        .unwrap();
+    store
+        .redeem_activation_code(
+            &ActivationCodeId::from([4; 8]),
+            1_100,
+            &device(4, "alice", 4),
+            &audit(),
+        )
+        .await
+        .unwrap();
+    let waiting_devices: Vec<DeviceId> = store
+        .history_records(Some(&alice))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.device)
+        .collect();
+    assert_eq!(waiting_devices, vec![dev(2), dev(4)]);
+
     for id in [1, 2, 3, 4] {
         store.create_group(&group(id), &dev(1)).await.unwrap();
     }
@@ -1373,11 +1396,11 @@ pub async fn history_transfers_are_claimed_sent_and_received(store: &impl Store)
     );
     // Another device may not take a fresh claim over, but may take a lapsed one; the
     // group it replaces is returned so its blobs can go.
-    let busy = store.begin_history(&transfer(2, 3, 2), claim(1_400)).await;
+    let busy = store.begin_history(&transfer(2, 4, 2), claim(1_400)).await;
     assert!(matches!(busy, Err(BeginError::Busy)), "{busy:?}");
     assert_eq!(
         store
-            .begin_history(&transfer(2, 3, 2), claim(1_700))
+            .begin_history(&transfer(2, 4, 2), claim(1_700))
             .await
             .unwrap(),
         Some(GroupId::from([1; 32]))
@@ -1388,7 +1411,7 @@ pub async fn history_transfers_are_claimed_sent_and_received(store: &impl Store)
     let stale = store.history_sent(&dev(2), &dev(1), 5, 1_702).await;
     assert!(matches!(stale, Err(StoreError::NotFound(_))), "{stale:?}");
 
-    store.history_sent(&dev(2), &dev(3), 42, 1_710).await.unwrap();
+    store.history_sent(&dev(2), &dev(4), 42, 1_710).await.unwrap();
     let record = &store.history_records(Some(&alice)).await.unwrap()[0];
     assert_eq!(
         (record.state, record.messages, record.sent_at_unix_s),
