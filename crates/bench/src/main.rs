@@ -9,6 +9,7 @@ mod mail_push;
 mod messaging;
 mod report;
 mod scenarios;
+mod search;
 mod sessions;
 mod target;
 mod wire;
@@ -76,6 +77,9 @@ enum Scenario {
     /// A new device gets --size messages of history from another device of its user,
     /// against a device reading as many live messages from the server's log.
     History(HistoryArgs),
+    /// One device's local history search over --messages messages (no server): p50/p99
+    /// query latency against plain SQLite FTS5 over the same text.
+    Search(search::SearchArgs),
     /// Internal: the child-process server of --spawn-server.
     #[command(hide = true)]
     Serve {
@@ -259,6 +263,10 @@ fn main() -> Result<()> {
             .with_writer(std::io::stderr)
             .init();
     }
+    if let Scenario::Search(args) = &cli.scenario {
+        // All on the device: no server to start.
+        return search::main(args, cli.json);
+    }
     let fd_limit = raise_fd_limit();
     if let Scenario::Serve { data, connector } = &cli.scenario {
         return target::serve_child(data, *connector);
@@ -299,7 +307,7 @@ fn main() -> Result<()> {
             Scenario::FanoutScaling(args) => scenarios::fanout(&mut target, &common, args).await,
             Scenario::MailPush(args) => mail_push::run(&mut target, &common, args).await,
             Scenario::History(args) => history::run(&mut target, &common, args).await,
-            Scenario::Serve { .. } => Err(anyhow!("unreachable")),
+            Scenario::Serve { .. } | Scenario::Search(_) => Err(anyhow!("unreachable")),
         };
         let stopped = target.stop().await;
         let report = report?;

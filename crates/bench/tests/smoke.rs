@@ -167,3 +167,38 @@ fn mail_push_delivers_every_mail() {
     let p99 = r["push_latency_p99"].as_f64().unwrap();
     assert!(p50 > 0.0 && p99 >= p50, "{r}");
 }
+
+#[test]
+fn search_agrees_with_fts5_on_every_query() {
+    // No server: the device's own vault, a small history.
+    let output = Command::new(env!("CARGO_BIN_EXE_redoubt-bench"))
+        .args([
+            "--json",
+            "search",
+            "--messages",
+            "3000",
+            "--vocabulary",
+            "2000",
+            "--repeat",
+            "2",
+        ])
+        .output()
+        .expect("run redoubt-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "search failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    // ok: every query returned the same messages, in the same order, as FTS5.
+    assert_eq!(report["ok"], true, "{report:#}");
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(n(&results[0]["messages"]), 3000);
+    assert_eq!(n(&results[0]["queries_timed"]), 24);
+    // The fixed set finds something (and the absent word nothing).
+    let hits: Vec<u64> = results[1..].iter().map(|r| n(&r["hits"])).collect();
+    assert!(hits.iter().filter(|h| **h > 0).count() >= 8, "{hits:?}");
+    assert!(hits.contains(&0), "{hits:?}");
+}

@@ -10,16 +10,16 @@
 //! salt                    32 random bytes: the key of every tag below
 //! next                    the ordinal the next indexed message gets
 //! version                 INDEX_VERSION, once every message stored before the index existed is in it
-//! m ‖ ordinal             Record: conversation, seq, sender, time
-//! x ‖ ordinal             its distinct tokens: what its tags are computed from, for removing it exactly
+//! m ‖ ordinal             Record: conversation, seq, sender, time, its distinct tokens
 //! r ‖ mtag                the ordinal of (conversation, seq), for replacing and removing
-//! p ‖ tag ‖ segment       the slots of the segment's messages posted under tag (≤ 513 bytes)
+//! p ‖ tag ‖ segment       the slots of the segment's messages posted under tag (≤ 2,049 bytes)
 //! t ‖ segment ‖ chunk     the times of 256 slots (8 bytes each)
-//! d ‖ segment             SegmentInfo: the newest time in it, how many messages it holds
+//! d ‖ segment             SegmentInfo: the newest time in it and in each chunk, how many messages it holds
 //! ```
 //!
 //! * Each indexed message gets the next *ordinal* (arrival order); ordinals are grouped in
-//!   *segments* of [`SEGMENT_SLOTS`] (4,096): segment = ordinal / 4,096, slot = the rest.
+//!   *segments* of [`SEGMENT_SLOTS`] (16,384): segment = ordinal / 16,384, slot = the rest;
+//!   a segment's times are kept in chunks of 256 slots.
 //!   Ordinals, segments and chunks are big-endian, so key order is arrival order.
 //! * `tag` (12 bytes) is SHA-256 over a domain label, the `salt`, the kind of thing
 //!   (prefix, word, group, sender, message) and the thing, cut to 12 bytes; `mtag` is the
@@ -35,16 +35,18 @@
 //! every token equal to it or starting with it; a one-character term finds only that
 //! one-character word (a one-letter prefix would match a twentieth of all words); a longer
 //! term is looked up by its first 12 characters and confirmed against the tokens the
-//! index keeps for the message. Each message is also posted under the
+//! message's record keeps (its tags are computed from them again to remove it). Each message is also posted under the
 //! tags of its conversation and its sender, so filters are postings like words.
 //!
 //! **Queries** ([`search`]): every term and filter must match (AND). The segments where all
 //! of them have postings are found from keys alone (an index scan, nothing decrypted);
 //! they are read newest first by their `d` row's newest time, each one's posting rows
-//! intersected as bitmaps, the hits' times read from `t`, and the best `limit` kept; the
-//! scan stops at the first segment whose newest message is older than the `limit`th hit.
-//! Since arrival follows time, a query usually reads one or two segments whatever the size
-//! of the history, and a posting row is at most 513 bytes however common its word.
+//! intersected as bitmaps, the hits' times read from `t` (skipping chunks whose newest
+//! message is older than the `limit`th hit so far), and the best `limit` kept; the scan
+//! stops at the first segment whose newest message is older than the `limit`th hit.
+//! Since arrival follows time, a query usually reads one segment and a chunk or two of its
+//! times whatever the size of the history, and a posting row is at most 2,049 bytes
+//! however common its word.
 //! Results are newest first by a message's time (the earlier of the sender's and the
 //! server's, as retention counts it), ties by arrival.
 //!
@@ -52,9 +54,9 @@
 //! indexed (also told by the messenger's `msg/` keys) and roughly in how many segments;
 //! how many distinct tags there are (roughly the vocabulary size with its prefixes, plus
 //! the number of conversations and senders); for each tag, in which segments (blocks of
-//! 4,096 messages in arrival order) it occurs and, from the row's size, how many of the
-//! segment's messages carry it (exactly below 256); and each message record's size,
-//! roughly its number of distinct prefixes. Not which word, prefix, sender or conversation
+//! 16,384 messages in arrival order) it occurs and, from the row's size, how many of the
+//! segment's messages carry it (exactly below 1,024); and each message record's
+//! size, roughly how much it says. Not which word, prefix, sender or conversation
 //! a tag stands for, which message carries it, or any time. Frequencies and the nesting of
 //! a word's prefix rows invite statistical guesses (the commonest tags are probably common
 //! two-letter prefixes) that the holder can never confirm without the salt.
@@ -66,7 +68,7 @@
 //! one-time backfill of messages stored before it ([`needs_backfill`]) is done. Indexing a
 //! message again replaces its entry (same content: nothing is written); removal takes it
 //! out of exactly the rows its record lists. Every row is bounded: postings by the segment
-//! size, times by the chunk size, token lists by [`TOKENS_PER_MESSAGE_MAX`].
+//! size, times by the chunk size, records by [`TOKENS_PER_MESSAGE_MAX`].
 
 mod rows;
 mod terms;
@@ -285,11 +287,11 @@ struct Query<'s, 'c> {
 
 impl Query<'_, '_> {
     fn run(mut self) -> Result<Vec<SearchHit>, SearchError> {
-        for (newest, segment) in self.segments_newest_first()? {
-            if !self.best.may_improve(newest) {
+        for (segment, info) in self.segments_newest_first()? {
+            if !self.best.may_improve(info.newest_unix_s) {
                 break;
             }
-            self.collect(segment)?;
+            self.collect(segment, &info)?;
         }
         let mut hits = Vec::new();
         for ordinal in std::mem::replace(&mut self.best, Best::new(0)).into_ordinals() {
@@ -307,7 +309,7 @@ impl Query<'_, '_> {
 
     /// The segments where every condition has postings (from keys alone), with the newest
     /// time in each, newest first.
-    fn segments_newest_first(&self) -> Result<Vec<(i64, u32)>, SearchError> {
+    fn segments_newest_first(&self) -> Result<Vec<(u32, SegmentInfo)>, SearchError> {
         let mut common: Option<BTreeSet<u32>> = None;
         for condition in &self.conditions {
             let keys = self
@@ -328,15 +330,18 @@ impl Query<'_, '_> {
             let key = rows::segment_key(segment);
             if let Some(bytes) = self.snapshot.get(NS, &key)? {
                 let info: SegmentInfo = rows::decode(&key, &bytes)?;
-                ordered.push((info.newest_unix_s, segment));
+                ordered.push((segment, info));
             }
         }
-        ordered.sort_unstable_by(|a, b| b.cmp(a));
+        ordered.sort_unstable_by(|(a, a_info), (b, b_info)| {
+            (b_info.newest_unix_s, b).cmp(&(a_info.newest_unix_s, a))
+        });
         Ok(ordered)
     }
 
-    /// Offers every hit of one segment to `best`.
-    fn collect(&mut self, segment: u32) -> Result<(), SearchError> {
+    /// Offers every hit of one segment to `best`, skipping the chunks of slots whose newest
+    /// message is older than every hit kept.
+    fn collect(&mut self, segment: u32, info: &SegmentInfo) -> Result<(), SearchError> {
         let mut matching: Option<Slots> = None;
         for condition in &self.conditions {
             let key = rows::posting_key(&condition.tag, segment);
@@ -363,6 +368,10 @@ impl Query<'_, '_> {
         let mut chunks: HashMap<u16, Vec<i64>> = HashMap::new();
         for slot in matching.iter_descending() {
             let (chunk, offset) = rows::chunk_of(slot);
+            let bound = info.chunk_newest_unix_s.get(usize::from(chunk)).copied();
+            if !self.best.may_improve(bound.unwrap_or(i64::MAX)) {
+                continue;
+            }
             let times = match chunks.entry(chunk) {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                 std::collections::hash_map::Entry::Vacant(entry) => {
@@ -389,14 +398,11 @@ impl Query<'_, '_> {
 
     /// Whether every one of `terms` starts one of the message's tokens.
     fn confirms(&self, ordinal: u64, terms: &[String]) -> Result<bool, SearchError> {
-        let key = rows::tokens_key(ordinal);
-        let Some(bytes) = self.snapshot.get(NS, &key)? else {
-            return Ok(false);
-        };
-        let tokens: Vec<String> = rows::decode(&key, &bytes)?;
-        Ok(terms
-            .iter()
-            .all(|term| tokens.iter().any(|token| token.starts_with(term.as_str()))))
+        Ok(self.record(ordinal)?.is_some_and(|record| {
+            terms
+                .iter()
+                .all(|term| record.tokens.iter().any(|token| token.starts_with(term.as_str())))
+        }))
     }
 
     fn record(&self, ordinal: u64) -> Result<Option<Record>, SearchError> {

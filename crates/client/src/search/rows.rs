@@ -8,11 +8,14 @@ use super::SearchError;
 use super::terms::{TAG_BYTES, Tag};
 
 /// Messages per segment of the index. A posting row holds one segment's slots, so it is at
-/// most `SEGMENT_SLOTS / 8` bytes (a bitmap) however common its word; a newest-first query
-/// reads only the newest segments it needs.
-pub const SEGMENT_SLOTS: u64 = 4096;
+/// most `SEGMENT_SLOTS / 8` bytes (a bitmap: 2 KiB) however common its word, and a
+/// newest-first query reads only the newest segments it needs. Bigger segments mean fewer
+/// rows (each sealed row costs 40 bytes of nonce and tag, and most postings are a slot or
+/// two); smaller ones, smaller rows to rewrite. Unit tests use 1,024 so that their
+/// thousands of messages span many segments.
+pub const SEGMENT_SLOTS: u64 = if cfg!(test) { 1_024 } else { 16_384 };
 /// Messages per row of times: a live message rewrites one such row (2 KiB), not the whole
-/// segment's, and a query reads only the rows of the slots that match.
+/// segment's, and a query reads only the rows whose newest time can still make its list.
 pub(super) const TIME_CHUNK_SLOTS: u64 = 256;
 const TIME_CHUNKS: u64 = SEGMENT_SLOTS / TIME_CHUNK_SLOTS;
 const BITMAP_WORDS: usize = (SEGMENT_SLOTS / 64) as usize;
@@ -69,7 +72,7 @@ pub(super) fn locator_key(message: &Tag) -> Vec<u8> {
 /// Where an ordinal lives: (segment, slot in the segment).
 pub(super) fn place(ordinal: u64) -> Result<(u32, u16), SearchError> {
     let segment = u32::try_from(ordinal / SEGMENT_SLOTS).map_err(|_| SearchError::Full)?;
-    // Below SEGMENT_SLOTS (4096), so it fits.
+    // Below SEGMENT_SLOTS (at most 65,536), so it fits.
     let slot = u16::try_from(ordinal % SEGMENT_SLOTS).map_err(|_| SearchError::Full)?;
     Ok((segment, slot))
 }
@@ -148,7 +151,7 @@ impl Slots {
                 }
                 let top = 63 - bits.leading_zeros();
                 bits &= !(1u64 << top);
-                // index < 64 and top < 64: the slot is below 4096.
+                // index < BITMAP_WORDS and top < 64: the slot is below SEGMENT_SLOTS.
                 u16::try_from(index * 64 + top as usize).ok()
             })
         })
@@ -222,26 +225,25 @@ pub(super) struct SegmentInfo {
     /// The newest time of any message ever indexed in it (removals do not lower it, so it
     /// stays an upper bound): a query reads segments by this, newest first.
     pub(super) newest_unix_s: i64,
+    /// The same per chunk of [`TIME_CHUNK_SLOTS`]: a query skips the chunks (and their
+    /// times rows) that cannot hold a hit newer than the ones it has.
+    pub(super) chunk_newest_unix_s: Vec<i64>,
     /// Messages in it now; at 0 its rows go.
     pub(super) live: u32,
 }
 
-/// What a query needs of one message (`m ‖ ordinal`).
+/// What the index keeps of one message (`m ‖ ordinal`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Record {
     pub(super) group_id: GroupId,
     pub(super) seq: u64,
     pub(super) sender: UserName,
     pub(super) time_unix_s: i64,
-}
-
-/// `x ‖ ordinal`: the message's distinct tokens (sorted), which its tags are computed from,
-/// so removal takes it out of exactly the rows indexing wrote; they also confirm query
-/// terms longer than the longest indexed prefix. Apart from [`Record`], which every hit
-/// reads, because only those two uses need it. (The tokens, not the tags: a sixth of the
-/// bytes.)
-pub(super) fn tokens_key(ordinal: u64) -> Vec<u8> {
-    [b"x".as_slice(), &ordinal.to_be_bytes()].concat()
+    /// Its distinct tokens (sorted), which its tags are computed from, so that removal
+    /// takes it out of exactly the rows indexing wrote; they also confirm query terms
+    /// longer than the longest indexed prefix. (The tokens rather than the tags: a sixth of
+    /// the bytes.)
+    pub(super) tokens: Vec<String>,
 }
 
 pub(super) fn encode<T: Serialize>(key: &[u8], value: &T) -> Result<Vec<u8>, SearchError> {
@@ -266,22 +268,25 @@ mod tests {
 
     #[test]
     fn slots_round_trip_sparse_and_dense() {
-        for count in [0usize, 1, 2, 255, 256, 257, 4096] {
+        let max = usize::try_from(SEGMENT_SLOTS).unwrap();
+        let sparse = SPARSE_SLOTS_MAX;
+        for count in [0usize, 1, 2, sparse - 1, sparse, sparse + 1, max] {
             let mut slots = Slots::empty();
             for i in 0..count {
-                slots.insert(u16::try_from(i * 4096 / count.max(1)).unwrap());
+                slots.insert(u16::try_from(i * max / count.max(1)).unwrap());
             }
             assert_eq!(slots.len(), count);
             let encoded = slots.encode();
-            assert!(encoded.len() <= 1 + 512, "{count}: {} bytes", encoded.len());
+            assert!(encoded.len() <= 1 + max / 8, "{count}: {} bytes", encoded.len());
             assert_eq!(Slots::decode(b"k", &encoded).unwrap(), slots, "{count}");
         }
+        let last = u16::try_from(max - 1).unwrap();
         let mut slots = Slots::empty();
-        for slot in [4095, 0, 64, 63, 1000] {
+        for slot in [last, 0, 64, 63, 1000] {
             slots.insert(slot);
         }
         slots.remove(1000);
-        assert_eq!(slots.iter_descending().collect::<Vec<_>>(), vec![4095, 64, 63, 0]);
+        assert_eq!(slots.iter_descending().collect::<Vec<_>>(), vec![last, 64, 63, 0]);
         let mut other = Slots::empty();
         other.insert(64);
         other.insert(5);
@@ -306,13 +311,13 @@ mod tests {
     #[test]
     fn places_and_keys_order_as_designed() {
         assert_eq!(place(0).unwrap(), (0, 0));
-        assert_eq!(place(4097).unwrap(), (1, 1));
-        assert_eq!(ordinal(1, 1), 4097);
+        assert_eq!(place(SEGMENT_SLOTS + 1).unwrap(), (1, 1));
+        assert_eq!(ordinal(1, 1), SEGMENT_SLOTS + 1);
         assert_eq!(chunk_of(257), (1, 1));
         let tag = [7u8; TAG_BYTES];
         assert!(posting_key(&tag, 1) < posting_key(&tag, 2));
         assert!(posting_key(&tag, 2).starts_with(&posting_prefix(&tag)));
         assert_eq!(posting_segment(&posting_key(&tag, 513)), Some(513));
-        assert_eq!(all_times_keys(3).count(), 16);
+        assert_eq!(all_times_keys(3).count(), 4);
     }
 }

@@ -145,7 +145,7 @@ pub(super) fn message_tags(
 }
 
 /// One thing every hit must have: a posting tag, and for a term longer than
-/// [`PREFIX_CHARS_MAX`] the term itself, which one of the message's long tokens must
+/// [`PREFIX_CHARS_MAX`] the term itself, which one of the message's tokens must
 /// start with (the tag only says that a token starts with its first characters).
 #[derive(Debug)]
 pub(super) struct Condition {

@@ -40,31 +40,16 @@ fn salt_or_create(tx: &VaultTransaction<'_>) -> Result<Salt, SearchError> {
     Ok(salt)
 }
 
-/// A message's record and tokens, as stored at `ordinal`.
-fn get_entry(tx: &VaultTransaction<'_>, ordinal: u64) -> Result<Option<(Record, Vec<String>)>, SearchError> {
+fn get_record(tx: &VaultTransaction<'_>, ordinal: u64) -> Result<Option<Record>, SearchError> {
     let key = rows::record_key(ordinal);
-    let Some(bytes) = tx.get(NS, &key)? else {
-        return Ok(None);
-    };
-    let record = rows::decode(&key, &bytes)?;
-    let key = rows::tokens_key(ordinal);
-    let Some(bytes) = tx.get(NS, &key)? else {
-        return Err(SearchError::Malformed {
-            key: data_encoding::HEXLOWER.encode(&key),
-        });
-    };
-    Ok(Some((record, rows::decode(&key, &bytes)?)))
+    tx.get(NS, &key)?
+        .map(|bytes| rows::decode(&key, &bytes))
+        .transpose()
 }
 
-fn delete_entry(tx: &VaultTransaction<'_>, ordinal: u64) -> Result<(), SearchError> {
-    tx.delete(NS, rows::record_key(ordinal))?;
-    tx.delete(NS, rows::tokens_key(ordinal))?;
-    Ok(())
-}
-
-/// The tags `record` with `tokens` was posted under.
-fn tags_of(tagger: &Tagger, record: &Record, tokens: &[String]) -> Vec<Tag> {
-    message_tags(tagger, &record.group_id, &record.sender, tokens)
+/// The tags `record` was posted under.
+fn tags_of(tagger: &Tagger, record: &Record) -> Vec<Tag> {
+    message_tags(tagger, &record.group_id, &record.sender, &record.tokens)
 }
 
 fn get_ordinal(tx: &VaultTransaction<'_>, locator: &[u8]) -> Result<Option<u64>, SearchError> {
@@ -91,32 +76,30 @@ pub(super) fn index(
     let mut changes = Changes::default();
     let mut indexed = 0;
     for message in messages {
-        let tokens = message_tokens(message);
         let record = Record {
             group_id: message.group_id,
             seq: message.seq,
             sender: message.sender_user.clone(),
             time_unix_s: message.time_unix_s,
+            tokens: message_tokens(message),
         };
         let locator = rows::locator_key(&tagger.message(&message.group_id, message.seq));
         if let Some(old) = get_ordinal(tx, &locator)? {
-            match get_entry(tx, old)? {
+            match get_record(tx, old)? {
                 // Indexed as it is: nothing to write.
-                Some((known, known_tokens)) if known == record && known_tokens == tokens => continue,
-                Some((known, known_tokens)) => {
-                    changes.remove(old, &tags_of(&tagger, &known, &known_tokens), known.time_unix_s)?;
-                    delete_entry(tx, old)?;
+                Some(known) if known == record => continue,
+                Some(known) => {
+                    changes.remove(old, &tags_of(&tagger, &known), known.time_unix_s)?;
+                    tx.delete(NS, rows::record_key(old))?;
                 }
                 None => {}
             }
         }
         let ordinal = next;
         next = next.checked_add(1).ok_or(SearchError::Full)?;
-        changes.add(ordinal, &tags_of(&tagger, &record, &tokens), record.time_unix_s)?;
+        changes.add(ordinal, &tags_of(&tagger, &record), record.time_unix_s)?;
         let key = rows::record_key(ordinal);
         tx.put(NS, &key, &rows::encode(&key, &record)?)?;
-        let key = rows::tokens_key(ordinal);
-        tx.put(NS, &key, &rows::encode(&key, &tokens)?)?;
         tx.put(NS, &locator, &ordinal.to_be_bytes())?;
         indexed += 1;
     }
@@ -141,9 +124,9 @@ pub(super) fn unindex(tx: &VaultTransaction<'_>, messages: &[(GroupId, u64)]) ->
         let Some(ordinal) = get_ordinal(tx, &locator)? else {
             continue;
         };
-        if let Some((record, tokens)) = get_entry(tx, ordinal)? {
-            changes.remove(ordinal, &tags_of(&tagger, &record, &tokens), record.time_unix_s)?;
-            delete_entry(tx, ordinal)?;
+        if let Some(record) = get_record(tx, ordinal)? {
+            changes.remove(ordinal, &tags_of(&tagger, &record), record.time_unix_s)?;
+            tx.delete(NS, rows::record_key(ordinal))?;
             removed += 1;
         }
         tx.delete(NS, &locator)?;
@@ -161,6 +144,8 @@ struct SegmentChange {
     added: u32,
     removed: u32,
     newest_unix_s: Option<i64>,
+    /// Chunk → the newest time added to it.
+    chunk_newest_unix_s: BTreeMap<u16, i64>,
 }
 
 /// Row changes gathered over a batch. Per slot the last change wins: a message indexed and
@@ -201,6 +186,8 @@ impl Changes {
         if posted {
             change.added += 1;
             change.newest_unix_s = change.newest_unix_s.max(Some(time_unix_s));
+            let newest = change.chunk_newest_unix_s.entry(chunk).or_insert(time_unix_s);
+            *newest = (*newest).max(time_unix_s);
         } else {
             change.removed += 1;
         }
@@ -235,9 +222,19 @@ impl Changes {
                 Some(bytes) => rows::decode::<SegmentInfo>(&key, &bytes)?,
                 None => SegmentInfo {
                     newest_unix_s: i64::MIN,
+                    chunk_newest_unix_s: Vec::new(),
                     live: 0,
                 },
             };
+            for (chunk, newest) in &change.chunk_newest_unix_s {
+                let chunk = usize::from(*chunk);
+                if info.chunk_newest_unix_s.len() <= chunk {
+                    info.chunk_newest_unix_s.resize(chunk + 1, i64::MIN);
+                }
+                if let Some(known) = info.chunk_newest_unix_s.get_mut(chunk) {
+                    *known = (*known).max(*newest);
+                }
+            }
             info.live = info
                 .live
                 .saturating_add(change.added)
