@@ -229,6 +229,8 @@ fn history(args: &SearchArgs) -> Result<History> {
                 server_time_unix_s: time,
                 text,
                 attachment,
+                history: false,
+                event: false,
             },
             body,
         });
