@@ -35,8 +35,9 @@
 //! every token equal to it or starting with it; a one-character term finds only that
 //! one-character word (a one-letter prefix would match a twentieth of all words); a longer
 //! term is looked up by its first 12 characters and confirmed against the tokens the
-//! message's record keeps (its tags are computed from them again to remove it). Each message is also posted under the
-//! tags of its conversation and its sender, so filters are postings like words.
+//! message's record keeps (its tags are computed from them again to remove it). Each
+//! message is also posted under the tags of its conversation and its sender, so filters
+//! are postings like words.
 //!
 //! **Queries** ([`search`]): every term and filter must match (AND). The segments where all
 //! of them have postings are found from keys alone (an index scan, nothing decrypted);
@@ -67,7 +68,7 @@
 //! index never names a message that is not stored nor misses one that is, once the
 //! one-time backfill of messages stored before it ([`needs_backfill`]) is done. Indexing a
 //! message again replaces its entry (same content: nothing is written); removal takes it
-//! out of exactly the rows its record lists. Every row is bounded: postings by the segment
+//! out of exactly the rows its record's tokens, conversation and sender give. Every row is bounded: postings by the segment
 //! size, times by the chunk size, records by [`TOKENS_PER_MESSAGE_MAX`].
 
 mod rows;
