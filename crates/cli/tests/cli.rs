@@ -250,6 +250,7 @@ fn every_command_has_help() {
         &["group", "members"],
         &["group", "set"],
         &["group", "info"],
+        &["search"],
     ];
     for command in commands {
         let out = Command::new(BIN).args(*command).arg("--help").output().unwrap();

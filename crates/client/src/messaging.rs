@@ -1175,6 +1175,9 @@ impl Messenger {
             // accepted): a batch of nothing but our own needs no write.
             let mut changed = false;
             let mut delivered = Vec::new();
+            // The batch's messages, stored (and indexed) together in one vault transaction
+            // before the group state and the cursor move past them.
+            let mut received = Vec::new();
             for entry in entries {
                 conversation.cursor = entry.seq;
                 if entry.sender == self.device_id {
@@ -1213,20 +1216,17 @@ impl Messenger {
                                     AppBody::Text { text, sent_at_unix_s } => (text, sent_at_unix_s, None),
                                     _ => continue,
                                 };
-                                self.store_message(
-                                    group_id,
-                                    &StoredMessage {
-                                        seq: entry.seq,
-                                        sender_user: sender.body().user.clone(),
-                                        sender_device: sender.body().device_id,
-                                        sent_at_unix_s,
-                                        server_time_unix_s: entry.server_time_unix_s,
-                                        text,
-                                        attachment,
-                                        history: false,
-                                        event: false,
-                                    },
-                                )?;
+                                received.push(StoredMessage {
+                                    seq: entry.seq,
+                                    sender_user: sender.body().user.clone(),
+                                    sender_device: sender.body().device_id,
+                                    sent_at_unix_s,
+                                    server_time_unix_s: entry.server_time_unix_s,
+                                    text,
+                                    attachment,
+                                    history: false,
+                                    event: false,
+                                });
                             }
                             Ok(AppBody::Receipt { kind, seqs }) => {
                                 self.record_receipt(group_id, &sender.body().user, kind, &seqs)?;
@@ -1327,6 +1327,7 @@ impl Messenger {
                     break;
                 }
             }
+            local_search::store_all(&self.data, group_id, &received)?;
             if changed {
                 group.write_to_storage().map_err(mls_error("saving group"))?;
             }

@@ -56,6 +56,15 @@ pub(super) fn store(data: &AppStorage, group: &GroupId, message: &StoredMessage)
     })
 }
 
+/// Keeps `messages` of one conversation and indexes them, in one transaction.
+pub(super) fn store_all(data: &AppStorage, group: &GroupId, messages: &[StoredMessage]) -> Result<(), ClientError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let refs: Vec<(GroupId, &StoredMessage)> = messages.iter().map(|m| (*group, m)).collect();
+    data.transaction(|tx| store_in(tx, &refs))
+}
+
 /// Stores those of `messages` (each with its receipts) this device does not hold yet and
 /// indexes them, in one transaction: a message already here (read live, or stored by an
 /// earlier attempt) stays as it is, with its receipts. Returns how many were new.
