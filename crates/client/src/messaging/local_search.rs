@@ -57,7 +57,11 @@ pub(super) fn store(data: &AppStorage, group: &GroupId, message: &StoredMessage)
 }
 
 /// Keeps `messages` of one conversation and indexes them, in one transaction.
-pub(super) fn store_all(data: &AppStorage, group: &GroupId, messages: &[StoredMessage]) -> Result<(), ClientError> {
+pub(super) fn store_all(
+    data: &AppStorage,
+    group: &GroupId,
+    messages: &[StoredMessage],
+) -> Result<(), ClientError> {
     if messages.is_empty() {
         return Ok(());
     }
