@@ -62,12 +62,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::search::terms::add_tokens;
 use crate::vault::{Vault, VaultError, VaultTransaction};
 
 /// The vault namespace of the mail store.
 const NS: &str = "mail";
 /// Longest token indexed or searched, in characters; longer ones are cut to this.
-pub const TOKEN_CHARS_MAX: usize = 64;
+pub const TOKEN_CHARS_MAX: usize = crate::search::TOKEN_CHARS_MAX;
 /// Most distinct tokens indexed for one mail.
 pub const TOKENS_PER_MAIL_MAX: usize = 2_000;
 /// Most distinct terms of one query (the rest are ignored).
@@ -330,30 +331,6 @@ fn parse_folder_row(key: &str) -> Option<(i64, &str)> {
     let _folder = parts.next()?;
     let date = date_from_desc(parts.next()?)?;
     Some((date, parts.next()?))
-}
-
-/// The distinct tokens of `text` added to `out` while it holds fewer than `max`.
-fn add_tokens(text: &str, out: &mut BTreeSet<String>, max: usize) {
-    let mut token = String::new();
-    let mut chars = 0;
-    let mut flush = |token: &mut String, chars: &mut usize| {
-        if !token.is_empty() && (out.len() < max || out.contains(token.as_str())) {
-            out.insert(std::mem::take(token));
-        }
-        token.clear();
-        *chars = 0;
-    };
-    for c in text.chars() {
-        if c.is_alphanumeric() {
-            if chars < TOKEN_CHARS_MAX {
-                token.extend(c.to_lowercase());
-                chars += 1;
-            }
-        } else {
-            flush(&mut token, &mut chars);
-        }
-    }
-    flush(&mut token, &mut chars);
 }
 
 /// The words a mail is found by.

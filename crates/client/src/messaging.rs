@@ -571,34 +571,13 @@ impl Messenger {
                 return Err(ClientError::Server(redoubt_proto::ErrorBody::new(
                     ErrorCode::NotFound,
                     format!(
-                        "{member} has no device that can be added yet (none has connected since enrolling)"
+                        "{member} has no device that can be added (none has published its keys; a device does when it enrolls)"
                     ),
                 )));
             }
         }
 
-        let mut context = ExtensionList::new();
-        context
-            .set_from(ExternalSendersExt::new(vec![redoubt_mls::org_external_sender(
-                &self.org_key,
-            )]))
-            .map_err(|e| ClientError::Mls(e.to_string()))?;
-        let mut group = self
-            .mls
-            .create_group(context, ExtensionList::new(), None)
-            .map_err(mls_error("creating group"))?;
-        let group_info = group.group_info_message(true).map_err(mls_error("group info"))?;
-        let group_info = group_info.to_bytes().map_err(mls_error("group info"))?;
-        let group_id = match self
-            .session
-            .connection()
-            .call(Request::GroupCreate { group_info })
-            .await?
-        {
-            Response::GroupCreated { group_id } => group_id,
-            _ => return Err(ClientError::Protocol("unexpected response to GroupCreate".into())),
-        };
-        group.write_to_storage().map_err(mls_error("saving group"))?;
+        let group_id = self.create_group_alone().await?;
         let conversation = Conversation {
             group_id,
             name: name.to_owned(),
@@ -619,6 +598,31 @@ impl Messenger {
         }
         self.load_conversation(&group_id)?
             .ok_or_else(|| ClientError::Profile("conversation vanished".into()))
+    }
+
+    /// Makes a new MLS group with this device alone (the organisation as its external
+    /// sender, so it can remove revoked devices) and registers it with the server.
+    async fn create_group_alone(&mut self) -> Result<GroupId, ClientError> {
+        let mut context = ExtensionList::new();
+        context
+            .set_from(ExternalSendersExt::new(vec![redoubt_mls::org_external_sender(
+                &self.org_key,
+            )]))
+            .map_err(|e| ClientError::Mls(e.to_string()))?;
+        let mut group = self
+            .mls
+            .create_group(context, ExtensionList::new(), None)
+            .map_err(mls_error("creating group"))?;
+        let group_info = group
+            .group_info_message(true)
+            .and_then(|info| info.to_bytes())
+            .map_err(mls_error("group info"))?;
+        let group_id = match self.session.request(Request::GroupCreate { group_info }).await? {
+            Response::GroupCreated { group_id } => group_id,
+            _ => return Err(ClientError::Protocol("unexpected response to GroupCreate".into())),
+        };
+        group.write_to_storage().map_err(mls_error("saving group"))?;
+        Ok(group_id)
     }
 
     /// Creates a group conversation that shares `share_history_days` of history with members

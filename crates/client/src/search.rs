@@ -72,7 +72,7 @@
 //! size, times by the chunk size, records by [`TOKENS_PER_MESSAGE_MAX`].
 
 mod rows;
-mod terms;
+pub(crate) mod terms;
 mod write;
 
 use std::cmp::Reverse;

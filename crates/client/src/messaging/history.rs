@@ -14,8 +14,6 @@
 
 use std::collections::BTreeSet;
 
-use mls_rs::ExtensionList;
-use mls_rs::extension::built_in::ExternalSendersExt;
 use redoubt_mls::AppBody;
 use redoubt_mls::history::{
     ConversationSettings, HISTORY_PART_BYTES_MAX, HISTORY_PARTS_MAX, HistoryConversation, HistoryMessage,
@@ -24,7 +22,7 @@ use redoubt_mls::history::{
 use redoubt_proto::{DeviceId, DeviceSummary, ErrorCode, GroupId, HistoryState, Request, Response, UserName};
 use serde::{Deserialize, Serialize};
 
-use super::{Conversation, Messenger, Receipts, StoredMessage, mls_error, storage_error};
+use super::{Conversation, Messenger, Receipts, StoredMessage, storage_error};
 use crate::{ClientError, unix_now};
 
 /// A part is cut before it passes this many bytes, leaving room under the limit for the
@@ -417,25 +415,7 @@ impl Messenger {
 
     /// A new MLS group with this device alone, known to the server, marked as a transfer.
     async fn create_transfer_group(&mut self) -> Result<GroupId, ClientError> {
-        let mut context = ExtensionList::new();
-        context
-            .set_from(ExternalSendersExt::new(vec![redoubt_mls::org_external_sender(
-                &self.org_key,
-            )]))
-            .map_err(|e| ClientError::Mls(e.to_string()))?;
-        let mut group = self
-            .mls
-            .create_group(context, ExtensionList::new(), None)
-            .map_err(mls_error("creating group"))?;
-        let group_info = group
-            .group_info_message(true)
-            .and_then(|info| info.to_bytes())
-            .map_err(mls_error("group info"))?;
-        let group_id = match self.call_repeatable(Request::GroupCreate { group_info }).await? {
-            Response::GroupCreated { group_id } => group_id,
-            _ => return Err(ClientError::Protocol("unexpected response to GroupCreate".into())),
-        };
-        group.write_to_storage().map_err(mls_error("saving group"))?;
+        let group_id = self.create_group_alone().await?;
         self.mark_transfer_group(&group_id)?;
         self.save_conversation(&Conversation {
             group_id,

@@ -76,8 +76,8 @@ impl Tagger {
 
 /// The distinct tokens of `text` added to `out` while it holds fewer than `max`: runs of
 /// Unicode alphanumeric characters, lower-cased (no other normalisation), cut at
-/// [`TOKEN_CHARS_MAX`] characters. The same rule as the mail index's.
-pub(super) fn add_tokens(text: &str, out: &mut BTreeSet<String>, max: usize) {
+/// [`TOKEN_CHARS_MAX`] characters. The mail index tokenises the same way.
+pub(crate) fn add_tokens(text: &str, out: &mut BTreeSet<String>, max: usize) {
     let mut token = String::new();
     let mut chars = 0;
     let mut flush = |token: &mut String, chars: &mut usize| {
