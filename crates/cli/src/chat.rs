@@ -212,18 +212,37 @@ pub(crate) fn draw(frame: &mut Frame, app: &App) {
     // Show the newest messages: keep the last lines that fit inside the borders.
     let visible = usize::from(right.height.saturating_sub(2));
     let skip = lines.len().saturating_sub(visible);
-    let messages =
-        Paragraph::new(lines.split_off(skip)).block(Block::default().borders(Borders::ALL).title(title));
-    frame.render_widget(messages, right);
-
-    let prompt = Paragraph::new(app.input.as_str()).block(
-        Block::default()
-            .borders(Borders::ALL)
-            .title(" Message — Enter sends, /file PATH, /search WORDS, Tab switches, Esc quits "),
+    let panes = Panes { right, input, status };
+    panes.draw(
+        frame,
+        app,
+        &title,
+        lines.split_off(skip),
+        " Message — Enter sends, /file PATH, /search WORDS, Tab switches, Esc quits ",
     );
-    frame.render_widget(prompt, input);
-    frame.set_cursor_position((input.x + 1 + app.input.chars().count() as u16, input.y + 1));
-    frame.render_widget(Paragraph::new(app.status.as_str()), status);
+}
+
+/// The right-hand side of the screen: a bordered pane, the input line, the status line.
+struct Panes {
+    right: ratatui::layout::Rect,
+    input: ratatui::layout::Rect,
+    status: ratatui::layout::Rect,
+}
+
+impl Panes {
+    fn draw(&self, frame: &mut Frame, app: &App, title: &str, lines: Vec<Line>, prompt: &str) {
+        frame.render_widget(
+            Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
+            self.right,
+        );
+        frame.render_widget(
+            Paragraph::new(app.input.as_str()).block(Block::default().borders(Borders::ALL).title(prompt)),
+            self.input,
+        );
+        let input = self.input;
+        frame.set_cursor_position((input.x + 1 + app.input.chars().count() as u16, input.y + 1));
+        frame.render_widget(Paragraph::new(app.status.as_str()), self.status);
+    }
 }
 
 /// Search results: newest first, each with its conversation, time and sender.
@@ -262,18 +281,14 @@ fn draw_search(
         results.query,
         results.hits.len()
     );
-    frame.render_widget(
-        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
-        right,
+    let panes = Panes { right, input, status };
+    panes.draw(
+        frame,
+        app,
+        &title,
+        lines,
+        " Search — /search WORDS again, Esc or Tab returns ",
     );
-    let prompt = Paragraph::new(app.input.as_str()).block(
-        Block::default()
-            .borders(Borders::ALL)
-            .title(" Search — /search WORDS again, Esc or Tab returns "),
-    );
-    frame.render_widget(prompt, input);
-    frame.set_cursor_position((input.x + 1 + app.input.chars().count() as u16, input.y + 1));
-    frame.render_widget(Paragraph::new(app.status.as_str()), status);
 }
 
 /// Runs `/search WORDS`: shows the hits, or with no words closes the results.
@@ -364,18 +379,14 @@ fn draw_mail(
     };
     let visible = usize::from(right.height.saturating_sub(2));
     let lines: Vec<Line> = lines.into_iter().take(visible).collect();
-    frame.render_widget(
-        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
-        right,
+    let panes = Panes { right, input, status };
+    panes.draw(
+        frame,
+        app,
+        &title,
+        lines,
+        " Mail — a number + Enter opens, /inbox lists, Tab switches, Esc quits ",
     );
-    let prompt = Paragraph::new(app.input.as_str()).block(
-        Block::default()
-            .borders(Borders::ALL)
-            .title(" Mail — a number + Enter opens, /inbox lists, Tab switches, Esc quits "),
-    );
-    frame.render_widget(prompt, input);
-    frame.set_cursor_position((input.x + 1 + app.input.chars().count() as u16, input.y + 1));
-    frame.render_widget(Paragraph::new(app.status.as_str()), status);
 }
 
 /// What Enter does in the mail view.

@@ -193,6 +193,14 @@ impl Connection {
         Ok(frame)
     }
 
+    /// Takes the events received while waiting for answers that `wanted` selects; returns
+    /// how many there were.
+    pub fn take_events(&mut self, wanted: impl Fn(&redoubt_proto::Event) -> bool) -> usize {
+        let before = self.pending_events.len();
+        self.pending_events.retain(|event| !wanted(event));
+        before - self.pending_events.len()
+    }
+
     /// WebSocket payload bytes (sent, received) on this connection so far, for measuring
     /// what a piece of work costs on the wire.
     pub fn frame_bytes(&self) -> (u64, u64) {

@@ -226,6 +226,10 @@ pub struct Messenger {
     /// simply fetches them.
     pushed: HashMap<GroupId, Vec<GroupEntry>>,
     pushed_bytes: usize,
+    /// Whether a sync should look for new devices of this user waiting for history: at
+    /// open and reconnection, on `DeviceReady` and policy changes, and while a waiting
+    /// device could not be served. Otherwise a sync asks nothing of it.
+    history_due: bool,
 }
 
 /// Bytes of pushed entries kept waiting for a sync; past it they are dropped and fetched.
@@ -283,6 +287,7 @@ impl Messenger {
             data,
             pushed: HashMap::new(),
             pushed_bytes: 0,
+            history_due: true,
             session,
         };
         messenger.recover().await?;
@@ -1546,6 +1551,7 @@ impl Messenger {
             match Session::open(&self.profile).await {
                 Ok(session) => {
                     self.session = session;
+                    self.history_due = true;
                     return Ok(());
                 }
                 Err(error) if attempt < attempts_max && error.is_transient() => {
@@ -1649,8 +1655,13 @@ impl Messenger {
         loop {
             match self.session.next_event().await? {
                 event @ (Event::PolicyChanged { .. } | Event::Command(_)) => {
+                    self.history_due = true;
                     self.session.handle_event(event).await?;
                     self.apply_retention()?;
+                }
+                event @ Event::DeviceReady { .. } => {
+                    self.history_due = true;
+                    return Ok(event);
                 }
                 Event::GroupEntries { group_id, entries } => {
                     let seq = entries.last().map_or(0, |e| e.seq);

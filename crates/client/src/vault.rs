@@ -406,6 +406,15 @@ fn get_prefix_sealed(
             .query_map(params![ns, prefix], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<Result<_, _>>()?,
     };
+    open_rows(cipher, ns, rows)
+}
+
+/// Opens sealed (key, value) rows of `ns`; a value that does not open is corruption.
+fn open_rows(
+    cipher: &XChaCha20Poly1305,
+    ns: &str,
+    rows: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<VaultRows, VaultError> {
     rows.into_iter()
         .map(|(key, sealed)| match open_with(cipher, &aad(ns, &key), &sealed) {
             Some(value) => Ok((key, value)),
@@ -445,15 +454,7 @@ fn get_page_sealed(
             .query_map(params![ns, start, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<Result<_, _>>()?,
     };
-    rows.into_iter()
-        .map(|(key, sealed)| match open_with(cipher, &aad(ns, &key), &sealed) {
-            Some(value) => Ok((key, value)),
-            None => Err(VaultError::Corrupt {
-                ns: ns.to_owned(),
-                key: printable(&key),
-            }),
-        })
-        .collect()
+    open_rows(cipher, ns, rows)
 }
 
 /// Writes inside one SQLite transaction, all sealed under the vault's key.

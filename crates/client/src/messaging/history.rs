@@ -208,11 +208,18 @@ impl Messenger {
     /// another device took the job (or the policy says no). Runs at the end of a sync, after
     /// the new devices were added to the conversations.
     pub(super) async fn send_history_to_new_devices(&mut self) -> Result<(), ClientError> {
+        // A new device announced itself while this sync waited for answers.
+        let announced = self
+            .session
+            .connection()
+            .take_events(|event| matches!(event, redoubt_proto::Event::DeviceReady { .. }));
+        self.history_due |= announced > 0;
         let policy = self.session.policy().clone();
-        if !policy.history_transfer {
+        if !self.history_due || !policy.history_transfer {
             return Ok(());
         }
         let devices = self.own_devices().await?;
+        self.history_due = false;
         let waiting_itself = devices.iter().any(|d| {
             d.device_id == self.device_id
                 && d.history
@@ -253,8 +260,10 @@ impl Messenger {
                 Ok(Some(messages)) => {
                     tracing::info!(device_id = %device.device_id, messages, "history sent to a new device");
                 }
-                Ok(None) => {}
+                // Another device has the job, or this one cannot reach it yet: look again.
+                Ok(None) => self.history_due = true,
                 Err(error) => {
+                    self.history_due = true;
                     tracing::warn!(device_id = %device.device_id, %error, "could not send history to a new device");
                 }
             }
