@@ -463,11 +463,13 @@ impl Messenger {
                 messages: Vec::new(),
             };
             part.conversations.push(header.clone());
+            // The conversation's receipts in one read, not one per message.
+            let mut receipts = self.all_receipts(&conversation.group_id)?;
             for message in self.messages(conversation)? {
                 if message.sent_at_unix_s.min(message.server_time_unix_s) < *since {
                     continue;
                 }
-                let receipts = self.receipts(conversation, message.seq)?;
+                let receipts = receipts.remove(&message.seq).unwrap_or_default();
                 let entry = HistoryMessage {
                     seq: message.seq,
                     sender_user: message.sender_user,
@@ -500,6 +502,24 @@ impl Messenger {
             parts.push((part.encode(), count));
         }
         Ok(parts)
+    }
+
+    /// Every receipt recorded in a conversation, by message.
+    fn all_receipts(&self, group: &GroupId) -> Result<std::collections::HashMap<u64, Receipts>, ClientError> {
+        let prefix = format!("rcpt/{group}/");
+        self.data
+            .get_by_prefix(&prefix)
+            .map_err(storage_error)?
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let seq = key.strip_prefix(&prefix)?.parse().ok()?;
+                Some(
+                    postcard::from_bytes(&value)
+                        .map(|r| (seq, r))
+                        .map_err(storage_error),
+                )
+            })
+            .collect()
     }
 
     /// Keeps an offer that arrived in a transfer group, to be stored by
