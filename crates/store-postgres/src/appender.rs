@@ -1,0 +1,371 @@
+//! Group commit for log appends: one task per store takes every append waiting (up to
+//! [`APPEND_BATCH_MAX`]) and writes them in one transaction, so that many devices' messages
+//! share one commit, the cost that bounds appends (the server runs with `fsync` and
+//! `synchronous_commit` on). Each append runs under its own savepoint, so one failing (an
+//! epoch conflict) leaves the others; nothing is answered before the commit.
+//!
+//! Correct with several nodes appending to one group: each append takes its group row's
+//! lock (`UPDATE groups … RETURNING`, or `FOR NO KEY UPDATE` for a commit) before it
+//! numbers its entry or checks the epoch, and holds it to the commit. A batch locks its
+//! groups in id order, as every node's batches do, so two batches never wait for each
+//! other in a circle; should PostgreSQL abort a batch for a conflict nonetheless, the whole
+//! batch runs again ([`crate::TRANSACTION_ATTEMPTS_MAX`]).
+
+use redoubt_proto::{DeviceId, GroupId};
+use redoubt_store::{AppendError, Appended, GroupTransition, StoreError};
+use sqlx::postgres::PgPool;
+use sqlx::PgConnection;
+
+use crate::{TRANSACTION_ATTEMPTS_MAX, backend_error, backoff, from_db, insert_error, is_conflict, to_db};
+
+/// Appends written in one transaction at most.
+const APPEND_BATCH_MAX: usize = 256;
+
+/// One append for the group-commit task.
+pub(crate) struct AppendJob {
+    pub entry: OwnedLogEntry,
+    pub transition: Option<GroupTransition>,
+    pub reply: tokio::sync::oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// A log entry that owns its message, to cross to the group-commit task.
+pub(crate) struct OwnedLogEntry {
+    pub group: GroupId,
+    pub sender: DeviceId,
+    pub client_message_id: [u8; 16],
+    pub message: Vec<u8>,
+    pub created_at_unix_s: i64,
+}
+
+/// What the group-commit task is asked to do.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every job is an append; boxing would allocate for each"
+)]
+pub(crate) enum Job {
+    Append(AppendJob),
+    /// Finish the appends before it, then answer.
+    Close(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Starts the task; it ends at [`Job::Close`] or when every sender of `jobs` is gone.
+pub(crate) fn start(pool: PgPool, jobs: tokio::sync::mpsc::Receiver<Job>) {
+    tokio::spawn(run(pool, jobs));
+}
+
+async fn run(pool: PgPool, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
+    let mut closing = None;
+    while closing.is_none() {
+        let Some(mut next) = jobs.recv().await else {
+            break;
+        };
+        let mut batch = Vec::new();
+        loop {
+            match next {
+                Job::Append(job) => batch.push(job),
+                Job::Close(reply) => {
+                    closing = Some(reply);
+                    break;
+                }
+            }
+            if batch.len() >= APPEND_BATCH_MAX {
+                break;
+            }
+            match jobs.try_recv() {
+                Ok(job) => next = job,
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        // Groups locked in id order; a stable sort keeps each group's appends in the
+        // order they came.
+        batch.sort_by(|a, b| a.entry.group.as_bytes().cmp(b.entry.group.as_bytes()));
+        let results = append_batch(&pool, &batch).await;
+        for (job, result) in batch.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+    if let Some(reply) = closing {
+        let _ = reply.send(());
+    }
+}
+
+/// Appends the batch in one transaction, run again while PostgreSQL aborts it for a
+/// conflict. When the transaction fails, every append gets its error: none was written.
+async fn append_batch(pool: &PgPool, batch: &[AppendJob]) -> Vec<Result<Appended, AppendError>> {
+    let mut attempt = 1;
+    loop {
+        match append_batch_once(pool, batch).await {
+            Ok(results) => return results,
+            Err(error) if attempt < TRANSACTION_ATTEMPTS_MAX && is_conflict(&error) => {
+                backoff(attempt).await;
+                attempt += 1;
+            }
+            Err(error) => {
+                let error = backend_error(error);
+                tracing::warn!(%error, appends = batch.len(), "a batch of appends failed; none was written");
+                return batch
+                    .iter()
+                    .map(|_| Err(AppendError::Store(StoreError::Backend(error.to_string()))))
+                    .collect();
+            }
+        }
+    }
+}
+
+async fn append_batch_once(
+    pool: &PgPool,
+    batch: &[AppendJob],
+) -> Result<Vec<Result<Appended, AppendError>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        results.push(append_one(&mut tx, job).await?);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Why an append did not happen.
+enum Failed {
+    /// This append fails alone: its savepoint is rolled back and the batch goes on.
+    Alone(AppendError),
+    /// The transaction cannot go on (connection lost, deadlock): the batch fails, or runs
+    /// again.
+    Batch(sqlx::Error),
+}
+
+impl From<AppendError> for Failed {
+    fn from(error: AppendError) -> Self {
+        Failed::Alone(error)
+    }
+}
+
+/// A database error inside one append: a conflict or a lost connection ends the batch;
+/// an error PostgreSQL reported for this statement alone (a constraint, a bad value) is
+/// this append's, and rolling back to its savepoint recovers the transaction.
+fn failed(error: sqlx::Error, what: &'static str, parent: &'static str) -> Failed {
+    match &error {
+        sqlx::Error::Database(_) if !is_conflict(&error) => {
+            Failed::Alone(AppendError::Store(insert_error(error, what, parent)))
+        }
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
+            Failed::Alone(AppendError::Store(backend_error(error)))
+        }
+        _ => Failed::Batch(error),
+    }
+}
+
+/// A statement whose failure is a log entry's.
+fn log_error(error: sqlx::Error) -> Failed {
+    failed(error, "log entry", "group")
+}
+
+async fn statement(conn: &mut PgConnection, sql: &'static str) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).execute(conn).await.map(drop)
+}
+
+/// One append under its own savepoint. `Err` only when the batch's transaction failed.
+async fn append_one(
+    conn: &mut PgConnection,
+    job: &AppendJob,
+) -> Result<Result<Appended, AppendError>, sqlx::Error> {
+    statement(conn, "SAVEPOINT one_append").await?;
+    let outcome = match &job.transition {
+        None => append_message(conn, &job.entry).await,
+        Some(transition) => append_handshake(conn, &job.entry, transition).await,
+    };
+    let result = match outcome {
+        Ok(Some(appended)) => Ok(appended),
+        Ok(None) => {
+            // Nothing appended: a repeat of an earlier append, or no such group. The
+            // savepoint undoes the number the group gave this entry.
+            statement(conn, "ROLLBACK TO SAVEPOINT one_append").await?;
+            match earlier_append(conn, &job.entry).await {
+                Ok(Some(seq)) => Ok(Appended { seq, duplicate: true }),
+                Ok(None) => Err(AppendError::UnknownGroup),
+                Err(Failed::Alone(error)) => Err(error),
+                Err(Failed::Batch(error)) => return Err(error),
+            }
+        }
+        Err(Failed::Alone(error)) => {
+            statement(conn, "ROLLBACK TO SAVEPOINT one_append").await?;
+            Err(error)
+        }
+        Err(Failed::Batch(error)) => return Err(error),
+    };
+    statement(conn, "RELEASE SAVEPOINT one_append").await?;
+    Ok(result)
+}
+
+/// An application message: numbered and written in one statement, under the group row's
+/// lock the `UPDATE` takes. `None` when nothing was written (see [`earlier_append`]).
+async fn append_message(conn: &mut PgConnection, entry: &OwnedLogEntry) -> Result<Option<Appended>, Failed> {
+    let seq: Option<i64> = sqlx::query_scalar(
+        "WITH head AS (UPDATE groups SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq)
+         INSERT INTO group_log (group_id, seq, sender, client_message_id, message, created_at, handshake)
+         SELECT $1, head.last_seq, $2, $3, $4, $5, FALSE FROM head
+         ON CONFLICT (group_id, sender, client_message_id) DO NOTHING
+         RETURNING seq",
+    )
+    .bind(entry.group.as_bytes())
+    .bind(entry.sender.as_bytes())
+    .bind(entry.client_message_id)
+    .bind(entry.message.as_slice())
+    .bind(entry.created_at_unix_s)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(log_error)?;
+    seq.map(|seq| {
+        Ok(Appended {
+            seq: sequence(seq)?,
+            duplicate: false,
+        })
+    })
+    .transpose()
+}
+
+/// The sequence number an earlier append with this entry's sender and client message id
+/// got, if any.
+async fn earlier_append(conn: &mut PgConnection, entry: &OwnedLogEntry) -> Result<Option<u64>, Failed> {
+    let seq: Option<i64> = sqlx::query_scalar(
+        "SELECT seq FROM group_log WHERE group_id = $1 AND sender = $2 AND client_message_id = $3",
+    )
+    .bind(entry.group.as_bytes())
+    .bind(entry.sender.as_bytes())
+    .bind(entry.client_message_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(log_error)?;
+    seq.map(sequence).transpose()
+}
+
+/// A handshake: the group row is locked first, then the repeat and the epoch are checked
+/// under the lock, and the entry, the group's new head and membership are written.
+async fn append_handshake(
+    conn: &mut PgConnection,
+    entry: &OwnedLogEntry,
+    transition: &GroupTransition,
+) -> Result<Option<Appended>, Failed> {
+    let group_id = entry.group.as_bytes();
+    // NO KEY: the lock an UPDATE of the row takes; rows referring to the group (blobs)
+    // may still be inserted meanwhile.
+    let head: Option<(i64, i64)> =
+        sqlx::query_as("SELECT epoch, last_seq FROM groups WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(group_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(log_error)?;
+    let Some((epoch, last_seq)) = head else {
+        return Ok(None);
+    };
+    if let Some(seq) = earlier_append(conn, entry).await? {
+        return Ok(Some(Appended { seq, duplicate: true }));
+    }
+    let epoch = sequence(epoch)?;
+    if transition.expected_epoch != epoch {
+        return Err(AppendError::EpochConflict {
+            expected: transition.expected_epoch,
+            current: epoch,
+        }
+        .into());
+    }
+    let seq = sequence(last_seq)? + 1;
+    let seq_db = db(seq)?;
+    sqlx::query(
+        "INSERT INTO group_log (group_id, seq, sender, client_message_id, message, created_at, handshake)
+         VALUES ($1, $2, $3, $4, $5, $6, TRUE)",
+    )
+    .bind(group_id)
+    .bind(seq_db)
+    .bind(entry.sender.as_bytes())
+    .bind(entry.client_message_id)
+    .bind(entry.message.as_slice())
+    .bind(entry.created_at_unix_s)
+    .execute(&mut *conn)
+    .await
+    .map_err(log_error)?;
+    // Without a new state the stored one stays, as of its entry; this one is replayed.
+    sqlx::query(
+        "UPDATE groups SET last_seq = $2, epoch = $3,
+             state = coalesce($4, state),
+             state_seq = CASE WHEN $4 IS NULL THEN state_seq ELSE $2 END
+         WHERE id = $1",
+    )
+    .bind(group_id)
+    .bind(seq_db)
+    .bind(db(transition.epoch)?)
+    .bind(transition.state.as_deref())
+    .execute(&mut *conn)
+    .await
+    .map_err(log_error)?;
+    write_membership(conn, &entry.group, seq_db, transition).await?;
+    Ok(Some(Appended {
+        seq,
+        duplicate: false,
+    }))
+}
+
+/// Adds and removes members as of entry `seq`, and delivers the Welcome to those added.
+async fn write_membership(
+    conn: &mut PgConnection,
+    group: &GroupId,
+    seq: i64,
+    transition: &GroupTransition,
+) -> Result<(), Failed> {
+    let mut added: Vec<[u8; 16]> = Vec::with_capacity(transition.added.len());
+    for device in &transition.added {
+        // Once each: one statement may not upsert a row twice.
+        if !added.contains(device.as_bytes()) {
+            added.push(*device.as_bytes());
+        }
+    }
+    if !added.is_empty() {
+        sqlx::query(
+            "INSERT INTO group_members (group_id, device_id, joined_seq)
+             SELECT $1, d.id, $3 FROM unnest($2::bytea[]) AS d (id)
+             ON CONFLICT (group_id, device_id)
+             DO UPDATE SET joined_seq = excluded.joined_seq, removed_seq = NULL",
+        )
+        .bind(group.as_bytes())
+        .bind(&added)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| failed(e, "group member", "device"))?;
+        if let Some(welcome) = &transition.welcome {
+            sqlx::query(
+                "INSERT INTO inbox (device_id, group_id, welcome, joined_seq)
+                 SELECT d.id, $2, $3, $4 FROM unnest($1::bytea[]) WITH ORDINALITY AS d (id, n) ORDER BY d.n",
+            )
+            .bind(&added)
+            .bind(group.as_bytes())
+            .bind(welcome.as_slice())
+            .bind(seq)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| failed(e, "inbox item", "device"))?;
+        }
+    }
+    if !transition.removed.is_empty() {
+        let removed: Vec<[u8; 16]> = transition.removed.iter().map(|d| *d.as_bytes()).collect();
+        sqlx::query("UPDATE group_members SET removed_seq = $1 WHERE group_id = $2 AND device_id = ANY($3)")
+            .bind(seq)
+            .bind(group.as_bytes())
+            .bind(&removed)
+            .execute(&mut *conn)
+            .await
+            .map_err(log_error)?;
+    }
+    Ok(())
+}
+
+fn sequence(value: i64) -> Result<u64, Failed> {
+    from_db(value, "sequence number").map_err(|e| Failed::Alone(AppendError::Store(e)))
+}
+
+fn db(value: u64) -> Result<i64, Failed> {
+    to_db(value, "sequence number").map_err(|e| Failed::Alone(AppendError::Store(e)))
+}
