@@ -13,8 +13,8 @@
 
 use redoubt_proto::{DeviceId, GroupId};
 use redoubt_store::{AppendError, Appended, GroupTransition, StoreError};
-use sqlx::postgres::PgPool;
 use sqlx::PgConnection;
+use sqlx::postgres::PgPool;
 
 use crate::{TRANSACTION_ATTEMPTS_MAX, backend_error, backoff, from_db, insert_error, is_conflict, to_db};
 

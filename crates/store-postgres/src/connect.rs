@@ -40,7 +40,9 @@ impl Target {
         let invalid = |reason: &dyn Display| {
             StoreError::Backend(redact(&format!("invalid database URL: {reason}"), &secrets))
         };
-        let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+        let scheme = url
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
         if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
             return Err(invalid(&"it must start with postgres:// or postgresql://"));
         }
@@ -135,9 +137,9 @@ fn percent_decode(text: &str, plus_is_space: bool) -> String {
 
 /// `message` with every secret replaced (longest first, so none is left half-shown).
 fn redact(message: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .fold(message.to_owned(), |message, secret| message.replace(secret.as_str(), REDACTED))
+    secrets.iter().fold(message.to_owned(), |message, secret| {
+        message.replace(secret.as_str(), REDACTED)
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 
 use redoubt_proto::{BlobId, DeviceId, GroupId, UserName};
 use redoubt_store::{
-    BlobRecord, ClaimedPackage, GroupHead, GroupRecord, InboxRecord, LogRecord, Membership, Result, StoreError,
+    BlobRecord, ClaimedPackage, GroupHead, GroupRecord, InboxRecord, LogRecord, Membership, Result,
+    StoreError,
 };
 use sqlx::postgres::PgRow;
 
@@ -40,7 +41,9 @@ fn membership_from_row(row: &PgRow) -> Result<Membership> {
     let removed: Option<i64> = get(row, "removed_seq")?;
     Ok(Membership {
         joined_seq: unsigned(row, "joined_seq")?,
-        removed_seq: removed.map(|seq| crate::from_db(seq, "removed_seq")).transpose()?,
+        removed_seq: removed
+            .map(|seq| crate::from_db(seq, "removed_seq"))
+            .transpose()?,
     })
 }
 
@@ -72,12 +75,13 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(backend_error)?;
-            let count: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM key_packages WHERE device_id = $1 AND NOT last_resort")
-                    .bind(device.as_bytes())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(backend_error)?;
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM key_packages WHERE device_id = $1 AND NOT last_resort",
+            )
+            .bind(device.as_bytes())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend_error)?;
             let total = u64::try_from(count).unwrap_or(0) + one_time.len() as u64;
             if total > u64::from(pool_max) {
                 return Err(StoreError::Limit(format!(
@@ -224,15 +228,17 @@ impl PgStore {
         group: &GroupId,
         device: &DeviceId,
     ) -> Result<Option<Membership>> {
-        sqlx::query("SELECT joined_seq, removed_seq FROM group_members WHERE group_id = $1 AND device_id = $2")
-            .bind(group.as_bytes())
-            .bind(device.as_bytes())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend_error)?
-            .as_ref()
-            .map(membership_from_row)
-            .transpose()
+        sqlx::query(
+            "SELECT joined_seq, removed_seq FROM group_members WHERE group_id = $1 AND device_id = $2",
+        )
+        .bind(group.as_bytes())
+        .bind(device.as_bytes())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend_error)?
+        .as_ref()
+        .map(membership_from_row)
+        .transpose()
     }
 
     pub(crate) async fn find_submission_impl(

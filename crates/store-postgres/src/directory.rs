@@ -10,7 +10,8 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
 use crate::{
-    PgStore, backend_error, corrupt, fixed, from_db, get, insert_error, management, to_db, unsigned, user_name,
+    PgStore, backend_error, corrupt, fixed, from_db, get, insert_error, management, to_db, unsigned,
+    user_name,
 };
 
 fn state_text(state: ActivationCodeState) -> &'static str {
@@ -171,14 +172,18 @@ async fn insert_device(conn: &mut PgConnection, device: &DeviceRecord) -> Result
 }
 
 async fn code_by_id(conn: &mut PgConnection, id: &ActivationCodeId) -> Result<Option<ActivationCodeRecord>> {
-    sqlx::query(concat!("SELECT ", code_columns!(), " FROM activation_codes WHERE id = $1"))
-        .bind(id.as_bytes())
-        .fetch_optional(conn)
-        .await
-        .map_err(backend_error)?
-        .as_ref()
-        .map(code_from_row)
-        .transpose()
+    sqlx::query(concat!(
+        "SELECT ",
+        code_columns!(),
+        " FROM activation_codes WHERE id = $1"
+    ))
+    .bind(id.as_bytes())
+    .fetch_optional(conn)
+    .await
+    .map_err(backend_error)?
+    .as_ref()
+    .map(code_from_row)
+    .transpose()
 }
 
 impl PgStore {
@@ -206,7 +211,11 @@ impl PgStore {
         Ok(())
     }
 
-    pub(crate) async fn create_user_impl(&self, user: &UserRecord, code: &ActivationCodeRecord) -> Result<()> {
+    pub(crate) async fn create_user_impl(
+        &self,
+        user: &UserRecord,
+        code: &ActivationCodeRecord,
+    ) -> Result<()> {
         transaction!(self, StoreError, |tx| {
             insert_user(&mut tx, user).await?;
             insert_code(&mut tx, code).await?;
@@ -337,14 +346,18 @@ impl PgStore {
     }
 
     pub(crate) async fn device_impl(&self, id: &DeviceId) -> Result<Option<DeviceRecord>> {
-        sqlx::query(concat!("SELECT ", device_columns!(), " FROM devices WHERE id = $1"))
-            .bind(id.as_bytes())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend_error)?
-            .as_ref()
-            .map(device_from_row)
-            .transpose()
+        sqlx::query(concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices WHERE id = $1"
+        ))
+        .bind(id.as_bytes())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend_error)?
+        .as_ref()
+        .map(device_from_row)
+        .transpose()
     }
 
     pub(crate) async fn list_devices_impl(&self, user: Option<&UserName>) -> Result<Vec<DeviceRecord>> {

@@ -26,7 +26,8 @@ fn record_from_row(row: &PgRow) -> Result<HistoryRecord> {
         claimed_at_unix_s: get(row, "claimed_at")?,
         sent_at_unix_s: get(row, "sent_at")?,
         received_at_unix_s: get(row, "received_at")?,
-        messages: u32::try_from(get::<i64>(row, "messages")?).map_err(|_| corrupt("history message count"))?,
+        messages: u32::try_from(get::<i64>(row, "messages")?)
+            .map_err(|_| corrupt("history message count"))?,
     })
 }
 

@@ -61,9 +61,9 @@ use redoubt_proto::{
 };
 use redoubt_store::{
     ActivationCodeRecord, AppendError, Appended, Applied, AuditEvent, BeginError, BlobRecord, Change, Claim,
-    ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupHead, GroupRecord, GroupTransition,
-    HistoryRecord, InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord, RedeemError, Result, Store,
-    StoreError, TransferGroupRecord, UserRecord,
+    ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupHead, GroupRecord,
+    GroupTransition, HistoryRecord, InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord, RedeemError,
+    Result, Store, StoreError, TransferGroupRecord, UserRecord,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row};

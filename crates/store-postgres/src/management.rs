@@ -205,12 +205,13 @@ async fn apply_change(conn: &mut PgConnection, change: &Change, applied: &mut Ap
             applied.policy_version = Some(from_db(value, "policy version")?);
         }
         Change::RevokeDevice { device, at_unix_s } => {
-            let result = sqlx::query("UPDATE devices SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2")
-                .bind(at_unix_s)
-                .bind(device.as_bytes())
-                .execute(conn)
-                .await
-                .map_err(backend_error)?;
+            let result =
+                sqlx::query("UPDATE devices SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2")
+                    .bind(at_unix_s)
+                    .bind(device.as_bytes())
+                    .execute(conn)
+                    .await
+                    .map_err(backend_error)?;
             one_row(result.rows_affected(), "device")?;
         }
         Change::IssueCommand {
@@ -367,7 +368,10 @@ impl PgStore {
         .map_err(backend_error)?;
         rows.iter()
             .map(|row| {
-                let scope = parse_scope(&get::<String>(row, "scope_kind")?, &get::<String>(row, "scope_name")?)?;
+                let scope = parse_scope(
+                    &get::<String>(row, "scope_kind")?,
+                    &get::<String>(row, "scope_name")?,
+                )?;
                 let bytes: Vec<u8> = get(row, "settings")?;
                 let settings = postcard::from_bytes(&bytes).map_err(|_| corrupt("policy settings"))?;
                 Ok((scope, settings))
@@ -388,7 +392,8 @@ impl PgStore {
         rows.iter()
             .map(|row| {
                 Ok(DirectoryGroupRecord {
-                    name: GroupName::parse(&get::<String>(row, "name")?).map_err(|_| corrupt("group name"))?,
+                    name: GroupName::parse(&get::<String>(row, "name")?)
+                        .map_err(|_| corrupt("group name"))?,
                     members: get::<Vec<String>>(row, "members")?
                         .iter()
                         .map(|name| UserName::parse(name).map_err(|_| corrupt("group member")))
@@ -465,12 +470,14 @@ impl PgStore {
     }
 
     pub(crate) async fn add_audit_checkpoint_impl(&self, seq: u64, document: &[u8]) -> Result<()> {
-        sqlx::query("INSERT INTO audit_checkpoints (seq, document) VALUES ($1, $2) ON CONFLICT (seq) DO NOTHING")
-            .bind(to_db(seq, "audit seq")?)
-            .bind(document)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| insert_error(e, "checkpoint", "audit entry"))?;
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, document) VALUES ($1, $2) ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(to_db(seq, "audit seq")?)
+        .bind(document)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| insert_error(e, "checkpoint", "audit entry"))?;
         Ok(())
     }
 

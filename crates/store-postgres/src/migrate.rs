@@ -87,4 +87,3 @@ async fn apply_pending(conn: &mut PgConnection, now_unix_s: i64) -> Result<()> {
     }
     Ok(())
 }
-

@@ -78,7 +78,9 @@ impl TestPostgres {
             databases: AtomicU64::new(0),
         };
         if as_system_user {
-            run(Command::new("chown").arg(format!("{SYSTEM_USER}:")).arg(server.dir.path()))?;
+            run(Command::new("chown")
+                .arg(format!("{SYSTEM_USER}:"))
+                .arg(server.dir.path()))?;
         }
         server.init_cluster()?;
         server.watchdog = Mutex::new(Some(server.start_watchdog()?));
@@ -101,7 +103,10 @@ impl TestPostgres {
 
     /// The URL of database `database` (superuser `postgres`, no password: trust).
     pub fn url_for(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable",
+            self.port
+        )
     }
 
     /// The URL of a new, empty database, made for the caller alone.
@@ -184,7 +189,17 @@ impl TestPostgres {
         // server itself runs with fsync on.
         run(self
             .command("initdb")
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+            ])
             .arg(self.data()))
     }
 

@@ -1,0 +1,455 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step must fail loudly
+//! What the PostgreSQL store adds to the conformance suite: connecting (URLs, errors,
+//! migrations), several server nodes on one database, and lost connections.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use redoubt_proto::{ActivationCodeId, OrgId};
+use redoubt_store::{
+    AppendError, Appended, GroupTransition, NewLogEntry, OrgRecord, RedeemError, Store, StoreError,
+};
+use redoubt_store_postgres::PgStore;
+use redoubt_store_postgres::testing::TestPostgres;
+use sqlx::{Connection, PgConnection};
+use support::{alice_and_her_group, audit, client_id, code, dev, device, fresh_store, fresh_url, user};
+use tokio::task::JoinSet;
+
+const PASSWORD: &str = "Secret-42";
+
+fn backend_message(error: StoreError) -> String {
+    match error {
+        StoreError::Backend(message) => message,
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_url_is_refused_clearly_without_its_password() {
+    for url in [
+        format!("postgres://redoubt:{PASSWORD}@db.example:99999/redoubt"),
+        format!("postgres://redoubt:{PASSWORD}@db.example/redoubt?sslmode=sometimes"),
+        format!("redis://redoubt:{PASSWORD}@db.example/redoubt"),
+    ] {
+        let message = backend_message(PgStore::connect(&url).await.unwrap_err());
+        assert!(message.starts_with("invalid database URL: "), "{message}");
+        assert!(!message.contains(PASSWORD), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_named_at_once_without_the_password() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://redoubt:{PASSWORD}@127.0.0.1:{port}/redoubt?sslmode=disable");
+    let started = Instant::now();
+    let message = backend_message(PgStore::connect(&url).await.unwrap_err());
+    assert!(
+        message.starts_with(&format!(
+            "cannot connect to PostgreSQL at 127.0.0.1:{port}, database redoubt: "
+        )),
+        "{message}"
+    );
+    assert!(!message.contains(PASSWORD), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no retrying until a timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_database_is_named_without_the_password() {
+    let port = TestPostgres::shared().port();
+    let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}/no_such_database?sslmode=disable");
+    let message = backend_message(PgStore::connect(&url).await.unwrap_err());
+    assert!(message.contains("database no_such_database"), "{message}");
+    assert!(message.contains("does not exist"), "{message}");
+    assert!(!message.contains(PASSWORD), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_apply_each_migration_once() {
+    let url = fresh_url().await;
+    let mut starting = JoinSet::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        starting.spawn(async move { PgStore::connect(&url).await });
+    }
+    let nodes: Vec<PgStore> = starting
+        .join_all()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let org = OrgRecord {
+        org_id: OrgId::from([7; 16]),
+        created_at_unix_s: 5,
+    };
+    nodes[0].init_org(&org).await.unwrap();
+    // A node starting later finds nothing to apply and the data kept.
+    let later = PgStore::connect(&url).await.unwrap();
+    assert_eq!(later.org().await.unwrap(), Some(org));
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .count();
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(versions, (1..=i64::try_from(files).unwrap()).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn is_empty_until_an_organisation_or_a_user_exists() {
+    let store = fresh_store().await;
+    assert!(store.is_empty().await.unwrap());
+    store
+        .create_user(&user("alice"), &code(1, "alice"))
+        .await
+        .unwrap();
+    assert!(!store.is_empty().await.unwrap());
+
+    let store = fresh_store().await;
+    let org = OrgRecord {
+        org_id: OrgId::from([7; 16]),
+        created_at_unix_s: 5,
+    };
+    store.init_org(&org).await.unwrap();
+    assert!(!store.is_empty().await.unwrap());
+}
+
+#[tokio::test]
+async fn a_closed_store_refuses_further_calls() {
+    let store = fresh_store().await;
+    let group = alice_and_her_group(&store).await;
+    store.close().await;
+    assert!(store.org().await.is_err());
+    let entry = NewLogEntry {
+        group,
+        sender: dev(1),
+        client_message_id: [1; 16],
+        message: b"late",
+        created_at_unix_s: 1_300,
+    };
+    assert!(store.append(&entry, None).await.is_err());
+}
+
+#[tokio::test]
+async fn the_test_server_syncs_every_commit() {
+    let mut conn = PgConnection::connect(&fresh_url().await).await.unwrap();
+    for (setting, expected) in [("fsync", "on"), ("synchronous_commit", "on")] {
+        let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(value, expected, "{setting}");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_refuses_updates_and_deletes() {
+    let url = fresh_url().await;
+    let store = PgStore::connect(&url).await.unwrap();
+    store.apply(&[], &[audit("one"), audit("two")]).await.unwrap();
+    let before = store.audit_entries(0, 10).await.unwrap();
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    for sql in [
+        "UPDATE audit_log SET subject = 'forged' WHERE seq = 1",
+        "DELETE FROM audit_log WHERE seq = 2",
+        "TRUNCATE audit_log CASCADE",
+    ] {
+        let error = sqlx::query(sql).execute(&mut conn).await.unwrap_err();
+        assert!(error.to_string().contains("append-only"), "{sql}: {error}");
+    }
+    assert_eq!(store.audit_entries(0, 10).await.unwrap(), before);
+}
+
+/// An append of message `i` by node `node`, a commit for epoch 0 when `commit`.
+async fn append(
+    store: &PgStore,
+    node: u8,
+    i: u32,
+    commit: bool,
+) -> (Vec<u8>, bool, Result<Appended, AppendError>) {
+    let message = format!("node {node} message {i}").into_bytes();
+    let transition = commit.then(|| GroupTransition {
+        expected_epoch: 0,
+        epoch: 1,
+        state: Some(message.clone()),
+        added: vec![],
+        removed: vec![],
+        welcome: None,
+    });
+    let entry = NewLogEntry {
+        group: support::group_id(1),
+        sender: dev(1),
+        client_message_id: client_id(node, i),
+        message: &message,
+        created_at_unix_s: 1_300,
+    };
+    let result = store.append(&entry, transition.as_ref()).await;
+    (message, commit, result)
+}
+
+/// The group's log as seq → message; asserts it is dense, numbered 1 to the group's head.
+async fn dense_log(store: &PgStore) -> BTreeMap<u64, Vec<u8>> {
+    let group = support::group_id(1);
+    let entries = store.log_entries(&group, 0, 100_000).await.unwrap();
+    let head = store.group_head(&group).await.unwrap().unwrap();
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=head.last_seq).collect::<Vec<_>>(),
+        "dense, up to the head"
+    );
+    entries.into_iter().map(|e| (e.seq, e.message)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_appending_to_one_group_number_densely_and_one_commit_wins() {
+    let url = fresh_url().await;
+    let nodes = [
+        PgStore::connect(&url).await.unwrap(),
+        PgStore::connect(&url).await.unwrap(),
+    ];
+    alice_and_her_group(&nodes[0]).await;
+    let mut appends = JoinSet::new();
+    for (node, store) in (0u8..).zip(&nodes) {
+        for i in 0..150u32 {
+            let store = store.clone();
+            // Every tenth append of each node is a commit for epoch 0: one of 30 may win.
+            appends.spawn(async move { append(&store, node, i, i % 10 == 0).await });
+        }
+    }
+    let results = appends.join_all().await;
+    let commits_won: Vec<&Vec<u8>> = results
+        .iter()
+        .filter(|(_, commit, result)| *commit && result.is_ok())
+        .map(|(message, _, _)| message)
+        .collect();
+    assert_eq!(commits_won.len(), 1, "one commit for epoch 0 wins");
+    let conflicts = results
+        .iter()
+        .filter(|(_, _, result)| matches!(result, Err(AppendError::EpochConflict { .. })))
+        .count();
+    assert_eq!(conflicts, 29, "every other commit conflicts; messages never do");
+
+    let log = dense_log(&nodes[1]).await;
+    assert_eq!(log.len(), 300 - 29);
+    for (message, _, result) in &results {
+        if let Ok(appended) = result {
+            assert!(!appended.duplicate);
+            assert_eq!(
+                log.get(&appended.seq),
+                Some(message),
+                "each seq holds its own message"
+            );
+        }
+    }
+    let group = nodes[0].group(&support::group_id(1)).await.unwrap().unwrap();
+    assert_eq!((group.epoch, &group.state), (1, commits_won[0]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_redeem_a_code_once_and_keep_one_audit_chain() {
+    let url = fresh_url().await;
+    let nodes = [
+        PgStore::connect(&url).await.unwrap(),
+        PgStore::connect(&url).await.unwrap(),
+    ];
+    nodes[0]
+        .create_user(&user("alice"), &code(1, "alice"))
+        .await
+        .unwrap();
+    let mut tasks = JoinSet::new();
+    for (node, store) in (0u8..).zip(&nodes) {
+        for i in 0..6u8 {
+            let store = store.clone();
+            let id = 10 + node * 6 + i;
+            tasks.spawn(async move {
+                let redeemed = store
+                    .redeem_activation_code(
+                        &ActivationCodeId::from([1; 8]),
+                        1_500,
+                        &device(id, "alice", u64::from(id)),
+                        &audit("redeem"),
+                    )
+                    .await;
+                let serial = store.next_certificate_serial().await.unwrap();
+                let applied = store
+                    .apply(&[], &[audit(&format!("node {node} change {i}"))])
+                    .await
+                    .unwrap();
+                (redeemed, serial, applied.audit_seq)
+            });
+        }
+    }
+    let results = tasks.join_all().await;
+    let winners = results.iter().filter(|(redeemed, _, _)| redeemed.is_ok()).count();
+    assert_eq!(winners, 1);
+    assert!(
+        results
+            .iter()
+            .all(|(redeemed, _, _)| matches!(redeemed, Ok(()) | Err(RedeemError::Used)))
+    );
+    assert_eq!(nodes[1].list_devices(None).await.unwrap().len(), 1);
+    let serials: BTreeSet<u64> = results.iter().map(|(_, serial, _)| *serial).collect();
+    assert_eq!(serials.len(), results.len(), "serials are never handed out twice");
+
+    // One chain: the winning redemption and the twelve changes, numbered 1..=13, each
+    // entry linked to the one before.
+    let entries = nodes[0].audit_entries(0, 100).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=13).collect::<Vec<_>>()
+    );
+    let mut prev = redoubt_proto::AUDIT_GENESIS;
+    for entry in &entries {
+        assert_eq!(
+            entry.prev_hash, prev,
+            "entry {} follows the one before",
+            entry.seq
+        );
+        assert_eq!(entry.hash, entry.compute_hash(), "entry {} is intact", entry.seq);
+        prev = entry.hash;
+    }
+    assert_eq!(nodes[1].audit_head().await.unwrap(), (13, prev.0));
+    let audit_seqs: BTreeSet<u64> = results.iter().map(|(_, _, seq)| *seq).collect();
+    assert_eq!(audit_seqs.len(), 12, "every change got an entry of its own");
+}
+
+/// Terminates this database's store sessions (not the caller's) until told to stop;
+/// returns how many it ended.
+async fn kill_sessions(url: String, stop: tokio::sync::watch::Receiver<bool>) -> u64 {
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let mut killed = 0;
+    while !*stop.borrow() {
+        // MATERIALIZED: the sessions are chosen first; in one WHERE clause PostgreSQL may
+        // call pg_terminate_backend before the other conditions, on every session.
+        let ended: i64 = sqlx::query_scalar(
+            "WITH victims AS MATERIALIZED (
+                 SELECT pid FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'redoubt'
+                   AND pid <> pg_backend_pid())
+             SELECT count(*) FROM victims WHERE pg_terminate_backend(pid)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        killed += u64::try_from(ended).unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    killed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_lost_mid_transaction_lose_nothing_and_the_store_recovers() {
+    let url = fresh_url().await;
+    let store = PgStore::connect(&url).await.unwrap();
+    alice_and_her_group(&store).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let killer = tokio::spawn(kill_sessions(url.clone(), stopped));
+    let mut appends = JoinSet::new();
+    for i in 0..400u32 {
+        let store = store.clone();
+        appends.spawn(async move {
+            // Spread over the killer's work.
+            tokio::time::sleep(Duration::from_millis(u64::from(i % 40))).await;
+            (i, append(&store, 0, i, false).await)
+        });
+    }
+    // In the order they finished.
+    let (numbers, results): (Vec<u32>, Vec<_>) = appends.join_all().await.into_iter().unzip();
+    stop.send(true).unwrap();
+    let killed = killer.await.unwrap();
+    let failed: Vec<u32> = numbers
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.2.is_err())
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(
+        killed > 0 && !failed.is_empty(),
+        "the test must lose connections mid-append"
+    );
+
+    // Nothing half-written: the log is dense and every answered append is in it.
+    let log = dense_log(&store).await;
+    for (message, _, result) in &results {
+        if let Ok(appended) = result {
+            assert_eq!(log.get(&appended.seq), Some(message));
+        }
+    }
+    // The store works again, and a client retrying what failed (with the same client
+    // message id) ends with each message in the log exactly once: a failed append either
+    // did not happen or, its answer lost at commit, is found as a duplicate.
+    for i in failed {
+        let (message, _, result) = append(&store, 0, i, false).await;
+        let appended = result.unwrap();
+        assert_eq!(dense_log(&store).await.get(&appended.seq), Some(&message));
+    }
+    let log = dense_log(&store).await;
+    assert_eq!(log.len(), 400);
+    assert_eq!(
+        log.values().collect::<BTreeSet<_>>().len(),
+        400,
+        "no message twice"
+    );
+    // Everything else works too.
+    store.apply(&[], &[audit("after")]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_rides_through_a_server_restart() {
+    // A cluster of this test's own: the shared one serves other tests meanwhile.
+    let server = std::sync::Arc::new(
+        tokio::task::spawn_blocking(TestPostgres::start)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let store = PgStore::connect(&server.fresh_database().await).await.unwrap();
+    alice_and_her_group(&store).await;
+    let mut appends = JoinSet::new();
+    for i in 0..60u32 {
+        let store = store.clone();
+        appends.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(u64::from(i) * 20)).await;
+            append(&store, 0, i, false).await
+        });
+    }
+    let started_at = || async {
+        let mut conn = PgConnection::connect(&server.url_for("postgres")).await.unwrap();
+        let at: String = sqlx::query_scalar("SELECT pg_postmaster_start_time()::text")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        at
+    };
+    let first_start = started_at().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restarting = server.clone();
+    tokio::task::spawn_blocking(move || restarting.restart())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(started_at().await, first_start, "the server restarted");
+    let results = appends.join_all().await;
+    // Appends made while the server was down waited for it (the pool reconnects) or
+    // failed; those answered are in the log, which stays dense.
+    let log = dense_log(&store).await;
+    for (message, _, result) in &results {
+        if let Ok(appended) = result {
+            assert_eq!(log.get(&appended.seq), Some(message));
+        }
+    }
+    let (_, _, after) = append(&store, 0, 1_000, false).await;
+    assert_eq!(after.unwrap().seq, u64::try_from(log.len()).unwrap() + 1);
+}
