@@ -26,3 +26,31 @@ pub struct Lease {
     pub token: u64,
     pub expires_at_ms: i64,
 }
+
+/// The longest message [`Bus::publish`] carries (PostgreSQL's `NOTIFY` payload is at most
+/// 8,000 bytes of text; this leaves room for its encoding).
+pub const BUS_MESSAGE_BYTES_MAX: usize = 5_000;
+
+/// What a node hears on the [`Bus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// A message another node (or this one) published.
+    Message(Vec<u8>),
+    /// The bus lost its connection and has it again: messages published meanwhile were
+    /// lost, so whatever they would have woken must be looked at again.
+    Gap,
+}
+
+/// Wake-ups between the nodes of a cluster. Only ever a hint: everything a message stands
+/// for is in the store, so a lost one delays and never loses (nodes re-read on a
+/// [`BusEvent::Gap`]). Never used inside a write transaction: a node publishes after its
+/// commit, one message per batch.
+#[async_trait::async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Sends `message` (at most [`BUS_MESSAGE_BYTES_MAX`] bytes) to every node listening.
+    async fn publish(&self, message: &[u8]) -> crate::Result<()>;
+
+    /// The next event; waits for one. Reconnects by itself after a lost connection (and
+    /// then returns [`BusEvent::Gap`]); an error means the bus was closed.
+    async fn next(&self) -> crate::Result<BusEvent>;
+}

@@ -17,7 +17,7 @@ mod delivery;
 mod history;
 mod management;
 
-pub use cluster::{Lease, NodeRecord};
+pub use cluster::{BUS_MESSAGE_BYTES_MAX, Bus, BusEvent, Lease, NodeRecord};
 pub use delivery::{
     AppendError, Appended, BlobRecord, ClaimedPackage, GroupHead, GroupRecord, GroupTransition, InboxRecord,
     LogRecord, Membership, NewLogEntry,
