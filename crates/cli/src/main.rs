@@ -1,6 +1,7 @@
 //! `redoubt`: run the server, enrol a device, administer the organisation.
 
 mod chat;
+mod cluster;
 mod mail;
 mod manage;
 mod output;
@@ -156,6 +157,12 @@ struct ServerArgs {
     /// Do not draw the first admin's activation code as a QR code.
     #[arg(long)]
     no_qr: bool,
+    /// Keep the organisation's data in this PostgreSQL database (postgres://user@host/db;
+    /// `sslmode` and the other libpq parameters are honoured) instead of the embedded SQLite
+    /// file: every node of a cluster names the same one. Better given in the environment,
+    /// where other users' `ps` cannot read a password in it.
+    #[arg(long, env = "REDOUBT_DATABASE", value_name = "URL", hide_env_values = true)]
+    database: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +200,9 @@ enum AdminCommand {
     /// The organisation's calendar and contacts server (CalDAV/CardDAV).
     #[command(subcommand)]
     Dav(mail::AdminDavCommand),
+    /// The server nodes sharing the organisation's database.
+    #[command(subcommand)]
+    Cluster(cluster::AdminClusterCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,6 +361,7 @@ async fn server(args: ServerArgs, out: &Output) -> Result<()> {
     let options = redoubt_server::OpenOptions {
         public_address: args.public_address,
         org_name: args.org_name,
+        database: args.database,
         ..redoubt_server::OpenOptions::default()
     };
     let server = redoubt_server::Server::open(&args.data, bound, &options)
@@ -539,6 +550,7 @@ async fn admin(profile_dir: &Path, command: AdminCommand, out: &Output) -> Resul
             }
             AdminCommand::Mail(command) => mail::admin(&mut session, command, out).await?,
             AdminCommand::Dav(command) => mail::admin_dav(&mut session, command, out).await?,
+            AdminCommand::Cluster(command) => cluster::admin(&mut session, command, out).await?,
             AdminCommand::User(UserCommand::Import { file }) => {
                 manage::import(&mut session, &file, out).await?
             }

@@ -28,8 +28,8 @@ pub struct Lease {
 }
 
 /// The longest message [`Bus::publish`] carries (PostgreSQL's `NOTIFY` payload is at most
-/// 8,000 bytes of text; this leaves room for its encoding).
-pub const BUS_MESSAGE_BYTES_MAX: usize = 5_000;
+/// 8,000 bytes of text; this leaves room for its hex encoding).
+pub const BUS_MESSAGE_BYTES_MAX: usize = 3_900;
 
 /// What a node hears on the [`Bus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
