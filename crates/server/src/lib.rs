@@ -164,7 +164,7 @@ pub(crate) struct State {
     pub live_groups: delivery::LiveGroups,
     /// Acknowledgements and last-seen times not yet written.
     pub pending: pending::PendingWrites,
-    pub blobs: blobs::BlobFiles,
+    pub blobs: blobs::BlobBytes,
     /// The organisation's policy version (the store's, cached: other nodes' changes arrive
     /// as cluster hints).
     pub policy_version: std::sync::atomic::AtomicU64,
@@ -400,7 +400,10 @@ impl Server {
             commit_locks: delivery::CommitLocks::default(),
             live_groups: delivery::LiveGroups::default(),
             pending: pending::PendingWrites::default(),
-            blobs: blobs::BlobFiles::new(data.blobs()),
+            blobs: match &options.database {
+                None => blobs::BlobBytes::Files(data.blobs()),
+                Some(_) => blobs::BlobBytes::Database,
+            },
             policy_version: std::sync::atomic::AtomicU64::new(policy_version),
             wipes_pending: std::sync::Mutex::new(wipes_pending),
             mail: mail::MailState::default(),

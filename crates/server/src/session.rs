@@ -408,7 +408,7 @@ async fn authenticated(
             blob_id,
             index,
             bytes,
-        } => crate::blobs::chunk(transfers, blob_id, index, bytes)
+        } => crate::blobs::chunk(state, transfers, blob_id, index, bytes)
             .await
             .map(|()| Response::Done),
         Request::BlobUploadFinish { blob_id } => crate::blobs::finish(state, transfers, blob_id)
