@@ -103,13 +103,7 @@ impl BlobBytes {
         Ok(())
     }
 
-    async fn read(
-        &self,
-        state: &State,
-        id: &BlobId,
-        index: u32,
-        length: u64,
-    ) -> Result<Vec<u8>, ApiError> {
+    async fn read(&self, state: &State, id: &BlobId, index: u32, length: u64) -> Result<Vec<u8>, ApiError> {
         let bytes = match self {
             Self::Files(dir) => {
                 let offset = u64::from(index) * BLOB_CHUNK_BYTES as u64;

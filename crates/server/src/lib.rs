@@ -221,6 +221,12 @@ impl std::fmt::Debug for Server {
     }
 }
 
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -596,6 +602,27 @@ impl ServerHandle {
         mail::connector_activation_code(&self.state)
             .await
             .map_err(|e| ServerError::Refused(e.0))
+    }
+
+    /// Whether other nodes share this node's database (a cluster).
+    pub fn is_clustered(&self) -> bool {
+        self.state.cluster.is_shared()
+    }
+
+    /// Takes or renews, for this node, lease `name` for `ttl`: `None` while another node
+    /// holds it. The token grows whenever the holder changes.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<redoubt_store::Lease>, ServerError> {
+        let now_ms = unix_now_ms();
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        Ok(self
+            .state
+            .store
+            .acquire_lease(name, &self.state.cluster.node_id, now_ms, ttl_ms)
+            .await?)
     }
 
     /// Writes the acknowledgements and last-seen times held in memory now (the server does
