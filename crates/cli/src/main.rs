@@ -1,6 +1,7 @@
 //! `redoubt`: run the server, enrol a device, administer the organisation.
 
 mod chat;
+mod cluster;
 mod mail;
 mod manage;
 mod output;
@@ -156,6 +157,12 @@ struct ServerArgs {
     /// Do not draw the first admin's activation code as a QR code.
     #[arg(long)]
     no_qr: bool,
+    /// Keep the organisation's data in this PostgreSQL database (postgres://user@host/db;
+    /// `sslmode` and the other libpq parameters are honoured) instead of the embedded SQLite
+    /// file: every node of a cluster names the same one. Better given in the environment,
+    /// where other users' `ps` cannot read a password in it.
+    #[arg(long, env = "REDOUBT_DATABASE", value_name = "URL", hide_env_values = true)]
+    database: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +200,9 @@ enum AdminCommand {
     /// The organisation's calendar and contacts server (CalDAV/CardDAV).
     #[command(subcommand)]
     Dav(mail::AdminDavCommand),
+    /// The server nodes sharing the organisation's database.
+    #[command(subcommand)]
+    Cluster(cluster::AdminClusterCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,6 +361,7 @@ async fn server(args: ServerArgs, out: &Output) -> Result<()> {
     let options = redoubt_server::OpenOptions {
         public_address: args.public_address,
         org_name: args.org_name,
+        database: args.database,
         ..redoubt_server::OpenOptions::default()
     };
     let server = redoubt_server::Server::open(&args.data, bound, &options)
@@ -373,7 +384,7 @@ async fn server(args: ServerArgs, out: &Output) -> Result<()> {
     // The mail connector runs beside the server, as a device of its own (it is idle until
     // an admin sets the mail servers).
     let (stop_connector, stopped) = tokio::sync::watch::channel(false);
-    let connector = tokio::spawn(redoubt_connector::run(
+    let connector = tokio::spawn(run_connector(
         server.handle(),
         server.data_dir().root().join("connector"),
         stopped,
@@ -385,6 +396,65 @@ async fn server(args: ServerArgs, out: &Output) -> Result<()> {
     server.run(listener, shutdown).await?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), connector).await;
     Ok(())
+}
+
+/// The mail connector's lease in a cluster: one node runs it at a time.
+const CONNECTOR_LEASE: &str = "mail-connector";
+const CONNECTOR_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+const CONNECTOR_LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the mail connector until `stopped`. In a cluster only while this node holds the
+/// connector's lease: it is renewed every 5 s, and the connector is stopped as soon as a
+/// renewal fails or finds another holder (a node that was paused past the lease's 15 s
+/// learns so at its first renewal); another node takes over once the lease lapses.
+async fn run_connector(
+    handle: redoubt_server::ServerHandle,
+    dir: PathBuf,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    if !handle.is_clustered() {
+        return redoubt_connector::run(handle, dir, stopped).await;
+    }
+    let mut tick = tokio::time::interval(CONNECTOR_LEASE_RENEW);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running: Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.changed() => break,
+        }
+        let held = match handle.acquire_lease(CONNECTOR_LEASE, CONNECTOR_LEASE_TTL).await {
+            Ok(lease) => lease.is_some(),
+            Err(error) => {
+                tracing::warn!(%error, "renewing the mail connector's lease failed");
+                false
+            }
+        };
+        match (&running, held) {
+            (None, true) => {
+                tracing::info!("this node holds the mail connector's lease: running the connector");
+                let (stop, connector_stopped) = tokio::sync::watch::channel(false);
+                let task = tokio::spawn(redoubt_connector::run(
+                    handle.clone(),
+                    dir.clone(),
+                    connector_stopped,
+                ));
+                running = Some((stop, task));
+            }
+            (Some(_), false) => {
+                tracing::warn!("the mail connector's lease is lost: stopping the connector here");
+                if let Some((stop, task)) = running.take() {
+                    let _ = stop.send(true);
+                    task.abort();
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((stop, task)) = running {
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
@@ -539,6 +609,7 @@ async fn admin(profile_dir: &Path, command: AdminCommand, out: &Output) -> Resul
             }
             AdminCommand::Mail(command) => mail::admin(&mut session, command, out).await?,
             AdminCommand::Dav(command) => mail::admin_dav(&mut session, command, out).await?,
+            AdminCommand::Cluster(command) => cluster::admin(&mut session, command, out).await?,
             AdminCommand::User(UserCommand::Import { file }) => {
                 manage::import(&mut session, &file, out).await?
             }

@@ -23,6 +23,9 @@ use crate::tls::PinVerifier;
 const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Time allowed to connect, handshake and receive the server's hello.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The same for a node when others remain to be tried: a dead machine does not answer at
+/// all, and its devices should be elsewhere well within the time a person waits.
+const FAILOVER_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Time allowed for the server to answer one request.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -50,9 +53,43 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// Connects to the first of `servers` (the nodes of one server, in order of preference)
+    /// that answers, and returns which one it was. A certificate that does not match the
+    /// pin ends the search: every node serves the same certificate, so that is no outage.
+    pub async fn connect_any(
+        servers: &[ServerAddress],
+        pin: &[u8; 32],
+    ) -> Result<(Self, ServerAddress), ClientError> {
+        let mut last_error = None;
+        for (i, server) in servers.iter().enumerate() {
+            let timeout = if i + 1 < servers.len() {
+                FAILOVER_CONNECT_TIMEOUT
+            } else {
+                CONNECT_TIMEOUT
+            };
+            match Self::connect_within(server, pin, timeout).await {
+                Ok(connection) => return Ok((connection, server.clone())),
+                Err(error @ ClientError::PinMismatch { .. }) => return Err(error),
+                Err(error) => {
+                    tracing::info!(%server, %error, "server node unreachable; trying the next");
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ClientError::Profile("no server address".into())))
+    }
+
     /// Connects to `server`, refusing any certificate but the pinned one, and reads the
     /// server's hello.
     pub async fn connect(server: &ServerAddress, pin: &[u8; 32]) -> Result<Self, ClientError> {
+        Self::connect_within(server, pin, CONNECT_TIMEOUT).await
+    }
+
+    async fn connect_within(
+        server: &ServerAddress,
+        pin: &[u8; 32],
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let name = server.to_string();
         let connect_error = |reason: String| ClientError::Connect {
             server: name.clone(),
@@ -124,7 +161,7 @@ impl Connection {
                 frame_bytes: (0, 0),
             })
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        tokio::time::timeout(timeout, attempt)
             .await
             .map_err(|_| connect_error("timed out".into()))?
     }

@@ -98,6 +98,7 @@ pub async fn enroll(
         key,
     )?;
     profile.save()?;
+    profile.record_connection(&code.server, &connection.hello().nodes)?;
     Ok(profile)
 }
 
@@ -113,7 +114,8 @@ pub struct Session {
 impl Session {
     /// Connects to the profile's server (pinned) and authenticates with the device key.
     pub async fn open(profile: &Profile) -> Result<Self, ClientError> {
-        let mut connection = Connection::connect(&profile.server, &profile.pin).await?;
+        let (mut connection, used) =
+            Connection::connect_any(&profile.server_addresses(), &profile.pin).await?;
         let transcript = session_transcript(&connection.hello().challenge, connection.tls_exporter());
         let request = Request::Authenticate(AuthenticateRequest {
             certificate: profile.certificate().to_vec(),
@@ -124,6 +126,7 @@ impl Session {
                 "unexpected response to Authenticate".into(),
             ));
         };
+        profile.record_connection(&used, &connection.hello().nodes)?;
         let policy = management::comply(&mut connection, profile, &info).await?;
         Ok(Self {
             connection,

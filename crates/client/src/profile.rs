@@ -105,6 +105,10 @@ struct ProfileFile {
     org_public_key: String,
     /// The device certificate, hex.
     certificate: String,
+    /// Every server node's address as the server last listed them (a cluster); the device
+    /// connects to another when `server` is unreachable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    nodes: Vec<ServerAddress>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -484,6 +488,15 @@ pub struct Profile {
     key: SigningKey,
     vault: Vault,
     keys: Arc<Mutex<Keys>>,
+    /// The server's nodes, and which one answered last.
+    nodes: Arc<Mutex<Nodes>>,
+}
+
+#[derive(Debug, Default)]
+struct Nodes {
+    known: Vec<ServerAddress>,
+    /// The address of the last successful connection.
+    last_used: Option<ServerAddress>,
 }
 
 impl std::fmt::Debug for Profile {
@@ -520,6 +533,7 @@ fn not_enrolled(dir: &Path) -> ClientError {
 /// `profile.json`, parsed and its certificate checked against the organisation key.
 struct PublicPart {
     server: ServerAddress,
+    nodes: Vec<ServerAddress>,
     pin: [u8; 32],
     org_public_key: [u8; 32],
     org_name: String,
@@ -546,6 +560,7 @@ fn read_public(dir: &Path) -> Result<PublicPart, ClientError> {
         .map_err(|e| profile_error(&path, e))?;
     Ok(PublicPart {
         server: file.server,
+        nodes: file.nodes,
         pin,
         org_public_key,
         org_name: file.org_name,
@@ -584,6 +599,7 @@ impl Profile {
             key,
             vault,
             keys: Arc::new(Mutex::new(keys)),
+            nodes: Arc::default(),
         })
     }
 
@@ -657,6 +673,10 @@ impl Profile {
         Ok(Self {
             dir: dir.to_owned(),
             server: public.server,
+            nodes: Arc::new(Mutex::new(Nodes {
+                known: public.nodes,
+                last_used: None,
+            })),
             pin: public.pin,
             org_public_key: public.org_public_key,
             org_name: public.org_name,
@@ -680,18 +700,67 @@ impl Profile {
     /// Writes the profile: folder 0700, files 0600, each written atomically.
     pub fn save(&self) -> Result<(), ClientError> {
         create_private_dir(&self.dir)?;
+        // The keys first: a profile.json without its keys would look enrolled but be useless.
+        write_keys(&self.dir, KEYS_FILE, &self.keys())?;
+        self.save_public()
+    }
+
+    /// Writes `profile.json` alone (atomically).
+    fn save_public(&self) -> Result<(), ClientError> {
         let file = ProfileFile {
             server: self.server.clone(),
             server_certificate_pin: redoubt_proto::Bytes(self.pin).to_hex(),
             org_name: self.org_name.clone(),
             org_public_key: redoubt_proto::Bytes(self.org_public_key).to_hex(),
             certificate: hex(self.certificate.encoded()),
+            nodes: self.nodes().known.clone(),
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| ClientError::Profile(e.to_string()))?;
-        // The keys first: a profile.json without its keys would look enrolled but be useless.
-        write_keys(&self.dir, KEYS_FILE, &self.keys())?;
         write_private(&self.dir.join(PROFILE_FILE), &json)?;
         sync_dir(&self.dir)
+    }
+
+    fn nodes(&self) -> MutexGuard<'_, Nodes> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The addresses to try, in order: the one that answered last, the enrolment's, then
+    /// the other nodes the server listed.
+    pub fn server_addresses(&self) -> Vec<ServerAddress> {
+        let nodes = self.nodes();
+        let mut addresses: Vec<ServerAddress> = nodes.last_used.iter().cloned().collect();
+        for address in std::iter::once(&self.server).chain(&nodes.known) {
+            if !addresses.contains(address) {
+                addresses.push(address.clone());
+            }
+        }
+        addresses
+    }
+
+    /// Records a successful connection to `used`, and the nodes its server listed (written
+    /// to `profile.json` when they changed).
+    pub fn record_connection(
+        &self,
+        used: &ServerAddress,
+        listed: &[ServerAddress],
+    ) -> Result<(), ClientError> {
+        let changed = {
+            let mut nodes = self.nodes();
+            nodes.last_used = Some(used.clone());
+            let mut listed = listed.to_vec();
+            listed.sort_by_key(ToString::to_string);
+            listed.dedup();
+            // A single server lists only itself: nothing to keep.
+            if listed.len() == 1 && listed[0] == self.server {
+                listed.clear();
+            }
+            let changed = nodes.known != listed;
+            nodes.known = listed;
+            changed
+        };
+        if changed { self.save_public() } else { Ok(()) }
     }
 
     fn keys(&self) -> MutexGuard<'_, Keys> {

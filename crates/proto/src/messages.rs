@@ -21,6 +21,10 @@ pub struct Hello {
     pub server_time_unix_s: i64,
     /// Largest frame the server accepts, in bytes.
     pub frame_bytes_max: u32,
+    /// The public addresses of the organisation's server nodes that are up (this one
+    /// included; one for a single server). A device keeps them and, when its server is
+    /// unreachable, connects to another: every node has the same pinned certificate.
+    pub nodes: Vec<crate::ServerAddress>,
 }
 
 /// Activate a new device with a one-time activation code.
@@ -182,6 +186,8 @@ pub enum Request {
     /// This device has stored the history sent to it through `group_id`; the server deletes
     /// that transfer's blobs.
     HistoryReceived { group_id: GroupId },
+    /// Admin: the server nodes sharing the organisation's database.
+    AdminClusterList,
 }
 
 /// How long a device's claim to send a new device its history holds without the history
@@ -519,6 +525,40 @@ pub enum Response {
     Policy(Signed<PolicyBody>),
     Commands(Vec<Signed<CommandBody>>),
     MailSettings(MailSettingsView),
+    ClusterNodes(Vec<ClusterNode>),
+}
+
+/// A server node as `AdminClusterList` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    /// Chosen by the node when it starts.
+    pub id: String,
+    pub public_address: String,
+    pub state: NodeState,
+    /// Authenticated sessions open at its last heartbeat.
+    pub sessions: u64,
+    pub started_at_unix_s: i64,
+    pub heartbeat_at_unix_s: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Heard from within the last 20 seconds (it beats every 5).
+    Up,
+    /// Not heard from for longer: stopped without saying so (killed, cut off, hung).
+    Silent,
+    /// Stopped cleanly.
+    Stopped,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Silent => "silent",
+            Self::Stopped => "stopped",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

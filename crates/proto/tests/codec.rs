@@ -55,14 +55,24 @@ fn request() -> impl Strategy<Value = Request> {
 
 fn server_frame() -> impl Strategy<Value = ServerFrame> {
     prop_oneof![
-        (bytes::<32>(), any::<i64>(), any::<u32>()).prop_map(|(challenge, t, max)| {
-            ServerFrame::Hello(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                challenge,
-                server_time_unix_s: t,
-                frame_bytes_max: max,
-            })
-        }),
+        (
+            bytes::<32>(),
+            any::<i64>(),
+            any::<u32>(),
+            proptest::collection::vec(("[a-z]{1,20}(\\.[a-z]{1,10}){0,2}", 1u16..), 0..4)
+        )
+            .prop_map(|(challenge, t, max, nodes)| {
+                ServerFrame::Hello(Hello {
+                    protocol_version: PROTOCOL_VERSION,
+                    challenge,
+                    server_time_unix_s: t,
+                    frame_bytes_max: max,
+                    nodes: nodes
+                        .into_iter()
+                        .map(|(host, port)| ServerAddress::parse(&format!("{host}:{port}")).unwrap())
+                        .collect(),
+                })
+            }),
         (any::<u64>(), any::<u16>(), ".{0,50}").prop_map(|(request_id, code, message)| {
             ServerFrame::Error {
                 request_id,

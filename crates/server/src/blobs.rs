@@ -1,13 +1,16 @@
-//! Encrypted attachment blobs: opaque ciphertext in files under `DATA/blobs`, uploaded in
-//! order chunk by chunk over a session and fetchable chunk by chunk by the group's members.
+//! Encrypted attachment blobs: opaque ciphertext uploaded in order chunk by chunk over a
+//! session and fetchable chunk by chunk by the group's members.
 //!
-//! An upload lives in `ID.part` until its last chunk arrives and it is finished; then it is
-//! synced and renamed to `ID`, and only then recorded complete. An upload whose session ends
-//! first is deleted, as are leftovers of a crash at the next start: nothing half-written is
-//! ever served.
+//! Where the bytes live ([`BlobBytes`]): with SQLite, in files under `DATA/blobs`: an upload
+//! lives in `ID.part` until its last chunk arrives and it is finished; then it is synced and
+//! renamed to `ID`, and only then recorded complete. With PostgreSQL, in the database, chunk
+//! by chunk (each committed before it is acknowledged), so every node of a cluster serves
+//! every blob. Either way a blob is served only once recorded complete, and an upload whose
+//! session ends first is deleted, as are leftovers of a crash: nothing half-written is ever
+//! served.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rand_core::{OsRng, RngCore};
 use redoubt_proto::{BLOB_CHUNK_BYTES, BlobId, ErrorCode, GroupId, Request};
@@ -23,10 +26,24 @@ use crate::error::ApiError;
 const UPLOADS_PER_SESSION_MAX: usize = 4;
 /// Blobs a session remembers having fetched, whose further chunks skip the request rate.
 const FETCHES_REMEMBERED_MAX: usize = 8;
+/// In a cluster a node cannot tell another node's upload in progress from one a crash left:
+/// unfinished uploads are deleted at start only once this old.
+const ABANDONED_UPLOAD_S: i64 = 24 * 3600;
 
+/// Where blob bytes are kept.
 #[derive(Debug)]
-pub(crate) struct BlobFiles {
-    dir: PathBuf,
+pub(crate) enum BlobBytes {
+    /// Files in this folder (one server).
+    Files(PathBuf),
+    /// Chunks in the store (shared by the nodes of a cluster).
+    Database,
+}
+
+/// Where an upload's bytes go until it is finished.
+#[derive(Debug)]
+enum Sink {
+    File(tokio::fs::File),
+    Database,
 }
 
 fn io_failure(error: std::io::Error) -> ApiError {
@@ -45,21 +62,84 @@ fn io_failure(error: std::io::Error) -> ApiError {
     }
 }
 
-impl BlobFiles {
-    pub(crate) fn new(dir: PathBuf) -> Self {
-        Self { dir }
+impl BlobBytes {
+    fn part(dir: &std::path::Path, id: &BlobId) -> PathBuf {
+        dir.join(format!("{id}.part"))
     }
 
-    fn part(&self, id: &BlobId) -> PathBuf {
-        self.dir.join(format!("{id}.part"))
+    fn complete(dir: &std::path::Path, id: &BlobId) -> PathBuf {
+        dir.join(id.to_string())
     }
 
-    fn complete(&self, id: &BlobId) -> PathBuf {
-        self.dir.join(id.to_string())
+    async fn open(&self, id: &BlobId) -> Result<Sink, ApiError> {
+        match self {
+            Self::Files(dir) => {
+                let mut options = tokio::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                options.mode(0o600);
+                let file = options.open(Self::part(dir, id)).await.map_err(io_failure)?;
+                Ok(Sink::File(file))
+            }
+            Self::Database => Ok(Sink::Database),
+        }
     }
 
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
+    /// Makes an upload's bytes durable and fetchable by name (not yet recorded complete).
+    async fn seal(&self, id: &BlobId, sink: Sink) -> Result<(), ApiError> {
+        let (Self::Files(dir), Sink::File(mut file)) = (self, sink) else {
+            // Each chunk was committed as it came.
+            return Ok(());
+        };
+        file.flush().await.map_err(io_failure)?;
+        file.sync_all().await.map_err(io_failure)?;
+        drop(file);
+        tokio::fs::rename(Self::part(dir, id), Self::complete(dir, id))
+            .await
+            .map_err(io_failure)?;
+        if let Ok(dir) = tokio::fs::File::open(dir).await {
+            dir.sync_all().await.map_err(io_failure)?;
+        }
+        Ok(())
+    }
+
+    async fn read(&self, state: &State, id: &BlobId, index: u32, length: u64) -> Result<Vec<u8>, ApiError> {
+        let bytes = match self {
+            Self::Files(dir) => {
+                let offset = u64::from(index) * BLOB_CHUNK_BYTES as u64;
+                let mut file = tokio::fs::File::open(Self::complete(dir, id))
+                    .await
+                    .map_err(io_failure)?;
+                file.seek(std::io::SeekFrom::Start(offset))
+                    .await
+                    .map_err(io_failure)?;
+                // length ≤ BLOB_CHUNK_BYTES, so the cast cannot truncate.
+                let mut bytes = vec![0; length as usize];
+                file.read_exact(&mut bytes).await.map_err(io_failure)?;
+                bytes
+            }
+            Self::Database => state.store.blob_chunk(id, index).await?.unwrap_or_default(),
+        };
+        if bytes.len() as u64 != length {
+            tracing::error!(blob_id = %id, index, "a stored blob chunk has the wrong length");
+            return Err(ApiError::new(ErrorCode::Internal, "internal server error"));
+        }
+        Ok(bytes)
+    }
+
+    /// Deletes the blob's files (its chunks in the database go with its record).
+    async fn remove(&self, id: &BlobId) -> Result<(), ApiError> {
+        let Self::Files(dir) = self else {
+            return Ok(());
+        };
+        for path in [Self::part(dir, id), Self::complete(dir, id)] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_failure(error)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -70,7 +150,7 @@ struct Upload {
     chunk_count: u32,
     next_index: u32,
     received: u64,
-    file: tokio::fs::File,
+    sink: Sink,
     /// Part of a history transfer, not an attachment.
     history: bool,
 }
@@ -193,11 +273,7 @@ async fn open_upload(
     let mut bytes = [0; 16];
     OsRng.fill_bytes(&mut bytes);
     let id = BlobId::from(bytes);
-    let mut options = tokio::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let file = options.open(state.blobs.part(&id)).await.map_err(io_failure)?;
+    let sink = state.blobs.open(&id).await?;
     let record = BlobRecord {
         id,
         group,
@@ -210,7 +286,7 @@ async fn open_upload(
     if let Err(error) = state.store.create_blob(&record).await {
         // Unrecorded, the file would be found by neither the session's end nor the
         // clean-up at start.
-        let _ = tokio::fs::remove_file(state.blobs.part(&id)).await;
+        let _ = state.blobs.remove(&id).await;
         return Err(error.into());
     }
     uploads.open.insert(
@@ -220,7 +296,7 @@ async fn open_upload(
             chunk_count,
             next_index: 0,
             received: 0,
-            file,
+            sink,
             history,
         },
     );
@@ -228,6 +304,7 @@ async fn open_upload(
 }
 
 pub(crate) async fn chunk(
+    state: &State,
     uploads: &mut Transfers,
     id: BlobId,
     index: u32,
@@ -251,7 +328,10 @@ pub(crate) async fn chunk(
             format!("chunk {index} must be {expected} bytes, not {}", bytes.len()),
         ));
     }
-    upload.file.write_all(&bytes).await.map_err(io_failure)?;
+    match &mut upload.sink {
+        Sink::File(file) => file.write_all(&bytes).await.map_err(io_failure)?,
+        Sink::Database => state.store.put_blob_chunk(&id, index, &bytes).await?,
+    }
     upload.next_index += 1;
     upload.received += bytes.len() as u64;
     Ok(())
@@ -268,26 +348,22 @@ pub(crate) async fn finish(state: &State, uploads: &mut Transfers, id: BlobId) -
             format!("{} of {} chunks received", upload.next_index, upload.chunk_count),
         ));
     }
-    let Some(mut upload) = uploads.open.remove(&id) else {
+    let Some(upload) = uploads.open.remove(&id) else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             "no such upload open on this session",
         ));
     };
-    upload.file.flush().await.map_err(io_failure)?;
-    upload.file.sync_all().await.map_err(io_failure)?;
     let history = upload.history;
-    drop(upload);
-    tokio::fs::rename(state.blobs.part(&id), state.blobs.complete(&id))
-        .await
-        .map_err(io_failure)?;
-    if let Ok(dir) = tokio::fs::File::open(state.blobs.dir()).await {
-        dir.sync_all().await.map_err(io_failure)?;
+    if let Err(error) = state.blobs.seal(&id, upload.sink).await {
+        let _ = state.blobs.remove(&id).await;
+        let _ = state.store.delete_blob(&id).await;
+        return Err(error);
     }
     if let Err(error) = state.store.complete_blob(&id).await {
         // The record stays incomplete (never served; deleted at the next start); the file
         // goes now rather than sit unrecorded until then.
-        let _ = tokio::fs::remove_file(state.blobs.complete(&id)).await;
+        let _ = state.blobs.remove(&id).await;
         if let Err(error) = state.store.delete_blob(&id).await {
             tracing::warn!(blob_id = %id, %error, "could not delete a blob whose completion failed");
         }
@@ -321,15 +397,7 @@ pub(crate) async fn fetch(
     }
     let offset = u64::from(index) * BLOB_CHUNK_BYTES as u64;
     let length = (blob.bytes_total - offset).min(BLOB_CHUNK_BYTES as u64);
-    let mut file = tokio::fs::File::open(state.blobs.complete(&id))
-        .await
-        .map_err(io_failure)?;
-    file.seek(std::io::SeekFrom::Start(offset))
-        .await
-        .map_err(io_failure)?;
-    // length ≤ BLOB_CHUNK_BYTES, so the cast cannot truncate.
-    let mut bytes = vec![0; length as usize];
-    file.read_exact(&mut bytes).await.map_err(io_failure)?;
+    let bytes = state.blobs.read(state, &id, index, length).await?;
     transfers.remember_fetch(id);
     Ok((bytes, blob.chunk_count, blob.bytes_total))
 }
@@ -338,7 +406,7 @@ pub(crate) async fn fetch(
 pub(crate) async fn abandon(state: &State, uploads: &mut Transfers) {
     for (id, upload) in uploads.open.drain() {
         drop(upload);
-        let _ = tokio::fs::remove_file(state.blobs.part(&id)).await;
+        let _ = state.blobs.remove(&id).await;
         if let Err(error) = state.store.delete_blob(&id).await {
             tracing::warn!(blob_id = %id, %error, "could not delete an abandoned upload");
         }
@@ -350,13 +418,7 @@ pub(crate) async fn abandon(state: &State, uploads: &mut Transfers) {
 /// target has them or another transfer replaced it.
 pub(crate) async fn delete_group_blobs(state: &State, group: &GroupId) -> Result<(), ApiError> {
     for id in state.store.group_blobs(group).await? {
-        for path in [state.blobs.part(&id), state.blobs.complete(&id)] {
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(io_failure(error)),
-            }
-        }
+        state.blobs.remove(&id).await?;
         state.store.delete_blob(&id).await?;
     }
     Ok(())
@@ -365,8 +427,13 @@ pub(crate) async fn delete_group_blobs(state: &State, group: &GroupId) -> Result
 /// At start-up: deletes uploads a crash left unfinished.
 pub(crate) async fn clean_up(state: &State) -> Result<(), crate::ServerError> {
     for id in state.store.incomplete_blobs().await? {
-        let _ = tokio::fs::remove_file(state.blobs.part(&id)).await;
-        let _ = tokio::fs::remove_file(state.blobs.complete(&id)).await;
+        if state.cluster.is_shared() {
+            let started = state.store.blob(&id).await?.map_or(0, |b| b.created_at_unix_s);
+            if started > state.now() - ABANDONED_UPLOAD_S {
+                continue;
+            }
+        }
+        let _ = state.blobs.remove(&id).await;
         state.store.delete_blob(&id).await?;
         tracing::info!(blob_id = %id, "deleted an upload left unfinished");
     }

@@ -25,6 +25,7 @@ use redoubt_store::{AppendError, GroupRecord, GroupTransition, NewLogEntry, Stor
 
 use crate::State;
 use crate::api::Authenticated;
+use crate::cluster::{Hint, announce};
 use crate::error::ApiError;
 
 pub(crate) type ServerMlsConfig = WithMlsRules<
@@ -277,6 +278,22 @@ impl Subscribers {
         }
     }
 
+    /// Sessions open (authenticated).
+    pub(crate) fn sessions(&self) -> usize {
+        self.by_device
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Whether any of `devices` has a session here.
+    fn any_connected(&self, devices: &[DeviceId]) -> bool {
+        let map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
+        devices.iter().any(|device| map.contains_key(device))
+    }
+
     /// Tells every connected device.
     pub(crate) fn notify_all(&self, event: &Event) {
         let mut map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
@@ -343,7 +360,7 @@ pub(crate) async fn publish_key_packages(
     if !key_packages.is_empty() {
         // A device that can now be added to groups: the mail connector adds it to its
         // user's mailbox group.
-        state.mail.devices_changed();
+        announce(state, Hint::DevicesChanged);
     }
     if last_resort.is_some() {
         // Its first publication (a device sends its last-resort package once): the user's
@@ -356,10 +373,13 @@ pub(crate) async fn publish_key_packages(
             .filter(|d| d.id != who.device_id && d.revoked_at_unix_s.is_none())
             .map(|d| d.id)
             .collect();
-        state.subscribers.notify(
-            &others,
-            &Event::DeviceReady {
-                device: who.device_id,
+        announce(
+            state,
+            Hint::Notify {
+                devices: others,
+                event: Event::DeviceReady {
+                    device: who.device_id,
+                },
             },
         );
     }
@@ -519,6 +539,21 @@ impl GroupViews {
         self.views.lock().unwrap_or_else(|p| p.into_inner()).remove(group);
     }
 
+    /// Drops every view (another node's changes may have been missed).
+    pub(crate) fn clear(&self) {
+        self.invalidations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn cached(&self, group: &GroupId) -> Option<Arc<GroupView>> {
+        self.views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(group)
+            .cloned()
+    }
+
     /// Puts the view a commit just made durable (under the group's commit lock).
     fn replace(&self, group: GroupId, view: GroupView) {
         self.invalidations
@@ -587,6 +622,17 @@ impl LiveGroups {
         (live_epoch == epoch).then_some(state)
     }
 
+    fn remove(&self, group: &GroupId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(id, _, _)| id != group);
+    }
+
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     fn put(&self, group: GroupId, epoch: u64, state: LoadedGroup) {
         let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
         live.retain(|(id, _, _)| *id != group);
@@ -626,6 +672,109 @@ async fn group_view(state: &State, group_id: &GroupId) -> Result<Option<Arc<Grou
         map.insert(*group_id, view.clone());
     }
     Ok(Some(view))
+}
+
+/// Drops what this node holds of a group (its view and decoded state).
+fn forget_group(state: &State, group: &GroupId) {
+    state.group_views.invalidate(group);
+    state.live_groups.remove(group);
+}
+
+/// `view`, or the group's view read again when the store's epoch is another: in a cluster,
+/// another node may have committed since it was cached.
+async fn view_as_stored(
+    state: &State,
+    group: &GroupId,
+    who: &Authenticated,
+    view: Arc<GroupView>,
+) -> Result<Arc<GroupView>, ApiError> {
+    let head = state.store.group_head(group).await?;
+    if head.is_some_and(|head| head.epoch == view.epoch) {
+        return Ok(view);
+    }
+    forget_group(state, group);
+    member_view(state, group, who).await
+}
+
+/// Entries `first..=last` another node appended to `group`: after a commit this node's view
+/// and decoded state of the group are stale, and the sessions here of its member devices
+/// get the entries, read from the store, through the sequencer (so in log order with the
+/// ones appended here). Devices whose membership the commit changed get a notice and fetch.
+pub(crate) async fn appended_elsewhere(
+    state: &State,
+    group: GroupId,
+    first: u64,
+    last: u64,
+    handshake: bool,
+) {
+    let before = state.group_views.cached(&group);
+    if handshake {
+        forget_group(state, &group);
+    }
+    let view = match group_view(state, &group).await {
+        Ok(Some(view)) => view,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(error = %error.0, %group, "reading a group another node appended to failed");
+            return;
+        }
+    };
+    let followed = state.sequencer.next(&group);
+    if followed.is_none() && !state.subscribers.any_connected(&view.members) {
+        return;
+    }
+    let from = followed.unwrap_or(first).max(1);
+    if from > last {
+        return;
+    }
+    let (members, noticed): (Arc<[DeviceId]>, Vec<DeviceId>) = match (&before, handshake) {
+        (_, false) => (view.members.clone(), Vec::new()),
+        (Some(before), true) => {
+            let stayed = view
+                .members
+                .iter()
+                .filter(|d| before.is_member(d))
+                .copied()
+                .collect();
+            let changed = view
+                .members
+                .iter()
+                .filter(|d| !before.is_member(d))
+                .chain(before.members.iter().filter(|d| !view.is_member(d)))
+                .copied()
+                .collect();
+            (stayed, changed)
+        }
+        (None, true) => (Arc::from(Vec::new()), view.members.to_vec()),
+    };
+    let limit = state.config.limits.fetch_entries_max;
+    let entries = match state.store.log_entries(&group, from - 1, limit).await {
+        Ok(entries) => entries,
+        Err(error) => {
+            tracing::warn!(%error, %group, "reading entries another node appended failed");
+            return;
+        }
+    };
+    for record in entries.into_iter().take_while(|e| e.seq <= last) {
+        let ready = Ready {
+            group_id: group,
+            members: members.clone(),
+            noticed: if record.seq == last {
+                noticed.clone()
+            } else {
+                Vec::new()
+            },
+            entry: GroupEntry {
+                seq: record.seq,
+                sender: record.sender,
+                message: record.message,
+                server_time_unix_s: record.created_at_unix_s,
+            },
+        };
+        state
+            .sequencer
+            .put(&state.subscribers, group, record.seq, Some(ready));
+    }
 }
 
 fn not_a_member() -> ApiError {
@@ -676,13 +825,15 @@ struct GroupOrder {
 /// vanished between its append and its publication; the devices then fetch the gap.
 const SEQUENCE_GAP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// An entry ready to go out: to the member devices, and as a notice to `removed` (devices
-/// the entry's commit removed: they may read it, but get no more entries).
+/// An entry ready to go out: to the member devices, and as a notice to `noticed` (devices
+/// the entry's commit removed, which may read it but get no more entries, and devices whose
+/// membership a commit on another node changed: they fetch, and the store says what they
+/// may read).
 #[derive(Debug)]
 struct Ready {
     group_id: GroupId,
     members: Arc<[DeviceId]>,
-    removed: Vec<DeviceId>,
+    noticed: Vec<DeviceId>,
     entry: GroupEntry,
 }
 
@@ -708,6 +859,25 @@ impl Sequencer {
         }
         order.waiting.insert(seq, ready);
         order.release(subscribers, std::time::Instant::now());
+    }
+
+    /// The next sequence number to go out for the group, when the sequencer follows it.
+    fn next(&self, group: &GroupId) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(group)
+            .map(|order| order.next)
+    }
+
+    /// The groups followed.
+    pub(crate) fn groups(&self) -> Vec<GroupId> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// Sends what has waited too long for an entry that never came (called every second).
@@ -752,9 +922,9 @@ impl GroupOrder {
 
 impl Ready {
     fn send(self, subscribers: &Subscribers) {
-        if !self.removed.is_empty() {
+        if !self.noticed.is_empty() {
             subscribers.notify(
-                &self.removed,
+                &self.noticed,
                 &Event::GroupAppended {
                     group_id: self.group_id,
                     seq: self.entry.seq,
@@ -775,7 +945,14 @@ struct Publication<'a> {
 }
 
 impl<'a> Publication<'a> {
-    fn new(state: &'a State, group_id: GroupId, seq: u64) -> Self {
+    /// For an entry just appended (and committed); other nodes hear of it too.
+    fn new(state: &'a State, group_id: GroupId, seq: u64, handshake: bool) -> Self {
+        state.cluster.tell(Hint::Appended {
+            group: group_id,
+            first: seq,
+            last: seq,
+            handshake,
+        });
         Self {
             state,
             group_id,
@@ -784,12 +961,12 @@ impl<'a> Publication<'a> {
         }
     }
 
-    fn publish(mut self, members: Arc<[DeviceId]>, removed: Vec<DeviceId>, entry: GroupEntry) {
+    fn publish(mut self, members: Arc<[DeviceId]>, noticed: Vec<DeviceId>, entry: GroupEntry) {
         self.done = true;
         let ready = Ready {
             group_id: self.group_id,
             members,
-            removed,
+            noticed,
             entry,
         };
         self.state
@@ -827,8 +1004,12 @@ pub(crate) async fn submit(
     );
     let _commit_lock = if handshake {
         let lock = state.commit_locks.lock(group_id).await;
-        // A commit may have finished while we waited: under the lock the view is current.
+        // A commit may have finished while we waited: under the lock the view is current,
+        // unless another node committed (then the store's epoch says so).
         view = member_view(state, &group_id, who).await?;
+        if state.cluster.is_shared() {
+            view = view_as_stored(state, &group_id, who, view).await?;
+        }
         Some(lock)
     } else {
         None
@@ -848,6 +1029,10 @@ pub(crate) async fn submit(
             }
             if welcome.is_some() {
                 return Err(invalid("a Welcome travels only with a commit"));
+            }
+            if epoch_id > view.epoch && state.cluster.is_shared() {
+                // The group may have moved on at another node.
+                view = view_as_stored(state, &group_id, who, view).await?;
             }
             if epoch_id > view.epoch || epoch_id + APPLICATION_EPOCH_LAG_MAX < view.epoch {
                 return Err(ApiError::new(
@@ -966,12 +1151,16 @@ pub(crate) async fn submit(
         created_at_unix_s: entry_time,
     };
     let appended = state.store.append(&entry, transition.as_ref()).await.map_err(|e| match e {
-        AppendError::EpochConflict { expected, current } => ApiError::new(
+        AppendError::EpochConflict { expected, current } => {
+            // Another node committed first: what this node holds of the group is stale.
+            forget_group(state, &group_id);
+            ApiError::new(
             ErrorCode::EpochConflict,
             format!(
                 "commit is for epoch {expected}; the group is at epoch {current}: fetch, process and retry"
             ),
-        ),
+        )
+        }
         AppendError::UnknownGroup => ApiError::new(ErrorCode::NotFound, "no such group"),
         AppendError::Store(store) => map_store(store),
         other => {
@@ -980,7 +1169,7 @@ pub(crate) async fn submit(
         }
     })?;
     if !appended.duplicate {
-        let publication = Publication::new(state, group_id, appended.seq);
+        let publication = Publication::new(state, group_id, appended.seq, transition.is_some());
         let entry = GroupEntry {
             seq: appended.seq,
             sender: who.device_id,
@@ -1001,7 +1190,13 @@ pub(crate) async fn submit(
                 // Removed devices hear of the commit that removed them too.
                 publication.publish(members, t.removed, entry);
                 if t.welcome.is_some() {
-                    state.subscribers.notify(&t.added, &Event::InboxChanged);
+                    announce(
+                        state,
+                        Hint::Notify {
+                            devices: t.added,
+                            event: Event::InboxChanged,
+                        },
+                    );
                 }
             }
             _ => publication.publish(Arc::clone(&view.members), Vec::new(), entry),
@@ -1100,7 +1295,7 @@ pub(crate) async fn propose_device_removal(state: &State, device: &DeviceId) -> 
             state.group_views.invalidate(&group_id);
             match appended {
                 Ok(appended) => {
-                    let publication = Publication::new(state, group_id, appended.seq);
+                    let publication = Publication::new(state, group_id, appended.seq, true);
                     let members = state.store.group_members(&group_id).await?;
                     let entry = GroupEntry {
                         seq: appended.seq,
@@ -1296,7 +1491,7 @@ mod tests {
         Some(Ready {
             group_id,
             members: Arc::from([device]),
-            removed: Vec::new(),
+            noticed: Vec::new(),
             entry: GroupEntry::clone(&entry(seq, 10)),
         })
     }

@@ -7,6 +7,7 @@
 
 mod api;
 mod blobs;
+mod cluster;
 mod config;
 mod data_dir;
 mod delivery;
@@ -62,6 +63,9 @@ pub struct OpenOptions {
     /// Called once with the opened database; the server then uses the store it returns.
     /// Tests wrap the store to inject storage faults (a full disk) at chosen moments.
     pub wrap_store: Option<StoreWrapper>,
+    /// A PostgreSQL URL: the store is that database (shared by every node of a cluster),
+    /// blobs included. `None`: the embedded SQLite file in the data folder.
+    pub database: Option<String>,
 }
 
 impl std::fmt::Debug for OpenOptions {
@@ -69,6 +73,7 @@ impl std::fmt::Debug for OpenOptions {
         f.debug_struct("OpenOptions")
             .field("public_address", &self.public_address)
             .field("org_name", &self.org_name)
+            .field("database", &self.database.as_ref().map(|_| "(URL)"))
             .field("clock", &self.clock)
             .field(
                 "wrap_store",
@@ -159,13 +164,16 @@ pub(crate) struct State {
     pub live_groups: delivery::LiveGroups,
     /// Acknowledgements and last-seen times not yet written.
     pub pending: pending::PendingWrites,
-    pub blobs: blobs::BlobFiles,
-    /// The organisation's policy version (the store's, cached: only this process writes it).
+    pub blobs: blobs::BlobBytes,
+    /// The organisation's policy version (the store's, cached: other nodes' changes arrive
+    /// as cluster hints).
     pub policy_version: std::sync::atomic::AtomicU64,
     /// Devices with a wipe issued and not yet acknowledged: they get no other service.
     pub wipes_pending: std::sync::Mutex<std::collections::HashSet<redoubt_proto::DeviceId>>,
     /// Mail settings' change counter and the connector's per-mailbox status.
     pub mail: mail::MailState,
+    /// This node and its link to the others sharing the store.
+    pub cluster: cluster::Cluster,
 }
 
 impl State {
@@ -211,6 +219,12 @@ impl std::fmt::Debug for Server {
             .field("public_address", &self.state.public_address)
             .finish_non_exhaustive()
     }
+}
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -292,6 +306,19 @@ fn public_address(
         .map_err(|e| ServerError::Config(ConfigError(format!("public address {text:?}: {e}"))))
 }
 
+/// The store named by the options, and the bus to the other nodes when it is shared.
+async fn open_store(
+    data: &DataDir,
+    options: &OpenOptions,
+) -> Result<(Arc<dyn Store>, Option<Arc<dyn redoubt_store::Bus>>), ServerError> {
+    match &options.database {
+        None => Ok((Arc::new(SqliteStore::open(&data.database()).await?), None)),
+        Some(_) => Err(ServerError::Config(ConfigError(
+            "PostgreSQL is not available in this build".to_owned(),
+        ))),
+    }
+}
+
 impl Server {
     /// Opens the data folder at `data`, initialising whatever is missing. `listen` is the
     /// address actually bound; it is the default public address.
@@ -327,7 +354,7 @@ impl Server {
         };
         let tls = tls::load(&cert_path, &key_path)?;
 
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.database()).await?);
+        let (store, bus) = open_store(&data, options).await?;
         let store = match &options.wrap_store {
             Some(wrap) => wrap(store),
             None => store,
@@ -358,6 +385,7 @@ impl Server {
         let org = Org::new(org_record.org_id, config.server.org_name.clone(), key);
         let identity = redoubt_mls::RedoubtIdentityProvider::new(org.public_key(), org.id);
         let external = delivery::external_client(identity.clone(), &org);
+        let public_address_for_cluster = public_address.clone();
         let limiter = rate_limit::RateLimiter::new(
             config.limits.device_requests_per_second,
             config.limits.device_request_burst,
@@ -378,10 +406,14 @@ impl Server {
             commit_locks: delivery::CommitLocks::default(),
             live_groups: delivery::LiveGroups::default(),
             pending: pending::PendingWrites::default(),
-            blobs: blobs::BlobFiles::new(data.blobs()),
+            blobs: match &options.database {
+                None => blobs::BlobBytes::Files(data.blobs()),
+                Some(_) => blobs::BlobBytes::Database,
+            },
             policy_version: std::sync::atomic::AtomicU64::new(policy_version),
             wipes_pending: std::sync::Mutex::new(wipes_pending),
             mail: mail::MailState::default(),
+            cluster: cluster::Cluster::new(bus, public_address_for_cluster, now_for(options)),
         });
         blobs::clean_up(&state).await?;
 
@@ -441,6 +473,7 @@ impl Server {
             .map_err(|e| ServerError::Io(e.to_string()))?;
         tracing::info!(%address, public_address = %self.state.public_address, org = %self.state.org.name, "serving");
         let pruning = tokio::spawn(prune_periodically(self.state.clone(), stop.subscribe()));
+        let clustering = tokio::spawn(cluster::run(self.state.clone(), stop.subscribe()));
         let serve = listener::serve(listener, self.state.clone(), acceptor, stopped);
         tokio::pin!(serve);
         tokio::select! {
@@ -453,6 +486,7 @@ impl Server {
         }
         let _ = stop.send(true);
         let _ = pruning.await;
+        let _ = clustering.await;
         if let Err(error) = pending::flush(&self.state).await {
             tracing::warn!(%error, "writing acknowledgements and last-seen times at shutdown failed");
         }
@@ -568,6 +602,27 @@ impl ServerHandle {
         mail::connector_activation_code(&self.state)
             .await
             .map_err(|e| ServerError::Refused(e.0))
+    }
+
+    /// Whether other nodes share this node's database (a cluster).
+    pub fn is_clustered(&self) -> bool {
+        self.state.cluster.is_shared()
+    }
+
+    /// Takes or renews, for this node, lease `name` for `ttl`: `None` while another node
+    /// holds it. The token grows whenever the holder changes.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<redoubt_store::Lease>, ServerError> {
+        let now_ms = unix_now_ms();
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        Ok(self
+            .state
+            .store
+            .acquire_lease(name, &self.state.cluster.node_id, now_ms, ttl_ms)
+            .await?)
     }
 
     /// Writes the acknowledgements and last-seen times held in memory now (the server does

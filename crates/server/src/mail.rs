@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::State;
 use crate::api::Authenticated;
+use crate::cluster::{Hint, announce};
 use crate::error::ApiError;
 use crate::management::{Permission, audit, require};
 
@@ -198,7 +199,7 @@ pub(crate) async fn set(
             &[audit(state, Some(who), "mail.set", "mail server", details)],
         )
         .await?;
-    state.mail.notify();
+    announce(state, Hint::MailChanged);
     tracing::info!(admin = %who.user, imap = %settings.imap, smtp = %settings.smtp, "mail settings set");
     Ok(())
 }
@@ -244,7 +245,7 @@ pub(crate) async fn map(
             )],
         )
         .await?;
-    state.mail.notify();
+    announce(state, Hint::MailChanged);
     Ok(())
 }
 
@@ -295,7 +296,7 @@ pub(crate) async fn link(
             )],
         )
         .await?;
-    state.mail.notify();
+    announce(state, Hint::MailChanged);
     Ok(())
 }
 
@@ -380,7 +381,7 @@ pub(crate) async fn dav_set(
             )],
         )
         .await?;
-    state.mail.notify();
+    announce(state, Hint::MailChanged);
     Ok(())
 }
 

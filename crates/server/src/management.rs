@@ -16,6 +16,7 @@ use redoubt_store::{AuditEvent, Change, CommandRecord, DeviceRecord, StoreError,
 
 use crate::State;
 use crate::api::{Authenticated, new_activation_code};
+use crate::cluster::{Hint, announce};
 use crate::error::ApiError;
 
 /// Most users one import may create.
@@ -42,6 +43,8 @@ pub(crate) enum Permission {
     ReadAudit,
     /// Set the mail servers, the service account and users' addresses.
     ManageMail,
+    /// See the server nodes.
+    ViewCluster,
 }
 
 /// The authorisation table: which role may do what.
@@ -109,12 +112,7 @@ fn not_found(error: StoreError, what: impl std::fmt::Display) -> ApiError {
 /// Records a new policy version and tells every connected device to refresh.
 fn policy_changed(state: &State, version: Option<u64>) {
     if let Some(version) = version {
-        state
-            .policy_version
-            .fetch_max(version, std::sync::atomic::Ordering::SeqCst);
-        state.subscribers.notify_all(&Event::PolicyChanged { version });
-        // Mail settings (how many days, how much text first) come from the policy.
-        state.mail.notify();
+        announce(state, Hint::PolicyChanged { version });
     }
 }
 
@@ -475,7 +473,13 @@ pub(crate) async fn device_command(
         .map_err(|e| not_found(e, device))?;
     let command_id = applied.command_ids.first().copied().unwrap_or_default();
     if kind == CommandKind::Wipe {
-        state.wipe_pending(device, true);
+        announce(
+            state,
+            Hint::WipePending {
+                device,
+                pending: true,
+            },
+        );
     }
     let command = CommandRecord {
         id: command_id,
@@ -486,9 +490,13 @@ pub(crate) async fn device_command(
         acknowledged_at_unix_s: None,
     };
     // Online devices get it now; others fetch it when they next connect.
-    state
-        .subscribers
-        .notify(&[device], &Event::Command(sign_command(state, &command)));
+    announce(
+        state,
+        Hint::Notify {
+            devices: vec![device],
+            event: Event::Command(sign_command(state, &command)),
+        },
+    );
     tracing::info!(admin = %who.user, %device, %kind, command_id, "device command issued");
     Ok(command_id)
 }
@@ -526,8 +534,7 @@ pub(crate) async fn revoke(
         )
         .await
         .map_err(|e| not_found(e, device))?;
-    state.wipe_pending(device, false);
-    state.subscribers.disconnect(&device, "device revoked");
+    announce(state, Hint::Revoked { device });
     let groups = crate::delivery::propose_device_removal(state, &device).await?;
     tracing::warn!(%device, user = %record.user, groups, "device revoked");
     Ok(u32::try_from(groups).unwrap_or(u32::MAX))

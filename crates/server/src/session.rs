@@ -60,6 +60,7 @@ pub(crate) fn run(
             challenge: peer.challenge,
             server_time_unix_s: state.now(),
             frame_bytes_max: limits.frame_bytes_max,
+            nodes: state.cluster.addresses().to_vec(),
         };
         // A temporary, not a local: a local's room would stay in the session's task.
         let sending = send(&mut socket, &ServerFrame::Hello(hello), write_timeout);
@@ -407,7 +408,7 @@ async fn authenticated(
             blob_id,
             index,
             bytes,
-        } => crate::blobs::chunk(transfers, blob_id, index, bytes)
+        } => crate::blobs::chunk(state, transfers, blob_id, index, bytes)
             .await
             .map(|()| Response::Done),
         Request::BlobUploadFinish { blob_id } => crate::blobs::finish(state, transfers, blob_id)
@@ -482,6 +483,7 @@ async fn authenticated(
             .await
             .map(|()| Response::Done),
         Request::AdminMailShow => crate::mail::show(state, who).await.map(Response::MailSettings),
+        Request::AdminClusterList => crate::cluster::list(state, who).await.map(Response::ClusterNodes),
         Request::AdminDavSet(settings) => crate::mail::dav_set(state, who, settings)
             .await
             .map(|()| Response::Done),

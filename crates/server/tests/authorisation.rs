@@ -29,7 +29,8 @@ async fn database(server: &TestServer) -> BTreeMap<String, Vec<String>> {
             .await
             .unwrap();
     let mut dump = BTreeMap::new();
-    for table in tables {
+    // The node's heartbeat rewrites its row every few seconds, whatever the requests do.
+    for table in tables.into_iter().filter(|t| t != "cluster_nodes") {
         let columns: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT name FROM pragma_table_info('{table}')"
         )))
@@ -89,7 +90,8 @@ fn refusals(request: &Request) -> Vec<(Context, ErrorCode)> {
         | Request::AdminMailSet(_)
         | Request::AdminMailMap { .. }
         | Request::AdminMailShow
-        | Request::AdminDavSet(_) => out.push((NonAdmin, ErrorCode::Forbidden)),
+        | Request::AdminDavSet(_)
+        | Request::AdminClusterList => out.push((NonAdmin, ErrorCode::Forbidden)),
         Request::GroupSubmit(_)
         | Request::GroupFetch { .. }
         | Request::BlobUploadStart { .. }
@@ -323,9 +325,10 @@ async fn every_request_is_refused_where_it_must_be_and_changes_nothing() {
             messages: 1,
         },
         Request::HistoryReceived { group_id },
+        Request::AdminClusterList,
     ];
     // Every request type but the two that open a session is in the table.
-    assert_eq!(requests.len() + 2, 45, "a request type is missing from the table");
+    assert_eq!(requests.len() + 2, 46, "a request type is missing from the table");
 
     // Mallory's sessions: her current device (not revoked, no roles, outside the group).
     let mut mallory = Session::open(&profile_of["mallory"]).await.unwrap();

@@ -204,6 +204,13 @@ impl Store for FaultyStore {
         self.write("delete_blob")?;
         self.inner.delete_blob(id).await
     }
+    async fn put_blob_chunk(&self, id: &BlobId, index: u32, data: &[u8]) -> Result<()> {
+        self.write("put_blob_chunk")?;
+        self.inner.put_blob_chunk(id, index, data).await
+    }
+    async fn blob_chunk(&self, id: &BlobId, index: u32) -> Result<Option<Vec<u8>>> {
+        self.inner.blob_chunk(id, index).await
+    }
     async fn incomplete_blobs(&self) -> Result<Vec<BlobId>> {
         self.inner.incomplete_blobs().await
     }
@@ -276,6 +283,26 @@ impl Store for FaultyStore {
     }
     async fn audit_checkpoints(&self, after_seq: u64, through_seq: u64) -> Result<Vec<Vec<u8>>> {
         self.inner.audit_checkpoints(after_seq, through_seq).await
+    }
+    async fn node_heartbeat(&self, node: &NodeRecord) -> Result<()> {
+        // Bookkeeping, like last-seen times: a full disk must not stop the node.
+        self.inner.node_heartbeat(node).await
+    }
+    async fn nodes(&self, forget_before_unix_s: i64) -> Result<Vec<NodeRecord>> {
+        self.inner.nodes(forget_before_unix_s).await
+    }
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>> {
+        self.write("acquire_lease")?;
+        self.inner.acquire_lease(name, holder, now_ms, ttl_ms).await
+    }
+    async fn lease_is_current(&self, name: &str, token: u64) -> Result<bool> {
+        self.inner.lease_is_current(name, token).await
     }
     async fn close(&self) {
         self.inner.close().await

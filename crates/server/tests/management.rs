@@ -766,6 +766,7 @@ async fn authorisation_matrix_of_admin_requests_by_role() {
             },
         ),
         ("mail show", Request::AdminMailShow),
+        ("cluster list", Request::AdminClusterList),
         (
             "dav set",
             Request::AdminDavSet(redoubt_proto::DavServerSettings {

@@ -7,6 +7,7 @@
 //! atomic. `synchronous = FULL`: a write acknowledged is on disk.
 
 mod appender;
+mod cluster;
 mod delivery;
 mod history;
 mod management;
@@ -23,8 +24,8 @@ use redoubt_proto::{BlobId, GroupId};
 use redoubt_store::{
     ActivationCodeRecord, ActivationCodeState, AppendError, Appended, Applied, AuditEvent, BeginError,
     BlobRecord, Change, Claim, ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupHead,
-    GroupRecord, GroupTransition, HistoryRecord, InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord,
-    RedeemError, Result, Store, StoreError, TransferGroupRecord, UserRecord,
+    GroupRecord, GroupTransition, HistoryRecord, InboxRecord, Lease, LogRecord, Membership, NewLogEntry,
+    NodeRecord, OrgRecord, RedeemError, Result, Store, StoreError, TransferGroupRecord, UserRecord,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -638,6 +639,14 @@ impl Store for SqliteStore {
         self.delete_blob_impl(id).await
     }
 
+    async fn put_blob_chunk(&self, id: &BlobId, index: u32, data: &[u8]) -> Result<()> {
+        self.put_blob_chunk_impl(id, index, data).await
+    }
+
+    async fn blob_chunk(&self, id: &BlobId, index: u32) -> Result<Option<Vec<u8>>> {
+        self.blob_chunk_impl(id, index).await
+    }
+
     async fn incomplete_blobs(&self) -> Result<Vec<BlobId>> {
         self.incomplete_blobs_impl().await
     }
@@ -722,6 +731,28 @@ impl Store for SqliteStore {
 
     async fn audit_checkpoints(&self, after_seq: u64, through_seq: u64) -> Result<Vec<Vec<u8>>> {
         self.audit_checkpoints_impl(after_seq, through_seq).await
+    }
+
+    async fn node_heartbeat(&self, node: &NodeRecord) -> Result<()> {
+        self.node_heartbeat_impl(node).await
+    }
+
+    async fn nodes(&self, forget_before_unix_s: i64) -> Result<Vec<NodeRecord>> {
+        self.nodes_impl(forget_before_unix_s).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>> {
+        self.acquire_lease_impl(name, holder, now_ms, ttl_ms).await
+    }
+
+    async fn lease_is_current(&self, name: &str, token: u64) -> Result<bool> {
+        self.lease_is_current_impl(name, token).await
     }
 
     async fn close(&self) {

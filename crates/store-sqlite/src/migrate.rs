@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0007_group_state_seq.sql"),
     ),
     (8, "history", include_str!("../migrations/0008_history.sql")),
+    (9, "cluster", include_str!("../migrations/0009_cluster.sql")),
 ];
 
 pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {

@@ -50,6 +50,9 @@ macro_rules! store_conformance_tests {
             audit_log_is_a_verifiable_chain,
             settings_are_replaced_deleted_and_listed_by_prefix,
             history_transfers_are_claimed_sent_and_received,
+            blob_chunks_are_replaced_read_and_deleted_with_their_blob,
+            nodes_heartbeat_and_are_forgotten,
+            leases_have_one_holder_and_growing_tokens,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {
@@ -1473,4 +1476,118 @@ pub async fn history_transfers_are_claimed_sent_and_received(store: &impl Store)
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn blob_chunks_are_replaced_read_and_deleted_with_their_blob(store: &impl Store) {
+    two_users_three_devices(store).await;
+    store.create_group(&group(1), &dev(1)).await.unwrap();
+    let id = redoubt_proto::BlobId::from([6; 16]);
+    let missing = store.put_blob_chunk(&id, 0, b"x").await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+    let blob = BlobRecord {
+        id,
+        group: GroupId::from([1; 32]),
+        uploader: dev(1),
+        bytes_total: 70_000,
+        chunk_count: 2,
+        complete: false,
+        created_at_unix_s: 1_400,
+    };
+    store.create_blob(&blob).await.unwrap();
+    let big = vec![0xA5; 65_536];
+    store.put_blob_chunk(&id, 0, b"first try").await.unwrap();
+    store.put_blob_chunk(&id, 0, &big).await.unwrap();
+    store.put_blob_chunk(&id, 1, b"tail").await.unwrap();
+    assert_eq!(store.blob_chunk(&id, 0).await.unwrap(), Some(big));
+    assert_eq!(
+        store.blob_chunk(&id, 1).await.unwrap().as_deref(),
+        Some(&b"tail"[..])
+    );
+    assert_eq!(store.blob_chunk(&id, 2).await.unwrap(), None);
+    store.delete_blob(&id).await.unwrap();
+    assert_eq!(store.blob_chunk(&id, 0).await.unwrap(), None);
+    // A new blob under the same id starts empty.
+    store.create_blob(&blob).await.unwrap();
+    assert_eq!(store.blob_chunk(&id, 1).await.unwrap(), None);
+}
+
+pub async fn nodes_heartbeat_and_are_forgotten(store: &impl Store) {
+    use crate::NodeRecord;
+    let node = |id: &str, at: i64| NodeRecord {
+        id: id.to_owned(),
+        public_address: format!("{id}.corp.test:8443"),
+        sessions: 3,
+        started_at_unix_s: 100,
+        heartbeat_at_unix_s: at,
+        stopped: false,
+    };
+    assert!(store.nodes(0).await.unwrap().is_empty());
+    store.node_heartbeat(&node("b", 200)).await.unwrap();
+    store.node_heartbeat(&node("a", 150)).await.unwrap();
+    let mut newer = node("b", 260);
+    newer.sessions = 19_000;
+    newer.stopped = true;
+    store.node_heartbeat(&newer).await.unwrap();
+    assert_eq!(store.nodes(0).await.unwrap(), vec![node("a", 150), newer.clone()]);
+    // A node silent since before the limit is dropped from the table.
+    assert_eq!(store.nodes(200).await.unwrap(), vec![newer]);
+    assert_eq!(store.nodes(0).await.unwrap().len(), 1);
+}
+
+pub async fn leases_have_one_holder_and_growing_tokens(store: &impl Store) {
+    let first = store
+        .acquire_lease("mail", "node-a", 1_000, 500)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.expires_at_ms, 1_500);
+    // Held: another node is refused, the holder renews under the same token.
+    assert_eq!(
+        store.acquire_lease("mail", "node-b", 1_200, 500).await.unwrap(),
+        None
+    );
+    let renewed = store
+        .acquire_lease("mail", "node-a", 1_300, 500)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((renewed.token, renewed.expires_at_ms), (first.token, 1_800));
+    assert!(store.lease_is_current("mail", first.token).await.unwrap());
+    // Lapsed: another node takes it with a greater token, and the old one is stale.
+    let taken = store
+        .acquire_lease("mail", "node-b", 1_800, 500)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(taken.token > first.token);
+    assert!(!store.lease_is_current("mail", first.token).await.unwrap());
+    assert!(store.lease_is_current("mail", taken.token).await.unwrap());
+    // The former holder coming back is a new holder too.
+    assert_eq!(
+        store.acquire_lease("mail", "node-a", 2_000, 500).await.unwrap(),
+        None
+    );
+    let back = store
+        .acquire_lease("mail", "node-a", 2_300, 500)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(back.token > taken.token);
+    // Leases are independent, and a lease never taken has no current token.
+    assert!(
+        store
+            .acquire_lease("other", "node-b", 2_300, 500)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(!store.lease_is_current("unknown", 1).await.unwrap());
+    // Of many asking at once, exactly one wins.
+    let names: Vec<String> = (0..8).map(|i| format!("n{i}")).collect();
+    let attempts = names
+        .iter()
+        .map(|name| async move { store.acquire_lease("race", name, 5_000, 500).await.unwrap() })
+        .collect();
+    let results = futures_join_all(attempts).await;
+    assert_eq!(results.iter().filter(|r| r.is_some()).count(), 1);
 }

@@ -12,10 +12,12 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+mod cluster;
 mod delivery;
 mod history;
 mod management;
 
+pub use cluster::{BUS_MESSAGE_BYTES_MAX, Bus, BusEvent, Lease, NodeRecord};
 pub use delivery::{
     AppendError, Appended, BlobRecord, ClaimedPackage, GroupHead, GroupRecord, GroupTransition, InboxRecord,
     LogRecord, Membership, NewLogEntry,
@@ -288,7 +290,15 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a blob complete (fetchable).
     async fn complete_blob(&self, id: &BlobId) -> Result<()>;
 
+    /// Deletes the blob's record and its chunks.
     async fn delete_blob(&self, id: &BlobId) -> Result<()>;
+
+    /// Stores chunk `index` of a blob's bytes, replacing one stored before under that index
+    /// (`NotFound("blob")` if there is no such blob). Used where the blobs live in the
+    /// database, so that every node of a cluster serves them.
+    async fn put_blob_chunk(&self, id: &BlobId, index: u32, data: &[u8]) -> Result<()>;
+
+    async fn blob_chunk(&self, id: &BlobId, index: u32) -> Result<Option<Vec<u8>>>;
 
     /// Blobs whose upload never finished (an interrupted upload, a crash).
     async fn incomplete_blobs(&self) -> Result<Vec<BlobId>>;
@@ -362,9 +372,32 @@ pub trait Store: Send + Sync + 'static {
     /// Signed checkpoints over entries in `after_seq < seq <= through_seq`, in order.
     async fn audit_checkpoints(&self, after_seq: u64, through_seq: u64) -> Result<Vec<Vec<u8>>>;
 
-    /// Flushes and closes the store; later calls fail.
     /// Every organisation setting whose key starts with `prefix`, ordered by key.
     async fn settings(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>>;
 
+    /// Records a node's heartbeat, inserting or replacing its row.
+    async fn node_heartbeat(&self, node: &NodeRecord) -> Result<()>;
+
+    /// Every node recorded, ordered by id. Nodes whose last heartbeat is older than
+    /// `forget_before_unix_s` are deleted first.
+    async fn nodes(&self, forget_before_unix_s: i64) -> Result<Vec<NodeRecord>>;
+
+    /// Takes lease `name` for `holder` until `now_ms + ttl_ms` if it is free, lapsed
+    /// (`expires_at_ms <= now_ms`) or held by `holder` already (a renewal keeps the token).
+    /// `None` while another holder's lease runs. Atomic: of two nodes asking at once, one
+    /// gets it.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>>;
+
+    /// Whether `token` is still the current token of lease `name` (a holder that was
+    /// paused past its expiry and replaced finds out here before writing).
+    async fn lease_is_current(&self, name: &str, token: u64) -> Result<bool>;
+
+    /// Flushes and closes the store; later calls fail.
     async fn close(&self);
 }

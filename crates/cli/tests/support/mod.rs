@@ -143,6 +143,11 @@ impl ServerProcess {
         Self { child, log }
     }
 
+    /// The process id (for signals such as SIGSTOP).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

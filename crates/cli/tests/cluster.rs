@@ -1,0 +1,470 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step must fail loudly
+//! Several `redoubt server` processes over one PostgreSQL database (a real one, started on
+//! loopback for the test run): devices spread over three nodes exchange messages in groups
+//! while nodes are SIGKILLed and restarted (and PostgreSQL itself once); a node paused with
+//! SIGSTOP cannot get a stale commit accepted; every acknowledged message reaches every
+//! member device exactly once, in order, at the same epoch; devices of a dead node go to
+//! another by themselves.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use redoubt_client::{Messenger, Profile, Session};
+use redoubt_proto::{ActivationCode, DeviceName, Event, UserName};
+use redoubt_store_postgres::testing::TestPostgres;
+use support::{ServerProcess, free_port, json_ok, wait_for, wait_until_listening};
+
+/// One node: its data folder (a copy of the node secrets), address and process.
+struct Node {
+    data: PathBuf,
+    address: String,
+    database: String,
+    process: Option<ServerProcess>,
+}
+
+impl Node {
+    fn start(data: &Path, database: &str) -> Self {
+        let mut node = Self {
+            data: data.to_owned(),
+            address: format!("127.0.0.1:{}", free_port()),
+            database: database.to_owned(),
+            process: None,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let process = ServerProcess::start_with_env(
+            &self.data,
+            &self.address,
+            &[("REDOUBT_DATABASE", self.database.as_str())],
+        );
+        self.process = Some(process);
+        wait_until_listening(&self.address);
+    }
+
+    fn kill(&mut self) {
+        if let Some(process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.process.as_ref().unwrap().id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// The node secrets every node shares: the configuration, the root key, the TLS pair.
+fn copy_node_secrets(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("tls")).unwrap();
+    for file in ["redoubt.toml", "org-root.key", "tls/cert.pem", "tls/key.pem"] {
+        std::fs::copy(from.join(file), to.join(file)).unwrap();
+    }
+}
+
+/// Three nodes on a fresh database, the first admin enrolled (on node 0).
+async fn cluster(root: &Path) -> (Vec<Node>, Session) {
+    let database = TestPostgres::shared().fresh_database().await;
+    let first = Node::start(&root.join("node0"), &database);
+    let code = wait_for(&first.data.join("admin-activation.txt"));
+    let mut nodes = vec![first];
+    for i in 1..3 {
+        let data = root.join(format!("node{i}"));
+        copy_node_secrets(&nodes[0].data, &data);
+        nodes.push(Node::start(&data, &database));
+    }
+    let admin = enroll(root, "admin", &code).await;
+    let admin = Session::open(&admin).await.unwrap();
+    (nodes, admin)
+}
+
+async fn enroll(root: &Path, name: &str, code: &str) -> Profile {
+    redoubt_client::enroll(
+        &root.join(name),
+        &ActivationCode::parse(code.trim()).unwrap(),
+        DeviceName::parse(name).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Makes a profile prefer `address` (as a device enrolled there would).
+fn point_at(root: &Path, name: &str, address: &str) -> Profile {
+    let path = root.join(name).join("profile.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    json["server"] = serde_json::Value::String(address.to_owned());
+    std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    Profile::load(&root.join(name), None).unwrap()
+}
+
+/// Users, each with one device on the node given, and their messengers.
+async fn users_on(
+    root: &Path,
+    admin: &mut Session,
+    nodes: &[Node],
+    users: &[(&'static str, usize)],
+) -> BTreeMap<&'static str, Messenger> {
+    let mut messengers = BTreeMap::new();
+    for (user, node) in users {
+        let code = admin
+            .admin_user_add(UserName::parse(user).unwrap(), None)
+            .await
+            .unwrap()
+            .code;
+        enroll(root, user, &code).await;
+        let profile = point_at(root, user, &nodes[*node].address);
+        messengers.insert(*user, Messenger::open(&profile).await.unwrap());
+    }
+    messengers
+}
+
+fn names(members: &[&str]) -> Vec<UserName> {
+    members.iter().map(|u| UserName::parse(u).unwrap()).collect()
+}
+
+/// The texts of a conversation on one device.
+fn texts(messenger: &Messenger, group: &str) -> Vec<String> {
+    let conversation = messenger.conversation(group).unwrap().unwrap();
+    messenger
+        .messages(&conversation)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect()
+}
+
+/// xorshift64*: reproducible choices of what to kill and when.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next() % (high - low + 1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_deliver_every_message_once_in_order_through_node_and_database_restarts() {
+    let seed = std::env::var("REDOUBT_CLUSTER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("cluster test seed {seed} (REDOUBT_CLUSTER_SEED to repeat)");
+    let mut rng = Rng(seed);
+    let root = tempfile::tempdir().unwrap();
+    let (mut nodes, mut admin) = cluster(root.path()).await;
+
+    // Every node is listed, and devices learn every node's address at enrolment.
+    let listed = support::eventually("three nodes up", Duration::from_secs(30), || {
+        let nodes = json_ok(
+            &root.path().join("admin"),
+            &["admin", "cluster", "list", "--json"],
+            &[],
+        );
+        let up = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["state"] == "up")
+            .count();
+        (up == 3).then_some(nodes)
+    });
+    for node in &nodes {
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["public_address"] == node.address.as_str()),
+            "{} not in {listed}",
+            node.address
+        );
+    }
+
+    let mut messengers = users_on(
+        root.path(),
+        &mut admin,
+        &nodes,
+        &[("ann", 0), ("ben", 1), ("cat", 2), ("dan", 1)],
+    )
+    .await;
+    let profile: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.path().join("ben/profile.json")).unwrap()).unwrap();
+    assert_eq!(profile["nodes"].as_array().map(Vec::len), Some(3), "{profile}");
+
+    let groups: [(&str, &[&str]); 3] = [
+        ("alpha", &["ann", "ben", "cat"]),
+        ("beta", &["ben", "cat", "dan"]),
+        ("gamma", &["ann", "dan"]),
+    ];
+    for (name, members) in groups {
+        let creator = messengers.get_mut(members[0]).unwrap();
+        creator
+            .create_conversation(name, &names(&members[1..]), false)
+            .await
+            .unwrap();
+    }
+    for messenger in messengers.values_mut() {
+        messenger.sync().await.unwrap();
+    }
+
+    // Live across nodes: Ann's message (node 0) is pushed to Ben's session (node 1) and
+    // Cat's (node 2) at once, without their asking.
+    let (_, seq) = messengers
+        .get_mut("ann")
+        .unwrap()
+        .send_text("alpha", "hello from node 0")
+        .await
+        .unwrap();
+    for reader in ["ben", "cat"] {
+        let messenger = messengers.get_mut(reader).unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Event::GroupAppended { seq: got, .. } = messenger.next_event().await.unwrap() {
+                    if got >= seq {
+                        return got;
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(
+            event.is_ok(),
+            "{reader} was not told of the message from another node"
+        );
+        messenger.sync().await.unwrap();
+        assert_eq!(texts(messenger, "alpha").last().unwrap(), "hello from node 0");
+    }
+
+    // Everyone sends (a commit every fifth message) while nodes are killed one at a time
+    // and restarted, and PostgreSQL is restarted once.
+    let per_sender = 24;
+    let mut tasks = Vec::new();
+    for (user, mut messenger) in std::mem::take(&mut messengers) {
+        let mine: Vec<&str> = groups
+            .iter()
+            .filter(|(_, m)| m.contains(&user))
+            .map(|(n, _)| *n)
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..per_sender {
+                let group = mine[i % mine.len()];
+                let text = format!("{user}-{i}");
+                match messenger.send_text(group, &text).await {
+                    Ok(_) => acked.push((group.to_owned(), text)),
+                    Err(error) => eprintln!("{user}: send {i} not acknowledged: {error}"),
+                }
+                if i % 5 == 4 {
+                    let conversation = messenger.conversation(group).unwrap().unwrap();
+                    if let Err(error) = messenger.update_keys(&conversation).await {
+                        eprintln!("{user}: commit not acknowledged: {error}");
+                    }
+                }
+            }
+            (user, messenger, acked)
+        }));
+    }
+    let chaos = tokio::task::spawn_blocking(move || {
+        let mut kills = 0;
+        for round in 0..4 {
+            std::thread::sleep(Duration::from_millis(rng.between(200, 900)));
+            if round == 2 {
+                TestPostgres::shared().restart();
+                continue;
+            }
+            let victim = rng.between(0, 2) as usize;
+            nodes[victim].kill();
+            kills += 1;
+            std::thread::sleep(Duration::from_millis(rng.between(100, 600)));
+            nodes[victim].spawn();
+        }
+        (nodes, kills)
+    });
+    let mut acked: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+    for task in tasks {
+        let (user, messenger, sent) = task.await.unwrap();
+        messengers.insert(user, messenger);
+        acked.insert(user, sent);
+    }
+    let (nodes, kills) = chaos.await.unwrap();
+
+    for _ in 0..2 {
+        for messenger in messengers.values_mut() {
+            messenger.reconnect(8, |_, _| {}).await.unwrap();
+            messenger.sync().await.unwrap();
+        }
+    }
+    let total: usize = acked.values().map(Vec::len).sum();
+    assert!(
+        total >= per_sender * 4 / 2,
+        "too few messages acknowledged: {total}"
+    );
+    for (group, members) in groups {
+        let mut epochs = BTreeSet::new();
+        let mut histories = Vec::new();
+        for member in members {
+            let messenger = &messengers[member];
+            let conversation = messenger.conversation(group).unwrap().unwrap();
+            epochs.insert(messenger.epoch(&conversation).unwrap());
+            let texts = texts(messenger, group);
+            let unique: BTreeSet<&String> = texts.iter().collect();
+            assert_eq!(unique.len(), texts.len(), "{member} has a duplicate in {group}");
+            for (sender, sent) in &acked {
+                let expected: Vec<&String> =
+                    sent.iter().filter(|(g, _)| g == group).map(|(_, t)| t).collect();
+                let got: Vec<&String> = texts.iter().filter(|t| expected.contains(t)).collect();
+                assert_eq!(
+                    got, expected,
+                    "{member} in {group}: {sender}'s messages missing or out of order"
+                );
+            }
+            histories.push((member, texts));
+        }
+        assert_eq!(
+            epochs.len(),
+            1,
+            "members of {group} at different epochs: {epochs:?}"
+        );
+        let (first, reference) = &histories[0];
+        for (member, texts) in &histories[1..] {
+            assert_eq!(texts, reference, "{member} and {first} disagree on {group}");
+        }
+    }
+    eprintln!(
+        "cluster test: {kills} node kills and a database restart; {total} acknowledged messages checked"
+    );
+    drop(nodes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_a_commit_elsewhere_gets_no_stale_commit_accepted() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, mut admin) = cluster(root.path()).await;
+    let mut messengers = users_on(root.path(), &mut admin, &nodes, &[("ann", 0), ("ben", 1)]).await;
+    let ann = messengers.remove("ann").unwrap();
+    let mut ben = messengers.remove("ben").unwrap();
+    let mut ann = ann;
+    ann.create_conversation("race", &names(&["ben"]), false)
+        .await
+        .unwrap();
+    ben.sync().await.unwrap();
+    let conversation = ben.conversation("race").unwrap().unwrap();
+    let epoch = ben.epoch(&conversation).unwrap();
+
+    // Node 1 (Ben's) is frozen while Ben's commit is on its way to it; meanwhile Ann
+    // commits through node 0. When node 1 wakes, the commit it holds is for an old epoch.
+    nodes[1].signal("-STOP");
+    let paused_commit = tokio::spawn(async move {
+        let result = ben.update_keys(&conversation).await;
+        (ben, result)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let conversation = ann.conversation("race").unwrap().unwrap();
+    ann.update_keys(&conversation).await.unwrap();
+    assert_eq!(ann.epoch(&conversation).unwrap(), epoch + 1);
+    nodes[1].signal("-CONT");
+    let (mut ben, result) = tokio::time::timeout(Duration::from_secs(60), paused_commit)
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!("Ben's commit through the paused node: {result:?}");
+
+    // One commit per epoch: both devices end at the same epoch, and each can read the other.
+    ann.sync().await.unwrap();
+    ben.sync().await.unwrap();
+    ann.sync().await.unwrap();
+    let epoch_ann = ann.epoch(&ann.conversation("race").unwrap().unwrap()).unwrap();
+    let epoch_ben = ben.epoch(&ben.conversation("race").unwrap().unwrap()).unwrap();
+    assert_eq!(epoch_ann, epoch_ben);
+    ann.send_text("race", "after the pause").await.unwrap();
+    ben.send_text("race", "and back").await.unwrap();
+    ann.sync().await.unwrap();
+    ben.sync().await.unwrap();
+    assert_eq!(texts(&ann, "race"), ["after the pause", "and back"]);
+    assert_eq!(texts(&ben, "race"), ["after the pause", "and back"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_of_a_killed_node_fail_over_by_themselves() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut nodes, mut admin) = cluster(root.path()).await;
+    let mut messengers = users_on(root.path(), &mut admin, &nodes, &[("ann", 0), ("ben", 2)]).await;
+    messengers
+        .get_mut("ann")
+        .unwrap()
+        .create_conversation("pair", &names(&["ben"]), false)
+        .await
+        .unwrap();
+    messengers.get_mut("ben").unwrap().sync().await.unwrap();
+
+    // Ben's node dies; his next send goes through another node with no command from him.
+    nodes[2].kill();
+    let started = Instant::now();
+    let ben = messengers.get_mut("ben").unwrap();
+    ben.send_text("pair", "still here").await.unwrap();
+    eprintln!(
+        "failover: Ben's send went through another node after {:?}",
+        started.elapsed()
+    );
+    let ann = messengers.get_mut("ann").unwrap();
+    ann.sync().await.unwrap();
+    assert_eq!(texts(ann, "pair"), ["still here"]);
+}
+
+#[test]
+fn a_hostile_or_unreachable_database_url_is_refused_clearly_without_its_password() {
+    let root = tempfile::tempdir().unwrap();
+    for (url, expected) in [
+        (
+            "postgres://redoubt:S3cretPassw0rd@127.0.0.1:1/redoubt",
+            "database",
+        ),
+        ("mysql://redoubt:S3cretPassw0rd@127.0.0.1/redoubt", "database"),
+        (
+            "postgres://redoubt:S3cretPassw0rd@127.0.0.1:1/redoubt?sslmode=bogus",
+            "database",
+        ),
+        ("not a url at all S3cretPassw0rd", "database"),
+    ] {
+        let data = root.path().join(format!("d{}", free_port()));
+        let output = Command::new(env!("CARGO_BIN_EXE_redoubt"))
+            .args(["server", "--data"])
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0", "--no-qr"])
+            .env("REDOUBT_DATABASE", url)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{url} was accepted");
+        assert!(stderr.contains(expected), "{url}: {stderr}");
+        assert!(
+            !stderr.contains("S3cretPassw0rd"),
+            "{url}: the password reached the log: {stderr}"
+        );
+        // Nothing was initialised against a database that is not there.
+        assert!(!data.join("org-root.key").exists(), "{url}: a root key was made");
+    }
+}
