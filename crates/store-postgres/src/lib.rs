@@ -45,6 +45,8 @@ macro_rules! transaction {
 }
 
 mod appender;
+mod bus;
+mod cluster;
 mod connect;
 mod delivery;
 mod directory;
@@ -54,6 +56,8 @@ mod migrate;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use bus::PgBus;
+
 use std::time::Duration;
 
 use redoubt_proto::{
@@ -62,8 +66,8 @@ use redoubt_proto::{
 use redoubt_store::{
     ActivationCodeRecord, AppendError, Appended, Applied, AuditEvent, BeginError, BlobRecord, Change, Claim,
     ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupHead, GroupRecord,
-    GroupTransition, HistoryRecord, InboxRecord, LogRecord, Membership, NewLogEntry, OrgRecord, RedeemError,
-    Result, Store, StoreError, TransferGroupRecord, UserRecord,
+    GroupTransition, HistoryRecord, InboxRecord, Lease, LogRecord, Membership, NewLogEntry, NodeRecord,
+    OrgRecord, RedeemError, Result, Store, StoreError, TransferGroupRecord, UserRecord,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row};
@@ -419,6 +423,14 @@ impl Store for PgStore {
         self.delete_blob_impl(id).await
     }
 
+    async fn put_blob_chunk(&self, id: &BlobId, index: u32, data: &[u8]) -> Result<()> {
+        self.put_blob_chunk_impl(id, index, data).await
+    }
+
+    async fn blob_chunk(&self, id: &BlobId, index: u32) -> Result<Option<Vec<u8>>> {
+        self.blob_chunk_impl(id, index).await
+    }
+
     async fn incomplete_blobs(&self) -> Result<Vec<BlobId>> {
         self.incomplete_blobs_impl().await
     }
@@ -503,6 +515,28 @@ impl Store for PgStore {
 
     async fn audit_checkpoints(&self, after_seq: u64, through_seq: u64) -> Result<Vec<Vec<u8>>> {
         self.audit_checkpoints_impl(after_seq, through_seq).await
+    }
+
+    async fn node_heartbeat(&self, node: &NodeRecord) -> Result<()> {
+        self.node_heartbeat_impl(node).await
+    }
+
+    async fn nodes(&self, forget_before_unix_s: i64) -> Result<Vec<NodeRecord>> {
+        self.nodes_impl(forget_before_unix_s).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>> {
+        self.acquire_lease_impl(name, holder, now_ms, ttl_ms).await
+    }
+
+    async fn lease_is_current(&self, name: &str, token: u64) -> Result<bool> {
+        self.lease_is_current_impl(name, token).await
     }
 
     async fn close(&self) {

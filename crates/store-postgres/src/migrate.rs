@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "management", include_str!("../migrations/0004_management.sql")),
     (5, "settings", include_str!("../migrations/0005_settings.sql")),
     (6, "history", include_str!("../migrations/0006_history.sql")),
+    (7, "cluster", include_str!("../migrations/0007_cluster.sql")),
 ];
 
 /// The advisory lock that serialises migrations ("redoubt" in ASCII). Advisory locks are
