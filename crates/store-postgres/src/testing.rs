@@ -129,29 +129,34 @@ impl TestPostgres {
     }
 
     /// Stops the server (`pg_ctl stop -m fast`: sessions are ended, transactions rolled
-    /// back). Blocks until it is down.
-    pub fn stop(&self) -> Result<(), String> {
-        run(self
+    /// back). Blocks until it is down; panics, with the server's log, if it does not stop.
+    pub fn stop(&self) {
+        let stopped = run(self
             .command("pg_ctl")
             .args(["stop", "-m", "fast", "-w", "-s", "-D"])
-            .arg(self.data()))
+            .arg(self.data()));
+        if let Err(error) = stopped {
+            panic!("cannot stop the test PostgreSQL: {error}\n{}", self.log_tail());
+        }
     }
 
     /// Starts the server again on the same directory and port, stopping it first if it
-    /// runs. Blocks until it accepts connections.
-    pub fn restart(&self) -> Result<(), String> {
+    /// runs. Blocks until it accepts connections; panics, with the server's log, if it
+    /// does not.
+    pub fn restart(&self) {
         let running = self
             .command("pg_ctl")
             .args(["status", "-D"])
             .arg(self.data())
             .stdout(Stdio::null())
             .status()
-            .map_err(|e| format!("cannot run pg_ctl: {e}"))?
-            .success();
+            .is_ok_and(|status| status.success());
         if running {
-            self.stop()?;
+            self.stop();
         }
-        self.start_server()
+        if let Err(error) = self.start_server() {
+            panic!("cannot restart the test PostgreSQL: {error}");
+        }
     }
 
     /// The last lines of the server's log.

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use redoubt_proto::{ActivationCodeId, OrgId};
 use redoubt_store::{
-    AppendError, Appended, GroupTransition, NewLogEntry, OrgRecord, RedeemError, Store, StoreError,
+    AppendError, Appended, Bus, BusEvent, GroupTransition, NewLogEntry, OrgRecord, RedeemError, Store,
+    StoreError,
 };
 use redoubt_store_postgres::PgStore;
 use redoubt_store_postgres::testing::TestPostgres;
@@ -438,7 +439,6 @@ async fn the_store_rides_through_a_server_restart() {
     let restarting = server.clone();
     tokio::task::spawn_blocking(move || restarting.restart())
         .await
-        .unwrap()
         .unwrap();
     assert_ne!(started_at().await, first_start, "the server restarted");
     let results = appends.join_all().await;
@@ -452,4 +452,73 @@ async fn the_store_rides_through_a_server_restart() {
     }
     let (_, _, after) = append(&store, 0, 1_000, false).await;
     assert_eq!(after.unwrap().seq, u64::try_from(log.len()).unwrap() + 1);
+}
+
+/// The bus's next event, or a panic after a few seconds.
+async fn next_event(bus: &impl Bus) -> BusEvent {
+    tokio::time::timeout(Duration::from_secs(10), bus.next())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_bus_wakes_every_node_and_reports_a_lost_connection() {
+    let url = fresh_url().await;
+    let nodes = [
+        PgStore::connect(&url).await.unwrap(),
+        PgStore::connect(&url).await.unwrap(),
+    ];
+    let buses = [nodes[0].bus().await.unwrap(), nodes[1].bus().await.unwrap()];
+    let largest = vec![0xFF; redoubt_store::BUS_MESSAGE_BYTES_MAX];
+    buses[0].publish(b"appended: group 1").await.unwrap();
+    buses[1].publish(&largest).await.unwrap();
+    for bus in &buses {
+        // Every node hears every message, its own included, in order.
+        assert_eq!(
+            next_event(bus).await,
+            BusEvent::Message(b"appended: group 1".to_vec())
+        );
+        assert_eq!(next_event(bus).await, BusEvent::Message(largest.clone()));
+    }
+    let oversized = buses[0]
+        .publish(&[0; redoubt_store::BUS_MESSAGE_BYTES_MAX + 1])
+        .await;
+    assert!(matches!(oversized, Err(StoreError::Limit(_))), "{oversized:?}");
+
+    // The listening sessions end: each bus says it may have missed messages, then hears
+    // the next ones.
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "WITH victims AS MATERIALIZED (
+             SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'redoubt-bus')
+         SELECT count(*) FROM victims WHERE pg_terminate_backend(pid)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(ended, 2);
+    for bus in &buses {
+        assert_eq!(next_event(bus).await, BusEvent::Gap);
+    }
+    buses[1].publish(b"after").await.unwrap();
+    for bus in &buses {
+        assert_eq!(next_event(bus).await, BusEvent::Message(b"after".to_vec()));
+    }
+
+    // A closed bus says so, to a caller waiting and to one coming later.
+    let [first, second] = buses;
+    let second = std::sync::Arc::new(second);
+    let waiting = tokio::spawn({
+        let second = second.clone();
+        async move { second.next().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(10), second.close())
+        .await
+        .expect("closed within 10 s");
+    first.close().await;
+    assert!(waiting.await.unwrap().is_err());
+    assert!(first.next().await.is_err());
 }
