@@ -16,7 +16,10 @@ use redoubt_store::{AppendError, Appended, GroupTransition, StoreError};
 use sqlx::PgConnection;
 use sqlx::postgres::PgPool;
 
-use crate::{TRANSACTION_ATTEMPTS_MAX, backend_error, backoff, from_db, insert_error, is_conflict, to_db};
+use crate::{
+    TRANSACTION_ATTEMPTS_MAX, backend_error, backend_message, backoff, from_db, insert_error, is_conflict,
+    to_db,
+};
 
 /// Appends written in one transaction at most.
 const APPEND_BATCH_MAX: usize = 256;
@@ -104,11 +107,11 @@ async fn append_batch(pool: &PgPool, batch: &[AppendJob]) -> Vec<Result<Appended
                 attempt += 1;
             }
             Err(error) => {
-                let error = backend_error(error);
-                tracing::warn!(%error, appends = batch.len(), "a batch of appends failed; none was written");
+                let message = backend_message(&error);
+                tracing::warn!(error = %message, appends = batch.len(), "a batch of appends failed; none was written");
                 return batch
                     .iter()
-                    .map(|_| Err(AppendError::Store(StoreError::Backend(error.to_string()))))
+                    .map(|_| Err(AppendError::Store(StoreError::Backend(message.clone()))))
                     .collect();
             }
         }

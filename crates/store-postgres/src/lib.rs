@@ -12,7 +12,7 @@
 //! history record → counter → audit head, always last (a transaction holding it waits for
 //! nothing). Where the order cannot hold (an administrative batch changes rows in the order
 //! given), PostgreSQL detects the deadlock, aborts one transaction, and it is run again
-//! ([`TRANSACTION_ATTEMPTS_MAX`]).
+//! (a few times, `TRANSACTION_ATTEMPTS_MAX`).
 
 /// Runs `$body` in a transaction of `$store`'s pool and commits it. When PostgreSQL aborted
 /// it for a conflict with a concurrent transaction (a deadlock, a serialization failure), it
@@ -73,7 +73,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row};
 
 /// Connections in each node's pool. The database's `max_connections` must allow this many
-/// per node, plus one while a node starts (its migration connection).
+/// per node, plus one for its bus ([`PgBus`]) and one while it starts (migrations).
 const POOL_CONNECTIONS_MAX: u32 = 16;
 /// How long an operation waits for a free connection (or a new one) before failing.
 const POOL_ACQUIRE_TIMEOUT_MS: u64 = 10_000;
@@ -102,10 +102,15 @@ pub(crate) fn is_conflict(error: &sqlx::Error) -> bool {
 }
 
 pub(crate) fn backend_error(error: sqlx::Error) -> StoreError {
-    if is_conflict(&error) {
-        StoreError::Backend(format!("{CONFLICT}: {error}"))
+    StoreError::Backend(backend_message(&error))
+}
+
+/// What [`backend_error`] says.
+pub(crate) fn backend_message(error: &sqlx::Error) -> String {
+    if is_conflict(error) {
+        format!("{CONFLICT}: {error}")
     } else {
-        StoreError::Backend(error.to_string())
+        error.to_string()
     }
 }
 

@@ -7,10 +7,10 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use redoubt_proto::{ActivationCodeId, OrgId};
+use redoubt_proto::{ActivationCodeId, GroupId, OrgId};
 use redoubt_store::{
-    AppendError, Appended, Bus, BusEvent, GroupTransition, NewLogEntry, OrgRecord, RedeemError, Store,
-    StoreError,
+    AppendError, Appended, Bus, BusEvent, Change, GroupRecord, GroupTransition, NewLogEntry, OrgRecord,
+    RedeemError, Store, StoreError,
 };
 use redoubt_store_postgres::PgStore;
 use redoubt_store_postgres::testing::TestPostgres;
@@ -521,4 +521,138 @@ async fn the_bus_wakes_every_node_and_reports_a_lost_connection() {
     first.close().await;
     assert!(waiting.await.unwrap().is_err());
     assert!(first.next().await.is_err());
+}
+
+/// A store whose sessions detect deadlocks after 300 ms, and another session, `rival`, that
+/// detects them only after a minute: in a deadlock between the two, the store's
+/// transaction is always the one PostgreSQL aborts.
+async fn store_losing_deadlocks() -> (PgStore, PgConnection) {
+    let url = fresh_url().await;
+    let mut rival = PgConnection::connect(&url).await.unwrap();
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut rival)
+        .await
+        .unwrap();
+    // A name of digits and underscores (TestPostgres::fresh_database).
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {name} SET deadlock_timeout = '300ms'"
+    )))
+    .execute(&mut rival)
+    .await
+    .unwrap();
+    sqlx::raw_sql("SET deadlock_timeout = '60s'")
+        .execute(&mut rival)
+        .await
+        .unwrap();
+    (PgStore::connect(&url).await.unwrap(), rival)
+}
+
+/// Makes `store_work` (which locks `first`'s row, then `second`'s) deadlock with the rival,
+/// which holds `second` and then asks for `first`. Returns once both are done.
+async fn deadlock<T: Send + 'static>(
+    rival: &mut PgConnection,
+    lock: &'static str,
+    first: Vec<u8>,
+    second: Vec<u8>,
+    store_work: impl Future<Output = T> + Send + 'static,
+) -> T {
+    sqlx::raw_sql("BEGIN").execute(&mut *rival).await.unwrap();
+    sqlx::query(lock)
+        .bind(&second)
+        .execute(&mut *rival)
+        .await
+        .unwrap();
+    let work = tokio::spawn(store_work);
+    // The store's transaction takes `first`, then waits for `second`...
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ... and the rival waits for `first`: a circle. PostgreSQL aborts the store's
+    // transaction, the rival gets `first`.
+    sqlx::query(lock).bind(&first).execute(&mut *rival).await.unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut *rival).await.unwrap();
+    work.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_aborted_by_a_deadlock_runs_again() {
+    let (store, mut rival) = store_losing_deadlocks().await;
+    alice_and_her_group(&store).await;
+    store.create_activation_code(&code(2, "alice")).await.unwrap();
+    store
+        .redeem_activation_code(
+            &ActivationCodeId::from([2; 8]),
+            1_100,
+            &device(2, "alice", 2),
+            &audit("second device"),
+        )
+        .await
+        .unwrap();
+    let approvals = [dev(1), dev(2)].map(|device| Change::ApproveDevice {
+        device,
+        at_unix_s: 1_500,
+    });
+    let applying = {
+        let store = store.clone();
+        async move { store.apply(&approvals, &[audit("approvals")]).await }
+    };
+    let applied = deadlock(
+        &mut rival,
+        "SELECT 1 FROM devices WHERE id = $1 FOR UPDATE",
+        dev(1).as_bytes().to_vec(),
+        dev(2).as_bytes().to_vec(),
+        applying,
+    )
+    .await;
+    applied.unwrap();
+    assert_eq!(
+        store.audit_head().await.unwrap().0,
+        3,
+        "the approvals were audited once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_appends_aborted_by_a_deadlock_runs_again() {
+    let (store, mut rival) = store_losing_deadlocks().await;
+    alice_and_her_group(&store).await;
+    let second = GroupRecord {
+        id: support::group_id(2),
+        epoch: 0,
+        state: vec![0],
+        state_seq: 0,
+        last_seq: 0,
+        created_at_unix_s: 1_200,
+    };
+    store.create_group(&second, &dev(1)).await.unwrap();
+    // One batch (the appender takes what waits): group 1's append, then group 2's.
+    let appending = {
+        let store = store.clone();
+        async move {
+            let append_to = |group: GroupId, client: u8| {
+                let store = store.clone();
+                async move {
+                    let entry = NewLogEntry {
+                        group,
+                        sender: dev(1),
+                        client_message_id: [client; 16],
+                        message: b"hello",
+                        created_at_unix_s: 1_300,
+                    };
+                    store.append(&entry, None).await
+                }
+            };
+            tokio::join!(
+                append_to(support::group_id(1), 1),
+                append_to(support::group_id(2), 2)
+            )
+        }
+    };
+    let (first, second) = deadlock(
+        &mut rival,
+        "SELECT 1 FROM groups WHERE id = $1 FOR UPDATE",
+        support::group_id(1).as_bytes().to_vec(),
+        support::group_id(2).as_bytes().to_vec(),
+        appending,
+    )
+    .await;
+    assert_eq!((first.unwrap().seq, second.unwrap().seq), (1, 1));
 }
