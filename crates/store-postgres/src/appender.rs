@@ -1,15 +1,17 @@
 //! Group commit for log appends: one task per store takes every append waiting (up to
 //! [`APPEND_BATCH_MAX`]) and writes them in one transaction, so that many devices' messages
 //! share one commit, the cost that bounds appends (the server runs with `fsync` and
-//! `synchronous_commit` on). Each append runs under its own savepoint, so one failing (an
-//! epoch conflict) leaves the others; nothing is answered before the commit.
+//! `synchronous_commit` on). An append refused (an epoch conflict) leaves the others; one
+//! failing with an error of its own rolls back alone (`Mode::Savepoints`). Nothing is
+//! answered before the commit.
 //!
 //! Correct with several nodes appending to one group: each append takes its group row's
-//! lock (`UPDATE groups … RETURNING`, or `FOR NO KEY UPDATE` for a commit) before it
-//! numbers its entry or checks the epoch, and holds it to the commit. A batch locks its
-//! groups in id order, as every node's batches do, so two batches never wait for each
-//! other in a circle; should PostgreSQL abort a batch for a conflict nonetheless, the whole
-//! batch runs again ([`crate::TRANSACTION_ATTEMPTS_MAX`]).
+//! lock (`FOR NO KEY UPDATE`, the lock an `UPDATE` takes) before it numbers its entry or
+//! checks the epoch, and holds it to the commit, so entries are numbered densely and
+//! become visible in order. A batch locks its groups in id order, as every node's batches
+//! do, so two batches never wait for each other in a circle; should PostgreSQL abort a
+//! batch for a conflict nonetheless, the whole batch runs again
+//! ([`crate::TRANSACTION_ATTEMPTS_MAX`]).
 
 use redoubt_proto::{DeviceId, GroupId};
 use redoubt_store::{AppendError, Appended, GroupTransition, StoreError};
@@ -95,18 +97,45 @@ async fn run(pool: PgPool, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
     }
 }
 
+/// How a batch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Without savepoints: what every batch tries first.
+    Plain,
+    /// A savepoint around each append, so that one failing rolls back alone.
+    Savepoints,
+}
+
+/// Why a batch's transaction did not commit. Nothing of it was written.
+enum BatchFailed {
+    /// An append failed with an error of its own, which aborts a PostgreSQL transaction:
+    /// the batch runs again, each append under a savepoint.
+    NeedsSavepoints,
+    /// The transaction failed (connection lost, deadlock).
+    Database(sqlx::Error),
+}
+
 /// Appends the batch in one transaction, run again while PostgreSQL aborts it for a
 /// conflict. When the transaction fails, every append gets its error: none was written.
+///
+/// Savepoints only when an append fails: each savepoint that writes takes a
+/// subtransaction id, and past 64 in one transaction PostgreSQL's per-session cache of
+/// them overflows, which makes every other session's snapshots slower. An append refused
+/// before it writes (a repeat, an epoch conflict, no such group) needs none.
 async fn append_batch(pool: &PgPool, batch: &[AppendJob]) -> Vec<Result<Appended, AppendError>> {
+    let mut mode = Mode::Plain;
     let mut attempt = 1;
     loop {
-        match append_batch_once(pool, batch).await {
+        match append_batch_once(pool, batch, mode).await {
             Ok(results) => return results,
-            Err(error) if attempt < TRANSACTION_ATTEMPTS_MAX && is_conflict(&error) => {
+            Err(BatchFailed::NeedsSavepoints) => mode = Mode::Savepoints,
+            Err(BatchFailed::Database(error))
+                if attempt < TRANSACTION_ATTEMPTS_MAX && is_conflict(&error) =>
+            {
                 backoff(attempt).await;
                 attempt += 1;
             }
-            Err(error) => {
+            Err(BatchFailed::Database(error)) => {
                 let message = backend_message(&error);
                 tracing::warn!(error = %message, appends = batch.len(), "a batch of appends failed; none was written");
                 return batch
@@ -121,41 +150,46 @@ async fn append_batch(pool: &PgPool, batch: &[AppendJob]) -> Vec<Result<Appended
 async fn append_batch_once(
     pool: &PgPool,
     batch: &[AppendJob],
-) -> Result<Vec<Result<Appended, AppendError>>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    mode: Mode,
+) -> Result<Vec<Result<Appended, AppendError>>, BatchFailed> {
+    let mut tx = pool.begin().await.map_err(BatchFailed::Database)?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
-        results.push(append_one(&mut tx, job).await?);
+        let result = match mode {
+            Mode::Plain => match append_or_refuse(&mut tx, job).await {
+                Ok(result) => result,
+                Err(Failed::Statement(_)) => return Err(BatchFailed::NeedsSavepoints),
+                Err(Failed::Batch(error)) => return Err(BatchFailed::Database(error)),
+            },
+            Mode::Savepoints => append_under_savepoint(&mut tx, job)
+                .await
+                .map_err(BatchFailed::Database)?,
+        };
+        results.push(result);
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(BatchFailed::Database)?;
     Ok(results)
 }
 
-/// Why an append did not happen.
+/// A statement of an append failed.
 enum Failed {
-    /// This append fails alone: its savepoint is rolled back and the batch goes on.
-    Alone(AppendError),
+    /// An error of this append's own (a constraint, a bad value): the transaction is
+    /// aborted until rolled back to a savepoint taken before the append.
+    Statement(AppendError),
     /// The transaction cannot go on (connection lost, deadlock): the batch fails, or runs
     /// again.
     Batch(sqlx::Error),
 }
 
-impl From<AppendError> for Failed {
-    fn from(error: AppendError) -> Self {
-        Failed::Alone(error)
-    }
-}
-
-/// A database error inside one append: a conflict or a lost connection ends the batch;
-/// an error PostgreSQL reported for this statement alone (a constraint, a bad value) is
-/// this append's, and rolling back to its savepoint recovers the transaction.
+/// A database error inside one append: a conflict or a lost connection is the batch's;
+/// an error PostgreSQL reported for this statement alone is this append's.
 fn failed(error: sqlx::Error, what: &'static str, parent: &'static str) -> Failed {
     match &error {
         sqlx::Error::Database(_) if !is_conflict(&error) => {
-            Failed::Alone(AppendError::Store(insert_error(error, what, parent)))
+            Failed::Statement(AppendError::Store(insert_error(error, what, parent)))
         }
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
-            Failed::Alone(AppendError::Store(backend_error(error)))
+            Failed::Statement(AppendError::Store(backend_error(error)))
         }
         _ => Failed::Batch(error),
     }
@@ -170,30 +204,16 @@ async fn statement(conn: &mut PgConnection, sql: &'static str) -> Result<(), sql
     sqlx::query(sql).execute(conn).await.map(drop)
 }
 
-/// One append under its own savepoint. `Err` only when the batch's transaction failed.
-async fn append_one(
+/// One append under its own savepoint: when it fails, it alone is rolled back. `Err` only
+/// when the batch's transaction failed.
+async fn append_under_savepoint(
     conn: &mut PgConnection,
     job: &AppendJob,
 ) -> Result<Result<Appended, AppendError>, sqlx::Error> {
     statement(conn, "SAVEPOINT one_append").await?;
-    let outcome = match &job.transition {
-        None => append_message(conn, &job.entry).await,
-        Some(transition) => append_handshake(conn, &job.entry, transition).await,
-    };
-    let result = match outcome {
-        Ok(Some(appended)) => Ok(appended),
-        Ok(None) => {
-            // Nothing appended: a repeat of an earlier append, or no such group. The
-            // savepoint undoes the number the group gave this entry.
-            statement(conn, "ROLLBACK TO SAVEPOINT one_append").await?;
-            match earlier_append(conn, &job.entry).await {
-                Ok(Some(seq)) => Ok(Appended { seq, duplicate: true }),
-                Ok(None) => Err(AppendError::UnknownGroup),
-                Err(Failed::Alone(error)) => Err(error),
-                Err(Failed::Batch(error)) => return Err(error),
-            }
-        }
-        Err(Failed::Alone(error)) => {
+    let result = match append_or_refuse(conn, job).await {
+        Ok(result) => result,
+        Err(Failed::Statement(error)) => {
             statement(conn, "ROLLBACK TO SAVEPOINT one_append").await?;
             Err(error)
         }
@@ -203,15 +223,45 @@ async fn append_one(
     Ok(result)
 }
 
-/// An application message: numbered and written in one statement, under the group row's
-/// lock the `UPDATE` takes. `None` when nothing was written (see [`earlier_append`]).
-async fn append_message(conn: &mut PgConnection, entry: &OwnedLogEntry) -> Result<Option<Appended>, Failed> {
+/// One append: `Ok(Ok)` written (or found written before), `Ok(Err)` refused before
+/// anything was written, `Err` when a statement failed.
+async fn append_or_refuse(
+    conn: &mut PgConnection,
+    job: &AppendJob,
+) -> Result<Result<Appended, AppendError>, Failed> {
+    let Some(transition) = &job.transition else {
+        return Ok(match append_message(conn, &job.entry).await? {
+            Some(seq) => Ok(Appended {
+                seq,
+                duplicate: false,
+            }),
+            // Nothing written: a repeat of an earlier append, or no such group.
+            None => match earlier_append(conn, &job.entry).await? {
+                Some(seq) => Ok(Appended { seq, duplicate: true }),
+                None => Err(AppendError::UnknownGroup),
+            },
+        });
+    };
+    append_handshake(conn, &job.entry, transition).await
+}
+
+/// An application message, numbered and written in one statement under the group row's
+/// lock (held to the commit). The group's `last_seq` moves only when the entry is written;
+/// `None` when it is not (see [`earlier_append`]).
+async fn append_message(conn: &mut PgConnection, entry: &OwnedLogEntry) -> Result<Option<u64>, Failed> {
+    // The lock is taken first and returns the row as it is after any wait; the UPDATE
+    // then finds the row as locked.
     let seq: Option<i64> = sqlx::query_scalar(
-        "WITH head AS (UPDATE groups SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq)
-         INSERT INTO group_log (group_id, seq, sender, client_message_id, message, created_at, handshake)
-         SELECT $1, head.last_seq, $2, $3, $4, $5, FALSE FROM head
-         ON CONFLICT (group_id, sender, client_message_id) DO NOTHING
-         RETURNING seq",
+        "WITH head AS (
+             SELECT last_seq + 1 AS seq FROM groups WHERE id = $1 FOR NO KEY UPDATE),
+         entry AS (
+             INSERT INTO group_log (group_id, seq, sender, client_message_id, message, created_at, handshake)
+             SELECT $1, head.seq, $2, $3, $4, $5, FALSE FROM head
+             ON CONFLICT (group_id, sender, client_message_id) DO NOTHING
+             RETURNING seq),
+         moved AS (
+             UPDATE groups SET last_seq = entry.seq FROM entry WHERE groups.id = $1)
+         SELECT seq FROM entry",
     )
     .bind(entry.group.as_bytes())
     .bind(entry.sender.as_bytes())
@@ -221,13 +271,7 @@ async fn append_message(conn: &mut PgConnection, entry: &OwnedLogEntry) -> Resul
     .fetch_optional(&mut *conn)
     .await
     .map_err(log_error)?;
-    seq.map(|seq| {
-        Ok(Appended {
-            seq: sequence(seq)?,
-            duplicate: false,
-        })
-    })
-    .transpose()
+    seq.map(sequence).transpose()
 }
 
 /// The sequence number an earlier append with this entry's sender and client message id
@@ -251,7 +295,7 @@ async fn append_handshake(
     conn: &mut PgConnection,
     entry: &OwnedLogEntry,
     transition: &GroupTransition,
-) -> Result<Option<Appended>, Failed> {
+) -> Result<Result<Appended, AppendError>, Failed> {
     let group_id = entry.group.as_bytes();
     // NO KEY: the lock an UPDATE of the row takes; rows referring to the group (blobs)
     // may still be inserted meanwhile.
@@ -262,18 +306,17 @@ async fn append_handshake(
             .await
             .map_err(log_error)?;
     let Some((epoch, last_seq)) = head else {
-        return Ok(None);
+        return Ok(Err(AppendError::UnknownGroup));
     };
     if let Some(seq) = earlier_append(conn, entry).await? {
-        return Ok(Some(Appended { seq, duplicate: true }));
+        return Ok(Ok(Appended { seq, duplicate: true }));
     }
     let epoch = sequence(epoch)?;
     if transition.expected_epoch != epoch {
-        return Err(AppendError::EpochConflict {
+        return Ok(Err(AppendError::EpochConflict {
             expected: transition.expected_epoch,
             current: epoch,
-        }
-        .into());
+        }));
     }
     let seq = sequence(last_seq)? + 1;
     let seq_db = db(seq)?;
@@ -305,7 +348,7 @@ async fn append_handshake(
     .await
     .map_err(log_error)?;
     write_membership(conn, &entry.group, seq_db, transition).await?;
-    Ok(Some(Appended {
+    Ok(Ok(Appended {
         seq,
         duplicate: false,
     }))
@@ -366,9 +409,9 @@ async fn write_membership(
 }
 
 fn sequence(value: i64) -> Result<u64, Failed> {
-    from_db(value, "sequence number").map_err(|e| Failed::Alone(AppendError::Store(e)))
+    from_db(value, "sequence number").map_err(|e| Failed::Statement(AppendError::Store(e)))
 }
 
 fn db(value: u64) -> Result<i64, Failed> {
-    to_db(value, "sequence number").map_err(|e| Failed::Alone(AppendError::Store(e)))
+    to_db(value, "sequence number").map_err(|e| Failed::Statement(AppendError::Store(e)))
 }

@@ -57,8 +57,13 @@ impl Target {
         };
         let database = options.get_database().unwrap_or(options.get_username());
         let place = format!("{host}, database {database}");
+        // Sessions name themselves in pg_stat_activity, unless the URL names them.
+        let options = match options.get_application_name() {
+            Some(_) => options,
+            None => options.application_name("redoubt"),
+        };
         Ok(Self {
-            options: options.application_name("redoubt"),
+            options,
             place,
             secrets,
         })

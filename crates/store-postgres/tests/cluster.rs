@@ -326,6 +326,60 @@ async fn two_nodes_redeem_a_code_once_and_keep_one_audit_chain() {
     assert_eq!(audit_seqs.len(), 12, "every change got an entry of its own");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_failing_alone_leaves_the_rest_of_its_batch() {
+    let store = fresh_store().await;
+    let group = alice_and_her_group(&store).await;
+    // Appends waiting together go in one batch: 40 messages, each sent twice, and a
+    // commit adding a device that does not exist.
+    let mut appends = JoinSet::new();
+    for i in 0..80u32 {
+        let store = store.clone();
+        appends.spawn(async move {
+            let message = format!("message {}", i / 2).into_bytes();
+            let entry = NewLogEntry {
+                group,
+                sender: dev(1),
+                client_message_id: client_id(0, i / 2),
+                message: &message,
+                created_at_unix_s: 1_300,
+            };
+            let appended = store.append(&entry, None).await.unwrap();
+            (message, appended)
+        });
+    }
+    let bad_commit = GroupTransition {
+        expected_epoch: 0,
+        epoch: 1,
+        state: Some(vec![1]),
+        added: vec![dev(99)],
+        removed: vec![],
+        welcome: Some(vec![9]),
+    };
+    let entry = NewLogEntry {
+        group,
+        sender: dev(1),
+        client_message_id: [0xEE; 16],
+        message: b"commit",
+        created_at_unix_s: 1_300,
+    };
+    let failed = store.append(&entry, Some(&bad_commit)).await;
+    assert!(
+        matches!(failed, Err(AppendError::Store(StoreError::NotFound("device")))),
+        "{failed:?}"
+    );
+    let results = appends.join_all().await;
+    let log = dense_log(&store).await;
+    assert_eq!(log.len(), 40, "each message once, the commit not at all");
+    for (message, appended) in &results {
+        assert_eq!(log.get(&appended.seq), Some(message));
+    }
+    assert_eq!(results.iter().filter(|(_, a)| a.duplicate).count(), 40);
+    let stored = store.group(&group).await.unwrap().unwrap();
+    assert_eq!((stored.epoch, stored.last_seq), (0, 40));
+    assert!(store.inbox(&dev(1)).await.unwrap().is_empty());
+}
+
 /// Terminates this database's store sessions (not the caller's) until told to stop;
 /// returns how many it ended.
 async fn kill_sessions(url: String, stop: tokio::sync::watch::Receiver<bool>) -> u64 {
