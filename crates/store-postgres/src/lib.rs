@@ -51,12 +51,14 @@ mod connect;
 mod delivery;
 mod directory;
 mod history;
+mod import;
 mod management;
 mod migrate;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use bus::PgBus;
+pub use import::ImportReport;
 
 use std::time::Duration;
 
