@@ -47,6 +47,9 @@ impl std::fmt::Debug for Device {
 #[derive(Debug, Clone)]
 pub struct Org {
     pub connector: Connector,
+    /// A second node of the same cluster (`--second-node`): devices that only receive
+    /// connect to it.
+    pub second: Option<Connector>,
     pub org_key: VerifyingKey,
     pub org_id: OrgId,
 }
@@ -87,7 +90,17 @@ impl Device {
     /// Connects, authenticates with the device key, and complies with the organisation's
     /// policy when the server asks (fetch, verify, acknowledge).
     pub async fn authenticate(&self, org: &Org, source: Option<IpAddr>) -> Result<(Conn, SessionInfo)> {
-        let mut conn = org.connector.connect(source).await?;
+        self.authenticate_at(org, &org.connector, source).await
+    }
+
+    /// [`Self::authenticate`] at the node `connector` reaches.
+    pub async fn authenticate_at(
+        &self,
+        org: &Org,
+        connector: &Connector,
+        source: Option<IpAddr>,
+    ) -> Result<(Conn, SessionInfo)> {
+        let mut conn = connector.connect(source).await?;
         let transcript = session_transcript(&conn.hello.challenge, &conn.tls_exporter);
         let request = Request::Authenticate(AuthenticateRequest {
             certificate: self.certificate.clone(),

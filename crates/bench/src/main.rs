@@ -50,6 +50,14 @@ struct Cli {
     /// applied after the harness's own (see BENCHMARKS.md).
     #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
     set: Vec<String>,
+    /// Keep the server's data in PostgreSQL: a URL, or `auto` for a throwaway PostgreSQL
+    /// started for this run (Debian's `postgresql`). Default: the embedded SQLite file.
+    #[arg(long, global = true, value_name = "URL|auto", conflicts_with_all = ["server", "spawn_server"])]
+    database: Option<String>,
+    /// With --database: start a second node on the same database; devices that only
+    /// receive (`room --senders`) connect to it.
+    #[arg(long, global = true, requires = "database")]
+    second_node: bool,
     /// Give up on a scenario after this many seconds.
     #[arg(long, global = true, default_value_t = 1800)]
     timeout_s: u64,
@@ -99,6 +107,10 @@ pub struct MessageArgs {
     /// Users (one device each).
     #[arg(long, default_value_t = 20)]
     pub users: usize,
+    /// `room`: how many of the users send (the first ones); the others only receive (on
+    /// the second node with --second-node). Default: all.
+    #[arg(long)]
+    pub senders: Option<usize>,
     /// Submissions sent and not yet acknowledged, at most.
     #[arg(long, default_value_t = 32)]
     pub in_flight: usize,
@@ -133,6 +145,14 @@ pub struct SessionArgs {
     /// 761/s at 25,000, 19,000 sessions).
     #[arg(long, default_value_t = 5_000)]
     pub per_address: usize,
+    /// `reconnect-storm` as a failover: instead of dropping the connections, SIGKILL this
+    /// process (the node the sessions are on, with --server), and reconnect every session
+    /// to --failover-to, where the probe's missed message is sent.
+    #[arg(long, requires = "failover_to")]
+    pub kill_pid: Option<u32>,
+    /// With --kill-pid: another node of the same cluster (host:port).
+    #[arg(long, requires = "kill_pid")]
+    pub failover_to: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -292,7 +312,12 @@ fn main() -> Result<()> {
         // Only mail-push runs the mail connector beside the server (`redoubt server` always
         // does; it is idle until mail servers are set, so the other figures do not need it).
         let connector = matches!(cli.scenario, Scenario::MailPush(_));
-        let mut target = target::Target::start(&mode, &cli.set, server_rt.handle(), connector).await?;
+        let storage = target::Storage {
+            database: cli.database.clone(),
+            second_node: cli.second_node,
+        };
+        let mut target =
+            target::Target::start(&mode, &cli.set, server_rt.handle(), connector, &storage).await?;
         let common = scenarios::Common {
             deadline,
             fd_limit,

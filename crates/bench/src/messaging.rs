@@ -526,8 +526,20 @@ pub async fn run(
         // Devices are borrowed, so they authenticate concurrently within this task.
         let mut opened = Vec::with_capacity(members.len());
         let mut set = Vec::new();
+        // With a second node, devices that only receive are there: what a sender appends on
+        // the first node reaches them across the cluster.
+        let sending: std::collections::HashSet<usize> = groups
+            .iter()
+            .flat_map(|g| g.states.iter().map(|(device, _)| *device))
+            .collect();
         for chunk in members.chunks(load.concurrency.max(1)) {
-            let futures = chunk.iter().map(|(m, _)| devices[*m].authenticate(&org, None));
+            let futures = chunk.iter().map(|(m, _)| {
+                let connector = match &org.second {
+                    Some(second) if !sending.contains(m) => second,
+                    _ => &org.connector,
+                };
+                devices[*m].authenticate_at(&org, connector, None)
+            });
             set.push(futures_util::future::join_all(futures).await);
         }
         for (results, chunk) in set.into_iter().zip(members.chunks(load.concurrency.max(1))) {

@@ -140,9 +140,10 @@ pub async fn room(target: &mut Target, common: &Common, args: &MessageArgs, pair
             })
             .collect()
     } else {
+        let senders = args.senders.unwrap_or(args.users).clamp(1, args.users);
         vec![GroupPlan {
             members: (0..args.users).collect(),
-            senders: (0..args.users).collect(),
+            senders: (0..senders).collect(),
         }]
     };
     let mut groups = Vec::new();
@@ -181,6 +182,18 @@ pub async fn room(target: &mut Target, common: &Common, args: &MessageArgs, pair
             .to_owned(),
     ];
     notes.extend(memory_note(target));
+    if let Some(senders) = args.senders.filter(|n| *n < args.users) {
+        notes.push(format!(
+            "{senders} of the users send; the other {} only receive{}",
+            args.users - senders,
+            if target.org.second.is_some() {
+                ", connected to a second node of the cluster (the senders' node appends, the \
+                 receivers' node hears of it on the bus, reads the entries and pushes them)"
+            } else {
+                ""
+            }
+        ));
+    }
     if let Some(error) = &outcome.first_error {
         notes.push(format!("error: {error}"));
     }
@@ -271,6 +284,17 @@ pub async fn sessions(
         storm,
         deadline: common.deadline,
         attempts_max: 10,
+        failover: match (args.kill_pid, &args.failover_to) {
+            (Some(pid), Some(to)) => {
+                let to = redoubt_proto::ServerAddress::parse(to)
+                    .map_err(|e| anyhow::anyhow!("--failover-to {to}: {e}"))?;
+                Some((
+                    pid,
+                    crate::wire::Connector::new(&to, target.org.connector.pin).await?,
+                ))
+            }
+            _ => None,
+        },
     };
     let o = sessions::run(
         &target.org,
@@ -349,20 +373,33 @@ pub async fn sessions(
              authenticated, inbox and group list read, and each group's log fetched after the cursor",
             args.size, args.concurrency, spec.attempts_max
         ));
+        if let Some(to) = &args.failover_to {
+            notes.push(format!(
+                "a failover: the sessions' node (process {}) was SIGKILLed instead of the \
+                 connections being dropped; every session reconnected to {to}, where the probe's \
+                 missed message was sent; times count from the kill",
+                args.kill_pid.unwrap_or_default()
+            ));
+        }
         if let Some(error) = &s.first_error {
             notes.push(format!("storm failure: {error}"));
         }
         ok &= s.failed == 0 && s.reconnected == args.size && s.probe_caught_up == s.probe_sessions;
     }
     Ok(Report {
-        scenario: if storm { "reconnect-storm" } else { "sessions" }.into(),
+        scenario: match (storm, args.kill_pid.is_some()) {
+            (true, true) => "failover",
+            (true, false) => "reconnect-storm",
+            _ => "sessions",
+        }
+        .into(),
         description: format!(
             "{} idle authenticated sessions{}",
             args.size,
-            if storm {
-                ", dropped and reconnected at once"
-            } else {
-                ""
+            match (storm, args.kill_pid.is_some()) {
+                (true, true) => ", their node killed and all reconnected to another",
+                (true, false) => ", dropped and reconnected at once",
+                _ => "",
             }
         ),
         settings: settings(

@@ -35,6 +35,9 @@ pub struct Spec {
     pub deadline: Instant,
     /// Attempts per session to reconnect during the storm.
     pub attempts_max: u32,
+    /// A failover instead of a storm: the node to kill (its process id) and the node every
+    /// session reconnects to.
+    pub failover: Option<(u32, crate::wire::Connector)>,
 }
 
 #[derive(Debug, Default)]
@@ -292,7 +295,11 @@ pub async fn run(
         .encode();
         encrypted.push(state.encrypt_application_message(&body, Vec::new())?.to_bytes()?);
     }
-    let (mut sender_conn, _) = devices[sender].authenticate(org, None).await?;
+    // In a failover the sender is on the node that survives.
+    let sender_connector = spec.failover.as_ref().map_or(&org.connector, |(_, to)| to);
+    let (mut sender_conn, _) = devices[sender]
+        .authenticate_at(org, sender_connector, None)
+        .await?;
     let devices = Arc::new(devices);
     let live = Arc::new(AtomicUsize::new(0));
     let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
@@ -364,10 +371,23 @@ pub async fn run(
     };
 
     if spec.storm {
-        // Everyone drops at once (as when a network comes back), and the probe misses a
-        // message meanwhile.
-        for holder in &holders {
-            holder.abort();
+        // Everyone drops at once (as when a network comes back, or their node dies), and
+        // the probe misses a message meanwhile.
+        let mut start = Instant::now();
+        let mut reconnect_org = org.clone();
+        if let Some((pid, to)) = &spec.failover {
+            let killed = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()?;
+            if !killed.success() {
+                bail!("could not kill process {pid}");
+            }
+            start = Instant::now();
+            reconnect_org.connector = to.clone();
+        } else {
+            for holder in &holders {
+                holder.abort();
+            }
         }
         for holder in holders.drain(..) {
             let _ = holder.await;
@@ -378,8 +398,20 @@ pub async fn run(
             ..probe.clone()
         };
         let cpu_before = meter.read().cpu_s;
-        let start = Instant::now();
-        let reopened = open_all(org, &devices, spec, ramp_addresses, &probe, &live, true, &retries).await;
+        if spec.failover.is_none() {
+            start = Instant::now();
+        }
+        let reopened = open_all(
+            &reconnect_org,
+            &devices,
+            spec,
+            ramp_addresses,
+            &probe,
+            &live,
+            true,
+            &retries,
+        )
+        .await;
         let mut storm = Storm {
             probe_sessions: spec.sessions.div_ceil(spec.devices),
             ..Storm::default()

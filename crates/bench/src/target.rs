@@ -269,8 +269,25 @@ pub struct Target {
     pub loopback: bool,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
+    /// A second node this harness started on the same database (`--second-node`).
+    second: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<()>>,
+    )>,
     child: Option<Child>,
     _dirs: Vec<tempfile::TempDir>,
+    /// A PostgreSQL this harness started (`--database auto`), stopped when dropped.
+    _postgres: Option<redoubt_store_postgres::testing::TestPostgres>,
+}
+
+/// Where the server this harness starts keeps its data.
+#[derive(Debug, Clone, Default)]
+pub struct Storage {
+    /// A PostgreSQL URL, `auto` (a throwaway PostgreSQL started for the run), or `None`
+    /// for the embedded SQLite file.
+    pub database: Option<String>,
+    /// Start a second node on the same database; devices that only receive connect to it.
+    pub second_node: bool,
 }
 
 impl std::fmt::Debug for Target {
@@ -290,6 +307,7 @@ async fn enroll_admin(dir: &Path, code: &str) -> Result<Profile> {
 async fn org_of(profile: &Profile) -> Result<Org> {
     Ok(Org {
         connector: Connector::new(&profile.server, profile.pin).await?,
+        second: None,
         org_key: VerifyingKey::from_bytes(&profile.org_public_key)?,
         org_id: profile.org_id(),
     })
@@ -304,9 +322,16 @@ impl Target {
         overrides: &[String],
         server_rt: &tokio::runtime::Handle,
         connector: bool,
+        storage: &Storage,
     ) -> Result<Self> {
+        if (storage.database.is_some() || storage.second_node) && !matches!(mode, Mode::InProcess) {
+            bail!("--database and --second-node are for a server started in this process");
+        }
+        if storage.second_node && storage.database.is_none() {
+            bail!("--second-node needs --database (the nodes share it)");
+        }
         match mode {
-            Mode::InProcess => Self::in_process(overrides, server_rt, connector).await,
+            Mode::InProcess => Self::in_process(overrides, server_rt, connector, storage).await,
             Mode::Spawn => Self::spawn(overrides, connector).await,
             Mode::Remote {
                 addr,
@@ -315,7 +340,14 @@ impl Target {
             } => {
                 let profile = Profile::load(admin_profile, None).context("loading the admin profile")?;
                 let admin = Session::open(&profile).await?;
-                let org = org_of(&profile).await?;
+                let mut org = org_of(&profile).await?;
+                // Devices go to the address given, which may be another node of the admin's
+                // cluster than the one in the admin's profile.
+                let server =
+                    redoubt_proto::ServerAddress::parse(addr).map_err(|e| anyhow!("--server {addr}: {e}"))?;
+                if server != profile.server {
+                    org.connector = Connector::new(&server, profile.pin).await?;
+                }
                 let port = addr
                     .parse::<SocketAddr>()
                     .map(|a| a.port())
@@ -330,8 +362,10 @@ impl Target {
                     limits: None,
                     stop: None,
                     task: None,
+                    second: None,
                     child: None,
                     _dirs: Vec::new(),
+                    _postgres: None,
                 })
             }
         }
@@ -341,20 +375,37 @@ impl Target {
         overrides: &[String],
         server_rt: &tokio::runtime::Handle,
         connector: bool,
+        storage: &Storage,
     ) -> Result<Self> {
         let (config, limits) = bench_config(overrides)?;
         let data = tempfile::tempdir()?;
         let profiles = tempfile::tempdir()?;
         std::fs::write(data.path().join("redoubt.toml"), toml::to_string(&config)?)?;
+        let (database, postgres) = match storage.database.as_deref() {
+            None => (None, None),
+            Some("auto") => {
+                let postgres =
+                    tokio::task::spawn_blocking(redoubt_store_postgres::testing::TestPostgres::start)
+                        .await?
+                        .map_err(|e| anyhow!("starting PostgreSQL: {e}"))?;
+                (Some(postgres.fresh_database().await), Some(postgres))
+            }
+            Some(url) => (Some(url.to_owned()), None),
+        };
+        let options = OpenOptions {
+            database: database.clone(),
+            ..OpenOptions::default()
+        };
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (ready, opened) = tokio::sync::oneshot::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let path = data.path().to_owned();
+        let first_options = options.clone();
         let task: tokio::task::JoinHandle<Result<()>> = server_rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            let server = Server::open(&path, addr, &OpenOptions::default()).await?;
+            let server = Server::open(&path, addr, &first_options).await?;
             let code = server.first_admin_code.as_ref().map(|c| c.code.clone());
             let _ = ready.send(code);
             serve_with_connector(server, listener, connector, async {
@@ -374,17 +425,33 @@ impl Target {
         };
         let profile = enroll_admin(profiles.path(), &code).await?;
         let admin = Session::open(&profile).await?;
+        let mut org = org_of(&profile).await?;
+        let mut dirs = vec![data, profiles];
+        let second = if storage.second_node {
+            let (node, connector, dir) = second_node(&dirs[0], options, server_rt, profile.pin).await?;
+            org.second = Some(connector);
+            dirs.push(dir);
+            Some(node)
+        } else {
+            None
+        };
         Ok(Self {
-            org: org_of(&profile).await?,
+            org,
             admin,
             meter: Meter::Threads,
-            mode: "in-process",
+            mode: if database.is_some() {
+                "in-process, PostgreSQL"
+            } else {
+                "in-process"
+            },
             limits: Some(limits),
             loopback: true,
             stop: Some(stop),
             task: Some(task),
+            second,
             child: None,
-            _dirs: vec![data, profiles],
+            _dirs: dirs,
+            _postgres: postgres,
         })
     }
 
@@ -441,13 +508,19 @@ impl Target {
             loopback: true,
             stop: None,
             task: None,
+            second: None,
             child: Some(child),
             _dirs: vec![data, profiles],
+            _postgres: None,
         })
     }
 
     /// Stops a server this harness started (gracefully, bounded).
     pub async fn stop(mut self) -> Result<()> {
+        if let Some((stop, task)) = self.second.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -476,6 +549,52 @@ impl Target {
         }
         Ok(())
     }
+}
+
+/// A second node on the first's database, from a copy of its node secrets; returns its
+/// stop handle and task, a connector to it, and its data folder.
+async fn second_node(
+    first: &tempfile::TempDir,
+    options: OpenOptions,
+    server_rt: &tokio::runtime::Handle,
+    pin: [u8; 32],
+) -> Result<(
+    (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<()>>,
+    ),
+    Connector,
+    tempfile::TempDir,
+)> {
+    let data = tempfile::tempdir()?;
+    std::fs::create_dir_all(data.path().join("tls"))?;
+    for file in ["redoubt.toml", "org-root.key", "tls/cert.pem", "tls/key.pem"] {
+        std::fs::copy(first.path().join(file), data.path().join(file))?;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready, opened) = tokio::sync::oneshot::channel::<()>();
+    let path = data.path().to_owned();
+    let task: tokio::task::JoinHandle<Result<()>> = server_rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let server = Server::open(&path, addr, &options).await?;
+        let _ = ready.send(());
+        serve_with_connector(server, listener, false, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    if opened.await.is_err() {
+        return match task.await {
+            Ok(Err(e)) => Err(e.context("starting the second node")),
+            _ => Err(anyhow!("the second node did not start")),
+        };
+    }
+    let server = redoubt_proto::ServerAddress::parse(&addr.to_string()).map_err(|e| anyhow!("{e}"))?;
+    let connector = Connector::new(&server, pin).await?;
+    Ok(((stop, task), connector, data))
 }
 
 /// Runs `server` until `shutdown`; with `connector`, the mail connector runs beside it (on

@@ -42,6 +42,8 @@ pub struct Connector {
     server_name: ServerName<'static>,
     pub server: ServerAddress,
     pub addr: SocketAddr,
+    /// The pinned certificate's SHA-256 (the same on every node of a cluster).
+    pub pin: [u8; 32],
 }
 
 impl std::fmt::Debug for Connector {
@@ -75,6 +77,7 @@ impl Connector {
             server_name,
             server: server.clone(),
             addr,
+            pin,
         })
     }
 
