@@ -140,10 +140,13 @@ enum GroupCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct ServerArgs {
+    #[command(subcommand)]
+    action: Option<ServerAction>,
     /// Data folder: root key, TLS certificate, database, configuration.
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    #[arg(long, value_name = "DIR", required = true)]
+    data: Option<PathBuf>,
     /// Address to listen on. Default: server.listen in the configuration (127.0.0.1:8443).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
@@ -163,6 +166,22 @@ struct ServerArgs {
     /// where other users' `ps` cannot read a password in it.
     #[arg(long, env = "REDOUBT_DATABASE", value_name = "URL", hide_env_values = true)]
     database: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerAction {
+    /// Move a single server's organisation (its SQLite database and attachments) into an
+    /// empty PostgreSQL database, all or nothing; the data folder then serves as the
+    /// cluster's first node (`redoubt server --data DIR --database URL`). Stop the server
+    /// first.
+    Migrate {
+        /// The single server's data folder.
+        #[arg(long, value_name = "DIR")]
+        from_sqlite: PathBuf,
+        /// The PostgreSQL database (postgres://user@host/db), empty.
+        #[arg(long, env = "REDOUBT_DATABASE", value_name = "URL", hide_env_values = true)]
+        database: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -350,9 +369,21 @@ fn profile_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 async fn server(args: ServerArgs, out: &Output) -> Result<()> {
+    if let Some(ServerAction::Migrate {
+        from_sqlite,
+        database,
+    }) = args.action
+    {
+        let report = redoubt_server::migrate_to_postgres(&from_sqlite, &database)
+            .await
+            .with_context(|| format!("cannot move {} into PostgreSQL", from_sqlite.display()))?;
+        out.migrated(&from_sqlite, &report);
+        return Ok(());
+    }
+    let data = args.data.context("--data is required")?;
     let listen = match args.listen {
         Some(listen) => listen,
-        None => redoubt_server::configured_listen(&args.data)?,
+        None => redoubt_server::configured_listen(&data)?,
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -364,16 +395,11 @@ async fn server(args: ServerArgs, out: &Output) -> Result<()> {
         database: args.database,
         ..redoubt_server::OpenOptions::default()
     };
-    let server = redoubt_server::Server::open(&args.data, bound, &options)
+    let server = redoubt_server::Server::open(&data, bound, &options)
         .await
-        .with_context(|| format!("cannot open the data folder {}", args.data.display()))?;
+        .with_context(|| format!("cannot open the data folder {}", data.display()))?;
     match &server.first_admin_code {
-        Some(code) => out.first_admin_code(
-            &args.data,
-            &server.data_dir().admin_activation(),
-            code,
-            !args.no_qr,
-        ),
+        Some(code) => out.first_admin_code(&data, &server.data_dir().admin_activation(), code, !args.no_qr),
         None => {
             let pending = server.data_dir().admin_activation();
             if pending.exists() {

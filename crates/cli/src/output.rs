@@ -121,6 +121,30 @@ impl Output {
     }
 
     /// A one-line confirmation: text, or `{"ok": true, "message": ...}`.
+    pub(crate) fn migrated(&self, from: &Path, report: &redoubt_server::ImportReport) {
+        if self.json {
+            print_json(&json!({
+                "from": from.display().to_string(),
+                "rows": report.rows,
+                "blobs": report.blobs,
+                "blob_bytes": report.blob_bytes,
+            }));
+            return;
+        }
+        let rows: u64 = report.rows.values().sum();
+        say!(
+            "Moved {} into PostgreSQL: {rows} rows in {} tables, {} attachments ({} bytes).",
+            from.display(),
+            report.rows.len(),
+            report.blobs,
+            report.blob_bytes
+        );
+        say!(
+            "Start this folder's node with the same database: redoubt server --data {} --database URL",
+            from.display()
+        );
+    }
+
     pub(crate) fn note(&self, message: &str) {
         if self.json {
             print_json(&json!({ "ok": true, "message": message }));

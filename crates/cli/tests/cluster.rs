@@ -72,9 +72,9 @@ fn copy_node_secrets(from: &Path, to: &Path) {
     }
 }
 
-/// Three nodes on a fresh database, the first admin enrolled (on node 0).
-async fn cluster(root: &Path) -> (Vec<Node>, Session) {
-    let database = TestPostgres::shared().fresh_database().await;
+/// Three nodes on a fresh database of `postgres`, the first admin enrolled (on node 0).
+async fn cluster(root: &Path, postgres: &TestPostgres) -> (Vec<Node>, Session) {
+    let database = postgres.fresh_database().await;
     let first = Node::start(&root.join("node0"), &database);
     let code = wait_for(&first.data.join("admin-activation.txt"));
     let mut nodes = vec![first];
@@ -174,7 +174,9 @@ async fn three_nodes_deliver_every_message_once_in_order_through_node_and_databa
     eprintln!("cluster test seed {seed} (REDOUBT_CLUSTER_SEED to repeat)");
     let mut rng = Rng(seed);
     let root = tempfile::tempdir().unwrap();
-    let (mut nodes, mut admin) = cluster(root.path()).await;
+    // A PostgreSQL of its own: this test restarts it.
+    let postgres = TestPostgres::start().unwrap();
+    let (mut nodes, mut admin) = cluster(root.path(), &postgres).await;
 
     // Every node is listed, and devices learn every node's address at enrolment.
     let listed = support::eventually("three nodes up", Duration::from_secs(30), || {
@@ -203,6 +205,8 @@ async fn three_nodes_deliver_every_message_once_in_order_through_node_and_databa
         );
     }
 
+    // Each node refreshes the list it gives devices at its next heartbeat (every 5 s).
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
     let mut messengers = users_on(
         root.path(),
         &mut admin,
@@ -292,7 +296,7 @@ async fn three_nodes_deliver_every_message_once_in_order_through_node_and_databa
         for round in 0..4 {
             std::thread::sleep(Duration::from_millis(rng.between(200, 900)));
             if round == 2 {
-                TestPostgres::shared().restart();
+                postgres.restart();
                 continue;
             }
             let victim = rng.between(0, 2) as usize;
@@ -301,7 +305,7 @@ async fn three_nodes_deliver_every_message_once_in_order_through_node_and_databa
             std::thread::sleep(Duration::from_millis(rng.between(100, 600)));
             nodes[victim].spawn();
         }
-        (nodes, kills)
+        (nodes, kills, postgres)
     });
     let mut acked: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
     for task in tasks {
@@ -309,7 +313,7 @@ async fn three_nodes_deliver_every_message_once_in_order_through_node_and_databa
         messengers.insert(user, messenger);
         acked.insert(user, sent);
     }
-    let (nodes, kills) = chaos.await.unwrap();
+    let (nodes, kills, postgres) = chaos.await.unwrap();
 
     for _ in 0..2 {
         for messenger in messengers.values_mut() {
@@ -357,12 +361,13 @@ async fn three_nodes_deliver_every_message_once_in_order_through_node_and_databa
         "cluster test: {kills} node kills and a database restart; {total} acknowledged messages checked"
     );
     drop(nodes);
+    drop(postgres);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_paused_past_a_commit_elsewhere_gets_no_stale_commit_accepted() {
     let root = tempfile::tempdir().unwrap();
-    let (nodes, mut admin) = cluster(root.path()).await;
+    let (nodes, mut admin) = cluster(root.path(), TestPostgres::shared()).await;
     let mut messengers = users_on(root.path(), &mut admin, &nodes, &[("ann", 0), ("ben", 1)]).await;
     let ann = messengers.remove("ann").unwrap();
     let mut ben = messengers.remove("ben").unwrap();
@@ -410,7 +415,7 @@ async fn a_node_paused_past_a_commit_elsewhere_gets_no_stale_commit_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_of_a_killed_node_fail_over_by_themselves() {
     let root = tempfile::tempdir().unwrap();
-    let (mut nodes, mut admin) = cluster(root.path()).await;
+    let (mut nodes, mut admin) = cluster(root.path(), TestPostgres::shared()).await;
     let mut messengers = users_on(root.path(), &mut admin, &nodes, &[("ann", 0), ("ben", 2)]).await;
     messengers
         .get_mut("ann")
@@ -467,4 +472,82 @@ fn a_hostile_or_unreachable_database_url_is_refused_clearly_without_its_password
         // Nothing was initialised against a database that is not there.
         assert!(!data.join("org-root.key").exists(), "{url}: a root key was made");
     }
+}
+
+/// `read --json`: one JSON document per message.
+fn read_texts(profile: &Path) -> Vec<String> {
+    let out = support::run(profile, &["read", "--json"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_server_moves_into_postgresql_and_its_devices_carry_on() {
+    let root = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut org = support::Org::start(root.path(), &listen, &[("alice", "alice"), ("bob", "bob")]);
+    let alice = org.profile("alice");
+    let bob = org.profile("bob");
+    json_ok(
+        &alice,
+        &["group", "create", "ops", "--members", "bob", "--json"],
+        &[],
+    );
+    json_ok(&alice, &["send", "ops", "before the move", "--json"], &[]);
+    let file = root.path().join("plan.bin");
+    let content: Vec<u8> = (0..150_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    let sent = json_ok(
+        &alice,
+        &["send", "ops", "--file", file.to_str().unwrap(), "--json"],
+        &[],
+    );
+    let attachment = sent["id"].as_str().unwrap().to_owned();
+    assert!(read_texts(&bob).contains(&"before the move".to_owned()));
+    org.admin(&["admin", "role", "grant", "bob", "auditor", "--json"]);
+    org.server.take().unwrap().terminate();
+
+    let database = TestPostgres::shared().fresh_database().await;
+    let data = org.data.to_str().unwrap().to_owned();
+    let moved = json_ok(
+        &org.admin,
+        &["server", "migrate", "--from-sqlite", &data, "--json"],
+        &[("REDOUBT_DATABASE", database.as_str())],
+    );
+    assert_eq!(moved["blobs"], 1, "{moved}");
+    assert!(moved["rows"]["audit_log"].as_u64().unwrap() >= 4, "{moved}");
+    // Never into a database that holds an organisation.
+    let again = support::json_error(
+        &org.admin,
+        &["server", "migrate", "--from-sqlite", &data, "--json"],
+        &[("REDOUBT_DATABASE", database.as_str())],
+    );
+    assert!(support::message(&again).contains("empty"), "{again}");
+
+    // The same folder is now a node on PostgreSQL, on the same address: the devices
+    // reconnect to it and carry on, the attachment is served from the database.
+    let _node = ServerProcess::start_with_env(&org.data, &listen, &[("REDOUBT_DATABASE", database.as_str())]);
+    wait_until_listening(&listen);
+    json_ok(&bob, &["send", "ops", "after the move", "--json"], &[]);
+    let texts = read_texts(&alice);
+    assert!(
+        texts.contains(&"before the move".to_owned()) && texts.contains(&"after the move".to_owned()),
+        "{texts:?}"
+    );
+    let saved = root.path().join("saved.bin");
+    let fetched = json_ok(
+        &bob,
+        &["fetch", &attachment, "--out", saved.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_eq!(fetched["verified"], true);
+    assert_eq!(std::fs::read(&saved).unwrap(), content);
+    let verified = org.admin(&["admin", "audit", "verify", "--json"]);
+    assert_eq!(verified["verified"], true, "{verified}");
+    let nodes = org.admin(&["admin", "cluster", "list", "--json"]);
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
 }

@@ -16,6 +16,7 @@ mod history;
 mod listener;
 mod mail;
 mod management;
+mod migrate;
 mod org;
 mod pending;
 mod rate_limit;
@@ -41,7 +42,9 @@ pub use config::{
 pub use data_dir::DataDir;
 pub use error::ServerError;
 pub use mail::{ConnectorConfig, MailUser};
+pub use migrate::migrate_to_postgres;
 pub use org::Org;
+pub use redoubt_store_postgres::ImportReport;
 
 /// The name of the first admin user, made at initialisation.
 pub const FIRST_ADMIN_USER: &str = "admin";
@@ -313,9 +316,11 @@ async fn open_store(
 ) -> Result<(Arc<dyn Store>, Option<Arc<dyn redoubt_store::Bus>>), ServerError> {
     match &options.database {
         None => Ok((Arc::new(SqliteStore::open(&data.database()).await?), None)),
-        Some(_) => Err(ServerError::Config(ConfigError(
-            "PostgreSQL is not available in this build".to_owned(),
-        ))),
+        Some(url) => {
+            let store = redoubt_store_postgres::PgStore::connect(url).await?;
+            let bus = store.bus().await?;
+            Ok((Arc::new(store), Some(Arc::new(bus))))
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! on after the highest number SQLite ever gave. Left out: incomplete blobs (an upload
 //! that never finished), the node's heartbeat and leases (a cluster starts afresh).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use futures_util::TryStreamExt;
@@ -16,7 +17,6 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
 use sqlx::{Connection, PgConnection, Postgres, Row, SqliteConnection};
-use tokio::io::AsyncReadExt;
 
 use crate::{PgStore, backend_error, from_db};
 
@@ -30,9 +30,9 @@ const BYTES_PER_STATEMENT_MAX: usize = 8 * 1024 * 1024;
 
 /// What [`PgStore::import_sqlite`] copied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Imported {
-    /// Rows copied, per table, in the order copied.
-    pub rows: Vec<(&'static str, u64)>,
+pub struct ImportReport {
+    /// Rows copied, per table.
+    pub rows: BTreeMap<String, u64>,
     /// Complete blobs whose bytes were copied into the database.
     pub blobs: u64,
     pub blob_bytes: u64,
@@ -291,11 +291,15 @@ fn sqlite_error(path: &Path) -> impl Fn(sqlx::Error) -> StoreError + '_ {
 
 impl PgStore {
     /// Copies a single server's SQLite database at `database` (its schema at this build's
-    /// version, as the server leaves it after starting) and its complete blobs, each a file
-    /// named by its id in the folder `blobs` (the server's `DATA/blobs`), into this
-    /// database, which must be empty ([`PgStore::is_empty`]). One transaction: everything
-    /// is copied, or nothing. The server must not run meanwhile.
-    pub async fn import_sqlite(&self, database: &Path, blobs: &Path) -> Result<Imported> {
+    /// version, as the server leaves it after opening it) into this database, which must
+    /// be empty ([`PgStore::is_empty`]); `blob` reads a complete blob's bytes (from the old
+    /// data folder). One transaction: everything is copied, or nothing. The server must not
+    /// run meanwhile.
+    pub async fn import_sqlite(
+        &self,
+        database: &Path,
+        blob: &mut (dyn FnMut(&BlobId) -> std::io::Result<Vec<u8>> + Send),
+    ) -> Result<ImportReport> {
         let read_error = sqlite_error(database);
         let options = SqliteConnectOptions::new()
             .filename(database)
@@ -326,10 +330,10 @@ impl PgStore {
                 .map_err(backend_error)?;
         if !empty {
             return Err(StoreError::AlreadyExists(
-                "an organisation in the PostgreSQL database",
+                "an organisation in that PostgreSQL database (migrate only into an empty one)",
             ));
         }
-        let mut imported = Imported::default();
+        let mut imported = ImportReport::default();
         for table in TABLES {
             let rows = copy_table(&mut source, &mut target, table)
                 .await
@@ -339,7 +343,7 @@ impl PgStore {
                         StoreError::Backend(format!("cannot copy table {}: {e}", table.name))
                     }
                 })?;
-            imported.rows.push((table.name, rows));
+            imported.rows.insert(table.name.to_owned(), rows);
         }
         carry_counters_on(&mut source, &mut target)
             .await
@@ -356,7 +360,7 @@ impl PgStore {
             let id =
                 BlobId::from(<[u8; 16]>::try_from(id).map_err(|_| StoreError::Corrupt("blob id".into()))?);
             imported.blob_bytes +=
-                copy_blob(&mut target, blobs, &id, from_db(bytes_total, "blob size")?).await?;
+                copy_blob(&mut target, blob, &id, from_db(bytes_total, "blob size")?).await?;
             imported.blobs += 1;
         }
         target.commit().await.map_err(backend_error)?;
@@ -483,43 +487,37 @@ async fn carry_counters_on(
     Ok(())
 }
 
-/// Copies a complete blob's file into chunks; returns its size.
-async fn copy_blob(target: &mut PgConnection, folder: &Path, id: &BlobId, bytes_total: u64) -> Result<u64> {
-    let path = folder.join(id.to_string());
-    let file_error =
-        |e: std::io::Error| StoreError::Backend(format!("cannot read blob {id} ({}): {e}", path.display()));
-    let mut file = tokio::fs::File::open(&path).await.map_err(file_error)?;
-    let size = file.metadata().await.map_err(file_error)?.len();
-    if size != bytes_total {
+/// Copies a complete blob's bytes into chunks, a few per statement; returns its size.
+async fn copy_blob(
+    target: &mut PgConnection,
+    blob: &mut (dyn FnMut(&BlobId) -> std::io::Result<Vec<u8>> + Send),
+    id: &BlobId,
+    bytes_total: u64,
+) -> Result<u64> {
+    let bytes = blob(id).map_err(|e| StoreError::Backend(format!("cannot read blob {id}: {e}")))?;
+    if bytes.len() as u64 != bytes_total {
         return Err(StoreError::Corrupt(format!(
-            "blob {id} is recorded as {bytes_total} bytes, its file {} has {size}",
-            path.display()
+            "blob {id} is recorded as {bytes_total} bytes but holds {}",
+            bytes.len()
         )));
     }
-    let mut index: i64 = 0;
-    let mut indexes = Vec::new();
-    let mut chunks: Vec<Vec<u8>> = Vec::new();
-    let mut left = size;
-    while left > 0 {
-        let length = usize::try_from(left.min(BLOB_CHUNK_BYTES as u64)).unwrap_or(BLOB_CHUNK_BYTES);
-        let mut chunk = vec![0; length];
-        file.read_exact(&mut chunk).await.map_err(file_error)?;
-        left -= chunk.len() as u64;
-        indexes.push(index);
-        chunks.push(chunk);
-        index += 1;
-        if chunks.len() * BLOB_CHUNK_BYTES >= BYTES_PER_STATEMENT_MAX || left == 0 {
-            sqlx::query(
-                "INSERT INTO blob_chunks (blob_id, idx, data)
-                 SELECT $1, c.idx, c.data FROM unnest($2::bigint[], $3::bytea[]) AS c (idx, data)",
-            )
-            .bind(id.as_bytes())
-            .bind(std::mem::take(&mut indexes))
-            .bind(std::mem::take(&mut chunks))
-            .execute(&mut *target)
-            .await
-            .map_err(|e| StoreError::Backend(format!("cannot copy blob {id}: {e}")))?;
-        }
+    let chunks_per_statement = (BYTES_PER_STATEMENT_MAX / BLOB_CHUNK_BYTES).max(1);
+    let chunks: Vec<&[u8]> = bytes.chunks(BLOB_CHUNK_BYTES).collect();
+    for (first, some) in (0_i64..)
+        .step_by(chunks_per_statement)
+        .zip(chunks.chunks(chunks_per_statement))
+    {
+        let indexes: Vec<i64> = (first..).take(some.len()).collect();
+        sqlx::query(
+            "INSERT INTO blob_chunks (blob_id, idx, data)
+             SELECT $1, c.idx, c.data FROM unnest($2::bigint[], $3::bytea[]) AS c (idx, data)",
+        )
+        .bind(id.as_bytes())
+        .bind(indexes)
+        .bind(some)
+        .execute(&mut *target)
+        .await
+        .map_err(|e| StoreError::Backend(format!("cannot copy blob {id}: {e}")))?;
     }
-    Ok(size)
+    Ok(bytes_total)
 }

@@ -61,7 +61,7 @@ mod migrate;
 pub mod testing;
 
 pub use bus::PgBus;
-pub use import::Imported;
+pub use import::ImportReport;
 
 use std::time::Duration;
 

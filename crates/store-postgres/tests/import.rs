@@ -289,6 +289,12 @@ async fn snapshot(store: &impl Store) -> Snapshot {
     }
 }
 
+/// Reads complete blobs as the server keeps them: files named by their ids.
+fn blob_files(folder: &Path) -> impl FnMut(&BlobId) -> std::io::Result<Vec<u8>> + Send + use<> {
+    let folder = folder.to_owned();
+    move |id| std::fs::read(folder.join(id.to_string()))
+}
+
 /// A single server's data folder: its database, and blob files.
 async fn single_server() -> tempfile::TempDir {
     let folder = tempfile::tempdir().unwrap();
@@ -306,12 +312,15 @@ async fn a_single_server_moves_into_postgresql_whole() {
     let folder = single_server().await;
     let (database, blobs) = (folder.path().join("redoubt.db"), folder.path().join("blobs"));
     let target = fresh_store().await;
-    let imported = target.import_sqlite(&database, &blobs).await.unwrap();
+    let imported = target
+        .import_sqlite(&database, &mut blob_files(&blobs))
+        .await
+        .unwrap();
     assert_eq!(
         (imported.blobs, imported.blob_bytes),
         (1, (BLOB_CHUNK_BYTES * 5 / 2) as u64)
     );
-    let rows = |table: &str| imported.rows.iter().find(|(name, _)| *name == table).unwrap().1;
+    let rows = |table: &str| imported.rows[table];
     assert_eq!((rows("group_log"), rows("audit_log"), rows("blobs")), (4, 7, 1));
 
     let source = SqliteStore::open(&database).await.unwrap();
@@ -367,27 +376,36 @@ async fn an_import_is_all_or_nothing_and_only_into_an_empty_database() {
     // A blob file gone: nothing is imported.
     std::fs::rename(blobs.join(blob_id().to_string()), folder.path().join("elsewhere")).unwrap();
     let target = fresh_store().await;
-    let missing = target.import_sqlite(&database, &blobs).await.unwrap_err();
+    let missing = target
+        .import_sqlite(&database, &mut blob_files(&blobs))
+        .await
+        .unwrap_err();
     assert!(missing.to_string().contains(&blob_id().to_string()), "{missing}");
     assert!(target.is_empty().await.unwrap());
     assert_eq!(target.audit_head().await.unwrap().0, 0);
 
     std::fs::rename(folder.path().join("elsewhere"), blobs.join(blob_id().to_string())).unwrap();
-    target.import_sqlite(&database, &blobs).await.unwrap();
-    let again = target.import_sqlite(&database, &blobs).await;
+    target
+        .import_sqlite(&database, &mut blob_files(&blobs))
+        .await
+        .unwrap();
+    let again = target.import_sqlite(&database, &mut blob_files(&blobs)).await;
     assert!(matches!(again, Err(StoreError::AlreadyExists(_))), "{again:?}");
 
     // Not a database of this build's schema.
     let other = tempfile::tempdir().unwrap();
     let empty = other.path().join("empty.db");
     std::fs::write(&empty, b"").unwrap();
-    let refused = fresh_store().await.import_sqlite(&empty, &blobs).await;
+    let refused = fresh_store()
+        .await
+        .import_sqlite(&empty, &mut blob_files(&blobs))
+        .await;
     assert!(refused.is_err());
     // A store that is in use is not a target either: PgStore's own data counts.
     let used: PgStore = fresh_store().await;
     used.create_user(&user("carol"), &code(9, "carol")).await.unwrap();
     assert!(matches!(
-        used.import_sqlite(&database, &blobs).await,
+        used.import_sqlite(&database, &mut blob_files(&blobs)).await,
         Err(StoreError::AlreadyExists(_))
     ));
 }
