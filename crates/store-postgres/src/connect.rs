@@ -12,6 +12,10 @@ use sqlx::{Connection, PgConnection};
 /// the start-up for the system's TCP timeout.
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
 
+/// Prepared statements each connection keeps: every statement of this crate (about a
+/// hundred) with room to spare, so that none is prepared twice on a connection.
+const STATEMENTS_CACHED_MAX: usize = 256;
+
 /// What messages replace a secret with.
 const REDACTED: &str = "***";
 
@@ -57,10 +61,16 @@ impl Target {
         };
         let database = options.get_database().unwrap_or(options.get_username());
         let place = format!("{host}, database {database}");
-        // Sessions name themselves in pg_stat_activity, unless the URL names them.
+        // Sessions name themselves in pg_stat_activity, unless the URL names them; the
+        // URL may set the statement cache too.
         let options = match options.get_application_name() {
             Some(_) => options,
             None => options.application_name("redoubt"),
+        };
+        let options = if url.contains("statement-cache-capacity=") {
+            options
+        } else {
+            options.statement_cache_capacity(STATEMENTS_CACHED_MAX)
         };
         Ok(Self {
             options,

@@ -7,6 +7,9 @@
 //! SQLite, each append under its group row's lock, so sequence numbers are dense and
 //! assigned in commit order whichever node appends.
 //!
+//! [`PgStore::bus`] gives the cluster's wake-ups between nodes ([`PgBus`], on `LISTEN` and
+//! `NOTIFY`); the `testing` feature, a throwaway PostgreSQL for tests (`testing`).
+//!
 //! Lock order, so that transactions of different nodes do not wait for each other in a
 //! circle: activation code → user → device(s), in id order → group(s), in id order →
 //! history record → counter → audit head, always last (a transaction holding it waits for
