@@ -439,6 +439,44 @@ async fn devices_of_a_killed_node_fail_over_by_themselves() {
     assert_eq!(texts(ann, "pair"), ["still here"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_node_closes_the_devices_session_on_another() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, mut admin) = cluster(root.path(), TestPostgres::shared()).await;
+    let mut messengers = users_on(root.path(), &mut admin, &nodes, &[("ann", 1)]).await;
+    let mut ann = messengers.remove("ann").unwrap();
+    let device = ann.session().info().device_id;
+    // The admin's session is on node 0, Ann's on node 1.
+    let revoked = admin
+        .request(redoubt_proto::Request::AdminDeviceRevoke { device })
+        .await
+        .unwrap();
+    assert!(
+        matches!(revoked, redoubt_proto::Response::Revoked { .. }),
+        "{revoked:?}"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if ann.next_event().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "Ann's session on node 1 stayed open after her revocation on node 0"
+    );
+    // And no node lets her back in.
+    let profile = Profile::load(&root.path().join("ann"), None).unwrap();
+    for node in &nodes {
+        let profile = point_at(root.path(), "ann", &node.address);
+        let error = Session::open(&profile).await.unwrap_err();
+        assert!(error.to_string().contains("revoked"), "{}: {error}", node.address);
+    }
+    drop(profile);
+}
+
 #[test]
 fn a_hostile_or_unreachable_database_url_is_refused_clearly_without_its_password() {
     let root = tempfile::tempdir().unwrap();
