@@ -103,6 +103,7 @@ fn point_at(root: &Path, name: &str, address: &str) -> Profile {
     let path = root.join(name).join("profile.json");
     let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     json["server"] = serde_json::Value::String(address.to_owned());
+    json["last_used"] = serde_json::Value::String(address.to_owned());
     std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
     Profile::load(&root.join(name), None).unwrap()
 }
@@ -216,7 +217,15 @@ async fn three_nodes_deliver_every_message_once_in_order_through_node_and_databa
     .await;
     let profile: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.path().join("ben/profile.json")).unwrap()).unwrap();
-    assert_eq!(profile["nodes"].as_array().map(Vec::len), Some(3), "{profile}");
+    let known: BTreeSet<&str> = profile["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(std::iter::once(&profile["server"]))
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let all: BTreeSet<&str> = nodes.iter().map(|n| n.address.as_str()).collect();
+    assert_eq!(known, all, "{profile}");
 
     let groups: [(&str, &[&str]); 3] = [
         ("alpha", &["ann", "ben", "cat"]),

@@ -98,7 +98,9 @@ pub async fn enroll(
         key,
     )?;
     profile.save()?;
-    profile.record_connection(&code.server, &connection.hello().nodes)?;
+    if let Err(error) = profile.record_connection(&code.server, &connection.hello().nodes) {
+        tracing::warn!(%error, "could not save the server's node list");
+    }
     Ok(profile)
 }
 
@@ -126,7 +128,10 @@ impl Session {
                 "unexpected response to Authenticate".into(),
             ));
         };
-        profile.record_connection(&used, &connection.hello().nodes)?;
+        if let Err(error) = profile.record_connection(&used, &connection.hello().nodes) {
+            // The connection works; only the list for the next one is not saved.
+            tracing::warn!(%error, "could not save the server's node list");
+        }
         let policy = management::comply(&mut connection, profile, &info).await?;
         Ok(Self {
             connection,

@@ -109,6 +109,9 @@ struct ProfileFile {
     /// connects to another when `server` is unreachable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     nodes: Vec<ServerAddress>,
+    /// The node that answered last, tried first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_used: Option<ServerAddress>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -492,6 +495,9 @@ pub struct Profile {
     nodes: Arc<Mutex<Nodes>>,
 }
 
+/// Server nodes a profile remembers at most.
+const NODES_KNOWN_MAX: usize = 32;
+
 #[derive(Debug, Default)]
 struct Nodes {
     known: Vec<ServerAddress>,
@@ -534,6 +540,7 @@ fn not_enrolled(dir: &Path) -> ClientError {
 struct PublicPart {
     server: ServerAddress,
     nodes: Vec<ServerAddress>,
+    last_used: Option<ServerAddress>,
     pin: [u8; 32],
     org_public_key: [u8; 32],
     org_name: String,
@@ -561,6 +568,7 @@ fn read_public(dir: &Path) -> Result<PublicPart, ClientError> {
     Ok(PublicPart {
         server: file.server,
         nodes: file.nodes,
+        last_used: file.last_used,
         pin,
         org_public_key,
         org_name: file.org_name,
@@ -675,7 +683,7 @@ impl Profile {
             server: public.server,
             nodes: Arc::new(Mutex::new(Nodes {
                 known: public.nodes,
-                last_used: None,
+                last_used: public.last_used,
             })),
             pin: public.pin,
             org_public_key: public.org_public_key,
@@ -707,14 +715,17 @@ impl Profile {
 
     /// Writes `profile.json` alone (atomically).
     fn save_public(&self) -> Result<(), ClientError> {
+        let nodes = self.nodes();
         let file = ProfileFile {
             server: self.server.clone(),
             server_certificate_pin: redoubt_proto::Bytes(self.pin).to_hex(),
             org_name: self.org_name.clone(),
             org_public_key: redoubt_proto::Bytes(self.org_public_key).to_hex(),
             certificate: hex(self.certificate.encoded()),
-            nodes: self.nodes().known.clone(),
+            nodes: nodes.known.clone(),
+            last_used: nodes.last_used.clone(),
         };
+        drop(nodes);
         let json = serde_json::to_vec_pretty(&file).map_err(|e| ClientError::Profile(e.to_string()))?;
         write_private(&self.dir.join(PROFILE_FILE), &json)?;
         sync_dir(&self.dir)
@@ -739,8 +750,9 @@ impl Profile {
         addresses
     }
 
-    /// Records a successful connection to `used`, and the nodes its server listed (written
-    /// to `profile.json` when they changed).
+    /// Records a successful connection to `used`, and the nodes its server listed, added to
+    /// those known (a node restarting, or silent for a while, is not forgotten; at most
+    /// [`NODES_KNOWN_MAX`], the newest first). Written to `profile.json` when it changed.
     pub fn record_connection(
         &self,
         used: &ServerAddress,
@@ -748,16 +760,19 @@ impl Profile {
     ) -> Result<(), ClientError> {
         let changed = {
             let mut nodes = self.nodes();
+            let mut known: Vec<ServerAddress> = listed
+                .iter()
+                .chain(std::iter::once(used))
+                .chain(nodes.known.iter())
+                .filter(|address| **address != self.server)
+                .cloned()
+                .collect();
+            let mut seen = std::collections::HashSet::new();
+            known.retain(|address| seen.insert(address.clone()));
+            known.truncate(NODES_KNOWN_MAX);
+            let changed = nodes.known != known || nodes.last_used.as_ref() != Some(used);
+            nodes.known = known;
             nodes.last_used = Some(used.clone());
-            let mut listed = listed.to_vec();
-            listed.sort_by_key(ToString::to_string);
-            listed.dedup();
-            // A single server lists only itself: nothing to keep.
-            if listed.len() == 1 && listed[0] == self.server {
-                listed.clear();
-            }
-            let changed = nodes.known != listed;
-            nodes.known = listed;
             changed
         };
         if changed { self.save_public() } else { Ok(()) }
@@ -947,7 +962,11 @@ fn create_private_dir(dir: &Path) -> Result<(), ClientError> {
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
+    // A name of this writer's own: two writers (two processes on one profile, or two
+    // clones recording a connection) must never write into one temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

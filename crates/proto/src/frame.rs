@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{ErrorBody, Hello, Request, Response};
 
 /// The protocol version this build speaks; the first byte of every frame.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// The smallest frame limit a server may be configured with: enough for any request of
 /// this version (the largest is `BlobUploadChunk`, carrying one blob chunk).

@@ -27,7 +27,7 @@ const UPLOADS_PER_SESSION_MAX: usize = 4;
 /// Blobs a session remembers having fetched, whose further chunks skip the request rate.
 const FETCHES_REMEMBERED_MAX: usize = 8;
 /// In a cluster a node cannot tell another node's upload in progress from one a crash left:
-/// unfinished uploads are deleted at start only once this old.
+/// unfinished uploads are deleted (at start and every minute) only once this old.
 const ABANDONED_UPLOAD_S: i64 = 24 * 3600;
 
 /// Where blob bytes are kept.

@@ -76,7 +76,13 @@ pub(crate) enum Hint {
     MailChanged,
     /// A device published key packages (the connector adds it to its mailbox group).
     DevicesChanged,
+    /// The sender lost hints (its outbox overflowed, or the bus refused them): look at
+    /// everything again, as after a [`BusEvent::Gap`].
+    Resync,
 }
+
+/// Devices named in one `Notify` hint at most, so that each fits a bus message.
+const NOTIFY_DEVICES_MAX: usize = 100;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
@@ -90,6 +96,8 @@ pub(crate) struct Cluster {
     pub(crate) started_at_unix_s: i64,
     bus: Option<Arc<dyn Bus>>,
     outbox: Option<tokio::sync::mpsc::Sender<Hint>>,
+    /// Hints were lost on their way out: the other nodes are told to resync.
+    lost: std::sync::atomic::AtomicBool,
     outbox_receiver: Mutex<Option<tokio::sync::mpsc::Receiver<Hint>>>,
     /// The live nodes' public addresses, for `Hello`.
     addresses: Mutex<Arc<[ServerAddress]>>,
@@ -121,6 +129,7 @@ impl Cluster {
             started_at_unix_s: now_unix_s,
             bus,
             outbox,
+            lost: std::sync::atomic::AtomicBool::new(false),
             outbox_receiver: Mutex::new(receiver),
             addresses: Mutex::new(Arc::from(vec![own_address])),
         }
@@ -138,10 +147,30 @@ impl Cluster {
 
     /// Tells the other nodes (nothing without a bus).
     pub(crate) fn tell(&self, hint: Hint) {
-        if let Some(outbox) = &self.outbox {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        let hints = match hint {
+            Hint::Notify { devices, event } if devices.len() > NOTIFY_DEVICES_MAX => devices
+                .chunks(NOTIFY_DEVICES_MAX)
+                .map(|chunk| Hint::Notify {
+                    devices: chunk.to_vec(),
+                    event: event.clone(),
+                })
+                .collect(),
+            hint => vec![hint],
+        };
+        for hint in hints {
             if outbox.try_send(hint).is_err() {
-                tracing::warn!("cluster hints are not going out fast enough; dropping one");
+                self.lose("cluster hints are not going out fast enough; the other nodes will resync");
             }
+        }
+    }
+
+    /// Records that hints were lost (warning once until the others are told to resync).
+    fn lose(&self, why: &str) {
+        if !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tracing::warn!("{why}");
         }
     }
 }
@@ -176,6 +205,8 @@ fn apply(state: &State, hint: &Hint) {
         }
         Hint::MailChanged => state.mail.notify(),
         Hint::DevicesChanged => state.mail.devices_changed(),
+        // Handled by the listener (it reads the store).
+        Hint::Resync => {}
     }
 }
 
@@ -235,6 +266,13 @@ pub(crate) async fn run(state: Arc<State>, mut stop: tokio::sync::watch::Receive
 }
 
 async fn heartbeat(state: &State, stopped: bool) {
+    if state.cluster.is_shared() && !stopped {
+        refresh_shared_state(state).await;
+        if state.cluster.lost.load(std::sync::atomic::Ordering::SeqCst) {
+            // Nothing else is going out to carry the resync.
+            state.cluster.tell(Hint::Resync);
+        }
+    }
     let now = state.now();
     let node = NodeRecord {
         id: state.cluster.node_id.clone(),
@@ -275,10 +313,21 @@ async fn send_hints(state: Arc<State>, mut receiver: tokio::sync::mpsc::Receiver
     };
     let mut batch = Vec::new();
     while receiver.recv_many(&mut batch, 4_096).await > 0 {
-        for message in encode(&state.cluster.node_id, merge(std::mem::take(&mut batch))) {
+        let mut hints = merge(std::mem::take(&mut batch));
+        if state
+            .cluster
+            .lost
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            hints.push(Hint::Resync);
+        }
+        for message in encode(&state.cluster.node_id, hints) {
             if let Err(error) = bus.publish(&message).await {
-                // Devices on other nodes find the entries at their next read.
-                tracing::warn!(%error, "telling the other nodes failed");
+                // Devices on other nodes find the entries at their next read; the other
+                // nodes are told to look again once the bus works.
+                state
+                    .cluster
+                    .lose(&format!("telling the other nodes failed: {error}"));
             }
         }
     }
@@ -364,6 +413,11 @@ async fn listen(state: Arc<State>, bus: Arc<dyn Bus>) {
                     continue;
                 }
                 for hint in envelope.hints {
+                    if hint == Hint::Resync {
+                        tracing::info!(node = %envelope.node, "another node lost hints; looking at everything again");
+                        tokio::spawn(catch_up(state.clone()));
+                        continue;
+                    }
                     if let Hint::Appended {
                         group,
                         first,
@@ -379,7 +433,7 @@ async fn listen(state: Arc<State>, bus: Arc<dyn Bus>) {
             }
             Ok(BusEvent::Gap) => {
                 tracing::info!("the cluster bus reconnected; looking at everything again");
-                catch_up(&state).await;
+                tokio::spawn(catch_up(state.clone()));
             }
             Err(error) => {
                 tracing::warn!(%error, "the cluster bus closed");
@@ -389,19 +443,40 @@ async fn listen(state: Arc<State>, bus: Arc<dyn Bus>) {
     }
 }
 
-/// After lost hints: drop every cached group state, push what was appended meanwhile to
-/// the groups this node follows, and pick up a newer policy version.
-async fn catch_up(state: &State) {
-    state.group_views.clear();
-    state.live_groups.clear();
-    for group in state.sequencer.groups() {
-        if let Ok(Some(head)) = state.store.group_head(&group).await {
-            crate::delivery::appended_elsewhere(state, group, 1, head.last_seq, true).await;
-        }
-    }
+/// What a node keeps of the shared state besides groups, read again from the store (at
+/// every heartbeat, so a lost hint costs at most one heartbeat): the policy version and
+/// the devices with a wipe waiting.
+async fn refresh_shared_state(state: &State) {
     if let Ok(version) = state.store.policy_version().await {
         if version > state.policy_version() {
             apply(state, &Hint::PolicyChanged { version });
+        }
+    }
+    if let Ok(commands) = state.store.commands(None, true).await {
+        let waiting: std::collections::HashSet<DeviceId> = commands
+            .into_iter()
+            .filter(|c| c.kind == redoubt_proto::CommandKind::Wipe)
+            .map(|c| c.device)
+            .collect();
+        *state.wipes_pending.lock().unwrap_or_else(|p| p.into_inner()) = waiting;
+    }
+}
+
+/// After lost hints: drop every cached group state, push what was appended meanwhile to
+/// the groups this node follows, pick up the policy version and waiting wipes, and close
+/// the sessions of devices revoked meanwhile.
+async fn catch_up(state: Arc<State>) {
+    state.group_views.clear();
+    state.live_groups.clear();
+    refresh_shared_state(&state).await;
+    if let Ok(devices) = state.store.list_devices(None).await {
+        for device in devices.iter().filter(|d| d.revoked_at_unix_s.is_some()) {
+            state.subscribers.disconnect(&device.id, "device revoked");
+        }
+    }
+    for group in state.sequencer.groups() {
+        if let Ok(Some(head)) = state.store.group_head(&group).await {
+            crate::delivery::appended_elsewhere(&state, group, 1, head.last_seq, true).await;
         }
     }
 }

@@ -554,11 +554,15 @@ impl GroupViews {
             .cloned()
     }
 
-    /// Puts the view a commit just made durable (under the group's commit lock).
+    /// Puts the view a commit just made durable (under the group's commit lock), unless a
+    /// newer one (another node's later commit, read meanwhile) is there already.
     fn replace(&self, group: GroupId, view: GroupView) {
         self.invalidations
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut map = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&group).is_some_and(|cached| cached.epoch > view.epoch) {
+            return;
+        }
         if map.len() >= GROUP_VIEWS_MAX {
             map.clear();
         }
@@ -719,12 +723,37 @@ pub(crate) async fn appended_elsewhere(
             return;
         }
     };
-    let followed = state.sequencer.next(&group);
-    if followed.is_none() && !state.subscribers.any_connected(&view.members) {
+    let connected = state.subscribers.any_connected(&view.members)
+        || before
+            .as_ref()
+            .is_some_and(|before| state.subscribers.any_connected(&before.members));
+    if !connected {
+        // Nobody here to tell; this node's own appends to the group come from a session
+        // of a member, so there are none to keep in order either.
         return;
     }
-    let from = followed.unwrap_or(first).max(1);
+    // Entries before `next` went out already; those between `next` and `first` are this
+    // node's own, appended and on their way (or hints lost, which the sequencer skips after
+    // a while and devices fetch).
+    let from = state
+        .sequencer
+        .next(&group)
+        .map_or(first, |next| next.max(first))
+        .max(1);
     if from > last {
+        return;
+    }
+    let wanted = u32::try_from(last - from + 1).unwrap_or(u32::MAX);
+    if wanted > state.config.limits.fetch_entries_max {
+        // Too many to carry: a notice, and the devices fetch.
+        state.subscribers.notify(
+            &view.members,
+            &Event::GroupAppended {
+                group_id: group,
+                seq: last,
+            },
+        );
+        state.sequencer.advance(&state.subscribers, group, last + 1);
         return;
     }
     let (members, noticed): (Arc<[DeviceId]>, Vec<DeviceId>) = match (&before, handshake) {
@@ -747,8 +776,7 @@ pub(crate) async fn appended_elsewhere(
         }
         (None, true) => (Arc::from(Vec::new()), view.members.to_vec()),
     };
-    let limit = state.config.limits.fetch_entries_max;
-    let entries = match state.store.log_entries(&group, from - 1, limit).await {
+    let entries = match state.store.log_entries(&group, from - 1, wanted).await {
         Ok(entries) => entries,
         Err(error) => {
             tracing::warn!(%error, %group, "reading entries another node appended failed");
@@ -787,10 +815,21 @@ async fn member_view(
     group: &GroupId,
     who: &Authenticated,
 ) -> Result<Arc<GroupView>, ApiError> {
-    group_view(state, group)
-        .await?
-        .filter(|view| view.is_member(&who.device_id))
-        .ok_or_else(not_a_member)
+    let view = group_view(state, group).await?;
+    if let Some(view) = view.filter(|view| view.is_member(&who.device_id)) {
+        return Ok(view);
+    }
+    if state.cluster.is_shared() {
+        // Added at another node, whose word may not have come yet: the store decides.
+        state.group_views.invalidate(group);
+        if let Some(view) = group_view(state, group)
+            .await?
+            .filter(|view| view.is_member(&who.device_id))
+        {
+            return Ok(view);
+        }
+    }
+    Err(not_a_member())
 }
 
 /// Refuses devices that are not current members of the group.
@@ -868,6 +907,24 @@ impl Sequencer {
             .unwrap_or_else(|p| p.into_inner())
             .get(group)
             .map(|order| order.next)
+    }
+
+    /// Moves the group's next sequence number to at least `next` (entries before it were
+    /// announced another way), sending what waited.
+    fn advance(&self, subscribers: &Subscribers, group: GroupId, next: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(order) = map.get_mut(&group) {
+            while let Some((&seq, _)) = order.waiting.first_key_value() {
+                if seq >= next {
+                    break;
+                }
+                if let Some(Some(ready)) = order.waiting.remove(&seq) {
+                    ready.send(subscribers);
+                }
+            }
+            order.next = order.next.max(next);
+            order.release(subscribers, std::time::Instant::now());
+        }
     }
 
     /// The groups followed.
@@ -1080,27 +1137,52 @@ pub(crate) async fn submit(
                     .await?
                     .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?,
             };
-            let group = &mut loaded.group;
-            if let Sender::Member(index) = sender {
-                let member = group
-                    .roster()
-                    .member_with_index(index)
-                    .map_err(|_| invalid("sender is not a member"))?;
-                if state
-                    .identity
-                    .device_id(&member.signing_identity)
-                    .map_err(invalid)?
-                    != who.device_id
-                {
-                    return Err(invalid("a device may only send handshakes from its own leaf"));
+            // In a cluster, a proposal appended through another node leaves the epoch as it
+            // was: a handshake the cached state refuses is tried once more on the stored one.
+            let mut message = Some(message);
+            let mut retried = false;
+            let received = loop {
+                let group = &mut loaded.group;
+                if let Sender::Member(index) = sender {
+                    let member = group
+                        .roster()
+                        .member_with_index(index)
+                        .map_err(|_| invalid("sender is not a member"))?;
+                    if state
+                        .identity
+                        .device_id(&member.signing_identity)
+                        .map_err(invalid)?
+                        != who.device_id
+                    {
+                        return Err(invalid("a device may only send handshakes from its own leaf"));
+                    }
+                } else {
+                    return Err(invalid("only members submit handshake messages"));
                 }
-            } else {
-                return Err(invalid("only members submit handshake messages"));
-            }
+                let attempt = match message.take() {
+                    Some(message) => message,
+                    None => parse_message(&bytes)?,
+                };
+                match group.process_incoming_message(attempt) {
+                    Ok(received) => break received,
+                    Err(_) if state.cluster.is_shared() && !retried => {
+                        retried = true;
+                        forget_group(state, &group_id);
+                        loaded = load_group(state, &group_id)
+                            .await?
+                            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such group"))?;
+                        if loaded.group.group_context().epoch != view.epoch {
+                            return Err(ApiError::new(
+                                ErrorCode::EpochConflict,
+                                "the group moved on at another node: fetch, process and retry",
+                            ));
+                        }
+                    }
+                    Err(e) => return Err(invalid(format!("handshake refused: {e}"))),
+                }
+            };
+            let group = &mut loaded.group;
             let before: BTreeSet<DeviceId> = view.members.iter().copied().collect();
-            let received = group
-                .process_incoming_message(message)
-                .map_err(|e| invalid(format!("handshake refused: {e}")))?;
             let after = member_devices(state, group)?;
             let added: Vec<DeviceId> = after.difference(&before).copied().collect();
             let removed: Vec<DeviceId> = before.difference(&after).copied().collect();

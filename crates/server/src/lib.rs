@@ -529,6 +529,12 @@ async fn prune_periodically(state: Arc<State>, mut stop: tokio::sync::watch::Rec
                 if let Err(error) = management::checkpoint(&state).await {
                     tracing::warn!(error = %error.0, "signing an audit checkpoint failed");
                 }
+                if state.cluster.is_shared() {
+                    // A node that died mid-upload never cleans up after itself.
+                    if let Err(error) = blobs::clean_up(&state).await {
+                        tracing::warn!(%error, "deleting abandoned uploads failed");
+                    }
+                }
             }
             _ = stop.changed() => return,
         }
