@@ -185,6 +185,10 @@ pub fn server_frames() -> Vec<ServerFrame> {
             challenge: Bytes([1; 32]),
             server_time_unix_s: 1_700_000_000,
             frame_bytes_max: 65_536,
+            nodes: vec![
+                redoubt_proto::ServerAddress::parse("node1.corp.test:8443").unwrap_or_else(|e| panic!("{e}")),
+                redoubt_proto::ServerAddress::parse("[2001:db8::2]:8443").unwrap_or_else(|e| panic!("{e}")),
+            ],
         }),
         ServerFrame::Error {
             request_id: 3,

@@ -255,10 +255,10 @@ async fn three_nodes_deliver_every_message_once_in_order_through_node_and_databa
         let messenger = messengers.get_mut(reader).unwrap();
         let event = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                if let Event::GroupAppended { seq: got, .. } = messenger.next_event().await.unwrap() {
-                    if got >= seq {
-                        return got;
-                    }
+                if let Event::GroupAppended { seq: got, .. } = messenger.next_event().await.unwrap()
+                    && got >= seq
+                {
+                    return got;
                 }
             }
         })

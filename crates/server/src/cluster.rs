@@ -447,10 +447,10 @@ async fn listen(state: Arc<State>, bus: Arc<dyn Bus>) {
 /// every heartbeat, so a lost hint costs at most one heartbeat): the policy version and
 /// the devices with a wipe waiting.
 async fn refresh_shared_state(state: &State) {
-    if let Ok(version) = state.store.policy_version().await {
-        if version > state.policy_version() {
-            apply(state, &Hint::PolicyChanged { version });
-        }
+    if let Ok(version) = state.store.policy_version().await
+        && version > state.policy_version()
+    {
+        apply(state, &Hint::PolicyChanged { version });
     }
     if let Ok(commands) = state.store.commands(None, true).await {
         let waiting: std::collections::HashSet<DeviceId> = commands
