@@ -12,15 +12,26 @@
 //! do, so two batches never wait for each other in a circle; should PostgreSQL abort a
 //! batch for a conflict nonetheless, the whole batch runs again
 //! ([`crate::TRANSACTION_ATTEMPTS_MAX`]).
+//!
+//! Round trips, not the database's work, bound a batch: its application messages go to
+//! the database a group at a time, each run of them (consecutive in the sorted batch, up
+//! to a handshake) in one statement ([`append_run`]); a handshake is written as before,
+//! in its place among its group's messages. A batch of one run is that statement alone,
+//! its own transaction; otherwise the statements share a `BEGIN` … `COMMIT`. The task
+//! keeps one connection of the pool for itself ([`Link`]), so that a batch does not wait
+//! for the pool's check of a connection it hands out.
+
+use std::collections::HashMap;
 
 use redoubt_proto::{DeviceId, GroupId};
 use redoubt_store::{AppendError, Appended, GroupTransition, StoreError};
-use sqlx::PgConnection;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
+use sqlx::{Connection, PgConnection, Postgres};
 
 use crate::{
-    TRANSACTION_ATTEMPTS_MAX, backend_error, backend_message, backoff, from_db, insert_error, is_conflict,
-    to_db,
+    TRANSACTION_ATTEMPTS_MAX, backend_error, backend_message, backoff, corrupt, from_db, insert_error,
+    is_conflict, to_db,
 };
 
 /// Appends written in one transaction at most.
@@ -59,8 +70,15 @@ pub(crate) fn start(pool: PgPool, jobs: tokio::sync::mpsc::Receiver<Job>) {
 }
 
 async fn run(pool: PgPool, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
+    let mut link = Link {
+        pool,
+        conn: None,
+        idle: true,
+    };
     let mut closing = None;
     while closing.is_none() {
+        // Waiting for work: the connection is checked before the next batch.
+        link.idle |= jobs.is_empty();
         let Some(mut next) = jobs.recv().await else {
             break;
         };
@@ -87,13 +105,61 @@ async fn run(pool: PgPool, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
         // Groups locked in id order; a stable sort keeps each group's appends in the
         // order they came.
         batch.sort_by(|a, b| a.entry.group.as_bytes().cmp(b.entry.group.as_bytes()));
-        let results = append_batch(&pool, &batch).await;
+        let results = append_batch(&mut link, &batch).await;
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }
     }
+    // Back to the pool before the store closes it.
+    drop(link);
     if let Some(reply) = closing {
         let _ = reply.send(());
+    }
+}
+
+/// The task's own connection, taken from the pool when first needed and after one was
+/// lost.
+///
+/// A connection the task kept while it waited for work is checked before its next batch,
+/// as the pool checks one it hands out: one the server closed meanwhile is replaced
+/// rather than failing the batch (whose answer, lost, could not tell whether it was
+/// written). While appends keep coming, batches follow each other on a connection just
+/// used, without the round trip.
+struct Link {
+    pool: PgPool,
+    conn: Option<PoolConnection<Postgres>>,
+    /// The task waited for work since the connection was last checked or used.
+    idle: bool,
+}
+
+impl Link {
+    async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if let Some(conn) = &mut self.conn
+            && self.idle
+            && conn.ping().await.is_err()
+        {
+            self.forget();
+        }
+        self.idle = false;
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            empty => empty.insert(self.pool.acquire().await?),
+        };
+        Ok(&mut **conn)
+    }
+
+    /// After a batch failed with `error`: a connection that may be broken (anything but
+    /// an error PostgreSQL reported) is closed, and the next batch takes another.
+    fn failed(&mut self, error: &sqlx::Error) {
+        if !matches!(error, sqlx::Error::Database(_)) {
+            self.forget();
+        }
+    }
+
+    fn forget(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
+        }
     }
 }
 
@@ -122,11 +188,15 @@ enum BatchFailed {
 /// subtransaction id, and past 64 in one transaction PostgreSQL's per-session cache of
 /// them overflows, which makes every other session's snapshots slower. An append refused
 /// before it writes (a repeat, an epoch conflict, no such group) needs none.
-async fn append_batch(pool: &PgPool, batch: &[AppendJob]) -> Vec<Result<Appended, AppendError>> {
+async fn append_batch(link: &mut Link, batch: &[AppendJob]) -> Vec<Result<Appended, AppendError>> {
     let mut mode = Mode::Plain;
     let mut attempt = 1;
     loop {
-        match append_batch_once(pool, batch, mode).await {
+        let outcome = append_batch_once(link, batch, mode).await;
+        if let Err(BatchFailed::Database(error)) = &outcome {
+            link.failed(error);
+        }
+        match outcome {
             Ok(results) => return results,
             Err(BatchFailed::NeedsSavepoints) => mode = Mode::Savepoints,
             Err(BatchFailed::Database(error))
@@ -148,27 +218,63 @@ async fn append_batch(pool: &PgPool, batch: &[AppendJob]) -> Vec<Result<Appended
 }
 
 async fn append_batch_once(
-    pool: &PgPool,
+    link: &mut Link,
     batch: &[AppendJob],
     mode: Mode,
 ) -> Result<Vec<Result<Appended, AppendError>>, BatchFailed> {
-    let mut tx = pool.begin().await.map_err(BatchFailed::Database)?;
+    let conn = link.connection().await.map_err(BatchFailed::Database)?;
+    if mode == Mode::Plain && run_len(batch) == batch.len() {
+        // One statement, its own transaction: no BEGIN and COMMIT to wait for.
+        return plain(append_run(conn, batch).await);
+    }
+    let mut tx = conn.begin().await.map_err(BatchFailed::Database)?;
     let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        let result = match mode {
-            Mode::Plain => match append_or_refuse(&mut tx, job).await {
-                Ok(result) => result,
-                Err(Failed::Statement(_)) => return Err(BatchFailed::NeedsSavepoints),
-                Err(Failed::Batch(error)) => return Err(BatchFailed::Database(error)),
-            },
-            Mode::Savepoints => append_under_savepoint(&mut tx, job)
-                .await
-                .map_err(BatchFailed::Database)?,
-        };
-        results.push(result);
+    let mut rest = batch;
+    while !rest.is_empty() {
+        match mode {
+            Mode::Plain => {
+                let len = run_len(rest);
+                if len == 0 {
+                    // A handshake.
+                    results.push(plain(append_or_refuse(&mut tx, &rest[0]).await)?);
+                    rest = &rest[1..];
+                } else {
+                    results.extend(plain(append_run(&mut tx, &rest[..len]).await)?);
+                    rest = &rest[len..];
+                }
+            }
+            Mode::Savepoints => {
+                results.push(
+                    append_under_savepoint(&mut tx, &rest[0])
+                        .await
+                        .map_err(BatchFailed::Database)?,
+                );
+                rest = &rest[1..];
+            }
+        }
     }
     tx.commit().await.map_err(BatchFailed::Database)?;
     Ok(results)
+}
+
+/// Without savepoints, an append's own error fails the batch: it runs again with them.
+fn plain<T>(outcome: Result<T, Failed>) -> Result<T, BatchFailed> {
+    match outcome {
+        Ok(value) => Ok(value),
+        Err(Failed::Statement(_)) => Err(BatchFailed::NeedsSavepoints),
+        Err(Failed::Batch(error)) => Err(BatchFailed::Database(error)),
+    }
+}
+
+/// How many appends at the start of `jobs` form a run: application messages (no
+/// transition) to the group of the first. 0 when the first is a handshake.
+fn run_len(jobs: &[AppendJob]) -> usize {
+    let Some(first) = jobs.first() else {
+        return 0;
+    };
+    jobs.iter()
+        .take_while(|job| job.transition.is_none() && job.entry.group == first.entry.group)
+        .count()
 }
 
 /// A statement of an append failed.
@@ -243,6 +349,103 @@ async fn append_or_refuse(
         });
     };
     append_handshake(conn, &job.entry, transition).await
+}
+
+/// A run of application messages to one group (see [`run_len`]), written by one statement:
+/// the group row is locked once (held to the commit), the messages not appended before
+/// are numbered from its `last_seq` + 1 in the order given, and `last_seq` moves once.
+/// Each gets its own answer; a repeat (of an earlier append, or of one before it in the
+/// run) the earlier one's sequence number, all of them `UnknownGroup` when there is no
+/// such group.
+///
+/// The statement reads the log as of its start; should another node commit the same
+/// sender and client message id after that, before this statement had the lock, the
+/// insert fails (a unique violation, the run's own error) and the batch runs again an
+/// append at a time ([`Mode::Savepoints`]), where the repeat is found.
+async fn append_run(
+    conn: &mut PgConnection,
+    run: &[AppendJob],
+) -> Result<Vec<Result<Appended, AppendError>>, Failed> {
+    let Some(first) = run.first() else {
+        return Ok(Vec::new());
+    };
+    // A repeat within the run is not sent: one statement could not see its own entry.
+    // `sent[slot[i]]` is the first append of the run with `run[i]`'s ids.
+    let mut sent: Vec<usize> = Vec::with_capacity(run.len());
+    let mut slot: Vec<usize> = Vec::with_capacity(run.len());
+    let mut seen: HashMap<(&[u8; 16], &[u8; 16]), usize> = HashMap::with_capacity(run.len());
+    for (i, job) in run.iter().enumerate() {
+        let key = (job.entry.sender.as_bytes(), &job.entry.client_message_id);
+        let at = *seen.entry(key).or_insert_with(|| {
+            sent.push(i);
+            sent.len() - 1
+        });
+        slot.push(at);
+    }
+    let senders: Vec<[u8; 16]> = sent.iter().map(|&i| *run[i].entry.sender.as_bytes()).collect();
+    let ids: Vec<[u8; 16]> = sent.iter().map(|&i| run[i].entry.client_message_id).collect();
+    let messages: Vec<&[u8]> = sent.iter().map(|&i| run[i].entry.message.as_slice()).collect();
+    let created: Vec<i64> = sent.iter().map(|&i| run[i].entry.created_at_unix_s).collect();
+    // The lock is taken first and returns the row as it is after any wait; the UPDATE
+    // then finds the row as locked. `n` numbers the messages sent from 1.
+    let rows: Vec<(i64, i64, bool)> = sqlx::query_as(
+        "WITH head AS (
+             SELECT last_seq FROM groups WHERE id = $1 FOR NO KEY UPDATE),
+         input AS (
+             SELECT * FROM unnest($2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[])
+                 WITH ORDINALITY AS i (sender, client_message_id, message, created_at, n)),
+         earlier AS (
+             SELECT input.n, group_log.seq FROM input JOIN group_log
+                 ON group_log.group_id = $1 AND group_log.sender = input.sender
+                     AND group_log.client_message_id = input.client_message_id),
+         fresh AS (
+             SELECT input.n, input.sender, input.client_message_id, input.message, input.created_at,
+                     head.last_seq + row_number() OVER (ORDER BY input.n) AS seq
+                 FROM input CROSS JOIN head
+                 WHERE NOT EXISTS (SELECT 1 FROM earlier WHERE earlier.n = input.n)),
+         entries AS (
+             INSERT INTO group_log (group_id, seq, sender, client_message_id, message, created_at, handshake)
+             SELECT $1, seq, sender, client_message_id, message, created_at, FALSE FROM fresh ORDER BY seq),
+         moved AS (
+             UPDATE groups SET last_seq = top.seq
+             FROM (SELECT max(seq) AS seq FROM fresh) AS top
+             WHERE groups.id = $1 AND top.seq IS NOT NULL)
+         SELECT n, seq, FALSE FROM fresh
+         UNION ALL
+         SELECT n, seq, TRUE FROM earlier",
+    )
+    .bind(first.entry.group.as_bytes())
+    .bind(&senders)
+    .bind(&ids)
+    .bind(&messages)
+    .bind(&created)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(log_error)?;
+    let mut answers: Vec<Option<Appended>> = vec![None; sent.len()];
+    for (n, seq, duplicate) in rows {
+        let answer = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| answers.get_mut(i))
+            .ok_or_else(|| Failed::Statement(AppendError::Store(corrupt("appended entry number"))))?;
+        *answer = Some(Appended {
+            seq: sequence(seq)?,
+            duplicate,
+        });
+    }
+    Ok(slot
+        .iter()
+        .enumerate()
+        .map(|(i, &at)| match answers[at] {
+            // The group exists: every message sent was written or found.
+            Some(appended) => Ok(Appended {
+                seq: appended.seq,
+                duplicate: appended.duplicate || sent[at] != i,
+            }),
+            None => Err(AppendError::UnknownGroup),
+        })
+        .collect())
 }
 
 /// An application message, numbered and written in one statement under the group row's

@@ -380,6 +380,179 @@ async fn an_append_failing_alone_leaves_the_rest_of_its_batch() {
     assert!(store.inbox(&dev(1)).await.unwrap().is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_mixing_groups_repeats_and_a_handshake_answers_each_append() {
+    let url = fresh_url().await;
+    let store = PgStore::connect(&url).await.unwrap();
+    let (one, two, unknown) = (support::group_id(1), support::group_id(2), support::group_id(9));
+    alice_and_her_group(&store).await;
+    let second = GroupRecord {
+        id: two,
+        epoch: 0,
+        state: vec![0],
+        state_seq: 0,
+        last_seq: 0,
+        created_at_unix_s: 1_200,
+    };
+    store.create_group(&second, &dev(1)).await.unwrap();
+    let commit = GroupTransition {
+        expected_epoch: 0,
+        epoch: 1,
+        state: Some(b"epoch 1".to_vec()),
+        added: vec![],
+        removed: vec![],
+        welcome: None,
+    };
+    let append = |group: GroupId, client: u8, message: &'static str, handshake: bool| {
+        let store = store.clone();
+        let commit = commit.clone();
+        async move {
+            let entry = NewLogEntry {
+                group,
+                sender: dev(1),
+                client_message_id: [client; 16],
+                message: message.as_bytes(),
+                created_at_unix_s: 1_300,
+            };
+            store.append(&entry, handshake.then_some(&commit)).await
+        }
+    };
+    // A rival holds group 1's row: the appender's first batch (one message) waits for it,
+    // while the appends after it queue, in order, for the next batch.
+    let mut rival = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut rival).await.unwrap();
+    sqlx::query("SELECT 1 FROM groups WHERE id = $1 FOR UPDATE")
+        .bind(one.as_bytes())
+        .execute(&mut rival)
+        .await
+        .unwrap();
+    let first = tokio::spawn(append(one, 1, "one", false));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let batch = [
+        (one, 2, "two", false),
+        (two, 2, "two in group 2", false),
+        (one, 1, "one again", false),
+        (one, 3, "three", false),
+        (one, 2, "two again", false),
+        (unknown, 5, "lost", false),
+        (one, 4, "commit", true),
+        (one, 3, "three again", false),
+        (one, 6, "six", false),
+        (two, 7, "seven in group 2", false),
+        (one, 4, "commit again", true),
+        (one, 4, "a message with the commit's id", false),
+    ];
+    let mut appends = Vec::new();
+    for (group, client, message, handshake) in batch {
+        appends.push(tokio::spawn(append(group, client, message, handshake)));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut rival).await.unwrap();
+    assert_eq!(
+        first.await.unwrap().unwrap(),
+        Appended {
+            seq: 1,
+            duplicate: false
+        }
+    );
+    let mut results = Vec::new();
+    for append in appends {
+        results.push(append.await.unwrap().map(|a| (a.seq, a.duplicate)));
+    }
+    let answers: Vec<Option<(u64, bool)>> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
+    assert_eq!(
+        answers,
+        [
+            Some((2, false)),
+            Some((1, false)),
+            Some((1, true)),
+            Some((3, false)),
+            Some((2, true)),
+            None,
+            Some((4, false)),
+            Some((3, true)),
+            Some((5, false)),
+            Some((2, false)),
+            Some((4, true)),
+            Some((4, true)),
+        ]
+    );
+    assert!(
+        matches!(results[5], Err(AppendError::UnknownGroup)),
+        "{:?}",
+        results[5]
+    );
+    let log = dense_log(&store).await;
+    let log: Vec<&[u8]> = log.values().map(Vec::as_slice).collect();
+    assert_eq!(log, [&b"one"[..], b"two", b"three", b"commit", b"six"]);
+    let stored = store.group(&one).await.unwrap().unwrap();
+    assert_eq!((stored.epoch, stored.last_seq), (1, 5));
+    let log: Vec<Vec<u8>> = store
+        .log_entries(&two, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(log, [&b"two in group 2"[..], b"seven in group 2"]);
+    assert_eq!(store.group_head(&two).await.unwrap().unwrap().last_seq, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_committed_by_another_node_while_a_batch_waited_is_found() {
+    let url = fresh_url().await;
+    let store = PgStore::connect(&url).await.unwrap();
+    let group = alice_and_her_group(&store).await;
+    // Another node appends message 1 and holds the group's row until it commits.
+    let mut other = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT 1 FROM groups WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(group.as_bytes())
+        .execute(&mut other)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO group_log (group_id, seq, sender, client_message_id, message, created_at)
+         VALUES ($1, 1, $2, $3, 'by the other node', 1300)",
+    )
+    .bind(group.as_bytes())
+    .bind(dev(1).as_bytes())
+    .bind(client_id(0, 1))
+    .execute(&mut other)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE groups SET last_seq = 1 WHERE id = $1")
+        .bind(group.as_bytes())
+        .execute(&mut other)
+        .await
+        .unwrap();
+    // The same message through this node: its batch reads the log before it gets the lock,
+    // so it does not see the other node's entry there.
+    let store_ = store.clone();
+    let repeat = tokio::spawn(async move { append(&store_, 0, 1, false).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
+    let (_, _, result) = repeat.await.unwrap();
+    assert_eq!(
+        result.unwrap(),
+        Appended {
+            seq: 1,
+            duplicate: true
+        }
+    );
+    let (message, _, result) = append(&store, 0, 2, false).await;
+    assert_eq!(
+        result.unwrap(),
+        Appended {
+            seq: 2,
+            duplicate: false
+        }
+    );
+    let log = dense_log(&store).await;
+    assert_eq!(log.get(&1).map(Vec::as_slice), Some(&b"by the other node"[..]));
+    assert_eq!(log.get(&2), Some(&message));
+}
+
 /// Terminates this database's store sessions (not the caller's) until told to stop;
 /// returns how many it ended.
 async fn kill_sessions(url: String, stop: tokio::sync::watch::Receiver<bool>) -> u64 {
