@@ -82,15 +82,20 @@ for i in 0 1 2; do wait "${loaders[$i]}" || status=1; done
 python3 - "$work" <<'PY'
 import json, sys
 work = sys.argv[1]
-total = held = 0
+total_held = total_asked = 0
 for i in range(3):
     try:
         r = json.load(open(f"{work}/sessions{i}.json"))
     except Exception as e:
         print(f"node {i}: no report ({e}):", open(f"{work}/sessions{i}.err").read()[-2000:])
         continue
-    f = {k: v["value"] if isinstance(v, dict) else v for k, v in r["figures"].items()} if "figures" in r else r
-    print(f"node {i}:", json.dumps(r)[:1500])
+    res = r["results"]
+    total_held += res["sessions_held"]
+    total_asked += res["sessions_requested"]
+    print(f"node {i}: ok={r['ok']} held={res['sessions_held']} failed={res['sessions_failed']} "
+          f"ramp_s={res['ramp_s']} handshakes_per_s={res['handshakes_per_s']} "
+          f"probe_delivery_ms={res.get('probe_delivery')} commit={r['machine']['commit'][:7]}")
+print(f"sessions held across the cluster: {total_held} of {total_asked}")
 PY
 "$redoubt" --profile "$work/admin" admin cluster list
 
