@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use redoubt_client::{Messenger, Profile, Session};
 use redoubt_proto::{ActivationCode, DeviceName, Event, UserName};
 use redoubt_store_postgres::testing::TestPostgres;
-use support::{ServerProcess, free_port, json_ok, wait_for, wait_until_listening};
+use support::{Rng, ServerProcess, free_port, json_ok, wait_for, wait_until_listening};
 
 /// One node: its data folder (a copy of the node secrets), address and process.
 struct Node {
@@ -142,22 +142,6 @@ fn texts(messenger: &Messenger, group: &str) -> Vec<String> {
         .into_iter()
         .map(|m| m.text)
         .collect()
-}
-
-/// xorshift64*: reproducible choices of what to kill and when.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,37 +319,7 @@ async fn three_nodes_deliver_every_message_once_in_order_through_node_and_databa
         total >= per_sender * 4 / 2,
         "too few messages acknowledged: {total}"
     );
-    for (group, members) in groups {
-        let mut epochs = BTreeSet::new();
-        let mut histories = Vec::new();
-        for member in members {
-            let messenger = &messengers[member];
-            let conversation = messenger.conversation(group).unwrap().unwrap();
-            epochs.insert(messenger.epoch(&conversation).unwrap());
-            let texts = texts(messenger, group);
-            let unique: BTreeSet<&String> = texts.iter().collect();
-            assert_eq!(unique.len(), texts.len(), "{member} has a duplicate in {group}");
-            for (sender, sent) in &acked {
-                let expected: Vec<&String> =
-                    sent.iter().filter(|(g, _)| g == group).map(|(_, t)| t).collect();
-                let got: Vec<&String> = texts.iter().filter(|t| expected.contains(t)).collect();
-                assert_eq!(
-                    got, expected,
-                    "{member} in {group}: {sender}'s messages missing or out of order"
-                );
-            }
-            histories.push((member, texts));
-        }
-        assert_eq!(
-            epochs.len(),
-            1,
-            "members of {group} at different epochs: {epochs:?}"
-        );
-        let (first, reference) = &histories[0];
-        for (member, texts) in &histories[1..] {
-            assert_eq!(texts, reference, "{member} and {first} disagree on {group}");
-        }
-    }
+    support::assert_delivered_once_in_order(&messengers, &groups, &acked);
     eprintln!(
         "cluster test: {kills} node kills and a database restart; {total} acknowledged messages checked"
     );

@@ -8,7 +8,7 @@
 //! `REDOUBT_CRASH_KILLS` and `REDOUBT_CRASH_MESSAGES` (per sender) make longer runs; the
 //! seed is printed so a failing run can be repeated with `REDOUBT_CRASH_SEED`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 use redoubt_client::{Messenger, Profile, Session};
 use redoubt_proto::{ActivationCode, DeviceName, UserName};
 
+mod support;
+
+use support::Rng;
+
 const BIN: &str = env!("CARGO_BIN_EXE_redoubt");
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -25,22 +29,6 @@ fn env_number(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// xorshift64*: enough randomness for choosing kill moments, reproducible from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
-    }
 }
 
 struct Server {
@@ -268,52 +256,8 @@ async fn acknowledged_messages_survive_sigkill_exactly_once_in_order() {
     }
 
     let total: usize = acked.values().map(Vec::len).sum();
-    for (group, members) in groups {
-        let mut epochs = BTreeSet::new();
-        let mut histories = Vec::new();
-        for member in members {
-            let messenger = &messengers[member];
-            let conversation = messenger.conversation(group).unwrap().unwrap();
-            epochs.insert(messenger.epoch(&conversation).unwrap());
-            let texts: Vec<String> = messenger
-                .messages(&conversation)
-                .unwrap()
-                .into_iter()
-                .map(|m| m.text)
-                .collect();
-            let unique: BTreeSet<&String> = texts.iter().collect();
-            assert_eq!(
-                unique.len(),
-                texts.len(),
-                "{member} has a duplicate in {group}: {texts:?}"
-            );
-            // Every acknowledged message of the group, in each sender's order.
-            for (sender, sent) in &acked {
-                let expected: Vec<&String> =
-                    sent.iter().filter(|(g, _)| g == group).map(|(_, t)| t).collect();
-                let got: Vec<&String> = texts
-                    .iter()
-                    .filter(|t| t.starts_with(&format!("{sender}-")))
-                    .collect();
-                let got_acked: Vec<&String> = got.iter().copied().filter(|t| expected.contains(t)).collect();
-                assert_eq!(
-                    got_acked, expected,
-                    "{member} in {group}: messages of {sender} missing or out of order"
-                );
-            }
-            histories.push((member, texts));
-        }
-        assert_eq!(
-            epochs.len(),
-            1,
-            "members of {group} are at different epochs: {epochs:?}"
-        );
-        // All members saw the same history in the same order (their own messages included).
-        let (first, reference) = &histories[0];
-        for (member, texts) in &histories[1..] {
-            assert_eq!(texts, reference, "{member} and {first} disagree on {group}");
-        }
-    }
+    let acked: BTreeMap<&str, Acked> = acked.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    support::assert_delivered_once_in_order(&messengers, &groups, &acked);
     server.terminate();
     let store = redoubt_store_sqlite::SqliteStore::open(&data.join("redoubt.db"))
         .await

@@ -354,3 +354,72 @@ impl Org {
         ])
     }
 }
+
+/// xorshift64*: the crash tests' random choices (what to kill, when), reproducible from the
+/// seed each test prints.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next() % (high - low + 1)
+    }
+}
+
+/// What the crash tests check after their devices caught up: every message the server
+/// acknowledged (`acked`: sender → (group, text) in order) is on every member device of its
+/// group exactly once and in its sender's order, every member is at the same epoch, and all
+/// members hold the same history in the same order.
+pub fn assert_delivered_once_in_order(
+    messengers: &std::collections::BTreeMap<&str, redoubt_client::Messenger>,
+    groups: &[(&str, &[&str])],
+    acked: &std::collections::BTreeMap<&str, Vec<(String, String)>>,
+) {
+    use std::collections::BTreeSet;
+    for (group, members) in groups {
+        let mut epochs = BTreeSet::new();
+        let mut histories = Vec::new();
+        for member in members.iter() {
+            let messenger = &messengers[member];
+            let conversation = messenger.conversation(group).unwrap().unwrap();
+            epochs.insert(messenger.epoch(&conversation).unwrap());
+            let texts: Vec<String> = messenger
+                .messages(&conversation)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.text)
+                .collect();
+            let unique: BTreeSet<&String> = texts.iter().collect();
+            assert_eq!(
+                unique.len(),
+                texts.len(),
+                "{member} has a duplicate in {group}: {texts:?}"
+            );
+            for (sender, sent) in acked {
+                let expected: Vec<&String> =
+                    sent.iter().filter(|(g, _)| g == group).map(|(_, t)| t).collect();
+                let got: Vec<&String> = texts.iter().filter(|t| expected.contains(t)).collect();
+                assert_eq!(
+                    got, expected,
+                    "{member} in {group}: {sender}'s messages missing or out of order"
+                );
+            }
+            histories.push((member, texts));
+        }
+        assert_eq!(
+            epochs.len(),
+            1,
+            "members of {group} are at different epochs: {epochs:?}"
+        );
+        let (first, reference) = &histories[0];
+        for (member, texts) in &histories[1..] {
+            assert_eq!(texts, reference, "{member} and {first} disagree on {group}");
+        }
+    }
+}
