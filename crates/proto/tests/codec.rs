@@ -195,11 +195,13 @@ fn wrong_version_and_trailing_bytes_are_refused() {
         Err(DecodeError::TrailingBytes(1))
     );
     frame.pop();
-    frame[0] = 2;
-    assert_eq!(
-        decode_client_frame(&frame, LIMIT),
-        Err(DecodeError::UnsupportedVersion(2))
-    );
+    for other in [PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
+        frame[0] = other;
+        assert_eq!(
+            decode_client_frame(&frame, LIMIT),
+            Err(DecodeError::UnsupportedVersion(other))
+        );
+    }
     assert_eq!(decode_client_frame(&[], LIMIT), Err(DecodeError::Empty));
 }
 
