@@ -636,8 +636,17 @@ async fn huge_declared_sizes_are_refused_before_anything_is_read() {
     // Inside a frame, a list declaring four billion key packages: the decoder is bounded.
     let code = admin_code(&server);
     let mut connection = Connection::connect(&code.server, &code.pin.0).await.unwrap();
-    // version 1, request id 1, request 7 (KeyPackagesPublish), list length 2^32 - 1.
-    let bytes = vec![1, 1, 7, 0xff, 0xff, 0xff, 0xff, 0x0f];
+    // The version, request id 1, request 7 (KeyPackagesPublish), list length 2^32 - 1.
+    let bytes = vec![
+        redoubt_proto::PROTOCOL_VERSION,
+        1,
+        7,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0x0f,
+    ];
     connection
         .send_raw(WsMessage::Binary(bytes.into()))
         .await

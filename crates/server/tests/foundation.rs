@@ -427,7 +427,7 @@ async fn malformed_and_oversized_frames_get_an_error_and_others_keep_service() {
 
     let cases: Vec<(WsMessage, ErrorCode)> = vec![
         (
-            WsMessage::Binary(vec![1, 0xff, 0xff, 0xff].into()),
+            WsMessage::Binary(vec![redoubt_proto::PROTOCOL_VERSION, 0xff, 0xff, 0xff].into()),
             ErrorCode::MalformedFrame,
         ),
         (
