@@ -66,7 +66,8 @@ macro_rules! store_conformance_tests {
     };
 }
 
-fn user(name: &str) -> UserRecord {
+/// Record builders, shared with backends' own tests.
+pub fn user(name: &str) -> UserRecord {
     UserRecord {
         name: UserName::parse(name).unwrap(),
         display_name: Some(DisplayName::parse(&format!("{name} Example")).unwrap()),
@@ -75,7 +76,7 @@ fn user(name: &str) -> UserRecord {
     }
 }
 
-fn code(id: u8, user: &str, expires: i64) -> ActivationCodeRecord {
+pub fn code(id: u8, user: &str, expires: i64) -> ActivationCodeRecord {
     ActivationCodeRecord::new(
         ActivationCodeId::from([id; 8]),
         UserName::parse(user).unwrap(),
@@ -85,7 +86,7 @@ fn code(id: u8, user: &str, expires: i64) -> ActivationCodeRecord {
     )
 }
 
-fn device(id: u8, user: &str, serial: u64) -> DeviceRecord {
+pub fn device(id: u8, user: &str, serial: u64) -> DeviceRecord {
     DeviceRecord {
         id: DeviceId::from([id; 16]),
         user: UserName::parse(user).unwrap(),
@@ -494,7 +495,7 @@ async fn two_users_three_devices(store: &impl Store) {
     }
 }
 
-fn dev(id: u8) -> DeviceId {
+pub fn dev(id: u8) -> DeviceId {
     DeviceId::from([id; 16])
 }
 

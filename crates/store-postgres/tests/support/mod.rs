@@ -2,8 +2,8 @@
 //! cluster, and a small directory to act on.
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a part; a failed step must fail loudly
 
-use redoubt_proto::{ActivationCodeId, Bytes, DeviceId, DeviceName, GroupId, UserName};
-use redoubt_store::{ActivationCodeRecord, AuditEvent, DeviceRecord, GroupRecord, Store, UserRecord};
+use redoubt_proto::{ActivationCodeId, GroupId, UserName};
+use redoubt_store::{ActivationCodeRecord, AuditEvent, GroupRecord, Store};
 use redoubt_store_postgres::PgStore;
 use redoubt_store_postgres::testing::TestPostgres;
 
@@ -17,48 +17,15 @@ pub async fn fresh_store() -> PgStore {
     PgStore::connect(&fresh_url().await).await.unwrap()
 }
 
-pub fn dev(id: u8) -> DeviceId {
-    DeviceId::from([id; 16])
-}
+pub use redoubt_store::conformance::{dev, device, user};
 
 pub fn group_id(id: u8) -> GroupId {
     GroupId::from([id; 32])
 }
 
-pub fn user(name: &str) -> UserRecord {
-    UserRecord {
-        name: UserName::parse(name).unwrap(),
-        display_name: None,
-        roles: vec![],
-        created_at_unix_s: 1_000,
-    }
-}
-
+/// An activation code for `user`, expiring at 2,000.
 pub fn code(id: u8, user: &str) -> ActivationCodeRecord {
-    ActivationCodeRecord::new(
-        ActivationCodeId::from([id; 8]),
-        UserName::parse(user).unwrap(),
-        [id; 32],
-        1_000,
-        2_000,
-    )
-}
-
-pub fn device(id: u8, user: &str, serial: u64) -> DeviceRecord {
-    DeviceRecord {
-        id: dev(id),
-        user: UserName::parse(user).unwrap(),
-        name: DeviceName::parse(&format!("device {id}")).unwrap(),
-        public_key: Bytes([id; 32]),
-        certificate: vec![id; 10],
-        certificate_serial: serial,
-        certificate_not_after_unix_s: 9_000,
-        created_at_unix_s: 1_000 + i64::from(id),
-        last_seen_at_unix_s: None,
-        revoked_at_unix_s: None,
-        approved_at_unix_s: Some(1_000),
-        policy_version_acked: 0,
-    }
+    redoubt_store::conformance::code(id, user, 2_000)
 }
 
 pub fn audit(subject: &str) -> AuditEvent {
