@@ -314,6 +314,7 @@ pub(crate) async fn user_add(
         display_name,
         roles: vec![],
         created_at_unix_s: now,
+        disabled_at_unix_s: None,
     };
     let event = audit(
         state,

@@ -42,6 +42,10 @@ impl From<StoreError> for ApiError {
                 ApiError::new(ErrorCode::AlreadyExists, format!("{what} already exists"))
             }
             StoreError::NotFound(what) => ApiError::new(ErrorCode::NotFound, format!("{what} not found")),
+            StoreError::Disabled(what) => ApiError::new(
+                ErrorCode::Forbidden,
+                format!("the {what} is disabled (by the directory or an admin); no activation code can be issued"),
+            ),
             StoreError::Backend(detail) => {
                 tracing::error!(error = %detail, "storage backend failed");
                 ApiError::new(
@@ -69,7 +73,7 @@ impl From<RedeemError> for ApiError {
             ),
             RedeemError::Voided => ApiError::new(
                 ErrorCode::ActivationCodeVoided,
-                "this activation code was voided after too many wrong attempts; ask your administrator for a new one",
+                "this activation code was voided (too many wrong attempts, or its user was disabled); ask your administrator for a new one",
             ),
             RedeemError::Expired => ApiError::new(
                 ErrorCode::ActivationCodeExpired,

@@ -659,6 +659,7 @@ async fn create_first_admin(state: &State, data: &DataDir) -> Result<IssuedActiv
         display_name: DisplayName::parse("Administrator").ok(),
         roles: vec![Role::Admin],
         created_at_unix_s: now,
+        disabled_at_unix_s: None,
     };
     let event = management::audit(
         state,

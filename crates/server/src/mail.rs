@@ -489,6 +489,7 @@ pub(crate) async fn connector_activation_code(
                 display_name: redoubt_proto::DisplayName::parse("Mail connector").ok(),
                 roles: Vec::new(),
                 created_at_unix_s: now,
+                disabled_at_unix_s: None,
             },
             code: record,
         }

@@ -375,6 +375,7 @@ pub(crate) async fn user_import(
                 display_name: user.display_name.clone(),
                 roles,
                 created_at_unix_s: now,
+                disabled_at_unix_s: None,
             },
             code,
         });

@@ -49,7 +49,7 @@ macro_rules! device_columns {
 /// Users with their roles (an array, possibly empty), as a literal for `concat!`.
 macro_rules! select_users {
     () => {
-        "SELECT u.name, u.display_name, u.created_at,
+        "SELECT u.name, u.display_name, u.created_at, u.disabled_at,
                 ARRAY(SELECT r.role FROM user_roles r WHERE r.user_name = u.name) AS roles
          FROM users u"
     };
@@ -103,14 +103,16 @@ fn user_from_row(row: &PgRow) -> Result<UserRecord> {
             .map_err(|_| corrupt("display name"))?,
         roles,
         created_at_unix_s: get(row, "created_at")?,
+        disabled_at_unix_s: get(row, "disabled_at")?,
     })
 }
 
 pub(crate) async fn insert_user(conn: &mut PgConnection, user: &UserRecord) -> Result<()> {
-    sqlx::query("INSERT INTO users (name, display_name, created_at) VALUES ($1, $2, $3)")
+    sqlx::query("INSERT INTO users (name, display_name, created_at, disabled_at) VALUES ($1, $2, $3, $4)")
         .bind(user.name.as_str())
         .bind(user.display_name.as_ref().map(DisplayName::as_str))
         .bind(user.created_at_unix_s)
+        .bind(user.disabled_at_unix_s)
         .execute(&mut *conn)
         .await
         .map_err(|e| insert_error(e, "user", "user"))?;
@@ -128,6 +130,16 @@ pub(crate) async fn insert_user(conn: &mut PgConnection, user: &UserRecord) -> R
 }
 
 pub(crate) async fn insert_code(conn: &mut PgConnection, code: &ActivationCodeRecord) -> Result<()> {
+    // The row lock orders this against disabling the user, which voids their codes.
+    let disabled: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT disabled_at FROM users WHERE name = $1 FOR SHARE")
+            .bind(code.user.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend_error)?;
+    if disabled.flatten().is_some() {
+        return Err(StoreError::Disabled("user"));
+    }
     sqlx::query(concat!(
         "INSERT INTO activation_codes (",
         code_columns!(),

@@ -22,7 +22,7 @@ use crate::{PgStore, backend_error, from_db};
 
 /// The SQLite schema this import knows (`crates/store-sqlite/migrations`): every table of
 /// it is copied. A database of another version is refused.
-const SQLITE_SCHEMA_VERSION: i64 = 9;
+const SQLITE_SCHEMA_VERSION: i64 = 10;
 /// Rows sent to PostgreSQL in one statement at most...
 const ROWS_PER_STATEMENT_MAX: usize = 1_000;
 /// ... and bytes (blob chunks, messages, group states), roughly.
@@ -71,10 +71,10 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "users",
-        kinds: &[Text, Text, Int],
-        select: "SELECT name, display_name, created_at FROM users",
-        insert: "INSERT INTO users (name, display_name, created_at)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])",
+        kinds: &[Text, Text, Int, Int],
+        select: "SELECT name, display_name, created_at, disabled_at FROM users",
+        insert: "INSERT INTO users (name, display_name, created_at, disabled_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])",
     },
     Table {
         name: "user_roles",

@@ -1,6 +1,6 @@
 //! Device management tables: directory groups, policies, remote commands, settings, audit.
 
-use redoubt_proto::{
+use redoubt_proto::{DisplayName, 
     AUDIT_GENESIS, AuditEntry, Bytes, CommandKind, DeviceId, GroupName, PolicyScope, PolicySettings, UserName,
 };
 use redoubt_store::{Applied, AuditEvent, Change, CommandRecord, DirectoryGroupRecord, Result, StoreError};
@@ -165,6 +165,45 @@ async fn apply_change(conn: &mut PgConnection, change: &Change, applied: &mut Ap
                 .execute(conn)
                 .await
                 .map_err(backend_error)?;
+        }
+        Change::SetUserDisabled { user, at_unix_s } => {
+            let result = sqlx::query("UPDATE users SET disabled_at = $1 WHERE name = $2")
+                .bind(at_unix_s)
+                .bind(user.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(backend_error)?;
+            one_row(result.rows_affected(), "user")?;
+            if at_unix_s.is_some() {
+                sqlx::query("UPDATE activation_codes SET state = 'voided' WHERE user_name = $1 AND state = 'active'")
+                    .bind(user.as_str())
+                    .execute(conn)
+                    .await
+                    .map_err(backend_error)?;
+            }
+        }
+        Change::SetDisplayName { user, display_name } => {
+            let result = sqlx::query("UPDATE users SET display_name = $1 WHERE name = $2")
+                .bind(display_name.as_ref().map(DisplayName::as_str))
+                .bind(user.as_str())
+                .execute(conn)
+                .await
+                .map_err(backend_error)?;
+            one_row(result.rows_affected(), "user")?;
+        }
+        Change::DeleteGroup { group } => {
+            require_group(conn, group).await?;
+            for sql in [
+                "DELETE FROM directory_group_members WHERE group_name = $1",
+                "DELETE FROM policies WHERE scope_kind = 'group' AND scope_name = $1",
+                "DELETE FROM directory_groups WHERE name = $1",
+            ] {
+                sqlx::query(sql)
+                    .bind(group.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(backend_error)?;
+            }
         }
         Change::CreateGroup { group, at_unix_s } => {
             sqlx::query("INSERT INTO directory_groups (name, created_at) VALUES ($1, $2)")

@@ -226,10 +226,11 @@ macro_rules! device_columns {
 }
 
 pub(crate) async fn insert_user(conn: &mut sqlx::SqliteConnection, user: &UserRecord) -> Result<()> {
-    sqlx::query("INSERT INTO users (name, display_name, created_at) VALUES (?, ?, ?)")
+    sqlx::query("INSERT INTO users (name, display_name, created_at, disabled_at) VALUES (?, ?, ?, ?)")
         .bind(user.name.as_str())
         .bind(user.display_name.as_ref().map(DisplayName::as_str))
         .bind(user.created_at_unix_s)
+        .bind(user.disabled_at_unix_s)
         .execute(&mut *conn)
         .await
         .map_err(|e| insert_error(e, "user", "user"))?;
@@ -248,6 +249,14 @@ pub(crate) async fn insert_code(
     conn: &mut sqlx::SqliteConnection,
     code: &ActivationCodeRecord,
 ) -> Result<()> {
+    let disabled: Option<Option<i64>> = sqlx::query_scalar("SELECT disabled_at FROM users WHERE name = ?")
+        .bind(code.user.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend_error)?;
+    if disabled.flatten().is_some() {
+        return Err(StoreError::Disabled("user"));
+    }
     sqlx::query(
         "INSERT INTO activation_codes
             (id, user_name, secret_hash, created_at, expires_at, failed_attempts, state, device_id)
@@ -271,7 +280,7 @@ pub(crate) async fn insert_code(
 /// `concat!`.
 macro_rules! select_users {
     () => {
-        "SELECT u.name, u.display_name, u.created_at, group_concat(r.role, ' ') AS roles
+        "SELECT u.name, u.display_name, u.created_at, u.disabled_at, group_concat(r.role, ' ') AS roles
          FROM users u LEFT JOIN user_roles r ON r.user_name = u.name"
     };
 }
@@ -293,6 +302,7 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> Result<UserRecord> {
             .map_err(|_| corrupt("display name"))?,
         roles,
         created_at_unix_s: column(row, "created_at")?,
+        disabled_at_unix_s: column(row, "disabled_at")?,
     })
 }
 

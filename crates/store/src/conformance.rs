@@ -53,6 +53,7 @@ macro_rules! store_conformance_tests {
             blob_chunks_are_replaced_read_and_deleted_with_their_blob,
             nodes_heartbeat_and_are_forgotten,
             leases_have_one_holder_and_growing_tokens,
+            disabled_users_get_no_codes_and_groups_are_deleted,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {
@@ -73,6 +74,7 @@ pub fn user(name: &str) -> UserRecord {
         display_name: Some(DisplayName::parse(&format!("{name} Example")).unwrap()),
         roles: vec![],
         created_at_unix_s: 1_000,
+        disabled_at_unix_s: None,
     }
 }
 
@@ -1591,4 +1593,101 @@ pub async fn leases_have_one_holder_and_growing_tokens(store: &impl Store) {
         .collect();
     let results = futures_join_all(attempts).await;
     assert_eq!(results.iter().filter(|r| r.is_some()).count(), 1);
+}
+
+pub async fn disabled_users_get_no_codes_and_groups_are_deleted(store: &impl Store) {
+    let alice = UserName::parse("alice").unwrap();
+    store
+        .create_user(&user("alice"), &code(1, "alice", 9_000))
+        .await
+        .unwrap();
+    let disable = Change::SetUserDisabled {
+        user: alice.clone(),
+        at_unix_s: Some(1_500),
+    };
+    store.apply(&[disable], &[audit()]).await.unwrap();
+    assert_eq!(
+        store.user(&alice).await.unwrap().unwrap().disabled_at_unix_s,
+        Some(1_500)
+    );
+    // Its active code is voided, and no code can be added, neither directly nor by apply.
+    let voided = store
+        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_600, &device(7, "alice", 1), &audit())
+        .await;
+    assert!(matches!(voided, Err(RedeemError::Voided)), "{voided:?}");
+    let refused = store.create_activation_code(&code(2, "alice", 9_000)).await;
+    assert!(matches!(refused, Err(StoreError::Disabled("user"))), "{refused:?}");
+    let (head_before, _) = store.audit_head().await.unwrap();
+    let refused = store
+        .apply(&[Change::CreateActivationCode(code(3, "alice", 9_000))], &[audit()])
+        .await;
+    assert!(matches!(refused, Err(StoreError::Disabled("user"))), "{refused:?}");
+    assert_eq!(store.audit_head().await.unwrap().0, head_before, "nothing audited");
+    let missing = Change::SetUserDisabled {
+        user: UserName::parse("nobody").unwrap(),
+        at_unix_s: Some(1),
+    };
+    assert!(matches!(
+        store.apply(&[missing], &[audit()]).await,
+        Err(StoreError::NotFound("user"))
+    ));
+
+    // Enabled again: a new code is accepted and redeemed; the display name changes.
+    let enable = Change::SetUserDisabled {
+        user: alice.clone(),
+        at_unix_s: None,
+    };
+    let rename = Change::SetDisplayName {
+        user: alice.clone(),
+        display_name: Some(DisplayName::parse("Alice Liddell").unwrap()),
+    };
+    store.apply(&[enable, rename], &[audit()]).await.unwrap();
+    let record = store.user(&alice).await.unwrap().unwrap();
+    assert_eq!(record.disabled_at_unix_s, None);
+    assert_eq!(record.display_name.unwrap().as_str(), "Alice Liddell");
+    store.create_activation_code(&code(4, "alice", 9_000)).await.unwrap();
+    store
+        .redeem_activation_code(&ActivationCodeId::from([4; 8]), 1_700, &device(8, "alice", 2), &audit())
+        .await
+        .unwrap();
+
+    // A deleted group takes its members and its policy with it.
+    let group = GroupName::parse("finance").unwrap();
+    let settings = PolicySettings {
+        passcode_required: Some(true),
+        ..PolicySettings::default()
+    };
+    store
+        .apply(
+            &[
+                Change::CreateGroup {
+                    group: group.clone(),
+                    at_unix_s: 1_000,
+                },
+                Change::SetGroupMember {
+                    group: group.clone(),
+                    user: alice.clone(),
+                    member: true,
+                },
+                Change::SetPolicy {
+                    scope: PolicyScope::Group(group.clone()),
+                    settings,
+                    at_unix_s: 1_000,
+                },
+            ],
+            &[audit()],
+        )
+        .await
+        .unwrap();
+    store
+        .apply(&[Change::DeleteGroup { group: group.clone() }], &[audit()])
+        .await
+        .unwrap();
+    assert!(store.directory_groups().await.unwrap().is_empty());
+    assert!(store.user_groups(&alice).await.unwrap().is_empty());
+    assert!(store.policies().await.unwrap().is_empty());
+    assert!(matches!(
+        store.apply(&[Change::DeleteGroup { group }], &[audit()]).await,
+        Err(StoreError::NotFound("group"))
+    ));
 }

@@ -42,6 +42,9 @@ pub enum StoreError {
     /// The database holds data this code cannot read (newer schema, corrupt row).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The user is disabled: no activation code may be issued for them.
+    #[error("{0} is disabled")]
+    Disabled(&'static str),
     /// A per-device limit would be exceeded.
     #[error("limit reached: {0}")]
     Limit(String),
@@ -66,6 +69,9 @@ pub struct UserRecord {
     /// Sorted, without duplicates.
     pub roles: Vec<Role>,
     pub created_at_unix_s: i64,
+    /// Set while the user is disabled (by the directory or SCIM): no activation code may be
+    /// issued or redeemed for them.
+    pub disabled_at_unix_s: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +171,8 @@ pub trait Store: Send + Sync + 'static {
     /// All users, ordered by name.
     async fn list_users(&self) -> Result<Vec<UserRecord>>;
 
-    /// Adds an activation code for an existing user (`NotFound` otherwise).
+    /// Adds an activation code for an existing user (`NotFound` otherwise; `Disabled` for a
+    /// disabled user).
     async fn create_activation_code(&self, code: &ActivationCodeRecord) -> Result<()>;
 
     async fn activation_code(&self, id: &ActivationCodeId) -> Result<Option<ActivationCodeRecord>>;

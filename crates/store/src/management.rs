@@ -1,6 +1,6 @@
 //! Records for device management: directory groups, policies, remote commands, audit.
 
-use redoubt_proto::{CommandKind, DeviceId, GroupName, PolicyScope, PolicySettings, Role, UserName};
+use redoubt_proto::{CommandKind, DeviceId, DisplayName, GroupName, PolicyScope, PolicySettings, Role, UserName};
 
 use crate::{ActivationCodeRecord, UserRecord};
 
@@ -24,13 +24,23 @@ pub enum Change {
         user: UserRecord,
         code: ActivationCodeRecord,
     },
-    /// `NotFound("user")` if the user does not exist.
+    /// `NotFound("user")` if the user does not exist, `Disabled("user")` if they are
+    /// disabled.
     CreateActivationCode(ActivationCodeRecord),
     /// Grants or takes away a role (idempotent). `NotFound("user")`.
     SetRole {
         user: UserName,
         role: Role,
         granted: bool,
+    },
+    /// Disables (`Some`: every active activation code of the user is voided, and none can
+    /// be issued) or enables (`None`) a user. `NotFound("user")`. Devices are revoked by
+    /// their own changes.
+    SetUserDisabled { user: UserName, at_unix_s: Option<i64> },
+    /// Sets or clears a user's display name. `NotFound("user")`.
+    SetDisplayName {
+        user: UserName,
+        display_name: Option<DisplayName>,
     },
     /// `AlreadyExists("group")`.
     CreateGroup { group: GroupName, at_unix_s: i64 },
@@ -40,6 +50,8 @@ pub enum Change {
         user: UserName,
         member: bool,
     },
+    /// Deletes a group with its memberships and its policy document. `NotFound("group")`.
+    DeleteGroup { group: GroupName },
     /// Replaces the document at a scope; empty settings delete it. `NotFound("group")` /
     /// `NotFound("user")` when the scope names something that does not exist.
     SetPolicy {
