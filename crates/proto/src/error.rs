@@ -108,6 +108,9 @@ error_codes! {
     /// The server cannot store anything right now (its disk is full or read-only, its
     /// database is locked or failing); nothing was changed. Retry later.
     StorageUnavailable = 30, "storage_unavailable";
+    /// A server Redoubt reads from for this request (the organisation's directory) could
+    /// not be reached or refused; nothing was changed.
+    UpstreamUnavailable = 31, "upstream_unavailable";
 }
 
 impl fmt::Display for ErrorCode {

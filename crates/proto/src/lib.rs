@@ -12,6 +12,7 @@ mod activation;
 mod auth;
 mod bytes;
 mod certificate;
+mod directory;
 mod error;
 mod frame;
 mod ids;
@@ -25,6 +26,13 @@ pub use activation::{ActivationCode, ActivationCodeError, ActivationSecret, Serv
 pub use auth::{TLS_EXPORTER_BYTES, TLS_EXPORTER_LABEL, enroll_transcript, session_transcript};
 pub use bytes::Bytes;
 pub use certificate::{CertificateBody, CertificateError, DeviceCertificate, VerifiedCertificate};
+pub use directory::{
+    DIRECTORY_CA_BYTES_MAX, DIRECTORY_DISABLE_MAX_PERCENT, DIRECTORY_INTERVAL_S_MAX, DIRECTORY_INTERVAL_S_MIN,
+    DIRECTORY_TEXT_BYTES_MAX, DirectoryPreset, DirectorySettings, DirectorySettingsView, DirectoryStatus,
+    DisabledRule, PlannedDisable, PlannedMembership, PlannedUpdate, PlannedUser, SCIM_TOKEN_NAME_BYTES_MAX,
+    ScimTokenCreated, ScimTokenInfo, SkippedEntry, SyncPlan, SyncReport, SyncStatus, check_scim_token_name,
+    directory_url_host, is_loopback_host,
+};
 pub use error::{ErrorBody, ErrorCode};
 pub use frame::{
     ClientFrame, DecodeError, FRAME_BYTES_MIN, PROTOCOL_VERSION, ServerFrame, decode_client_frame,

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    DirectorySettings, DirectoryStatus, ScimTokenCreated, ScimTokenInfo, SyncReport,
     ActivationCodeId, ActivationSecret, AuditEntry, BlobId, CHALLENGE_BYTES, CheckpointBody, CommandBody,
     CommandKind, DavServerSettings, DeviceId, DeviceName, DisplayName, GroupId, GroupName,
     MailServerSettings, MailSettingsView, OrgId, Policy, PolicyBody, PolicyScope, PolicySettings,
@@ -188,6 +189,19 @@ pub enum Request {
     HistoryReceived { group_id: GroupId },
     /// Admin: the server nodes sharing the organisation's database.
     AdminClusterList,
+    /// Admin: where the organisation's LDAP / Active Directory is and how to read it.
+    AdminDirectorySet(DirectorySettings),
+    /// Admin: read the directory and bring users and groups in line with it (`dry_run`:
+    /// only say what would change). `force` passes the disable guard.
+    AdminDirectorySync { dry_run: bool, force: bool },
+    /// Admin: the directory settings (never the password) and the last sync.
+    AdminDirectoryShow,
+    /// Admin: a new SCIM bearer token, returned once (the server keeps its hash).
+    AdminScimTokenCreate { name: String },
+    /// Admin: the SCIM tokens (names, never the tokens).
+    AdminScimTokenList,
+    /// Admin: revoke a SCIM token.
+    AdminScimTokenRevoke { name: String },
 }
 
 /// How long a device's claim to send a new device its history holds without the history
@@ -526,6 +540,10 @@ pub enum Response {
     Commands(Vec<Signed<CommandBody>>),
     MailSettings(MailSettingsView),
     ClusterNodes(Vec<ClusterNode>),
+    DirectorySync(Box<SyncReport>),
+    DirectoryStatus(Box<DirectoryStatus>),
+    ScimTokenCreated(ScimTokenCreated),
+    ScimTokens(Vec<ScimTokenInfo>),
 }
 
 /// A server node as `AdminClusterList` reports it.

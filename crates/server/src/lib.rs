@@ -10,6 +10,7 @@ mod blobs;
 mod cluster;
 mod config;
 mod data_dir;
+mod directory;
 mod delivery;
 mod error;
 mod history;
@@ -175,6 +176,8 @@ pub(crate) struct State {
     pub wipes_pending: std::sync::Mutex<std::collections::HashSet<redoubt_proto::DeviceId>>,
     /// Mail settings' change counter and the connector's per-mailbox status.
     pub mail: mail::MailState,
+    /// One directory sync at a time on this node.
+    pub directory: directory::DirectoryState,
     /// This node and its link to the others sharing the store.
     pub cluster: cluster::Cluster,
 }
@@ -224,7 +227,7 @@ impl std::fmt::Debug for Server {
     }
 }
 
-fn unix_now_ms() -> i64 {
+pub(crate) fn unix_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -418,6 +421,7 @@ impl Server {
             policy_version: std::sync::atomic::AtomicU64::new(policy_version),
             wipes_pending: std::sync::Mutex::new(wipes_pending),
             mail: mail::MailState::default(),
+            directory: directory::DirectoryState::default(),
             cluster: cluster::Cluster::new(bus, public_address_for_cluster, now_for(options)),
         });
         blobs::clean_up(&state).await?;
@@ -479,6 +483,7 @@ impl Server {
         tracing::info!(%address, public_address = %self.state.public_address, org = %self.state.org.name, "serving");
         let pruning = tokio::spawn(prune_periodically(self.state.clone(), stop.subscribe()));
         let clustering = tokio::spawn(cluster::run(self.state.clone(), stop.subscribe()));
+        let directory_schedule = tokio::spawn(directory::run_schedule(self.state.clone(), stop.subscribe()));
         let serve = listener::serve(listener, self.state.clone(), acceptor, stopped);
         tokio::pin!(serve);
         tokio::select! {
@@ -492,6 +497,7 @@ impl Server {
         let _ = stop.send(true);
         let _ = pruning.await;
         let _ = clustering.await;
+        let _ = directory_schedule.await;
         if let Err(error) = pending::flush(&self.state).await {
             tracing::warn!(%error, "writing acknowledgements and last-seen times at shutdown failed");
         }

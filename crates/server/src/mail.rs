@@ -121,12 +121,12 @@ impl MailState {
 
 /// A secret sealed under the server's sealing key, bound to what it is for.
 #[derive(Serialize, Deserialize)]
-struct Sealed {
+pub(crate) struct Sealed {
     nonce: [u8; 24],
     ciphertext: Vec<u8>,
 }
 
-fn seal(state: &State, label: &[u8], secret: &str) -> Result<Sealed, ApiError> {
+pub(crate) fn seal(state: &State, label: &[u8], secret: &str) -> Result<Sealed, ApiError> {
     let mut nonce = [0u8; 24];
     OsRng.fill_bytes(&mut nonce);
     let ciphertext = cipher(state)
@@ -141,7 +141,7 @@ fn seal(state: &State, label: &[u8], secret: &str) -> Result<Sealed, ApiError> {
     Ok(Sealed { nonce, ciphertext })
 }
 
-fn open(state: &State, label: &[u8], sealed: &Sealed) -> Result<String, ApiError> {
+pub(crate) fn open(state: &State, label: &[u8], sealed: &Sealed) -> Result<String, ApiError> {
     let bytes = cipher(state)
         .decrypt(
             &XNonce::from(sealed.nonce),

@@ -484,6 +484,26 @@ async fn authenticated(
             .map(|()| Response::Done),
         Request::AdminMailShow => crate::mail::show(state, who).await.map(Response::MailSettings),
         Request::AdminClusterList => crate::cluster::list(state, who).await.map(Response::ClusterNodes),
+        Request::AdminDirectorySet(settings) => crate::directory::set(state, who, settings)
+            .await
+            .map(|()| Response::Done),
+        Request::AdminDirectorySync { dry_run, force } => {
+            crate::directory::sync_request(state, who, dry_run, force)
+                .await
+                .map(|report| Response::DirectorySync(Box::new(report)))
+        }
+        Request::AdminDirectoryShow => crate::directory::show(state, who)
+            .await
+            .map(|status| Response::DirectoryStatus(Box::new(status))),
+        Request::AdminScimTokenCreate { name } => crate::directory::scim_token_create(state, who, name)
+            .await
+            .map(Response::ScimTokenCreated),
+        Request::AdminScimTokenList => crate::directory::scim_token_list(state, who)
+            .await
+            .map(Response::ScimTokens),
+        Request::AdminScimTokenRevoke { name } => crate::directory::scim_token_revoke(state, who, name)
+            .await
+            .map(|()| Response::Done),
         Request::AdminDavSet(settings) => crate::mail::dav_set(state, who, settings)
             .await
             .map(|()| Response::Done),

@@ -1,0 +1,397 @@
+//! Reading users and groups from an LDAP or Active Directory server (ldap3 on rustls).
+//!
+//! Everything read here is hostile until parsed: each search is paged (the server's own
+//! size limit never truncates us silently), bounded in entries, values and time, and each
+//! entry is decoded by [`parse_entry`] instead of ldap3's `SearchEntry::construct`, which
+//! panics on a malformed entry. Referrals are not followed (a referral loop cannot make us
+//! spin): a search answered with one fails with a message naming it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::asn1::{PL, StructureTag};
+use ldap3::{LdapConnAsync, LdapConnSettings, ResultEntry, Scope, SearchOptions};
+use redoubt_proto::{DirectorySettings, DisabledRule};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// Entries asked for per page.
+const PAGE_SIZE: i32 = 500;
+/// Most users, and most groups, one sync reads.
+pub(crate) const ENTRIES_MAX: usize = 100_000;
+/// Most values of one attribute kept (a group's members above all).
+pub(crate) const VALUES_MAX: usize = 100_000;
+/// Longest value of an attribute we read (a name, a mail address, a DN).
+const VALUE_BYTES_MAX: usize = 2_048;
+/// Connecting, binding, and each page.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The whole read.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One user entry as read, before Redoubt's rules are applied to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LdapUser {
+    pub dn: String,
+    /// The user name attribute's single UTF-8 value, or why there is none.
+    pub name: Result<String, String>,
+    pub display_name: Option<String>,
+    pub mail: Option<String>,
+    pub disabled: bool,
+}
+
+/// One group entry as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LdapGroup {
+    pub dn: String,
+    pub name: Result<String, String>,
+    /// Member DNs, normalised with [`normalise_dn`].
+    pub members: Vec<String>,
+}
+
+/// What a sync read from the directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub users: Vec<LdapUser>,
+    pub groups: Vec<LdapGroup>,
+}
+
+/// A DN compared the way directories compare them in practice: case-insensitively, with
+/// spaces around separators ignored.
+pub(crate) fn normalise_dn(dn: &str) -> String {
+    dn.split(',')
+        .map(|rdn| {
+            rdn.split('=')
+                .map(|part| part.trim().to_lowercase())
+                .collect::<Vec<_>>()
+                .join("=")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Control characters escaped, so a hostile DN cannot forge lines in a report.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .take(VALUE_BYTES_MAX)
+        .collect()
+}
+
+/// An entry's DN and attributes (lower-cased names), each value as raw bytes.
+#[derive(Debug, Default)]
+pub(crate) struct RawEntry {
+    pub dn: Vec<u8>,
+    pub attributes: BTreeMap<String, Vec<Vec<u8>>>,
+}
+
+fn constructed(tag: StructureTag) -> Option<Vec<StructureTag>> {
+    match tag.payload {
+        PL::C(inner) => Some(inner),
+        PL::P(_) => None,
+    }
+}
+
+fn primitive(tag: StructureTag) -> Option<Vec<u8>> {
+    match tag.payload {
+        PL::P(bytes) => Some(bytes),
+        PL::C(_) => None,
+    }
+}
+
+/// Decodes a SearchResultEntry (RFC 4511 §4.5.2) without panicking; `None` when it is not
+/// one. At most [`VALUES_MAX`] values of an attribute are kept (`truncated` says so).
+pub(crate) fn parse_entry(tag: StructureTag, truncated: &mut Vec<String>) -> Option<RawEntry> {
+    if tag.id != 4 {
+        return None;
+    }
+    let mut parts = constructed(tag)?.into_iter();
+    let dn = primitive(parts.next()?)?;
+    let mut entry = RawEntry {
+        dn,
+        attributes: BTreeMap::new(),
+    };
+    for attribute in constructed(parts.next()?)? {
+        let mut attribute = constructed(attribute)?.into_iter();
+        let name = String::from_utf8(primitive(attribute.next()?)?).ok()?;
+        let values = constructed(attribute.next()?)?;
+        if values.len() > VALUES_MAX {
+            truncated.push(name.clone());
+        }
+        let values = values
+            .into_iter()
+            .take(VALUES_MAX)
+            .map(primitive)
+            .collect::<Option<Vec<_>>>()?;
+        entry
+            .attributes
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .extend(values);
+    }
+    Some(entry)
+}
+
+impl RawEntry {
+    fn dn_text(&self) -> Result<String, String> {
+        String::from_utf8(self.dn.clone()).map_err(|_| "its DN is not UTF-8".to_owned())
+    }
+
+    fn values(&self, attribute: &str) -> &[Vec<u8>] {
+        self.attributes
+            .get(&attribute.to_ascii_lowercase())
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The attribute's one value as text: an error when it is missing, repeated, not UTF-8,
+    /// too long, or holds a control character (NUL above all).
+    pub(crate) fn single(&self, attribute: &str) -> Result<String, String> {
+        match self.values(attribute) {
+            [] => Err(format!("it has no {attribute}")),
+            [value] => {
+                let text = std::str::from_utf8(value).map_err(|_| format!("its {attribute} is not UTF-8"))?;
+                if text.len() > VALUE_BYTES_MAX {
+                    return Err(format!("its {attribute} is longer than {VALUE_BYTES_MAX} bytes"));
+                }
+                if text.chars().any(char::is_control) {
+                    return Err(format!("its {attribute} holds a control character"));
+                }
+                Ok(text.to_owned())
+            }
+            many => Err(format!("it has {} values of {attribute}, not one", many.len())),
+        }
+    }
+
+    /// The attribute's first usable value, when one is wanted but not required.
+    fn optional(&self, attribute: &str) -> Option<String> {
+        self.values(attribute).iter().find_map(|value| {
+            let text = std::str::from_utf8(value).ok()?.trim();
+            (!text.is_empty() && text.len() <= VALUE_BYTES_MAX && !text.chars().any(char::is_control))
+                .then(|| text.to_owned())
+        })
+    }
+}
+
+/// Whether the entry is disabled by a rule read from its attributes.
+fn disabled_by_attributes(entry: &RawEntry, rule: &DisabledRule) -> bool {
+    match rule {
+        DisabledRule::AdAccountDisabled => entry
+            .optional("userAccountControl")
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_some_and(|flags| flags & 2 != 0),
+        DisabledRule::PasswordLocked => !entry.values("pwdAccountLockedTime").is_empty(),
+        DisabledRule::None | DisabledRule::Filter(_) => false,
+    }
+}
+
+/// Why a read failed: connecting, TLS, binding, searching. The bind password never
+/// appears in it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct LdapFailure(pub String);
+
+fn failure(what: &str, error: impl std::fmt::Display) -> LdapFailure {
+    LdapFailure(format!("{what}: {error}"))
+}
+
+fn tls_config(settings: &DirectorySettings) -> Result<rustls::ClientConfig, LdapFailure> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = &settings.ca_pem {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| failure("the CA file", e))?;
+            roots.add(cert).map_err(|e| failure("the CA file", e))?;
+        }
+    } else {
+        let found = rustls_native_certs::load_native_certs();
+        for cert in found.certs {
+            // A system root rustls cannot use is skipped, as every TLS client does.
+            let _ = roots.add(cert);
+        }
+    }
+    if roots.is_empty() {
+        return Err(LdapFailure(
+            "no CA certificate to verify the directory with (give --ca-file)".into(),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| failure("TLS", e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Connects, binds and reads every user and group under the base DN.
+pub(crate) async fn read_directory(settings: &DirectorySettings) -> Result<Snapshot, LdapFailure> {
+    tokio::time::timeout(SYNC_TIMEOUT, read_directory_unbounded(settings))
+        .await
+        .map_err(|_| {
+            LdapFailure(format!(
+                "reading the directory took longer than {} s",
+                SYNC_TIMEOUT.as_secs()
+            ))
+        })?
+}
+
+async fn read_directory_unbounded(settings: &DirectorySettings) -> Result<Snapshot, LdapFailure> {
+    let mut connection = LdapConnSettings::new()
+        .set_conn_timeout(OPERATION_TIMEOUT)
+        .set_starttls(settings.starttls);
+    let uses_tls = settings.starttls || settings.url.starts_with("ldaps://");
+    if uses_tls {
+        connection = connection.set_config(Arc::new(tls_config(settings)?));
+    }
+    let (driver, mut ldap) = LdapConnAsync::with_settings(connection, &settings.url)
+        .await
+        .map_err(|e| failure(&format!("connecting to {}", settings.url), e))?;
+    let driving = tokio::spawn(async move {
+        if let Err(error) = driver.drive().await {
+            tracing::debug!(%error, "LDAP connection ended");
+        }
+    });
+    let result = async {
+        ldap.with_timeout(OPERATION_TIMEOUT)
+            .simple_bind(&settings.bind_dn, &settings.password)
+            .await
+            .and_then(ldap3::LdapResult::success)
+            .map_err(|e| failure(&format!("binding as {}", settings.bind_dn), e))?;
+        let disabled_dns = match &settings.disabled {
+            DisabledRule::Filter(filter) => {
+                let combined = format!("(&{}{filter})", settings.user_filter);
+                search(&mut ldap, settings, &combined, &["1.1"], "disabled users")
+                    .await?
+                    .into_iter()
+                    .filter_map(|entry| entry.dn_text().ok())
+                    .map(|dn| normalise_dn(&dn))
+                    .collect()
+            }
+            _ => std::collections::BTreeSet::new(),
+        };
+        let mut user_attributes = vec![
+            settings.username_attr.as_str(),
+            settings.display_name_attr.as_str(),
+            settings.mail_attr.as_str(),
+        ];
+        match settings.disabled {
+            DisabledRule::AdAccountDisabled => user_attributes.push("userAccountControl"),
+            DisabledRule::PasswordLocked => user_attributes.push("pwdAccountLockedTime"),
+            _ => {}
+        }
+        let users = search(&mut ldap, settings, &settings.user_filter, &user_attributes, "users")
+            .await?
+            .into_iter()
+            .map(|entry| {
+                let dn = entry.dn_text();
+                let name = dn.clone().and_then(|_| entry.single(&settings.username_attr));
+                let dn = dn.unwrap_or_else(|_| String::from_utf8_lossy(&entry.dn).into_owned());
+                let disabled = disabled_by_attributes(&entry, &settings.disabled)
+                    || disabled_dns.contains(&normalise_dn(&dn));
+                LdapUser {
+                    name,
+                    display_name: entry.optional(&settings.display_name_attr),
+                    mail: entry.optional(&settings.mail_attr),
+                    disabled,
+                    dn,
+                }
+            })
+            .collect();
+        let groups = search(
+            &mut ldap,
+            settings,
+            &settings.group_filter,
+            &["cn", "member", "uniqueMember"],
+            "groups",
+        )
+        .await?
+        .into_iter()
+        .map(|entry| {
+            let dn = entry.dn_text();
+            let name = dn.clone().and_then(|_| entry.single("cn"));
+            let members = entry
+                .values("member")
+                .iter()
+                .chain(entry.values("uniqueMember"))
+                .filter_map(|value| std::str::from_utf8(value).ok())
+                .map(normalise_dn)
+                .collect();
+            LdapGroup {
+                dn: dn.unwrap_or_else(|_| String::from_utf8_lossy(&entry.dn).into_owned()),
+                name,
+                members,
+            }
+        })
+        .collect();
+        Ok(Snapshot { users, groups })
+    }
+    .await;
+    let _ = ldap.unbind().await;
+    driving.abort();
+    result
+}
+
+/// One paged subtree search under the base DN, bounded in entries and time.
+async fn search(
+    ldap: &mut ldap3::Ldap,
+    settings: &DirectorySettings,
+    filter: &str,
+    attributes: &[&str],
+    what: &str,
+) -> Result<Vec<RawEntry>, LdapFailure> {
+    let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> =
+        vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE_SIZE))];
+    let mut stream = ldap
+        .with_timeout(OPERATION_TIMEOUT)
+        .with_search_options(SearchOptions::new().timelimit(i32::try_from(OPERATION_TIMEOUT.as_secs()).unwrap_or(30)))
+        .streaming_search_with(adapters, &settings.base_dn, Scope::Subtree, filter, attributes.to_vec())
+        .await
+        .map_err(|e| failure(&format!("searching {what} with {filter}"), e))?;
+    let mut entries = Vec::new();
+    let mut truncated = Vec::new();
+    loop {
+        let next: Option<ResultEntry> = tokio::time::timeout(OPERATION_TIMEOUT, stream.next())
+            .await
+            .map_err(|_| LdapFailure(format!("the directory stopped answering while listing {what}")))?
+            .map_err(|e| failure(&format!("searching {what}"), e))?;
+        let Some(next) = next else { break };
+        if next.is_ref() {
+            continue;
+        }
+        let Some(entry) = parse_entry(next.0, &mut truncated) else {
+            return Err(LdapFailure(format!("the directory sent a malformed entry while listing {what}")));
+        };
+        if entries.len() == ENTRIES_MAX {
+            return Err(LdapFailure(format!(
+                "the directory holds more than {ENTRIES_MAX} {what} under {}; narrow the filter or the base DN",
+                settings.base_dn
+            )));
+        }
+        entries.push(entry);
+    }
+    let done = stream.finish().await;
+    if done.rc == 10 {
+        return Err(LdapFailure(format!(
+            "the directory answered the search for {what} with a referral ({}); Redoubt does not follow \
+             referrals: point the URL at a server that holds {}",
+            printable(&done.refs.join(" ")),
+            settings.base_dn
+        )));
+    }
+    if done.rc != 0 {
+        return Err(LdapFailure(format!(
+            "searching {what} failed: result code {} {}",
+            done.rc,
+            printable(&done.text)
+        )));
+    }
+    if !truncated.is_empty() {
+        tracing::warn!(attributes = ?truncated, "directory attributes with more than {VALUES_MAX} values were cut");
+    }
+    Ok(entries)
+}
