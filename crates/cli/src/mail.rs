@@ -85,7 +85,7 @@ pub(crate) async fn admin_dav(session: &mut Session, command: AdminDavCommand, o
 }
 
 /// The first line of a password file.
-fn first_line(path: &Path) -> Result<String> {
+pub(crate) fn first_line(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(text.lines().next().unwrap_or_default().to_owned())
 }

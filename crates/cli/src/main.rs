@@ -2,6 +2,7 @@
 
 mod chat;
 mod cluster;
+mod directory;
 mod mail;
 mod manage;
 mod output;
@@ -222,6 +223,12 @@ enum AdminCommand {
     /// The server nodes sharing the organisation's database.
     #[command(subcommand)]
     Cluster(cluster::AdminClusterCommand),
+    /// Users and groups from the organisation's LDAP or Active Directory.
+    #[command(subcommand)]
+    Directory(directory::AdminDirectoryCommand),
+    /// SCIM 2.0 provisioning by an identity provider (Entra ID, Okta, Keycloak).
+    #[command(subcommand)]
+    Scim(directory::AdminScimCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -636,6 +643,8 @@ async fn admin(profile_dir: &Path, command: AdminCommand, out: &Output) -> Resul
             AdminCommand::Mail(command) => mail::admin(&mut session, command, out).await?,
             AdminCommand::Dav(command) => mail::admin_dav(&mut session, command, out).await?,
             AdminCommand::Cluster(command) => cluster::admin(&mut session, command, out).await?,
+            AdminCommand::Directory(command) => directory::admin(&mut session, command, out).await?,
+            AdminCommand::Scim(command) => directory::scim(&mut session, command, out).await?,
             AdminCommand::User(UserCommand::Import { file }) => {
                 manage::import(&mut session, &file, out).await?
             }

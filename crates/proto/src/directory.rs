@@ -47,7 +47,16 @@ impl DirectoryPreset {
 
     /// (user filter, group filter, user name attribute, display name attribute, mail
     /// attribute, disabled rule)
-    pub fn defaults(self) -> (&'static str, &'static str, &'static str, &'static str, &'static str, DisabledRule) {
+    pub fn defaults(
+        self,
+    ) -> (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        DisabledRule,
+    ) {
         match self {
             Self::ActiveDirectory => (
                 "(&(objectClass=user)(!(objectClass=computer)))",
@@ -183,21 +192,29 @@ impl DirectorySettings {
             ("user filter", &self.user_filter),
             ("group filter", &self.group_filter),
         ] {
-            if text.is_empty() || text.len() > DIRECTORY_TEXT_BYTES_MAX || text.chars().any(char::is_control) {
+            if text.is_empty() || text.len() > DIRECTORY_TEXT_BYTES_MAX || text.chars().any(char::is_control)
+            {
                 return Err(format!(
                     "the {what} must be 1 to {DIRECTORY_TEXT_BYTES_MAX} bytes without control characters"
                 ));
             }
         }
-        for (what, filter) in [("user filter", &self.user_filter), ("group filter", &self.group_filter)] {
+        for (what, filter) in [
+            ("user filter", &self.user_filter),
+            ("group filter", &self.group_filter),
+        ] {
             if !filter_shape_ok(filter) {
-                return Err(format!("the {what} is not one parenthesised LDAP filter: {filter}"));
+                return Err(format!(
+                    "the {what} is not one parenthesised LDAP filter: {filter}"
+                ));
             }
         }
         if let DisabledRule::Filter(filter) = &self.disabled
             && (filter.len() > DIRECTORY_TEXT_BYTES_MAX || !filter_shape_ok(filter))
         {
-            return Err(format!("the disabled filter is not one parenthesised LDAP filter: {filter}"));
+            return Err(format!(
+                "the disabled filter is not one parenthesised LDAP filter: {filter}"
+            ));
         }
         for (what, name) in [
             ("user name attribute", &self.username_attr),
@@ -396,7 +413,9 @@ impl std::fmt::Debug for ScimTokenCreated {
 pub fn check_scim_token_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || name.len() > SCIM_TOKEN_NAME_BYTES_MAX
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
         return Err(format!(
             "a SCIM token name is 1 to {SCIM_TOKEN_NAME_BYTES_MAX} letters, digits, '.', '_' or '-'"
@@ -411,7 +430,8 @@ mod tests {
     use super::*;
 
     fn settings(url: &str, starttls: bool) -> DirectorySettings {
-        let (user_filter, group_filter, username, display, mail, disabled) = DirectoryPreset::OpenLdap.defaults();
+        let (user_filter, group_filter, username, display, mail, disabled) =
+            DirectoryPreset::OpenLdap.defaults();
         DirectorySettings {
             url: url.into(),
             bind_dn: "cn=redoubt,dc=corp,dc=test".into(),

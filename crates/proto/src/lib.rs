@@ -27,11 +27,11 @@ pub use auth::{TLS_EXPORTER_BYTES, TLS_EXPORTER_LABEL, enroll_transcript, sessio
 pub use bytes::Bytes;
 pub use certificate::{CertificateBody, CertificateError, DeviceCertificate, VerifiedCertificate};
 pub use directory::{
-    DIRECTORY_CA_BYTES_MAX, DIRECTORY_DISABLE_MAX_PERCENT, DIRECTORY_INTERVAL_S_MAX, DIRECTORY_INTERVAL_S_MIN,
-    DIRECTORY_TEXT_BYTES_MAX, DirectoryPreset, DirectorySettings, DirectorySettingsView, DirectoryStatus,
-    DisabledRule, PlannedDisable, PlannedMembership, PlannedUpdate, PlannedUser, SCIM_TOKEN_NAME_BYTES_MAX,
-    ScimTokenCreated, ScimTokenInfo, SkippedEntry, SyncPlan, SyncReport, SyncStatus, check_scim_token_name,
-    directory_url_host, is_loopback_host,
+    DIRECTORY_CA_BYTES_MAX, DIRECTORY_DISABLE_MAX_PERCENT, DIRECTORY_INTERVAL_S_MAX,
+    DIRECTORY_INTERVAL_S_MIN, DIRECTORY_TEXT_BYTES_MAX, DirectoryPreset, DirectorySettings,
+    DirectorySettingsView, DirectoryStatus, DisabledRule, PlannedDisable, PlannedMembership, PlannedUpdate,
+    PlannedUser, SCIM_TOKEN_NAME_BYTES_MAX, ScimTokenCreated, ScimTokenInfo, SkippedEntry, SyncPlan,
+    SyncReport, SyncStatus, check_scim_token_name, directory_url_host, is_loopback_host,
 };
 pub use error::{ErrorBody, ErrorCode};
 pub use frame::{

@@ -6,11 +6,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    DirectorySettings, DirectoryStatus, ScimTokenCreated, ScimTokenInfo, SyncReport,
     ActivationCodeId, ActivationSecret, AuditEntry, BlobId, CHALLENGE_BYTES, CheckpointBody, CommandBody,
-    CommandKind, DavServerSettings, DeviceId, DeviceName, DisplayName, GroupId, GroupName,
-    MailServerSettings, MailSettingsView, OrgId, Policy, PolicyBody, PolicyScope, PolicySettings,
-    PublicKeyBytes, Role, SettingOrigin, SignatureBytes, Signed, UserName, bytes::Bytes,
+    CommandKind, DavServerSettings, DeviceId, DeviceName, DirectorySettings, DirectoryStatus, DisplayName,
+    GroupId, GroupName, MailServerSettings, MailSettingsView, OrgId, Policy, PolicyBody, PolicyScope,
+    PolicySettings, PublicKeyBytes, Role, ScimTokenCreated, ScimTokenInfo, SettingOrigin, SignatureBytes,
+    Signed, SyncReport, UserName, bytes::Bytes,
 };
 
 /// The first frame on every connection, sent by the server.

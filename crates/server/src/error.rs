@@ -44,7 +44,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::new(ErrorCode::NotFound, format!("{what} not found")),
             StoreError::Disabled(what) => ApiError::new(
                 ErrorCode::Forbidden,
-                format!("the {what} is disabled (by the directory or an admin); no activation code can be issued"),
+                format!(
+                    "the {what} is disabled (by the directory or an admin); no activation code can be issued"
+                ),
             ),
             StoreError::Backend(detail) => {
                 tracing::error!(error = %detail, "storage backend failed");

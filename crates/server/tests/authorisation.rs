@@ -91,7 +91,13 @@ fn refusals(request: &Request) -> Vec<(Context, ErrorCode)> {
         | Request::AdminMailMap { .. }
         | Request::AdminMailShow
         | Request::AdminDavSet(_)
-        | Request::AdminClusterList => out.push((NonAdmin, ErrorCode::Forbidden)),
+        | Request::AdminClusterList
+        | Request::AdminDirectorySet(_)
+        | Request::AdminDirectorySync { .. }
+        | Request::AdminDirectoryShow
+        | Request::AdminScimTokenCreate { .. }
+        | Request::AdminScimTokenList
+        | Request::AdminScimTokenRevoke { .. } => out.push((NonAdmin, ErrorCode::Forbidden)),
         Request::GroupSubmit(_)
         | Request::GroupFetch { .. }
         | Request::BlobUploadStart { .. }
@@ -326,9 +332,34 @@ async fn every_request_is_refused_where_it_must_be_and_changes_nothing() {
         },
         Request::HistoryReceived { group_id },
         Request::AdminClusterList,
+        Request::AdminDirectorySet(redoubt_proto::DirectorySettings {
+            url: "ldap://127.0.0.1:1".into(),
+            bind_dn: "cn=redoubt,dc=corp,dc=test".into(),
+            password: "secret".into(),
+            base_dn: "dc=corp,dc=test".into(),
+            user_filter: "(objectClass=inetOrgPerson)".into(),
+            group_filter: "(objectClass=groupOfNames)".into(),
+            username_attr: "uid".into(),
+            display_name_attr: "cn".into(),
+            mail_attr: "mail".into(),
+            disabled: redoubt_proto::DisabledRule::PasswordLocked,
+            starttls: false,
+            ca_pem: None,
+            interval_s: 0,
+            email_codes: false,
+            disable_max_percent: 10,
+        }),
+        Request::AdminDirectorySync {
+            dry_run: false,
+            force: true,
+        },
+        Request::AdminDirectoryShow,
+        Request::AdminScimTokenCreate { name: "idp".into() },
+        Request::AdminScimTokenList,
+        Request::AdminScimTokenRevoke { name: "idp".into() },
     ];
     // Every request type but the two that open a session is in the table.
-    assert_eq!(requests.len() + 2, 46, "a request type is missing from the table");
+    assert_eq!(requests.len() + 2, 52, "a request type is missing from the table");
 
     // Mallory's sessions: her current device (not revoked, no roles, outside the group).
     let mut mallory = Session::open(&profile_of["mallory"]).await.unwrap();

@@ -768,6 +768,39 @@ async fn authorisation_matrix_of_admin_requests_by_role() {
         ("mail show", Request::AdminMailShow),
         ("cluster list", Request::AdminClusterList),
         (
+            "directory set",
+            Request::AdminDirectorySet(redoubt_proto::DirectorySettings {
+                url: "ldap://127.0.0.1:1".into(),
+                bind_dn: "cn=redoubt,dc=corp,dc=test".into(),
+                password: "secret".into(),
+                base_dn: "dc=corp,dc=test".into(),
+                user_filter: "(objectClass=inetOrgPerson)".into(),
+                group_filter: "(objectClass=groupOfNames)".into(),
+                username_attr: "uid".into(),
+                display_name_attr: "cn".into(),
+                mail_attr: "mail".into(),
+                disabled: redoubt_proto::DisabledRule::PasswordLocked,
+                starttls: false,
+                ca_pem: None,
+                interval_s: 0,
+                email_codes: false,
+                disable_max_percent: 10,
+            }),
+        ),
+        (
+            "directory sync",
+            Request::AdminDirectorySync {
+                dry_run: true,
+                force: false,
+            },
+        ),
+        ("directory show", Request::AdminDirectoryShow),
+        (
+            "scim token create",
+            Request::AdminScimTokenCreate { name: "idp".into() },
+        ),
+        ("scim token list", Request::AdminScimTokenList),
+        (
             "dav set",
             Request::AdminDavSet(redoubt_proto::DavServerSettings {
                 url: "http://127.0.0.1:5232/".into(),

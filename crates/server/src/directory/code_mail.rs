@@ -26,7 +26,10 @@ fn qr_svg(text: &str) -> Option<String> {
 }
 
 fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The message for `address` carrying `code`.
@@ -37,8 +40,9 @@ pub(crate) fn compose(
     code: &IssuedActivationCode,
     org_name: &str,
 ) -> Result<Message, String> {
-    let mailbox: lettre::message::Mailbox =
-        address.parse().map_err(|e| format!("the address {address:?} is not usable: {e}"))?;
+    let mailbox: lettre::message::Mailbox = address
+        .parse()
+        .map_err(|e| format!("the address {address:?} is not usable: {e}"))?;
     let greeting = display_name.unwrap_or(code.user.as_str());
     let text = format!(
         "Hello {greeting},\n\n\
@@ -121,7 +125,14 @@ mod tests {
             code: "RDT1-ABCD-EFGH".into(),
             expires_at_unix_s: 1_700_000_000,
         };
-        let message = compose("corp.test", "alice@corp.test", Some("<b>Alice</b>"), &code, "Corp").unwrap();
+        let message = compose(
+            "corp.test",
+            "alice@corp.test",
+            Some("<b>Alice</b>"),
+            &code,
+            "Corp",
+        )
+        .unwrap();
         let raw = String::from_utf8(message.formatted()).unwrap();
         assert!(raw.contains("RDT1-ABCD-EFGH"));
         assert!(raw.contains("image/svg+xml"));

@@ -284,24 +284,30 @@ async fn read_directory_unbounded(settings: &DirectorySettings) -> Result<Snapsh
             DisabledRule::PasswordLocked => user_attributes.push("pwdAccountLockedTime"),
             _ => {}
         }
-        let users = search(&mut ldap, settings, &settings.user_filter, &user_attributes, "users")
-            .await?
-            .into_iter()
-            .map(|entry| {
-                let dn = entry.dn_text();
-                let name = dn.clone().and_then(|_| entry.single(&settings.username_attr));
-                let dn = dn.unwrap_or_else(|_| String::from_utf8_lossy(&entry.dn).into_owned());
-                let disabled = disabled_by_attributes(&entry, &settings.disabled)
-                    || disabled_dns.contains(&normalise_dn(&dn));
-                LdapUser {
-                    name,
-                    display_name: entry.optional(&settings.display_name_attr),
-                    mail: entry.optional(&settings.mail_attr),
-                    disabled,
-                    dn,
-                }
-            })
-            .collect();
+        let users = search(
+            &mut ldap,
+            settings,
+            &settings.user_filter,
+            &user_attributes,
+            "users",
+        )
+        .await?
+        .into_iter()
+        .map(|entry| {
+            let dn = entry.dn_text();
+            let name = dn.clone().and_then(|_| entry.single(&settings.username_attr));
+            let dn = dn.unwrap_or_else(|_| String::from_utf8_lossy(&entry.dn).into_owned());
+            let disabled = disabled_by_attributes(&entry, &settings.disabled)
+                || disabled_dns.contains(&normalise_dn(&dn));
+            LdapUser {
+                name,
+                display_name: entry.optional(&settings.display_name_attr),
+                mail: entry.optional(&settings.mail_attr),
+                disabled,
+                dn,
+            }
+        })
+        .collect();
         let groups = search(
             &mut ldap,
             settings,
@@ -344,12 +350,22 @@ async fn search(
     attributes: &[&str],
     what: &str,
 ) -> Result<Vec<RawEntry>, LdapFailure> {
-    let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> =
-        vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(PAGE_SIZE))];
+    let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> = vec![
+        Box::new(EntriesOnly::new()),
+        Box::new(PagedResults::new(PAGE_SIZE)),
+    ];
     let mut stream = ldap
         .with_timeout(OPERATION_TIMEOUT)
-        .with_search_options(SearchOptions::new().timelimit(i32::try_from(OPERATION_TIMEOUT.as_secs()).unwrap_or(30)))
-        .streaming_search_with(adapters, &settings.base_dn, Scope::Subtree, filter, attributes.to_vec())
+        .with_search_options(
+            SearchOptions::new().timelimit(i32::try_from(OPERATION_TIMEOUT.as_secs()).unwrap_or(30)),
+        )
+        .streaming_search_with(
+            adapters,
+            &settings.base_dn,
+            Scope::Subtree,
+            filter,
+            attributes.to_vec(),
+        )
         .await
         .map_err(|e| failure(&format!("searching {what} with {filter}"), e))?;
     let mut entries = Vec::new();
@@ -364,7 +380,9 @@ async fn search(
             continue;
         }
         let Some(entry) = parse_entry(next.0, &mut truncated) else {
-            return Err(LdapFailure(format!("the directory sent a malformed entry while listing {what}")));
+            return Err(LdapFailure(format!(
+                "the directory sent a malformed entry while listing {what}"
+            )));
         };
         if entries.len() == ENTRIES_MAX {
             return Err(LdapFailure(format!(

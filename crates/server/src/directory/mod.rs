@@ -112,7 +112,11 @@ impl GroupLink {
     }
 }
 
-pub(crate) fn link_change<T: Serialize>(prefix: &str, name: &str, link: Option<&T>) -> Result<Change, ApiError> {
+pub(crate) fn link_change<T: Serialize>(
+    prefix: &str,
+    name: &str,
+    link: Option<&T>,
+) -> Result<Change, ApiError> {
     let value = link
         .map(serde_json::to_vec)
         .transpose()
@@ -181,7 +185,11 @@ async fn stored_settings(state: &State) -> Result<Option<DirectorySettings>, Api
 }
 
 /// `AdminDirectorySet`.
-pub(crate) async fn set(state: &State, who: &Authenticated, settings: DirectorySettings) -> Result<(), ApiError> {
+pub(crate) async fn set(
+    state: &State,
+    who: &Authenticated,
+    settings: DirectorySettings,
+) -> Result<(), ApiError> {
     require(state, who, Permission::ManageDirectory).await?;
     settings
         .validate()
@@ -228,8 +236,10 @@ pub(crate) async fn show(state: &State, who: &Authenticated) -> Result<Directory
         disable_max_percent: s.disable_max_percent,
     });
     let last_sync = last_status(state).await?;
-    let links: BTreeMap<UserName, UserLink> = links(state, USER_LINK_PREFIX, |n| UserName::parse(n).ok()).await?;
-    let count = |source| u32::try_from(links.values().filter(|l| l.source == source).count()).unwrap_or(u32::MAX);
+    let links: BTreeMap<UserName, UserLink> =
+        links(state, USER_LINK_PREFIX, |n| UserName::parse(n).ok()).await?;
+    let count =
+        |source| u32::try_from(links.values().filter(|l| l.source == source).count()).unwrap_or(u32::MAX);
     let disabled = state
         .store
         .list_users()
@@ -295,10 +305,19 @@ pub(crate) async fn sync(
     let (status, result) = match outcome {
         Ok(mut report) => {
             report.duration_ms = duration_ms;
-            (status_of(state, &report.plan, report.refused.clone(), duration_ms, trigger), Ok(report))
+            (
+                status_of(state, &report.plan, report.refused.clone(), duration_ms, trigger),
+                Ok(report),
+            )
         }
         Err(error) => (
-            status_of(state, &SyncPlan::default(), Some(error.0.message.clone()), duration_ms, trigger),
+            status_of(
+                state,
+                &SyncPlan::default(),
+                Some(error.0.message.clone()),
+                duration_ms,
+                trigger,
+            ),
             Err(error),
         ),
     };
@@ -330,7 +349,13 @@ pub(crate) async fn sync(
     result
 }
 
-fn status_of(state: &State, plan: &SyncPlan, error: Option<String>, duration_ms: u64, trigger: &str) -> SyncStatus {
+fn status_of(
+    state: &State,
+    plan: &SyncPlan,
+    error: Option<String>,
+    duration_ms: u64,
+    trigger: &str,
+) -> SyncStatus {
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     SyncStatus {
         at_unix_s: state.now(),
@@ -401,9 +426,12 @@ async fn sync_with(
     dry_run: bool,
     force: bool,
 ) -> Result<SyncReport, ApiError> {
-    let snapshot = ldap::read_directory(settings)
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::UpstreamUnavailable, format!("the directory could not be read: {e}")))?;
+    let snapshot = ldap::read_directory(settings).await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::UpstreamUnavailable,
+            format!("the directory could not be read: {e}"),
+        )
+    })?;
     let (users, groups) = current(state).await?;
     let plan = plan::plan(&snapshot, &users, &groups, settings.disable_max_percent, force);
     let mut report = SyncReport {
@@ -429,14 +457,25 @@ async fn sync_with(
             let mail = snapshot
                 .users
                 .iter()
-                .find(|e| e.name.as_deref().ok().and_then(|n| plan::user_name_from(n).ok()).as_ref() == Some(u))
+                .find(|e| {
+                    e.name
+                        .as_deref()
+                        .ok()
+                        .and_then(|n| plan::user_name_from(n).ok())
+                        .as_ref()
+                        == Some(u)
+                })
                 .and_then(|e| e.mail.as_ref());
             (u, mail)
         }))
         .collect();
     if settings.email_codes {
-        let display: BTreeMap<&UserName, Option<&DisplayName>> =
-            plan.public.create.iter().map(|u| (&u.user, u.display_name.as_ref())).collect();
+        let display: BTreeMap<&UserName, Option<&DisplayName>> = plan
+            .public
+            .create
+            .iter()
+            .map(|u| (&u.user, u.display_name.as_ref()))
+            .collect();
         mail_codes(state, codes, &mail, &display, &mut report).await;
     } else {
         report.codes = codes;
@@ -481,7 +520,11 @@ pub(crate) async fn apply(
         let mut link = UserLink::ldap(dn.clone(), user.user.to_string(), user.mail.clone());
         link.updated_at_unix_s = now;
         changes.push(link_change(USER_LINK_PREFIX, user.user.as_str(), Some(&link))?);
-        events.push(event("directory.user.create", format!("user {}", user.user), format!("from {dn}")));
+        events.push(event(
+            "directory.user.create",
+            format!("user {}", user.user),
+            format!("from {dn}"),
+        ));
         codes.push(issued);
     }
     for update in &public.update {
@@ -497,11 +540,17 @@ pub(crate) async fn apply(
         link.updated_at_unix_s = now;
         link.version += 1;
         changes.push(link_change(USER_LINK_PREFIX, update.user.as_str(), Some(&link))?);
-        events.push(event("directory.user.update", format!("user {}", update.user), String::new()));
+        events.push(event(
+            "directory.user.update",
+            format!("user {}", update.user),
+            String::new(),
+        ));
     }
     let mut revoked = Vec::new();
     for disable in &public.disable {
-        let already = users.get(&disable.user).is_some_and(|u| u.record.disabled_at_unix_s.is_some());
+        let already = users
+            .get(&disable.user)
+            .is_some_and(|u| u.record.disabled_at_unix_s.is_some());
         if !already {
             changes.push(Change::SetUserDisabled {
                 user: disable.user.clone(),
@@ -528,7 +577,11 @@ pub(crate) async fn apply(
         });
         let (code, issued) = new_activation_code(state, user, now);
         changes.push(Change::CreateActivationCode(code));
-        events.push(event("directory.user.enable", format!("user {user}"), "enabled in the directory".into()));
+        events.push(event(
+            "directory.user.enable",
+            format!("user {user}"),
+            "enabled in the directory".into(),
+        ));
         codes.push(issued);
     }
     for group in &public.create_groups {
@@ -540,7 +593,11 @@ pub(crate) async fn apply(
         let mut link = GroupLink::ldap(dn.clone());
         link.updated_at_unix_s = now;
         changes.push(link_change(GROUP_LINK_PREFIX, group.as_str(), Some(&link))?);
-        events.push(event("directory.group.create", format!("group {group}"), format!("from {dn}")));
+        events.push(event(
+            "directory.group.create",
+            format!("group {group}"),
+            format!("from {dn}"),
+        ));
     }
     for membership in &public.memberships {
         changes.push(Change::SetGroupMember {
@@ -548,8 +605,16 @@ pub(crate) async fn apply(
             user: membership.user.clone(),
             member: membership.add,
         });
-        let action = if membership.add { "directory.group.add" } else { "directory.group.remove" };
-        events.push(event(action, format!("group {}", membership.group), format!("user {}", membership.user)));
+        let action = if membership.add {
+            "directory.group.add"
+        } else {
+            "directory.group.remove"
+        };
+        events.push(event(
+            action,
+            format!("group {}", membership.group),
+            format!("user {}", membership.user),
+        ));
     }
     if !public.memberships.is_empty() {
         changes.push(Change::BumpPolicyVersion);
@@ -617,7 +682,11 @@ async fn mail_codes(
             .flatten()
             .cloned()
             .unwrap_or_else(|| format!("{}@{}", code.user, server.domain));
-        let name = display.get(&code.user).copied().flatten().map(DisplayName::as_str);
+        let name = display
+            .get(&code.user)
+            .copied()
+            .flatten()
+            .map(DisplayName::as_str);
         let sent = match code_mail::compose(&server.domain, &address, name, &code, &state.org.name) {
             Ok(message) => code_mail::send(&server, &address, message).await,
             Err(error) => Err(error),
@@ -651,14 +720,22 @@ pub(crate) async fn run_schedule(state: Arc<State>, mut stop: tokio::sync::watch
         if settings.interval_s == 0 {
             continue;
         }
-        let last = last_status(&state).await.ok().flatten().map_or(0, |s| s.at_unix_s);
+        let last = last_status(&state)
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |s| s.at_unix_s);
         if state.now() < last + i64::from(settings.interval_s) {
             continue;
         }
         let holder = state.cluster.node_id.clone();
         let now_ms = crate::unix_now_ms();
         let ttl_ms = i64::from(settings.interval_s) * 1_000;
-        match state.store.acquire_lease(SYNC_LEASE, &holder, now_ms, ttl_ms).await {
+        match state
+            .store
+            .acquire_lease(SYNC_LEASE, &holder, now_ms, ttl_ms)
+            .await
+        {
             Ok(Some(_)) => {}
             Ok(None) => continue,
             Err(error) => {
@@ -734,7 +811,13 @@ pub(crate) async fn scim_token_create(
         .store
         .apply(
             &[link_change(SCIM_TOKEN_PREFIX, &name, Some(&stored))?],
-            &[audit(state, Some(who), "scim.token.create", format!("scim token {name}"), "")],
+            &[audit(
+                state,
+                Some(who),
+                "scim.token.create",
+                format!("scim token {name}"),
+                "",
+            )],
         )
         .await?;
     tracing::info!(admin = %who.user, token_name = %name, "SCIM token created");
@@ -742,7 +825,10 @@ pub(crate) async fn scim_token_create(
 }
 
 /// `AdminScimTokenList`.
-pub(crate) async fn scim_token_list(state: &State, who: &Authenticated) -> Result<Vec<ScimTokenInfo>, ApiError> {
+pub(crate) async fn scim_token_list(
+    state: &State,
+    who: &Authenticated,
+) -> Result<Vec<ScimTokenInfo>, ApiError> {
     require(state, who, Permission::ManageDirectory).await?;
     Ok(scim_tokens(state)
         .await?
@@ -756,16 +842,29 @@ pub(crate) async fn scim_token_list(state: &State, who: &Authenticated) -> Resul
 }
 
 /// `AdminScimTokenRevoke`.
-pub(crate) async fn scim_token_revoke(state: &State, who: &Authenticated, name: String) -> Result<(), ApiError> {
+pub(crate) async fn scim_token_revoke(
+    state: &State,
+    who: &Authenticated,
+    name: String,
+) -> Result<(), ApiError> {
     require(state, who, Permission::ManageDirectory).await?;
     if !scim_tokens(state).await?.contains_key(&name) {
-        return Err(ApiError::new(ErrorCode::NotFound, format!("no SCIM token is named {name}")));
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no SCIM token is named {name}"),
+        ));
     }
     state
         .store
         .apply(
             &[link_change::<StoredToken>(SCIM_TOKEN_PREFIX, &name, None)?],
-            &[audit(state, Some(who), "scim.token.revoke", format!("scim token {name}"), "")],
+            &[audit(
+                state,
+                Some(who),
+                "scim.token.revoke",
+                format!("scim token {name}"),
+                "",
+            )],
         )
         .await?;
     Ok(())
@@ -782,6 +881,10 @@ mod tests {
         let b = new_scim_token();
         assert_ne!(a, b);
         assert_eq!(a.len(), "rdscim_".len() + 52);
-        assert!(a[7..].chars().all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)));
+        assert!(
+            a[7..]
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
+        );
     }
 }

@@ -113,7 +113,12 @@ pub(crate) fn plan(
     entries.sort_by(|a, b| a.dn.cmp(&b.dn));
     for entry in entries {
         seen_dns.insert(normalise_dn(&entry.dn));
-        let name = match entry.name.as_deref().map_err(Clone::clone).and_then(user_name_from) {
+        let name = match entry
+            .name
+            .as_deref()
+            .map_err(Clone::clone)
+            .and_then(user_name_from)
+        {
             Ok(name) => name,
             Err(reason) => {
                 out.skipped.push(SkippedEntry {
@@ -204,7 +209,10 @@ pub(crate) fn plan(
         if !is_disabled {
             directory_users += 1;
         }
-        let unreadable = link.dn.as_ref().is_some_and(|dn| seen_dns.contains(&normalise_dn(dn)));
+        let unreadable = link
+            .dn
+            .as_ref()
+            .is_some_and(|dn| seen_dns.contains(&normalise_dn(dn)));
         if unreadable {
             continue;
         }
@@ -220,7 +228,10 @@ pub(crate) fn plan(
     // Disabled before, devices still active (an interrupted sync, or enrolled in a race).
     for (name, current) in users {
         let disabled_linked = current.record.disabled_at_unix_s.is_some()
-            && current.link.as_ref().is_some_and(|l| l.source == LinkSource::Ldap);
+            && current
+                .link
+                .as_ref()
+                .is_some_and(|l| l.source == LinkSource::Ldap);
         if disabled_linked && !current.active_devices.is_empty() && !out.enable.contains(name) {
             out.disable.push(PlannedDisable {
                 user: name.clone(),
@@ -232,12 +243,22 @@ pub(crate) fn plan(
     }
 
     // Groups.
-    let known: BTreeSet<&UserName> = by_name.keys().collect();
+    // Members are users that exist after the sync: not entries disabled before they were
+    // ever created.
+    let known: BTreeSet<&UserName> = by_name
+        .keys()
+        .filter(|name| users.contains_key(*name) || plan.dns.contains_key(*name))
+        .collect();
     let mut seen_groups = BTreeSet::new();
     let mut group_entries: Vec<_> = snapshot.groups.iter().collect();
     group_entries.sort_by(|a, b| a.dn.cmp(&b.dn));
     for entry in group_entries {
-        let name = match entry.name.as_deref().map_err(Clone::clone).and_then(group_name_from) {
+        let name = match entry
+            .name
+            .as_deref()
+            .map_err(Clone::clone)
+            .and_then(group_name_from)
+        {
             Ok(name) => name,
             Err(reason) => {
                 out.skipped.push(SkippedEntry {
@@ -317,7 +338,11 @@ pub(crate) fn plan(
     let disabling = out
         .disable
         .iter()
-        .filter(|d| users.get(&d.user).is_some_and(|u| u.record.disabled_at_unix_s.is_none()))
+        .filter(|d| {
+            users
+                .get(&d.user)
+                .is_some_and(|u| u.record.disabled_at_unix_s.is_none())
+        })
         .count();
     if disabling > 0 && !force {
         if snapshot.users.is_empty() {
@@ -391,7 +416,10 @@ mod tests {
         let plan = plan(&snapshot, &BTreeMap::new(), &BTreeMap::new(), 10, false);
         let created: Vec<_> = plan.public.create.iter().map(|u| u.user.as_str()).collect();
         assert_eq!(created, ["alice", "bob"], "a disabled entry is not created");
-        assert_eq!(plan.public.create_groups, [GroupName::parse("field-staff").unwrap()]);
+        assert_eq!(
+            plan.public.create_groups,
+            [GroupName::parse("field-staff").unwrap()]
+        );
         assert_eq!(plan.public.memberships.len(), 2);
         assert!(plan.public.disable.is_empty() && plan.refused.is_none());
     }
@@ -438,8 +466,16 @@ mod tests {
             users: entries,
             groups: vec![],
         };
-        assert!(plan(&snapshot, &users, &BTreeMap::new(), 10, false).refused.is_some());
-        assert!(plan(&snapshot, &users, &BTreeMap::new(), 10, true).refused.is_none());
+        assert!(
+            plan(&snapshot, &users, &BTreeMap::new(), 10, false)
+                .refused
+                .is_some()
+        );
+        assert!(
+            plan(&snapshot, &users, &BTreeMap::new(), 10, true)
+                .refused
+                .is_none()
+        );
         // An empty answer never disables anyone unforced, whatever the percentage.
         let empty = Snapshot::default();
         let planned = plan(&empty, &users, &BTreeMap::new(), 100, false);
@@ -473,7 +509,10 @@ mod tests {
         let plan = plan(&snapshot, &BTreeMap::new(), &BTreeMap::new(), 10, false);
         assert!(plan.public.create.is_empty());
         let skipped = &plan.public.skipped[0];
-        assert!(!skipped.entry.contains('\n') && !skipped.reason.contains('\0'), "{skipped:?}");
+        assert!(
+            !skipped.entry.contains('\n') && !skipped.reason.contains('\0'),
+            "{skipped:?}"
+        );
     }
 
     #[test]

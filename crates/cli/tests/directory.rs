@@ -1,0 +1,349 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step must fail loudly
+//! Directory sync against a real OpenLDAP slapd on loopback, with the real server process
+//! and `redoubt` binary: users and groups appear, a group's policy reaches a member's
+//! device, a user moved between groups changes policy, a locked user loses their devices
+//! within one sync and may enrol again once unlocked; a directory that is down or answers
+//! nothing disables nobody; hostile entries are skipped with a reason; the AD preset.
+
+mod slapd;
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::Value;
+use slapd::{DirUser, Slapd};
+use support::{Org, json_error, json_ok, message, write};
+
+const PASSCODE: &str = "correct-horse-1";
+
+fn set_directory(org: &Org, slapd: &Slapd, preset: &str, extra: &[&str]) -> Value {
+    let password = write(
+        &org.root,
+        "bind-password",
+        &format!("{}\n", slapd.service_password()),
+    );
+    let url = slapd.ldap_url();
+    let mut args = vec![
+        "admin",
+        "directory",
+        "set",
+        "--url",
+        &url,
+        "--bind-dn",
+        slapd.service_dn(),
+        "--password-file",
+        password.to_str().unwrap(),
+        "--base-dn",
+        slapd.base_dn(),
+        "--preset",
+        preset,
+        "--interval",
+        "0",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    org.admin(&args)
+}
+
+fn sync(org: &Org, extra: &[&str]) -> Value {
+    let mut args = vec!["admin", "directory", "sync", "--json"];
+    args.extend_from_slice(extra);
+    org.admin(&args)
+}
+
+fn names(rows: &Value, key: &str) -> BTreeSet<String> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[key].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn code_for(report: &Value, user: &str) -> String {
+    report["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["user"] == user)
+        .unwrap_or_else(|| panic!("no code for {user}: {report:#}"))["code"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn users(org: &Org) -> BTreeSet<String> {
+    names(&org.admin(&["admin", "user", "list", "--json"]), "user")
+}
+
+fn enroll(profile: &Path, code: &str, name: &str) {
+    json_ok(profile, &["enroll", code, "--name", name, "--json"], &[]);
+}
+
+#[test]
+fn people_and_groups_follow_openldap_and_lose_access_when_it_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    let mut slapd = Slapd::start();
+    let mut people = slapd::synthetic_users(200, 5);
+    people[0].uid = "alice".into();
+    people[1].uid = "bob".into();
+    slapd.add_ldif(&slapd::openldap_users_ldif(slapd.base_dn(), &people));
+    slapd.add_ldif(&slapd::groups_ldif(slapd.base_dn(), &people, &[]));
+    let org = Org::start(root.path(), "127.0.0.1:0", &[]);
+    set_directory(&org, &slapd, "openldap", &[]);
+
+    // A dry run lists exactly the plan and changes nothing.
+    let before = users(&org);
+    let plan = sync(&org, &["--dry-run"]);
+    assert_eq!(plan["users_seen"], 200);
+    assert_eq!(plan["create"].as_array().unwrap().len(), 200, "{plan:#}");
+    assert_eq!(
+        names(&plan["create"], "user")
+            .iter()
+            .filter(|n| n.starts_with("user"))
+            .count(),
+        198
+    );
+    let groups: BTreeSet<String> = plan["create_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(groups, (0..5).map(|i| format!("group{i:03}")).collect());
+    assert_eq!(plan["memberships"].as_array().unwrap().len(), 200);
+    assert_eq!(plan["applied"], false);
+    assert_eq!(users(&org), before, "a dry run changes nothing");
+
+    // The sync creates them all, each with a code, and the groups with their members.
+    let report = sync(&org, &[]);
+    assert_eq!(report["applied"], true, "{report:#}");
+    assert_eq!(report["codes"].as_array().unwrap().len(), 200);
+    assert_eq!(users(&org).len(), before.len() + 200);
+    let listed = org.admin(&["admin", "group", "list", "--json"]);
+    let group0 = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "group000")
+        .unwrap();
+    assert_eq!(group0["members"].as_array().unwrap().len(), 40);
+    assert!(
+        group0["members"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("alice"))
+    );
+    // Run again: nothing to change.
+    let again = sync(&org, &[]);
+    assert!(again["create"].as_array().unwrap().is_empty(), "{again:#}");
+    assert!(again["memberships"].as_array().unwrap().is_empty(), "{again:#}");
+
+    // A group-scoped policy reaches a member's device: Alice (group000) must set a passcode.
+    let policy = write(root.path(), "group000.toml", "passcode_required = true\n");
+    org.admin(&[
+        "admin",
+        "policy",
+        "set",
+        "--group",
+        "group000",
+        "--file",
+        policy.to_str().unwrap(),
+        "--json",
+    ]);
+    let alice = org.profile("alice-phone");
+    enroll(&alice, &code_for(&report, "alice"), "alice-phone");
+    let refused = json_error(&alice, &["whoami", "--json"], &[]);
+    assert!(message(&refused).contains("passcode"), "{refused}");
+    let with_passcode = &[("REDOUBT_PASSCODE", PASSCODE)];
+    json_ok(&alice, &["whoami", "--json"], with_passcode);
+
+    // Moved to group001 in the directory, her effective policy follows.
+    slapd.modify_ldif(&format!(
+        "dn: {g0}\nchangetype: modify\ndelete: member\nmember: {alice}\n\n\
+         dn: {g1}\nchangetype: modify\nadd: member\nmember: {alice}\n",
+        g0 = slapd::group_dn(slapd.base_dn(), "group000"),
+        g1 = slapd::group_dn(slapd.base_dn(), "group001"),
+        alice = slapd::openldap_user_dn(slapd.base_dn(), "alice"),
+    ));
+    let moved = sync(&org, &[]);
+    assert_eq!(moved["memberships"].as_array().unwrap().len(), 2, "{moved:#}");
+    let report_alice = org.admin(&["admin", "policy", "show", "--user", "alice", "--json"]);
+    let passcode = report_alice["effective"]["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["setting"] == "passcode_required")
+        .unwrap()
+        .clone();
+    assert_eq!(passcode["value"], "false", "{report_alice:#}");
+
+    // Bob enrols and shares a conversation with Alice.
+    let bob = org.profile("bob-phone");
+    enroll(&bob, &code_for(&report, "bob"), "bob-phone");
+    json_ok(
+        &alice,
+        &["group", "create", "ops", "--members", "bob", "--json"],
+        with_passcode,
+    );
+    let members = json_ok(&alice, &["group", "members", "ops", "--json"], with_passcode);
+    assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members:#}");
+
+    // Locked in LDAP: within one sync, his device is revoked, his session refused, and he
+    // is proposed out of the conversation.
+    let bob_dn = slapd::openldap_user_dn(slapd.base_dn(), "bob");
+    slapd.lock(&bob_dn);
+    let locked = sync(&org, &[]);
+    let disabled = &locked["disable"].as_array().unwrap();
+    assert_eq!(disabled.len(), 1, "{locked:#}");
+    assert_eq!(disabled[0]["user"], "bob");
+    assert_eq!(disabled[0]["devices"], 1);
+    let refused = json_error(&bob, &["whoami", "--json"], &[]);
+    assert!(message(&refused).contains("revoked"), "{refused}");
+    let members = json_ok(&alice, &["group", "members", "ops", "--json"], with_passcode);
+    assert_eq!(members["members"].as_array().unwrap().len(), 1, "{members:#}");
+    let devices = org.admin(&["admin", "device", "list", "--user", "bob", "--json"]);
+    assert!(devices[0]["revoked_at"].is_string(), "{devices:#}");
+    // No code can be issued for him meanwhile.
+    let refused = json_error(
+        &org.admin,
+        &["admin", "device", "add", "bob", "--json", "--no-qr"],
+        &[],
+    );
+    assert!(message(&refused).contains("disabled"), "{refused}");
+
+    // Unlocked: enabled again with a new code, which enrols a new device.
+    slapd.unlock(&bob_dn);
+    let unlocked = sync(&org, &[]);
+    assert_eq!(unlocked["enable"], serde_json::json!(["bob"]), "{unlocked:#}");
+    enroll(
+        &org.profile("bob-laptop"),
+        &code_for(&unlocked, "bob"),
+        "bob-laptop",
+    );
+    json_ok(&org.profile("bob-laptop"), &["whoami", "--json"], &[]);
+
+    // Hostile entries are skipped with a reason; the rest of the sync goes on.
+    slapd.add_ldif(&slapd::openldap_users_ldif(
+        slapd.base_dn(),
+        &[
+            DirUser::new("evil*)(uid=*", "Evil", "evil@corp.test"),
+            DirUser::new("back\\slash", "Back Slash", ""),
+            DirUser::new("carol", "Carol", "carol@corp.test"),
+        ],
+    ));
+    let hostile = sync(&org, &[]);
+    assert_eq!(
+        names(&hostile["create"], "user"),
+        BTreeSet::from(["carol".to_owned()])
+    );
+    let skipped = hostile["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 2, "{hostile:#}");
+    assert!(skipped.iter().all(|s| {
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be a Redoubt user name")
+    }));
+
+    // The directory stopped: a clear error, recorded, and nobody disabled.
+    let users_before = org.admin(&["admin", "user", "list", "--json"]);
+    slapd.stop();
+    let failed = json_error(&org.admin, &["admin", "directory", "sync", "--json"], &[]);
+    assert!(
+        message(&failed).contains("directory could not be read"),
+        "{failed}"
+    );
+    let shown = org.admin(&["admin", "directory", "show", "--json"]);
+    assert!(
+        shown["last_sync"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be read"),
+        "{shown:#}"
+    );
+    assert_eq!(org.admin(&["admin", "user", "list", "--json"]), users_before);
+    slapd.start_again();
+
+    // A search that returns nothing is refused by the disable guard; nothing changes.
+    set_directory(
+        &org,
+        &slapd,
+        "openldap",
+        &["--user-filter", "(uid=nobody-has-this-uid)"],
+    );
+    let empty = sync(&org, &[]);
+    assert_eq!(empty["applied"], false, "{empty:#}");
+    assert!(
+        empty["refused"].as_str().unwrap().contains("no user"),
+        "{empty:#}"
+    );
+    assert_eq!(org.admin(&["admin", "user", "list", "--json"]), users_before);
+    let audit = org.admin(&["admin", "audit", "list", "--json"]);
+    let actions: BTreeSet<String> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    for action in [
+        "directory.set",
+        "directory.user.create",
+        "directory.user.disable",
+        "directory.user.enable",
+    ] {
+        assert!(actions.contains(action), "{action} audited: {actions:?}");
+    }
+}
+
+#[test]
+fn active_directory_entries_sync_with_the_ad_preset() {
+    let root = tempfile::tempdir().unwrap();
+    let slapd = Slapd::start();
+    let mut people: Vec<DirUser> = (0..10)
+        .map(|i| {
+            DirUser::new(
+                &format!("Staff.{i}"),
+                &format!("Staff Member {i}"),
+                &format!("staff{i}@corp.test"),
+            )
+        })
+        .map(|u| u.in_groups(&["Sales Team"]))
+        .collect();
+    people[9] = people[9].clone().locked();
+    slapd.add_ldif(&slapd::ad_users_ldif(slapd.base_dn(), &people));
+    slapd.add_ldif(&slapd::ad_groups_ldif(slapd.base_dn(), &people, &[]));
+    let org = Org::start(root.path(), "127.0.0.1:0", &[]);
+    // slapd has no `computer` class, which the preset's filter excludes (and AD has).
+    let filter = [
+        "--user-filter",
+        "(objectClass=user)",
+        "--disable-max-percent",
+        "20",
+    ];
+    set_directory(&org, &slapd, "active-directory", &filter);
+    let report = sync(&org, &[]);
+    let created = names(&report["create"], "user");
+    assert_eq!(
+        created.len(),
+        9,
+        "a disabled account (userAccountControl 514) is not created: {report:#}"
+    );
+    assert!(
+        created.contains("staff.0"),
+        "sAMAccountName lower-cased: {created:?}"
+    );
+    assert_eq!(report["create_groups"], serde_json::json!(["sales-team"]));
+
+    // Disabled in AD (bit 2 of userAccountControl): the user is disabled at the next sync.
+    slapd.modify_ldif(&format!(
+        "dn: {}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n",
+        slapd::ad_user_dn(slapd.base_dn(), &people[0])
+    ));
+    let next = sync(&org, &[]);
+    assert_eq!(
+        names(&next["disable"], "user"),
+        BTreeSet::from(["staff.0".to_owned()]),
+        "{next:#}"
+    );
+}
