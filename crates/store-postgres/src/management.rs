@@ -1,7 +1,8 @@
 //! Device management tables: directory groups, policies, remote commands, settings, audit.
 
-use redoubt_proto::{DisplayName, 
-    AUDIT_GENESIS, AuditEntry, Bytes, CommandKind, DeviceId, GroupName, PolicyScope, PolicySettings, UserName,
+use redoubt_proto::{
+    AUDIT_GENESIS, AuditEntry, Bytes, CommandKind, DeviceId, DisplayName, GroupName, PolicyScope,
+    PolicySettings, UserName,
 };
 use redoubt_store::{Applied, AuditEvent, Change, CommandRecord, DirectoryGroupRecord, Result, StoreError};
 use sqlx::PgConnection;
@@ -175,11 +176,13 @@ async fn apply_change(conn: &mut PgConnection, change: &Change, applied: &mut Ap
                 .map_err(backend_error)?;
             one_row(result.rows_affected(), "user")?;
             if at_unix_s.is_some() {
-                sqlx::query("UPDATE activation_codes SET state = 'voided' WHERE user_name = $1 AND state = 'active'")
-                    .bind(user.as_str())
-                    .execute(conn)
-                    .await
-                    .map_err(backend_error)?;
+                sqlx::query(
+                    "UPDATE activation_codes SET state = 'voided' WHERE user_name = $1 AND state = 'active'",
+                )
+                .bind(user.as_str())
+                .execute(conn)
+                .await
+                .map_err(backend_error)?;
             }
         }
         Change::SetDisplayName { user, display_name } => {

@@ -21,7 +21,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "settings", include_str!("../migrations/0005_settings.sql")),
     (6, "history", include_str!("../migrations/0006_history.sql")),
     (7, "cluster", include_str!("../migrations/0007_cluster.sql")),
-    (8, "user_disabled", include_str!("../migrations/0008_user_disabled.sql")),
+    (
+        8,
+        "user_disabled",
+        include_str!("../migrations/0008_user_disabled.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations ("redoubt" in ASCII). Advisory locks are

@@ -20,7 +20,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (8, "history", include_str!("../migrations/0008_history.sql")),
     (9, "cluster", include_str!("../migrations/0009_cluster.sql")),
-    (10, "user_disabled", include_str!("../migrations/0010_user_disabled.sql")),
+    (
+        10,
+        "user_disabled",
+        include_str!("../migrations/0010_user_disabled.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {

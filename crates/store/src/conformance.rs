@@ -1612,17 +1612,35 @@ pub async fn disabled_users_get_no_codes_and_groups_are_deleted(store: &impl Sto
     );
     // Its active code is voided, and no code can be added, neither directly nor by apply.
     let voided = store
-        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_600, &device(7, "alice", 1), &audit())
+        .redeem_activation_code(
+            &ActivationCodeId::from([1; 8]),
+            1_600,
+            &device(7, "alice", 1),
+            &audit(),
+        )
         .await;
     assert!(matches!(voided, Err(RedeemError::Voided)), "{voided:?}");
     let refused = store.create_activation_code(&code(2, "alice", 9_000)).await;
-    assert!(matches!(refused, Err(StoreError::Disabled("user"))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::Disabled("user"))),
+        "{refused:?}"
+    );
     let (head_before, _) = store.audit_head().await.unwrap();
     let refused = store
-        .apply(&[Change::CreateActivationCode(code(3, "alice", 9_000))], &[audit()])
+        .apply(
+            &[Change::CreateActivationCode(code(3, "alice", 9_000))],
+            &[audit()],
+        )
         .await;
-    assert!(matches!(refused, Err(StoreError::Disabled("user"))), "{refused:?}");
-    assert_eq!(store.audit_head().await.unwrap().0, head_before, "nothing audited");
+    assert!(
+        matches!(refused, Err(StoreError::Disabled("user"))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.audit_head().await.unwrap().0,
+        head_before,
+        "nothing audited"
+    );
     let missing = Change::SetUserDisabled {
         user: UserName::parse("nobody").unwrap(),
         at_unix_s: Some(1),
@@ -1645,9 +1663,17 @@ pub async fn disabled_users_get_no_codes_and_groups_are_deleted(store: &impl Sto
     let record = store.user(&alice).await.unwrap().unwrap();
     assert_eq!(record.disabled_at_unix_s, None);
     assert_eq!(record.display_name.unwrap().as_str(), "Alice Liddell");
-    store.create_activation_code(&code(4, "alice", 9_000)).await.unwrap();
     store
-        .redeem_activation_code(&ActivationCodeId::from([4; 8]), 1_700, &device(8, "alice", 2), &audit())
+        .create_activation_code(&code(4, "alice", 9_000))
+        .await
+        .unwrap();
+    store
+        .redeem_activation_code(
+            &ActivationCodeId::from([4; 8]),
+            1_700,
+            &device(8, "alice", 2),
+            &audit(),
+        )
         .await
         .unwrap();
 

@@ -1,6 +1,8 @@
 //! Records for device management: directory groups, policies, remote commands, audit.
 
-use redoubt_proto::{CommandKind, DeviceId, DisplayName, GroupName, PolicyScope, PolicySettings, Role, UserName};
+use redoubt_proto::{
+    CommandKind, DeviceId, DisplayName, GroupName, PolicyScope, PolicySettings, Role, UserName,
+};
 
 use crate::{ActivationCodeRecord, UserRecord};
 
