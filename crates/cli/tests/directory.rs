@@ -5,6 +5,7 @@
 //! within one sync and may enrol again once unlocked; a directory that is down or answers
 //! nothing disables nobody; hostile entries are skipped with a reason; the AD preset.
 
+mod peers;
 mod slapd;
 mod support;
 
@@ -346,4 +347,49 @@ fn active_directory_entries_sync_with_the_ad_preset() {
         BTreeSet::from(["staff.0".to_owned()]),
         "{next:#}"
     );
+}
+
+#[test]
+fn a_new_directory_user_gets_their_code_by_mail_and_enrols_with_it() {
+    let root = tempfile::tempdir().unwrap();
+    let peers = peers::MailPeers::start(&[("dana@corp.test", "dana-pw")]);
+    let slapd = Slapd::start();
+    let dana = DirUser::new("dana", "Dana Scully", "dana@corp.test");
+    slapd.add_ldif(&slapd::openldap_users_ldif(slapd.base_dn(), &[dana]));
+    let org = Org::start(root.path(), "127.0.0.1:0", &[]);
+    org.set_mail(
+        peers.imap_port,
+        peers.submission_port,
+        &peers.master_user,
+        &peers.master_password,
+    );
+    set_directory(&org, &slapd, "openldap", &["--email-codes"]);
+    let report = sync(&org, &[]);
+    assert_eq!(report["mailed"], serde_json::json!(["dana"]), "{report:#}");
+    assert!(
+        report["codes"].as_array().unwrap().is_empty(),
+        "a mailed code is not printed"
+    );
+
+    let mail = peers
+        .wait_for_mail(
+            "dana@corp.test",
+            "dana-pw",
+            "INBOX",
+            "activation code",
+            std::time::Duration::from_secs(30),
+        )
+        .unwrap_or_else(|| panic!("no activation mail: {}", peers.diagnostics()));
+    // The code is the indented line of the text part.
+    let code = mail
+        .body_text
+        .lines()
+        .find(|line| line.starts_with("    ") && !line.trim().is_empty())
+        .unwrap_or_else(|| panic!("no code in {:?}", mail.body_text))
+        .trim()
+        .to_owned();
+    let phone = org.profile("dana-phone");
+    enroll(&phone, &code, "dana-phone");
+    let who = json_ok(&phone, &["whoami", "--json"], &[]);
+    assert_eq!(who["user"], "dana");
 }
