@@ -393,3 +393,75 @@ fn a_new_directory_user_gets_their_code_by_mail_and_enrols_with_it() {
     let who = json_ok(&phone, &["whoami", "--json"], &[]);
     assert_eq!(who["user"], "dana");
 }
+
+/// The SCIM compliance tool scim2-tester (PyPI, installed by `.ci/install-scim-tester`)
+/// against the real server over HTTPS: every check passes; then a provider's
+/// `active: false` revokes a user's device, and a revoked token changes nothing.
+#[test]
+fn scim_provisioning_passes_scim2_tester_and_deactivation_revokes_devices() {
+    let venv = std::env::var("REDOUBT_SCIM_VENV").unwrap_or_else(|_| "/opt/redoubt-scim-venv".into());
+    let python = format!("{venv}/bin/python");
+    assert!(Path::new(&python).exists(), "run .ci/install-scim-tester first");
+    let root = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let org = Org::start(root.path(), &listen, &[]);
+    let created = org.admin(&["admin", "scim", "token", "create", "idp", "--json"]);
+    let token = created["token"].as_str().unwrap().to_owned();
+    let base = format!("https://{listen}/scim/v2");
+    let ca = org.data.join("tls").join("cert.pem");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scim_tester.py");
+    let out = std::process::Command::new(&python)
+        .args([script, &base, &token, ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "scim2-tester: {printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("failures=0"), "{printed}");
+    let listed = org.admin(&["admin", "scim", "token", "list", "--json"]);
+    assert_eq!(listed[0]["name"], "idp");
+
+    // A provider creates Erin; her device enrols with a code the admin issues; the provider
+    // deactivates her: her device is revoked.
+    let request = |method: &str, path: &str, body: &str, bearer: &str| -> (u16, String) {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--cacert", ca.to_str().unwrap(), "-X", method, "-H"])
+            .arg(format!("Authorization: Bearer {bearer}"))
+            .args([
+                "-H",
+                "Content-Type: application/scim+json",
+                "-w",
+                "\n%{http_code}",
+                "--data",
+                body,
+            ])
+            .arg(format!("{base}{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.parse().unwrap(), body.to_owned())
+    };
+    let erin = r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"Erin@corp.test","displayName":"Erin Example","active":true}"#;
+    let (status, body) = request("POST", "/Users", erin, &token);
+    assert_eq!(status, 201, "{body}");
+    let issued = org.admin(&["admin", "device", "add", "erin", "--json", "--no-qr"]);
+    let phone = org.profile("erin-phone");
+    enroll(&phone, issued["code"].as_str().unwrap(), "erin-phone");
+    let deactivate = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"active","value":"False"}]}"#;
+    // A bad token is refused and changes nothing.
+    let (status, _) = request("PATCH", "/Users/erin", deactivate, "rdscim_not-a-token");
+    assert_eq!(status, 401);
+    json_ok(&phone, &["whoami", "--json"], &[]);
+    let (status, body) = request("PATCH", "/Users/erin", deactivate, &token);
+    assert_eq!(status, 200, "{body}");
+    let refused = json_error(&phone, &["whoami", "--json"], &[]);
+    assert!(message(&refused).contains("revoked"), "{refused}");
+    // A revoked token is refused.
+    org.admin(&["admin", "scim", "token", "revoke", "idp", "--json"]);
+    let (status, _) = request("GET", "/Users", "", &token);
+    assert_eq!(status, 401);
+}

@@ -21,6 +21,7 @@ mod migrate;
 mod org;
 mod pending;
 mod rate_limit;
+mod scim;
 mod session;
 mod tls;
 

@@ -35,10 +35,18 @@ struct AppState {
 }
 
 fn router(state: Arc<State>, shutdown: watch::Receiver<bool>) -> Router {
+    let scim = crate::scim::router(
+        Arc::new(crate::directory::scim_backend::StoreScim { state: state.clone() }),
+        crate::scim::ScimConfig {
+            base_url: format!("https://{}/scim/v2", state.public_address),
+            limits: crate::scim::ScimLimits::default(),
+        },
+    );
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/ws", get(websocket))
         .with_state(AppState { state, shutdown })
+        .nest("/scim/v2", scim)
 }
 
 async fn health() -> impl IntoResponse {

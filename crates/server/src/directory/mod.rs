@@ -14,6 +14,7 @@
 pub(crate) mod code_mail;
 pub(crate) mod ldap;
 pub(crate) mod plan;
+pub(crate) mod scim_backend;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,599 @@
+//! The SCIM endpoint's storage: users and groups an identity provider provisions, kept as
+//! Redoubt users and directory groups with a `scim` link (see the module above).
+//!
+//! A SCIM user's id is its Redoubt name: the `userName`'s part before any `@`, lower-cased
+//! and held to Redoubt's rules (`Alice.Smith@corp.test` becomes `alice.smith`). Users and
+//! groups without a SCIM link (made by hand or by LDAP sync) are not listed and cannot be
+//! changed through SCIM; a `userName` that maps onto one is a uniqueness conflict. A user set
+//! `active: false` or deleted is disabled, with their devices revoked in the same
+//! transaction; a deleted user's row stays (devices and the audit log refer to it) and is
+//! hidden from SCIM until provisioned again. Every change is audited naming the token.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use redoubt_proto::{DeviceId, DisplayName, GroupName, UserName};
+use redoubt_store::{AuditEvent, Change, UserRecord};
+use serde_json::json;
+
+use super::plan::{group_name_from, user_name_from};
+use super::{
+    GROUP_LINK_PREFIX, GroupLink, LinkSource, USER_LINK_PREFIX, UserLink, link_change, links, token_hash,
+};
+use crate::State;
+use crate::api::new_activation_code;
+use crate::cluster::{Hint, announce};
+use crate::error::ApiError;
+use crate::scim::{GroupRef, MemberRef, Meta, ScimBackend, ScimEmail, ScimError, ScimGroup, ScimUser};
+
+/// The SCIM backend over the server's store.
+pub(crate) struct StoreScim {
+    pub state: Arc<State>,
+}
+
+fn stored(error: ApiError) -> ScimError {
+    ScimError::internal(error.0.message)
+}
+
+fn rfc3339(unix_s: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix_s).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn meta(created: i64, link_updated: i64, version: u64) -> Meta {
+    Meta {
+        created: rfc3339(created),
+        last_modified: rfc3339(link_updated.max(created)),
+        version: format!("W/\"{version}\""),
+    }
+}
+
+/// The Redoubt name for a SCIM `userName`.
+fn redoubt_name(user_name: &str) -> Result<UserName, ScimError> {
+    let local = user_name.split('@').next().unwrap_or_default();
+    user_name_from(local).map_err(ScimError::invalid_value)
+}
+
+fn display_name(text: Option<&str>) -> Option<DisplayName> {
+    text.and_then(|t| DisplayName::parse(t.trim()).ok())
+}
+
+fn scim_fields(user: &ScimUser) -> serde_json::Value {
+    json!({
+        "externalId": user.external_id,
+        "displayName": user.display_name,
+        "givenName": user.given_name,
+        "familyName": user.family_name,
+        "emails": user.emails.iter().map(|e| json!({"value": e.value, "type": e.kind, "primary": e.primary})).collect::<Vec<_>>(),
+        "deleted": false,
+    })
+}
+
+fn is_deleted(link: &UserLink) -> bool {
+    link.scim
+        .as_ref()
+        .and_then(|s| s["deleted"].as_bool())
+        .unwrap_or(false)
+}
+
+impl StoreScim {
+    fn audit(&self, token: &str, action: &'static str, subject: String, details: String) -> AuditEvent {
+        AuditEvent {
+            at_unix_s: self.state.now(),
+            actor_user: None,
+            actor_device: None,
+            action,
+            subject,
+            details: format!(
+                "by SCIM token {token}{}{details}",
+                if details.is_empty() { "" } else { ": " }
+            ),
+        }
+    }
+
+    async fn user_links(&self) -> Result<BTreeMap<UserName, UserLink>, ScimError> {
+        links(&self.state, USER_LINK_PREFIX, |n| UserName::parse(n).ok())
+            .await
+            .map_err(stored)
+    }
+
+    async fn group_links(&self) -> Result<BTreeMap<GroupName, GroupLink>, ScimError> {
+        links(&self.state, GROUP_LINK_PREFIX, |n| GroupName::parse(n).ok())
+            .await
+            .map_err(stored)
+    }
+
+    async fn to_scim_user(&self, record: &UserRecord, link: &UserLink, groups: &[GroupRef]) -> ScimUser {
+        let scim = link.scim.clone().unwrap_or_default();
+        let text = |key: &str| scim[key].as_str().map(str::to_owned);
+        ScimUser {
+            id: record.name.to_string(),
+            external_id: text("externalId"),
+            user_name: link.external_name.clone(),
+            display_name: text("displayName").or_else(|| record.display_name.as_ref().map(|d| d.to_string())),
+            given_name: text("givenName"),
+            family_name: text("familyName"),
+            emails: scim["emails"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    Some(ScimEmail {
+                        value: e["value"].as_str()?.to_owned(),
+                        kind: e["type"].as_str().map(str::to_owned),
+                        primary: e["primary"].as_bool().unwrap_or(false),
+                    })
+                })
+                .collect(),
+            active: record.disabled_at_unix_s.is_none(),
+            groups: groups.to_vec(),
+            meta: meta(record.created_at_unix_s, link.updated_at_unix_s, link.version),
+        }
+    }
+
+    /// Every SCIM-provisioned user (not deleted), with their SCIM groups.
+    async fn scim_users(&self) -> Result<Vec<ScimUser>, ScimError> {
+        let links = self.user_links().await?;
+        let group_links = self.group_links().await?;
+        let mut groups_of: BTreeMap<UserName, Vec<GroupRef>> = BTreeMap::new();
+        for group in self
+            .state
+            .store
+            .directory_groups()
+            .await
+            .map_err(|e| stored(e.into()))?
+        {
+            if !group_links
+                .get(&group.name)
+                .is_some_and(|l| l.source == LinkSource::Scim)
+            {
+                continue;
+            }
+            for member in group.members {
+                groups_of.entry(member).or_default().push(GroupRef {
+                    value: group.name.to_string(),
+                    display: group_links[&group.name]
+                        .scim
+                        .as_ref()
+                        .and_then(|s| s["displayName"].as_str())
+                        .map(str::to_owned),
+                });
+            }
+        }
+        let mut out = Vec::new();
+        for record in self
+            .state
+            .store
+            .list_users()
+            .await
+            .map_err(|e| stored(e.into()))?
+        {
+            let Some(link) = links
+                .get(&record.name)
+                .filter(|l| l.source == LinkSource::Scim && !is_deleted(l))
+            else {
+                continue;
+            };
+            let groups = groups_of.remove(&record.name).unwrap_or_default();
+            out.push(self.to_scim_user(&record, link, &groups).await);
+        }
+        Ok(out)
+    }
+
+    async fn active_devices(&self, user: &UserName) -> Result<Vec<DeviceId>, ScimError> {
+        Ok(self
+            .state
+            .store
+            .list_devices(Some(user))
+            .await
+            .map_err(|e| stored(e.into()))?
+            .into_iter()
+            .filter(|d| d.revoked_at_unix_s.is_none())
+            .map(|d| d.id)
+            .collect())
+    }
+
+    /// Applies `changes` with `events`, then closes revoked devices' sessions and tells
+    /// devices of a policy change.
+    async fn commit(
+        &self,
+        changes: &[Change],
+        events: &[AuditEvent],
+        revoked: &[DeviceId],
+    ) -> Result<(), ScimError> {
+        let applied = self
+            .state
+            .store
+            .apply(changes, events)
+            .await
+            .map_err(|e| match e {
+                redoubt_store::StoreError::AlreadyExists(what) => {
+                    ScimError::uniqueness(format!("that {what} exists"))
+                }
+                redoubt_store::StoreError::NotFound(what) => {
+                    ScimError::invalid_value(format!("no such {what}"))
+                }
+                other => stored(other.into()),
+            })?;
+        super::after_revocations(&self.state, revoked).await;
+        if let Some(version) = applied.policy_version {
+            announce(&self.state, Hint::PolicyChanged { version });
+        }
+        Ok(())
+    }
+
+    async fn scim_user_by_id(&self, id: &str) -> Result<Option<(UserRecord, UserLink)>, ScimError> {
+        let Ok(name) = UserName::parse(id) else {
+            return Ok(None);
+        };
+        let Some(record) = self.state.store.user(&name).await.map_err(|e| stored(e.into()))? else {
+            return Ok(None);
+        };
+        let link = self.user_links().await?.remove(&name);
+        Ok(link
+            .filter(|l| l.source == LinkSource::Scim && !is_deleted(l))
+            .map(|l| (record, l)))
+    }
+
+    async fn scim_group(&self, id: &str) -> Result<Option<ScimGroup>, ScimError> {
+        Ok(self.list_groups().await?.into_iter().find(|g| g.id == id))
+    }
+}
+
+fn disable_changes(user: &UserName, now: i64, devices: &[DeviceId]) -> Vec<Change> {
+    let mut changes = vec![Change::SetUserDisabled {
+        user: user.clone(),
+        at_unix_s: Some(now),
+    }];
+    changes.extend(devices.iter().map(|device| Change::RevokeDevice {
+        device: *device,
+        at_unix_s: now,
+    }));
+    changes
+}
+
+impl ScimBackend for StoreScim {
+    async fn authenticate(&self, bearer: &str) -> Option<String> {
+        let presented = token_hash(bearer);
+        let tokens = super::scim_tokens(&self.state).await.ok()?;
+        let mut found = None;
+        // Every stored hash is compared, each in constant time.
+        for (name, stored) in tokens {
+            let differs = stored
+                .hash
+                .iter()
+                .zip(presented.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if differs == 0 {
+                found = Some(name);
+            }
+        }
+        found
+    }
+
+    async fn list_users(&self) -> Result<Vec<ScimUser>, ScimError> {
+        self.scim_users().await
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<ScimUser>, ScimError> {
+        Ok(self.scim_users().await?.into_iter().find(|u| u.id == id))
+    }
+
+    async fn create_user(&self, token: &str, user: ScimUser) -> Result<ScimUser, ScimError> {
+        let name = redoubt_name(&user.user_name)?;
+        let now = self.state.now();
+        let existing = self.state.store.user(&name).await.map_err(|e| stored(e.into()))?;
+        let previous = self.user_links().await?.remove(&name);
+        let mut changes = Vec::new();
+        match (&existing, &previous) {
+            (None, _) => {
+                let (code, _issued) = new_activation_code(&self.state, &name, now);
+                changes.push(Change::CreateUser {
+                    user: UserRecord {
+                        name: name.clone(),
+                        display_name: display_name(user.display_name.as_deref()),
+                        roles: vec![],
+                        created_at_unix_s: now,
+                        disabled_at_unix_s: None,
+                    },
+                    code,
+                });
+            }
+            // Provisioned before and deleted: provisioned again.
+            (Some(_), Some(link)) if link.source == LinkSource::Scim && is_deleted(link) => {
+                changes.push(Change::SetUserDisabled {
+                    user: name.clone(),
+                    at_unix_s: None,
+                });
+                changes.push(Change::SetDisplayName {
+                    user: name.clone(),
+                    display_name: display_name(user.display_name.as_deref()),
+                });
+                let (code, _issued) = new_activation_code(&self.state, &name, now);
+                changes.push(Change::CreateActivationCode(code));
+            }
+            (Some(_), _) => {
+                return Err(ScimError::uniqueness(format!(
+                    "userName {:?} is the Redoubt user {name}, which exists",
+                    user.user_name
+                )));
+            }
+        }
+        if !user.active {
+            changes.extend(disable_changes(&name, now, &[]));
+        }
+        let link = UserLink {
+            source: LinkSource::Scim,
+            dn: None,
+            external_name: user.user_name.clone(),
+            mail: user
+                .emails
+                .iter()
+                .find(|e| e.primary)
+                .or(user.emails.first())
+                .map(|e| e.value.clone()),
+            scim: Some(scim_fields(&user)),
+            updated_at_unix_s: now,
+            version: previous.map_or(1, |l| l.version + 1),
+        };
+        changes.push(link_change(USER_LINK_PREFIX, name.as_str(), Some(&link)).map_err(stored)?);
+        let event = self.audit(
+            token,
+            "scim.user.create",
+            format!("user {name}"),
+            format!("userName {:?}", user.user_name),
+        );
+        self.commit(&changes, &[event], &[]).await?;
+        self.get_user(name.as_str())
+            .await?
+            .ok_or_else(|| ScimError::internal("the new user is missing"))
+    }
+
+    async fn replace_user(&self, token: &str, id: &str, user: ScimUser) -> Result<ScimUser, ScimError> {
+        let Some((record, mut link)) = self.scim_user_by_id(id).await? else {
+            return Err(ScimError::not_found(format!("no user {id}")));
+        };
+        // A new userName keeps the id (the Redoubt name): identity providers rename.
+        let now = self.state.now();
+        let mut changes = vec![Change::SetDisplayName {
+            user: record.name.clone(),
+            display_name: display_name(user.display_name.as_deref()),
+        }];
+        let mut revoked = Vec::new();
+        let mut details = String::new();
+        match (record.disabled_at_unix_s.is_none(), user.active) {
+            (true, false) => {
+                revoked = self.active_devices(&record.name).await?;
+                changes.extend(disable_changes(&record.name, now, &revoked));
+                details = format!("deactivated; {} device(s) revoked", revoked.len());
+            }
+            (false, true) => {
+                changes.push(Change::SetUserDisabled {
+                    user: record.name.clone(),
+                    at_unix_s: None,
+                });
+                details = "activated".into();
+            }
+            _ => {}
+        }
+        link.external_name = user.user_name.clone();
+        link.mail = user
+            .emails
+            .iter()
+            .find(|e| e.primary)
+            .or(user.emails.first())
+            .map(|e| e.value.clone());
+        link.scim = Some(scim_fields(&user));
+        link.updated_at_unix_s = now;
+        link.version += 1;
+        changes.push(link_change(USER_LINK_PREFIX, record.name.as_str(), Some(&link)).map_err(stored)?);
+        let event = self.audit(
+            token,
+            "scim.user.replace",
+            format!("user {}", record.name),
+            details,
+        );
+        self.commit(&changes, &[event], &revoked).await?;
+        self.get_user(id)
+            .await?
+            .ok_or_else(|| ScimError::internal("the user is missing"))
+    }
+
+    async fn delete_user(&self, token: &str, id: &str) -> Result<(), ScimError> {
+        let Some((record, mut link)) = self.scim_user_by_id(id).await? else {
+            return Err(ScimError::not_found(format!("no user {id}")));
+        };
+        let now = self.state.now();
+        let revoked = self.active_devices(&record.name).await?;
+        let mut changes = if record.disabled_at_unix_s.is_none() {
+            disable_changes(&record.name, now, &revoked)
+        } else {
+            revoked
+                .iter()
+                .map(|device| Change::RevokeDevice {
+                    device: *device,
+                    at_unix_s: now,
+                })
+                .collect()
+        };
+        // Out of every SCIM group too.
+        for group in self.list_groups().await? {
+            if group.members.iter().any(|m| m.value == id)
+                && let Ok(group) = GroupName::parse(&group.id)
+            {
+                changes.push(Change::SetGroupMember {
+                    group,
+                    user: record.name.clone(),
+                    member: false,
+                });
+                changes.push(Change::BumpPolicyVersion);
+            }
+        }
+        if let Some(scim) = link.scim.as_mut() {
+            scim["deleted"] = json!(true);
+        }
+        link.updated_at_unix_s = now;
+        link.version += 1;
+        changes.push(link_change(USER_LINK_PREFIX, record.name.as_str(), Some(&link)).map_err(stored)?);
+        let event = self.audit(
+            token,
+            "scim.user.delete",
+            format!("user {}", record.name),
+            format!("disabled; {} device(s) revoked", revoked.len()),
+        );
+        self.commit(&changes, &[event], &revoked).await
+    }
+
+    async fn list_groups(&self) -> Result<Vec<ScimGroup>, ScimError> {
+        let links = self.group_links().await?;
+        let display: BTreeMap<UserName, String> = self
+            .scim_users()
+            .await?
+            .into_iter()
+            .filter_map(|u| Some((UserName::parse(&u.id).ok()?, u.display_name?)))
+            .collect();
+        Ok(self
+            .state
+            .store
+            .directory_groups()
+            .await
+            .map_err(|e| stored(e.into()))?
+            .into_iter()
+            .filter_map(|group| {
+                let link = links.get(&group.name).filter(|l| l.source == LinkSource::Scim)?;
+                let scim = link.scim.clone().unwrap_or_default();
+                Some(ScimGroup {
+                    id: group.name.to_string(),
+                    external_id: scim["externalId"].as_str().map(str::to_owned),
+                    display_name: scim["displayName"]
+                        .as_str()
+                        .map_or_else(|| group.name.to_string(), str::to_owned),
+                    members: group
+                        .members
+                        .iter()
+                        .map(|m| MemberRef {
+                            value: m.to_string(),
+                            display: display.get(m).cloned(),
+                        })
+                        .collect(),
+                    meta: meta(group.created_at_unix_s, link.updated_at_unix_s, link.version),
+                })
+            })
+            .collect())
+    }
+
+    async fn get_group(&self, id: &str) -> Result<Option<ScimGroup>, ScimError> {
+        self.scim_group(id).await
+    }
+
+    async fn create_group(&self, token: &str, group: ScimGroup) -> Result<ScimGroup, ScimError> {
+        let name = group_name_from(&group.display_name).map_err(ScimError::invalid_value)?;
+        let now = self.state.now();
+        let mut changes = vec![Change::CreateGroup {
+            group: name.clone(),
+            at_unix_s: now,
+        }];
+        changes.extend(self.member_changes(&name, &[], &group.members).await?);
+        let link = GroupLink {
+            source: LinkSource::Scim,
+            dn: None,
+            scim: Some(json!({"externalId": group.external_id, "displayName": group.display_name})),
+            updated_at_unix_s: now,
+            version: 1,
+        };
+        changes.push(link_change(GROUP_LINK_PREFIX, name.as_str(), Some(&link)).map_err(stored)?);
+        let event = self.audit(token, "scim.group.create", format!("group {name}"), String::new());
+        self.commit(&changes, &[event], &[]).await?;
+        self.scim_group(name.as_str())
+            .await?
+            .ok_or_else(|| ScimError::internal("the new group is missing"))
+    }
+
+    async fn replace_group(&self, token: &str, id: &str, group: ScimGroup) -> Result<ScimGroup, ScimError> {
+        let Some(current) = self.scim_group(id).await? else {
+            return Err(ScimError::not_found(format!("no group {id}")));
+        };
+        let name = GroupName::parse(id).map_err(|_| ScimError::not_found(format!("no group {id}")))?;
+        // A new displayName keeps the id (the Redoubt group name).
+        let now = self.state.now();
+        let mut changes = self
+            .member_changes(&name, &current.members, &group.members)
+            .await?;
+        let mut link = self
+            .group_links()
+            .await?
+            .remove(&name)
+            .ok_or_else(|| ScimError::not_found(format!("no group {id}")))?;
+        link.scim = Some(json!({"externalId": group.external_id, "displayName": group.display_name}));
+        link.updated_at_unix_s = now;
+        link.version += 1;
+        changes.push(link_change(GROUP_LINK_PREFIX, name.as_str(), Some(&link)).map_err(stored)?);
+        let event = self.audit(
+            token,
+            "scim.group.replace",
+            format!("group {name}"),
+            String::new(),
+        );
+        self.commit(&changes, &[event], &[]).await?;
+        self.scim_group(id)
+            .await?
+            .ok_or_else(|| ScimError::internal("the group is missing"))
+    }
+
+    async fn delete_group(&self, token: &str, id: &str) -> Result<(), ScimError> {
+        if self.scim_group(id).await?.is_none() {
+            return Err(ScimError::not_found(format!("no group {id}")));
+        }
+        let name = GroupName::parse(id).map_err(|_| ScimError::not_found(format!("no group {id}")))?;
+        let changes = vec![
+            Change::DeleteGroup { group: name.clone() },
+            link_change::<GroupLink>(GROUP_LINK_PREFIX, name.as_str(), None).map_err(stored)?,
+            Change::BumpPolicyVersion,
+        ];
+        let event = self.audit(token, "scim.group.delete", format!("group {name}"), String::new());
+        self.commit(&changes, &[event], &[]).await
+    }
+}
+
+impl StoreScim {
+    /// The membership changes from `have` to `want` (members are user ids), with a policy
+    /// version bump when there is any. Unknown users are refused.
+    async fn member_changes(
+        &self,
+        group: &GroupName,
+        have: &[MemberRef],
+        want: &[MemberRef],
+    ) -> Result<Vec<Change>, ScimError> {
+        let have: std::collections::BTreeSet<&str> = have.iter().map(|m| m.value.as_str()).collect();
+        let want: std::collections::BTreeSet<&str> = want.iter().map(|m| m.value.as_str()).collect();
+        let mut changes = Vec::new();
+        for (value, member) in want
+            .difference(&have)
+            .map(|v| (*v, true))
+            .chain(have.difference(&want).map(|v| (*v, false)))
+        {
+            let user =
+                UserName::parse(value).map_err(|_| ScimError::invalid_value(format!("no user {value}")))?;
+            if member
+                && self
+                    .state
+                    .store
+                    .user(&user)
+                    .await
+                    .map_err(|e| stored(e.into()))?
+                    .is_none()
+            {
+                return Err(ScimError::invalid_value(format!("no user {value}")));
+            }
+            changes.push(Change::SetGroupMember {
+                group: group.clone(),
+                user,
+                member,
+            });
+        }
+        if !changes.is_empty() {
+            changes.push(Change::BumpPolicyVersion);
+        }
+        Ok(changes)
+    }
+}
