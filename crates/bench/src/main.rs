@@ -4,6 +4,7 @@
 
 mod big_group;
 mod device;
+mod directory_sync;
 mod history;
 mod mail_push;
 mod messaging;
@@ -88,6 +89,10 @@ enum Scenario {
     /// One device's local history search over --messages messages (no server): p50/p99
     /// query latency against plain SQLite FTS5 over the same text.
     Search(search::SearchArgs),
+    /// --users LDAP users in --groups groups in a real slapd (needs `.ci/install-slapd`):
+    /// the first directory sync, then an incremental one of 100 changes against the raw
+    /// `ldapsearch` of the same entries.
+    DirectorySync(DirectorySyncArgs),
     /// Internal: the child-process server of --spawn-server.
     #[command(hide = true)]
     Serve {
@@ -193,6 +198,16 @@ pub struct HistoryArgs {
     /// Plaintext text bytes per message.
     #[arg(long, default_value_t = 200)]
     pub body_bytes: usize,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DirectorySyncArgs {
+    /// Users in the directory (`user00000`..).
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
+    /// Groups they are spread over (user i in group i mod GROUPS).
+    #[arg(long, default_value_t = 100)]
+    pub groups: usize,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -332,6 +347,7 @@ fn main() -> Result<()> {
             Scenario::FanoutScaling(args) => scenarios::fanout(&mut target, &common, args).await,
             Scenario::MailPush(args) => mail_push::run(&mut target, &common, args).await,
             Scenario::History(args) => history::run(&mut target, &common, args).await,
+            Scenario::DirectorySync(args) => directory_sync::run(&mut target, &common, args).await,
             Scenario::Serve { .. } | Scenario::Search(_) => Err(anyhow!("unreachable")),
         };
         let stopped = target.stop().await;
