@@ -35,14 +35,15 @@ fn set_directory(org: &Org, slapd: &Slapd, preset: &str, extra: &[&str]) -> Valu
         slapd.service_dn(),
         "--password-file",
         password.to_str().unwrap(),
-        "--base-dn",
-        slapd.base_dn(),
         "--preset",
         preset,
         "--interval",
         "0",
         "--json",
     ];
+    if !extra.contains(&"--base-dn") {
+        args.extend(["--base-dn", slapd.base_dn()]);
+    }
     args.extend_from_slice(extra);
     org.admin(&args)
 }
@@ -464,4 +465,95 @@ fn scim_provisioning_passes_scim2_tester_and_deactivation_revokes_devices() {
     org.admin(&["admin", "scim", "token", "revoke", "idp", "--json"]);
     let (status, _) = request("GET", "/Users", "", &token);
     assert_eq!(status, 401);
+}
+
+/// Entries whose user name holds NUL, bytes that are not UTF-8, filter syntax, or 10,000
+/// values; a group of 10,000 members; a referral that points at itself. Each bad entry is
+/// skipped with its reason while the good ones sync; a base DN that is a referral fails the
+/// whole sync with a clear error and changes nothing.
+#[test]
+fn hostile_directory_data_is_skipped_or_refused_and_nothing_is_half_applied() {
+    let root = tempfile::tempdir().unwrap();
+    let slapd = Slapd::start();
+    let people = slapd.people_dn();
+    let entry = |cn: &str, raw: &[&[u8]]| {
+        let mut ldif = format!(
+            "dn: cn={cn},{people}\nobjectClass: inetOrgPerson\nobjectClass: redoubtRaw\ncn: {cn}\nsn: {cn}\n"
+        );
+        for value in raw {
+            slapd::ldif_line(&mut ldif, "redoubtRawName", value);
+        }
+        ldif
+    };
+    let many: Vec<Vec<u8>> = (0..10_000).map(|i| format!("m{i:05}").into_bytes()).collect();
+    let many: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+    let ldif = [
+        entry("good1", &[b"good1"]),
+        entry("good2", &[b"good2"]),
+        entry("nul", &[b"nul\0user"]),
+        entry("binary", &[&[0xff, 0xfe, b'x']]),
+        entry("wild", &[b"a*)(uid=*\\"]),
+        entry("many", &many),
+    ]
+    .join("\n");
+    slapd.add_ldif(&ldif);
+    let mut group = format!(
+        "dn: cn=big,{}\nobjectClass: groupOfNames\ncn: big\nmember: cn=good1,{people}\n",
+        slapd.groups_dn()
+    );
+    for i in 0..10_000 {
+        group.push_str(&format!("member: cn=nobody{i:05},{people}\n"));
+    }
+    slapd.add_ldif(&group);
+    let base = slapd.base_dn();
+    let loop_url = format!("{}/ou=loop,{base}", slapd.ldap_url());
+    slapd.add_ldif_manage_dsa_it(&format!(
+        "dn: ou=loop,{base}\nobjectClass: referral\nobjectClass: extensibleObject\nou: loop\nref: {loop_url}\n"
+    ));
+
+    let org = Org::start(root.path(), "127.0.0.1:0", &[]);
+    set_directory(&org, &slapd, "openldap", &["--username-attr", "redoubtRawName"]);
+    let report = sync(&org, &[]);
+    assert_eq!(
+        names(&report["create"], "user"),
+        BTreeSet::from(["good1".to_owned(), "good2".to_owned()]),
+        "{report:#}"
+    );
+    let reasons: Vec<String> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {}",
+                s["entry"].as_str().unwrap(),
+                s["reason"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 4, "{reasons:#?}");
+    for (entry, reason) in [
+        ("cn=nul", "control character"),
+        ("cn=binary", "not UTF-8"),
+        ("cn=wild", "cannot be a Redoubt user name"),
+        ("cn=many", "10000 values"),
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.starts_with(entry) && r.contains(reason)),
+            "{entry}: {reason} in {reasons:#?}"
+        );
+    }
+    assert_eq!(
+        report["memberships"],
+        serde_json::json!([{ "group": "big", "user": "good1", "add": true }])
+    );
+
+    // A base DN that is itself a referral (to itself): not followed, a clear error, and
+    // nothing changes.
+    let before = org.admin(&["admin", "user", "list", "--json"]);
+    let loop_dn = format!("ou=loop,{base}");
+    set_directory(&org, &slapd, "openldap", &["--base-dn", &loop_dn]);
+    let failed = json_error(&org.admin, &["admin", "directory", "sync", "--json"], &[]);
+    assert!(message(&failed).contains("does not follow referrals"), "{failed}");
+    assert_eq!(org.admin(&["admin", "user", "list", "--json"]), before);
 }

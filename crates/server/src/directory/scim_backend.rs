@@ -240,6 +240,21 @@ impl StoreScim {
     }
 }
 
+/// Refuses a change computed from another version than the stored one (a PATCH read on
+/// another node meanwhile, a PUT with a stale `If-Match`). The router serialises its own
+/// read-modify-write; this catches the other nodes' (up to the short window between this
+/// read and the commit).
+fn stale(from: &str, current: u64) -> Result<(), ScimError> {
+    let from = from.trim_start_matches("W/").trim_matches('"');
+    if from.is_empty() || from == current.to_string() {
+        Ok(())
+    } else {
+        Err(ScimError::precondition_failed(format!(
+            "the resource changed meanwhile (version {current}); read it again"
+        )))
+    }
+}
+
 fn disable_changes(user: &UserName, now: i64, devices: &[DeviceId]) -> Vec<Change> {
     let mut changes = vec![Change::SetUserDisabled {
         user: user.clone(),
@@ -353,6 +368,7 @@ impl ScimBackend for StoreScim {
         let Some((record, mut link)) = self.scim_user_by_id(id).await? else {
             return Err(ScimError::not_found(format!("no user {id}")));
         };
+        stale(&user.meta.version, link.version)?;
         // A new userName keeps the id (the Redoubt name): identity providers rename.
         let now = self.state.now();
         let mut changes = vec![Change::SetDisplayName {
@@ -524,6 +540,7 @@ impl ScimBackend for StoreScim {
             .await?
             .remove(&name)
             .ok_or_else(|| ScimError::not_found(format!("no group {id}")))?;
+        stale(&group.meta.version, link.version)?;
         link.scim = Some(json!({"externalId": group.external_id, "displayName": group.display_name}));
         link.updated_at_unix_s = now;
         link.version += 1;
