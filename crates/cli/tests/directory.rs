@@ -136,6 +136,16 @@ fn people_and_groups_follow_openldap_and_lose_access_when_it_says_so() {
             .unwrap()
             .contains(&Value::from("alice"))
     );
+    // The directory's mail attribute maps each user's mailbox for the mail connector.
+    let mail = org.admin(&["admin", "mail", "show", "--json"]);
+    let alice_mail = mail["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user"] == "alice")
+        .unwrap_or_else(|| panic!("alice has a mailbox: {mail:#}"));
+    assert_eq!(alice_mail["address"], "user00000@corp.test");
+    assert_eq!(alice_mail["mapped"], true);
     // Run again: nothing to change.
     let again = sync(&org, &[]);
     assert!(again["create"].as_array().unwrap().is_empty(), "{again:#}");

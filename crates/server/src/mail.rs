@@ -249,6 +249,17 @@ pub(crate) async fn map(
     Ok(())
 }
 
+/// Maps `user` to the mailbox `address` the organisation's directory gives, when it is a
+/// usable address (the connector then serves that mailbox); `None` otherwise.
+pub(crate) fn directory_address(user: &UserName, address: Option<&str>) -> Option<Change> {
+    let address = address?;
+    redoubt_proto::check_address(address).ok()?;
+    Some(Change::SetSetting {
+        key: format!("{ADDRESS_PREFIX}{user}"),
+        value: Some(address.as_bytes().to_vec()),
+    })
+}
+
 /// The label a user's own credential is sealed under: bound to the user, so a sealed
 /// credential moved to another user's key does not open.
 fn credential_label(user: &UserName) -> Vec<u8> {

@@ -521,6 +521,7 @@ pub(crate) async fn apply(
         let mut link = UserLink::ldap(dn.clone(), user.user.to_string(), user.mail.clone());
         link.updated_at_unix_s = now;
         changes.push(link_change(USER_LINK_PREFIX, user.user.as_str(), Some(&link))?);
+        changes.extend(crate::mail::directory_address(&user.user, user.mail.as_deref()));
         events.push(event(
             "directory.user.create",
             format!("user {}", user.user),
@@ -534,6 +535,12 @@ pub(crate) async fn apply(
             display_name: update.display_name.clone(),
         });
         let previous = users.get(&update.user).and_then(|u| u.link.clone());
+        if previous.as_ref().is_some_and(|l| l.mail != update.mail) {
+            changes.extend(crate::mail::directory_address(
+                &update.user,
+                update.mail.as_deref(),
+            ));
+        }
         let dn = plan.dns.get(&update.user).cloned().unwrap_or_default();
         let mut link = previous.unwrap_or_else(|| UserLink::ldap(dn.clone(), update.user.to_string(), None));
         link.dn = Some(dn);
@@ -628,6 +635,10 @@ pub(crate) async fn apply(
         other => other.into(),
     })?;
     after_revocations(state, &revoked).await;
+    if !public.create.is_empty() || !public.update.is_empty() {
+        // Mailbox addresses may have been mapped: the connector reads them again.
+        announce(state, Hint::MailChanged);
+    }
     if let Some(version) = applied.policy_version {
         announce(state, Hint::PolicyChanged { version });
     }

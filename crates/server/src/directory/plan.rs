@@ -76,6 +76,23 @@ fn display_name(value: Option<&str>) -> Option<DisplayName> {
     DisplayName::parse(cut.trim()).ok()
 }
 
+fn skip(out: &mut SyncPlan, dn: &str, reason: impl Into<String>) {
+    out.skipped.push(SkippedEntry {
+        entry: printable(dn),
+        reason: reason.into(),
+    });
+}
+
+/// Why a directory entry may not take over a Redoubt `kind` named `name` that exists
+/// (`owner`: `Some(link source)` when it exists): made by hand, or owned by SCIM.
+fn owned_elsewhere(owner: Option<Option<LinkSource>>, kind: &str, name: &str) -> Option<String> {
+    match owner {
+        Some(None) => Some(format!("a {kind} {name} made by hand exists; not merged")),
+        Some(Some(LinkSource::Scim)) => Some(format!("the {kind} {name} is provisioned through SCIM")),
+        Some(Some(LinkSource::Ldap)) | None => None,
+    }
+}
+
 /// A plan and what it leaves for the apply step.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Plan {
@@ -121,36 +138,22 @@ pub(crate) fn plan(
         {
             Ok(name) => name,
             Err(reason) => {
-                out.skipped.push(SkippedEntry {
-                    entry: printable(&entry.dn),
-                    reason,
-                });
+                skip(out, &entry.dn, reason);
                 continue;
             }
         };
         if let Some(first) = by_name.get(&name) {
-            out.skipped.push(SkippedEntry {
-                entry: printable(&entry.dn),
-                reason: format!("the name {name} is taken by {}", printable(&first.dn)),
-            });
+            skip(
+                out,
+                &entry.dn,
+                format!("the name {name} is taken by {}", printable(&first.dn)),
+            );
             continue;
         }
-        match users.get(&name).map(|u| u.link.as_ref().map(|l| l.source)) {
-            Some(None) => {
-                out.skipped.push(SkippedEntry {
-                    entry: printable(&entry.dn),
-                    reason: format!("a user {name} made by hand exists; not merged"),
-                });
-                continue;
-            }
-            Some(Some(LinkSource::Scim)) => {
-                out.skipped.push(SkippedEntry {
-                    entry: printable(&entry.dn),
-                    reason: format!("the user {name} is provisioned through SCIM"),
-                });
-                continue;
-            }
-            _ => {}
+        let owner = users.get(&name).map(|u| u.link.as_ref().map(|l| l.source));
+        if let Some(reason) = owned_elsewhere(owner, "user", name.as_str()) {
+            skip(out, &entry.dn, reason);
+            continue;
         }
         by_name.insert(name.clone(), entry);
         member_of_dn.insert(normalise_dn(&entry.dn), name);
@@ -261,41 +264,27 @@ pub(crate) fn plan(
         {
             Ok(name) => name,
             Err(reason) => {
-                out.skipped.push(SkippedEntry {
-                    entry: printable(&entry.dn),
-                    reason,
-                });
+                skip(out, &entry.dn, reason);
                 continue;
             }
         };
         if !seen_groups.insert(name.clone()) {
-            out.skipped.push(SkippedEntry {
-                entry: printable(&entry.dn),
-                reason: format!("another directory group is also named {name}"),
-            });
+            skip(
+                out,
+                &entry.dn,
+                format!("another directory group is also named {name}"),
+            );
             continue;
         }
         let current = groups.get(&name);
-        match current.map(|g| g.link.as_ref().map(|l| l.source)) {
-            Some(None) => {
-                out.skipped.push(SkippedEntry {
-                    entry: printable(&entry.dn),
-                    reason: format!("a group {name} made by hand exists; not merged"),
-                });
-                continue;
-            }
-            Some(Some(LinkSource::Scim)) => {
-                out.skipped.push(SkippedEntry {
-                    entry: printable(&entry.dn),
-                    reason: format!("the group {name} is provisioned through SCIM"),
-                });
-                continue;
-            }
-            Some(Some(LinkSource::Ldap)) => {}
-            None => {
-                out.create_groups.push(name.clone());
-                plan.group_dns.insert(name.clone(), entry.dn.clone());
-            }
+        let owner = current.map(|g| g.link.as_ref().map(|l| l.source));
+        if let Some(reason) = owned_elsewhere(owner, "group", name.as_str()) {
+            skip(out, &entry.dn, reason);
+            continue;
+        }
+        if current.is_none() {
+            out.create_groups.push(name.clone());
+            plan.group_dns.insert(name.clone(), entry.dn.clone());
         }
         let wanted: BTreeSet<&UserName> = entry
             .members
