@@ -42,6 +42,7 @@ async fn sync(target: &mut Target) -> Result<(SyncReport, f64)> {
         .request(Request::AdminDirectorySync {
             dry_run: false,
             force: false,
+            adopt: false,
         })
         .await?;
     let wall_s = started.elapsed().as_secs_f64();

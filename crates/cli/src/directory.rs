@@ -74,6 +74,10 @@ pub(crate) enum AdminDirectoryCommand {
         /// Apply even a sync that would disable more users than the guard allows.
         #[arg(long)]
         force: bool,
+        /// Link users and groups made by hand to the directory entries of the same name
+        /// (from then on the directory owns them) instead of reporting the collision.
+        #[arg(long)]
+        adopt: bool,
     },
     /// The settings (never the password) and the last sync.
     Show,
@@ -160,9 +164,17 @@ pub(crate) async fn admin(session: &mut Session, command: AdminDirectoryCommand,
                 other => bail!("unexpected response to AdminDirectorySet: {other:?}"),
             }
         }
-        AdminDirectoryCommand::Sync { dry_run, force } => {
+        AdminDirectoryCommand::Sync {
+            dry_run,
+            force,
+            adopt,
+        } => {
             match session
-                .request(Request::AdminDirectorySync { dry_run, force })
+                .request(Request::AdminDirectorySync {
+                    dry_run,
+                    force,
+                    adopt,
+                })
                 .await?
             {
                 Response::DirectorySync(report) => print_report(&report, dry_run, out),
@@ -202,6 +214,8 @@ fn print_report(report: &SyncReport, dry_run: bool, out: &Output) {
             })).collect::<Vec<_>>(),
             "enable": plan.enable.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
             "create_groups": plan.create_groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+            "adopt_users": plan.adopt_users.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+            "adopt_groups": plan.adopt_groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
             "memberships": plan.memberships.iter().map(|m| json!({
                 "group": m.group.as_str(), "user": m.user.as_str(), "add": m.add,
             })).collect::<Vec<_>>(),
@@ -238,6 +252,12 @@ fn print_report(report: &SyncReport, dry_run: bool, out: &Output) {
     }
     for user in &plan.enable {
         say!("enable user   {user}");
+    }
+    for user in &plan.adopt_users {
+        say!("adopt user    {user}  (made by hand; the directory owns it from now on)");
+    }
+    for group in &plan.adopt_groups {
+        say!("adopt group   {group}");
     }
     for group in &plan.create_groups {
         say!("create group  {group}");

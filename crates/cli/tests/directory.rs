@@ -334,13 +334,30 @@ fn active_directory_entries_sync_with_the_ad_preset() {
         "20",
     ];
     set_directory(&org, &slapd, "active-directory", &filter);
+    // Someone was typed in by hand before the directory was connected.
+    org.admin(&["admin", "user", "add", "staff.1", "--json", "--no-qr"]);
     let report = sync(&org, &[]);
     let created = names(&report["create"], "user");
     assert_eq!(
         created.len(),
-        9,
+        8,
         "a disabled account (userAccountControl 514) is not created: {report:#}"
     );
+    let skipped = report["skipped"].as_array().unwrap();
+    assert!(
+        skipped[0]["reason"].as_str().unwrap().contains("made by hand"),
+        "{report:#}"
+    );
+    // Adopted on request: linked, no new user, and from now on the directory owns it.
+    let adopted = sync(&org, &["--adopt"]);
+    assert_eq!(
+        adopted["adopt_users"],
+        serde_json::json!(["staff.1"]),
+        "{adopted:#}"
+    );
+    assert!(adopted["create"].as_array().unwrap().is_empty(), "{adopted:#}");
+    let memberships = adopted["memberships"].as_array().unwrap();
+    assert!(memberships.iter().any(|m| m["user"] == "staff.1"), "{adopted:#}");
     assert!(
         created.contains("staff.0"),
         "sAMAccountName lower-cased: {created:?}"

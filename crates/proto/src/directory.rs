@@ -321,6 +321,11 @@ pub struct SyncPlan {
     /// Users the directory enabled again: enabled, each with a new activation code.
     pub enable: Vec<UserName>,
     pub create_groups: Vec<GroupName>,
+    /// Users made by hand that the sync links to the directory entry of the same name
+    /// (`adopt`); from then on the directory owns them.
+    pub adopt_users: Vec<UserName>,
+    /// Groups made by hand that the sync links likewise.
+    pub adopt_groups: Vec<GroupName>,
     pub memberships: Vec<PlannedMembership>,
     pub skipped: Vec<SkippedEntry>,
     /// Entries the search returned.
@@ -335,6 +340,8 @@ impl SyncPlan {
             && self.disable.is_empty()
             && self.enable.is_empty()
             && self.create_groups.is_empty()
+            && self.adopt_users.is_empty()
+            && self.adopt_groups.is_empty()
             && self.memberships.is_empty()
     }
 }

@@ -192,8 +192,10 @@ pub enum Request {
     /// Admin: where the organisation's LDAP / Active Directory is and how to read it.
     AdminDirectorySet(DirectorySettings),
     /// Admin: read the directory and bring users and groups in line with it (`dry_run`:
-    /// only say what would change). `force` passes the disable guard.
-    AdminDirectorySync { dry_run: bool, force: bool },
+    /// only say what would change). `force` passes the disable guard; `adopt` links users
+    /// and groups made by hand to the directory entries of the same name instead of
+    /// reporting them.
+    AdminDirectorySync { dry_run: bool, force: bool, adopt: bool },
     /// Admin: the directory settings (never the password) and the last sync.
     AdminDirectoryShow,
     /// Admin: a new SCIM bearer token, returned once (the server keeps its hash).

@@ -487,8 +487,17 @@ async fn authenticated(
         Request::AdminDirectorySet(settings) => crate::directory::set(state, who, settings)
             .await
             .map(|()| Response::Done),
-        Request::AdminDirectorySync { dry_run, force } => {
-            crate::directory::sync_request(state, who, dry_run, force)
+        Request::AdminDirectorySync {
+            dry_run,
+            force,
+            adopt,
+        } => {
+            let request = crate::directory::SyncRequest {
+                dry_run,
+                force,
+                adopt,
+            };
+            crate::directory::sync_request(state, who, request)
                 .await
                 .map(|report| Response::DirectorySync(Box::new(report)))
         }

@@ -336,6 +336,7 @@ async fn every_request_is_refused_where_it_must_be_and_changes_nothing() {
         Request::AdminDirectorySync {
             dry_run: false,
             force: true,
+            adopt: false,
         },
         Request::AdminDirectoryShow,
         Request::AdminScimTokenCreate { name: "idp".into() },

@@ -776,6 +776,7 @@ async fn authorisation_matrix_of_admin_requests_by_role() {
             Request::AdminDirectorySync {
                 dry_run: true,
                 force: false,
+                adopt: false,
             },
         ),
         ("directory show", Request::AdminDirectoryShow),

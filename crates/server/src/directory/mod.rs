@@ -267,15 +267,25 @@ async fn last_status(state: &State) -> Result<Option<SyncStatus>, ApiError> {
         .and_then(|(_, bytes)| serde_json::from_slice(&bytes).ok()))
 }
 
+/// How a sync was asked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SyncRequest {
+    /// Only say what would change.
+    pub dry_run: bool,
+    /// Past the disable guard.
+    pub force: bool,
+    /// Link users and groups made by hand to the entries of the same name.
+    pub adopt: bool,
+}
+
 /// `AdminDirectorySync`.
 pub(crate) async fn sync_request(
     state: &State,
     who: &Authenticated,
-    dry_run: bool,
-    force: bool,
+    request: SyncRequest,
 ) -> Result<SyncReport, ApiError> {
     require(state, who, Permission::ManageDirectory).await?;
-    sync(state, Some(who), dry_run, force, "manual").await
+    sync(state, Some(who), request, "manual").await
 }
 
 /// Reads the directory, plans, and (unless `dry_run` or refused) applies the plan. The
@@ -283,10 +293,10 @@ pub(crate) async fn sync_request(
 pub(crate) async fn sync(
     state: &State,
     who: Option<&Authenticated>,
-    dry_run: bool,
-    force: bool,
+    request: SyncRequest,
     trigger: &str,
 ) -> Result<SyncReport, ApiError> {
+    let dry_run = request.dry_run;
     let Some(settings) = stored_settings(state).await? else {
         return Err(ApiError::new(
             ErrorCode::InvalidArgument,
@@ -295,7 +305,7 @@ pub(crate) async fn sync(
     };
     let _one_at_a_time = state.directory.sync.lock().await;
     let started = Instant::now();
-    let outcome = sync_with(state, who, &settings, dry_run, force).await;
+    let outcome = sync_with(state, who, &settings, request).await;
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     if dry_run {
         return outcome.map(|mut report| {
@@ -424,8 +434,7 @@ async fn sync_with(
     state: &State,
     who: Option<&Authenticated>,
     settings: &DirectorySettings,
-    dry_run: bool,
-    force: bool,
+    request: SyncRequest,
 ) -> Result<SyncReport, ApiError> {
     let snapshot = ldap::read_directory(settings).await.map_err(|e| {
         ApiError::new(
@@ -434,7 +443,12 @@ async fn sync_with(
         )
     })?;
     let (users, groups) = current(state).await?;
-    let plan = plan::plan(&snapshot, &users, &groups, settings.disable_max_percent, force);
+    let rules = plan::Rules {
+        disable_max_percent: settings.disable_max_percent,
+        force: request.force,
+        adopt: request.adopt,
+    };
+    let plan = plan::plan(&snapshot, &users, &groups, &rules);
     let mut report = SyncReport {
         plan: plan.public.clone(),
         applied: false,
@@ -444,7 +458,7 @@ async fn sync_with(
         mail_failures: Vec::new(),
         duration_ms: 0,
     };
-    if dry_run || plan.refused.is_some() || plan.public.is_empty() {
+    if request.dry_run || plan.refused.is_some() || plan.public.is_empty() {
         return Ok(report);
     }
     let codes = apply(state, who, &plan, &users).await?;
@@ -528,6 +542,30 @@ pub(crate) async fn apply(
             format!("from {dn}"),
         ));
         codes.push(issued);
+    }
+    for user in &public.adopt_users {
+        let dn = plan.dns.get(user).cloned().unwrap_or_default();
+        let mail = plan.adopt_mail.get(user).cloned().flatten();
+        let mut link = UserLink::ldap(dn.clone(), user.to_string(), mail.clone());
+        link.updated_at_unix_s = now;
+        changes.push(link_change(USER_LINK_PREFIX, user.as_str(), Some(&link))?);
+        changes.extend(crate::mail::directory_address(user, mail.as_deref()));
+        events.push(event(
+            "directory.user.adopt",
+            format!("user {user}"),
+            format!("made by hand; linked to {dn}"),
+        ));
+    }
+    for group in &public.adopt_groups {
+        let dn = plan.group_dns.get(group).cloned().unwrap_or_default();
+        let mut link = GroupLink::ldap(dn.clone());
+        link.updated_at_unix_s = now;
+        changes.push(link_change(GROUP_LINK_PREFIX, group.as_str(), Some(&link))?);
+        events.push(event(
+            "directory.group.adopt",
+            format!("group {group}"),
+            format!("made by hand; linked to {dn}"),
+        ));
     }
     for update in &public.update {
         changes.push(Change::SetDisplayName {
@@ -756,7 +794,7 @@ pub(crate) async fn run_schedule(state: Arc<State>, mut stop: tokio::sync::watch
             }
         }
         // Errors are recorded as the last sync's status and logged there.
-        let _ = sync(&state, None, false, false, "scheduled").await;
+        let _ = sync(&state, None, SyncRequest::default(), "scheduled").await;
     }
 }
 

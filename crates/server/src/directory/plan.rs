@@ -93,6 +93,16 @@ fn owned_elsewhere(owner: Option<Option<LinkSource>>, kind: &str, name: &str) ->
     }
 }
 
+/// What an admin decided for this sync.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules {
+    pub disable_max_percent: u8,
+    /// Past the disable guard.
+    pub force: bool,
+    /// Link users and groups made by hand to the entries of the same name.
+    pub adopt: bool,
+}
+
 /// A plan and what it leaves for the apply step.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Plan {
@@ -101,6 +111,8 @@ pub(crate) struct Plan {
     pub dns: BTreeMap<UserName, String>,
     /// Groups to create, with their entry's DN.
     pub group_dns: BTreeMap<GroupName, String>,
+    /// The mail attribute of each user to adopt.
+    pub adopt_mail: BTreeMap<UserName, Option<String>>,
     /// Devices to revoke, by user.
     pub revoke: BTreeMap<UserName, Vec<DeviceId>>,
     /// Why the disable guard refused the plan.
@@ -112,9 +124,13 @@ pub(crate) fn plan(
     snapshot: &Snapshot,
     users: &BTreeMap<UserName, CurrentUser>,
     groups: &BTreeMap<GroupName, CurrentGroup>,
-    disable_max_percent: u8,
-    force: bool,
+    rules: &Rules,
 ) -> Plan {
+    let Rules {
+        disable_max_percent,
+        force,
+        adopt,
+    } = *rules;
     let mut plan = Plan::default();
     let out = &mut plan.public;
     out.users_seen = u32::try_from(snapshot.users.len()).unwrap_or(u32::MAX);
@@ -151,7 +167,11 @@ pub(crate) fn plan(
             continue;
         }
         let owner = users.get(&name).map(|u| u.link.as_ref().map(|l| l.source));
-        if let Some(reason) = owned_elsewhere(owner, "user", name.as_str()) {
+        if adopt && owner == Some(None) {
+            out.adopt_users.push(name.clone());
+            plan.dns.insert(name.clone(), entry.dn.clone());
+            plan.adopt_mail.insert(name.clone(), entry.mail.clone());
+        } else if let Some(reason) = owned_elsewhere(owner, "user", name.as_str()) {
             skip(out, &entry.dn, reason);
             continue;
         }
@@ -278,7 +298,10 @@ pub(crate) fn plan(
         }
         let current = groups.get(&name);
         let owner = current.map(|g| g.link.as_ref().map(|l| l.source));
-        if let Some(reason) = owned_elsewhere(owner, "group", name.as_str()) {
+        if adopt && owner == Some(None) {
+            out.adopt_groups.push(name.clone());
+            plan.group_dns.insert(name.clone(), entry.dn.clone());
+        } else if let Some(reason) = owned_elsewhere(owner, "group", name.as_str()) {
             skip(out, &entry.dn, reason);
             continue;
         }
@@ -355,6 +378,14 @@ mod tests {
     use super::super::ldap::{LdapGroup, LdapUser};
     use super::*;
 
+    fn rules(disable_max_percent: u8, force: bool) -> Rules {
+        Rules {
+            disable_max_percent,
+            force,
+            adopt: false,
+        }
+    }
+
     fn entry(uid: &str, disabled: bool) -> LdapUser {
         LdapUser {
             dn: format!("uid={uid},ou=people,dc=corp,dc=test"),
@@ -402,7 +433,7 @@ mod tests {
             users: vec![entry("alice", false), entry("bob", false), entry("carol", true)],
             groups: vec![group("Field Staff", &["alice", "bob", "nobody"])],
         };
-        let plan = plan(&snapshot, &BTreeMap::new(), &BTreeMap::new(), 10, false);
+        let plan = plan(&snapshot, &BTreeMap::new(), &BTreeMap::new(), &rules(10, false));
         let created: Vec<_> = plan.public.create.iter().map(|u| u.user.as_str()).collect();
         assert_eq!(created, ["alice", "bob"], "a disabled entry is not created");
         assert_eq!(
@@ -426,7 +457,7 @@ mod tests {
             users: vec![entry("alice", false), entry("bob", false)],
             groups: vec![],
         };
-        let plan = plan(&snapshot, &users, &BTreeMap::new(), 10, false);
+        let plan = plan(&snapshot, &users, &BTreeMap::new(), &rules(10, false));
         assert!(plan.public.create.is_empty() && plan.public.update.is_empty());
         assert_eq!(plan.public.skipped.len(), 2, "{:?}", plan.public.skipped);
         assert!(plan.public.skipped[0].reason.contains("made by hand"));
@@ -441,7 +472,7 @@ mod tests {
             users: entries.clone(),
             groups: vec![],
         };
-        let planned = plan(&snapshot, &users, &BTreeMap::new(), 10, false);
+        let planned = plan(&snapshot, &users, &BTreeMap::new(), &rules(10, false));
         let disabled: Vec<_> = planned.public.disable.iter().map(|d| d.user.as_str()).collect();
         assert_eq!(disabled, ["u7", "gone"]);
         assert_eq!(planned.revoke[&UserName::parse("gone").unwrap()].len(), 2);
@@ -456,19 +487,46 @@ mod tests {
             groups: vec![],
         };
         assert!(
-            plan(&snapshot, &users, &BTreeMap::new(), 10, false)
+            plan(&snapshot, &users, &BTreeMap::new(), &rules(10, false))
                 .refused
                 .is_some()
         );
         assert!(
-            plan(&snapshot, &users, &BTreeMap::new(), 10, true)
+            plan(&snapshot, &users, &BTreeMap::new(), &rules(10, true))
                 .refused
                 .is_none()
         );
         // An empty answer never disables anyone unforced, whatever the percentage.
         let empty = Snapshot::default();
-        let planned = plan(&empty, &users, &BTreeMap::new(), 100, false);
+        let planned = plan(&empty, &users, &BTreeMap::new(), &rules(100, false));
         assert!(planned.refused.unwrap().contains("no user"));
+    }
+
+    #[test]
+    fn adopting_links_hand_made_users_and_groups_instead_of_reporting_them() {
+        let (alice, mut current) = linked("alice", 1, false);
+        current.link = None;
+        let users: BTreeMap<_, _> = [(alice.clone(), current)].into();
+        let staff = GroupName::parse("staff").unwrap();
+        let groups: BTreeMap<_, _> = [(staff.clone(), CurrentGroup::default())].into();
+        let snapshot = Snapshot {
+            users: vec![entry("alice", false)],
+            groups: vec![group("staff", &["alice"])],
+        };
+        let adopt = Rules {
+            disable_max_percent: 10,
+            force: false,
+            adopt: true,
+        };
+        let plan = plan(&snapshot, &users, &groups, &adopt);
+        assert_eq!(plan.public.adopt_users, [alice]);
+        assert_eq!(plan.public.adopt_groups, [staff]);
+        assert!(plan.public.skipped.is_empty() && plan.public.create.is_empty());
+        assert_eq!(
+            plan.public.memberships.len(),
+            1,
+            "the adopted group follows the directory"
+        );
     }
 
     #[test]
@@ -480,7 +538,7 @@ mod tests {
             users: vec![entry("alice", false), bob],
             groups: vec![],
         };
-        let plan = plan(&snapshot, &users, &BTreeMap::new(), 10, false);
+        let plan = plan(&snapshot, &users, &BTreeMap::new(), &rules(10, false));
         assert_eq!(plan.public.enable, [UserName::parse("alice").unwrap()]);
         assert!(plan.public.disable.is_empty(), "{:?}", plan.public.disable);
         assert_eq!(plan.public.skipped.len(), 1);
@@ -495,7 +553,7 @@ mod tests {
             users: vec![evil],
             groups: vec![],
         };
-        let plan = plan(&snapshot, &BTreeMap::new(), &BTreeMap::new(), 10, false);
+        let plan = plan(&snapshot, &BTreeMap::new(), &BTreeMap::new(), &rules(10, false));
         assert!(plan.public.create.is_empty());
         let skipped = &plan.public.skipped[0];
         assert!(
@@ -518,7 +576,7 @@ mod tests {
             users: vec![entry("alice", false), entry("bob", false)],
             groups: vec![group("staff", &["alice"])],
         };
-        let plan = plan(&snapshot, &users, &groups, 10, false);
+        let plan = plan(&snapshot, &users, &groups, &rules(10, false));
         assert_eq!(
             plan.public.memberships,
             [PlannedMembership {
