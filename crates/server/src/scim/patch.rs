@@ -227,7 +227,12 @@ fn apply_op(
     match (attr.multi, filter) {
         (false, _) => apply_single(doc, attr, sub, op, value),
         (true, None) => apply_multi(doc, attr, sub, op, value),
-        (true, Some(filter)) => apply_filtered(doc, attr, sub, &filter, op, value),
+        (true, Some(filter)) => {
+            let mut items = take_items(doc, attr.name);
+            let result = change_filtered(&mut items, attr, sub, &filter, op, value);
+            put_items(doc, attr.name, items);
+            result
+        }
     }
 }
 
@@ -472,20 +477,7 @@ fn implied_value(attr: &Attr, filter: &Filter) -> Option<Map<String, Value>> {
     Some(item)
 }
 
-fn apply_filtered(
-    doc: &mut Map<String, Value>,
-    attr: &'static Attr,
-    sub: Option<&Attr>,
-    filter: &Filter,
-    op: OpKind,
-    value: Option<&Value>,
-) -> Result<(), ScimError> {
-    let mut items = take_items(doc, attr.name);
-    let result = change_filtered(&mut items, attr, sub, filter, op, value);
-    put_items(doc, attr.name, items);
-    result
-}
-
+/// Applies `op` to the items of a multi-valued attribute that `filter` matches.
 fn change_filtered(
     items: &mut Vec<Value>,
     attr: &'static Attr,

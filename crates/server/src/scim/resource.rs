@@ -109,6 +109,15 @@ fn meta_json(meta: &Meta, kind: ResourceKind, location: String) -> Value {
     })
 }
 
+/// A reference to another resource: a user's group or a group's member.
+fn ref_json(base_url: &str, kind: ResourceKind, id: &str, display: &Option<String>) -> Value {
+    let mut map = Map::new();
+    map.insert("value".into(), id.into());
+    map.insert("$ref".into(), location(base_url, kind, id).into());
+    insert_opt(&mut map, "display", display);
+    Value::Object(map)
+}
+
 fn insert_opt(map: &mut Map<String, Value>, key: &str, value: &Option<String>) {
     if let Some(v) = value {
         map.insert(key.into(), Value::String(v.clone()));
@@ -142,16 +151,10 @@ impl ScimUser {
         }
         map.insert("active".into(), self.active.into());
         if !self.groups.is_empty() {
-            let groups = self.groups.iter().map(|g| {
-                let mut m = Map::new();
-                m.insert("value".into(), g.value.clone().into());
-                m.insert(
-                    "$ref".into(),
-                    location(base_url, ResourceKind::Group, &g.value).into(),
-                );
-                insert_opt(&mut m, "display", &g.display);
-                Value::Object(m)
-            });
+            let groups = self
+                .groups
+                .iter()
+                .map(|g| ref_json(base_url, ResourceKind::Group, &g.value, &g.display));
             map.insert("groups".into(), Value::Array(groups.collect()));
         }
         let here = location(base_url, ResourceKind::User, &self.id);
@@ -214,16 +217,10 @@ impl ScimGroup {
         insert_opt(&mut map, "externalId", &self.external_id);
         map.insert("displayName".into(), self.display_name.clone().into());
         if !self.members.is_empty() {
-            let members = self.members.iter().map(|m| {
-                let mut o = Map::new();
-                o.insert("value".into(), m.value.clone().into());
-                o.insert(
-                    "$ref".into(),
-                    location(base_url, ResourceKind::User, &m.value).into(),
-                );
-                insert_opt(&mut o, "display", &m.display);
-                Value::Object(o)
-            });
+            let members = self
+                .members
+                .iter()
+                .map(|m| ref_json(base_url, ResourceKind::User, &m.value, &m.display));
             map.insert("members".into(), Value::Array(members.collect()));
         }
         let here = location(base_url, ResourceKind::Group, &self.id);

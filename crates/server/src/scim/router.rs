@@ -1,15 +1,16 @@
 //! The SCIM endpoints (RFC 7644 §3, §4) over a [`ScimBackend`].
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Extension, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodFilter, MethodRouter, get, post};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
@@ -19,7 +20,7 @@ use super::filter::Scope;
 use super::limit::Buckets;
 use super::patch::PatchRequest;
 use super::query::{ListParams, Projection, list_all, parse_query};
-use super::resource::{ScimGroup, ScimUser, location, member_count};
+use super::resource::{Meta, ScimGroup, ScimUser, location, member_count};
 use super::schema::ResourceKind;
 use super::{ScimBackend, ScimConfig};
 
@@ -59,12 +60,12 @@ pub(crate) fn router<B: ScimBackend>(backend: Arc<B>, config: ScimConfig) -> Rou
         .route("/ResourceTypes/{id}", get(resource_type::<B>))
         .route("/Schemas", get(schemas::<B>))
         .route("/Schemas/{id}", get(schema::<B>))
-        .route("/Users", collection::<B>(ResourceKind::User))
+        .route("/Users", collection::<B, ScimUser>())
         .route("/Users/.search", search::<B>(&[ResourceKind::User]))
-        .route("/Users/{id}", member::<B>(ResourceKind::User))
-        .route("/Groups", collection::<B>(ResourceKind::Group))
+        .route("/Users/{id}", member::<B, ScimUser>())
+        .route("/Groups", collection::<B, ScimGroup>())
         .route("/Groups/.search", search::<B>(&[ResourceKind::Group]))
-        .route("/Groups/{id}", member::<B>(ResourceKind::Group))
+        .route("/Groups/{id}", member::<B, ScimGroup>())
         .route("/.search", search::<B>(&ResourceKind::ALL))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -158,114 +159,147 @@ async fn schema<B: ScimBackend>(State(s): St<B>, Path(id): Path<String>) -> Resu
 
 // Resources: users and groups behind one interface.
 
-#[derive(Debug)]
-enum Resource {
-    User(ScimUser),
-    Group(ScimGroup),
+/// What the endpoints need of a resource type: its kind, its backend calls and its JSON,
+/// so one handler serves users and groups alike.
+trait Resource: Sized + Send + Sync + 'static {
+    const KIND: ResourceKind;
+
+    fn id(&self) -> &str;
+    fn meta(&self) -> &Meta;
+    fn meta_mut(&mut self) -> &mut Meta;
+    fn to_json(&self, base_url: &str) -> Map<String, Value>;
+    /// Reads a request body; what it leaves unset that the client cannot clear (a user's
+    /// `active`) is kept from `current`.
+    fn parse(doc: &Value, current: Option<&Self>) -> Result<Self, ScimError>;
+
+    fn list<B: ScimBackend>(backend: &B) -> impl Future<Output = Result<Vec<Self>, ScimError>> + Send;
+    fn get<B: ScimBackend>(
+        backend: &B,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Self>, ScimError>> + Send;
+    fn create<B: ScimBackend>(
+        backend: &B,
+        token: &str,
+        new: Self,
+    ) -> impl Future<Output = Result<Self, ScimError>> + Send;
+    fn replace<B: ScimBackend>(
+        backend: &B,
+        token: &str,
+        id: &str,
+        new: Self,
+    ) -> impl Future<Output = Result<Self, ScimError>> + Send;
+    fn delete<B: ScimBackend>(
+        backend: &B,
+        token: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<(), ScimError>> + Send;
 }
 
-impl Resource {
-    fn id(&self) -> &str {
-        match self {
-            Resource::User(u) => &u.id,
-            Resource::Group(g) => &g.id,
+/// The parts of a [`Resource`] impl that differ only in names: the fields every resource
+/// has and the backend methods of its kind.
+macro_rules! resource_calls {
+    ($list:ident, $get:ident, $create:ident, $replace:ident, $delete:ident) => {
+        fn id(&self) -> &str {
+            &self.id
         }
-    }
-
-    fn version(&self) -> &str {
-        match self {
-            Resource::User(u) => &u.meta.version,
-            Resource::Group(g) => &g.meta.version,
+        fn meta(&self) -> &Meta {
+            &self.meta
         }
-    }
-
-    fn set_version(&mut self, version: &str) {
-        let meta = match self {
-            Resource::User(u) => &mut u.meta,
-            Resource::Group(g) => &mut g.meta,
-        };
-        version.clone_into(&mut meta.version);
-    }
-
-    fn to_json(&self, base_url: &str) -> Map<String, Value> {
-        match self {
-            Resource::User(u) => u.to_json(base_url),
-            Resource::Group(g) => g.to_json(base_url),
+        fn meta_mut(&mut self) -> &mut Meta {
+            &mut self.meta
         }
-    }
+        fn to_json(&self, base_url: &str) -> Map<String, Value> {
+            // The inherent method: inherent items win over trait items in a path.
+            Self::to_json(self, base_url)
+        }
 
-    /// Reads a request body of `kind`; a user's `active` defaults to `current`'s, or true.
-    fn parse(kind: ResourceKind, doc: &Value, current: Option<&Resource>) -> Result<Self, ScimError> {
-        Ok(match kind {
-            ResourceKind::User => {
-                let active = match current {
-                    Some(Resource::User(u)) => u.active,
-                    _ => true,
-                };
-                Resource::User(ScimUser::from_json(doc, active)?)
-            }
-            ResourceKind::Group => Resource::Group(ScimGroup::from_json(doc)?),
-        })
-    }
-}
-
-async fn fetch_all<B: ScimBackend>(backend: &B, kind: ResourceKind) -> Result<Vec<Resource>, ScimError> {
-    let mut all: Vec<Resource> = match kind {
-        ResourceKind::User => backend
-            .list_users()
-            .await?
-            .into_iter()
-            .map(Resource::User)
-            .collect(),
-        ResourceKind::Group => backend
-            .list_groups()
-            .await?
-            .into_iter()
-            .map(Resource::Group)
-            .collect(),
+        fn list<B: ScimBackend>(backend: &B) -> impl Future<Output = Result<Vec<Self>, ScimError>> + Send {
+            backend.$list()
+        }
+        fn get<B: ScimBackend>(
+            backend: &B,
+            id: &str,
+        ) -> impl Future<Output = Result<Option<Self>, ScimError>> + Send {
+            backend.$get(id)
+        }
+        fn create<B: ScimBackend>(
+            backend: &B,
+            token: &str,
+            new: Self,
+        ) -> impl Future<Output = Result<Self, ScimError>> + Send {
+            backend.$create(token, new)
+        }
+        fn replace<B: ScimBackend>(
+            backend: &B,
+            token: &str,
+            id: &str,
+            new: Self,
+        ) -> impl Future<Output = Result<Self, ScimError>> + Send {
+            backend.$replace(token, id, new)
+        }
+        fn delete<B: ScimBackend>(
+            backend: &B,
+            token: &str,
+            id: &str,
+        ) -> impl Future<Output = Result<(), ScimError>> + Send {
+            backend.$delete(token, id)
+        }
     };
+}
+
+impl Resource for ScimUser {
+    const KIND: ResourceKind = ResourceKind::User;
+
+    resource_calls!(list_users, get_user, create_user, replace_user, delete_user);
+
+    fn parse(doc: &Value, current: Option<&Self>) -> Result<Self, ScimError> {
+        ScimUser::from_json(doc, current.is_none_or(|u| u.active))
+    }
+}
+
+impl Resource for ScimGroup {
+    const KIND: ResourceKind = ResourceKind::Group;
+
+    resource_calls!(list_groups, get_group, create_group, replace_group, delete_group);
+
+    fn parse(doc: &Value, _current: Option<&Self>) -> Result<Self, ScimError> {
+        ScimGroup::from_json(doc)
+    }
+}
+
+/// Every resource of `R` as JSON, ordered by `id`.
+async fn documents<B: ScimBackend, R: Resource>(s: &Shared<B>) -> Result<Vec<Map<String, Value>>, ScimError> {
+    let mut all = R::list(s.backend.as_ref()).await?;
     all.sort_by(|a, b| a.id().cmp(b.id()));
-    Ok(all)
+    Ok(all.iter().map(|r| r.to_json(&s.config.base_url)).collect())
 }
 
-async fn fetch<B: ScimBackend>(backend: &B, kind: ResourceKind, id: &str) -> Result<Resource, ScimError> {
-    let found = match kind {
-        ResourceKind::User => backend.get_user(id).await?.map(Resource::User),
-        ResourceKind::Group => backend.get_group(id).await?.map(Resource::Group),
-    };
-    found.ok_or_else(|| ScimError::not_found(format!("no {} with this id", kind.name())))
-}
-
-async fn store<B: ScimBackend>(
-    backend: &B,
-    token: &str,
-    id: Option<&str>,
-    resource: Resource,
-) -> Result<Resource, ScimError> {
-    Ok(match (resource, id) {
-        (Resource::User(u), None) => Resource::User(backend.create_user(token, u).await?),
-        (Resource::User(u), Some(id)) => Resource::User(backend.replace_user(token, id, u).await?),
-        (Resource::Group(g), None) => Resource::Group(backend.create_group(token, g).await?),
-        (Resource::Group(g), Some(id)) => Resource::Group(backend.replace_group(token, id, g).await?),
-    })
+async fn fetch<B: ScimBackend, R: Resource>(backend: &B, id: &str) -> Result<R, ScimError> {
+    R::get(backend, id)
+        .await?
+        .ok_or_else(|| ScimError::not_found(format!("no {} with this id", R::KIND.name())))
 }
 
 /// A resource as a response: projected, with its `ETag`.
-fn resource_response(
+fn resource_response<B: ScimBackend, R: Resource>(
+    s: &Shared<B>,
     status: StatusCode,
-    kind: ResourceKind,
-    resource: &Resource,
+    resource: &R,
     projection: &Projection,
-    base_url: &str,
 ) -> Response {
-    let doc = projection.apply(resource.to_json(base_url), kind);
+    let doc = projection.apply(resource.to_json(&s.config.base_url), R::KIND);
     let mut response = scim_response(status, &Value::Object(doc));
-    if let Ok(etag) = HeaderValue::from_str(resource.version())
-        && !resource.version().is_empty()
-    {
-        response.headers_mut().insert(header::ETAG, etag);
+    let version = &resource.meta().version;
+    if !version.is_empty() {
+        insert_etag(&mut response, version);
     }
     response
+}
+
+fn insert_etag(response: &mut Response, version: &str) {
+    if let Ok(etag) = HeaderValue::from_str(version) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
 }
 
 /// Whether an `If-Match`/`If-None-Match` list names `version`. Weak comparison: SCIM
@@ -277,14 +311,14 @@ fn etag_listed(list: &str, version: &str) -> bool {
 }
 
 /// Fails with 412 when an `If-Match` header does not name `current`'s version.
-fn check_if_match(headers: &HeaderMap, current: &Resource) -> Result<bool, ScimError> {
+fn check_if_match(headers: &HeaderMap, current: &Meta) -> Result<bool, ScimError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(false);
     };
     let list = value
         .to_str()
         .map_err(|_| ScimError::precondition_failed("If-Match is not readable"))?;
-    if etag_listed(list, current.version()) {
+    if etag_listed(list, &current.version) {
         Ok(true)
     } else {
         Err(ScimError::precondition_failed(
@@ -332,6 +366,11 @@ fn check_members(count: usize, max: usize) -> Result<(), ScimError> {
     Ok(())
 }
 
+/// Logs a change by the token's name; bodies are never logged.
+fn audit(caller: &Caller, kind: ResourceKind, id: &str, done: &str) {
+    tracing::info!(token = %caller.token, resource = kind.name(), id = %id, "scim: {done}");
+}
+
 /// Filters, orders and pages the resources of `kinds`.
 async fn list_response<B: ScimBackend>(
     s: &Shared<B>,
@@ -340,8 +379,11 @@ async fn list_response<B: ScimBackend>(
 ) -> Result<Response, ScimError> {
     let mut matched = Vec::new();
     for &kind in kinds {
-        for resource in fetch_all(s.backend.as_ref(), kind).await? {
-            let doc = resource.to_json(&s.config.base_url);
+        let docs = match kind {
+            ResourceKind::User => documents::<B, ScimUser>(s).await?,
+            ResourceKind::Group => documents::<B, ScimGroup>(s).await?,
+        };
+        for doc in docs {
             if params
                 .filter
                 .as_ref()
@@ -359,18 +401,8 @@ async fn list_response<B: ScimBackend>(
     Ok(scim_response(StatusCode::OK, &params.response(total, resources)))
 }
 
-fn collection<B: ScimBackend>(kind: ResourceKind) -> MethodRouter<Arc<Shared<B>>> {
-    get(move |State(s): St<B>, RawQuery(query): RawQuery| async move {
-        let params = ListParams::from_query(&parse_query(query.as_deref())?, s.config.limits.count_max)?;
-        list_response(&s, &[kind], &params).await
-    })
-    .post(
-        move |State(s): St<B>,
-              Extension(caller): Extension<Caller>,
-              RawQuery(query): RawQuery,
-              headers: HeaderMap,
-              body: Body| { create(s, caller, query, headers, body, kind) },
-    )
+fn collection<B: ScimBackend, R: Resource>() -> MethodRouter<Arc<Shared<B>>> {
+    get(list::<B, R>).post(create::<B, R>)
 }
 
 fn search<B: ScimBackend>(kinds: &'static [ResourceKind]) -> MethodRouter<Arc<Shared<B>>> {
@@ -383,163 +415,124 @@ fn search<B: ScimBackend>(kinds: &'static [ResourceKind]) -> MethodRouter<Arc<Sh
     )
 }
 
-fn member<B: ScimBackend>(kind: ResourceKind) -> MethodRouter<Arc<Shared<B>>> {
-    get(
-        move |State(s): St<B>, Path(id): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap| {
-            read_one(s, id, query, headers, kind)
-        },
-    )
-    .put(
-        move |State(s): St<B>,
-              Extension(caller): Extension<Caller>,
-              Path(id): Path<String>,
-              RawQuery(query): RawQuery,
-              headers: HeaderMap,
-              body: Body| { replace(s, caller, id, query, headers, body, kind) },
-    )
-    .patch(
-        move |State(s): St<B>,
-              Extension(caller): Extension<Caller>,
-              Path(id): Path<String>,
-              RawQuery(query): RawQuery,
-              headers: HeaderMap,
-              body: Body| { patch(s, caller, id, query, headers, body, kind) },
-    )
-    .delete(
-        move |State(s): St<B>,
-              Extension(caller): Extension<Caller>,
-              Path(id): Path<String>,
-              headers: HeaderMap| { delete(s, caller, id, headers, kind) },
-    )
+fn member<B: ScimBackend, R: Resource>() -> MethodRouter<Arc<Shared<B>>> {
+    get(read_one::<B, R>)
+        .on(MethodFilter::PUT.or(MethodFilter::PATCH), update::<B, R>)
+        .delete(delete::<B, R>)
 }
 
-async fn create<B: ScimBackend>(
-    s: Arc<Shared<B>>,
-    caller: Caller,
-    query: Option<String>,
+async fn list<B: ScimBackend, R: Resource>(
+    State(s): St<B>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ScimError> {
+    let params = ListParams::from_query(&parse_query(query.as_deref())?, s.config.limits.count_max)?;
+    list_response(&s, &[R::KIND], &params).await
+}
+
+async fn create<B: ScimBackend, R: Resource>(
+    State(s): St<B>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
-    kind: ResourceKind,
 ) -> Result<Response, ScimError> {
     let projection = Projection::from_query(&parse_query(query.as_deref())?)?;
     let doc = read_json(&headers, body, s.config.limits.request_bytes_max).await?;
     check_members(member_count(&doc), s.config.limits.members_per_request_max)?;
-    let new = Resource::parse(kind, &doc, None)?;
-    let created = store(s.backend.as_ref(), &caller.token, None, new).await?;
-    tracing::info!(token = %caller.token, resource = kind.name(), id = %created.id(), "scim: created");
-    let base_url = &s.config.base_url;
-    let mut response = resource_response(StatusCode::CREATED, kind, &created, &projection, base_url);
-    if let Ok(here) = HeaderValue::from_str(&location(base_url, kind, created.id())) {
+    let new = R::parse(&doc, None)?;
+    let created = R::create(s.backend.as_ref(), &caller.token, new).await?;
+    audit(&caller, R::KIND, created.id(), "created");
+    let mut response = resource_response(&s, StatusCode::CREATED, &created, &projection);
+    if let Ok(here) = HeaderValue::from_str(&location(&s.config.base_url, R::KIND, created.id())) {
         response.headers_mut().insert(header::LOCATION, here);
     }
     Ok(response)
 }
 
-async fn read_one<B: ScimBackend>(
-    s: Arc<Shared<B>>,
-    id: String,
-    query: Option<String>,
+async fn read_one<B: ScimBackend, R: Resource>(
+    State(s): St<B>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
-    kind: ResourceKind,
 ) -> Result<Response, ScimError> {
     let projection = Projection::from_query(&parse_query(query.as_deref())?)?;
-    let resource = fetch(s.backend.as_ref(), kind, &id).await?;
+    let resource: R = fetch(s.backend.as_ref(), &id).await?;
+    let version = &resource.meta().version;
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|list| etag_listed(list, resource.version()));
+        .is_some_and(|list| etag_listed(list, version));
     if unchanged {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(etag) = HeaderValue::from_str(resource.version()) {
-            response.headers_mut().insert(header::ETAG, etag);
-        }
+        insert_etag(&mut response, version);
         return Ok(response);
     }
-    Ok(resource_response(
-        StatusCode::OK,
-        kind,
-        &resource,
-        &projection,
-        &s.config.base_url,
-    ))
+    Ok(resource_response(&s, StatusCode::OK, &resource, &projection))
 }
 
-async fn replace<B: ScimBackend>(
-    s: Arc<Shared<B>>,
-    caller: Caller,
-    id: String,
-    query: Option<String>,
+/// PUT replaces a resource with the body; PATCH applies the body's operations to it.
+/// Either way the whole new resource is stored, computed under the write lock.
+async fn update<B: ScimBackend, R: Resource>(
+    State(s): St<B>,
+    Extension(caller): Extension<Caller>,
+    method: Method,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
-    kind: ResourceKind,
 ) -> Result<Response, ScimError> {
     let projection = Projection::from_query(&parse_query(query.as_deref())?)?;
     let doc = read_json(&headers, body, s.config.limits.request_bytes_max).await?;
-    check_members(member_count(&doc), s.config.limits.members_per_request_max)?;
+    let patch = (method == Method::PATCH)
+        .then(|| PatchRequest::parse(&doc))
+        .transpose()?;
+    let members = patch
+        .as_ref()
+        .map_or_else(|| member_count(&doc), PatchRequest::member_values);
+    check_members(members, s.config.limits.members_per_request_max)?;
     let _write = s.write_lock.lock().await;
-    let current = fetch(s.backend.as_ref(), kind, &id).await?;
-    let conditional = check_if_match(&headers, &current)?;
-    let mut new = Resource::parse(kind, &doc, Some(&current))?;
-    new.set_version(if conditional { current.version() } else { "" });
-    let stored = store(s.backend.as_ref(), &caller.token, Some(&id), new).await?;
-    tracing::info!(token = %caller.token, resource = kind.name(), id = %id, "scim: replaced");
-    Ok(resource_response(
-        StatusCode::OK,
-        kind,
-        &stored,
-        &projection,
-        &s.config.base_url,
-    ))
+    let current: R = fetch(s.backend.as_ref(), &id).await?;
+    let conditional = check_if_match(&headers, current.meta())?;
+    let doc = match &patch {
+        None => doc,
+        Some(request) => {
+            let mut patched = current.to_json(&s.config.base_url);
+            request.apply(&mut patched, R::KIND)?;
+            Value::Object(patched)
+        }
+    };
+    let mut new = R::parse(&doc, Some(&current))?;
+    // The version the change was computed from, for the backend's compare-and-swap. A PUT
+    // without If-Match replaces whatever is there, so it names none.
+    let from = if conditional || patch.is_some() {
+        current.meta().version.as_str()
+    } else {
+        ""
+    };
+    from.clone_into(&mut new.meta_mut().version);
+    let stored = R::replace(s.backend.as_ref(), &caller.token, &id, new).await?;
+    audit(
+        &caller,
+        R::KIND,
+        &id,
+        if patch.is_some() { "patched" } else { "replaced" },
+    );
+    Ok(resource_response(&s, StatusCode::OK, &stored, &projection))
 }
 
-async fn patch<B: ScimBackend>(
-    s: Arc<Shared<B>>,
-    caller: Caller,
-    id: String,
-    query: Option<String>,
+async fn delete<B: ScimBackend, R: Resource>(
+    State(s): St<B>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
     headers: HeaderMap,
-    body: Body,
-    kind: ResourceKind,
-) -> Result<Response, ScimError> {
-    let projection = Projection::from_query(&parse_query(query.as_deref())?)?;
-    let doc = read_json(&headers, body, s.config.limits.request_bytes_max).await?;
-    let request = PatchRequest::parse(&doc)?;
-    check_members(request.member_values(), s.config.limits.members_per_request_max)?;
-    let _write = s.write_lock.lock().await;
-    let current = fetch(s.backend.as_ref(), kind, &id).await?;
-    check_if_match(&headers, &current)?;
-    let mut patched = current.to_json(&s.config.base_url);
-    request.apply(&mut patched, kind)?;
-    let mut new = Resource::parse(kind, &Value::Object(patched), Some(&current))?;
-    new.set_version(current.version());
-    let stored = store(s.backend.as_ref(), &caller.token, Some(&id), new).await?;
-    tracing::info!(token = %caller.token, resource = kind.name(), id = %id, "scim: patched");
-    Ok(resource_response(
-        StatusCode::OK,
-        kind,
-        &stored,
-        &projection,
-        &s.config.base_url,
-    ))
-}
-
-async fn delete<B: ScimBackend>(
-    s: Arc<Shared<B>>,
-    caller: Caller,
-    id: String,
-    headers: HeaderMap,
-    kind: ResourceKind,
 ) -> Result<Response, ScimError> {
     let _write = s.write_lock.lock().await;
     if headers.contains_key(header::IF_MATCH) {
-        let current = fetch(s.backend.as_ref(), kind, &id).await?;
-        check_if_match(&headers, &current)?;
+        let current: R = fetch(s.backend.as_ref(), &id).await?;
+        check_if_match(&headers, current.meta())?;
     }
-    match kind {
-        ResourceKind::User => s.backend.delete_user(&caller.token, &id).await?,
-        ResourceKind::Group => s.backend.delete_group(&caller.token, &id).await?,
-    }
-    tracing::info!(token = %caller.token, resource = kind.name(), id = %id, "scim: deleted");
+    R::delete(s.backend.as_ref(), &caller.token, &id).await?;
+    audit(&caller, R::KIND, &id, "deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
