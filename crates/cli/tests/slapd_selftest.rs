@@ -31,28 +31,19 @@ fn slapd_serves_users_groups_limits_tls_and_locks() {
         &["uid", "mail", "displayName"],
     );
     assert_eq!(people.len(), 200);
-    let u7 = people
-        .iter()
-        .find(|e| e.get("uid").as_deref() == Some("user00007"))
-        .expect("user00007");
+    let u7 = slapd::entry_with(&people, "uid", "user00007");
     assert_eq!(u7.dn, "uid=user00007,ou=people,dc=corp,dc=test");
     assert_eq!(u7.get("mail").as_deref(), Some("user00007@corp.test"));
     assert_eq!(u7.get("displayName").as_deref(), Some("User 00007"));
     let groups = ldap.search(GROUPS_DN, "(objectClass=groupOfNames)", &["cn", "member"]);
     assert_eq!(groups.len(), 6, "{groups:?}");
-    let g2 = groups
-        .iter()
-        .find(|g| g.get("cn").as_deref() == Some("group002"))
-        .expect("group002");
+    let g2 = slapd::entry_with(&groups, "cn", "group002");
     assert_eq!(g2.values("member").len(), 40);
     assert!(
         g2.values("member")
             .contains(&"uid=user00007,ou=people,dc=corp,dc=test".to_owned())
     );
-    let empty = groups
-        .iter()
-        .find(|g| g.get("cn").as_deref() == Some("nobody-yet"))
-        .expect("empty group");
+    let empty = slapd::entry_with(&groups, "cn", "nobody-yet");
     assert_eq!(
         empty.values("member"),
         vec![String::new()],
@@ -75,24 +66,7 @@ fn slapd_serves_users_groups_limits_tls_and_locks() {
         cut.stderr
     );
     let url = ldap.ldap_url();
-    let asked = ldap.ldapsearch(
-        &[
-            "-x",
-            "-H",
-            &url,
-            "-D",
-            SERVICE_DN,
-            "-w",
-            SERVICE_PASSWORD,
-            "-z",
-            "1000",
-            "-b",
-            PEOPLE_DN,
-            filter,
-            "1.1",
-        ],
-        &[],
-    );
+    let asked = ldap.search_with(SERVICE, &["-z", "1000"], PEOPLE_DN, filter, &["1.1"]);
     assert_eq!((asked.code, asked.entries.len()), (Some(4), SIZE_LIMIT));
     let paged = ldap.search_as(SERVICE, PEOPLE_DN, filter, &["uid"], true);
     assert_eq!(
@@ -101,24 +75,7 @@ fn slapd_serves_users_groups_limits_tls_and_locks() {
         "{}",
         paged.stderr
     );
-    let one_page = ldap.ldapsearch(
-        &[
-            "-x",
-            "-H",
-            &url,
-            "-D",
-            SERVICE_DN,
-            "-w",
-            SERVICE_PASSWORD,
-            "-E",
-            "pr=1000/noprompt",
-            "-b",
-            PEOPLE_DN,
-            filter,
-            "1.1",
-        ],
-        &[],
-    );
+    let one_page = ldap.search_with(SERVICE, &["-E", "pr=1000/noprompt"], PEOPLE_DN, filter, &["1.1"]);
     assert_eq!(
         (one_page.code, one_page.entries.len()),
         (Some(0), 600),
@@ -169,23 +126,7 @@ fn slapd_serves_users_groups_limits_tls_and_locks() {
         ldap.whoami(&url, SERVICE_DN, SERVICE_PASSWORD, &["-ZZ"], &system_ca)
             .is_err()
     );
-    let over_tls = ldap.ldapsearch(
-        &[
-            "-x",
-            "-ZZ",
-            "-H",
-            &url,
-            "-D",
-            SERVICE_DN,
-            "-w",
-            SERVICE_PASSWORD,
-            "-b",
-            GROUPS_DN,
-            "(cn=group001)",
-            "cn",
-        ],
-        &[],
-    );
+    let over_tls = ldap.search_with(SERVICE, &["-ZZ"], GROUPS_DN, "(cn=group001)", &["cn"]);
     assert_eq!(
         (over_tls.code, over_tls.entries.len()),
         (Some(0), 1),
@@ -360,20 +301,14 @@ fn slapd_serves_active_directory_style_entries() {
         &["cn", "member", "sAMAccountName"],
     );
     assert_eq!(groups.len(), 3);
-    let staff = groups
-        .iter()
-        .find(|g| g.get("sAMAccountName").as_deref() == Some("Staff"))
-        .expect("Staff");
+    let staff = slapd::entry_with(&groups, "sAMAccountName", "Staff");
     assert_eq!(staff.values("member").len(), 3);
     assert!(
         staff
             .values("member")
             .contains(&slapd::ad_user_dn(base, &users[2]))
     );
-    let empty = groups
-        .iter()
-        .find(|g| g.get("cn").as_deref() == Some("Empty"))
-        .expect("Empty");
+    let empty = slapd::entry_with(&groups, "cn", "Empty");
     assert!(empty.values("member").is_empty());
     let by_member = ldap.search(GROUPS_DN, &format!("(member={})", alice.dn), &["cn"]);
     assert_eq!(by_member.len(), 2);

@@ -30,16 +30,21 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+// Tests and the benchmark crate may include both harnesses, each with its own copy of
+// this module: the shared code is the file, not one module of the including crate.
+#[allow(clippy::duplicate_mod)]
+#[path = "../support/processes.rs"]
+mod processes;
+
+use processes::{Watchdog, accepts, free_ports, read_lossy, signal, spawn_logged, wait_child};
 
 /// The Dovecot master user: logs in as any user (see the module docs for the syntax).
 pub const MASTER_USER: &str = "redoubt-master";
@@ -51,11 +56,7 @@ pub const DOMAIN: &str = "corp.test";
 /// How long the peers may take to accept connections before `start` fails with their logs.
 /// `REDOUBT_PEERS_STARTUP_SECS` overrides it (slow, loaded machines).
 fn startup_timeout() -> Duration {
-    let secs = std::env::var("REDOUBT_PEERS_STARTUP_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    Duration::from_secs(secs)
+    processes::env_secs("REDOUBT_PEERS_STARTUP_SECS", 20)
 }
 
 /// Longest one client helper (a Python process) may run, beyond any wait it was asked for.
@@ -158,8 +159,7 @@ pub struct MailPeers {
     root: PathBuf,
     postfix_started: bool,
     radicale: Option<Child>,
-    watchdog: Option<Child>,
-    watchdog_pipe: Option<ChildStdin>,
+    watchdog: Option<Watchdog>,
 }
 
 impl MailPeers {
@@ -209,10 +209,16 @@ impl MailPeers {
             postfix_started: false,
             radicale: None,
             watchdog: None,
-            watchdog_pipe: None,
         };
-        // From here on a panic drops `peers`, which stops whatever did start.
-        peers.start_watchdog();
+        // From here on a panic drops `peers`, which stops whatever did start. Should this
+        // process die without running `Drop`, the watchdog stops Postfix, kills every process
+        // working inside the directory and removes it.
+        let stop_postfix = r#"postfix -c "$d/postfix" stop >/dev/null 2>&1"#;
+        peers.watchdog = Some(Watchdog::spawn(
+            "redoubt-peers-watchdog",
+            &peers.root,
+            stop_postfix,
+        ));
         peers.write_dovecot();
         peers.write_postfix();
         peers.write_radicale();
@@ -597,34 +603,13 @@ impl MailPeers {
             ("postfix maillog", "maillog"),
             ("radicale", "radicale/radicale.log"),
         ] {
-            let text = read_lossy(&self.root.join(path));
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            let tail = processes::log_tail(&self.root.join(path), 60);
             out.push_str(&format!("----- {name} ({}) -----\n{tail}\n", path));
         }
         out
     }
 
     // ----- start and stop -----
-
-    fn start_watchdog(&mut self) {
-        // Cleans up when this process dies without running `Drop` (its end of the pipe
-        // closes); `Drop` kills it first. Own process group: a Ctrl-C does not reach it.
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG_SH)
-            .arg("redoubt-peers-watchdog")
-            .arg(&self.root)
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("spawn the peers' watchdog (sh)");
-        self.watchdog_pipe = child.stdin.take();
-        self.watchdog = Some(child);
-    }
 
     fn write_dovecot(&self) {
         let (nobody, nogroup, uid, gid) = nobody();
@@ -740,12 +725,7 @@ impl MailPeers {
             ("Radicale", self.dav_port),
         ];
         for (name, port) in ports {
-            while TcpStream::connect_timeout(
-                &SocketAddr::from(([127, 0, 0, 1], port)),
-                Duration::from_millis(200),
-            )
-            .is_err()
-            {
+            while !accepts(port) {
                 if let Some(Ok(Some(status))) = self.radicale.as_mut().map(Child::try_wait) {
                     panic!("Radicale exited with {status}\n{}", self.diagnostics());
                 }
@@ -761,15 +741,12 @@ impl MailPeers {
     }
 
     fn shutdown(&mut self) {
-        if let Some(mut w) = self.watchdog.take() {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-        self.watchdog_pipe = None;
+        self.watchdog = None;
         // Dovecot takes about a second to wind down: signal it first. Nothing here may panic
         // (this runs in `Drop`, possibly while unwinding).
-        if let Ok(pid) = fs::read_to_string(self.root.join("dovecot/run/master.pid")) {
-            signal("TERM", &[pid.trim().to_owned()]);
+        let pid = fs::read_to_string(self.root.join("dovecot/run/master.pid"));
+        if let Some(pid) = pid.ok().and_then(|p| p.trim().parse().ok()) {
+            signal("TERM", &[pid]);
         }
         if self.postfix_started {
             let stop = Command::new("postfix")
@@ -794,7 +771,7 @@ impl MailPeers {
         let began = Instant::now();
         let mut termed = false;
         loop {
-            let left: Vec<String> = processes_in(&self.root).iter().map(u32::to_string).collect();
+            let left = processes_in(&self.root);
             if left.is_empty() {
                 return;
             }
@@ -851,40 +828,17 @@ pub fn run_client(request: &Value, deadline: Duration) -> Result<Value, String> 
 /// Runs `python3 -c script` with `input` on stdin; its stdout, or an error with its stderr.
 /// Killed after `deadline`.
 pub fn run_python(script: &str, input: &[u8], deadline: Duration) -> Result<String, String> {
-    let mut child = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .env("PYTHONIOENCODING", "utf-8")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let mut cmd = Command::new(python());
+    cmd.arg("-c").arg(script).env("PYTHONIOENCODING", "utf-8");
+    let done = processes::run_piped(&mut cmd, input, deadline)
         .map_err(|e| format!("cannot run {}: {e}", python()))?;
-    let mut stdin = child.stdin.take().expect("python stdin");
-    let input = input.to_vec();
-    let writer = thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let mut stdout = child.stdout.take().expect("python stdout");
-    let mut stderr = child.stderr.take().expect("python stderr");
-    let out = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let status = wait_child(child, Instant::now() + deadline);
-    let _ = writer.join();
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
-    match status {
-        Some(s) if s.success() => Ok(out),
-        Some(s) => Err(format!("python exited with {s}: {err}")),
-        None => Err(format!("python did not finish within {deadline:?}: {err}")),
+    match done.status {
+        Some(s) if s.success() => Ok(String::from_utf8_lossy(&done.stdout).into_owned()),
+        Some(s) => Err(format!("python exited with {s}: {}", done.stderr)),
+        None => Err(format!(
+            "python did not finish within {deadline:?}: {}",
+            done.stderr
+        )),
     }
 }
 
@@ -908,90 +862,6 @@ fn python() -> String {
                 .unwrap_or_else(|| "python3".to_owned())
         })
         .clone()
-}
-
-/// Waits for `child` until `deadline`; kills it and returns `None` if it is still running.
-fn wait_child(mut child: Child, deadline: Instant) -> Option<ExitStatus> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-}
-
-/// Spawns `cmd` with stdin closed and stdout/stderr appended to `log` (a file, not a pipe:
-/// daemons keep inheriting descriptors).
-fn spawn_logged(mut cmd: Command, log: &Path, cwd: &Path) -> Child {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("open a peers log file");
-    let file2 = file.try_clone().expect("clone a log file handle");
-    cmd.current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(file2)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn signal(sig: &str, pids: &[String]) {
-    if pids.is_empty() {
-        return;
-    }
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .args(pids)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// `n` distinct ports that were free on 127.0.0.1 a moment ago. They are drawn below the
-/// kernel's ephemeral range, so that neither `bind(0)` nor an outgoing connection elsewhere
-/// in the test run takes one before the servers (Postfix binds ~2 s later) do.
-fn free_ports(n: usize) -> Vec<u16> {
-    let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let mut held: Vec<TcpListener> = Vec::new();
-    if low > 12_000 {
-        let span = u64::from(low - 10_000);
-        let mut seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or_default()
-            ^ (u64::from(std::process::id()) << 32)
-            | 1;
-        for _ in 0..1000 {
-            if held.len() == n {
-                break;
-            }
-            // xorshift64: good enough to spread concurrent instances apart.
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let port = 10_000 + u16::try_from(seed % span).unwrap_or_default();
-            // A port already held here fails to bind again, so the ports are distinct.
-            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-                held.push(l);
-            }
-        }
-    }
-    while held.len() < n {
-        held.push(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"));
-    }
-    held.iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
 }
 
 /// `nobody`'s user and group names and ids.
@@ -1026,10 +896,7 @@ fn is_root() -> bool {
 }
 
 fn on_path(tool: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .any(|d| d.join(tool).is_file())
+    processes::find_tool(tool).is_some()
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -1040,12 +907,6 @@ fn set_mode(path: &Path, mode: u32) {
 fn write_file(path: &Path, text: &str, mode: u32) {
     fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     set_mode(path, mode);
-}
-
-fn read_lossy(path: &Path) -> String {
-    fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
 }
 
 fn str_field(v: &Value, key: &str) -> String {
@@ -1085,25 +946,6 @@ fn imap_message(v: &Value) -> ImapMessage {
         raw: str_field(v, "raw"),
     }
 }
-
-/// `sh -c WATCHDOG_SH name DIR`: waits for EOF on stdin (this process gone), then stops
-/// Postfix and kills every process working inside DIR, and removes DIR.
-const WATCHDOG_SH: &str = r#"
-trap '' INT HUP TERM PIPE
-d="$1"
-read -r _ignored
-sweep() {
-  for p in /proc/[0-9]*; do
-    c=$(readlink "$p/cwd" 2>/dev/null) || continue
-    case "$c" in "$d"|"$d"/*) kill -"$1" "${p#/proc/}" 2>/dev/null ;; esac
-  done
-}
-postfix -c "$d/postfix" stop >/dev/null 2>&1
-sweep TERM
-sleep 2
-sweep KILL
-rm -rf "$d"
-"#;
 
 const DOVECOT_CONF: &str = r#"# Written by crates/cli/tests/peers/mod.rs
 protocols = imap lmtp

@@ -66,13 +66,19 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, Command};
 use std::thread;
 use std::time::{Duration, Instant};
+
+// Tests and the benchmark crate may include both harnesses, each with its own copy of
+// this module: the shared code is the file, not one module of the including crate.
+#[allow(clippy::duplicate_mod)]
+#[path = "../support/processes.rs"]
+mod processes;
+
+pub use processes::accepts;
+use processes::{Watchdog, free_ports, signal, spawn_logged, wait_child};
 
 /// The suffix of the one database.
 pub const BASE_DN: &str = "dc=corp,dc=test";
@@ -110,11 +116,7 @@ pub const TEST_OID_ARC: &str = "2.25.127199870009287923763296009684431729555";
 /// How long slapd may take to answer after a start before it fails with its log.
 /// `REDOUBT_SLAPD_STARTUP_SECS` overrides it (slow, loaded machines).
 fn startup_timeout() -> Duration {
-    let secs = std::env::var("REDOUBT_SLAPD_STARTUP_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    Duration::from_secs(secs)
+    processes::env_secs("REDOUBT_SLAPD_STARTUP_SECS", 20)
 }
 
 /// Longest one client tool run may take before it is killed.
@@ -226,6 +228,18 @@ impl LdifEntry {
     }
 }
 
+/// The entry among `entries` whose `attr` has `value` (exactly); panics with the entries'
+/// DNs when there is none.
+pub fn entry_with<'a>(entries: &'a [LdifEntry], attr: &str, value: &str) -> &'a LdifEntry {
+    entries
+        .iter()
+        .find(|e| e.values(attr).iter().any(|v| v == value))
+        .unwrap_or_else(|| {
+            let dns: Vec<&str> = entries.iter().map(|e| e.dn.as_str()).collect();
+            panic!("no entry with {attr}={value} among {dns:?}")
+        })
+}
+
 /// What one `ldapsearch` run returned.
 #[derive(Debug, Clone, Default)]
 pub struct SearchOutcome {
@@ -284,8 +298,7 @@ pub struct Slapd {
     /// Canonical path of `dir`: slapd's (and the tools') working directory.
     root: PathBuf,
     child: Option<Child>,
-    watchdog: Option<Child>,
-    watchdog_pipe: Option<ChildStdin>,
+    watchdog: Option<Watchdog>,
 }
 
 impl Slapd {
@@ -330,9 +343,10 @@ impl Slapd {
             root,
             child: None,
             watchdog: None,
-            watchdog_pipe: None,
         };
-        slapd.start_watchdog();
+        // Kills slapd (or a hung client tool) and removes the directory if this process
+        // dies without running `Drop`.
+        slapd.watchdog = Some(Watchdog::spawn("redoubt-slapd-watchdog", &slapd.root, ""));
         for sub in ["slapd.d", "db", "tls"] {
             fs::create_dir_all(slapd.root.join(sub)).expect("create a slapd dir");
         }
@@ -401,14 +415,8 @@ impl Slapd {
     /// slapd's log (stderr at debug level `REDOUBT_SLAPD_DEBUG`, default `none`: errors
     /// only; e.g. `stats` logs every operation).
     pub fn diagnostics(&self) -> String {
-        let text = fs::read(self.root.join("slapd.log"))
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "----- slapd.log -----\n{}\n",
-            lines[lines.len().saturating_sub(60)..].join("\n")
-        )
+        let tail = processes::log_tail(&self.root.join("slapd.log"), 60);
+        format!("----- slapd.log -----\n{tail}\n")
     }
 
     // ----- writing, as the root DN -----
@@ -533,35 +541,44 @@ impl Slapd {
         attrs: &[&str],
         paged: bool,
     ) -> SearchOutcome {
+        let options: &[&str] = if paged { &PAGED } else { &[] };
+        self.search_with(bind, options, base, filter, attrs)
+    }
+
+    /// A subtree search on `ldap_url` as `bind_dn` (anonymous when `None`) with more
+    /// `ldapsearch` options, e.g. `-z 1000`, `-E pr=1000/noprompt`, `-ZZ`.
+    pub fn search_with(
+        &self,
+        bind: Option<(&str, &str)>,
+        options: &[&str],
+        base: &str,
+        filter: &str,
+        attrs: &[&str],
+    ) -> SearchOutcome {
         let url = self.ldap_url();
-        let mut args = vec!["-x", "-H", &url, "-b", base];
-        if let Some((dn, pw)) = bind {
-            args.extend_from_slice(&["-D", dn, "-w", pw]);
-        }
-        if paged {
-            args.extend_from_slice(&["-E", "pr=500/noprompt"]);
-        }
-        args.push(filter);
-        args.extend_from_slice(attrs);
-        self.ldapsearch(&args, &[])
+        self.ldapsearch(&search_args(&url, bind, options, base, filter, attrs), &[])
     }
 
     /// A paged subtree search as the service account; panics unless it succeeds.
     pub fn search(&self, base: &str, filter: &str, attrs: &[&str]) -> Vec<LdifEntry> {
-        let out = self.search_as(Some((SERVICE_DN, SERVICE_PASSWORD)), base, filter, attrs, true);
-        assert_eq!(
-            out.code,
-            Some(0),
-            "ldapsearch {base} {filter} failed: {}",
-            out.stderr
-        );
-        out.entries
+        self.search_ok((SERVICE_DN, SERVICE_PASSWORD), base, filter, attrs, true)
     }
 
     /// A subtree search as the root DN (no limits, operational attributes on request);
     /// panics unless it succeeds.
     pub fn search_admin(&self, base: &str, filter: &str, attrs: &[&str]) -> Vec<LdifEntry> {
-        let out = self.search_as(Some((ADMIN_DN, ADMIN_PASSWORD)), base, filter, attrs, false);
+        self.search_ok((ADMIN_DN, ADMIN_PASSWORD), base, filter, attrs, false)
+    }
+
+    fn search_ok(
+        &self,
+        bind: (&str, &str),
+        base: &str,
+        filter: &str,
+        attrs: &[&str],
+        paged: bool,
+    ) -> Vec<LdifEntry> {
+        let out = self.search_as(Some(bind), base, filter, attrs, paged);
         assert_eq!(
             out.code,
             Some(0),
@@ -576,23 +593,15 @@ impl Slapd {
     /// the wall time of the process. Panics unless it succeeds.
     pub fn ldapsearch_count(&self, base: &str, filter: &str) -> (usize, Duration) {
         let url = self.ldap_url();
-        let args = [
-            "-LLL",
-            "-o",
-            "ldif-wrap=no",
-            "-x",
-            "-H",
+        let mut args = vec!["-LLL", "-o", "ldif-wrap=no"];
+        args.extend(search_args(
             &url,
-            "-D",
-            SERVICE_DN,
-            "-w",
-            SERVICE_PASSWORD,
-            "-E",
-            "pr=500/noprompt",
-            "-b",
+            Some((SERVICE_DN, SERVICE_PASSWORD)),
+            &PAGED,
             base,
             filter,
-        ];
+            &[],
+        ));
         let out = self.run_tool("ldapsearch", &args, b"", &[]);
         assert!(
             out.success(),
@@ -662,7 +671,7 @@ impl Slapd {
     /// connections. Does nothing when it is not running.
     pub fn stop(&mut self) {
         if let Some(child) = self.child.take() {
-            signal("TERM", child.id());
+            signal("TERM", &[child.id()]);
             if wait_child(child, Instant::now() + Duration::from_secs(10)).is_none() {
                 eprintln!("slapd did not stop within 10 s of SIGTERM: killed");
             }
@@ -677,25 +686,6 @@ impl Slapd {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "slapd is still running: stop() it first");
         self.launch();
-    }
-
-    fn start_watchdog(&mut self) {
-        // Cleans up when this process dies without running `Drop` (its end of the pipe
-        // closes); `Drop` kills it first. Own process group: a Ctrl-C does not reach it.
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG_SH)
-            .arg("redoubt-slapd-watchdog")
-            .arg(&self.root)
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("spawn slapd's watchdog (sh)");
-        self.watchdog_pipe = child.stdin.take();
-        self.watchdog = Some(child);
     }
 
     fn make_certificates(&self) {
@@ -807,16 +797,11 @@ impl Slapd {
 
     fn launch(&mut self) {
         let deadline = Instant::now() + startup_timeout();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.join("slapd.log"))
-            .expect("open slapd.log");
-        let log2 = log.try_clone().expect("clone slapd.log's handle");
         let debug = std::env::var("REDOUBT_SLAPD_DEBUG").unwrap_or_else(|_| "none".to_owned());
         // `-d` keeps slapd in the foreground (the child is slapd itself) and sends its
         // messages to stderr; `none` still shows errors.
-        let child = Command::new(tool_path("slapd"))
+        let mut slapd = Command::new(tool_path("slapd"));
+        slapd
             .arg("-F")
             .arg(self.root.join("slapd.d"))
             .arg("-h")
@@ -824,14 +809,8 @@ impl Slapd {
                 "ldap://127.0.0.1:{}/ ldaps://127.0.0.1:{}/",
                 self.ldap_port, self.ldaps_port
             ))
-            .args(["-d", &debug])
-            .current_dir(&self.root)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run slapd: {e}"));
-        self.child = Some(child);
+            .args(["-d", &debug]);
+        self.child = Some(spawn_logged(slapd, &self.root.join("slapd.log"), &self.root));
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 self.child = None;
@@ -858,14 +837,33 @@ impl Slapd {
     }
 }
 
+/// The paged-results control with pages of 500 (RFC 2696), as a sync asks for it.
+const PAGED: [&str; 2] = ["-E", "pr=500/noprompt"];
+
+/// `ldapsearch` arguments for a simple bind on `url` (anonymous when `bind` is `None`) and
+/// a subtree search.
+fn search_args<'a>(
+    url: &'a str,
+    bind: Option<(&'a str, &'a str)>,
+    options: &[&'a str],
+    base: &'a str,
+    filter: &'a str,
+    attrs: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["-x", "-H", url, "-b", base];
+    if let Some((dn, pw)) = bind {
+        args.extend_from_slice(&["-D", dn, "-w", pw]);
+    }
+    args.extend_from_slice(options);
+    args.push(filter);
+    args.extend_from_slice(attrs);
+    args
+}
+
 impl Drop for Slapd {
     fn drop(&mut self) {
         // Nothing here may panic (this runs in `Drop`, possibly while unwinding).
-        if let Some(mut w) = self.watchdog.take() {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-        self.watchdog_pipe = None;
+        self.watchdog = None;
         self.stop();
     }
 }
@@ -892,20 +890,13 @@ pub fn ad_user_dn(base: &str, user: &DirUser) -> String {
 /// last word), `displayName`, `mail`, `userPassword`, and `pwdAccountLockedTime:
 /// 000001010000Z` when locked.
 pub fn openldap_users_ldif(base: &str, users: &[DirUser]) -> String {
-    let mut out = String::with_capacity(users.len() * 256);
-    for u in users {
-        ldif_line(&mut out, "dn", openldap_user_dn(base, &u.uid).as_bytes());
+    user_entries(users, 256, |out, u| {
+        ldif_line(out, "dn", openldap_user_dn(base, &u.uid).as_bytes());
         for oc in ["top", "person", "organizationalPerson", "inetOrgPerson"] {
-            ldif_line(&mut out, "objectClass", oc.as_bytes());
+            ldif_line(out, "objectClass", oc.as_bytes());
         }
-        ldif_line(&mut out, "uid", u.uid.as_bytes());
-        person_lines(&mut out, u);
-        if u.locked {
-            ldif_line(&mut out, "pwdAccountLockedTime", LOCKED_FOREVER.as_bytes());
-        }
-        out.push('\n');
-    }
-    out
+        ldif_line(out, "uid", u.uid.as_bytes());
+    })
 }
 
 /// groupOfNames entries under `ou=groups,<base>`: one per group name in `users` (sorted),
@@ -913,21 +904,14 @@ pub fn openldap_users_ldif(base: &str, users: &[DirUser]) -> String {
 /// [`openldap_user_dn`]; a group without members gets one empty `member` value (the empty
 /// DN), since groupOfNames requires the attribute.
 pub fn groups_ldif(base: &str, users: &[DirUser], empty_groups: &[&str]) -> String {
-    let mut out = String::new();
-    for (name, members) in group_members(users, empty_groups) {
-        ldif_line(&mut out, "dn", group_dn(base, &name).as_bytes());
-        ldif_line(&mut out, "objectClass", b"top");
-        ldif_line(&mut out, "objectClass", b"groupOfNames");
-        ldif_line(&mut out, "cn", name.as_bytes());
+    group_entries(base, users, empty_groups, "groupOfNames", |out, _, members| {
         if members.is_empty() {
             out.push_str("member:\n");
         }
         for m in members {
-            ldif_line(&mut out, "member", openldap_user_dn(base, &m.uid).as_bytes());
+            ldif_line(out, "member", openldap_user_dn(base, &m.uid).as_bytes());
         }
-        out.push('\n');
-    }
-    out
+    })
 }
 
 /// AD-style `user` entries under `ou=people,<base>` ([`ad_user_dn`]): `sAMAccountName` =
@@ -936,48 +920,30 @@ pub fn groups_ldif(base: &str, users: &[DirUser], empty_groups: &[&str]) -> Stri
 /// ([`ad_object_guid`] of the uid), `cn`, `sn`, `displayName`, `mail`, `userPassword`.
 pub fn ad_users_ldif(base: &str, users: &[DirUser]) -> String {
     let domain = domain_of(base);
-    let mut out = String::with_capacity(users.len() * 320);
-    for u in users {
-        ldif_line(&mut out, "dn", ad_user_dn(base, u).as_bytes());
+    user_entries(users, 320, |out, u| {
+        ldif_line(out, "dn", ad_user_dn(base, u).as_bytes());
         for oc in ["top", "person", "organizationalPerson", "inetOrgPerson", "user"] {
-            ldif_line(&mut out, "objectClass", oc.as_bytes());
+            ldif_line(out, "objectClass", oc.as_bytes());
         }
-        ldif_line(&mut out, "sAMAccountName", u.uid.as_bytes());
-        ldif_line(
-            &mut out,
-            "userPrincipalName",
-            format!("{}@{domain}", u.uid).as_bytes(),
-        );
+        ldif_line(out, "sAMAccountName", u.uid.as_bytes());
+        ldif_line(out, "userPrincipalName", format!("{}@{domain}", u.uid).as_bytes());
         let uac = if u.locked { AD_DISABLED } else { AD_ENABLED };
-        ldif_line(&mut out, "userAccountControl", uac.to_string().as_bytes());
-        ldif_line(&mut out, "objectGUID", &ad_object_guid(&u.uid));
-        person_lines(&mut out, u);
-        if u.locked {
-            ldif_line(&mut out, "pwdAccountLockedTime", LOCKED_FOREVER.as_bytes());
-        }
-        out.push('\n');
-    }
-    out
+        ldif_line(out, "userAccountControl", uac.to_string().as_bytes());
+        ldif_line(out, "objectGUID", &ad_object_guid(&u.uid));
+    })
 }
 
 /// AD-style `group` entries under `ou=groups,<base>`, grouped as in [`groups_ldif`]:
 /// `cn`, `sAMAccountName` (the name), `objectGUID` ([`ad_object_guid`] of `group:<name>`),
 /// `member` = each member's [`ad_user_dn`]; an empty group has no `member`, as in AD.
 pub fn ad_groups_ldif(base: &str, users: &[DirUser], empty_groups: &[&str]) -> String {
-    let mut out = String::new();
-    for (name, members) in group_members(users, empty_groups) {
-        ldif_line(&mut out, "dn", group_dn(base, &name).as_bytes());
-        ldif_line(&mut out, "objectClass", b"top");
-        ldif_line(&mut out, "objectClass", b"group");
-        ldif_line(&mut out, "cn", name.as_bytes());
-        ldif_line(&mut out, "sAMAccountName", name.as_bytes());
-        ldif_line(&mut out, "objectGUID", &ad_object_guid(&format!("group:{name}")));
+    group_entries(base, users, empty_groups, "group", |out, name, members| {
+        ldif_line(out, "sAMAccountName", name.as_bytes());
+        ldif_line(out, "objectGUID", &ad_object_guid(&format!("group:{name}")));
         for m in members {
-            ldif_line(&mut out, "member", ad_user_dn(base, m).as_bytes());
+            ldif_line(out, "member", ad_user_dn(base, m).as_bytes());
         }
-        out.push('\n');
-    }
-    out
+    })
 }
 
 /// A stable 16-byte `objectGUID` derived from `name` (two FNV-1a hashes).
@@ -1110,6 +1076,47 @@ pub fn parse_ldif(text: &[u8]) -> (Vec<LdifEntry>, Vec<String>) {
     }
     entries.extend(current);
     (entries, references)
+}
+
+/// One entry per user: `head` writes the DN, object classes and the flavour's own
+/// attributes; then come the [`person_lines`] and, when locked, `pwdAccountLockedTime`.
+/// `entry_bytes` sizes the buffer.
+fn user_entries(
+    users: &[DirUser],
+    entry_bytes: usize,
+    mut head: impl FnMut(&mut String, &DirUser),
+) -> String {
+    let mut out = String::with_capacity(users.len() * entry_bytes);
+    for u in users {
+        head(&mut out, u);
+        person_lines(&mut out, u);
+        if u.locked {
+            ldif_line(&mut out, "pwdAccountLockedTime", LOCKED_FOREVER.as_bytes());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// One entry per group of [`group_members`] under `ou=groups,<base>`: DN, objectClass
+/// `top` and `class`, `cn`; `rest` writes the flavour's attributes and members.
+fn group_entries<'a>(
+    base: &str,
+    users: &'a [DirUser],
+    empty_groups: &[&str],
+    class: &str,
+    mut rest: impl FnMut(&mut String, &str, &[&'a DirUser]),
+) -> String {
+    let mut out = String::new();
+    for (name, members) in group_members(users, empty_groups) {
+        ldif_line(&mut out, "dn", group_dn(base, &name).as_bytes());
+        ldif_line(&mut out, "objectClass", b"top");
+        ldif_line(&mut out, "objectClass", class.as_bytes());
+        ldif_line(&mut out, "cn", name.as_bytes());
+        rest(&mut out, &name, &members);
+        out.push('\n');
+    }
+    out
 }
 
 fn person_lines(out: &mut String, u: &DirUser) {
@@ -1335,146 +1342,23 @@ pwdLockout: TRUE
 pwdMaxFailure: 0
 ";
 
-/// Kills whatever still works in the directory (slapd, a hung client tool) and removes it.
-const WATCHDOG_SH: &str = r#"
-trap '' INT HUP TERM PIPE
-d="$1"
-read -r _ignored
-sweep() {
-  for p in /proc/[0-9]*; do
-    c=$(readlink "$p/cwd" 2>/dev/null) || continue
-    case "$c" in "$d"|"$d"/*) kill -"$1" "${p#/proc/}" 2>/dev/null ;; esac
-  done
-}
-sweep TERM
-sleep 2
-sweep KILL
-rm -rf "$d"
-"#;
-
 // ----- processes -----
 
 /// `tool` on `PATH`, else in /usr/sbin or /sbin (slapd, slapadd), else the bare name.
 fn tool_path(tool: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from(tool))
+    processes::find_tool(tool).unwrap_or_else(|| PathBuf::from(tool))
 }
 
 /// Runs `cmd` with `input` on stdin, killed after `deadline`.
 fn run(mut cmd: Command, input: &[u8], deadline: Duration) -> ToolOutput {
-    let began = Instant::now();
-    let mut child = match cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!("cannot run {cmd:?}: {e}"),
-    };
-    let mut stdin = child.stdin.take().expect("child stdin");
-    let input = input.to_vec();
-    let writer = thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let mut stdout = child.stdout.take().expect("child stdout");
-    let mut stderr = child.stderr.take().expect("child stderr");
-    let out = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        String::from_utf8_lossy(&v).into_owned()
-    });
-    let status = wait_child(child, began + deadline);
-    let elapsed = began.elapsed();
-    let _ = writer.join();
+    let done =
+        processes::run_piped(&mut cmd, input, deadline).unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     ToolOutput {
-        code: status.and_then(|s| s.code()),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-        elapsed,
+        code: done.status.and_then(|s| s.code()),
+        stdout: done.stdout,
+        stderr: done.stderr,
+        elapsed: done.elapsed,
     }
-}
-
-/// Waits for `child` until `deadline`; kills it and returns `None` if it is still running.
-fn wait_child(mut child: Child, deadline: Instant) -> Option<ExitStatus> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-}
-
-fn signal(sig: &str, pid: u32) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Whether something accepts TCP connections on 127.0.0.1:`port`.
-pub fn accepts(port: u16) -> bool {
-    TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    )
-    .is_ok()
-}
-
-/// `n` distinct ports that were free on 127.0.0.1 a moment ago, drawn below the kernel's
-/// ephemeral range so that no outgoing connection takes one before slapd binds it (and
-/// again after a `stop`, for `start_again`).
-fn free_ports(n: usize) -> Vec<u16> {
-    let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let mut held: Vec<TcpListener> = Vec::new();
-    if low > 12_000 {
-        let span = u64::from(low - 10_000);
-        let mut seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or_default()
-            ^ (u64::from(std::process::id()) << 32)
-            | 1;
-        for _ in 0..1000 {
-            if held.len() == n {
-                break;
-            }
-            // xorshift64: good enough to spread concurrent instances apart.
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let port = 10_000 + u16::try_from(seed % span).unwrap_or_default();
-            // A port already held here fails to bind again, so the ports are distinct.
-            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-                held.push(l);
-            }
-        }
-    }
-    while held.len() < n {
-        held.push(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"));
-    }
-    held.iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
 }
 
 fn write_file(path: &Path, text: &str) {
