@@ -326,13 +326,12 @@ fn active_directory_entries_sync_with_the_ad_preset() {
     slapd.add_ldif(&slapd::ad_users_ldif(slapd.base_dn(), &people));
     slapd.add_ldif(&slapd::ad_groups_ldif(slapd.base_dn(), &people, &[]));
     let org = Org::start(root.path(), "127.0.0.1:0", &[]);
-    // slapd has no `computer` class, which the preset's filter excludes (and AD has).
-    let filter = [
-        "--user-filter",
-        "(objectClass=user)",
-        "--disable-max-percent",
-        "20",
-    ];
+    // A computer account is a `user` too; the preset's filter leaves it out.
+    slapd.add_ldif(&format!(
+        "dn: cn=WS01,{}\nobjectClass: computer\ncn: WS01\nsn: WS01\nsAMAccountName: WS01$\nuserAccountControl: 4096\n",
+        slapd.people_dn()
+    ));
+    let filter = ["--disable-max-percent", "20"];
     set_directory(&org, &slapd, "active-directory", &filter);
     // Someone was typed in by hand before the directory was connected.
     org.admin(&["admin", "user", "add", "staff.1", "--json", "--no-qr"]);
@@ -344,6 +343,11 @@ fn active_directory_entries_sync_with_the_ad_preset() {
         "a disabled account (userAccountControl 514) is not created: {report:#}"
     );
     let skipped = report["skipped"].as_array().unwrap();
+    assert_eq!(
+        skipped.len(),
+        1,
+        "the computer account is not even read: {report:#}"
+    );
     assert!(
         skipped[0]["reason"].as_str().unwrap().contains("made by hand"),
         "{report:#}"

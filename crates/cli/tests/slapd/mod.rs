@@ -1264,6 +1264,7 @@ olcAttributeTypes: ( 1.2.840.113556.1.4.2 NAME 'objectGUID' EQUALITY octetString
 olcAttributeTypes: ( @ARC@.1.1 NAME 'redoubtRawName' DESC 'test: raw bytes, not necessarily UTF-8' EQUALITY octetStringMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.40 )
 olcObjectClasses: ( 1.2.840.113556.1.5.9 NAME 'user' DESC 'test: AD-style user' SUP inetOrgPerson STRUCTURAL MUST sAMAccountName MAY ( userAccountControl $ userPrincipalName $ objectGUID $ redoubtRawName ) )
 olcObjectClasses: ( 1.2.840.113556.1.5.8 NAME 'group' DESC 'test: AD-style group' SUP top STRUCTURAL MUST cn MAY ( member $ description $ sAMAccountName $ objectGUID $ mail $ redoubtRawName ) )
+olcObjectClasses: ( 1.2.840.113556.1.3.30 NAME 'computer' DESC 'test: AD-style computer account' SUP user STRUCTURAL )
 olcObjectClasses: ( @ARC@.2.1 NAME 'redoubtRaw' DESC 'test: adds redoubtRawName to any entry' SUP top AUXILIARY MAY redoubtRawName )
 
 dn: olcDatabase={-1}frontend,cn=config
