@@ -29,8 +29,6 @@ fn set_directory(org: &Org, slapd: &Slapd, preset: &str, extra: &[&str]) -> Valu
         "admin",
         "directory",
         "set",
-        "--url",
-        &url,
         "--bind-dn",
         slapd.service_dn(),
         "--password-file",
@@ -41,8 +39,11 @@ fn set_directory(org: &Org, slapd: &Slapd, preset: &str, extra: &[&str]) -> Valu
         "0",
         "--json",
     ];
-    if !extra.contains(&"--base-dn") {
-        args.extend(["--base-dn", slapd.base_dn()]);
+    // The defaults, unless the test gives its own.
+    for (option, value) in [("--url", url.as_str()), ("--base-dn", slapd.base_dn())] {
+        if !extra.contains(&option) {
+            args.extend([option, value]);
+        }
     }
     args.extend_from_slice(extra);
     org.admin(&args)
@@ -587,4 +588,69 @@ fn hostile_directory_data_is_skipped_or_refused_and_nothing_is_half_applied() {
     let failed = json_error(&org.admin, &["admin", "directory", "sync", "--json"], &[]);
     assert!(message(&failed).contains("does not follow referrals"), "{failed}");
     assert_eq!(org.admin(&["admin", "user", "list", "--json"]), before);
+}
+
+/// LDAPS and StartTLS verify the directory's certificate: with the organisation's CA the
+/// sync reads the directory, with the system's roots (which do not hold that CA) it fails
+/// with a certificate error and changes nothing; a clear-text bind to another machine is
+/// refused when the settings are saved.
+#[test]
+fn ldaps_and_starttls_verify_the_directory_certificate() {
+    let root = tempfile::tempdir().unwrap();
+    let slapd = Slapd::start();
+    let people = [DirUser::new("erin", "Erin Example", "erin@corp.test")];
+    slapd.add_ldif(&slapd::openldap_users_ldif(slapd.base_dn(), &people));
+    let org = Org::start(root.path(), "127.0.0.1:0", &[]);
+    let ca = slapd.ca_pem_path();
+    let ca = ca.to_str().unwrap();
+    let ldaps = slapd.ldaps_url();
+    let ldap = slapd.ldap_url();
+
+    set_directory(&org, &slapd, "openldap", &["--url", &ldaps]);
+    let failed = json_error(&org.admin, &["admin", "directory", "sync", "--json"], &[]);
+    assert!(
+        message(&failed).to_lowercase().contains("certificate"),
+        "{failed}"
+    );
+    assert!(!users(&org).contains("erin"));
+
+    set_directory(&org, &slapd, "openldap", &["--url", &ldaps, "--ca-file", ca]);
+    let report = sync(&org, &["--dry-run"]);
+    assert_eq!(
+        names(&report["create"], "user"),
+        BTreeSet::from(["erin".to_owned()])
+    );
+
+    set_directory(
+        &org,
+        &slapd,
+        "openldap",
+        &["--url", &ldap, "--starttls", "--ca-file", ca],
+    );
+    let report = sync(&org, &[]);
+    assert_eq!(
+        names(&report["create"], "user"),
+        BTreeSet::from(["erin".to_owned()])
+    );
+
+    let password = write(&org.root, "bind-password", "secret\n");
+    let refused = json_error(
+        &org.admin,
+        &[
+            "admin",
+            "directory",
+            "set",
+            "--url",
+            "ldap://dc1.corp.test",
+            "--bind-dn",
+            "cn=x",
+            "--password-file",
+            password.to_str().unwrap(),
+            "--base-dn",
+            "dc=corp,dc=test",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(message(&refused).contains("in the clear"), "{refused}");
 }
