@@ -35,12 +35,14 @@ fn set_directory(org: &Org, slapd: &Slapd, preset: &str, extra: &[&str]) -> Valu
         password.to_str().unwrap(),
         "--preset",
         preset,
-        "--interval",
-        "0",
         "--json",
     ];
     // The defaults, unless the test gives its own.
-    for (option, value) in [("--url", url.as_str()), ("--base-dn", slapd.base_dn())] {
+    for (option, value) in [
+        ("--url", url.as_str()),
+        ("--base-dn", slapd.base_dn()),
+        ("--interval", "0"),
+    ] {
         if !extra.contains(&option) {
             args.extend([option, value]);
         }
@@ -653,4 +655,23 @@ fn ldaps_and_starttls_verify_the_directory_certificate() {
         &[],
     );
     assert!(message(&refused).contains("in the clear"), "{refused}");
+}
+
+/// With an interval, the server syncs by itself: the first scheduled sync comes within one
+/// scheduler tick (20 s) of the settings, and `directory show` says it ran and when.
+#[test]
+fn scheduled_syncs_run_by_themselves() {
+    let root = tempfile::tempdir().unwrap();
+    let slapd = Slapd::start();
+    let people = [DirUser::new("frank", "Frank Example", "frank@corp.test")];
+    slapd.add_ldif(&slapd::openldap_users_ldif(slapd.base_dn(), &people));
+    let org = Org::start(root.path(), "127.0.0.1:0", &[]);
+    set_directory(&org, &slapd, "openldap", &["--interval", "1h"]);
+    let shown = support::eventually("a scheduled sync", std::time::Duration::from_secs(60), || {
+        let shown = org.admin(&["admin", "directory", "show", "--json"]);
+        (shown["last_sync"]["trigger"] == "scheduled").then_some(shown)
+    });
+    assert_eq!(shown["settings"]["interval_s"], 3600);
+    assert_eq!(shown["last_sync"]["created"], 1, "{shown:#}");
+    assert!(users(&org).contains("frank"));
 }
