@@ -88,6 +88,12 @@ pub(crate) enum AdminScimCommand {
     /// SCIM bearer tokens for an identity provider (Entra ID, Okta, Keycloak).
     #[command(subcommand)]
     Token(ScimTokenCommand),
+    /// Whether users the identity provider provisions are mailed their activation code
+    /// (through `admin mail set`).
+    Set {
+        #[arg(long, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "on|off")]
+        email_codes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,6 +325,7 @@ fn print_status(status: &DirectoryStatus, out: &Output) {
             "ldap_users": status.ldap_users,
             "scim_users": status.scim_users,
             "disabled_users": status.disabled_users,
+            "scim_email_codes": status.scim_email_codes,
         }));
         return;
     }
@@ -373,15 +380,29 @@ fn print_status(status: &DirectoryStatus, out: &Output) {
         }
     }
     say!(
-        "linked users  {} from LDAP, {} from SCIM; {} disabled",
+        "linked users  {} from LDAP, {} from SCIM (codes by mail: {}); {} disabled",
         status.ldap_users,
         status.scim_users,
+        status.scim_email_codes,
         status.disabled_users
     );
 }
 
 pub(crate) async fn scim(session: &mut Session, command: AdminScimCommand, out: &Output) -> Result<()> {
-    let AdminScimCommand::Token(command) = command;
+    let command = match command {
+        AdminScimCommand::Token(command) => command,
+        AdminScimCommand::Set { email_codes } => {
+            match session.request(Request::AdminScimSet { email_codes }).await? {
+                Response::Done => out.note(if email_codes {
+                    "users provisioned through SCIM will be mailed their activation code"
+                } else {
+                    "users provisioned through SCIM get no code by mail; issue codes with `admin device add`"
+                }),
+                other => bail!("unexpected response to AdminScimSet: {other:?}"),
+            }
+            return Ok(());
+        }
+    };
     match command {
         ScimTokenCommand::Create { name } => {
             match session.request(Request::AdminScimTokenCreate { name }).await? {

@@ -81,6 +81,37 @@ fn users(org: &Org) -> BTreeSet<String> {
     names(&org.admin(&["admin", "user", "list", "--json"]), "user")
 }
 
+/// One SCIM request over HTTPS (curl, verifying the server with `ca`): status and body.
+fn scim_request(ca: &Path, url: &str, method: &str, body: &str, bearer: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--cacert", ca.to_str().unwrap(), "-X", method, "-H"])
+        .arg(format!("Authorization: Bearer {bearer}"))
+        .args([
+            "-H",
+            "Content-Type: application/scim+json",
+            "-w",
+            "\n%{http_code}",
+            "--data",
+            body,
+            url,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_owned())
+}
+
+/// The indented line of an activation mail's text part: the code.
+fn code_in_mail(mail: &peers::ImapMessage) -> String {
+    mail.body_text
+        .lines()
+        .find(|line| line.starts_with("    ") && !line.trim().is_empty())
+        .unwrap_or_else(|| panic!("no code in {:?}", mail.body_text))
+        .trim()
+        .to_owned()
+}
+
 fn enroll(profile: &Path, code: &str, name: &str) {
     json_ok(profile, &["enroll", code, "--name", name, "--json"], &[]);
 }
@@ -387,11 +418,12 @@ fn active_directory_entries_sync_with_the_ad_preset() {
 #[test]
 fn a_new_directory_user_gets_their_code_by_mail_and_enrols_with_it() {
     let root = tempfile::tempdir().unwrap();
-    let peers = peers::MailPeers::start(&[("dana@corp.test", "dana-pw")]);
+    let peers = peers::MailPeers::start(&[("dana@corp.test", "dana-pw"), ("gina@corp.test", "gina-pw")]);
     let slapd = Slapd::start();
     let dana = DirUser::new("dana", "Dana Scully", "dana@corp.test");
     slapd.add_ldif(&slapd::openldap_users_ldif(slapd.base_dn(), &[dana]));
-    let org = Org::start(root.path(), "127.0.0.1:0", &[]);
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let org = Org::start(root.path(), &listen, &[]);
     org.set_mail(
         peers.imap_port,
         peers.submission_port,
@@ -415,18 +447,43 @@ fn a_new_directory_user_gets_their_code_by_mail_and_enrols_with_it() {
             std::time::Duration::from_secs(30),
         )
         .unwrap_or_else(|| panic!("no activation mail: {}", peers.diagnostics()));
-    // The code is the indented line of the text part.
-    let code = mail
-        .body_text
-        .lines()
-        .find(|line| line.starts_with("    ") && !line.trim().is_empty())
-        .unwrap_or_else(|| panic!("no code in {:?}", mail.body_text))
-        .trim()
-        .to_owned();
+    let code = code_in_mail(&mail);
     let phone = org.profile("dana-phone");
     enroll(&phone, &code, "dana-phone");
     let who = json_ok(&phone, &["whoami", "--json"], &[]);
     assert_eq!(who["user"], "dana");
+
+    // An identity provider provisions Gina through SCIM; with SCIM codes by mail on, her
+    // code arrives too.
+    org.admin(&["admin", "scim", "set", "--email-codes", "on", "--json"]);
+    let shown = org.admin(&["admin", "directory", "show", "--json"]);
+    assert_eq!(shown["scim_email_codes"], true);
+    let token = org.admin(&["admin", "scim", "token", "create", "idp", "--json"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gina = r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"gina@corp.test","displayName":"Gina Example","emails":[{"value":"gina@corp.test","type":"work","primary":true}],"active":true}"#;
+    let ca = org.data.join("tls").join("cert.pem");
+    let (status, body) = scim_request(
+        &ca,
+        &format!("https://{listen}/scim/v2/Users"),
+        "POST",
+        gina,
+        &token,
+    );
+    assert_eq!(status, 201, "{body}");
+    let mail = peers
+        .wait_for_mail(
+            "gina@corp.test",
+            "gina-pw",
+            "INBOX",
+            "activation code",
+            std::time::Duration::from_secs(30),
+        )
+        .unwrap_or_else(|| panic!("no activation mail for gina: {}", peers.diagnostics()));
+    let laptop = org.profile("gina-laptop");
+    enroll(&laptop, &code_in_mail(&mail), "gina-laptop");
+    assert_eq!(json_ok(&laptop, &["whoami", "--json"], &[])["user"], "gina");
 }
 
 /// The SCIM compliance tool scim2-tester (PyPI, installed by `.ci/install-scim-tester`)
@@ -461,24 +518,8 @@ fn scim_provisioning_passes_scim2_tester_and_deactivation_revokes_devices() {
 
     // A provider creates Erin; her device enrols with a code the admin issues; the provider
     // deactivates her: her device is revoked.
-    let request = |method: &str, path: &str, body: &str, bearer: &str| -> (u16, String) {
-        let out = std::process::Command::new("curl")
-            .args(["-sS", "--cacert", ca.to_str().unwrap(), "-X", method, "-H"])
-            .arg(format!("Authorization: Bearer {bearer}"))
-            .args([
-                "-H",
-                "Content-Type: application/scim+json",
-                "-w",
-                "\n%{http_code}",
-                "--data",
-                body,
-            ])
-            .arg(format!("{base}{path}"))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.parse().unwrap(), body.to_owned())
+    let request = |method: &str, path: &str, body: &str, bearer: &str| {
+        scim_request(&ca, &format!("{base}{path}"), method, body, bearer)
     };
     let erin = r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"Erin@corp.test","displayName":"Erin Example","active":true}"#;
     let (status, body) = request("POST", "/Users", erin, &token);

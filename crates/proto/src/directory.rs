@@ -391,6 +391,8 @@ pub struct DirectoryStatus {
     pub ldap_users: u32,
     pub scim_users: u32,
     pub disabled_users: u32,
+    /// Whether SCIM-provisioned users are mailed their activation code.
+    pub scim_email_codes: bool,
 }
 
 /// A SCIM token as listed (never the token itself).

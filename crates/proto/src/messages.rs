@@ -204,6 +204,9 @@ pub enum Request {
     AdminScimTokenList,
     /// Admin: revoke a SCIM token.
     AdminScimTokenRevoke { name: String },
+    /// Admin: whether users an identity provider provisions through SCIM are mailed their
+    /// activation code (through the organisation's mail settings).
+    AdminScimSet { email_codes: bool },
 }
 
 /// How long a device's claim to send a new device its history holds without the history

@@ -510,6 +510,9 @@ async fn authenticated(
         Request::AdminScimTokenList => crate::directory::scim_token_list(state, who)
             .await
             .map(Response::ScimTokens),
+        Request::AdminScimSet { email_codes } => crate::directory::scim_set(state, who, email_codes)
+            .await
+            .map(|()| Response::Done),
         Request::AdminScimTokenRevoke { name } => crate::directory::scim_token_revoke(state, who, name)
             .await
             .map(|()| Response::Done),

@@ -97,7 +97,8 @@ fn refusals(request: &Request) -> Vec<(Context, ErrorCode)> {
         | Request::AdminDirectoryShow
         | Request::AdminScimTokenCreate { .. }
         | Request::AdminScimTokenList
-        | Request::AdminScimTokenRevoke { .. } => out.push((NonAdmin, ErrorCode::Forbidden)),
+        | Request::AdminScimTokenRevoke { .. }
+        | Request::AdminScimSet { .. } => out.push((NonAdmin, ErrorCode::Forbidden)),
         Request::GroupSubmit(_)
         | Request::GroupFetch { .. }
         | Request::BlobUploadStart { .. }
@@ -342,9 +343,10 @@ async fn every_request_is_refused_where_it_must_be_and_changes_nothing() {
         Request::AdminScimTokenCreate { name: "idp".into() },
         Request::AdminScimTokenList,
         Request::AdminScimTokenRevoke { name: "idp".into() },
+        Request::AdminScimSet { email_codes: true },
     ];
     // Every request type but the two that open a session is in the table.
-    assert_eq!(requests.len() + 2, 52, "a request type is missing from the table");
+    assert_eq!(requests.len() + 2, 53, "a request type is missing from the table");
 
     // Mallory's sessions: her current device (not revoked, no roles, outside the group).
     let mut mallory = Session::open(&profile_of["mallory"]).await.unwrap();

@@ -785,6 +785,7 @@ async fn authorisation_matrix_of_admin_requests_by_role() {
             Request::AdminScimTokenCreate { name: "idp".into() },
         ),
         ("scim token list", Request::AdminScimTokenList),
+        ("scim set", Request::AdminScimSet { email_codes: false }),
         (
             "dav set",
             Request::AdminDavSet(redoubt_proto::DavServerSettings {

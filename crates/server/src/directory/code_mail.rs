@@ -84,8 +84,30 @@ pub(crate) fn compose(
         .map_err(|e| format!("composing the mail failed: {e}"))
 }
 
+/// The organisation's mail server, or why codes cannot be mailed.
+pub(crate) async fn mail_server(state: &crate::State) -> Result<MailServerSettings, String> {
+    match crate::mail::connector_config(state).await {
+        Ok(Some(config)) => Ok(config.server),
+        Ok(None) => Err("no mail server is set (`redoubt admin mail set`)".into()),
+        Err(error) => Err(error.0.message),
+    }
+}
+
+/// Mails `code` to `address`, or to `user@domain` without one.
+pub(crate) async fn mail_code(
+    state: &crate::State,
+    server: &MailServerSettings,
+    code: &IssuedActivationCode,
+    address: Option<&str>,
+    display_name: Option<&str>,
+) -> Result<(), String> {
+    let address = address.map_or_else(|| format!("{}@{}", code.user, server.domain), str::to_owned);
+    let message = compose(&server.domain, &address, display_name, code, &state.org.name)?;
+    send(server, &address, message).await
+}
+
 /// Sends `message` to `address` through the organisation's SMTP server.
-pub(crate) async fn send(server: &MailServerSettings, address: &str, message: Message) -> Result<(), String> {
+async fn send(server: &MailServerSettings, address: &str, message: Message) -> Result<(), String> {
     let smtp = &server.smtp;
     let builder = match server.security {
         MailSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host),

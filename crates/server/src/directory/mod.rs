@@ -41,6 +41,7 @@ const STATUS_KEY: &str = "directory/status";
 pub(crate) const USER_LINK_PREFIX: &str = "directory/user/";
 pub(crate) const GROUP_LINK_PREFIX: &str = "directory/group/";
 const SCIM_TOKEN_PREFIX: &str = "scim/token/";
+const SCIM_SETTINGS_KEY: &str = "scim/settings";
 const BIND_SEAL_LABEL: &[u8] = b"redoubt/directory-bind-password/v1";
 /// The lease that lets one node of a cluster run the scheduled syncs.
 const SYNC_LEASE: &str = "directory-sync";
@@ -254,6 +255,7 @@ pub(crate) async fn show(state: &State, who: &Authenticated) -> Result<Directory
         ldap_users: count(LinkSource::Ldap),
         scim_users: count(LinkSource::Scim),
         disabled_users: u32::try_from(disabled).unwrap_or(u32::MAX),
+        scim_email_codes: scim_settings(state).await?.email_codes,
     })
 }
 
@@ -702,44 +704,17 @@ async fn mail_codes(
     display: &BTreeMap<&UserName, Option<&DisplayName>>,
     report: &mut SyncReport,
 ) {
-    let server = match crate::mail::connector_config(state).await {
-        Ok(Some(config)) => config.server,
-        Ok(None) => {
-            for code in codes {
-                report.mail_failures.push(SkippedEntry {
-                    entry: code.user.to_string(),
-                    reason: "no mail server is set (`redoubt admin mail set`)".into(),
-                });
-                report.codes.push(code);
-            }
-            return;
-        }
-        Err(error) => {
-            for code in codes {
-                report.mail_failures.push(SkippedEntry {
-                    entry: code.user.to_string(),
-                    reason: error.0.message.clone(),
-                });
-                report.codes.push(code);
-            }
-            return;
-        }
-    };
+    let server = code_mail::mail_server(state).await;
     for code in codes {
-        let address = mail
-            .get(&code.user)
-            .copied()
-            .flatten()
-            .cloned()
-            .unwrap_or_else(|| format!("{}@{}", code.user, server.domain));
+        let address = mail.get(&code.user).copied().flatten().map(String::as_str);
         let name = display
             .get(&code.user)
             .copied()
             .flatten()
             .map(DisplayName::as_str);
-        let sent = match code_mail::compose(&server.domain, &address, name, &code, &state.org.name) {
-            Ok(message) => code_mail::send(&server, &address, message).await,
-            Err(error) => Err(error),
+        let sent = match &server {
+            Ok(server) => code_mail::mail_code(state, server, &code, address, name).await,
+            Err(why) => Err(why.clone()),
         };
         match sent {
             Ok(()) => report.mailed.push(code.user.clone()),
@@ -937,4 +912,42 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
         );
     }
+}
+
+/// SCIM provisioning's own settings.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct ScimSettings {
+    /// Mail each user provisioned or activated through SCIM a new activation code.
+    pub email_codes: bool,
+}
+
+pub(crate) async fn scim_settings(state: &State) -> Result<ScimSettings, ApiError> {
+    Ok(state
+        .store
+        .settings(SCIM_SETTINGS_KEY)
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default())
+}
+
+/// `AdminScimSet`.
+pub(crate) async fn scim_set(state: &State, who: &Authenticated, email_codes: bool) -> Result<(), ApiError> {
+    require(state, who, Permission::ManageDirectory).await?;
+    let settings = ScimSettings { email_codes };
+    state
+        .store
+        .apply(
+            &[link_change("", SCIM_SETTINGS_KEY, Some(&settings))?],
+            &[audit(
+                state,
+                Some(who),
+                "scim.set",
+                "scim",
+                format!("email_codes={email_codes}"),
+            )],
+        )
+        .await?;
+    Ok(())
 }

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redoubt_proto::{DeviceId, DisplayName, GroupName, UserName};
+use redoubt_proto::{DeviceId, DisplayName, GroupName, IssuedActivationCode, UserName};
 use redoubt_store::{AuditEvent, Change, UserRecord};
 use serde_json::json;
 
@@ -222,6 +222,50 @@ impl StoreScim {
         Ok(())
     }
 
+    /// Mails `code` to the user's primary (or first) address in the background, when SCIM
+    /// codes go by mail: the provider's request does not wait for the mail server. A code
+    /// that could not be mailed is logged (never the code) for the admin to issue another.
+    async fn mail_code(&self, code: Option<IssuedActivationCode>, user: &ScimUser) -> Result<(), ScimError> {
+        let Some(code) = code else { return Ok(()) };
+        if !super::scim_settings(&self.state)
+            .await
+            .map_err(stored)?
+            .email_codes
+        {
+            return Ok(());
+        }
+        let address = user
+            .emails
+            .iter()
+            .find(|e| e.primary)
+            .or(user.emails.first())
+            .map(|e| e.value.clone());
+        let display = user.display_name.clone();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let sent = match super::code_mail::mail_server(&state).await {
+                Ok(server) => {
+                    super::code_mail::mail_code(
+                        &state,
+                        &server,
+                        &code,
+                        address.as_deref(),
+                        display.as_deref(),
+                    )
+                    .await
+                }
+                Err(why) => Err(why),
+            };
+            match sent {
+                Ok(()) => tracing::info!(user = %code.user, "activation code mailed"),
+                Err(reason) => {
+                    tracing::warn!(user = %code.user, %reason, "mailing an activation code failed")
+                }
+            }
+        });
+        Ok(())
+    }
+
     async fn scim_user_by_id(&self, id: &str) -> Result<Option<(UserRecord, UserLink)>, ScimError> {
         let Ok(name) = UserName::parse(id) else {
             return Ok(None);
@@ -300,9 +344,9 @@ impl ScimBackend for StoreScim {
         let existing = self.state.store.user(&name).await.map_err(|e| stored(e.into()))?;
         let previous = self.user_links().await?.remove(&name);
         let mut changes = Vec::new();
-        match (&existing, &previous) {
+        let issued = match (&existing, &previous) {
             (None, _) => {
-                let (code, _issued) = new_activation_code(&self.state, &name, now);
+                let (code, fresh) = new_activation_code(&self.state, &name, now);
                 changes.push(Change::CreateUser {
                     user: UserRecord {
                         name: name.clone(),
@@ -313,6 +357,7 @@ impl ScimBackend for StoreScim {
                     },
                     code,
                 });
+                fresh
             }
             // Provisioned before and deleted: provisioned again.
             (Some(_), Some(link)) if link.source == LinkSource::Scim && is_deleted(link) => {
@@ -324,8 +369,9 @@ impl ScimBackend for StoreScim {
                     user: name.clone(),
                     display_name: display_name(user.display_name.as_deref()),
                 });
-                let (code, _issued) = new_activation_code(&self.state, &name, now);
+                let (code, fresh) = new_activation_code(&self.state, &name, now);
                 changes.push(Change::CreateActivationCode(code));
+                fresh
             }
             (Some(_), _) => {
                 return Err(ScimError::uniqueness(format!(
@@ -333,7 +379,7 @@ impl ScimBackend for StoreScim {
                     user.user_name
                 )));
             }
-        }
+        };
         if !user.active {
             changes.extend(disable_changes(&name, now, &[]));
         }
@@ -359,6 +405,9 @@ impl ScimBackend for StoreScim {
             format!("userName {:?}", user.user_name),
         );
         self.commit(&changes, &[event], &[]).await?;
+        if user.active {
+            self.mail_code(Some(issued), &user).await?;
+        }
         self.get_user(name.as_str())
             .await?
             .ok_or_else(|| ScimError::internal("the new user is missing"))
@@ -377,6 +426,7 @@ impl ScimBackend for StoreScim {
         }];
         let mut revoked = Vec::new();
         let mut details = String::new();
+        let mut activation = None;
         match (record.disabled_at_unix_s.is_none(), user.active) {
             (true, false) => {
                 revoked = self.active_devices(&record.name).await?;
@@ -389,6 +439,17 @@ impl ScimBackend for StoreScim {
                     at_unix_s: None,
                 });
                 details = "activated".into();
+                // Disabling voided their codes: a new one, if it is to be mailed.
+                if super::scim_settings(&self.state)
+                    .await
+                    .map_err(stored)?
+                    .email_codes
+                {
+                    let (code, fresh) = new_activation_code(&self.state, &record.name, now);
+                    changes.push(Change::CreateActivationCode(code));
+                    activation = Some(fresh);
+                    details.push_str("; a new activation code mailed");
+                }
             }
             _ => {}
         }
@@ -410,6 +471,7 @@ impl ScimBackend for StoreScim {
             details,
         );
         self.commit(&changes, &[event], &revoked).await?;
+        self.mail_code(activation, &user).await?;
         self.get_user(id)
             .await?
             .ok_or_else(|| ScimError::internal("the user is missing"))
