@@ -249,15 +249,58 @@ pub(crate) async fn map(
     Ok(())
 }
 
-/// Maps `user` to the mailbox `address` the organisation's directory gives, when it is a
-/// usable address (the connector then serves that mailbox); `None` otherwise.
-pub(crate) fn directory_address(user: &UserName, address: Option<&str>) -> Option<Change> {
-    let address = address?;
-    redoubt_proto::check_address(address).ok()?;
-    Some(Change::SetSetting {
-        key: format!("{ADDRESS_PREFIX}{user}"),
-        value: Some(address.as_bytes().to_vec()),
-    })
+/// The mailboxes mapped to users, for a directory to map more without taking one that
+/// belongs to someone else.
+#[derive(Debug)]
+pub(crate) struct Mailboxes {
+    /// Address (lower-cased) to its user.
+    owners: BTreeMap<String, UserName>,
+    /// The organisation's mail domain, once a mail server is set.
+    domain: Option<String>,
+}
+
+impl Mailboxes {
+    pub(crate) async fn load(state: &State) -> Result<Self, ApiError> {
+        let mut owners = BTreeMap::new();
+        for (key, value) in state.store.settings(ADDRESS_PREFIX).await? {
+            if let (Some(user), Ok(address)) = (
+                key.strip_prefix(ADDRESS_PREFIX)
+                    .and_then(|u| UserName::parse(u).ok()),
+                String::from_utf8(value),
+            ) {
+                owners.insert(address.to_lowercase(), user);
+            }
+        }
+        let domain = stored_server(state).await?.map(|s| s.domain.to_lowercase());
+        Ok(Self { owners, domain })
+    }
+
+    /// The change mapping `user` to `address`, when it is a usable address in the
+    /// organisation's domain that no other user has; `None` (logged) otherwise.
+    pub(crate) fn map(&mut self, user: &UserName, address: Option<&str>) -> Option<Change> {
+        let address = address?;
+        redoubt_proto::check_address(address).ok()?;
+        let lower = address.to_lowercase();
+        if let Some(domain) = &self.domain
+            && !lower.ends_with(&format!("@{domain}"))
+        {
+            tracing::warn!(%user, "a directory mail address outside the organisation's mail domain was not mapped");
+            return None;
+        }
+        match self.owners.get(&lower) {
+            Some(owner) if owner != user => {
+                tracing::warn!(%user, %owner, "a directory mail address mapped to another user was not mapped again");
+                None
+            }
+            _ => {
+                self.owners.insert(lower, user.clone());
+                Some(Change::SetSetting {
+                    key: format!("{ADDRESS_PREFIX}{user}"),
+                    value: Some(address.as_bytes().to_vec()),
+                })
+            }
+        }
+    }
 }
 
 /// The label a user's own credential is sealed under: bound to the user, so a sealed

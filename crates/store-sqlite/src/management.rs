@@ -182,21 +182,38 @@ async fn apply_change(conn: &mut SqliteConnection, change: &Change, applied: &mu
                 .map_err(backend_error)?;
         }
         Change::SetUserDisabled { user, at_unix_s } => {
-            let result = sqlx::query("UPDATE users SET disabled_at = ? WHERE name = ?")
+            let sql = if at_unix_s.is_some() {
+                "UPDATE users SET disabled_at = coalesce(disabled_at, ?) WHERE name = ?"
+            } else {
+                "UPDATE users SET disabled_at = ? WHERE name = ?"
+            };
+            let result = sqlx::query(sql)
                 .bind(at_unix_s)
                 .bind(user.as_str())
                 .execute(&mut *conn)
                 .await
                 .map_err(backend_error)?;
             one_row(result.rows_affected(), "user")?;
-            if at_unix_s.is_some() {
+            if let Some(at) = at_unix_s {
                 sqlx::query(
                     "UPDATE activation_codes SET state = 'voided' WHERE user_name = ? AND state = 'active'",
                 )
                 .bind(user.as_str())
-                .execute(conn)
+                .execute(&mut *conn)
                 .await
                 .map_err(backend_error)?;
+                let revoked: Vec<Vec<u8>> = sqlx::query_scalar(
+                    "UPDATE devices SET revoked_at = ? WHERE user_name = ? AND revoked_at IS NULL RETURNING id",
+                )
+                .bind(at)
+                .bind(user.as_str())
+                .fetch_all(conn)
+                .await
+                .map_err(backend_error)?;
+                for id in revoked {
+                    let id: [u8; 16] = id.try_into().map_err(|_| corrupt("device id"))?;
+                    applied.revoked_devices.push(DeviceId::from(id));
+                }
             }
         }
         Change::SetDisplayName { user, display_name } => {

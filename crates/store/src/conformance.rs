@@ -1677,6 +1677,28 @@ pub async fn disabled_users_get_no_codes_and_groups_are_deleted(store: &impl Sto
         .await
         .unwrap();
 
+    // Disabling revokes, in the same transaction, every device of the user; disabling
+    // again keeps the first time and revokes only what is left.
+    let disable = |at| Change::SetUserDisabled {
+        user: alice.clone(),
+        at_unix_s: Some(at),
+    };
+    let applied = store.apply(&[disable(1_800)], &[audit()]).await.unwrap();
+    assert_eq!(applied.revoked_devices, [DeviceId::from([8; 16])]);
+    let revoked = store.device(&DeviceId::from([8; 16])).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at_unix_s, Some(1_800));
+    let applied = store.apply(&[disable(1_900)], &[audit()]).await.unwrap();
+    assert!(applied.revoked_devices.is_empty());
+    assert_eq!(
+        store.user(&alice).await.unwrap().unwrap().disabled_at_unix_s,
+        Some(1_800)
+    );
+    let enable = Change::SetUserDisabled {
+        user: alice.clone(),
+        at_unix_s: None,
+    };
+    store.apply(&[enable], &[audit()]).await.unwrap();
+
     // A deleted group takes its members and its policy with it.
     let group = GroupName::parse("finance").unwrap();
     let settings = PolicySettings {

@@ -35,9 +35,11 @@ pub enum Change {
         role: Role,
         granted: bool,
     },
-    /// Disables (`Some`: every active activation code of the user is voided, and none can
-    /// be issued) or enables (`None`) a user. `NotFound("user")`. Devices are revoked by
-    /// their own changes.
+    /// Disables (`Some`) or enables (`None`) a user. `NotFound("user")`. Disabling, in the
+    /// same transaction, revokes every device of the user not yet revoked (their ids are in
+    /// [`Applied::revoked_devices`]) and voids every active activation code; while disabled
+    /// no code can be issued. Disabling a disabled user keeps the first time (and revokes
+    /// any device enrolled meanwhile).
     SetUserDisabled { user: UserName, at_unix_s: Option<i64> },
     /// Sets or clears a user's display name. `NotFound("user")`.
     SetDisplayName {
@@ -95,6 +97,8 @@ pub struct Applied {
     pub command_ids: Vec<u64>,
     /// The last audit entry written.
     pub audit_seq: u64,
+    /// Devices revoked by disabling their user (`SetUserDisabled`), in order.
+    pub revoked_devices: Vec<DeviceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,9 +14,18 @@ use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::asn1::{PL, StructureTag};
 use ldap3::{LdapConnAsync, LdapConnSettings, ResultEntry, Scope, SearchOptions};
 use redoubt_proto::{DirectorySettings, DisabledRule};
+
+use super::dn::{self, normalise_dn};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+/// ppolicy's `pwdAccountLockedTime` for an account locked by an administrator.
+pub(crate) const ADMINISTRATIVE_LOCK: &str = "000001010000Z";
+/// Most bytes of entries one search may return (DNs and values).
+const RESPONSE_BYTES_MAX: usize = 512 * 1024 * 1024;
+/// Most follow-up reads of one group's ranged members (Active Directory hands out 1,500
+/// values at a time).
+const RANGE_ROUNDS_MAX: usize = 1_000;
 /// Entries asked for per page.
 const PAGE_SIZE: i32 = 500;
 /// Most users, and most groups, one sync reads.
@@ -34,6 +43,9 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LdapUser {
     pub dn: String,
+    /// The entry's entryUUID (OpenLDAP and most servers) or objectGUID (Active Directory,
+    /// as hex): it stays when the entry is moved or renamed.
+    pub id: Option<String>,
     /// The user name attribute's single UTF-8 value, or why there is none.
     pub name: Result<String, String>,
     pub display_name: Option<String>,
@@ -55,20 +67,6 @@ pub(crate) struct LdapGroup {
 pub(crate) struct Snapshot {
     pub users: Vec<LdapUser>,
     pub groups: Vec<LdapGroup>,
-}
-
-/// A DN compared the way directories compare them in practice: case-insensitively, with
-/// spaces around separators ignored.
-pub(crate) fn normalise_dn(dn: &str) -> String {
-    dn.split(',')
-        .map(|rdn| {
-            rdn.split('=')
-                .map(|part| part.trim().to_lowercase())
-                .collect::<Vec<_>>()
-                .join("=")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Control characters escaped, so a hostile DN cannot forge lines in a report.
@@ -140,6 +138,16 @@ pub(crate) fn parse_entry(tag: StructureTag, truncated: &mut Vec<String>) -> Opt
 }
 
 impl RawEntry {
+    /// Bytes held: the DN and every value.
+    fn bytes(&self) -> usize {
+        self.dn.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(name, values)| name.len() + values.iter().map(Vec::len).sum::<usize>())
+                .sum::<usize>()
+    }
+
     fn dn_text(&self) -> Result<String, String> {
         String::from_utf8(self.dn.clone()).map_err(|_| "its DN is not UTF-8".to_owned())
     }
@@ -179,6 +187,17 @@ impl RawEntry {
     }
 }
 
+/// The entry's stable id: its entryUUID, or its objectGUID (16 bytes) as hex.
+fn entry_id(entry: &RawEntry) -> Option<String> {
+    if let Ok(uuid) = entry.single("entryUUID") {
+        return Some(uuid.to_ascii_lowercase());
+    }
+    match entry.values("objectGUID") {
+        [guid] if guid.len() == 16 => Some(guid.iter().map(|b| format!("{b:02x}")).collect()),
+        _ => None,
+    }
+}
+
 /// Whether the entry is disabled by a rule read from its attributes.
 fn disabled_by_attributes(entry: &RawEntry, rule: &DisabledRule) -> bool {
     match rule {
@@ -186,7 +205,13 @@ fn disabled_by_attributes(entry: &RawEntry, rule: &DisabledRule) -> bool {
             .optional("userAccountControl")
             .and_then(|v| v.parse::<i64>().ok())
             .is_some_and(|flags| flags & 2 != 0),
-        DisabledRule::PasswordLocked => !entry.values("pwdAccountLockedTime").is_empty(),
+        // `000001010000Z` is ppolicy's administrative lock; any other time is a lockout after
+        // failed binds, which expires: anyone could trigger it with a few wrong passwords,
+        // so it must not revoke a user's devices.
+        DisabledRule::PasswordLocked => entry
+            .values("pwdAccountLockedTime")
+            .iter()
+            .any(|value| value.as_slice() == ADMINISTRATIVE_LOCK.as_bytes()),
         DisabledRule::None | DisabledRule::Filter(_) => false,
     }
 }
@@ -197,8 +222,10 @@ fn disabled_by_attributes(entry: &RawEntry, rule: &DisabledRule) -> bool {
 #[error("{0}")]
 pub(crate) struct LdapFailure(pub String);
 
+/// A failure with the directory's own words made printable (no control characters reach
+/// a terminal or a log line).
 fn failure(what: &str, error: impl std::fmt::Display) -> LdapFailure {
-    LdapFailure(format!("{what}: {error}"))
+    LdapFailure(printable(&format!("{what}: {error}")))
 }
 
 fn tls_config(settings: &DirectorySettings) -> Result<rustls::ClientConfig, LdapFailure> {
@@ -229,15 +256,25 @@ fn tls_config(settings: &DirectorySettings) -> Result<rustls::ClientConfig, Ldap
 }
 
 /// Connects, binds and reads every user and group under the base DN.
+///
+/// ldap3 panics on some malformed replies: the read runs in its own task, so a hostile
+/// directory fails this sync instead of the task that called it.
 pub(crate) async fn read_directory(settings: &DirectorySettings) -> Result<Snapshot, LdapFailure> {
-    tokio::time::timeout(SYNC_TIMEOUT, read_directory_unbounded(settings))
-        .await
-        .map_err(|_| {
-            LdapFailure(format!(
-                "reading the directory took longer than {} s",
-                SYNC_TIMEOUT.as_secs()
-            ))
-        })?
+    let settings = settings.clone();
+    let reading =
+        tokio::spawn(
+            async move { tokio::time::timeout(SYNC_TIMEOUT, read_directory_unbounded(&settings)).await },
+        );
+    match reading.await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(LdapFailure(format!(
+            "reading the directory took longer than {} s",
+            SYNC_TIMEOUT.as_secs()
+        ))),
+        Err(_) => Err(LdapFailure(
+            "the directory sent a reply the LDAP library could not handle".into(),
+        )),
+    }
 }
 
 async fn read_directory_unbounded(settings: &DirectorySettings) -> Result<Snapshot, LdapFailure> {
@@ -265,12 +302,20 @@ async fn read_directory_unbounded(settings: &DirectorySettings) -> Result<Snapsh
         let disabled_dns = match &settings.disabled {
             DisabledRule::Filter(filter) => {
                 let combined = format!("(&{}{filter})", settings.user_filter);
-                search(&mut ldap, settings, &combined, &["1.1"], "disabled users")
-                    .await?
-                    .into_iter()
-                    .filter_map(|entry| entry.dn_text().ok())
-                    .map(|dn| normalise_dn(&dn))
-                    .collect()
+                let base = settings.base_dn.as_str();
+                search(
+                    &mut ldap,
+                    base,
+                    Scope::Subtree,
+                    &combined,
+                    &["1.1"],
+                    "disabled users",
+                )
+                .await?
+                .into_iter()
+                .filter_map(|entry| entry.dn_text().ok())
+                .map(|dn| normalise_dn(&dn))
+                .collect()
             }
             _ => std::collections::BTreeSet::new(),
         };
@@ -278,6 +323,8 @@ async fn read_directory_unbounded(settings: &DirectorySettings) -> Result<Snapsh
             settings.username_attr.as_str(),
             settings.display_name_attr.as_str(),
             settings.mail_attr.as_str(),
+            "entryUUID",
+            "objectGUID",
         ];
         match settings.disabled {
             DisabledRule::AdAccountDisabled => user_attributes.push("userAccountControl"),
@@ -286,7 +333,8 @@ async fn read_directory_unbounded(settings: &DirectorySettings) -> Result<Snapsh
         }
         let users = search(
             &mut ldap,
-            settings,
+            &settings.base_dn,
+            Scope::Subtree,
             &settings.user_filter,
             &user_attributes,
             "users",
@@ -300,6 +348,7 @@ async fn read_directory_unbounded(settings: &DirectorySettings) -> Result<Snapsh
             let disabled = disabled_by_attributes(&entry, &settings.disabled)
                 || disabled_dns.contains(&normalise_dn(&dn));
             LdapUser {
+                id: entry_id(&entry),
                 name,
                 display_name: entry.optional(&settings.display_name_attr),
                 mail: entry.optional(&settings.mail_attr),
@@ -308,32 +357,28 @@ async fn read_directory_unbounded(settings: &DirectorySettings) -> Result<Snapsh
             }
         })
         .collect();
-        let groups = search(
+        let found = search(
             &mut ldap,
-            settings,
+            &settings.base_dn,
+            Scope::Subtree,
             &settings.group_filter,
             &["cn", "member", "uniqueMember"],
             "groups",
         )
-        .await?
-        .into_iter()
-        .map(|entry| {
+        .await?;
+        let mut groups = Vec::with_capacity(found.len());
+        for entry in found {
             let dn = entry.dn_text();
             let name = dn.clone().and_then(|_| entry.single("cn"));
-            let members = entry
-                .values("member")
-                .iter()
-                .chain(entry.values("uniqueMember"))
-                .filter_map(|value| std::str::from_utf8(value).ok())
-                .map(normalise_dn)
-                .collect();
-            LdapGroup {
-                dn: dn.unwrap_or_else(|_| String::from_utf8_lossy(&entry.dn).into_owned()),
-                name,
-                members,
-            }
-        })
-        .collect();
+            let dn = dn.unwrap_or_else(|_| String::from_utf8_lossy(&entry.dn).into_owned());
+            // A group whose members cannot all be read is unreadable: its members are
+            // left as they are rather than cut to the part that was read.
+            let (name, members) = match group_members(&mut ldap, &entry, &dn).await {
+                Ok(members) => (name, members),
+                Err(why) => (Err(why.0), Vec::new()),
+            };
+            groups.push(LdapGroup { dn, name, members });
+        }
         Ok(Snapshot { users, groups })
     }
     .await;
@@ -342,10 +387,82 @@ async fn read_directory_unbounded(settings: &DirectorySettings) -> Result<Snapsh
     result
 }
 
-/// One paged subtree search under the base DN, bounded in entries and time.
+/// Whether `attribute` (lower-cased) holds a group's member DNs.
+fn is_member_attribute(attribute: &str) -> bool {
+    attribute.eq_ignore_ascii_case("member") || attribute.eq_ignore_ascii_case("uniqueMember")
+}
+
+/// A group's member DNs, normalised. Active Directory returns a large group's `member` in
+/// ranges (`member;range=0-1499`), each the next read of the group asks for, until the
+/// range that ends with `*`.
+async fn group_members(
+    ldap: &mut ldap3::Ldap,
+    entry: &RawEntry,
+    dn: &str,
+) -> Result<Vec<String>, LdapFailure> {
+    let mut members = Vec::new();
+    let take = |values: &[Vec<u8>], members: &mut Vec<String>| -> Result<(), LdapFailure> {
+        for value in values {
+            // The empty DN stands in for "no member" where the schema requires one.
+            match std::str::from_utf8(value) {
+                Ok(text) if !text.is_empty() && text.len() <= VALUE_BYTES_MAX => {
+                    members.push(normalise_dn(text))
+                }
+                _ => {}
+            }
+        }
+        if members.len() > VALUES_MAX {
+            return Err(LdapFailure(format!(
+                "the group has more than {VALUES_MAX} members"
+            )));
+        }
+        Ok(())
+    };
+    for (attribute, values) in &entry.attributes {
+        let (base, mut next) = if is_member_attribute(attribute) {
+            (attribute.clone(), None)
+        } else if let Some(range) = dn::ranged_attribute(attribute)
+            && is_member_attribute(range.base)
+        {
+            (range.base.to_owned(), range.end)
+        } else {
+            continue;
+        };
+        take(values, &mut members)?;
+        let mut rounds = 0;
+        while let Some(end) = next.take() {
+            rounds += 1;
+            let wanted = dn::next_range_attribute(&base, end)
+                .filter(|_| rounds <= RANGE_ROUNDS_MAX)
+                .ok_or_else(|| LdapFailure("the group's member ranges do not end".into()))?;
+            let more = search(
+                ldap,
+                dn,
+                Scope::Base,
+                "(objectClass=*)",
+                &[wanted.as_str()],
+                "group members",
+            )
+            .await?;
+            for (attribute, values) in more.iter().flat_map(|e| &e.attributes) {
+                if let Some(range) = dn::ranged_attribute(attribute)
+                    && range.base.eq_ignore_ascii_case(&base)
+                    && range.start == end + 1
+                {
+                    take(values, &mut members)?;
+                    next = range.end;
+                }
+            }
+        }
+    }
+    Ok(members)
+}
+
+/// One paged search, bounded in entries, bytes and time.
 async fn search(
     ldap: &mut ldap3::Ldap,
-    settings: &DirectorySettings,
+    base: &str,
+    scope: Scope,
     filter: &str,
     attributes: &[&str],
     what: &str,
@@ -359,17 +476,12 @@ async fn search(
         .with_search_options(
             SearchOptions::new().timelimit(i32::try_from(OPERATION_TIMEOUT.as_secs()).unwrap_or(30)),
         )
-        .streaming_search_with(
-            adapters,
-            &settings.base_dn,
-            Scope::Subtree,
-            filter,
-            attributes.to_vec(),
-        )
+        .streaming_search_with(adapters, base, scope, filter, attributes.to_vec())
         .await
         .map_err(|e| failure(&format!("searching {what} with {filter}"), e))?;
     let mut entries = Vec::new();
     let mut truncated = Vec::new();
+    let mut bytes = 0usize;
     loop {
         let next: Option<ResultEntry> = tokio::time::timeout(OPERATION_TIMEOUT, stream.next())
             .await
@@ -387,7 +499,14 @@ async fn search(
         if entries.len() == ENTRIES_MAX {
             return Err(LdapFailure(format!(
                 "the directory holds more than {ENTRIES_MAX} {what} under {}; narrow the filter or the base DN",
-                settings.base_dn
+                printable(base)
+            )));
+        }
+        bytes += entry.bytes();
+        if bytes > RESPONSE_BYTES_MAX {
+            return Err(LdapFailure(format!(
+                "the directory's answer listing {what} is larger than {} MiB",
+                RESPONSE_BYTES_MAX / (1024 * 1024)
             )));
         }
         entries.push(entry);
@@ -398,7 +517,7 @@ async fn search(
             "the directory answered the search for {what} with a referral ({}); Redoubt does not follow \
              referrals: point the URL at a server that holds {}",
             printable(&done.refs.join(" ")),
-            settings.base_dn
+            printable(base)
         )));
     }
     if done.rc != 0 {

@@ -12,6 +12,7 @@
 //! after the commit, as for an admin's revocation.
 
 pub(crate) mod code_mail;
+pub(crate) mod dn;
 pub(crate) mod ldap;
 pub(crate) mod plan;
 pub(crate) mod scim_backend;
@@ -62,6 +63,9 @@ pub(crate) struct UserLink {
     pub source: LinkSource,
     /// LDAP: the entry's DN when last read.
     pub dn: Option<String>,
+    /// LDAP: the entry's entryUUID or objectGUID, which stays when the entry moves.
+    #[serde(default)]
+    pub entry_id: Option<String>,
     /// The name as the directory or identity provider spells it (SCIM `userName`).
     pub external_name: String,
     pub mail: Option<String>,
@@ -76,12 +80,13 @@ pub(crate) struct UserLink {
 }
 
 impl UserLink {
-    pub(crate) fn ldap(dn: String, external_name: String, mail: Option<String>) -> Self {
+    pub(crate) fn ldap(entry: &plan::EntryRef, external_name: String) -> Self {
         Self {
             source: LinkSource::Ldap,
-            dn: Some(dn),
+            dn: Some(entry.dn.clone()),
+            entry_id: entry.id.clone(),
             external_name,
-            mail,
+            mail: entry.mail.clone(),
             scim: None,
             updated_at_unix_s: 0,
             version: 1,
@@ -465,26 +470,11 @@ async fn sync_with(
     }
     let codes = apply(state, who, &plan, &users).await?;
     report.applied = true;
+    // Codes go to the address of the entry each user was matched with in this sync.
     let mail: BTreeMap<&UserName, Option<&String>> = plan
-        .public
-        .create
+        .entries
         .iter()
-        .map(|u| (&u.user, u.mail.as_ref()))
-        .chain(plan.public.enable.iter().map(|u| {
-            let mail = snapshot
-                .users
-                .iter()
-                .find(|e| {
-                    e.name
-                        .as_deref()
-                        .ok()
-                        .and_then(|n| plan::user_name_from(n).ok())
-                        .as_ref()
-                        == Some(u)
-                })
-                .and_then(|e| e.mail.as_ref());
-            (u, mail)
-        }))
+        .map(|(user, entry)| (user, entry.mail.as_ref()))
         .collect();
     if settings.email_codes {
         let display: BTreeMap<&UserName, Option<&DisplayName>> = plan
@@ -521,6 +511,17 @@ pub(crate) async fn apply(
         subject,
         details,
     };
+    // Mailboxes the directory names: only in the organisation's mail domain, and never
+    // one already mapped to someone else (a directory entry its owner may edit must not
+    // reach another person's mail).
+    let mut mailboxes = crate::mail::Mailboxes::load(state).await?;
+    let entry_of = |user: &UserName| {
+        plan.entries.get(user).cloned().unwrap_or(plan::EntryRef {
+            dn: String::new(),
+            id: None,
+            mail: None,
+        })
+    };
     for user in &public.create {
         let (code, issued) = new_activation_code(state, &user.user, now);
         changes.push(Change::CreateUser {
@@ -533,29 +534,28 @@ pub(crate) async fn apply(
             },
             code,
         });
-        let dn = plan.dns.get(&user.user).cloned().unwrap_or_default();
-        let mut link = UserLink::ldap(dn.clone(), user.user.to_string(), user.mail.clone());
+        let entry = entry_of(&user.user);
+        let mut link = UserLink::ldap(&entry, user.user.to_string());
         link.updated_at_unix_s = now;
         changes.push(link_change(USER_LINK_PREFIX, user.user.as_str(), Some(&link))?);
-        changes.extend(crate::mail::directory_address(&user.user, user.mail.as_deref()));
+        changes.extend(mailboxes.map(&user.user, entry.mail.as_deref()));
         events.push(event(
             "directory.user.create",
             format!("user {}", user.user),
-            format!("from {dn}"),
+            format!("from {}", entry.dn),
         ));
         codes.push(issued);
     }
     for user in &public.adopt_users {
-        let dn = plan.dns.get(user).cloned().unwrap_or_default();
-        let mail = plan.adopt_mail.get(user).cloned().flatten();
-        let mut link = UserLink::ldap(dn.clone(), user.to_string(), mail.clone());
+        let entry = entry_of(user);
+        let mut link = UserLink::ldap(&entry, user.to_string());
         link.updated_at_unix_s = now;
         changes.push(link_change(USER_LINK_PREFIX, user.as_str(), Some(&link))?);
-        changes.extend(crate::mail::directory_address(user, mail.as_deref()));
+        changes.extend(mailboxes.map(user, entry.mail.as_deref()));
         events.push(event(
             "directory.user.adopt",
             format!("user {user}"),
-            format!("made by hand; linked to {dn}"),
+            format!("made by hand; linked to {}", entry.dn),
         ));
     }
     for group in &public.adopt_groups {
@@ -574,16 +574,14 @@ pub(crate) async fn apply(
             user: update.user.clone(),
             display_name: update.display_name.clone(),
         });
+        let entry = entry_of(&update.user);
         let previous = users.get(&update.user).and_then(|u| u.link.clone());
         if previous.as_ref().is_some_and(|l| l.mail != update.mail) {
-            changes.extend(crate::mail::directory_address(
-                &update.user,
-                update.mail.as_deref(),
-            ));
+            changes.extend(mailboxes.map(&update.user, update.mail.as_deref()));
         }
-        let dn = plan.dns.get(&update.user).cloned().unwrap_or_default();
-        let mut link = previous.unwrap_or_else(|| UserLink::ldap(dn.clone(), update.user.to_string(), None));
-        link.dn = Some(dn);
+        let mut link = previous.unwrap_or_else(|| UserLink::ldap(&entry, update.user.to_string()));
+        link.dn = Some(entry.dn.clone());
+        link.entry_id = entry.id.clone();
         link.mail = update.mail.clone();
         link.updated_at_unix_s = now;
         link.version += 1;
@@ -594,24 +592,13 @@ pub(crate) async fn apply(
             String::new(),
         ));
     }
-    let mut revoked = Vec::new();
     for disable in &public.disable {
-        let already = users
-            .get(&disable.user)
-            .is_some_and(|u| u.record.disabled_at_unix_s.is_some());
-        if !already {
-            changes.push(Change::SetUserDisabled {
-                user: disable.user.clone(),
-                at_unix_s: Some(now),
-            });
-        }
-        for device in plan.revoke.get(&disable.user).into_iter().flatten() {
-            changes.push(Change::RevokeDevice {
-                device: *device,
-                at_unix_s: now,
-            });
-            revoked.push(*device);
-        }
+        // Revokes, in the same transaction, every device of the user not yet revoked
+        // (also one enrolled since the plan was made); a disabled user keeps their time.
+        changes.push(Change::SetUserDisabled {
+            user: disable.user.clone(),
+            at_unix_s: Some(now),
+        });
         events.push(event(
             "directory.user.disable",
             format!("user {}", disable.user),
@@ -674,7 +661,7 @@ pub(crate) async fn apply(
         ),
         other => other.into(),
     })?;
-    after_revocations(state, &revoked).await;
+    after_revocations(state, &applied.revoked_devices).await;
     if !public.create.is_empty() || !public.update.is_empty() {
         // Mailbox addresses may have been mapped: the connector reads them again.
         announce(state, Hint::MailChanged);

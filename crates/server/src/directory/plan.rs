@@ -24,7 +24,8 @@ use redoubt_proto::{
 };
 use redoubt_store::UserRecord;
 
-use super::ldap::{Snapshot, normalise_dn, printable};
+use super::dn::normalise_dn;
+use super::ldap::{LdapUser, Snapshot, printable};
 use super::{GroupLink, LinkSource, UserLink};
 
 /// A Redoubt user as the planner sees it.
@@ -43,22 +44,32 @@ pub(crate) struct CurrentGroup {
     pub link: Option<GroupLink>,
 }
 
-/// A directory value as a Redoubt user name: lower-cased, then held to the usual rules.
+/// A directory value as a Redoubt user name: ASCII only (so no Unicode case folding can
+/// make two different values one name: the Kelvin sign lower-cases to `k`), lower-cased,
+/// then held to the usual rules; the mail connector's reserved name is refused.
 pub(crate) fn user_name_from(value: &str) -> Result<UserName, String> {
-    UserName::parse(&value.to_lowercase()).map_err(|_| {
+    let invalid = || {
         format!(
             "{:?} cannot be a Redoubt user name (a letter or digit, then letters, digits, '.', '_' or '-'; \
              at most 64)",
             printable(value)
         )
-    })
+    };
+    if !value.is_ascii() {
+        return Err(invalid());
+    }
+    let name = UserName::parse(&value.to_ascii_lowercase()).map_err(|_| invalid())?;
+    if name.as_str() == redoubt_mls::mail::CONNECTOR_USER {
+        return Err(format!("{name} is reserved for the mail connector"));
+    }
+    Ok(name)
 }
 
 /// A directory group's name as a Redoubt group name: lower-cased, blanks made dashes.
 pub(crate) fn group_name_from(value: &str) -> Result<GroupName, String> {
     let name: String = value
         .trim()
-        .to_lowercase()
+        .to_ascii_lowercase()
         .chars()
         .map(|c| if c.is_whitespace() { '-' } else { c })
         .collect();
@@ -93,6 +104,15 @@ fn owned_elsewhere(owner: Option<Option<LinkSource>>, kind: &str, name: &str) ->
     }
 }
 
+/// The directory entry a user was matched with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntryRef {
+    pub dn: String,
+    /// Its entryUUID or objectGUID, when the directory gives one.
+    pub id: Option<String>,
+    pub mail: Option<String>,
+}
+
 /// What an admin decided for this sync.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rules {
@@ -107,14 +127,10 @@ pub(crate) struct Rules {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Plan {
     pub public: SyncPlan,
-    /// Each user to create or update, with their entry's DN.
-    pub dns: BTreeMap<UserName, String>,
+    /// The entry each user of this sync was matched with.
+    pub entries: BTreeMap<UserName, EntryRef>,
     /// Groups to create, with their entry's DN.
     pub group_dns: BTreeMap<GroupName, String>,
-    /// The mail attribute of each user to adopt.
-    pub adopt_mail: BTreeMap<UserName, Option<String>>,
-    /// Devices to revoke, by user.
-    pub revoke: BTreeMap<UserName, Vec<DeviceId>>,
     /// Why the disable guard refused the plan.
     pub refused: Option<String>,
 }
@@ -136,16 +152,38 @@ pub(crate) fn plan(
     out.users_seen = u32::try_from(snapshot.users.len()).unwrap_or(u32::MAX);
     out.groups_seen = u32::try_from(snapshot.groups.len()).unwrap_or(u32::MAX);
 
-    // Directory users by name (the first entry holding a name keeps it), and every DN
-    // the search returned, usable or not: a linked user whose entry is merely unreadable
-    // this time is left alone, not disabled.
-    let mut seen_dns = BTreeSet::new();
-    let mut by_name: BTreeMap<UserName, &super::ldap::LdapUser> = BTreeMap::new();
-    let mut member_of_dn: BTreeMap<String, UserName> = BTreeMap::new();
+    // Which linked user each entry belongs to: by the entry's UUID when the directory
+    // gives one, else by its DN. A name alone never moves a user to another entry.
+    let mut link_by_id: BTreeMap<&str, &UserName> = BTreeMap::new();
+    let mut link_by_dn: BTreeMap<String, &UserName> = BTreeMap::new();
+    for (name, current) in users {
+        if let Some(link) = current.link.as_ref().filter(|l| l.source == LinkSource::Ldap) {
+            if let Some(id) = &link.entry_id {
+                link_by_id.insert(id, name);
+            }
+            if let Some(dn) = &link.dn {
+                link_by_dn.insert(normalise_dn(dn), name);
+            }
+        }
+    }
+    let owner_of = |entry: &LdapUser| -> Option<&UserName> {
+        if let Some(owner) = entry.id.as_deref().and_then(|id| link_by_id.get(id)) {
+            return Some(owner);
+        }
+        let owner = link_by_dn.get(&normalise_dn(&entry.dn))?;
+        let link_id = users.get(*owner)?.link.as_ref()?.entry_id.as_ref();
+        // A DN names the same entry only when the UUIDs do not say otherwise.
+        (entry.id.is_none() || link_id.is_none()).then_some(*owner)
+    };
+
+    // Linked users whose entry the search returned, readable or not: those are not gone.
+    let mut present: BTreeSet<&UserName> = BTreeSet::new();
+    let mut candidates: BTreeMap<UserName, Vec<&LdapUser>> = BTreeMap::new();
     let mut entries: Vec<_> = snapshot.users.iter().collect();
     entries.sort_by(|a, b| a.dn.cmp(&b.dn));
     for entry in entries {
-        seen_dns.insert(normalise_dn(&entry.dn));
+        let owner = owner_of(entry);
+        present.extend(owner);
         let name = match entry
             .name
             .as_deref()
@@ -158,29 +196,98 @@ pub(crate) fn plan(
                 continue;
             }
         };
-        if let Some(first) = by_name.get(&name) {
+        if let Some(owner) = owner.filter(|owner| **owner != name) {
             skip(
                 out,
                 &entry.dn,
-                format!("the name {name} is taken by {}", printable(&first.dn)),
+                format!(
+                    "renamed in the directory from {owner} to {name}: Redoubt names do not change, so {owner} stays as it is"
+                ),
             );
             continue;
         }
-        let owner = users.get(&name).map(|u| u.link.as_ref().map(|l| l.source));
-        if adopt && owner == Some(None) {
-            out.adopt_users.push(name.clone());
-            plan.dns.insert(name.clone(), entry.dn.clone());
-            plan.adopt_mail.insert(name.clone(), entry.mail.clone());
-        } else if let Some(reason) = owned_elsewhere(owner, "user", name.as_str()) {
-            skip(out, &entry.dn, reason);
-            continue;
-        }
-        by_name.insert(name.clone(), entry);
-        member_of_dn.insert(normalise_dn(&entry.dn), name);
+        candidates.entry(name).or_default().push(entry);
+    }
+
+    // Each name to at most one entry: the entry its user is linked to, or, for a name no
+    // user holds yet, the only entry claiming it. Anything else is reported, not guessed.
+    let mut by_name: BTreeMap<UserName, &LdapUser> = BTreeMap::new();
+    let mut member_of_dn: BTreeMap<String, UserName> = BTreeMap::new();
+    for (name, claims) in candidates {
+        let existing = users.get(&name);
+        let owner = existing.map(|u| u.link.as_ref().map(|l| l.source));
+        let chosen = match owner {
+            Some(Some(LinkSource::Ldap)) => {
+                let (mine, others): (Vec<_>, Vec<_>) =
+                    claims.into_iter().partition(|e| owner_of(e) == Some(&name));
+                for other in &others {
+                    skip(
+                        out,
+                        &other.dn,
+                        format!("the name {name} belongs to another directory entry; not taken over"),
+                    );
+                }
+                match mine.as_slice() {
+                    [entry] => *entry,
+                    _ => continue,
+                }
+            }
+            Some(None) if adopt => match claims.as_slice() {
+                [entry] => {
+                    out.adopt_users.push(name.clone());
+                    *entry
+                }
+                _ => {
+                    for entry in &claims {
+                        skip(
+                            out,
+                            &entry.dn,
+                            format!(
+                                "{} directory entries claim the name {name}; none is adopted",
+                                claims.len()
+                            ),
+                        );
+                    }
+                    continue;
+                }
+            },
+            Some(_) => {
+                let reason = owned_elsewhere(owner, "user", name.as_str()).unwrap_or_default();
+                for entry in &claims {
+                    skip(out, &entry.dn, reason.clone());
+                }
+                continue;
+            }
+            None => match claims.as_slice() {
+                [entry] => *entry,
+                _ => {
+                    for entry in &claims {
+                        skip(
+                            out,
+                            &entry.dn,
+                            format!(
+                                "{} directory entries claim the name {name}; none is used",
+                                claims.len()
+                            ),
+                        );
+                    }
+                    continue;
+                }
+            },
+        };
+        plan.entries.insert(
+            name.clone(),
+            EntryRef {
+                dn: chosen.dn.clone(),
+                id: chosen.id.clone(),
+                mail: chosen.mail.clone(),
+            },
+        );
+        member_of_dn.insert(normalise_dn(&chosen.dn), name.clone());
+        by_name.insert(name, chosen);
     }
 
     // Users: create, update, enable, disable.
-    let mut directory_users = 0usize;
     for (name, entry) in &by_name {
         let wanted_display = display_name(entry.display_name.as_deref());
         match users.get(name) {
@@ -192,20 +299,20 @@ pub(crate) fn plan(
                     mail: entry.mail.clone(),
                     source: printable(&entry.dn),
                 });
-                plan.dns.insert(name.clone(), entry.dn.clone());
             }
             Some(current) => {
-                directory_users += 1;
                 let link = current.link.as_ref();
                 let mail_changed = link.is_some_and(|l| l.mail != entry.mail);
-                let dn_changed = link.is_some_and(|l| l.dn.as_deref() != Some(entry.dn.as_str()));
-                if current.record.display_name != wanted_display || mail_changed || dn_changed {
+                let entry_moved = link.is_some_and(|l| {
+                    l.dn.as_deref().map(normalise_dn) != Some(normalise_dn(&entry.dn))
+                        || (entry.id.is_some() && l.entry_id != entry.id)
+                });
+                if current.record.display_name != wanted_display || mail_changed || entry_moved {
                     out.update.push(PlannedUpdate {
                         user: name.clone(),
                         display_name: wanted_display,
                         mail: entry.mail.clone(),
                     });
-                    plan.dns.insert(name.clone(), entry.dn.clone());
                 }
                 let is_disabled = current.record.disabled_at_unix_s.is_some();
                 if entry.disabled && !is_disabled {
@@ -214,38 +321,28 @@ pub(crate) fn plan(
                         reason: "disabled in the directory".into(),
                         devices: u32::try_from(current.active_devices.len()).unwrap_or(u32::MAX),
                     });
-                    plan.revoke.insert(name.clone(), current.active_devices.clone());
                 } else if !entry.disabled && is_disabled {
                     out.enable.push(name.clone());
                 }
             }
         }
     }
+    let mut gone: BTreeSet<&UserName> = BTreeSet::new();
     for (name, current) in users {
-        let Some(link) = current.link.as_ref().filter(|l| l.source == LinkSource::Ldap) else {
-            continue;
-        };
-        if by_name.contains_key(name) {
-            continue;
-        }
-        let is_disabled = current.record.disabled_at_unix_s.is_some();
-        if !is_disabled {
-            directory_users += 1;
-        }
-        let unreadable = link
-            .dn
+        let linked = current
+            .link
             .as_ref()
-            .is_some_and(|dn| seen_dns.contains(&normalise_dn(dn)));
-        if unreadable {
+            .is_some_and(|l| l.source == LinkSource::Ldap);
+        if !linked || by_name.contains_key(name) || present.contains(name) {
             continue;
         }
-        if !is_disabled {
+        gone.insert(name);
+        if current.record.disabled_at_unix_s.is_none() {
             out.disable.push(PlannedDisable {
                 user: name.clone(),
                 reason: "no longer in the directory (or outside the user filter)".into(),
                 devices: u32::try_from(current.active_devices.len()).unwrap_or(u32::MAX),
             });
-            plan.revoke.insert(name.clone(), current.active_devices.clone());
         }
     }
     // Disabled before, devices still active (an interrupted sync, or enrolled in a race).
@@ -261,18 +358,19 @@ pub(crate) fn plan(
                 reason: "disabled earlier; revoking the devices still active".into(),
                 devices: u32::try_from(current.active_devices.len()).unwrap_or(u32::MAX),
             });
-            plan.revoke.insert(name.clone(), current.active_devices.clone());
         }
     }
 
     // Groups.
     // Members are users that exist after the sync: not entries disabled before they were
     // ever created.
+    let created: BTreeSet<UserName> = out.create.iter().map(|u| u.user.clone()).collect();
     let known: BTreeSet<&UserName> = by_name
         .keys()
-        .filter(|name| users.contains_key(*name) || plan.dns.contains_key(*name))
+        .filter(|name| users.contains_key(*name) || created.contains(*name))
         .collect();
     let mut seen_groups = BTreeSet::new();
+    let mut unreadable_groups = BTreeSet::new();
     let mut group_entries: Vec<_> = snapshot.groups.iter().collect();
     group_entries.sort_by(|a, b| a.dn.cmp(&b.dn));
     for entry in group_entries {
@@ -284,6 +382,7 @@ pub(crate) fn plan(
         {
             Ok(name) => name,
             Err(reason) => {
+                unreadable_groups.insert(normalise_dn(&entry.dn));
                 skip(out, &entry.dn, reason);
                 continue;
             }
@@ -316,6 +415,9 @@ pub(crate) fn plan(
             .filter(|user| known.contains(user))
             .collect();
         let have: BTreeSet<&UserName> = current.map(|g| g.members.iter().collect()).unwrap_or_default();
+        // Only users this sync read, or that left the directory, are taken out: not users
+        // whose entry could not be used this time, nor users made by hand or by SCIM.
+        let removable = |user: &&&UserName| by_name.contains_key(**user) || gone.contains(**user);
         for user in wanted.difference(&have) {
             out.memberships.push(PlannedMembership {
                 group: name.clone(),
@@ -323,7 +425,7 @@ pub(crate) fn plan(
                 add: true,
             });
         }
-        for user in have.difference(&wanted) {
+        for user in have.difference(&wanted).filter(removable) {
             out.memberships.push(PlannedMembership {
                 group: name.clone(),
                 user: (*user).clone(),
@@ -332,21 +434,48 @@ pub(crate) fn plan(
         }
     }
     // Linked groups the directory no longer has lose their members (their policy stays
-    // for the admin to remove).
+    // for the admin to remove) — unless their entry was unreadable, or the group search
+    // returned nothing at all, which looks like a broken search, not an empty directory.
     for (name, group) in groups {
-        if group.link.as_ref().is_some_and(|l| l.source == LinkSource::Ldap) && !seen_groups.contains(name) {
-            for user in &group.members {
-                out.memberships.push(PlannedMembership {
-                    group: name.clone(),
-                    user: user.clone(),
-                    add: false,
-                });
-            }
+        let Some(link) = group.link.as_ref().filter(|l| l.source == LinkSource::Ldap) else {
+            continue;
+        };
+        if seen_groups.contains(name)
+            || link
+                .dn
+                .as_ref()
+                .is_some_and(|dn| unreadable_groups.contains(&normalise_dn(dn)))
+        {
+            continue;
+        }
+        if snapshot.groups.is_empty() {
+            skip(
+                out,
+                link.dn.as_deref().unwrap_or(name.as_str()),
+                "the group search returned no group: its members are left as they are",
+            );
+            continue;
+        }
+        for user in group
+            .members
+            .iter()
+            .filter(|u| by_name.contains_key(*u) || gone.contains(*u))
+        {
+            out.memberships.push(PlannedMembership {
+                group: name.clone(),
+                user: user.clone(),
+                add: false,
+            });
         }
     }
 
-    // The disable guard counts users disabled now, not devices revoked for users disabled
-    // before.
+    // The disable guard: users disabled now, out of the directory users enabled now (not
+    // devices revoked for users disabled before, nor accounts disabled long ago).
+    let directory_users = users
+        .values()
+        .filter(|u| u.record.disabled_at_unix_s.is_none())
+        .filter(|u| u.link.as_ref().is_some_and(|l| l.source == LinkSource::Ldap))
+        .count();
     let disabling = out
         .disable
         .iter()
@@ -389,6 +518,7 @@ mod tests {
     fn entry(uid: &str, disabled: bool) -> LdapUser {
         LdapUser {
             dn: format!("uid={uid},ou=people,dc=corp,dc=test"),
+            id: None,
             name: Ok(uid.to_owned()),
             display_name: Some(format!("{uid} Example")),
             mail: Some(format!("{uid}@corp.test")),
@@ -407,9 +537,12 @@ mod tests {
                 disabled_at_unix_s: disabled.then_some(5),
             },
             link: Some(UserLink::ldap(
-                format!("uid={name},ou=people,dc=corp,dc=test"),
+                &EntryRef {
+                    dn: format!("uid={name},ou=people,dc=corp,dc=test"),
+                    id: None,
+                    mail: Some(format!("{name}@corp.test")),
+                },
                 name.to_owned(),
-                Some(format!("{name}@corp.test")),
             )),
             active_devices: (0..devices).map(|i| DeviceId::from([i; 16])).collect(),
         };
@@ -475,7 +608,7 @@ mod tests {
         let planned = plan(&snapshot, &users, &BTreeMap::new(), &rules(10, false));
         let disabled: Vec<_> = planned.public.disable.iter().map(|d| d.user.as_str()).collect();
         assert_eq!(disabled, ["u7", "gone"]);
-        assert_eq!(planned.revoke[&UserName::parse("gone").unwrap()].len(), 2);
+        assert_eq!(planned.public.disable[1].devices, 2);
         assert!(planned.refused.is_none());
 
         // Five of 41 (12 %) is over the 10 % guard unless forced.
@@ -559,6 +692,129 @@ mod tests {
         assert!(
             !skipped.entry.contains('\n') && !skipped.reason.contains('\0'),
             "{skipped:?}"
+        );
+    }
+
+    #[test]
+    fn names_are_ascii_and_the_connector_name_is_reserved() {
+        assert_eq!(user_name_from("J.Smith").unwrap().as_str(), "j.smith");
+        assert!(
+            user_name_from("\u{212A}evin").is_err(),
+            "the Kelvin sign is not a k"
+        );
+        assert!(user_name_from("mail-connector").unwrap_err().contains("reserved"));
+        assert!(group_name_from("Stra\u{df}e").is_err());
+    }
+
+    fn with_id(mut entry: LdapUser, id: &str) -> LdapUser {
+        entry.id = Some(id.to_owned());
+        entry
+    }
+
+    fn linked_with_id(name: &str, id: &str) -> (UserName, CurrentUser) {
+        let (user, mut current) = linked(name, 1, false);
+        if let Some(link) = current.link.as_mut() {
+            link.entry_id = Some(id.to_owned());
+        }
+        (user, current)
+    }
+
+    #[test]
+    fn a_name_is_never_taken_over_by_another_entry() {
+        // The CEO is linked to entry id-1; an entry elsewhere claims the same uid.
+        let users: BTreeMap<_, _> = [linked_with_id("ceo", "id-1")].into();
+        let mut impostor = with_id(entry("ceo", false), "id-2");
+        impostor.dn = "uid=CEO,ou=partners,dc=corp,dc=test".into();
+        impostor.mail = Some("attacker@corp.test".into());
+        let genuine = with_id(entry("ceo", false), "id-1");
+        let snapshot = Snapshot {
+            users: vec![impostor, genuine],
+            groups: vec![],
+        };
+        let planned = plan(&snapshot, &users, &BTreeMap::new(), &rules(10, false));
+        assert!(planned.public.update.is_empty(), "{:?}", planned.public.update);
+        assert_eq!(planned.public.skipped.len(), 1);
+        assert!(planned.public.skipped[0].entry.contains("partners"));
+        assert_eq!(
+            planned.entries[&UserName::parse("ceo").unwrap()].id.as_deref(),
+            Some("id-1")
+        );
+
+        // Two entries claiming a name nobody holds yet: neither is used.
+        let snapshot = Snapshot {
+            users: vec![with_id(entry("dup", false), "a"), {
+                let mut other = with_id(entry("dup", false), "b");
+                other.dn = "uid=dup,ou=other,dc=corp,dc=test".into();
+                other
+            }],
+            groups: vec![],
+        };
+        let planned = plan(&snapshot, &BTreeMap::new(), &BTreeMap::new(), &rules(10, false));
+        assert!(planned.public.create.is_empty());
+        assert_eq!(planned.public.skipped.len(), 2);
+    }
+
+    #[test]
+    fn a_renamed_or_moved_entry_keeps_its_user() {
+        let users: BTreeMap<_, _> = [linked_with_id("jsmith", "id-7")].into();
+        // Renamed: reported; the user is present, so not disabled, and no new user.
+        let snapshot = Snapshot {
+            users: vec![with_id(entry("jsmith2", false), "id-7")],
+            groups: vec![],
+        };
+        let planned = plan(&snapshot, &users, &BTreeMap::new(), &rules(10, false));
+        assert!(planned.public.create.is_empty() && planned.public.disable.is_empty());
+        assert!(planned.public.skipped[0].reason.contains("renamed"));
+        // Moved to another OU: the same user, its link updated.
+        let mut moved = with_id(entry("jsmith", false), "id-7");
+        moved.dn = "uid=jsmith,ou=sales,dc=corp,dc=test".into();
+        let snapshot = Snapshot {
+            users: vec![moved],
+            groups: vec![],
+        };
+        let planned = plan(&snapshot, &users, &BTreeMap::new(), &rules(10, false));
+        assert_eq!(planned.public.update.len(), 1);
+        assert!(planned.public.disable.is_empty());
+    }
+
+    #[test]
+    fn members_are_only_removed_when_the_directory_says_so() {
+        let users: BTreeMap<_, _> = [linked("alice", 0, false), linked("bob", 0, false)].into();
+        let (carol, mut hand_made) = linked("carol", 0, false);
+        hand_made.link = None;
+        let mut users = users;
+        users.insert(carol.clone(), hand_made);
+        let staff = GroupName::parse("staff").unwrap();
+        let current = CurrentGroup {
+            members: ["alice", "bob", "carol"]
+                .map(|n| UserName::parse(n).unwrap())
+                .into(),
+            link: Some(GroupLink::ldap("cn=staff,ou=groups,dc=corp,dc=test".into())),
+        };
+        let groups: BTreeMap<_, _> = [(staff.clone(), current)].into();
+        // Bob's entry is unreadable this time; Carol was added by hand: both stay.
+        let mut bob = entry("bob", false);
+        bob.name = Err("its uid is not UTF-8".into());
+        let snapshot = Snapshot {
+            users: vec![entry("alice", false), bob],
+            groups: vec![group("staff", &["alice"])],
+        };
+        let planned = plan(&snapshot, &users, &groups, &rules(10, false));
+        assert!(
+            planned.public.memberships.is_empty(),
+            "{:?}",
+            planned.public.memberships
+        );
+        // A group search that returns nothing strips nobody.
+        let snapshot = Snapshot {
+            users: vec![entry("alice", false), entry("bob", false)],
+            groups: vec![],
+        };
+        let planned = plan(&snapshot, &users, &groups, &rules(10, false));
+        assert!(
+            planned.public.memberships.is_empty(),
+            "{:?}",
+            planned.public.memberships
         );
     }
 

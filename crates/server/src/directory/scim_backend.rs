@@ -195,12 +195,7 @@ impl StoreScim {
 
     /// Applies `changes` with `events`, then closes revoked devices' sessions and tells
     /// devices of a policy change.
-    async fn commit(
-        &self,
-        changes: &[Change],
-        events: &[AuditEvent],
-        revoked: &[DeviceId],
-    ) -> Result<(), ScimError> {
+    async fn commit(&self, changes: &[Change], events: &[AuditEvent]) -> Result<(), ScimError> {
         let applied = self
             .state
             .store
@@ -215,7 +210,7 @@ impl StoreScim {
                 }
                 other => stored(other.into()),
             })?;
-        super::after_revocations(&self.state, revoked).await;
+        super::after_revocations(&self.state, &applied.revoked_devices).await;
         if let Some(version) = applied.policy_version {
             announce(&self.state, Hint::PolicyChanged { version });
         }
@@ -299,16 +294,13 @@ fn stale(from: &str, current: u64) -> Result<(), ScimError> {
     }
 }
 
-fn disable_changes(user: &UserName, now: i64, devices: &[DeviceId]) -> Vec<Change> {
-    let mut changes = vec![Change::SetUserDisabled {
+/// Disables `user`: the store revokes their devices and voids their codes in the same
+/// transaction.
+fn disable(user: &UserName, now: i64) -> Change {
+    Change::SetUserDisabled {
         user: user.clone(),
         at_unix_s: Some(now),
-    }];
-    changes.extend(devices.iter().map(|device| Change::RevokeDevice {
-        device: *device,
-        at_unix_s: now,
-    }));
-    changes
+    }
 }
 
 impl ScimBackend for StoreScim {
@@ -381,11 +373,12 @@ impl ScimBackend for StoreScim {
             }
         };
         if !user.active {
-            changes.extend(disable_changes(&name, now, &[]));
+            changes.push(disable(&name, now));
         }
         let link = UserLink {
             source: LinkSource::Scim,
             dn: None,
+            entry_id: None,
             external_name: user.user_name.clone(),
             mail: user
                 .emails
@@ -404,7 +397,7 @@ impl ScimBackend for StoreScim {
             format!("user {name}"),
             format!("userName {:?}", user.user_name),
         );
-        self.commit(&changes, &[event], &[]).await?;
+        self.commit(&changes, &[event]).await?;
         if user.active {
             self.mail_code(Some(issued), &user).await?;
         }
@@ -424,14 +417,13 @@ impl ScimBackend for StoreScim {
             user: record.name.clone(),
             display_name: display_name(user.display_name.as_deref()),
         }];
-        let mut revoked = Vec::new();
         let mut details = String::new();
         let mut activation = None;
         match (record.disabled_at_unix_s.is_none(), user.active) {
             (true, false) => {
-                revoked = self.active_devices(&record.name).await?;
-                changes.extend(disable_changes(&record.name, now, &revoked));
-                details = format!("deactivated; {} device(s) revoked", revoked.len());
+                let devices = self.active_devices(&record.name).await?.len();
+                changes.push(disable(&record.name, now));
+                details = format!("deactivated; {devices} device(s) revoked");
             }
             (false, true) => {
                 changes.push(Change::SetUserDisabled {
@@ -470,7 +462,7 @@ impl ScimBackend for StoreScim {
             format!("user {}", record.name),
             details,
         );
-        self.commit(&changes, &[event], &revoked).await?;
+        self.commit(&changes, &[event]).await?;
         self.mail_code(activation, &user).await?;
         self.get_user(id)
             .await?
@@ -482,18 +474,8 @@ impl ScimBackend for StoreScim {
             return Err(ScimError::not_found(format!("no user {id}")));
         };
         let now = self.state.now();
-        let revoked = self.active_devices(&record.name).await?;
-        let mut changes = if record.disabled_at_unix_s.is_none() {
-            disable_changes(&record.name, now, &revoked)
-        } else {
-            revoked
-                .iter()
-                .map(|device| Change::RevokeDevice {
-                    device: *device,
-                    at_unix_s: now,
-                })
-                .collect()
-        };
+        let devices = self.active_devices(&record.name).await?.len();
+        let mut changes = vec![disable(&record.name, now)];
         // Out of every SCIM group too.
         for group in self.list_groups().await? {
             if group.members.iter().any(|m| m.value == id)
@@ -517,9 +499,9 @@ impl ScimBackend for StoreScim {
             token,
             "scim.user.delete",
             format!("user {}", record.name),
-            format!("disabled; {} device(s) revoked", revoked.len()),
+            format!("disabled; {devices} device(s) revoked"),
         );
-        self.commit(&changes, &[event], &revoked).await
+        self.commit(&changes, &[event]).await
     }
 
     async fn list_groups(&self) -> Result<Vec<ScimGroup>, ScimError> {
@@ -581,7 +563,7 @@ impl ScimBackend for StoreScim {
         };
         changes.push(link_change(GROUP_LINK_PREFIX, name.as_str(), Some(&link)).map_err(stored)?);
         let event = self.audit(token, "scim.group.create", format!("group {name}"), String::new());
-        self.commit(&changes, &[event], &[]).await?;
+        self.commit(&changes, &[event]).await?;
         self.scim_group(name.as_str())
             .await?
             .ok_or_else(|| ScimError::internal("the new group is missing"))
@@ -613,7 +595,7 @@ impl ScimBackend for StoreScim {
             format!("group {name}"),
             String::new(),
         );
-        self.commit(&changes, &[event], &[]).await?;
+        self.commit(&changes, &[event]).await?;
         self.scim_group(id)
             .await?
             .ok_or_else(|| ScimError::internal("the group is missing"))
@@ -630,7 +612,7 @@ impl ScimBackend for StoreScim {
             Change::BumpPolicyVersion,
         ];
         let event = self.audit(token, "scim.group.delete", format!("group {name}"), String::new());
-        self.commit(&changes, &[event], &[]).await
+        self.commit(&changes, &[event]).await
     }
 }
 
