@@ -321,6 +321,7 @@ fn print_status(status: &DirectoryStatus, out: &Output) {
                 "trigger": l.trigger, "users_seen": l.users_seen, "groups_seen": l.groups_seen,
                 "created": l.created, "updated": l.updated, "disabled": l.disabled,
                 "enabled": l.enabled, "memberships": l.memberships, "skipped": l.skipped,
+                "codes_undelivered": l.codes_undelivered,
             })),
             "ldap_users": status.ldap_users,
             "scim_users": status.scim_users,
@@ -376,6 +377,12 @@ fn print_status(status: &DirectoryStatus, out: &Output) {
             );
             if let Some(error) = &l.error {
                 say!("              ERROR: {error}");
+            }
+            if l.codes_undelivered > 0 {
+                say!(
+                    "              {} new or re-enabled users have no code handed out (codes by mail are off): issue them with `redoubt admin device add USER`",
+                    l.codes_undelivered
+                );
             }
         }
     }

@@ -714,5 +714,7 @@ fn scheduled_syncs_run_by_themselves() {
     });
     assert_eq!(shown["settings"]["interval_s"], 3600);
     assert_eq!(shown["last_sync"]["created"], 1, "{shown:#}");
+    // Nobody saw that sync's code: the status says so.
+    assert_eq!(shown["last_sync"]["codes_undelivered"], 1, "{shown:#}");
     assert!(users(&org).contains("frank"));
 }

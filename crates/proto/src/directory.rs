@@ -156,6 +156,10 @@ pub fn directory_url_host(url: &str) -> Option<(&str, bool)> {
         (url.strip_prefix("ldap://")?, false)
     };
     let authority = rest.split('/').next().unwrap_or_default();
+    // No user info (`host@elsewhere` would dial elsewhere), query, fragment or blanks.
+    if authority.contains(['@', '?', '#']) || authority.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
     let host = if let Some(bracketed) = authority.strip_prefix('[') {
         bracketed.split(']').next()?
     } else {
@@ -378,6 +382,9 @@ pub struct SyncStatus {
     pub enabled: u32,
     pub memberships: u32,
     pub skipped: u32,
+    /// Codes a scheduled sync issued that reached nobody (not mailed): those users need a
+    /// new code (`admin device add`).
+    pub codes_undelivered: u32,
     /// `manual` or `scheduled`.
     pub trigger: String,
 }
@@ -469,6 +476,16 @@ mod tests {
         assert!(settings("ldap://dc1.corp.test", false).validate().is_err());
         assert!(settings("ldaps://dc1.corp.test", true).validate().is_err());
         assert!(settings("http://dc1.corp.test", false).validate().is_err());
+        assert!(
+            settings("ldap://127.0.0.1:389@dc1.corp.test", false)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            settings("ldap://127.0.0.1?@dc1.corp.test", false)
+                .validate()
+                .is_err()
+        );
     }
 
     #[test]

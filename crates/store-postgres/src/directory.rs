@@ -256,8 +256,10 @@ impl PgStore {
     }
 
     pub(crate) async fn create_activation_code_impl(&self, code: &ActivationCodeRecord) -> Result<()> {
-        let mut conn = self.pool.acquire().await.map_err(backend_error)?;
-        insert_code(&mut conn, code).await
+        // The user's row lock (taken by the disabled check) holds until the insert commits.
+        let mut tx = self.pool.begin().await.map_err(backend_error)?;
+        insert_code(&mut tx, code).await?;
+        tx.commit().await.map_err(backend_error)
     }
 
     pub(crate) async fn activation_code_impl(

@@ -360,8 +360,14 @@ impl Store for SqliteStore {
     }
 
     async fn create_activation_code(&self, code: &ActivationCodeRecord) -> Result<()> {
-        let mut conn = self.pool.acquire().await.map_err(backend_error)?;
-        insert_code(&mut conn, code).await
+        // The disabled check and the insert in one transaction.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend_error)?;
+        insert_code(&mut tx, code).await?;
+        tx.commit().await.map_err(backend_error)
     }
 
     async fn activation_code(&self, id: &ActivationCodeId) -> Result<Option<ActivationCodeRecord>> {

@@ -8,7 +8,7 @@ use redoubt_store::{Applied, AuditEvent, Change, CommandRecord, DirectoryGroupRe
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
 
-use crate::reader::{column, column_user};
+use crate::reader::column;
 use crate::{SqliteStore, backend_error, corrupt, fixed, get, insert_code, insert_error};
 
 fn to_db(value: u64, what: &str) -> Result<i64> {
@@ -434,41 +434,37 @@ impl SqliteStore {
             .collect()
     }
 
-    /// Two reads (groups, then every membership in group order) on a reader connection,
-    /// merged in one pass: a directory of 10,000 users in 100 groups is synced by reading
-    /// this.
+    /// One statement (one snapshot) on a reader connection: every group with its members,
+    /// in group order, folded in one pass — a directory of 10,000 users in 100 groups is
+    /// synced by reading this.
     pub(crate) async fn directory_groups_impl(&self) -> Result<Vec<DirectoryGroupRecord>> {
-        let mut groups = self.readers.all(
-            "SELECT name, created_at FROM directory_groups ORDER BY name",
+        let rows = self.readers.all(
+            "SELECT g.name, g.created_at, m.user_name
+             FROM directory_groups g LEFT JOIN directory_group_members m ON m.group_name = g.name
+             ORDER BY g.name, m.user_name",
             [],
             |row| {
-                Ok(DirectoryGroupRecord {
-                    name: GroupName::parse(&column::<String>(row, "name")?)
-                        .map_err(|_| corrupt("group name"))?,
-                    members: Vec::new(),
-                    created_at_unix_s: column(row, "created_at")?,
-                })
-            },
-        )?;
-        let members = self.readers.all(
-            "SELECT group_name, user_name FROM directory_group_members ORDER BY group_name, user_name",
-            [],
-            |row| {
+                let member: Option<String> = column(row, "user_name")?;
                 Ok((
-                    column::<String>(row, "group_name")?,
-                    column_user(row, "user_name")?,
+                    column::<String>(row, "name")?,
+                    column::<i64>(row, "created_at")?,
+                    member,
                 ))
             },
         )?;
-        // Both are in group order: walk them together.
-        let mut next = groups.iter_mut().peekable();
-        for (group, user) in members {
-            while next.peek().is_some_and(|g| g.name.as_str() < group.as_str()) {
-                next.next();
+        let mut groups: Vec<DirectoryGroupRecord> = Vec::new();
+        for (name, created_at, member) in rows {
+            if groups.last().is_none_or(|g| g.name.as_str() != name) {
+                groups.push(DirectoryGroupRecord {
+                    name: GroupName::parse(&name).map_err(|_| corrupt("group name"))?,
+                    members: Vec::new(),
+                    created_at_unix_s: created_at,
+                });
             }
-            match next.peek_mut() {
-                Some(g) if g.name.as_str() == group => g.members.push(user),
-                _ => return Err(corrupt("group member of no group")),
+            if let (Some(member), Some(group)) = (member, groups.last_mut()) {
+                group
+                    .members
+                    .push(UserName::parse(&member).map_err(|_| corrupt("group member"))?);
             }
         }
         Ok(groups)

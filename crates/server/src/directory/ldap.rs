@@ -37,7 +37,7 @@ const VALUE_BYTES_MAX: usize = 2_048;
 /// Connecting, binding, and each page.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// The whole read.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One user entry as read, before Redoubt's rules are applied to it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -46,6 +46,9 @@ const SCIM_SETTINGS_KEY: &str = "scim/settings";
 const BIND_SEAL_LABEL: &[u8] = b"redoubt/directory-bind-password/v1";
 /// The lease that lets one node of a cluster run the scheduled syncs.
 const SYNC_LEASE: &str = "directory-sync";
+/// How long a node holds the sync lease: longer than a read may take
+/// ([`ldap::SYNC_TIMEOUT`]) plus the apply.
+const SYNC_LEASE_TTL_MS: i64 = 15 * 60 * 1_000;
 /// How often a node looks whether a scheduled sync is due.
 const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -311,8 +314,37 @@ pub(crate) async fn sync(
         ));
     };
     let _one_at_a_time = state.directory.sync.lock().await;
+    // One sync at a time in the cluster: a lease longer than a sync can take, checked
+    // again right before the apply, and given back at the end.
+    let lease = if dry_run {
+        None
+    } else {
+        let holder = &state.cluster.node_id;
+        match state
+            .store
+            .acquire_lease(SYNC_LEASE, holder, crate::unix_now_ms(), SYNC_LEASE_TTL_MS)
+            .await?
+        {
+            Some(lease) => Some(lease.token),
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::AlreadyExists,
+                    "a directory sync is under way on another server node; try again when it is done",
+                ));
+            }
+        }
+    };
     let started = Instant::now();
-    let outcome = sync_with(state, who, &settings, request).await;
+    let outcome = sync_with(state, who, &settings, request, lease).await;
+    if lease.is_some() {
+        let release = state
+            .store
+            .acquire_lease(SYNC_LEASE, &state.cluster.node_id, crate::unix_now_ms(), 0)
+            .await;
+        if let Err(error) = release {
+            tracing::warn!(%error, "giving back the directory sync lease failed; it lapses by itself");
+        }
+    }
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     if dry_run {
         return outcome.map(|mut report| {
@@ -323,10 +355,12 @@ pub(crate) async fn sync(
     let (status, result) = match outcome {
         Ok(mut report) => {
             report.duration_ms = duration_ms;
-            (
-                status_of(state, &report.plan, report.refused.clone(), duration_ms, trigger),
-                Ok(report),
-            )
+            let mut status = status_of(state, &report.plan, report.refused.clone(), duration_ms, trigger);
+            if trigger == "scheduled" {
+                // Nobody sees a scheduled sync's report: codes not mailed are lost.
+                status.codes_undelivered = u32::try_from(report.codes.len()).unwrap_or(u32::MAX);
+            }
+            (status, Ok(report))
         }
         Err(error) => (
             status_of(
@@ -387,6 +421,7 @@ fn status_of(
         enabled: count(plan.enable.len()),
         memberships: count(plan.memberships.len()),
         skipped: count(plan.skipped.len()),
+        codes_undelivered: 0,
         trigger: trigger.to_owned(),
     }
 }
@@ -442,6 +477,7 @@ async fn sync_with(
     who: Option<&Authenticated>,
     settings: &DirectorySettings,
     request: SyncRequest,
+    lease: Option<u64>,
 ) -> Result<SyncReport, ApiError> {
     let snapshot = ldap::read_directory(settings).await.map_err(|e| {
         ApiError::new(
@@ -467,6 +503,14 @@ async fn sync_with(
     };
     if request.dry_run || plan.refused.is_some() || plan.public.is_empty() {
         return Ok(report);
+    }
+    if let Some(token) = lease
+        && !state.store.lease_is_current(SYNC_LEASE, token).await?
+    {
+        return Err(ApiError::new(
+            ErrorCode::AlreadyExists,
+            "another server node took over the directory sync meanwhile; nothing was applied",
+        ));
     }
     let codes = apply(state, who, &plan, &users).await?;
     report.applied = true;
@@ -740,22 +784,8 @@ pub(crate) async fn run_schedule(state: Arc<State>, mut stop: tokio::sync::watch
         if state.now() < last + i64::from(settings.interval_s) {
             continue;
         }
-        let holder = state.cluster.node_id.clone();
-        let now_ms = crate::unix_now_ms();
-        let ttl_ms = i64::from(settings.interval_s) * 1_000;
-        match state
-            .store
-            .acquire_lease(SYNC_LEASE, &holder, now_ms, ttl_ms)
-            .await
-        {
-            Ok(Some(_)) => {}
-            Ok(None) => continue,
-            Err(error) => {
-                tracing::warn!(%error, "taking the directory sync lease failed");
-                continue;
-            }
-        }
-        // Errors are recorded as the last sync's status and logged there.
+        // Errors are recorded as the last sync's status and logged there; a sync another
+        // node is running (the lease) is simply not repeated here.
         let _ = sync(&state, None, SyncRequest::default(), "scheduled").await;
     }
 }

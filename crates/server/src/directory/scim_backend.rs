@@ -69,6 +69,13 @@ fn scim_fields(user: &ScimUser) -> serde_json::Value {
     })
 }
 
+/// Whether `user` is the person `link` was provisioned for.
+fn same_person(link: &UserLink, user: &ScimUser) -> bool {
+    let external_id = link.scim.as_ref().and_then(|s| s["externalId"].as_str());
+    link.external_name.eq_ignore_ascii_case(&user.user_name)
+        || (external_id.is_some() && external_id == user.external_id.as_deref())
+}
+
 fn is_deleted(link: &UserLink) -> bool {
     link.scim
         .as_ref()
@@ -220,15 +227,8 @@ impl StoreScim {
     /// Mails `code` to the user's primary (or first) address in the background, when SCIM
     /// codes go by mail: the provider's request does not wait for the mail server. A code
     /// that could not be mailed is logged (never the code) for the admin to issue another.
-    async fn mail_code(&self, code: Option<IssuedActivationCode>, user: &ScimUser) -> Result<(), ScimError> {
-        let Some(code) = code else { return Ok(()) };
-        if !super::scim_settings(&self.state)
-            .await
-            .map_err(stored)?
-            .email_codes
-        {
-            return Ok(());
-        }
+    fn mail_code(&self, code: Option<IssuedActivationCode>, user: &ScimUser) {
+        let Some(code) = code else { return };
         let address = user
             .emails
             .iter()
@@ -237,7 +237,17 @@ impl StoreScim {
             .map(|e| e.value.clone());
         let display = user.display_name.clone();
         let state = self.state.clone();
+        // After the commit nothing may fail the provider's request: the settings are read
+        // in the background too.
         tokio::spawn(async move {
+            match super::scim_settings(&state).await {
+                Ok(settings) if settings.email_codes => {}
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::warn!(user = %code.user, error = %error.0.message, "reading the SCIM settings failed; no code mailed");
+                    return;
+                }
+            }
             let sent = match super::code_mail::mail_server(&state).await {
                 Ok(server) => {
                     super::code_mail::mail_code(
@@ -258,7 +268,6 @@ impl StoreScim {
                 }
             }
         });
-        Ok(())
     }
 
     async fn scim_user_by_id(&self, id: &str) -> Result<Option<(UserRecord, UserLink)>, ScimError> {
@@ -351,8 +360,12 @@ impl ScimBackend for StoreScim {
                 });
                 fresh
             }
-            // Provisioned before and deleted: provisioned again.
-            (Some(_), Some(link)) if link.source == LinkSource::Scim && is_deleted(link) => {
+            // Provisioned before and deleted: provisioned again, if it is the same person
+            // (same userName, or same externalId) — a new person with a name that maps to
+            // the same Redoubt name must not inherit the old one's roles and conversations.
+            (Some(_), Some(link))
+                if link.source == LinkSource::Scim && is_deleted(link) && same_person(link, &user) =>
+            {
                 changes.push(Change::SetUserDisabled {
                     user: name.clone(),
                     at_unix_s: None,
@@ -391,6 +404,8 @@ impl ScimBackend for StoreScim {
             version: previous.map_or(1, |l| l.version + 1),
         };
         changes.push(link_change(USER_LINK_PREFIX, name.as_str(), Some(&link)).map_err(stored)?);
+        let mut mailboxes = crate::mail::Mailboxes::load(&self.state).await.map_err(stored)?;
+        changes.extend(mailboxes.map(&name, link.mail.as_deref()));
         let event = self.audit(
             token,
             "scim.user.create",
@@ -399,7 +414,7 @@ impl ScimBackend for StoreScim {
         );
         self.commit(&changes, &[event]).await?;
         if user.active {
-            self.mail_code(Some(issued), &user).await?;
+            self.mail_code(Some(issued), &user);
         }
         self.get_user(name.as_str())
             .await?
@@ -445,6 +460,7 @@ impl ScimBackend for StoreScim {
             }
             _ => {}
         }
+        let mail_before = link.mail.clone();
         link.external_name = user.user_name.clone();
         link.mail = user
             .emails
@@ -455,6 +471,10 @@ impl ScimBackend for StoreScim {
         link.scim = Some(scim_fields(&user));
         link.updated_at_unix_s = now;
         link.version += 1;
+        if link.mail != mail_before {
+            let mut mailboxes = crate::mail::Mailboxes::load(&self.state).await.map_err(stored)?;
+            changes.extend(mailboxes.map(&record.name, link.mail.as_deref()));
+        }
         changes.push(link_change(USER_LINK_PREFIX, record.name.as_str(), Some(&link)).map_err(stored)?);
         let event = self.audit(
             token,
@@ -463,7 +483,7 @@ impl ScimBackend for StoreScim {
             details,
         );
         self.commit(&changes, &[event]).await?;
-        self.mail_code(activation, &user).await?;
+        self.mail_code(activation, &user);
         self.get_user(id)
             .await?
             .ok_or_else(|| ScimError::internal("the user is missing"))
@@ -611,20 +631,43 @@ impl ScimBackend for StoreScim {
             link_change::<GroupLink>(GROUP_LINK_PREFIX, name.as_str(), None).map_err(stored)?,
             Change::BumpPolicyVersion,
         ];
-        let event = self.audit(token, "scim.group.delete", format!("group {name}"), String::new());
+        let had_policy = self
+            .state
+            .store
+            .policies()
+            .await
+            .map_err(|e| stored(e.into()))?
+            .iter()
+            .any(|(scope, _)| scope == &redoubt_proto::PolicyScope::Group(name.clone()));
+        let details = if had_policy { "with its policy" } else { "" };
+        let event = self.audit(
+            token,
+            "scim.group.delete",
+            format!("group {name}"),
+            details.into(),
+        );
         self.commit(&changes, &[event]).await
     }
 }
 
 impl StoreScim {
     /// The membership changes from `have` to `want` (members are user ids), with a policy
-    /// version bump when there is any. Unknown users are refused.
+    /// version bump when there is any. Only users provisioned through SCIM are added or
+    /// taken out: a member added by an admin, or by LDAP sync, is none of the provider's
+    /// business. Anyone else named is refused.
     async fn member_changes(
         &self,
         group: &GroupName,
         have: &[MemberRef],
         want: &[MemberRef],
     ) -> Result<Vec<Change>, ScimError> {
+        let provisioned: std::collections::BTreeSet<UserName> = self
+            .user_links()
+            .await?
+            .into_iter()
+            .filter(|(_, link)| link.source == LinkSource::Scim && !is_deleted(link))
+            .map(|(name, _)| name)
+            .collect();
         let have: std::collections::BTreeSet<&str> = have.iter().map(|m| m.value.as_str()).collect();
         let want: std::collections::BTreeSet<&str> = want.iter().map(|m| m.value.as_str()).collect();
         let mut changes = Vec::new();
@@ -633,19 +676,15 @@ impl StoreScim {
             .map(|v| (*v, true))
             .chain(have.difference(&want).map(|v| (*v, false)))
         {
-            let user =
-                UserName::parse(value).map_err(|_| ScimError::invalid_value(format!("no user {value}")))?;
-            if member
-                && self
-                    .state
-                    .store
-                    .user(&user)
-                    .await
-                    .map_err(|e| stored(e.into()))?
-                    .is_none()
-            {
-                return Err(ScimError::invalid_value(format!("no user {value}")));
-            }
+            let user = UserName::parse(value).ok().filter(|u| provisioned.contains(u));
+            let Some(user) = user else {
+                if member {
+                    return Err(ScimError::invalid_value(format!(
+                        "no user {value} was provisioned through SCIM"
+                    )));
+                }
+                continue;
+            };
             changes.push(Change::SetGroupMember {
                 group: group.clone(),
                 user,
