@@ -623,6 +623,28 @@ fn hostile_directory_data_is_skipped_or_refused_and_nothing_is_half_applied() {
         serde_json::json!([{ "group": "big", "user": "good1", "add": true }])
     );
 
+    // Another entry, elsewhere in the tree, claiming good1's name does not take the user
+    // over (entries are matched by their entryUUID): it is reported and nothing changes.
+    slapd.add_ldif(&format!(
+        "dn: cn=impostor,{}\nobjectClass: inetOrgPerson\nobjectClass: redoubtRaw\ncn: impostor\nsn: impostor\nmail: impostor@corp.test\nredoubtRawName: good1\n",
+        slapd::SERVICES_DN
+    ));
+    let again = sync(&org, &[]);
+    assert!(again["update"].as_array().unwrap().is_empty(), "{again:#}");
+    let impostor = again["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["entry"].as_str().unwrap().starts_with("cn=impostor"))
+        .unwrap_or_else(|| panic!("the impostor is reported: {again:#}"))
+        .clone();
+    assert!(
+        impostor["reason"]
+            .as_str()
+            .unwrap()
+            .contains("belongs to another directory entry")
+    );
+
     // A base DN that is itself a referral (to itself): not followed, a clear error, and
     // nothing changes.
     let before = org.admin(&["admin", "user", "list", "--json"]);
