@@ -36,6 +36,43 @@ const ESCAPED_ANYWHERE: &[char] = &[',', '+', '"', '\\', '<', '>', ';', '='];
 /// error: its key is the text lower-cased under a prefix no well-formed key has, so it
 /// equals only the same malformed text.
 pub(crate) fn normalise_dn(dn: &str) -> String {
+    plain_key(dn).unwrap_or_else(|| parsed_key(dn))
+}
+
+/// The key of a DN with nothing to unescape or sort (almost every DN a directory sends:
+/// `uid=jdoe,ou=People,dc=corp,dc=test`), written directly; `None` for anything else,
+/// which [`parsed_key`] handles. It equals what `parsed_key` gives for the same text (a
+/// test compares the two).
+fn plain_key(dn: &str) -> Option<String> {
+    let mut key = String::with_capacity(dn.len());
+    for (index, rdn) in dn.split(',').enumerate() {
+        let (kind, value) = rdn.split_once('=')?;
+        let kind = kind.trim_ascii();
+        let value = value.trim_matches(' ');
+        let plain = |c: char| !c.is_control() && !ESCAPED_ANYWHERE.contains(&c) && c != '#';
+        if !is_attribute_type(kind) || value.is_empty() || !value.chars().all(plain) {
+            return None;
+        }
+        if index > 0 {
+            key.push(',');
+        }
+        for c in kind.chars() {
+            key.push(c.to_ascii_lowercase());
+        }
+        key.push('=');
+        for c in value.chars().flat_map(char::to_lowercase) {
+            // A fold into a special or a control character takes the careful path.
+            if c.is_control() || ESCAPED_ANYWHERE.contains(&c) {
+                return None;
+            }
+            key.push(c);
+        }
+    }
+    Some(key)
+}
+
+/// The key of any DN, by parsing it in full.
+fn parsed_key(dn: &str) -> String {
     match parse_dn(dn) {
         Some(rdns) => rdns
             .iter()
@@ -745,5 +782,39 @@ mod tests {
                 end: None
             })
         );
+    }
+
+    /// The direct path and the parser agree on every DN the direct path takes.
+    #[test]
+    fn the_plain_path_gives_the_parsed_key() {
+        let parts = [
+            "uid=jdoe",
+            "OU=People ",
+            " dc = corp",
+            "CN=Ærøskøbing Ünïcode",
+            "cn=a b  c",
+            "2.5.4.3=x",
+            "cn=İstanbul",
+            "o=ACME Inc.",
+            "l=Saint-Étienne",
+            "cn=x ",
+            "cn= y",
+        ];
+        let mut checked = 0;
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    let dn = format!("{a},{b},{c}");
+                    if let Some(plain) = plain_key(&dn) {
+                        assert_eq!(plain, parsed_key(&dn), "{dn}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1_000, "{checked}");
+        for not_plain in ["cn=a\\,b", "cn=a+uid=b", "cn=#04", "cn=a=b", "cn=", "cn=\u{85}x"] {
+            assert_eq!(plain_key(not_plain), None, "{not_plain}");
+        }
     }
 }

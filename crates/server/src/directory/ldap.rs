@@ -43,6 +43,8 @@ pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LdapUser {
     pub dn: String,
+    /// [`normalise_dn`] of `dn`, computed once.
+    pub dn_key: String,
     /// The entry's entryUUID (OpenLDAP and most servers) or objectGUID (Active Directory,
     /// as hex): it stays when the entry is moved or renamed.
     pub id: Option<String>,
@@ -345,9 +347,11 @@ async fn read_directory_unbounded(settings: &DirectorySettings) -> Result<Snapsh
             let dn = entry.dn_text();
             let name = dn.clone().and_then(|_| entry.single(&settings.username_attr));
             let dn = dn.unwrap_or_else(|_| String::from_utf8_lossy(&entry.dn).into_owned());
-            let disabled = disabled_by_attributes(&entry, &settings.disabled)
-                || disabled_dns.contains(&normalise_dn(&dn));
+            let dn_key = normalise_dn(&dn);
+            let disabled =
+                disabled_by_attributes(&entry, &settings.disabled) || disabled_dns.contains(&dn_key);
             LdapUser {
+                dn_key,
                 id: entry_id(&entry),
                 name,
                 display_name: entry.optional(&settings.display_name_attr),

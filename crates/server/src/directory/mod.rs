@@ -479,19 +479,28 @@ async fn sync_with(
     request: SyncRequest,
     lease: Option<u64>,
 ) -> Result<SyncReport, ApiError> {
+    let started = Instant::now();
     let snapshot = ldap::read_directory(settings).await.map_err(|e| {
         ApiError::new(
             ErrorCode::UpstreamUnavailable,
             format!("the directory could not be read: {e}"),
         )
     })?;
+    let read = started.elapsed();
     let (users, groups) = current(state).await?;
+    let loaded = started.elapsed();
     let rules = plan::Rules {
         disable_max_percent: settings.disable_max_percent,
         force: request.force,
         adopt: request.adopt,
     };
     let plan = plan::plan(&snapshot, &users, &groups, &rules);
+    tracing::debug!(
+        read_ms = read.as_millis(),
+        store_ms = (loaded - read).as_millis(),
+        plan_ms = (started.elapsed() - loaded).as_millis(),
+        "directory sync: read, current state, plan"
+    );
     let mut report = SyncReport {
         plan: plan.public.clone(),
         applied: false,

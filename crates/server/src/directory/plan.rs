@@ -16,7 +16,7 @@
 //! - Directory groups follow the directory's groups: created when new, members made to
 //!   match (users the sync knows only; skipped entries are left as they are).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use redoubt_proto::{
     DeviceId, DisplayName, GroupName, PlannedDisable, PlannedMembership, PlannedUpdate, PlannedUser,
@@ -154,14 +154,21 @@ pub(crate) fn plan(
 
     // Which linked user each entry belongs to: by the entry's UUID when the directory
     // gives one, else by its DN. A name alone never moves a user to another entry.
-    let mut link_by_id: BTreeMap<&str, &UserName> = BTreeMap::new();
-    let mut link_by_dn: BTreeMap<String, &UserName> = BTreeMap::new();
+    // (DN keys are only needed for links an id cannot match: links made before ids were
+    // read, or any link when some entry comes without one.)
+    let every_entry_has_id = snapshot.users.iter().all(|e| e.id.is_some());
+    let mut link_by_id: HashMap<&str, &UserName> = HashMap::new();
+    let mut link_by_dn: HashMap<String, &UserName> = HashMap::new();
     for (name, current) in users {
         if let Some(link) = current.link.as_ref().filter(|l| l.source == LinkSource::Ldap) {
             if let Some(id) = &link.entry_id {
                 link_by_id.insert(id, name);
             }
-            if let Some(dn) = &link.dn {
+            if let Some(dn) = link
+                .dn
+                .as_ref()
+                .filter(|_| link.entry_id.is_none() || !every_entry_has_id)
+            {
                 link_by_dn.insert(normalise_dn(dn), name);
             }
         }
@@ -170,7 +177,7 @@ pub(crate) fn plan(
         if let Some(owner) = entry.id.as_deref().and_then(|id| link_by_id.get(id)) {
             return Some(owner);
         }
-        let owner = link_by_dn.get(&normalise_dn(&entry.dn))?;
+        let owner = link_by_dn.get(&entry.dn_key)?;
         let link_id = users.get(*owner)?.link.as_ref()?.entry_id.as_ref();
         // A DN names the same entry only when the UUIDs do not say otherwise.
         (entry.id.is_none() || link_id.is_none()).then_some(*owner)
@@ -212,7 +219,7 @@ pub(crate) fn plan(
     // Each name to at most one entry: the entry its user is linked to, or, for a name no
     // user holds yet, the only entry claiming it. Anything else is reported, not guessed.
     let mut by_name: BTreeMap<UserName, &LdapUser> = BTreeMap::new();
-    let mut member_of_dn: BTreeMap<String, UserName> = BTreeMap::new();
+    let mut member_of_dn: HashMap<String, UserName> = HashMap::new();
     for (name, claims) in candidates {
         let existing = users.get(&name);
         let owner = existing.map(|u| u.link.as_ref().map(|l| l.source));
@@ -283,7 +290,7 @@ pub(crate) fn plan(
                 mail: chosen.mail.clone(),
             },
         );
-        member_of_dn.insert(normalise_dn(&chosen.dn), name.clone());
+        member_of_dn.insert(chosen.dn_key.clone(), name.clone());
         by_name.insert(name, chosen);
     }
 
@@ -303,8 +310,10 @@ pub(crate) fn plan(
             Some(current) => {
                 let link = current.link.as_ref();
                 let mail_changed = link.is_some_and(|l| l.mail != entry.mail);
+                // The entry was matched to this user: a different DN is a move (or the
+                // server writing it differently), recorded once.
                 let entry_moved = link.is_some_and(|l| {
-                    l.dn.as_deref().map(normalise_dn) != Some(normalise_dn(&entry.dn))
+                    l.dn.as_deref() != Some(entry.dn.as_str())
                         || (entry.id.is_some() && l.entry_id != entry.id)
                 });
                 if current.record.display_name != wanted_display || mail_changed || entry_moved {
@@ -518,6 +527,7 @@ mod tests {
     fn entry(uid: &str, disabled: bool) -> LdapUser {
         LdapUser {
             dn: format!("uid={uid},ou=people,dc=corp,dc=test"),
+            dn_key: normalise_dn(&format!("uid={uid},ou=people,dc=corp,dc=test")),
             id: None,
             name: Ok(uid.to_owned()),
             display_name: Some(format!("{uid} Example")),
@@ -682,6 +692,7 @@ mod tests {
         let mut evil = entry("x", false);
         evil.name = Ok("a*)(uid=*\0".into());
         evil.dn = "uid=evil\nforged line,dc=corp".into();
+        evil.dn_key = normalise_dn("uid=evil\nforged line,dc=corp");
         let snapshot = Snapshot {
             users: vec![evil],
             groups: vec![],
@@ -725,6 +736,7 @@ mod tests {
         let users: BTreeMap<_, _> = [linked_with_id("ceo", "id-1")].into();
         let mut impostor = with_id(entry("ceo", false), "id-2");
         impostor.dn = "uid=CEO,ou=partners,dc=corp,dc=test".into();
+        impostor.dn_key = normalise_dn("uid=CEO,ou=partners,dc=corp,dc=test");
         impostor.mail = Some("attacker@corp.test".into());
         let genuine = with_id(entry("ceo", false), "id-1");
         let snapshot = Snapshot {
@@ -745,6 +757,7 @@ mod tests {
             users: vec![with_id(entry("dup", false), "a"), {
                 let mut other = with_id(entry("dup", false), "b");
                 other.dn = "uid=dup,ou=other,dc=corp,dc=test".into();
+                other.dn_key = normalise_dn("uid=dup,ou=other,dc=corp,dc=test");
                 other
             }],
             groups: vec![],
@@ -768,6 +781,7 @@ mod tests {
         // Moved to another OU: the same user, its link updated.
         let mut moved = with_id(entry("jsmith", false), "id-7");
         moved.dn = "uid=jsmith,ou=sales,dc=corp,dc=test".into();
+        moved.dn_key = normalise_dn("uid=jsmith,ou=sales,dc=corp,dc=test");
         let snapshot = Snapshot {
             users: vec![moved],
             groups: vec![],
