@@ -315,8 +315,9 @@ pub(crate) async fn sync(
     };
     let _one_at_a_time = state.directory.sync.lock().await;
     // One sync at a time in the cluster: a lease longer than a sync can take, checked
-    // again right before the apply, and given back at the end.
-    let lease = if dry_run {
+    // again right before the apply, and given back at the end. A single node has the
+    // mutex above.
+    let lease = if dry_run || !state.cluster.is_shared() {
         None
     } else {
         let holder = &state.cluster.node_id;
