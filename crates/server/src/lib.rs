@@ -43,7 +43,7 @@ pub use config::{
 };
 pub use data_dir::DataDir;
 pub use error::ServerError;
-pub use mail::{ConnectorConfig, MailUser};
+pub use mail::{ConnectorConfig, MailUser, smtp_transport};
 pub use migrate::migrate_to_postgres;
 pub use org::Org;
 pub use redoubt_store_postgres::ImportReport;

@@ -249,6 +249,33 @@ pub(crate) async fn map(
     Ok(())
 }
 
+/// An SMTP submission transport to the organisation's server with `login`: TLS, STARTTLS
+/// or (only for a server on this machine, which the settings enforce) none; PLAIN or
+/// LOGIN; 30 s per exchange. The one way Redoubt submits mail (the connector, codes).
+pub fn smtp_transport(
+    server: &MailServerSettings,
+    login: String,
+    password: String,
+) -> Result<lettre::AsyncSmtpTransport<lettre::Tokio1Executor>, String> {
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::{AsyncSmtpTransport, Tokio1Executor};
+    let smtp = &server.smtp;
+    let builder = match server.security {
+        MailSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host),
+        MailSecurity::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host),
+        MailSecurity::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            &smtp.host,
+        )),
+    }
+    .map_err(|e| format!("SMTP server {smtp}: {e}"))?;
+    Ok(builder
+        .port(smtp.port)
+        .credentials(Credentials::new(login, password))
+        .authentication(vec![Mechanism::Plain, Mechanism::Login])
+        .timeout(Some(std::time::Duration::from_secs(30)))
+        .build())
+}
+
 /// The mailboxes mapped to users, for a directory to map more without taking one that
 /// belongs to someone else.
 #[derive(Debug)]

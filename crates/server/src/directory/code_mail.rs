@@ -11,9 +11,8 @@
 
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use redoubt_proto::{IssuedActivationCode, MailSecurity, MailServerSettings};
+use lettre::{AsyncTransport, Message};
+use redoubt_proto::{IssuedActivationCode, MailServerSettings};
 
 /// The QR code of `text`, as an SVG document.
 fn qr_svg(text: &str) -> Option<String> {
@@ -106,31 +105,15 @@ pub(crate) async fn mail_code(
     send(server, &address, message).await
 }
 
-/// Sends `message` to `address` through the organisation's SMTP server.
+/// Sends `message` to `address` through the organisation's SMTP server, as the service
+/// account acting for the recipient.
 async fn send(server: &MailServerSettings, address: &str, message: Message) -> Result<(), String> {
-    let smtp = &server.smtp;
-    let builder = match server.security {
-        MailSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host),
-        MailSecurity::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host),
-        MailSecurity::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-            &smtp.host,
-        )),
-    }
-    .map_err(|e| format!("SMTP server {smtp}: {e}"))?;
-    let transport = builder
-        .port(smtp.port)
-        .credentials(Credentials::new(
-            format!("{address}*{}", server.master_user),
-            server.master_password.clone(),
-        ))
-        .authentication(vec![Mechanism::Plain, Mechanism::Login])
-        .timeout(Some(std::time::Duration::from_secs(30)))
-        .build();
-    transport
+    let login = format!("{address}*{}", server.master_user);
+    crate::mail::smtp_transport(server, login, server.master_password.clone())?
         .send(message)
         .await
         .map(drop)
-        .map_err(|e| format!("the SMTP server {smtp} did not take the message: {e}"))
+        .map_err(|e| format!("the SMTP server {} did not take the message: {e}", server.smtp))
 }
 
 #[cfg(test)]

@@ -612,17 +612,6 @@ pub(crate) async fn apply(
             format!("made by hand; linked to {}", entry.dn),
         ));
     }
-    for group in &public.adopt_groups {
-        let dn = plan.group_dns.get(group).cloned().unwrap_or_default();
-        let mut link = GroupLink::ldap(dn.clone());
-        link.updated_at_unix_s = now;
-        changes.push(link_change(GROUP_LINK_PREFIX, group.as_str(), Some(&link))?);
-        events.push(event(
-            "directory.group.adopt",
-            format!("group {group}"),
-            format!("made by hand; linked to {dn}"),
-        ));
-    }
     for update in &public.update {
         changes.push(Change::SetDisplayName {
             user: update.user.clone(),
@@ -673,20 +662,25 @@ pub(crate) async fn apply(
         ));
         codes.push(issued);
     }
-    for group in &public.create_groups {
-        changes.push(Change::CreateGroup {
-            group: group.clone(),
-            at_unix_s: now,
-        });
+    // Groups the directory brings: new ones created, ones made by hand adopted; both linked.
+    let created = public.create_groups.iter().map(|g| (g, true));
+    for (group, new) in created.chain(public.adopt_groups.iter().map(|g| (g, false))) {
+        if new {
+            changes.push(Change::CreateGroup {
+                group: group.clone(),
+                at_unix_s: now,
+            });
+        }
         let dn = plan.group_dns.get(group).cloned().unwrap_or_default();
         let mut link = GroupLink::ldap(dn.clone());
         link.updated_at_unix_s = now;
         changes.push(link_change(GROUP_LINK_PREFIX, group.as_str(), Some(&link))?);
-        events.push(event(
-            "directory.group.create",
-            format!("group {group}"),
-            format!("from {dn}"),
-        ));
+        let (action, details) = if new {
+            ("directory.group.create", format!("from {dn}"))
+        } else {
+            ("directory.group.adopt", format!("made by hand; linked to {dn}"))
+        };
+        events.push(event(action, format!("group {group}"), details));
     }
     for membership in &public.memberships {
         changes.push(Change::SetGroupMember {
