@@ -14,8 +14,8 @@
 //! - `resource`: [`ScimUser`] and [`ScimGroup`] and their JSON forms.
 //! - `filter`: the filter and path grammar and its evaluation.
 //! - `schema`: the one table of supported attributes, which discovery publishes and
-//!   everything else reads; `error`: [`ScimError`] and its wire form; `limit`: token
-//!   buckets.
+//!   everything else reads; `error`: [`ScimError`] and its wire form. Rate limits are the
+//!   server's token buckets (`crate::rate_limit`), keyed by token name.
 //!
 //! Invariants:
 //! - Every endpoint, discovery included, requires `Authorization: Bearer`; nothing is
@@ -31,7 +31,6 @@
 mod discovery;
 mod error;
 mod filter;
-mod limit;
 #[cfg(test)]
 pub(crate) mod memory;
 mod patch;

@@ -17,12 +17,12 @@ use zeroize::Zeroizing;
 use super::discovery;
 use super::error::{SCIM_JSON, ScimError, ScimType};
 use super::filter::Scope;
-use super::limit::Buckets;
 use super::patch::PatchRequest;
 use super::query::{ListParams, Projection, list_all, parse_query};
 use super::resource::{Meta, ScimGroup, ScimUser, location, member_count};
 use super::schema::ResourceKind;
 use super::{ScimBackend, ScimConfig};
+use crate::rate_limit::RateLimiter;
 
 /// The longest bearer token looked at; longer ones fail authentication unread.
 const BEARER_BYTES_MAX: usize = 1024;
@@ -30,8 +30,8 @@ const BEARER_BYTES_MAX: usize = 1024;
 struct Shared<B> {
     backend: Arc<B>,
     config: ScimConfig,
-    per_token: Buckets,
-    failed_auth: Buckets,
+    per_token: RateLimiter<String>,
+    failed_auth: RateLimiter<String>,
     /// Held across every read-modify-write, so concurrent PATCHes do not lose updates.
     write_lock: tokio::sync::Mutex<()>,
 }
@@ -49,8 +49,8 @@ pub(crate) fn router<B: ScimBackend>(backend: Arc<B>, config: ScimConfig) -> Rou
     let limits = &config.limits;
     let shared = Arc::new(Shared {
         backend,
-        per_token: Buckets::new(limits.token_requests_per_second, limits.token_requests_burst),
-        failed_auth: Buckets::new(limits.failed_auth_per_second, limits.failed_auth_burst),
+        per_token: RateLimiter::new(limits.token_requests_per_second, limits.token_requests_burst),
+        failed_auth: RateLimiter::new(limits.failed_auth_per_second, limits.failed_auth_burst),
         config,
         write_lock: tokio::sync::Mutex::new(()),
     });
@@ -96,7 +96,7 @@ async fn authenticate<B: ScimBackend>(State(s): St<B>, mut request: Request, nex
         tracing::info!(token_presented = bearer.is_some(), "scim: authentication failed");
         return ScimError::new(401, None, "a valid bearer token is required").into_response();
     };
-    if let Err(retry_s) = s.per_token.take(&name, now) {
+    if let Err(retry_s) = s.per_token.take(name.as_str(), now) {
         tracing::warn!(token = %name, "scim: rate limited");
         return ScimError::too_many_requests(retry_s).into_response();
     }
