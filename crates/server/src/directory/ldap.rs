@@ -536,3 +536,144 @@ async fn search(
     }
     Ok(entries)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use ldap3::asn1::TagClass;
+
+    use super::*;
+
+    fn octets(bytes: &[u8]) -> StructureTag {
+        StructureTag {
+            class: TagClass::Universal,
+            id: 4,
+            payload: PL::P(bytes.to_vec()),
+        }
+    }
+
+    fn sequence(id: u64, inner: Vec<StructureTag>) -> StructureTag {
+        StructureTag {
+            class: TagClass::Universal,
+            id,
+            payload: PL::C(inner),
+        }
+    }
+
+    /// A SearchResultEntry (application tag 4) with `attributes`.
+    fn entry(dn: &[u8], attributes: &[(&str, Vec<&[u8]>)]) -> StructureTag {
+        let attributes = attributes
+            .iter()
+            .map(|(name, values)| {
+                let values = values.iter().map(|v| octets(v)).collect();
+                sequence(16, vec![octets(name.as_bytes()), sequence(17, values)])
+            })
+            .collect();
+        StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(vec![octets(dn), sequence(16, attributes)]),
+        }
+    }
+
+    #[test]
+    fn entries_are_decoded_and_malformed_ones_refused_without_panicking() {
+        let mut cut = Vec::new();
+        let parsed = parse_entry(
+            entry(
+                b"uid=a,dc=x",
+                &[("uid", vec![b"a"]), ("Mail", vec![b"a@x.test", b"b@x.test"])],
+            ),
+            &mut cut,
+        )
+        .unwrap();
+        assert_eq!(parsed.single("uid").unwrap(), "a");
+        assert!(parsed.single("mail").unwrap_err().contains("2 values"));
+        assert_eq!(parsed.optional("mail").as_deref(), Some("a@x.test"));
+        // Not an entry, a primitive where a sequence belongs, a missing part.
+        assert!(parse_entry(octets(b"x"), &mut cut).is_none());
+        let broken = StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(vec![octets(b"uid=a")]),
+        };
+        assert!(parse_entry(broken, &mut cut).is_none());
+        let primitive_attributes = StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(vec![octets(b"uid=a"), octets(b"not a sequence")]),
+        };
+        assert!(parse_entry(primitive_attributes, &mut cut).is_none());
+        assert!(cut.is_empty());
+    }
+
+    #[test]
+    fn hostile_values_are_named_not_used() {
+        let mut cut = Vec::new();
+        let long = vec![b'a'; VALUE_BYTES_MAX + 1];
+        let parsed = parse_entry(
+            entry(
+                b"uid=a,dc=x",
+                &[
+                    ("nul", vec![b"a\0b"]),
+                    ("bin", vec![&[0xff, 0xfe]]),
+                    ("long", vec![&long]),
+                ],
+            ),
+            &mut cut,
+        )
+        .unwrap();
+        assert!(parsed.single("nul").unwrap_err().contains("control character"));
+        assert!(parsed.single("bin").unwrap_err().contains("not UTF-8"));
+        assert!(parsed.single("long").unwrap_err().contains("longer than"));
+        assert!(parsed.single("absent").unwrap_err().contains("no absent"));
+        // More values than kept: cut, and said so.
+        let many: Vec<Vec<u8>> = (0..=VALUES_MAX).map(|i| i.to_string().into_bytes()).collect();
+        let many: Vec<&[u8]> = many.iter().map(Vec::as_slice).collect();
+        let parsed = parse_entry(entry(b"cn=g", &[("member", many)]), &mut cut).unwrap();
+        assert_eq!(parsed.values("member").len(), VALUES_MAX);
+        assert_eq!(cut, ["member"]);
+    }
+
+    #[test]
+    fn ids_and_disabled_rules_read_the_attributes() {
+        let mut cut = Vec::new();
+        let guid: &[u8] = &[0x11; 16];
+        let ad = parse_entry(
+            entry(
+                b"cn=a",
+                &[("objectGUID", vec![guid]), ("userAccountControl", vec![b"514"])],
+            ),
+            &mut cut,
+        )
+        .unwrap();
+        assert_eq!(entry_id(&ad).unwrap(), "11".repeat(16));
+        assert!(disabled_by_attributes(&ad, &DisabledRule::AdAccountDisabled));
+        let enabled = parse_entry(entry(b"cn=b", &[("userAccountControl", vec![b"512"])]), &mut cut).unwrap();
+        assert!(!disabled_by_attributes(
+            &enabled,
+            &DisabledRule::AdAccountDisabled
+        ));
+
+        let openldap = |lock: &[u8]| {
+            let uuid: &[u8] = b"5F0A8C2E-1111-2222-3333-444455556666";
+            parse_entry(
+                entry(
+                    b"uid=c",
+                    &[("entryUUID", vec![uuid]), ("pwdAccountLockedTime", vec![lock])],
+                ),
+                &mut Vec::new(),
+            )
+            .unwrap()
+        };
+        let locked = openldap(ADMINISTRATIVE_LOCK.as_bytes());
+        assert_eq!(entry_id(&locked).unwrap(), "5f0a8c2e-1111-2222-3333-444455556666");
+        assert!(disabled_by_attributes(&locked, &DisabledRule::PasswordLocked));
+        // A lockout after failed binds expires: it does not disable.
+        let locked_out = openldap(b"20261206101500Z");
+        assert!(!disabled_by_attributes(
+            &locked_out,
+            &DisabledRule::PasswordLocked
+        ));
+    }
+}
