@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DisplayName, GroupName, IssuedActivationCode, UserName};
+use crate::{DisplayName, GroupName, IssuedActivationCode, UserName, is_loopback_host};
 
 /// Longest DN, filter or URL accepted in the settings.
 pub const DIRECTORY_TEXT_BYTES_MAX: usize = 1_024;
@@ -166,11 +166,6 @@ pub fn directory_url_host(url: &str) -> Option<(&str, bool)> {
         authority.rsplit_once(':').map_or(authority, |(host, _)| host)
     };
     (!host.is_empty()).then_some((host, tls))
-}
-
-/// Whether `host` names this machine.
-pub fn is_loopback_host(host: &str) -> bool {
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl DirectorySettings {

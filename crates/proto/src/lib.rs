@@ -31,7 +31,7 @@ pub use directory::{
     DIRECTORY_INTERVAL_S_MIN, DIRECTORY_TEXT_BYTES_MAX, DirectoryPreset, DirectorySettings,
     DirectorySettingsView, DirectoryStatus, DisabledRule, PlannedDisable, PlannedMembership, PlannedUpdate,
     PlannedUser, SCIM_TOKEN_NAME_BYTES_MAX, ScimTokenCreated, ScimTokenInfo, SkippedEntry, SyncPlan,
-    SyncReport, SyncStatus, check_scim_token_name, directory_url_host, is_loopback_host,
+    SyncReport, SyncStatus, check_scim_token_name, directory_url_host,
 };
 pub use error::{ErrorBody, ErrorCode};
 pub use frame::{
@@ -44,7 +44,7 @@ pub use ids::{
 };
 pub use mail::{
     DavServerSettings, HostPort, MailSecurity, MailServerSettings, MailSettingsView, MailStatus,
-    MailUserView, check_address,
+    MailUserView, check_address, is_loopback_host,
 };
 pub use management::{
     AUDIT_GENESIS, AuditBreak, AuditEntry, AuditVerified, CheckpointBody, CommandBody, CommandKind,

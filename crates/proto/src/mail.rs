@@ -71,12 +71,13 @@ impl HostPort {
 
     /// Whether the host is this machine (where an unencrypted connection is acceptable).
     pub fn is_loopback(&self) -> bool {
-        self.host == "localhost"
-            || self
-                .host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        is_loopback_host(&self.host)
     }
+}
+
+/// Whether `host` names this machine: `localhost` or a loopback address.
+pub fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl std::fmt::Display for HostPort {

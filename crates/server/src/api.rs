@@ -41,7 +41,7 @@ fn random<const N: usize>() -> [u8; N] {
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a hash matched.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -46,22 +46,22 @@ pub(crate) fn compose(
     let text = format!(
         "Hello {greeting},\n\n\
          {org_name} has set up secure messaging and mail for you on Redoubt.\n\n\
-         Your activation code (valid once, until {expires} UTC):\n\n    {code}\n\n\
+         Your activation code (valid once, until {expires}):\n\n    {code}\n\n\
          On a computer: redoubt enroll --code '{code}' --name \"my laptop\"\n\
          On a phone: open Redoubt and scan the QR code attached to this message.\n\n\
          If you did not expect this message, tell your IT department; nobody else can use the code \
          once you have.\n",
-        expires = crate::directory::utc(code.expires_at_unix_s),
+        expires = crate::directory::rfc3339(code.expires_at_unix_s),
         code = code.code,
     );
     let html = format!(
         "<p>Hello {greeting},</p><p>{org} has set up secure messaging and mail for you on Redoubt.</p>\
-         <p>Your activation code (valid once, until {expires} UTC):</p><pre>{code}</pre>\
+         <p>Your activation code (valid once, until {expires}):</p><pre>{code}</pre>\
          <p>On a computer: <code>redoubt enroll --code '{code}' --name \"my laptop\"</code><br>\
          On a phone: open Redoubt and scan the attached QR code.</p>",
         greeting = escape_html(greeting),
         org = escape_html(org_name),
-        expires = crate::directory::utc(code.expires_at_unix_s),
+        expires = crate::directory::rfc3339(code.expires_at_unix_s),
         code = escape_html(&code.code),
     );
     let mut body = MultiPart::mixed().multipart(

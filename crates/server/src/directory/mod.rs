@@ -83,7 +83,7 @@ pub(crate) struct UserLink {
 }
 
 impl UserLink {
-    pub(crate) fn ldap(entry: &plan::EntryRef, external_name: String) -> Self {
+    pub(crate) fn ldap(entry: &plan::EntryRef, external_name: String, now: i64) -> Self {
         Self {
             source: LinkSource::Ldap,
             dn: Some(entry.dn.clone()),
@@ -91,7 +91,7 @@ impl UserLink {
             external_name,
             mail: entry.mail.clone(),
             scim: None,
-            updated_at_unix_s: 0,
+            updated_at_unix_s: now,
             version: 1,
         }
     }
@@ -111,12 +111,12 @@ pub(crate) struct GroupLink {
 }
 
 impl GroupLink {
-    pub(crate) fn ldap(dn: String) -> Self {
+    pub(crate) fn ldap(dn: String, now: i64) -> Self {
         Self {
             source: LinkSource::Ldap,
             dn: Some(dn),
             scim: None,
-            updated_at_unix_s: 0,
+            updated_at_unix_s: now,
             version: 1,
         }
     }
@@ -160,14 +160,10 @@ fn internal(what: &str) -> ApiError {
     ApiError::new(ErrorCode::Internal, format!("directory: {what}"))
 }
 
-/// `YYYY-MM-DD hh:mm:ss` for a Unix time, as mail and reports show it.
-pub(crate) fn utc(unix_s: i64) -> String {
+/// A Unix time as RFC 3339 UTC (`2026-12-06T21:39:05Z`): SCIM's `meta` and the code mail.
+pub(crate) fn rfc3339(unix_s: i64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix_s).unwrap_or(0));
-    humantime::format_rfc3339_seconds(time)
-        .to_string()
-        .replace('T', " ")
-        .trim_end_matches('Z')
-        .to_owned()
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// The settings as stored: the bind password sealed.
@@ -589,8 +585,7 @@ pub(crate) async fn apply(
             code,
         });
         let entry = entry_of(&user.user);
-        let mut link = UserLink::ldap(&entry, user.user.to_string());
-        link.updated_at_unix_s = now;
+        let link = UserLink::ldap(&entry, user.user.to_string(), now);
         changes.push(link_change(USER_LINK_PREFIX, user.user.as_str(), Some(&link))?);
         changes.extend(mailboxes.map(&user.user, entry.mail.as_deref()));
         events.push(event(
@@ -602,8 +597,7 @@ pub(crate) async fn apply(
     }
     for user in &public.adopt_users {
         let entry = entry_of(user);
-        let mut link = UserLink::ldap(&entry, user.to_string());
-        link.updated_at_unix_s = now;
+        let link = UserLink::ldap(&entry, user.to_string(), now);
         changes.push(link_change(USER_LINK_PREFIX, user.as_str(), Some(&link))?);
         changes.extend(mailboxes.map(user, entry.mail.as_deref()));
         events.push(event(
@@ -622,7 +616,7 @@ pub(crate) async fn apply(
         if previous.as_ref().is_some_and(|l| l.mail != update.mail) {
             changes.extend(mailboxes.map(&update.user, update.mail.as_deref()));
         }
-        let mut link = previous.unwrap_or_else(|| UserLink::ldap(&entry, update.user.to_string()));
+        let mut link = previous.unwrap_or_else(|| UserLink::ldap(&entry, update.user.to_string(), now));
         link.dn = Some(entry.dn.clone());
         link.entry_id = entry.id.clone();
         link.mail = update.mail.clone();
@@ -672,8 +666,7 @@ pub(crate) async fn apply(
             });
         }
         let dn = plan.group_dns.get(group).cloned().unwrap_or_default();
-        let mut link = GroupLink::ldap(dn.clone());
-        link.updated_at_unix_s = now;
+        let link = GroupLink::ldap(dn.clone(), now);
         changes.push(link_change(GROUP_LINK_PREFIX, group.as_str(), Some(&link))?);
         let (action, details) = if new {
             ("directory.group.create", format!("from {dn}"))
@@ -794,24 +787,13 @@ pub(crate) async fn run_schedule(state: Arc<State>, mut stop: tokio::sync::watch
     }
 }
 
-/// A new SCIM token: 32 random bytes, base32, prefixed so it is recognisable in a vault.
+/// A new SCIM token: 32 random bytes, base32 (lower case), prefixed so it is recognisable
+/// in a vault.
 fn new_scim_token() -> String {
     use rand_core::RngCore;
     let mut bytes = [0u8; 32];
     rand_core::OsRng.fill_bytes(&mut bytes);
-    let encoded: String = bytes
-        .chunks(5)
-        .flat_map(|chunk| {
-            let mut buffer = [0u8; 5];
-            buffer[..chunk.len()].copy_from_slice(chunk);
-            let value = buffer.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-            let symbols = (chunk.len() * 8).div_ceil(5);
-            (0..symbols).map(move |i| {
-                let index = (value >> (35 - 5 * i)) & 31;
-                char::from(b"abcdefghijklmnopqrstuvwxyz234567"[usize::try_from(index).unwrap_or(0)])
-            })
-        })
-        .collect();
+    let encoded = data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase();
     format!("rdscim_{encoded}")
 }
 

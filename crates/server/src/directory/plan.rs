@@ -553,6 +553,7 @@ mod tests {
                     mail: Some(format!("{name}@corp.test")),
                 },
                 name.to_owned(),
+                0,
             )),
             active_devices: (0..devices).map(|i| DeviceId::from([i; 16])).collect(),
         };
@@ -803,7 +804,7 @@ mod tests {
             members: ["alice", "bob", "carol"]
                 .map(|n| UserName::parse(n).unwrap())
                 .into(),
-            link: Some(GroupLink::ldap("cn=staff,ou=groups,dc=corp,dc=test".into())),
+            link: Some(GroupLink::ldap("cn=staff,ou=groups,dc=corp,dc=test".into(), 0)),
         };
         let groups: BTreeMap<_, _> = [(staff.clone(), current)].into();
         // Bob's entry is unreadable this time; Carol was added by hand: both stay.
@@ -838,7 +839,7 @@ mod tests {
         let staff = GroupName::parse("staff").unwrap();
         let mut current = CurrentGroup {
             members: [UserName::parse("alice").unwrap()].into(),
-            link: Some(GroupLink::ldap("cn=staff,ou=groups,dc=corp,dc=test".into())),
+            link: Some(GroupLink::ldap("cn=staff,ou=groups,dc=corp,dc=test".into(), 0)),
         };
         current.members.insert(UserName::parse("bob").unwrap());
         let groups: BTreeMap<_, _> = [(staff.clone(), current)].into();

@@ -35,15 +35,10 @@ fn stored(error: ApiError) -> ScimError {
     ScimError::internal(error.0.message)
 }
 
-fn rfc3339(unix_s: i64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix_s).unwrap_or(0));
-    humantime::format_rfc3339_seconds(time).to_string()
-}
-
 fn meta(created: i64, link_updated: i64, version: u64) -> Meta {
     Meta {
-        created: rfc3339(created),
-        last_modified: rfc3339(link_updated.max(created)),
+        created: super::rfc3339(created),
+        last_modified: super::rfc3339(link_updated.max(created)),
         version: format!("W/\"{version}\""),
     }
 }
@@ -319,12 +314,7 @@ impl ScimBackend for StoreScim {
         let mut found = None;
         // Every stored hash is compared, each in constant time.
         for (name, stored) in tokens {
-            let differs = stored
-                .hash
-                .iter()
-                .zip(presented.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if differs == 0 {
+            if crate::api::constant_time_eq(&stored.hash, &presented) {
                 found = Some(name);
             }
         }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -38,38 +37,8 @@ fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Compares without an early exit, so timing does not reveal how much of a hash matched.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Seconds since the epoch as RFC 3339 UTC (Howard Hinnant's civil-from-days).
-pub(crate) fn rfc3339(unix_s: u64) -> String {
-    let days = i64::try_from(unix_s / 86_400).unwrap_or(0);
-    let secs = unix_s % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3_600,
-        secs % 3_600 / 60,
-        secs % 60
-    )
-}
-
 fn now() -> String {
-    rfc3339(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
+    crate::directory::rfc3339(crate::unix_now())
 }
 
 impl MemoryBackend {
@@ -167,7 +136,7 @@ impl ScimBackend for MemoryBackend {
         let presented = hash(bearer);
         let mut found = None;
         for (name, stored) in &self.tokens {
-            if constant_time_eq(stored, &presented) {
+            if crate::api::constant_time_eq(stored, &presented) {
                 found = Some(name.clone());
             }
         }
@@ -308,8 +277,8 @@ mod tests {
 
     #[test]
     fn dates_and_names() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_709_210_096), "2024-02-29T12:34:56Z");
+        assert_eq!(crate::directory::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(crate::directory::rfc3339(1_709_210_096), "2024-02-29T12:34:56Z");
         assert!(valid_user_name("a.b_c-1"));
         assert!(!valid_user_name("Alice"));
         assert!(!valid_user_name("a@b"));
