@@ -288,16 +288,11 @@ pub(crate) struct Mailboxes {
 
 impl Mailboxes {
     pub(crate) async fn load(state: &State) -> Result<Self, ApiError> {
-        let mut owners = BTreeMap::new();
-        for (key, value) in state.store.settings(ADDRESS_PREFIX).await? {
-            if let (Some(user), Ok(address)) = (
-                key.strip_prefix(ADDRESS_PREFIX)
-                    .and_then(|u| UserName::parse(u).ok()),
-                String::from_utf8(value),
-            ) {
-                owners.insert(address.to_lowercase(), user);
-            }
-        }
+        let owners = mapped_addresses(state)
+            .await?
+            .into_iter()
+            .map(|(user, address)| (address.to_lowercase(), user))
+            .collect();
         let domain = stored_server(state).await?.map(|s| s.domain.to_lowercase());
         Ok(Self { owners, domain })
     }
@@ -484,9 +479,8 @@ async fn stored_server(state: &State) -> Result<Option<StoredServer>, ApiError> 
         .map_err(|_| internal("stored settings are unreadable"))
 }
 
-/// Every person (not the connector) with their address: mapped, or `user@domain`; users
-/// with neither are left out.
-async fn mail_users(state: &State, domain: Option<&str>) -> Result<Vec<(UserName, String, bool)>, ApiError> {
+/// The addresses admins or the directory mapped, by user.
+async fn mapped_addresses(state: &State) -> Result<BTreeMap<UserName, String>, ApiError> {
     let mut mapped = BTreeMap::new();
     for (key, value) in state.store.settings(ADDRESS_PREFIX).await? {
         if let (Some(user), Ok(address)) = (
@@ -497,6 +491,13 @@ async fn mail_users(state: &State, domain: Option<&str>) -> Result<Vec<(UserName
             mapped.insert(user, address);
         }
     }
+    Ok(mapped)
+}
+
+/// Every person (not the connector) with their address: mapped, or `user@domain`; users
+/// with neither are left out.
+async fn mail_users(state: &State, domain: Option<&str>) -> Result<Vec<(UserName, String, bool)>, ApiError> {
+    let mut mapped = mapped_addresses(state).await?;
     let mut users = Vec::new();
     for record in state.store.list_users().await? {
         if record.name.as_str() == CONNECTOR_USER {

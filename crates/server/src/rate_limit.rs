@@ -42,25 +42,25 @@ impl<K: Hash + Eq> RateLimiter<K> {
     }
 
     /// Counts a request of `key`, or says in how many whole seconds one will be allowed.
+    /// Every device request comes here: a known key costs one lookup, and a key is copied
+    /// only for its first request.
     pub(crate) fn take<Q>(&self, key: &Q, now: Instant) -> Result<(), u64>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        // Look up before inserting: no key is copied for a bucket that exists.
-        if !buckets.contains_key(key) {
-            buckets.insert(
-                key.to_owned(),
-                Bucket {
-                    tokens: self.burst,
-                    refilled_at: now,
-                },
-            );
+        if let Some(bucket) = buckets.get_mut(key) {
+            return self.spend(bucket, now);
         }
-        let Some(bucket) = buckets.get_mut(key) else {
-            return Ok(());
-        };
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            refilled_at: now,
+        });
+        self.spend(bucket, now)
+    }
+
+    fn spend(&self, bucket: &mut Bucket, now: Instant) -> Result<(), u64> {
         let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
         bucket.refilled_at = now;
