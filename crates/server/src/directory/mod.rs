@@ -137,6 +137,23 @@ pub(crate) fn link_change<T: Serialize>(
     })
 }
 
+/// The link of one user or group (`prefix` says which), if any.
+pub(crate) async fn link<T: for<'de> Deserialize<'de>>(
+    state: &State,
+    prefix: &str,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    let key = format!("{prefix}{name}");
+    // A prefix read: the exact key, and any longer name beginning with it, which are skipped.
+    Ok(state
+        .store
+        .settings(&key)
+        .await?
+        .into_iter()
+        .find(|(found, _)| *found == key)
+        .and_then(|(_, value)| serde_json::from_slice(&value).ok()))
+}
+
 /// Every link under `prefix`, by name; unreadable ones are skipped with a warning.
 pub(crate) async fn links<N: Ord, T: for<'de> Deserialize<'de>>(
     state: &State,

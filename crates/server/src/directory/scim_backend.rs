@@ -105,7 +105,7 @@ impl StoreScim {
             .map_err(stored)
     }
 
-    async fn to_scim_user(&self, record: &UserRecord, link: &UserLink, groups: &[GroupRef]) -> ScimUser {
+    fn to_scim_user(&self, record: &UserRecord, link: &UserLink, groups: &[GroupRef]) -> ScimUser {
         let scim = link.scim.clone().unwrap_or_default();
         let text = |key: &str| scim[key].as_str().map(str::to_owned);
         ScimUser {
@@ -152,14 +152,10 @@ impl StoreScim {
                 continue;
             }
             for member in group.members {
-                groups_of.entry(member).or_default().push(GroupRef {
-                    value: group.name.to_string(),
-                    display: group_links[&group.name]
-                        .scim
-                        .as_ref()
-                        .and_then(|s| s["displayName"].as_str())
-                        .map(str::to_owned),
-                });
+                groups_of
+                    .entry(member)
+                    .or_default()
+                    .extend(group_ref(&group.name, &group_links));
             }
         }
         let mut out = Vec::new();
@@ -177,7 +173,7 @@ impl StoreScim {
                 continue;
             };
             let groups = groups_of.remove(&record.name).unwrap_or_default();
-            out.push(self.to_scim_user(&record, link, &groups).await);
+            out.push(self.to_scim_user(&record, link, &groups));
         }
         Ok(out)
     }
@@ -272,7 +268,9 @@ impl StoreScim {
         let Some(record) = self.state.store.user(&name).await.map_err(|e| stored(e.into()))? else {
             return Ok(None);
         };
-        let link = self.user_links().await?.remove(&name);
+        let link: Option<UserLink> = super::link(&self.state, USER_LINK_PREFIX, name.as_str())
+            .await
+            .map_err(stored)?;
         Ok(link
             .filter(|l| l.source == LinkSource::Scim && !is_deleted(l))
             .map(|l| (record, l)))
@@ -281,6 +279,19 @@ impl StoreScim {
     async fn scim_group(&self, id: &str) -> Result<Option<ScimGroup>, ScimError> {
         Ok(self.list_groups().await?.into_iter().find(|g| g.id == id))
     }
+}
+
+/// A user's reference to `group`, when SCIM provisioned it.
+fn group_ref(group: &GroupName, links: &BTreeMap<GroupName, GroupLink>) -> Option<GroupRef> {
+    let link = links.get(group).filter(|l| l.source == LinkSource::Scim)?;
+    Some(GroupRef {
+        value: group.to_string(),
+        display: link
+            .scim
+            .as_ref()
+            .and_then(|s| s["displayName"].as_str())
+            .map(str::to_owned),
+    })
 }
 
 /// Refuses a change computed from another version than the stored one (a PATCH read on
@@ -326,7 +337,22 @@ impl ScimBackend for StoreScim {
     }
 
     async fn get_user(&self, id: &str) -> Result<Option<ScimUser>, ScimError> {
-        Ok(self.scim_users().await?.into_iter().find(|u| u.id == id))
+        // One user's record, link and groups: not every user's (a provider looks one up
+        // before each change).
+        let Some((record, link)) = self.scim_user_by_id(id).await? else {
+            return Ok(None);
+        };
+        let group_links = self.group_links().await?;
+        let groups: Vec<GroupRef> = self
+            .state
+            .store
+            .user_groups(&record.name)
+            .await
+            .map_err(|e| stored(e.into()))?
+            .iter()
+            .filter_map(|group| group_ref(group, &group_links))
+            .collect();
+        Ok(Some(self.to_scim_user(&record, &link, &groups)))
     }
 
     async fn create_user(&self, token: &str, user: ScimUser) -> Result<ScimUser, ScimError> {
