@@ -886,6 +886,23 @@ impl Profile {
         for name in REDOUBT_FILES {
             remove_if_present(&dir.join(name))?;
         }
+        // Temporary files a writer left behind (`write_private` names them after itself):
+        // the keys' ones hold wrapped key material.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ours = REDOUBT_FILES
+                    .iter()
+                    .filter_map(|file| file.split('.').next())
+                    .any(|stem| name.starts_with(&format!("{stem}.")));
+                if ours && name.ends_with(".tmp") {
+                    if name.starts_with("keys.") {
+                        overwrite_with_zeros(&entry.path())?;
+                    }
+                    remove_if_present(&entry.path())?;
+                }
+            }
+        }
         if dir.exists() {
             sync_dir(dir)?;
             // Fails if the user keeps other files here: then the folder stays.
@@ -1271,11 +1288,19 @@ mod tests {
         profile.vault().put("policy", "k", b"v").unwrap();
         let own = dir.join("notes.txt");
         std::fs::write(&own, b"mine").unwrap();
+        // Temporary files a crashed writer left behind go too; a user's own `.tmp` stays.
+        std::fs::write(dir.join("keys.4242-7.tmp"), b"wrapped keys").unwrap();
+        std::fs::write(dir.join("profile.4242-8.tmp"), b"{}").unwrap();
+        let own_tmp = dir.join("draft.tmp");
+        std::fs::write(&own_tmp, b"mine too").unwrap();
         // The wipe happens while the vault is still open, as a remote wipe would.
         Profile::wipe(&dir).unwrap();
-        assert_eq!(files_in(&dir), vec![own.clone()]);
+        let mut left = files_in(&dir);
+        left.sort();
+        assert_eq!(left, vec![own_tmp.clone(), own.clone()]);
         drop(profile);
         std::fs::remove_file(&own).unwrap();
+        std::fs::remove_file(&own_tmp).unwrap();
         Profile::wipe(&dir).unwrap();
         assert!(!dir.exists());
         assert!(Profile::wipe(&dir).is_ok(), "wiping nothing is fine");

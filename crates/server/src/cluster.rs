@@ -314,10 +314,13 @@ async fn send_hints(state: Arc<State>, mut receiver: tokio::sync::mpsc::Receiver
     let mut batch = Vec::new();
     while receiver.recv_many(&mut batch, 4_096).await > 0 {
         let mut hints = merge(std::mem::take(&mut batch));
+        // One resync a message at most: the heartbeat's own (sent to carry the flag when
+        // nothing else goes out) already counts.
         if state
             .cluster
             .lost
             .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && !hints.iter().any(|hint| matches!(hint, Hint::Resync))
         {
             hints.push(Hint::Resync);
         }

@@ -723,7 +723,11 @@ pub(crate) async fn appended_elsewhere(
             return;
         }
     };
-    let connected = state.subscribers.any_connected(&view.members)
+    // A group the sequencer follows has sessions here; only for another does it take a
+    // scan of its members (up to 10,000) to know whether anyone here is to be told.
+    let followed = state.sequencer.next(&group);
+    let connected = followed.is_some()
+        || state.subscribers.any_connected(&view.members)
         || before
             .as_ref()
             .is_some_and(|before| state.subscribers.any_connected(&before.members));
@@ -735,11 +739,7 @@ pub(crate) async fn appended_elsewhere(
     // Entries before `next` went out already; those between `next` and `first` are this
     // node's own, appended and on their way (or hints lost, which the sequencer skips after
     // a while and devices fetch).
-    let from = state
-        .sequencer
-        .next(&group)
-        .map_or(first, |next| next.max(first))
-        .max(1);
+    let from = followed.map_or(first, |next| next.max(first)).max(1);
     if from > last {
         return;
     }
@@ -816,11 +816,23 @@ async fn member_view(
     who: &Authenticated,
 ) -> Result<Arc<GroupView>, ApiError> {
     let view = group_view(state, group).await?;
-    if let Some(view) = view.filter(|view| view.is_member(&who.device_id)) {
-        return Ok(view);
+    if let Some(view) = view.as_ref().filter(|view| view.is_member(&who.device_id)) {
+        return Ok(view.clone());
     }
     if state.cluster.is_shared() {
-        // Added at another node, whose word may not have come yet: the store decides.
+        // Added at another node, whose word may not have come yet: the store decides. Only
+        // a commit changes members, and it moves the epoch: a view at the store's epoch is
+        // current, and the refusal stands without dropping it (a device that is no member
+        // must not make every refusal cost a reload of the group).
+        if let Some(view) = &view
+            && state
+                .store
+                .group_head(group)
+                .await?
+                .is_some_and(|head| head.epoch == view.epoch)
+        {
+            return Err(not_a_member());
+        }
         state.group_views.invalidate(group);
         if let Some(view) = group_view(state, group)
             .await?
