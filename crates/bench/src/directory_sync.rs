@@ -143,26 +143,18 @@ pub async fn run(target: &mut Target, common: &Common, args: &DirectorySyncArgs)
     drop(ldif);
     let setup_s = setup_started.elapsed().as_secs_f64();
 
-    let (user_filter, group_filter, username_attr, display_name_attr, mail_attr, disabled) =
-        DirectoryPreset::OpenLdap.defaults();
-    let settings = DirectorySettings {
-        url: ldap.ldap_url(),
-        bind_dn: ldap.service_dn().to_owned(),
-        password: ldap.service_password().to_owned(),
-        base_dn: base.to_owned(),
-        user_filter: user_filter.into(),
-        group_filter: group_filter.into(),
-        username_attr: username_attr.into(),
-        display_name_attr: display_name_attr.into(),
-        mail_attr: mail_attr.into(),
-        disabled,
-        starttls: false,
-        ca_pem: None,
-        interval_s: 0,
-        email_codes: false,
-        disable_max_percent: redoubt_proto::DIRECTORY_DISABLE_MAX_PERCENT,
-    };
-    match target.admin.request(Request::AdminDirectorySet(settings)).await? {
+    let settings = DirectorySettings::from_preset(
+        DirectoryPreset::OpenLdap,
+        ldap.ldap_url(),
+        ldap.service_dn().to_owned(),
+        ldap.service_password().to_owned(),
+        base.to_owned(),
+    );
+    match target
+        .admin
+        .request(Request::AdminDirectorySet(settings.clone()))
+        .await?
+    {
         Response::Done => {}
         other => bail!("unexpected response to AdminDirectorySet: {other:?}"),
     }
@@ -180,8 +172,8 @@ pub async fn run(target: &mut Target, common: &Common, args: &DirectorySyncArgs)
     let changes_started = Instant::now();
     change_directory(&ldap, &users, args.groups);
     let changes_s = changes_started.elapsed().as_secs_f64();
-    let (user_entries, users_search) = ldap.ldapsearch_count(base, user_filter);
-    let (group_entries, groups_search) = ldap.ldapsearch_count(base, group_filter);
+    let (user_entries, users_search) = ldap.ldapsearch_count(base, &settings.user_filter);
+    let (group_entries, groups_search) = ldap.ldapsearch_count(base, &settings.group_filter);
     let raw_s = (users_search + groups_search).as_secs_f64();
     let before_incremental = meter.read();
     meter.reset_peak();
@@ -292,7 +284,8 @@ pub async fn run(target: &mut Target, common: &Common, args: &DirectorySyncArgs)
     notes.push(format!(
         "slapd (OpenLDAP, mdb, no fsync) runs on this machine on loopback; the raw search is the \
          real ldapsearch, paged (500), as the service account, all user attributes: \
-         {user_filter} and {group_filter} under {base}"
+         {} and {} under {base}",
+        settings.user_filter, settings.group_filter
     ));
     notes.push(format!(
         "unchanged_sync_*: the median of {UNCHANGED_SYNCS} syncs right after the incremental one, \

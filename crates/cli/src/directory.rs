@@ -139,29 +139,33 @@ pub(crate) async fn admin(session: &mut Session, command: AdminDirectoryCommand,
                 Some(name) => DirectoryPreset::parse(name)
                     .with_context(|| format!("--preset {name:?}: use active-directory or openldap"))?,
             };
-            let (users, groups, username, display, mail, disabled) = preset.defaults();
             let ca_pem = ca_file
                 .map(|path| {
                     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
                 })
                 .transpose()?;
-            let settings = DirectorySettings {
-                url,
-                bind_dn,
-                password: first_line(&password_file)?,
-                base_dn,
-                user_filter: user_filter.unwrap_or_else(|| users.into()),
-                group_filter: group_filter.unwrap_or_else(|| groups.into()),
-                username_attr: username_attr.unwrap_or_else(|| username.into()),
-                display_name_attr: display_name_attr.unwrap_or_else(|| display.into()),
-                mail_attr: mail_attr.unwrap_or_else(|| mail.into()),
-                disabled: disabled_filter.map_or(disabled, DisabledRule::Filter),
-                starttls,
-                ca_pem,
-                interval_s: interval_seconds(&interval)?,
-                email_codes,
-                disable_max_percent,
-            };
+            let mut settings =
+                DirectorySettings::from_preset(preset, url, bind_dn, first_line(&password_file)?, base_dn);
+            let overrides = [
+                (user_filter, &mut settings.user_filter),
+                (group_filter, &mut settings.group_filter),
+                (username_attr, &mut settings.username_attr),
+                (display_name_attr, &mut settings.display_name_attr),
+                (mail_attr, &mut settings.mail_attr),
+            ];
+            for (given, field) in overrides {
+                if let Some(given) = given {
+                    *field = given;
+                }
+            }
+            if let Some(filter) = disabled_filter {
+                settings.disabled = DisabledRule::Filter(filter);
+            }
+            settings.starttls = starttls;
+            settings.ca_pem = ca_pem;
+            settings.interval_s = interval_seconds(&interval)?;
+            settings.email_codes = email_codes;
+            settings.disable_max_percent = disable_max_percent;
             if let Err(why) = settings.validate() {
                 bail!("{why}");
             }

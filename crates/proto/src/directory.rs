@@ -47,7 +47,7 @@ impl DirectoryPreset {
 
     /// (user filter, group filter, user name attribute, display name attribute, mail
     /// attribute, disabled rule)
-    pub fn defaults(
+    fn defaults(
         self,
     ) -> (
         &'static str,
@@ -112,6 +112,38 @@ impl std::fmt::Debug for DirectorySettings {
             .field("bind_dn", &self.bind_dn)
             .field("base_dn", &self.base_dn)
             .finish_non_exhaustive()
+    }
+}
+
+impl DirectorySettings {
+    /// The preset's filters, attributes and disabled rule for a directory at `url`: manual
+    /// syncs only, no codes by mail, the default disable guard. Callers change what else
+    /// they need.
+    pub fn from_preset(
+        preset: DirectoryPreset,
+        url: String,
+        bind_dn: String,
+        password: String,
+        base_dn: String,
+    ) -> Self {
+        let (user_filter, group_filter, username, display, mail, disabled) = preset.defaults();
+        Self {
+            url,
+            bind_dn,
+            password,
+            base_dn,
+            user_filter: user_filter.into(),
+            group_filter: group_filter.into(),
+            username_attr: username.into(),
+            display_name_attr: display.into(),
+            mail_attr: mail.into(),
+            disabled,
+            starttls: false,
+            ca_pem: None,
+            interval_s: 0,
+            email_codes: false,
+            disable_max_percent: DIRECTORY_DISABLE_MAX_PERCENT,
+        }
     }
 }
 
@@ -441,25 +473,16 @@ mod tests {
     use super::*;
 
     fn settings(url: &str, starttls: bool) -> DirectorySettings {
-        let (user_filter, group_filter, username, display, mail, disabled) =
-            DirectoryPreset::OpenLdap.defaults();
-        DirectorySettings {
-            url: url.into(),
-            bind_dn: "cn=redoubt,dc=corp,dc=test".into(),
-            password: "secret".into(),
-            base_dn: "dc=corp,dc=test".into(),
-            user_filter: user_filter.into(),
-            group_filter: group_filter.into(),
-            username_attr: username.into(),
-            display_name_attr: display.into(),
-            mail_attr: mail.into(),
-            disabled,
-            starttls,
-            ca_pem: None,
-            interval_s: 900,
-            email_codes: false,
-            disable_max_percent: DIRECTORY_DISABLE_MAX_PERCENT,
-        }
+        let mut settings = DirectorySettings::from_preset(
+            DirectoryPreset::OpenLdap,
+            url.into(),
+            "cn=redoubt,dc=corp,dc=test".into(),
+            "secret".into(),
+            "dc=corp,dc=test".into(),
+        );
+        settings.starttls = starttls;
+        settings.interval_s = 900;
+        settings
     }
 
     #[test]

@@ -167,23 +167,11 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// LDAP settings that pass validation (a directory on this machine, nothing listening).
 pub fn directory_settings() -> redoubt_proto::DirectorySettings {
-    let (user_filter, group_filter, username, display, mail, disabled) =
-        redoubt_proto::DirectoryPreset::OpenLdap.defaults();
-    redoubt_proto::DirectorySettings {
-        url: "ldap://127.0.0.1:1".into(),
-        bind_dn: "cn=redoubt,dc=corp,dc=test".into(),
-        password: "secret".into(),
-        base_dn: "dc=corp,dc=test".into(),
-        user_filter: user_filter.into(),
-        group_filter: group_filter.into(),
-        username_attr: username.into(),
-        display_name_attr: display.into(),
-        mail_attr: mail.into(),
-        disabled,
-        starttls: false,
-        ca_pem: None,
-        interval_s: 0,
-        email_codes: false,
-        disable_max_percent: redoubt_proto::DIRECTORY_DISABLE_MAX_PERCENT,
-    }
+    redoubt_proto::DirectorySettings::from_preset(
+        redoubt_proto::DirectoryPreset::OpenLdap,
+        "ldap://127.0.0.1:1".into(),
+        "cn=redoubt,dc=corp,dc=test".into(),
+        "secret".into(),
+        "dc=corp,dc=test".into(),
+    )
 }
