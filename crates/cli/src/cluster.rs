@@ -24,22 +24,26 @@ pub(crate) async fn admin(session: &mut Session, command: AdminClusterCommand, o
     Ok(())
 }
 
+pub(crate) fn nodes_json(nodes: &[ClusterNode]) -> serde_json::Value {
+    let rows: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "id": n.id,
+                "public_address": n.public_address,
+                "state": n.state.as_str(),
+                "sessions": n.sessions,
+                "started_at": time(n.started_at_unix_s),
+                "heartbeat_at": time(n.heartbeat_at_unix_s),
+            })
+        })
+        .collect();
+    json!(rows)
+}
+
 fn print_nodes(nodes: &[ClusterNode], out: &Output) {
     if out.is_json() {
-        let rows: Vec<_> = nodes
-            .iter()
-            .map(|n| {
-                json!({
-                    "id": n.id,
-                    "public_address": n.public_address,
-                    "state": n.state.as_str(),
-                    "sessions": n.sessions,
-                    "started_at": time(n.started_at_unix_s),
-                    "heartbeat_at": time(n.heartbeat_at_unix_s),
-                })
-            })
-            .collect();
-        print_json(&json!(rows));
+        print_json(&nodes_json(nodes));
         return;
     }
     say!(

@@ -199,44 +199,48 @@ pub(crate) async fn admin(session: &mut Session, command: AdminDirectoryCommand,
     Ok(())
 }
 
+pub(crate) fn report_json(report: &SyncReport, dry_run: bool) -> serde_json::Value {
+    let plan = &report.plan;
+    json!({
+        "dry_run": dry_run,
+        "applied": report.applied,
+        "refused": report.refused,
+        "users_seen": plan.users_seen,
+        "groups_seen": plan.groups_seen,
+        "create": plan.create.iter().map(|u| json!({
+            "user": u.user.as_str(),
+            "display_name": u.display_name.as_ref().map(|d| d.as_str()),
+            "mail": u.mail,
+            "source": u.source,
+        })).collect::<Vec<_>>(),
+        "update": plan.update.iter().map(|u| json!({
+            "user": u.user.as_str(),
+            "display_name": u.display_name.as_ref().map(|d| d.as_str()),
+            "mail": u.mail,
+        })).collect::<Vec<_>>(),
+        "disable": plan.disable.iter().map(|d| json!({
+            "user": d.user.as_str(), "reason": d.reason, "devices": d.devices,
+        })).collect::<Vec<_>>(),
+        "enable": plan.enable.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        "create_groups": plan.create_groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+        "adopt_users": plan.adopt_users.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        "adopt_groups": plan.adopt_groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+        "memberships": plan.memberships.iter().map(|m| json!({
+            "group": m.group.as_str(), "user": m.user.as_str(), "add": m.add,
+        })).collect::<Vec<_>>(),
+        "skipped": plan.skipped.iter().map(|s| json!({"entry": s.entry, "reason": s.reason})).collect::<Vec<_>>(),
+        "codes": report.codes.iter().map(|c| json!({
+            "user": c.user.as_str(), "code": c.code, "expires_at": time(c.expires_at_unix_s),
+        })).collect::<Vec<_>>(),
+        "mailed": report.mailed.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        "mail_failures": report.mail_failures.iter().map(|s| json!({"user": s.entry, "reason": s.reason})).collect::<Vec<_>>(),
+        "duration_ms": report.duration_ms,
+    })
+}
+
 fn print_report(report: &SyncReport, dry_run: bool, out: &Output) {
     if out.is_json() {
-        let plan = &report.plan;
-        print_json(&json!({
-            "dry_run": dry_run,
-            "applied": report.applied,
-            "refused": report.refused,
-            "users_seen": plan.users_seen,
-            "groups_seen": plan.groups_seen,
-            "create": plan.create.iter().map(|u| json!({
-                "user": u.user.as_str(),
-                "display_name": u.display_name.as_ref().map(|d| d.as_str()),
-                "mail": u.mail,
-                "source": u.source,
-            })).collect::<Vec<_>>(),
-            "update": plan.update.iter().map(|u| json!({
-                "user": u.user.as_str(),
-                "display_name": u.display_name.as_ref().map(|d| d.as_str()),
-                "mail": u.mail,
-            })).collect::<Vec<_>>(),
-            "disable": plan.disable.iter().map(|d| json!({
-                "user": d.user.as_str(), "reason": d.reason, "devices": d.devices,
-            })).collect::<Vec<_>>(),
-            "enable": plan.enable.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
-            "create_groups": plan.create_groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
-            "adopt_users": plan.adopt_users.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
-            "adopt_groups": plan.adopt_groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
-            "memberships": plan.memberships.iter().map(|m| json!({
-                "group": m.group.as_str(), "user": m.user.as_str(), "add": m.add,
-            })).collect::<Vec<_>>(),
-            "skipped": plan.skipped.iter().map(|s| json!({"entry": s.entry, "reason": s.reason})).collect::<Vec<_>>(),
-            "codes": report.codes.iter().map(|c| json!({
-                "user": c.user.as_str(), "code": c.code, "expires_at": time(c.expires_at_unix_s),
-            })).collect::<Vec<_>>(),
-            "mailed": report.mailed.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
-            "mail_failures": report.mail_failures.iter().map(|s| json!({"user": s.entry, "reason": s.reason})).collect::<Vec<_>>(),
-            "duration_ms": report.duration_ms,
-        }));
+        print_json(&report_json(report, dry_run));
         return;
     }
     let plan = &report.plan;
@@ -309,29 +313,33 @@ fn print_report(report: &SyncReport, dry_run: bool, out: &Output) {
     }
 }
 
+pub(crate) fn status_json(status: &DirectoryStatus) -> serde_json::Value {
+    json!({
+        "settings": status.settings.as_ref().map(|s| json!({
+            "url": s.url, "bind_dn": s.bind_dn, "base_dn": s.base_dn,
+            "user_filter": s.user_filter, "group_filter": s.group_filter,
+            "username_attr": s.username_attr, "display_name_attr": s.display_name_attr,
+            "mail_attr": s.mail_attr, "disabled": format!("{:?}", s.disabled),
+            "starttls": s.starttls, "custom_ca": s.custom_ca, "interval_s": s.interval_s,
+            "email_codes": s.email_codes, "disable_max_percent": s.disable_max_percent,
+        })),
+        "last_sync": status.last_sync.as_ref().map(|l| json!({
+            "at": time(l.at_unix_s), "duration_ms": l.duration_ms, "error": l.error,
+            "trigger": l.trigger, "users_seen": l.users_seen, "groups_seen": l.groups_seen,
+            "created": l.created, "updated": l.updated, "disabled": l.disabled,
+            "enabled": l.enabled, "memberships": l.memberships, "skipped": l.skipped,
+            "codes_undelivered": l.codes_undelivered,
+        })),
+        "ldap_users": status.ldap_users,
+        "scim_users": status.scim_users,
+        "disabled_users": status.disabled_users,
+        "scim_email_codes": status.scim_email_codes,
+    })
+}
+
 fn print_status(status: &DirectoryStatus, out: &Output) {
     if out.is_json() {
-        print_json(&json!({
-            "settings": status.settings.as_ref().map(|s| json!({
-                "url": s.url, "bind_dn": s.bind_dn, "base_dn": s.base_dn,
-                "user_filter": s.user_filter, "group_filter": s.group_filter,
-                "username_attr": s.username_attr, "display_name_attr": s.display_name_attr,
-                "mail_attr": s.mail_attr, "disabled": format!("{:?}", s.disabled),
-                "starttls": s.starttls, "custom_ca": s.custom_ca, "interval_s": s.interval_s,
-                "email_codes": s.email_codes, "disable_max_percent": s.disable_max_percent,
-            })),
-            "last_sync": status.last_sync.as_ref().map(|l| json!({
-                "at": time(l.at_unix_s), "duration_ms": l.duration_ms, "error": l.error,
-                "trigger": l.trigger, "users_seen": l.users_seen, "groups_seen": l.groups_seen,
-                "created": l.created, "updated": l.updated, "disabled": l.disabled,
-                "enabled": l.enabled, "memberships": l.memberships, "skipped": l.skipped,
-                "codes_undelivered": l.codes_undelivered,
-            })),
-            "ldap_users": status.ldap_users,
-            "scim_users": status.scim_users,
-            "disabled_users": status.disabled_users,
-            "scim_email_codes": status.scim_email_codes,
-        }));
+        print_json(&status_json(status));
         return;
     }
     match &status.settings {

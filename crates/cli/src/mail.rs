@@ -267,7 +267,70 @@ fn find(messenger: &Messenger, id: &str) -> Result<StoredMail> {
         .with_context(|| format!("no message {id:?} on this device (see `redoubt mail list`)"))
 }
 
-fn mail_json(mail: &StoredMail) -> serde_json::Value {
+/// Whether this user has a mailbox and how the connector last fared with mail and calendar.
+pub(crate) fn status_json(messenger: &Messenger) -> Result<serde_json::Value> {
+    let mail = messenger.mail().status(Service::Mail)?;
+    let calendar = messenger.mail().status(Service::Calendar)?;
+    let calendar = calendar
+        .as_ref()
+        .map(|(ok, detail, at)| json!({ "ok": ok, "detail": detail, "at_unix_s": at }));
+    Ok(json!({
+        "mailbox": messenger.mailbox()?.is_some(),
+        "ok": mail.as_ref().map(|s| s.0),
+        "detail": mail.as_ref().map(|s| s.1.clone()),
+        "at_unix_s": mail.as_ref().map(|s| s.2),
+        "calendar": calendar,
+    }))
+}
+
+/// A reply to `original` (to its sender, the original quoted below `text`).
+pub(crate) fn reply(original: &StoredMail, text: &str) -> OutgoingMail {
+    let s = &original.summary;
+    let subject = if s.subject.to_lowercase().starts_with("re:") {
+        s.subject.clone()
+    } else {
+        format!("Re: {}", s.subject)
+    };
+    let quoted: String = original
+        .full_text
+        .as_deref()
+        .unwrap_or(&s.preview)
+        .lines()
+        .map(|l| format!("> {l}\n"))
+        .collect();
+    OutgoingMail {
+        to: vec![s.from.clone()],
+        cc: Vec::new(),
+        subject,
+        text: format!("{text}\n\nOn {}, {} wrote:\n{quoted}", time(s.date_unix_s), s.from),
+        attachments: Vec::new(),
+        reply_to: Some(s.mail.clone()),
+        forward_of: None,
+    }
+}
+
+/// `original` forwarded to `to`, below `text`.
+pub(crate) fn forward(original: &StoredMail, to: Vec<String>, text: &str) -> OutgoingMail {
+    let s = &original.summary;
+    OutgoingMail {
+        to,
+        cc: Vec::new(),
+        subject: format!("Fwd: {}", s.subject),
+        text: format!(
+            "{text}\n\n---------- Forwarded message ----------\nFrom: {}\nDate: {}\nSubject: {}\nTo: {}\n\n{}",
+            s.from,
+            time(s.date_unix_s),
+            s.subject,
+            s.to.join(", "),
+            original.full_text.as_deref().unwrap_or(&s.preview)
+        ),
+        attachments: Vec::new(),
+        reply_to: None,
+        forward_of: Some(s.mail.clone()),
+    }
+}
+
+pub(crate) fn mail_json(mail: &StoredMail) -> serde_json::Value {
     let s = &mail.summary;
     json!({
         "id": mail.id,
@@ -389,56 +452,11 @@ pub(crate) async fn run(messenger: &mut Messenger, command_line: MailCommand, ou
         }
         MailCommand::Reply { id, body } => {
             let original = find(messenger, &id)?;
-            let s = &original.summary;
-            let subject = if s.subject.to_lowercase().starts_with("re:") {
-                s.subject.clone()
-            } else {
-                format!("Re: {}", s.subject)
-            };
-            let quoted: String = original
-                .full_text
-                .as_deref()
-                .unwrap_or(&s.preview)
-                .lines()
-                .map(|l| format!("> {l}\n"))
-                .collect();
-            let mail = OutgoingMail {
-                to: vec![s.from.clone()],
-                cc: Vec::new(),
-                subject,
-                text: format!(
-                    "{}\n\nOn {}, {} wrote:\n{quoted}",
-                    body.text()?,
-                    time(s.date_unix_s),
-                    s.from
-                ),
-                attachments: Vec::new(),
-                reply_to: Some(s.mail.clone()),
-                forward_of: None,
-            };
-            send(messenger, mail, out).await?;
+            send(messenger, reply(&original, &body.text()?), out).await?;
         }
         MailCommand::Forward { id, to, body } => {
             let original = find(messenger, &id)?;
-            let s = &original.summary;
-            let mail = OutgoingMail {
-                to,
-                cc: Vec::new(),
-                subject: format!("Fwd: {}", s.subject),
-                text: format!(
-                    "{}\n\n---------- Forwarded message ----------\nFrom: {}\nDate: {}\nSubject: {}\nTo: {}\n\n{}",
-                    body.text()?,
-                    s.from,
-                    time(s.date_unix_s),
-                    s.subject,
-                    s.to.join(", "),
-                    original.full_text.as_deref().unwrap_or(&s.preview)
-                ),
-                attachments: Vec::new(),
-                reply_to: None,
-                forward_of: Some(s.mail.clone()),
-            };
-            send(messenger, mail, out).await?;
+            send(messenger, forward(&original, to, &body.text()?), out).await?;
         }
         MailCommand::Flag {
             id,
@@ -524,18 +542,7 @@ pub(crate) async fn run(messenger: &mut Messenger, command_line: MailCommand, ou
             let mail = messenger.mail().status(Service::Mail)?;
             let calendar = messenger.mail().status(Service::Calendar)?;
             if out.is_json() {
-                let json_of = |status: &Option<(bool, String, i64)>| {
-                    status
-                        .as_ref()
-                        .map(|(ok, detail, at)| json!({ "ok": ok, "detail": detail, "at_unix_s": at }))
-                };
-                print_json(&json!({
-                    "mailbox": mailbox,
-                    "ok": mail.as_ref().map(|s| s.0),
-                    "detail": mail.as_ref().map(|s| s.1.clone()),
-                    "at_unix_s": mail.as_ref().map(|s| s.2),
-                    "calendar": json_of(&calendar),
-                }));
+                print_json(&status_json(messenger)?);
             } else if !mailbox {
                 println!("no mailbox yet: the organisation's mail connector has not set one up for you");
             } else {

@@ -9,6 +9,7 @@ mod output;
 mod pim;
 mod search;
 mod unlock;
+mod web;
 
 use std::path::{Path, PathBuf};
 
@@ -86,6 +87,16 @@ enum Command {
     Group(GroupCommand),
     /// A terminal UI: conversations, messages as they arrive, a line to type into.
     Chat,
+    /// This device in a browser window: chats, mail, calendar, contacts and, with a role,
+    /// the admin console. Serves on this machine only; prints a one-time login URL.
+    Web {
+        /// Where to listen (a loopback address; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8470")]
+        listen: std::net::SocketAddr,
+        /// Open the URL in the default browser.
+        #[arg(long)]
+        open: bool,
+    },
     /// This device's passcode, which encrypts its local data.
     #[command(subcommand)]
     Passcode(PasscodeCommand),
@@ -289,6 +300,7 @@ fn main() -> std::process::ExitCode {
     let default_filter = match cli.command {
         Command::Server(_) => "info",
         Command::Chat => "off",
+        Command::Web { .. } => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -361,6 +373,7 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
                 unlock::comply(&mut profile, |p| async move { Messenger::open(&p).await }).await?;
             chat::run(messenger, profile).await
         }
+        Command::Web { listen, open } => web::run(&profile_dir(cli.profile)?, listen, open).await,
     }
 }
 
@@ -491,7 +504,7 @@ async fn run_connector(
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -101,17 +101,20 @@ fn role(text: &str) -> Result<Role> {
 /// Reads a policy file: unknown settings and bad values are refused, naming them.
 pub(crate) fn read_policy_file(path: &Path) -> Result<PolicySettings> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let settings: PolicySettings = toml::from_str(&text).map_err(|e| {
+    parse_policy(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Parses policy settings in the policy-file format (TOML): unknown settings and bad
+/// values are refused, naming them.
+pub(crate) fn parse_policy(text: &str) -> Result<PolicySettings> {
+    let settings: PolicySettings = toml::from_str(text).map_err(|e| {
         anyhow::anyhow!(
-            "{}: {}; known settings: {}",
-            path.display(),
+            "{}; known settings: {}",
             e.message(),
             PolicySettings::NAMES.join(", ")
         )
     })?;
-    settings
-        .validate()
-        .map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
+    settings.validate().map_err(anyhow::Error::msg)?;
     Ok(settings)
 }
 
@@ -161,29 +164,33 @@ pub(crate) async fn policy(session: &mut Session, command: PolicyCommand, out: &
     Ok(())
 }
 
+pub(crate) fn policy_json(report: &PolicyReport) -> serde_json::Value {
+    let documents: Vec<_> = report
+        .documents
+        .iter()
+        .map(|(scope, settings)| {
+            let values: serde_json::Map<_, _> = settings
+                .entries()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), json!(v)))
+                .collect();
+            json!({ "scope": scope.to_string(), "settings": values })
+        })
+        .collect();
+    let effective = report.effective.as_ref().map(|e| {
+        let settings: Vec<_> = e
+            .origins
+            .iter()
+            .map(|o| json!({ "setting": o.setting, "value": o.value, "source": o.source.to_string() }))
+            .collect();
+        json!({ "user": e.user.as_str(), "settings": settings })
+    });
+    json!({ "version": report.version, "documents": documents, "effective": effective })
+}
+
 fn print_policy(report: &PolicyReport, out: &Output) {
     if out.is_json() {
-        let documents: Vec<_> = report
-            .documents
-            .iter()
-            .map(|(scope, settings)| {
-                let values: serde_json::Map<_, _> = settings
-                    .entries()
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), json!(v)))
-                    .collect();
-                json!({ "scope": scope.to_string(), "settings": values })
-            })
-            .collect();
-        let effective = report.effective.as_ref().map(|e| {
-            let settings: Vec<_> = e
-                .origins
-                .iter()
-                .map(|o| json!({ "setting": o.setting, "value": o.value, "source": o.source.to_string() }))
-                .collect();
-            json!({ "user": e.user.as_str(), "settings": settings })
-        });
-        print_json(&json!({ "version": report.version, "documents": documents, "effective": effective }));
+        print_json(&policy_json(report));
         return;
     }
     say!("Policy version {}", report.version);
@@ -246,17 +253,7 @@ pub(crate) async fn directory_group(
                 bail!("unexpected answer to AdminGroupList");
             };
             if out.is_json() {
-                let rows: Vec<_> = groups
-                    .iter()
-                    .map(|g| {
-                        json!({
-                            "group": g.name.as_str(),
-                            "members": g.members.iter().map(UserName::as_str).collect::<Vec<_>>(),
-                            "created_at": time(g.created_at_unix_s),
-                        })
-                    })
-                    .collect();
-                print_json(&json!(rows));
+                print_json(&groups_json(&groups));
             } else {
                 for g in &groups {
                     let members: Vec<_> = g.members.iter().map(UserName::as_str).collect();
@@ -266,6 +263,21 @@ pub(crate) async fn directory_group(
         }
     }
     Ok(())
+}
+
+/// Directory groups as `admin group list --json` prints them.
+pub(crate) fn groups_json(groups: &[redoubt_proto::DirectoryGroup]) -> serde_json::Value {
+    let rows: Vec<_> = groups
+        .iter()
+        .map(|g| {
+            json!({
+                "group": g.name.as_str(),
+                "members": g.members.iter().map(UserName::as_str).collect::<Vec<_>>(),
+                "created_at": time(g.created_at_unix_s),
+            })
+        })
+        .collect();
+    json!(rows)
 }
 
 /// Splits one CSV line: commas separate fields; a field in double quotes may hold commas
@@ -382,11 +394,7 @@ pub(crate) async fn import(session: &mut Session, path: &Path, out: &Output) -> 
         bail!("unexpected answer to AdminUserImport");
     };
     if out.is_json() {
-        let rows: Vec<_> = issued
-            .iter()
-            .map(|i| json!({ "user": i.user.as_str(), "activation_code": i.code, "expires_at": time(i.expires_at_unix_s) }))
-            .collect();
-        print_json(&json!({ "imported": issued.len(), "users": rows }));
+        print_json(&import_json(&issued));
     } else {
         say!(
             "Imported {} user(s). Give each their activation code:",
@@ -404,8 +412,17 @@ pub(crate) async fn import(session: &mut Session, path: &Path, out: &Output) -> 
     Ok(())
 }
 
+/// What an import issued, as `admin user import --json` prints it.
+pub(crate) fn import_json(issued: &[redoubt_proto::IssuedActivationCode]) -> serde_json::Value {
+    let rows: Vec<_> = issued
+        .iter()
+        .map(|i| json!({ "user": i.user.as_str(), "activation_code": i.code, "expires_at": time(i.expires_at_unix_s) }))
+        .collect();
+    json!({ "imported": issued.len(), "users": rows })
+}
+
 /// Finds a device by id, unique id prefix (4+ hex digits) or unique name.
-fn resolve_device(devices: &[DeviceSummary], text: &str) -> Result<DeviceId> {
+pub(crate) fn resolve_device(devices: &[DeviceSummary], text: &str) -> Result<DeviceId> {
     let text = text.trim();
     let by_id: Vec<_> = if text.len() >= 4 && text.chars().all(|c| c.is_ascii_hexdigit()) {
         let lower = text.to_ascii_lowercase();
@@ -513,7 +530,7 @@ pub(crate) async fn roles(session: &mut Session, command: RoleCommand, out: &Out
 }
 
 /// Every audit entry and checkpoint, page by page.
-async fn whole_audit_log(
+pub(crate) async fn whole_audit_log(
     session: &mut Session,
 ) -> Result<(
     Vec<AuditEntry>,
@@ -545,6 +562,21 @@ async fn whole_audit_log(
     }
 }
 
+/// An audit entry as `admin audit list --json` prints it.
+pub(crate) fn audit_entry_json(e: &AuditEntry) -> serde_json::Value {
+    json!({
+        "seq": e.seq,
+        "at": time(e.at_unix_s),
+        "at_unix_s": e.at_unix_s,
+        "actor": e.actor_user.as_ref().map(UserName::as_str),
+        "actor_device": e.actor_device.map(|d| d.to_string()),
+        "action": e.action,
+        "subject": e.subject,
+        "details": e.details,
+        "hash": e.hash.to_hex(),
+    })
+}
+
 fn since(text: &str) -> Result<i64> {
     if let Ok(age) = humantime::parse_duration(text) {
         let now = std::time::SystemTime::now();
@@ -572,21 +604,7 @@ pub(crate) async fn audit(
             let from = from.as_deref().map(since).transpose()?.unwrap_or(i64::MIN);
             let shown: Vec<_> = entries.iter().filter(|e| e.at_unix_s >= from).collect();
             if out.is_json() {
-                let rows: Vec<_> = shown
-                    .iter()
-                    .map(|e| {
-                        json!({
-                            "seq": e.seq,
-                            "at": time(e.at_unix_s),
-                            "actor": e.actor_user.as_ref().map(UserName::as_str),
-                            "actor_device": e.actor_device.map(|d| d.to_string()),
-                            "action": e.action,
-                            "subject": e.subject,
-                            "details": e.details,
-                            "hash": e.hash.to_hex(),
-                        })
-                    })
-                    .collect();
+                let rows: Vec<_> = shown.iter().map(|e| audit_entry_json(e)).collect();
                 print_json(&json!(rows));
             } else {
                 say!(
@@ -634,7 +652,7 @@ pub(crate) async fn audit(
     Ok(())
 }
 
-fn ed25519_dalek_key(profile: &Profile) -> Result<ed25519_dalek::VerifyingKey> {
+pub(crate) fn ed25519_dalek_key(profile: &Profile) -> Result<ed25519_dalek::VerifyingKey> {
     ed25519_dalek::VerifyingKey::from_bytes(&profile.org_public_key)
         .context("the organisation key in the profile is invalid")
 }

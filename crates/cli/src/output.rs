@@ -70,6 +70,63 @@ fn print_code(code: &str, draw_qr: bool) {
     }
 }
 
+/// Users as `admin user list --json` prints them.
+pub(crate) fn users_json(users: &[UserSummary]) -> serde_json::Value {
+    let rows: Vec<_> = users
+        .iter()
+        .map(|u| {
+            json!({
+                "user": u.user.as_str(),
+                "display_name": u.display_name.as_ref().map(|d| d.as_str()),
+                "roles": u.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "devices_active": u.devices_active,
+                "created_at": time(u.created_at_unix_s),
+            })
+        })
+        .collect();
+    json!(rows)
+}
+
+/// An activation code as `admin user add --json` prints it.
+pub(crate) fn code_json(issued: &IssuedActivationCode) -> serde_json::Value {
+    json!({
+        "user": issued.user.as_str(),
+        "code": issued.code,
+        "expires_at": time(issued.expires_at_unix_s),
+    })
+}
+
+/// The code as an SVG image (for the web console).
+pub(crate) fn qr_svg(text: &str) -> Option<String> {
+    use qrcode::render::svg;
+    let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L).ok()?;
+    Some(code.render::<svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build())
+}
+
+/// A message as `redoubt read --json` prints it and the web app serves it.
+pub(crate) fn message_json(conversation: &Conversation, m: &StoredMessage, receipts: &Receipts) -> serde_json::Value {
+    let names = |set: &std::collections::BTreeSet<redoubt_proto::UserName>| -> Vec<String> {
+        set.iter().map(|u| u.to_string()).collect()
+    };
+    json!({
+        "conversation": conversation.name,
+        "group_id": conversation.group_id.to_string(),
+        "id": m.id(conversation),
+        "seq": m.seq,
+        "sender": m.sender_user.as_str(),
+        "sender_device": m.sender_device.to_string(),
+        "sent_at": time(m.sent_at_unix_s),
+        "at_unix_s": m.sent_at_unix_s,
+        "server_time": time(m.server_time_unix_s),
+        "text": m.text,
+        "attachment": m.attachment.as_ref().map(|a| json!({ "name": a.name, "bytes": a.bytes })),
+        "delivered_to": names(&receipts.delivered),
+        "read_by": names(&receipts.read),
+        "history": m.history,
+        "event": m.event,
+    })
+}
+
 pub(crate) fn print_json(value: &serde_json::Value) {
     say!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
@@ -282,11 +339,7 @@ impl Output {
 
     pub(crate) fn activation_code(&self, issued: &IssuedActivationCode, draw_qr: bool) {
         if self.json {
-            print_json(&json!({
-                "user": issued.user.as_str(),
-                "code": issued.code,
-                "expires_at": time(issued.expires_at_unix_s),
-            }));
+            print_json(&code_json(issued));
             return;
         }
         say!(
@@ -300,19 +353,7 @@ impl Output {
 
     pub(crate) fn users(&self, users: &[UserSummary]) {
         if self.json {
-            let rows: Vec<_> = users
-                .iter()
-                .map(|u| {
-                    json!({
-                        "user": u.user.as_str(),
-                        "display_name": u.display_name.as_ref().map(|d| d.as_str()),
-                        "roles": u.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-                        "devices_active": u.devices_active,
-                        "created_at": time(u.created_at_unix_s),
-                    })
-                })
-                .collect();
-            print_json(&json!(rows));
+            print_json(&users_json(users));
             return;
         }
         say!(
@@ -398,25 +439,7 @@ impl Output {
         };
         if self.json {
             for (m, receipts) in messages {
-                say!(
-                    "{}",
-                    json!({
-                        "conversation": conversation.name,
-                        "group_id": conversation.group_id.to_string(),
-                        "id": m.id(conversation),
-                        "seq": m.seq,
-                        "sender": m.sender_user.as_str(),
-                        "sender_device": m.sender_device.to_string(),
-                        "sent_at": time(m.sent_at_unix_s),
-                        "server_time": time(m.server_time_unix_s),
-                        "text": m.text,
-                        "attachment": m.attachment.as_ref().map(|a| json!({ "name": a.name, "bytes": a.bytes })),
-                        "delivered_to": names(&receipts.delivered),
-                        "read_by": names(&receipts.read),
-                        "history": m.history,
-                        "event": m.event,
-                    })
-                );
+                say!("{}", message_json(conversation, m, receipts));
             }
             return;
         }

@@ -119,7 +119,7 @@ async fn command(messenger: &mut Messenger, build: impl FnOnce(Bytes<16>) -> Mai
     Ok(())
 }
 
-fn event_json(stored: &StoredEvent) -> serde_json::Value {
+pub(crate) fn event_json(stored: &StoredEvent) -> serde_json::Value {
     let e = &stored.event;
     json!({
         "id": stored.id,
@@ -135,7 +135,7 @@ fn event_json(stored: &StoredEvent) -> serde_json::Value {
     })
 }
 
-fn contact_json(stored: &StoredContact) -> serde_json::Value {
+pub(crate) fn contact_json(stored: &StoredContact) -> serde_json::Value {
     let c = &stored.contact;
     json!({
         "id": stored.id,
@@ -179,7 +179,7 @@ fn find_contact(messenger: &Messenger, id: &str) -> Result<StoredContact> {
         .with_context(|| format!("no contact {id:?} on this device (see `redoubt contacts list`)"))
 }
 
-fn check_addresses(addresses: &[String]) -> Result<()> {
+pub(crate) fn check_addresses(addresses: &[String]) -> Result<()> {
     for address in addresses {
         redoubt_proto::check_address(address).map_err(anyhow::Error::msg)?;
     }

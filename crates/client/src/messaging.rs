@@ -165,6 +165,10 @@ pub struct Receipts {
     pub read: BTreeSet<UserName>,
 }
 
+fn read_mark_key(group: &GroupId) -> String {
+    format!("readmark/{group}")
+}
+
 fn receipt_key(group: &GroupId, seq: u64) -> String {
     format!("rcpt/{group}/{seq:020}")
 }
@@ -295,6 +299,11 @@ impl Messenger {
         messenger.apply_retention()?;
         local_search::backfill(&messenger.data)?;
         Ok(messenger)
+    }
+
+    /// The profile this messenger was opened with.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     pub fn session(&mut self) -> &mut Session {
@@ -796,7 +805,8 @@ impl Messenger {
     }
 
     /// The conversation called `target`, or a new direct conversation with the user `target`.
-    async fn resolve_or_create(&mut self, target: &str) -> Result<Conversation, ClientError> {
+    /// The conversation called `target`, or a new direct one with the user of that name.
+    pub async fn resolve_or_create(&mut self, target: &str) -> Result<Conversation, ClientError> {
         if let Some(conversation) = self.conversation(target)? {
             return Ok(conversation);
         }
@@ -823,13 +833,25 @@ impl Messenger {
             |e: std::io::Error| ClientError::Attachment(format!("{}: {e}", path.display()));
         let file = tokio::fs::File::open(path).await.map_err(attachment_error)?;
         let bytes = file.metadata().await.map_err(attachment_error)?.len();
-        self.check_attachment_policy(Some(bytes))?;
-        let conversation = self.prepare_send(target).await?;
         let name = path
             .file_name()
             .map_or_else(|| "file".to_owned(), |n| n.to_string_lossy().into_owned());
+        self.send_stream(target, name, file, bytes, progress).await
+    }
+
+    /// Like [`Self::send_file`], for `bytes` bytes read from `reader`, sent as `name`.
+    pub async fn send_stream(
+        &mut self,
+        target: &str,
+        name: String,
+        reader: impl tokio::io::AsyncRead + Unpin,
+        bytes: u64,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<(Conversation, u64), ClientError> {
+        self.check_attachment_policy(Some(bytes))?;
+        let conversation = self.prepare_send(target).await?;
         let attachment = self
-            .upload(&conversation.group_id, name, file, bytes, progress)
+            .upload(&conversation.group_id, name, reader, bytes, progress)
             .await?;
         let seq = self
             .send_recorded(&conversation.group_id, AppBody::Attachment(attachment))
@@ -1500,19 +1522,33 @@ impl Messenger {
         Ok(())
     }
 
+    /// The last message this user read in `conversation` (0: none).
+    fn read_mark(&self, conversation: &Conversation) -> Result<u64, ClientError> {
+        Ok(self
+            .data
+            .get(&read_mark_key(&conversation.group_id))
+            .map_err(storage_error)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    /// Other users' messages after this user's read mark in `conversation`.
+    pub fn unread(&self, conversation: &Conversation, messages: &[StoredMessage]) -> Result<usize, ClientError> {
+        let marked = self.read_mark(conversation)?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.seq > marked && !m.event && m.sender_user != self.user)
+            .count())
+    }
+
     /// Sends read receipts for other users' messages up to `seq` not yet marked read.
     pub async fn mark_read(
         &mut self,
         conversation: &Conversation,
         up_to_seq: u64,
     ) -> Result<(), ClientError> {
-        let mark_key = format!("readmark/{}", conversation.group_id);
-        let marked = self
-            .data
-            .get(&mark_key)
-            .map_err(storage_error)?
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
+        let mark_key = read_mark_key(&conversation.group_id);
+        let marked = self.read_mark(conversation)?;
         if up_to_seq <= marked || conversation.removed {
             return Ok(());
         }

@@ -76,3 +76,9 @@ impl<'de, const N: usize> Deserialize<'de> for Bytes<N> {
             .map_err(D::Error::custom)
     }
 }
+
+/// Compares two secrets' hashes without an early exit, so timing does not reveal how much
+/// of one matched.
+pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

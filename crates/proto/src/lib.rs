@@ -24,7 +24,7 @@ mod signed;
 
 pub use activation::{ActivationCode, ActivationCodeError, ActivationSecret, ServerAddress};
 pub use auth::{TLS_EXPORTER_BYTES, TLS_EXPORTER_LABEL, enroll_transcript, session_transcript};
-pub use bytes::Bytes;
+pub use bytes::{Bytes, constant_time_eq};
 pub use certificate::{CertificateBody, CertificateError, DeviceCertificate, VerifiedCertificate};
 pub use directory::{
     DIRECTORY_CA_BYTES_MAX, DIRECTORY_DISABLE_MAX_PERCENT, DIRECTORY_INTERVAL_S_MAX,

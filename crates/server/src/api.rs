@@ -40,11 +40,6 @@ fn random<const N: usize>() -> [u8; N] {
     bytes
 }
 
-/// Compares without an early exit, so timing does not reveal how much of a hash matched.
-pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn verify_signature(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> bool {
     key.verify_strict(message, &Signature::from_bytes(signature))
         .is_ok()
@@ -91,7 +86,7 @@ pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -
         tracing::warn!(code_id = %code.id, user = %code.user, "expired activation code presented");
         return Err(redoubt_store::RedeemError::Expired.into());
     }
-    if !constant_time_eq(&request.secret.hash(), &code.secret_hash) {
+    if !redoubt_proto::constant_time_eq(&request.secret.hash(), &code.secret_hash) {
         let attempts_max = state.config.activation.attempts_max;
         let event = audit(
             state,

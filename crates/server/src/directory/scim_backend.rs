@@ -325,7 +325,7 @@ impl ScimBackend for StoreScim {
         let mut found = None;
         // Every stored hash is compared, each in constant time.
         for (name, stored) in tokens {
-            if crate::api::constant_time_eq(&stored.hash, &presented) {
+            if redoubt_proto::constant_time_eq(&stored.hash, &presented) {
                 found = Some(name);
             }
         }

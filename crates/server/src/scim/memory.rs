@@ -136,7 +136,7 @@ impl ScimBackend for MemoryBackend {
         let presented = hash(bearer);
         let mut found = None;
         for (name, stored) in &self.tokens {
-            if crate::api::constant_time_eq(stored, &presented) {
+            if redoubt_proto::constant_time_eq(stored, &presented) {
                 found = Some(name.clone());
             }
         }

@@ -1,0 +1,314 @@
+//! Conversations in the page: list, messages, send, files, members, search.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes as Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use redoubt_client::{Conversation, Messenger, StoredMessage};
+use redoubt_proto::{GroupId, UserName};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, Web};
+use crate::output::message_json;
+
+/// Hits `GET /api/search` returns at most.
+const SEARCH_HITS: usize = 200;
+
+pub(super) fn routes() -> Router<Web> {
+    Router::new()
+        .route("/api/conversations", get(list).post(create))
+        .route("/api/conversations/{id}/messages", get(messages).post(send))
+        .route("/api/conversations/{id}/files", post(send_file))
+        .route("/api/conversations/{id}/read", post(read))
+        .route("/api/conversations/{id}/members", get(members).post(add_member))
+        .route("/api/conversations/{id}/members/{user}", delete(remove_member))
+        .route("/api/messages/{id}/file", get(file))
+        .route("/api/search", get(search))
+        .route("/api/devices", get(own_devices))
+}
+
+pub(super) fn user(text: &str) -> Result<UserName, ApiError> {
+    UserName::parse(text.trim()).map_err(|e| ApiError::invalid(format!("user name {text:?}: {e}")))
+}
+
+/// The conversation with the hex group id `id` (the mailbox and transfer groups are not).
+fn find(messenger: &Messenger, id: &str) -> Result<Conversation, ApiError> {
+    let group_id = GroupId::parse(id).map_err(|e| ApiError::invalid(format!("conversation id: {e}")))?;
+    messenger
+        .conversation_by_id(&group_id)?
+        .filter(|c| Some(c.group_id) != messenger.mailbox().ok().flatten().map(|m| m.group_id))
+        .ok_or_else(|| ApiError::not_found("no such conversation"))
+}
+
+/// A message for the page: the CLI's JSON plus who sent it and how far it has come.
+fn message(messenger: &Messenger, conversation: &Conversation, m: &StoredMessage) -> Result<Value, ApiError> {
+    let receipts = messenger.receipts(conversation, m.seq)?;
+    let mine = m.sender_user == *messenger.profile().user();
+    let mut value = message_json(conversation, m, &receipts);
+    value["mine"] = json!(mine);
+    value["state"] = json!(if !receipts.read.is_empty() {
+        "read"
+    } else if !receipts.delivered.is_empty() {
+        "delivered"
+    } else {
+        "sent"
+    });
+    Ok(value)
+}
+
+async fn list(State(web): State<Web>) -> ApiResult {
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let mailbox = messenger.mailbox()?.map(|m| m.group_id);
+    let mut rows = Vec::new();
+    for conversation in messenger.conversations()? {
+        if Some(conversation.group_id) == mailbox {
+            continue;
+        }
+        let messages = messenger.messages(&conversation)?;
+        let last = messages.iter().rev().find(|m| !m.event).map(|m| {
+            json!({ "text": m.text, "sender": m.sender_user.as_str(), "at_unix_s": m.sent_at_unix_s })
+        });
+        rows.push(json!({
+            "id": conversation.group_id.to_string(),
+            "name": conversation.name,
+            "direct": conversation.peer.is_some(),
+            "removed": conversation.removed,
+            "unread": messenger.unread(&conversation, &messages)?,
+            "last": last,
+        }));
+    }
+    Ok(Json(json!(rows)))
+}
+
+#[derive(Deserialize)]
+struct Create {
+    name: Option<String>,
+    #[serde(default)]
+    members: Vec<String>,
+    peer: Option<String>,
+}
+
+async fn create(State(web): State<Web>, Json(body): Json<Create>) -> ApiResult {
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let conversation = match (body.peer, body.name) {
+        (Some(peer), _) => messenger.resolve_or_create(user(&peer)?.as_str()).await?,
+        (None, Some(name)) => {
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(ApiError::invalid("give the group a name"));
+            }
+            if messenger.conversation(name)?.is_some() {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "already_exists",
+                    format!("a conversation called {name:?} exists already"),
+                ));
+            }
+            let members = body.members.iter().map(|m| user(m)).collect::<Result<Vec<_>, _>>()?;
+            messenger.create_group_sharing_history(name, &members, 0).await?
+        }
+        (None, None) => return Err(ApiError::invalid("give a group name and members, or a peer")),
+    };
+    let id = conversation.group_id.to_string();
+    core.notify(json!({ "type": "sync", "conversations": [id], "mail": false }));
+    Ok(Json(json!({
+        "id": id,
+        "name": conversation.name,
+        "direct": conversation.peer.is_some(),
+        "removed": conversation.removed,
+        "unread": 0,
+        "last": null,
+    })))
+}
+
+#[derive(Deserialize)]
+struct After {
+    #[serde(default)]
+    after: u64,
+}
+
+async fn messages(State(web): State<Web>, Path(id): Path<String>, Query(after): Query<After>) -> ApiResult {
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let conversation = find(messenger, &id)?;
+    let rows = messenger
+        .messages(&conversation)?
+        .iter()
+        .filter(|m| m.seq > after.after)
+        .map(|m| message(messenger, &conversation, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!(rows)))
+}
+
+#[derive(Deserialize)]
+struct Text {
+    text: String,
+}
+
+async fn send(State(web): State<Web>, Path(id): Path<String>, Json(body): Json<Text>) -> ApiResult {
+    if body.text.trim().is_empty() {
+        return Err(ApiError::invalid("the message is empty"));
+    }
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let conversation = find(messenger, &id)?;
+    let (conversation, seq) = messenger.send_text(&conversation.name, &body.text).await?;
+    core.notify(json!({ "type": "sync", "conversations": [id], "mail": false }));
+    Ok(Json(json!({ "id": conversation.message_id(seq), "seq": seq })))
+}
+
+#[derive(Deserialize)]
+struct FileName {
+    name: String,
+}
+
+async fn send_file(
+    State(web): State<Web>,
+    Path(id): Path<String>,
+    Query(file): Query<FileName>,
+    body: Body,
+) -> ApiResult {
+    let name = attachment_name(&file.name)?;
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let conversation = find(messenger, &id)?;
+    let (conversation, seq) = messenger
+        .send_stream(&conversation.name, name, &body[..], body.len() as u64, |_, _| {})
+        .await?;
+    core.notify(json!({ "type": "sync", "conversations": [id], "mail": false }));
+    Ok(Json(json!({ "id": conversation.message_id(seq), "seq": seq })))
+}
+
+/// A file name from the page: its last path component, printable, at most 255 bytes.
+pub(super) fn attachment_name(name: &str) -> Result<String, ApiError> {
+    let name = name.rsplit(['/', '\\']).next().unwrap_or_default().trim();
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) || name == "." || name == ".." {
+        return Err(ApiError::invalid("a file name of 1 to 255 printable bytes is needed"));
+    }
+    Ok(name.to_owned())
+}
+
+#[derive(Deserialize)]
+struct Seq {
+    seq: u64,
+}
+
+async fn read(State(web): State<Web>, Path(id): Path<String>, Json(body): Json<Seq>) -> ApiResult {
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let conversation = find(messenger, &id)?;
+    messenger.mark_read(&conversation, body.seq).await?;
+    Ok(Json(json!({})))
+}
+
+async fn file(State(web): State<Web>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let (_, message) = messenger
+        .find_message(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no message {id}")))?;
+    let attachment = message
+        .attachment
+        .ok_or_else(|| ApiError::not_found(format!("message {id} is not a file")))?;
+    // Checked whole before the first byte goes out: a file that does not authenticate is
+    // an error, never a truncated download.
+    let mut bytes = Vec::with_capacity(usize::try_from(attachment.bytes).unwrap_or(0));
+    messenger.download(&attachment, &mut bytes, |_, _| {}).await?;
+    let disposition = format!("attachment; filename=\"{}\"", attachment.name.replace(['"', '\\'], "_"));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn members(State(web): State<Web>, Path(id): Path<String>) -> ApiResult {
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let conversation = find(messenger, &id)?;
+    if conversation.removed {
+        return Ok(Json(json!([])));
+    }
+    let rows: Vec<Value> = messenger
+        .members(&conversation)?
+        .iter()
+        .map(|m| {
+            json!({
+                "user": m.user.as_str(),
+                "device_id": m.device_id.to_string(),
+                "device_name": m.device_name,
+                "fingerprint": redoubt_proto::Bytes(m.certificate_fingerprint).to_hex(),
+            })
+        })
+        .collect();
+    Ok(Json(json!(rows)))
+}
+
+#[derive(Deserialize)]
+struct Member {
+    user: String,
+}
+
+async fn add_member(State(web): State<Web>, Path(id): Path<String>, Json(body): Json<Member>) -> ApiResult {
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let conversation = find(messenger, &id)?;
+    messenger.add_users(&conversation, &[user(&body.user)?]).await?;
+    core.notify(json!({ "type": "sync", "conversations": [id], "mail": false }));
+    Ok(Json(json!({})))
+}
+
+async fn remove_member(State(web): State<Web>, Path((id, member)): Path<(String, String)>) -> ApiResult {
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let conversation = find(messenger, &id)?;
+    messenger.remove_user(&conversation, &user(&member)?).await?;
+    core.notify(json!({ "type": "sync", "conversations": [id], "mail": false }));
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct Search {
+    q: String,
+}
+
+async fn search(State(web): State<Web>, Query(query): Query<Search>) -> ApiResult {
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let query = redoubt_client::search::SearchQuery {
+        text: query.q,
+        limit: SEARCH_HITS,
+        ..Default::default()
+    };
+    let hits = messenger
+        .search(&query)?
+        .iter()
+        .map(|(conversation, m)| {
+            Ok(json!({
+                "conversation": { "id": conversation.group_id.to_string(), "name": conversation.name },
+                "message": message(messenger, conversation, m)?,
+            }))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Json(json!(hits)))
+}
+
+async fn own_devices(State(web): State<Web>) -> ApiResult {
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let redoubt_proto::Response::Devices(devices) =
+        messenger.session().request(redoubt_proto::Request::OwnDevices).await?
+    else {
+        return Err(ApiError::invalid("unexpected answer to OwnDevices"));
+    };
+    Ok(Json(json!(devices.iter().map(crate::manage::device_json).collect::<Vec<_>>())))
+}
