@@ -13,6 +13,7 @@ mod scenarios;
 mod search;
 mod sessions;
 mod target;
+mod web;
 mod wire;
 
 use std::future::Future;
@@ -93,6 +94,10 @@ enum Scenario {
     /// the first directory sync, then an incremental one of 100 changes against the raw
     /// `ldapsearch` of the same entries.
     DirectorySync(DirectorySyncArgs),
+    /// `redoubt web` in headless Chromium (needs `.ci/install-browser` and the `redoubt`
+    /// binary beside this one): a conversation of --messages opened, then --rate messages
+    /// a second arriving while it is open.
+    Web(WebArgs),
     /// Internal: the child-process server of --spawn-server.
     #[command(hide = true)]
     Serve {
@@ -198,6 +203,22 @@ pub struct HistoryArgs {
     /// Plaintext text bytes per message.
     #[arg(long, default_value_t = 200)]
     pub body_bytes: usize,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WebArgs {
+    /// Messages in the conversation the page opens.
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: usize,
+    /// Messages a second sent while the page is open.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// How long they are sent.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// The `redoubt` binary (default: the one beside redoubt-bench).
+    #[arg(long)]
+    pub redoubt: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -348,6 +369,7 @@ fn main() -> Result<()> {
             Scenario::MailPush(args) => mail_push::run(&mut target, &common, args).await,
             Scenario::History(args) => history::run(&mut target, &common, args).await,
             Scenario::DirectorySync(args) => directory_sync::run(&mut target, &common, args).await,
+            Scenario::Web(args) => web::run(&mut target, &common, args).await,
             Scenario::Serve { .. } | Scenario::Search(_) => Err(anyhow!("unreachable")),
         };
         let stopped = target.stop().await;

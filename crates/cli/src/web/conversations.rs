@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes as Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -22,7 +22,10 @@ pub(super) fn routes() -> Router<Web> {
     Router::new()
         .route("/api/conversations", get(list).post(create))
         .route("/api/conversations/{id}/messages", get(messages).post(send))
-        .route("/api/conversations/{id}/files", post(send_file))
+        .route(
+            "/api/conversations/{id}/files",
+            post(send_file).layer(DefaultBodyLimit::max(super::UPLOAD_BYTES_MAX)),
+        )
         .route("/api/conversations/{id}/read", post(read))
         .route("/api/conversations/{id}/members", get(members).post(add_member))
         .route("/api/conversations/{id}/members/{user}", delete(remove_member))

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes as Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,7 +32,10 @@ pub(super) fn routes() -> Router<Web> {
         .route("/api/mail/{id}/reply", post(reply_to))
         .route("/api/mail/{id}/forward", post(forward_to))
         .route("/api/mail/{id}/attachments/{index}", get(attachment))
-        .route("/api/uploads", post(upload))
+        .route(
+            "/api/uploads",
+            post(upload).layer(DefaultBodyLimit::max(super::UPLOAD_BYTES_MAX)),
+        )
         .route("/api/calendar", get(events).post(add_event))
         .route("/api/calendar/{id}", axum::routing::delete(delete_event))
         .route("/api/contacts", get(contacts).post(add_contact))

@@ -30,8 +30,12 @@ use serde_json::json;
 use device::Device;
 use guard::Guard;
 
-/// Files the page uploads (attachments), at most; the server's policy may allow less.
-const UPLOAD_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Files the page uploads (attachments), at most: the server's default
+/// `attachment_bytes_max`; its policy may allow less.
+pub(crate) const UPLOAD_BYTES_MAX: usize = 100 * 1024 * 1024;
+
+/// Any other request body (JSON, an imported CSV), at most.
+const BODY_BYTES_MAX: usize = 1024 * 1024;
 
 /// The shared state of every handler.
 #[derive(Clone)]
@@ -226,7 +230,7 @@ fn router(web: Web) -> Router {
     app.merge(conversations::routes())
         .merge(mailbox::routes())
         .merge(console::routes())
-        .layer(DefaultBodyLimit::max(UPLOAD_BYTES_MAX))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(web)
 }
 
