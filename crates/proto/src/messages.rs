@@ -207,6 +207,9 @@ pub enum Request {
     /// Admin: whether users an identity provider provisions through SCIM are mailed their
     /// activation code (through the organisation's mail settings).
     AdminScimSet { email_codes: bool },
+    /// Admin or helpdesk: this node's live figures (sessions, messages in the last minute,
+    /// storage) for the web console's dashboard.
+    AdminStats,
 }
 
 /// How long a device's claim to send a new device its history holds without the history
@@ -549,6 +552,23 @@ pub enum Response {
     DirectoryStatus(Box<DirectoryStatus>),
     ScimTokenCreated(ScimTokenCreated),
     ScimTokens(Vec<ScimTokenInfo>),
+    Stats(ServerStats),
+}
+
+/// What `AdminStats` reports: the answering node's live figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStats {
+    /// Authenticated sessions open on this node.
+    pub sessions: u32,
+    /// Distinct devices with a session open on this node.
+    pub devices_online: u32,
+    /// Messages and handshakes appended through this node in the last 60 seconds.
+    pub messages_last_minute: u64,
+    /// Bytes of the SQLite database with its write-ahead log; none with PostgreSQL.
+    pub database_bytes: Option<u64>,
+    /// Bytes of attachment and history blobs in the data folder; none when the database
+    /// holds them (a cluster).
+    pub blob_bytes: Option<u64>,
 }
 
 /// A server node as `AdminClusterList` reports it.

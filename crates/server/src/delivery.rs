@@ -278,6 +278,14 @@ impl Subscribers {
         }
     }
 
+    /// Sessions open (authenticated), and the distinct devices they belong to.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
+        let sessions = map.values().map(Vec::len).sum();
+        let devices = map.values().filter(|subscriptions| !subscriptions.is_empty()).count();
+        (sessions, devices)
+    }
+
     /// Sessions open (authenticated).
     pub(crate) fn sessions(&self) -> usize {
         self.by_device

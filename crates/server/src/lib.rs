@@ -23,6 +23,7 @@ mod pending;
 mod rate_limit;
 mod scim;
 mod session;
+mod stats;
 mod tls;
 
 use std::future::Future;
@@ -181,6 +182,10 @@ pub(crate) struct State {
     pub directory: directory::DirectoryState,
     /// This node and its link to the others sharing the store.
     pub cluster: cluster::Cluster,
+    /// The SQLite database file (none with PostgreSQL), for `AdminStats`.
+    pub database_file: Option<std::path::PathBuf>,
+    /// Messages appended through this node over the last minute.
+    pub message_rate: stats::MessageRate,
 }
 
 impl State {
@@ -424,6 +429,8 @@ impl Server {
             mail: mail::MailState::default(),
             directory: directory::DirectoryState::default(),
             cluster: cluster::Cluster::new(bus, public_address_for_cluster, now_for(options)),
+            database_file: options.database.is_none().then(|| data.database()),
+            message_rate: stats::MessageRate::default(),
         });
         blobs::clean_up(&state).await?;
 

@@ -45,13 +45,18 @@ pub(crate) enum Permission {
     ManageMail,
     /// See the server nodes.
     ViewCluster,
+    /// See the dashboard's figures (sessions, message rate, storage).
+    ViewStats,
 }
 
 /// The authorisation table: which role may do what.
 fn role_allows(role: Role, permission: Permission) -> bool {
     match role {
         Role::Admin => true,
-        Role::Helpdesk => matches!(permission, Permission::ManageUsers | Permission::CommandDevices),
+        Role::Helpdesk => matches!(
+            permission,
+            Permission::ManageUsers | Permission::CommandDevices | Permission::ViewStats
+        ),
         Role::Auditor => matches!(permission, Permission::ReadAudit),
         _ => false,
     }

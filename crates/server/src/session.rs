@@ -379,9 +379,12 @@ async fn authenticated(
         Request::GroupCreate { group_info } => delivery::create_group(state, who, group_info)
             .await
             .map(|group_id| Response::GroupCreated { group_id }),
-        Request::GroupSubmit(submit) => delivery::submit(state, who, submit)
-            .await
-            .map(|(seq, duplicate)| Response::Submitted { seq, duplicate }),
+        Request::GroupSubmit(submit) => delivery::submit(state, who, submit).await.map(|(seq, duplicate)| {
+            if !duplicate {
+                state.message_rate.add(state.now());
+            }
+            Response::Submitted { seq, duplicate }
+        }),
         Request::GroupFetch {
             group_id,
             after_seq,
@@ -484,6 +487,7 @@ async fn authenticated(
             .map(|()| Response::Done),
         Request::AdminMailShow => crate::mail::show(state, who).await.map(Response::MailSettings),
         Request::AdminClusterList => crate::cluster::list(state, who).await.map(Response::ClusterNodes),
+        Request::AdminStats => crate::stats::stats(state, who).await.map(Response::Stats),
         Request::AdminDirectorySet(settings) => crate::directory::set(state, who, settings)
             .await
             .map(|()| Response::Done),

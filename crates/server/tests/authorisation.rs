@@ -98,7 +98,8 @@ fn refusals(request: &Request) -> Vec<(Context, ErrorCode)> {
         | Request::AdminScimTokenCreate { .. }
         | Request::AdminScimTokenList
         | Request::AdminScimTokenRevoke { .. }
-        | Request::AdminScimSet { .. } => out.push((NonAdmin, ErrorCode::Forbidden)),
+        | Request::AdminScimSet { .. }
+        | Request::AdminStats => out.push((NonAdmin, ErrorCode::Forbidden)),
         Request::GroupSubmit(_)
         | Request::GroupFetch { .. }
         | Request::BlobUploadStart { .. }
@@ -344,9 +345,10 @@ async fn every_request_is_refused_where_it_must_be_and_changes_nothing() {
         Request::AdminScimTokenList,
         Request::AdminScimTokenRevoke { name: "idp".into() },
         Request::AdminScimSet { email_codes: true },
+        Request::AdminStats,
     ];
     // Every request type but the two that open a session is in the table.
-    assert_eq!(requests.len() + 2, 53, "a request type is missing from the table");
+    assert_eq!(requests.len() + 2, 54, "a request type is missing from the table");
 
     // Mallory's sessions: her current device (not revoked, no roles, outside the group).
     let mut mallory = Session::open(&profile_of["mallory"]).await.unwrap();

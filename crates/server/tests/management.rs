@@ -767,6 +767,7 @@ async fn authorisation_matrix_of_admin_requests_by_role() {
         ),
         ("mail show", Request::AdminMailShow),
         ("cluster list", Request::AdminClusterList),
+        ("stats", Request::AdminStats),
         (
             "directory set",
             Request::AdminDirectorySet(support::directory_settings()),
@@ -805,6 +806,7 @@ async fn authorisation_matrix_of_admin_requests_by_role() {
                 | "device lock"
                 | "device unlock"
                 | "device wipe"
+                | "stats"
         ),
         "audrey" => what == "audit list",
         _ => false,

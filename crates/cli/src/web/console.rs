@@ -16,9 +16,6 @@ use super::{ApiError, ApiResult, Web};
 use crate::manage;
 use crate::output::{code_json, qr_svg, users_json};
 
-/// A device seen this recently counts as online on the dashboard.
-const ONLINE_WINDOW_S: i64 = 300;
-
 pub(super) fn routes() -> Router<Web> {
     Router::new()
         .route("/api/admin/dashboard", get(dashboard))
@@ -56,58 +53,74 @@ fn group(text: &str) -> Result<GroupName, ApiError> {
     GroupName::parse(text.trim()).map_err(|e| ApiError::invalid(format!("group name {text:?}: {e}")))
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+/// Sends `request` and returns `None` when the device's roles do not allow it: the
+/// dashboard shows what the role may see.
+async fn ask_if_allowed(core: &mut Core, request: Request) -> Result<Option<Response>, ApiError> {
+    match core.messenger()?.session().request(request).await {
+        Ok(response) => Ok(Some(response)),
+        Err(redoubt_client::ClientError::Server(body)) if body.code == redoubt_proto::ErrorCode::Forbidden => Ok(None),
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn dashboard(State(web): State<Web>) -> ApiResult {
     let mut core = web.device.lock().await;
-    let Response::Users(users) = ask(&mut core, Request::AdminUserList).await? else {
-        return Err(unexpected("AdminUserList"));
-    };
-    let Response::Devices(devices) = ask(&mut core, Request::AdminDeviceList { user: None }).await? else {
-        return Err(unexpected("AdminDeviceList"));
-    };
-    let Response::PolicyReport(policy) = ask(&mut core, Request::AdminPolicyShow { user: None }).await? else {
-        return Err(unexpected("AdminPolicyShow"));
-    };
-    let active: Vec<_> = devices.iter().filter(|d| d.revoked_at_unix_s.is_none()).collect();
-    let since = now() - ONLINE_WINDOW_S;
-    let online = active
-        .iter()
-        .filter(|d| d.last_seen_at_unix_s.is_some_and(|at| at >= since))
-        .count();
-    let pending = active
-        .iter()
-        .flat_map(|d| &d.commands)
-        .filter(|c| c.acknowledged_at_unix_s.is_none())
-        .count();
     let org_key = manage::ed25519_dalek_key(core.messenger()?.profile())?;
-    let audit = match ask(&mut core, Request::AdminAuditList { after_seq: 0, limit: 1 }).await? {
-        Response::Audit {
+    let mut value = json!({});
+    if let Some(response) = ask_if_allowed(&mut core, Request::AdminStats).await? {
+        let Response::Stats(stats) = response else {
+            return Err(unexpected("AdminStats"));
+        };
+        value["stats"] = serde_json::to_value(&stats).unwrap_or_default();
+        value["storage_bytes"] = json!(stats.database_bytes.unwrap_or(0) + stats.blob_bytes.unwrap_or(0));
+    }
+    if let Some(response) = ask_if_allowed(&mut core, Request::AdminUserList).await? {
+        let Response::Users(users) = response else {
+            return Err(unexpected("AdminUserList"));
+        };
+        value["users"] = json!(users.len());
+    }
+    if let Some(response) = ask_if_allowed(&mut core, Request::AdminDeviceList { user: None }).await? {
+        let Response::Devices(devices) = response else {
+            return Err(unexpected("AdminDeviceList"));
+        };
+        let active: Vec<_> = devices.iter().filter(|d| d.revoked_at_unix_s.is_none()).collect();
+        value["devices"] = json!(active.len());
+        value["commands_pending"] = json!(
+            active
+                .iter()
+                .flat_map(|d| &d.commands)
+                .filter(|c| c.acknowledged_at_unix_s.is_none())
+                .count()
+        );
+    }
+    if let Some(response) = ask_if_allowed(&mut core, Request::AdminPolicyShow { user: None }).await? {
+        let Response::PolicyReport(policy) = response else {
+            return Err(unexpected("AdminPolicyShow"));
+        };
+        value["policy_version"] = json!(policy.version);
+    }
+    if let Some(response) = ask_if_allowed(&mut core, Request::AdminAuditList { after_seq: 0, limit: 1 }).await? {
+        let Response::Audit {
             last_seq, checkpoints, ..
-        } => {
-            // Only a checkpoint the organisation's key signed is shown.
-            let last = checkpoints.last().and_then(|c| c.verify(&org_key).ok());
-            json!({
-                "entries": last_seq,
-                "last_checkpoint_seq": last.as_ref().map(|c| c.seq),
-                "last_checkpoint_at": last.as_ref().map(|c| crate::output::time(c.at_unix_s)),
-            })
-        }
-        _ => return Err(unexpected("AdminAuditList")),
-    };
-    Ok(Json(json!({
-        "users": users.len(),
-        "devices": active.len(),
-        "devices_online": online,
-        "online_window_s": ONLINE_WINDOW_S,
-        "commands_pending": pending,
-        "policy_version": policy.version,
-        "audit": audit,
-    })))
+        } = response
+        else {
+            return Err(unexpected("AdminAuditList"));
+        };
+        // Only a checkpoint the organisation's key signed is shown.
+        let last = checkpoints.last().and_then(|c| c.verify(&org_key).ok());
+        value["audit"] = json!({
+            "entries": last_seq,
+            "last_checkpoint_seq": last.as_ref().map(|c| c.seq),
+            "last_checkpoint_at": last.as_ref().map(|c| crate::output::time(c.at_unix_s)),
+        });
+    }
+    // Devices online and messages per minute are the answering node's (AdminStats).
+    if let Some(stats) = value.get("stats").cloned() {
+        value["devices_online"] = stats["devices_online"].clone();
+        value["messages_last_minute"] = stats["messages_last_minute"].clone();
+    }
+    Ok(Json(value))
 }
 
 async fn users(State(web): State<Web>) -> ApiResult {
