@@ -1,0 +1,77 @@
+// This user's own devices (GET /api/devices, as `redoubt device list --json`).
+
+import { api, h, showError, clearError, longTime } from './util.js';
+
+const $ = (id) => document.getElementById(id);
+
+let ctx;
+let gen = 0;
+
+function stateOf(d) {
+  if (d.revoked_at) return 'revoked';
+  const pending = (d.commands ?? []).filter((c) => c.state === 'pending').map((c) => `${c.command} pending`);
+  return [d.approved === false ? 'awaiting approval' : 'active', ...pending].join(', ');
+}
+
+function fact(name, value) {
+  return [h('dt', { text: name }), h('dd', { text: value })];
+}
+
+function deviceItem(d, me) {
+  const mine = d.device_id === me?.device_id;
+  const history = d.history
+    ? `${d.history.state}${d.history.messages != null ? ` (${d.history.messages} messages)` : ''}`
+    : '—';
+  return h(
+    'li',
+    { class: mine ? 'card current' : 'card', dataset: { id: d.device_id } },
+    h(
+      'div',
+      { class: 'card-head' },
+      h('h2', { class: 'card-title', text: d.name }),
+      mine ? h('span', { class: 'tag', text: 'this device' }) : null,
+      h('span', { class: `tag state-${d.revoked_at ? 'revoked' : 'ok'}`, text: stateOf(d) }),
+    ),
+    h(
+      'dl',
+      { class: 'facts' },
+      ...fact('Device id', d.device_id),
+      ...fact('Enrolled', longTime(d.created_at)),
+      ...fact('Last seen', longTime(d.last_seen_at)),
+      ...fact('Certificate expires', longTime(d.certificate_expires_at)),
+      ...fact('Policy version', String(d.policy_version_acked ?? '—')),
+      ...fact('History transfer', history),
+      ...(d.revoked_at ? fact('Revoked', longTime(d.revoked_at)) : []),
+    ),
+  );
+}
+
+async function refresh() {
+  const mine = ++gen;
+  try {
+    const devices = await api('/api/devices');
+    if (mine !== gen) return;
+    clearError($('devices-error'));
+    $('devices').replaceChildren(...devices.map((d) => deviceItem(d, ctx.me())));
+  } catch (e) {
+    if (mine === gen) showError($('devices-error'), e);
+  }
+}
+
+export function init(context) {
+  ctx = context;
+  $('devices-refresh').addEventListener('click', refresh);
+}
+
+export async function show() {
+  await refresh();
+}
+
+export function hide() {}
+
+export function clear() {
+  gen += 1;
+  $('devices').replaceChildren();
+}
+
+export function onSync() {}
