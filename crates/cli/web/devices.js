@@ -1,6 +1,6 @@
 // This user's own devices (GET /api/devices, as `redoubt device list --json`).
 
-import { api, h, showError, clearError, longTime } from './util.js';
+import { api, enc, h, showError, clearError, longTime } from './util.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -43,7 +43,20 @@ function deviceItem(d, me) {
       ...fact('History transfer', history),
       ...(d.revoked_at ? fact('Revoked', longTime(d.revoked_at)) : []),
     ),
+    d.approved === false && !d.revoked_at
+      ? h('button', { type: 'button', text: `Approve ${d.name}`, onclick: () => approve(d) })
+      : null,
   );
+}
+
+/** Lets a new device of this user in (policy new_device_approval). */
+async function approve(d) {
+  try {
+    await api(`/api/devices/${enc(d.device_id)}/approve`, { method: 'POST' });
+    await refresh();
+  } catch (e) {
+    showError($('devices-error'), e);
+  }
 }
 
 async function refresh() {

@@ -32,6 +32,7 @@ pub(super) fn routes() -> Router<Web> {
         .route("/api/messages/{id}/file", get(file))
         .route("/api/search", get(search))
         .route("/api/devices", get(own_devices))
+        .route("/api/devices/{device}/approve", post(approve_device))
 }
 
 pub(super) fn user(text: &str) -> Result<UserName, ApiError> {
@@ -314,4 +315,16 @@ async fn own_devices(State(web): State<Web>) -> ApiResult {
         return Err(ApiError::invalid("unexpected answer to OwnDevices"));
     };
     Ok(Json(json!(devices.iter().map(crate::manage::device_json).collect::<Vec<_>>())))
+}
+
+/// Approves a new device of this user (policy `new_device_approval`).
+async fn approve_device(State(web): State<Web>, Path(device): Path<String>) -> ApiResult {
+    let device = redoubt_proto::DeviceId::parse(&device).map_err(|e| ApiError::invalid(format!("device id: {e}")))?;
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    messenger
+        .session()
+        .request(redoubt_proto::Request::DeviceApprove { device })
+        .await?;
+    Ok(Json(json!({})))
 }

@@ -32,6 +32,9 @@ pub(crate) struct Core {
     messenger: Option<Messenger>,
     /// Nothing but the lock screen is served; the passcode lifts it.
     pub locked: bool,
+    /// The lock came from the organisation: without a passcode on the profile, only the
+    /// administrator's unlock command lifts it.
+    remote_lock: bool,
     pub last_activity: Instant,
     /// Mail and calendar commands sent and not yet answered by the connector.
     pending: HashSet<Bytes<16>>,
@@ -60,6 +63,7 @@ impl Device {
                 dir,
                 messenger,
                 locked,
+                remote_lock: false,
                 last_activity: Instant::now(),
                 pending: HashSet::new(),
                 uploads: HashMap::new(),
@@ -155,8 +159,17 @@ impl Core {
     pub(crate) async fn unlock(&mut self, passcode: &str) -> Result<(), ApiError> {
         match &self.messenger {
             Some(messenger) => {
-                if messenger.profile().has_passcode() {
+                let profile = messenger.profile();
+                if profile.has_passcode() {
                     Profile::load(&self.dir, Some(passcode))?;
+                    // As when a session opens with the passcode (client `comply`).
+                    profile.set_remote_locked(false)?;
+                } else if self.remote_lock && profile.remote_locked() {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::LOCKED,
+                        "locked",
+                        "the organisation locked this device and it has no passcode: only an administrator can unlock it",
+                    ));
                 }
             }
             None => {
@@ -167,6 +180,7 @@ impl Core {
             }
         }
         self.locked = false;
+        self.remote_lock = false;
         self.last_activity = Instant::now();
         self.notify(json!({ "type": "unlocked" }));
         Ok(())
@@ -190,11 +204,23 @@ impl Core {
             }
             Err(ClientError::DeviceLocked) => {
                 self.locked = true;
+                self.remote_lock = true;
                 self.notify(json!({ "type": "locked", "why": "remote" }));
                 return Ok(());
             }
             Err(error) => return Err(error),
             Ok(_) => {}
+        }
+        // The administrator's unlock command (carried out by the messenger) lifts a remote
+        // lock on a device without a passcode.
+        if self.remote_lock
+            && let Some(messenger) = &self.messenger
+            && !messenger.profile().has_passcode()
+            && !messenger.profile().remote_locked()
+        {
+            self.locked = false;
+            self.remote_lock = false;
+            self.notify(json!({ "type": "unlocked" }));
         }
         self.sync_and_tell().await
     }
@@ -219,7 +245,9 @@ impl Core {
             }
         }
         if !moved.is_empty() || report.mail > 0 {
-            self.notify(json!({ "type": "sync", "conversations": moved, "mail": report.mail > 0 }));
+            // Mail, calendar and contacts all arrive as mailbox pushes.
+            let mailbox = report.mail > 0;
+            self.notify(json!({ "type": "sync", "conversations": moved, "mail": mailbox, "calendar": mailbox }));
         }
         for (command, error) in answered {
             self.pending.remove(&command);
