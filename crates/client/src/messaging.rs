@@ -420,6 +420,35 @@ impl Messenger {
             .find(|c| c.name == name && !c.removed))
     }
 
+    /// Messages of a conversation after `after_seq`, in log order (at most `limit`), or with
+    /// `newest_first` the newest `limit` of them, newest first. Reads only those rows.
+    pub fn messages_after(
+        &self,
+        conversation: &Conversation,
+        after_seq: u64,
+        newest_first: bool,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, ClientError> {
+        let group = &conversation.group_id;
+        // Keys are `msg/<group>/<seq, 20 digits>`: `/` is followed by `0`, so this ends the range.
+        let end = format!("msg/{group}0");
+        self.data
+            .get_range(&message_key(group, after_seq.saturating_add(1)), &end, newest_first, limit)
+            .map_err(storage_error)?
+            .iter()
+            .map(|(_, value)| StoredMessage::decode(value))
+            .collect()
+    }
+
+    /// One message of a conversation.
+    pub fn message(&self, conversation: &Conversation, seq: u64) -> Result<Option<StoredMessage>, ClientError> {
+        self.data
+            .get(&message_key(&conversation.group_id, seq))
+            .map_err(storage_error)?
+            .map(|value| StoredMessage::decode(&value))
+            .transpose()
+    }
+
     /// Messages of a conversation, in log order.
     pub fn messages(&self, conversation: &Conversation) -> Result<Vec<StoredMessage>, ClientError> {
         self.data
@@ -881,11 +910,11 @@ impl Messenger {
             return Ok(None);
         };
         for conversation in self.conversations()? {
-            if conversation.group_id.to_string().starts_with(prefix) && prefix.len() >= 8 {
-                let found = self.messages(&conversation)?.into_iter().find(|m| m.seq == seq);
-                if let Some(message) = found {
-                    return Ok(Some((conversation, message)));
-                }
+            if conversation.group_id.to_string().starts_with(prefix)
+                && prefix.len() >= 8
+                && let Some(message) = self.message(&conversation, seq)?
+            {
+                return Ok(Some((conversation, message)));
             }
         }
         Ok(None)
@@ -1533,11 +1562,12 @@ impl Messenger {
     }
 
     /// Other users' messages after this user's read mark in `conversation`.
-    pub fn unread(&self, conversation: &Conversation, messages: &[StoredMessage]) -> Result<usize, ClientError> {
+    pub fn unread(&self, conversation: &Conversation) -> Result<usize, ClientError> {
         let marked = self.read_mark(conversation)?;
-        Ok(messages
+        Ok(self
+            .messages_after(conversation, marked, false, u32::MAX)?
             .iter()
-            .filter(|m| m.seq > marked && !m.event && m.sender_user != self.user)
+            .filter(|m| !m.event && m.sender_user != self.user)
             .count())
     }
 
@@ -1553,9 +1583,9 @@ impl Messenger {
             return Ok(());
         }
         let seqs: Vec<u64> = self
-            .messages(conversation)?
+            .messages_after(conversation, marked, false, u32::MAX)?
             .into_iter()
-            .filter(|m| m.seq > marked && m.seq <= up_to_seq && m.sender_user != self.user)
+            .filter(|m| m.seq <= up_to_seq && m.sender_user != self.user)
             .map(|m| m.seq)
             .collect();
         if !seqs.is_empty() {

@@ -409,6 +409,28 @@ fn get_prefix_sealed(
     open_rows(cipher, ns, rows)
 }
 
+/// Rows of `ns` with keys in `[from, to)`, in key order or (`newest_first`) the other way,
+/// at most `limit`.
+fn get_range_sealed(
+    connection: &Connection,
+    cipher: &XChaCha20Poly1305,
+    ns: &str,
+    range: (&[u8], &[u8]),
+    newest_first: bool,
+    limit: u32,
+) -> Result<VaultRows, VaultError> {
+    let sql = if newest_first {
+        "SELECT key, value FROM entry WHERE ns = ?1 AND key >= ?2 AND key < ?3 ORDER BY key DESC LIMIT ?4"
+    } else {
+        "SELECT key, value FROM entry WHERE ns = ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4"
+    };
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = connection
+        .prepare_cached(sql)?
+        .query_map(params![ns, range.0, range.1, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    open_rows(cipher, ns, rows)
+}
+
 /// Opens sealed (key, value) rows of `ns`; a value that does not open is corruption.
 fn open_rows(
     cipher: &XChaCha20Poly1305,
@@ -914,6 +936,28 @@ impl AppStorage {
     pub(crate) fn get_by_prefix(&self, prefix: &str) -> Result<TextRows, VaultError> {
         self.0
             .read(|c, cipher| get_prefix_sealed(c, cipher, NS_APP, prefix.as_bytes()))?
+            .into_iter()
+            .map(|(key, value)| {
+                String::from_utf8(key)
+                    .map(|key| (key, value))
+                    .map_err(|e| VaultError::Codec(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Rows with keys in `[from, to)`, in key order or (`newest_first`) the other way, at
+    /// most `limit`.
+    pub(crate) fn get_range(
+        &self,
+        from: &str,
+        to: &str,
+        newest_first: bool,
+        limit: u32,
+    ) -> Result<TextRows, VaultError> {
+        self.0
+            .read(|c, cipher| {
+                get_range_sealed(c, cipher, NS_APP, (from.as_bytes(), to.as_bytes()), newest_first, limit)
+            })?
             .into_iter()
             .map(|(key, value)| {
                 String::from_utf8(key)

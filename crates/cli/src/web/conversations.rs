@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiResult, Web};
 use crate::output::message_json;
 
+/// Messages looked at for a conversation's last line in the list.
+const LAST_LOOKBACK: u32 = 20;
+
 /// Hits `GET /api/search` returns at most.
 const SEARCH_HITS: usize = 200;
 
@@ -73,8 +76,9 @@ async fn list(State(web): State<Web>) -> ApiResult {
         if Some(conversation.group_id) == mailbox {
             continue;
         }
-        let messages = messenger.messages(&conversation)?;
-        let last = messages.iter().rev().find(|m| !m.event).map(|m| {
+        // The newest message someone wrote (settings changes are events, not shown here).
+        let newest = messenger.messages_after(&conversation, 0, true, LAST_LOOKBACK)?;
+        let last = newest.iter().find(|m| !m.event).map(|m| {
             json!({ "text": m.text, "sender": m.sender_user.as_str(), "at_unix_s": m.sent_at_unix_s })
         });
         rows.push(json!({
@@ -82,7 +86,7 @@ async fn list(State(web): State<Web>) -> ApiResult {
             "name": conversation.name,
             "direct": conversation.peer.is_some(),
             "removed": conversation.removed,
-            "unread": messenger.unread(&conversation, &messages)?,
+            "unread": messenger.unread(&conversation)?,
             "last": last,
         }));
     }
@@ -142,9 +146,8 @@ async fn messages(State(web): State<Web>, Path(id): Path<String>, Query(after): 
     let messenger = core.messenger()?;
     let conversation = find(messenger, &id)?;
     let rows = messenger
-        .messages(&conversation)?
+        .messages_after(&conversation, after.after, false, u32::MAX)?
         .iter()
-        .filter(|m| m.seq > after.after)
         .map(|m| message(messenger, &conversation, m))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!(rows)))
