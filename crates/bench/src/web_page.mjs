@@ -33,8 +33,12 @@ try {
   await button.click();
   await page.waitForSelector('[aria-label="Messages"] li[data-seq]', { timeout: 60_000 });
   const first = await page.evaluate(() => performance.now());
+  // Fully loaded: the newest message is there and every older one is drawn above it.
   await page.waitForFunction(
-    (last) => Number(document.querySelector('[aria-label="Messages"]')?.dataset.loadedSeq ?? 0) >= last,
+    (last) => {
+      const list = document.querySelector('[aria-label="Messages"]');
+      return Number(list?.dataset.loadedSeq ?? 0) >= last && list?.dataset.complete === '1';
+    },
     cfg.last_seq, { timeout: 120_000, polling: 'raf' });
   const loaded = await page.evaluate(() => performance.now());
   const cdp = await page.context().newCDPSession(page);

@@ -7,6 +7,8 @@ import {
   formatBytes, fingerprint,
 } from './util.js';
 
+/** Shortest time between two read reports of one conversation. */
+const READ_REPORT_MS = 1000;
 const $ = (id) => document.getElementById(id);
 
 // An answer this long may be one page of a longer history: ask again from its end.
@@ -436,8 +438,21 @@ function markRead(s) {
   } else if (s.readPosted >= (s.lastOtherSeq ?? -1)) {
     return;
   }
+  // Each report is an encrypted receipt to every member: while messages stream in, at
+  // most one a second (the newest seq then covers all before it).
+  const wait = READ_REPORT_MS - (Date.now() - (s.readPostedAt ?? 0));
+  if (wait > 0) {
+    if (!s.readTimer) {
+      s.readTimer = setTimeout(() => {
+        s.readTimer = null;
+        markRead(s);
+      }, wait);
+    }
+    return;
+  }
   const seq = s.lastSeq;
   s.readPosted = seq;
+  s.readPostedAt = Date.now();
   api(`/api/conversations/${enc(s.id)}/read`, { method: 'POST', body: { seq } })
     .then(() => {
       const entry = list.items.get(s.id);

@@ -23,6 +23,10 @@ use super::ApiError;
 /// Events kept for a page that reads slowly; one further behind gets a full refresh.
 const EVENTS_BUFFERED: usize = 1_024;
 
+/// How often a remotely locked page looks whether the administrator unlocked it (the
+/// unlock command is carried out while events are read, without an event of its own).
+const REMOTE_UNLOCK_CHECK: Duration = Duration::from_secs(2);
+
 /// Mail attachments uploaded by the page and not yet sent, at most.
 const UPLOADS_KEPT_MAX: usize = 64;
 
@@ -95,11 +99,13 @@ impl Device {
                 .map_or(0, |m| m.session().policy().inactivity_lock_seconds);
             let lock_at = core.last_activity + Duration::from_secs(u64::from(idle_seconds));
             let idle_lock = idle_seconds > 0 && !core.locked;
+            let remote_lock = core.remote_lock;
             let step = match core.messenger.as_mut() {
                 Some(messenger) => tokio::select! {
                     event = messenger.next_event() => Step::Event(event),
                     () = self.interrupt.notified() => Step::Yield,
                     () = tokio::time::sleep_until(lock_at), if idle_lock => Step::Idle,
+                    () = tokio::time::sleep(REMOTE_UNLOCK_CHECK), if remote_lock => Step::Yield,
                 },
                 None => {
                     drop(core);
@@ -107,6 +113,7 @@ impl Device {
                     continue;
                 }
             };
+            core.lift_cleared_remote_lock();
             match step {
                 Step::Yield => {
                     drop(core);
@@ -186,6 +193,20 @@ impl Core {
         Ok(())
     }
 
+    /// The administrator's unlock command (carried out by the messenger as it reads
+    /// events) lifts a remote lock on a device without a passcode.
+    fn lift_cleared_remote_lock(&mut self) {
+        if self.remote_lock
+            && let Some(messenger) = &self.messenger
+            && !messenger.profile().has_passcode()
+            && !messenger.profile().remote_locked()
+        {
+            self.locked = false;
+            self.remote_lock = false;
+            self.notify(json!({ "type": "unlocked" }));
+        }
+    }
+
     /// Remembers a mail command whose answer the pages wait for.
     pub(crate) fn expect_outcome(&mut self, command: Bytes<16>) {
         self.pending.insert(command);
@@ -209,29 +230,26 @@ impl Core {
                 return Ok(());
             }
             Err(error) => return Err(error),
+            // New entries in one group: that group's log is all there is to read.
+            Ok(redoubt_proto::Event::GroupAppended { group_id, .. }) => {
+                return self.sync_and_tell(Some(group_id)).await;
+            }
             Ok(_) => {}
         }
-        // The administrator's unlock command (carried out by the messenger) lifts a remote
-        // lock on a device without a passcode.
-        if self.remote_lock
-            && let Some(messenger) = &self.messenger
-            && !messenger.profile().has_passcode()
-            && !messenger.profile().remote_locked()
-        {
-            self.locked = false;
-            self.remote_lock = false;
-            self.notify(json!({ "type": "unlocked" }));
-        }
-        self.sync_and_tell().await
+        self.sync_and_tell(None).await
     }
 
-    /// Syncs, then tells the pages which conversations moved and whether mail did.
-    pub(crate) async fn sync_and_tell(&mut self) -> Result<(), ClientError> {
+    /// Syncs `group` (or, with none, everything: invitations, every group, new devices,
+    /// history), then tells the pages which conversations moved and whether mail did.
+    async fn sync_and_tell(&mut self, group: Option<GroupId>) -> Result<(), ClientError> {
         let Some(messenger) = self.messenger.as_mut() else {
             return Ok(());
         };
         let before = cursors(messenger)?;
-        let report = messenger.sync().await?;
+        let report = match group {
+            Some(group_id) => messenger.sync_one(&group_id).await?,
+            None => messenger.sync().await?,
+        };
         let after = cursors(messenger)?;
         let moved: Vec<String> = after
             .iter()
