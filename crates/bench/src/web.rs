@@ -101,8 +101,11 @@ pub async fn run(target: &mut Target, common: &Common, args: &WebArgs) -> Result
     bob.sync().await?;
     let seed_started = Instant::now();
     for i in 0..args.messages {
-        bob.send_text(CONVERSATION, &format!("history {i}: the quarterly numbers, the plan for the launch and the review"))
-            .await?;
+        bob.send_text(
+            CONVERSATION,
+            &format!("history {i}: the quarterly numbers, the plan for the launch and the review"),
+        )
+        .await?;
         if Instant::now() > common.deadline {
             bail!("deadline reached while sending the messages");
         }
@@ -162,12 +165,21 @@ pub async fn run(target: &mut Target, common: &Common, args: &WebArgs) -> Result
     for i in 0..count {
         tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / args.rate)).await;
         sent_at.push(unix_ms());
-        bob.send_text(CONVERSATION, &format!("{LIVE_PREFIX}{i} arriving while the page is open"))
-            .await?;
+        bob.send_text(
+            CONVERSATION,
+            &format!("{LIVE_PREFIX}{i} arriving while the page is open"),
+        )
+        .await?;
     }
     let send_s = started.elapsed().as_secs_f64();
     page_in
-        .write_all(format!("{}\n", json!({"stop": true, "expected": count, "wait_ms": 15_000})).as_bytes())
+        .write_all(
+            format!(
+                "{}\n",
+                json!({"stop": true, "expected": count, "wait_ms": 15_000})
+            )
+            .as_bytes(),
+        )
         .await?;
     let live = next_step(&mut lines, "live", Instant::now() + Duration::from_secs(60)).await?;
     drop(page_in);
@@ -186,11 +198,26 @@ pub async fn run(target: &mut Target, common: &Common, args: &WebArgs) -> Result
     let ok = latencies.len() == count && opened_shown >= held;
 
     let mut open = Section::new(format!("open a conversation of {} messages", args.messages));
-    open.num("first_render_ms", opened["first_render_ms"].as_f64().unwrap_or(f64::NAN), 1, "ms")
-        .num("fully_loaded_ms", opened["loaded_ms"].as_f64().unwrap_or(f64::NAN), 1, "ms")
-        .num("js_heap_mib", opened["heap_bytes"].as_f64().unwrap_or(f64::NAN) / 1_048_576.0, 1, "MiB")
-        .add("messages_shown", opened_shown, "")
-        .add("messages_held", held, "");
+    open.num(
+        "first_render_ms",
+        opened["first_render_ms"].as_f64().unwrap_or(f64::NAN),
+        1,
+        "ms",
+    )
+    .num(
+        "fully_loaded_ms",
+        opened["loaded_ms"].as_f64().unwrap_or(f64::NAN),
+        1,
+        "ms",
+    )
+    .num(
+        "js_heap_mib",
+        opened["heap_bytes"].as_f64().unwrap_or(f64::NAN) / 1_048_576.0,
+        1,
+        "MiB",
+    )
+    .add("messages_shown", opened_shown, "")
+    .add("messages_held", held, "");
     let mut watch = Section::new(format!("{} messages/s arriving while open", args.rate));
     watch
         .add("sent", count, "")
@@ -199,7 +226,12 @@ pub async fn run(target: &mut Target, common: &Common, args: &WebArgs) -> Result
         .num("send_to_shown_p50_ms", percentile(&latencies, 50.0), 1, "ms")
         .num("send_to_shown_p99_ms", p99, 1, "ms")
         .target("≤ 100 ms")
-        .num("send_to_shown_max_ms", latencies.last().copied().unwrap_or(f64::NAN), 1, "ms");
+        .num(
+            "send_to_shown_max_ms",
+            latencies.last().copied().unwrap_or(f64::NAN),
+            1,
+            "ms",
+        );
     Ok(Report {
         scenario: "web".into(),
         description: format!(

@@ -302,7 +302,11 @@ pub(crate) fn reply(original: &StoredMail, text: &str) -> OutgoingMail {
         to: vec![s.from.clone()],
         cc: Vec::new(),
         subject,
-        text: format!("{text}\n\nOn {}, {} wrote:\n{quoted}", time(s.date_unix_s), s.from),
+        text: format!(
+            "{text}\n\nOn {}, {} wrote:\n{quoted}",
+            time(s.date_unix_s),
+            s.from
+        ),
         attachments: Vec::new(),
         reply_to: Some(s.mail.clone()),
         forward_of: None,

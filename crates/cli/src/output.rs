@@ -100,11 +100,20 @@ pub(crate) fn code_json(issued: &IssuedActivationCode) -> serde_json::Value {
 pub(crate) fn qr_svg(text: &str) -> Option<String> {
     use qrcode::render::svg;
     let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L).ok()?;
-    Some(code.render::<svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build())
+    Some(
+        code.render::<svg::Color<'_>>()
+            .min_dimensions(200, 200)
+            .quiet_zone(true)
+            .build(),
+    )
 }
 
 /// A message as `redoubt read --json` prints it and the web app serves it.
-pub(crate) fn message_json(conversation: &Conversation, m: &StoredMessage, receipts: &Receipts) -> serde_json::Value {
+pub(crate) fn message_json(
+    conversation: &Conversation,
+    m: &StoredMessage,
+    receipts: &Receipts,
+) -> serde_json::Value {
     let names = |set: &std::collections::BTreeSet<redoubt_proto::UserName>| -> Vec<String> {
         set.iter().map(|u| u.to_string()).collect()
     };

@@ -433,7 +433,12 @@ impl Messenger {
         // Keys are `msg/<group>/<seq, 20 digits>`: `/` is followed by `0`, so this ends the range.
         let end = format!("msg/{group}0");
         self.data
-            .get_range(&message_key(group, after_seq.saturating_add(1)), &end, newest_first, limit)
+            .get_range(
+                &message_key(group, after_seq.saturating_add(1)),
+                &end,
+                newest_first,
+                limit,
+            )
             .map_err(storage_error)?
             .iter()
             .map(|(_, value)| StoredMessage::decode(value))
@@ -441,7 +446,11 @@ impl Messenger {
     }
 
     /// One message of a conversation.
-    pub fn message(&self, conversation: &Conversation, seq: u64) -> Result<Option<StoredMessage>, ClientError> {
+    pub fn message(
+        &self,
+        conversation: &Conversation,
+        seq: u64,
+    ) -> Result<Option<StoredMessage>, ClientError> {
         self.data
             .get(&message_key(&conversation.group_id, seq))
             .map_err(storage_error)?

@@ -426,7 +426,9 @@ fn get_range_sealed(
     };
     let rows: Vec<(Vec<u8>, Vec<u8>)> = connection
         .prepare_cached(sql)?
-        .query_map(params![ns, range.0, range.1, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .query_map(params![ns, range.0, range.1, limit], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
         .collect::<Result<_, _>>()?;
     open_rows(cipher, ns, rows)
 }
@@ -956,7 +958,14 @@ impl AppStorage {
     ) -> Result<TextRows, VaultError> {
         self.0
             .read(|c, cipher| {
-                get_range_sealed(c, cipher, NS_APP, (from.as_bytes(), to.as_bytes()), newest_first, limit)
+                get_range_sealed(
+                    c,
+                    cipher,
+                    NS_APP,
+                    (from.as_bytes(), to.as_bytes()),
+                    newest_first,
+                    limit,
+                )
             })?
             .into_iter()
             .map(|(key, value)| {

@@ -54,7 +54,8 @@ pub use messages::{
     AuthenticateRequest, ClaimedKeyPackage, ClusterNode, CommandSummary, DeviceSummary, DirectoryGroup,
     EffectivePolicy, EnrollRequest, Enrolled, Event, GroupEntry, GroupSubmit, GroupSummary,
     HISTORY_CLAIM_LEASE_S, Hello, HistoryState, HistoryStatus, ImportedUser, InboxItem, IssuedActivationCode,
-    MailCredential, NodeState, PolicyReport, Request, Response, ServerStats, SessionInfo, UserDevice, UserSummary,
+    MailCredential, NodeState, PolicyReport, Request, Response, ServerStats, SessionInfo, UserDevice,
+    UserSummary,
 };
 pub use policy::{Policy, PolicyBody, PolicyScope, PolicySettings, PolicySource, SettingOrigin};
 pub use signed::{SIGNED_DOCUMENT_BYTES_MAX, Signable, Signed, SignedError};

@@ -282,7 +282,10 @@ impl Subscribers {
     pub(crate) fn counts(&self) -> (usize, usize) {
         let map = self.by_device.lock().unwrap_or_else(|p| p.into_inner());
         let sessions = map.values().map(Vec::len).sum();
-        let devices = map.values().filter(|subscriptions| !subscriptions.is_empty()).count();
+        let devices = map
+            .values()
+            .filter(|subscriptions| !subscriptions.is_empty())
+            .count();
         (sessions, devices)
     }
 

@@ -379,12 +379,14 @@ async fn authenticated(
         Request::GroupCreate { group_info } => delivery::create_group(state, who, group_info)
             .await
             .map(|group_id| Response::GroupCreated { group_id }),
-        Request::GroupSubmit(submit) => delivery::submit(state, who, submit).await.map(|(seq, duplicate)| {
-            if !duplicate {
-                state.message_rate.add(state.now());
-            }
-            Response::Submitted { seq, duplicate }
-        }),
+        Request::GroupSubmit(submit) => delivery::submit(state, who, submit)
+            .await
+            .map(|(seq, duplicate)| {
+                if !duplicate {
+                    state.message_rate.add(state.now());
+                }
+                Response::Submitted { seq, duplicate }
+            }),
         Request::GroupFetch {
             group_id,
             after_seq,

@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use redoubt_proto::{ErrorCode, ServerStats};
 
 use crate::State;
+use crate::api::Authenticated;
 use crate::error::ApiError;
 use crate::management::{Permission, require};
-use crate::api::Authenticated;
 
 /// The window `messages_last_minute` counts over.
 const WINDOW_S: i64 = 60;
@@ -28,7 +28,10 @@ impl MessageRate {
             Some((second, count)) if *second == now => *count += 1,
             _ => seconds.push_back((now, 1)),
         }
-        while seconds.front().is_some_and(|(second, _)| *second <= now - WINDOW_S) {
+        while seconds
+            .front()
+            .is_some_and(|(second, _)| *second <= now - WINDOW_S)
+        {
             seconds.pop_front();
         }
     }
@@ -107,7 +110,11 @@ mod tests {
         rate.add(1_030);
         assert_eq!(rate.last_minute(1_030), 3);
         assert_eq!(rate.last_minute(1_059), 3);
-        assert_eq!(rate.last_minute(1_060), 1, "the two of second 1000 are a minute old");
+        assert_eq!(
+            rate.last_minute(1_060),
+            1,
+            "the two of second 1000 are a minute old"
+        );
         rate.add(1_200);
         assert_eq!(rate.last_minute(1_200), 1);
         assert_eq!(rate.seconds.lock().unwrap().len(), 1, "old seconds are dropped");

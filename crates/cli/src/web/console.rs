@@ -58,7 +58,11 @@ fn group(text: &str) -> Result<GroupName, ApiError> {
 async fn ask_if_allowed(core: &mut Core, request: Request) -> Result<Option<Response>, ApiError> {
     match core.messenger()?.session().request(request).await {
         Ok(response) => Ok(Some(response)),
-        Err(redoubt_client::ClientError::Server(body)) if body.code == redoubt_proto::ErrorCode::Forbidden => Ok(None),
+        Err(redoubt_client::ClientError::Server(body))
+            if body.code == redoubt_proto::ErrorCode::Forbidden =>
+        {
+            Ok(None)
+        }
         Err(error) => Err(error.into()),
     }
 }
@@ -100,9 +104,19 @@ async fn dashboard(State(web): State<Web>) -> ApiResult {
         };
         value["policy_version"] = json!(policy.version);
     }
-    if let Some(response) = ask_if_allowed(&mut core, Request::AdminAuditList { after_seq: 0, limit: 1 }).await? {
+    if let Some(response) = ask_if_allowed(
+        &mut core,
+        Request::AdminAuditList {
+            after_seq: 0,
+            limit: 1,
+        },
+    )
+    .await?
+    {
         let Response::Audit {
-            last_seq, checkpoints, ..
+            last_seq,
+            checkpoints,
+            ..
         } = response
         else {
             return Err(unexpected("AdminAuditList"));
@@ -155,7 +169,11 @@ async fn add_user(State(web): State<Web>, Json(body): Json<NewUser>) -> ApiResul
         .map_err(|e| ApiError::invalid(format!("display name: {e}")))?;
     let user = user(&body.user)?;
     let mut core = web.device.lock().await;
-    let issued = core.messenger()?.session().admin_user_add(user, display_name).await?;
+    let issued = core
+        .messenger()?
+        .session()
+        .admin_user_add(user, display_name)
+        .await?;
     Ok(Json(code_for_page(&issued)))
 }
 
@@ -181,12 +199,19 @@ struct UserQuery {
 }
 
 async fn devices(State(web): State<Web>, Query(query): Query<UserQuery>) -> ApiResult {
-    let user = query.user.as_deref().filter(|u| !u.is_empty()).map(user).transpose()?;
+    let user = query
+        .user
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .map(user)
+        .transpose()?;
     let mut core = web.device.lock().await;
     let Response::Devices(devices) = ask(&mut core, Request::AdminDeviceList { user }).await? else {
         return Err(unexpected("AdminDeviceList"));
     };
-    Ok(Json(json!(devices.iter().map(manage::device_json).collect::<Vec<_>>())))
+    Ok(Json(json!(
+        devices.iter().map(manage::device_json).collect::<Vec<_>>()
+    )))
 }
 
 async fn device_action(State(web): State<Web>, Path((device, action)): Path<(String, String)>) -> ApiResult {
@@ -197,8 +222,8 @@ async fn device_action(State(web): State<Web>, Path((device, action)): Path<(Str
         "revoke" => None,
         other => return Err(ApiError::not_found(format!("no device action {other:?}"))),
     };
-    let device = redoubt_proto::DeviceId::parse(&device)
-        .map_err(|e| ApiError::invalid(format!("device id: {e}")))?;
+    let device =
+        redoubt_proto::DeviceId::parse(&device).map_err(|e| ApiError::invalid(format!("device id: {e}")))?;
     let mut core = web.device.lock().await;
     match kind {
         Some(kind) => {
@@ -207,13 +232,18 @@ async fn device_action(State(web): State<Web>, Path((device, action)): Path<(Str
             else {
                 return Err(unexpected("AdminDeviceCommand"));
             };
-            Ok(Json(json!({ "device_id": device.to_string(), "command": kind.as_str(), "command_id": command_id, "state": "pending" })))
+            Ok(Json(
+                json!({ "device_id": device.to_string(), "command": kind.as_str(), "command_id": command_id, "state": "pending" }),
+            ))
         }
         None => {
-            let Response::Revoked { groups } = ask(&mut core, Request::AdminDeviceRevoke { device }).await? else {
+            let Response::Revoked { groups } = ask(&mut core, Request::AdminDeviceRevoke { device }).await?
+            else {
                 return Err(unexpected("AdminDeviceRevoke"));
             };
-            Ok(Json(json!({ "device_id": device.to_string(), "revoked": true, "groups": groups })))
+            Ok(Json(
+                json!({ "device_id": device.to_string(), "revoked": true, "groups": groups }),
+            ))
         }
     }
 }
@@ -244,7 +274,11 @@ struct GroupMember {
     add: bool,
 }
 
-async fn group_member(State(web): State<Web>, Path(name): Path<String>, Json(body): Json<GroupMember>) -> ApiResult {
+async fn group_member(
+    State(web): State<Web>,
+    Path(name): Path<String>,
+    Json(body): Json<GroupMember>,
+) -> ApiResult {
     let request = Request::AdminGroupMember {
         group: group(&name)?,
         user: user(&body.user)?,
@@ -256,7 +290,12 @@ async fn group_member(State(web): State<Web>, Path(name): Path<String>, Json(bod
 }
 
 async fn policies(State(web): State<Web>, Query(query): Query<UserQuery>) -> ApiResult {
-    let user = query.user.as_deref().filter(|u| !u.is_empty()).map(user).transpose()?;
+    let user = query
+        .user
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .map(user)
+        .transpose()?;
     let mut core = web.device.lock().await;
     let Response::PolicyReport(report) = ask(&mut core, Request::AdminPolicyShow { user }).await? else {
         return Err(unexpected("AdminPolicyShow"));
@@ -294,10 +333,13 @@ async fn set_policy(State(web): State<Web>, Json(body): Json<SetPolicy>) -> ApiR
     let scope = scope(&body.scope)?;
     let settings = manage::parse_policy(&body.settings_toml)?;
     let mut core = web.device.lock().await;
-    let Response::PolicySet { version } = ask(&mut core, Request::AdminPolicySet {
-        scope: scope.clone(),
-        settings,
-    })
+    let Response::PolicySet { version } = ask(
+        &mut core,
+        Request::AdminPolicySet {
+            scope: scope.clone(),
+            settings,
+        },
+    )
     .await?
     else {
         return Err(unexpected("AdminPolicySet"));
@@ -313,9 +355,8 @@ struct RoleChange {
 }
 
 async fn role(State(web): State<Web>, Json(body): Json<RoleChange>) -> ApiResult {
-    let role = Role::parse(&body.role).ok_or_else(|| {
-        ApiError::invalid(format!("role {:?}: use admin, helpdesk or auditor", body.role))
-    })?;
+    let role = Role::parse(&body.role)
+        .ok_or_else(|| ApiError::invalid(format!("role {:?}: use admin, helpdesk or auditor", body.role)))?;
     let request = Request::AdminRole {
         user: user(&body.user)?,
         role,
@@ -347,7 +388,12 @@ async fn audit(State(web): State<Web>, Query(query): Query<AuditQuery>) -> ApiRe
         .collect();
     let limit = query.limit.unwrap_or(AUDIT_SHOWN_MAX).min(AUDIT_SHOWN_MAX);
     let shown = &matching[matching.len().saturating_sub(limit)..];
-    Ok(Json(json!(shown.iter().map(|e| manage::audit_entry_json(e)).collect::<Vec<_>>())))
+    Ok(Json(json!(
+        shown
+            .iter()
+            .map(|e| manage::audit_entry_json(e))
+            .collect::<Vec<_>>()
+    )))
 }
 
 async fn verify_audit(State(web): State<Web>) -> ApiResult {

@@ -78,9 +78,9 @@ async fn list(State(web): State<Web>) -> ApiResult {
         }
         // The newest message someone wrote (settings changes are events, not shown here).
         let newest = messenger.messages_after(&conversation, 0, true, LAST_LOOKBACK)?;
-        let last = newest.iter().find(|m| !m.event).map(|m| {
-            json!({ "text": m.text, "sender": m.sender_user.as_str(), "at_unix_s": m.sent_at_unix_s })
-        });
+        let last = newest.iter().find(|m| !m.event).map(
+            |m| json!({ "text": m.text, "sender": m.sender_user.as_str(), "at_unix_s": m.sent_at_unix_s }),
+        );
         rows.push(json!({
             "id": conversation.group_id.to_string(),
             "name": conversation.name,
@@ -118,7 +118,11 @@ async fn create(State(web): State<Web>, Json(body): Json<Create>) -> ApiResult {
                     format!("a conversation called {name:?} exists already"),
                 ));
             }
-            let members = body.members.iter().map(|m| user(m)).collect::<Result<Vec<_>, _>>()?;
+            let members = body
+                .members
+                .iter()
+                .map(|m| user(m))
+                .collect::<Result<Vec<_>, _>>()?;
             messenger.create_group_sharing_history(name, &members, 0).await?
         }
         (None, None) => return Err(ApiError::invalid("give a group name and members, or a peer")),
@@ -195,8 +199,15 @@ async fn send_file(
 /// A file name from the page: its last path component, printable, at most 255 bytes.
 pub(super) fn attachment_name(name: &str) -> Result<String, ApiError> {
     let name = name.rsplit(['/', '\\']).next().unwrap_or_default().trim();
-    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) || name == "." || name == ".." {
-        return Err(ApiError::invalid("a file name of 1 to 255 printable bytes is needed"));
+    if name.is_empty()
+        || name.len() > 255
+        || name.chars().any(char::is_control)
+        || name == "."
+        || name == ".."
+    {
+        return Err(ApiError::invalid(
+            "a file name of 1 to 255 printable bytes is needed",
+        ));
     }
     Ok(name.to_owned())
 }
@@ -227,7 +238,10 @@ async fn file(State(web): State<Web>, Path(id): Path<String>) -> Result<Response
     // an error, never a truncated download.
     let mut bytes = Vec::with_capacity(usize::try_from(attachment.bytes).unwrap_or(0));
     messenger.download(&attachment, &mut bytes, |_, _| {}).await?;
-    let disposition = format!("attachment; filename=\"{}\"", attachment.name.replace(['"', '\\'], "_"));
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        attachment.name.replace(['"', '\\'], "_")
+    );
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
@@ -312,17 +326,22 @@ async fn search(State(web): State<Web>, Query(query): Query<Search>) -> ApiResul
 async fn own_devices(State(web): State<Web>) -> ApiResult {
     let mut core = web.device.lock().await;
     let messenger = core.messenger()?;
-    let redoubt_proto::Response::Devices(devices) =
-        messenger.session().request(redoubt_proto::Request::OwnDevices).await?
+    let redoubt_proto::Response::Devices(devices) = messenger
+        .session()
+        .request(redoubt_proto::Request::OwnDevices)
+        .await?
     else {
         return Err(ApiError::invalid("unexpected answer to OwnDevices"));
     };
-    Ok(Json(json!(devices.iter().map(crate::manage::device_json).collect::<Vec<_>>())))
+    Ok(Json(json!(
+        devices.iter().map(crate::manage::device_json).collect::<Vec<_>>()
+    )))
 }
 
 /// Approves a new device of this user (policy `new_device_approval`).
 async fn approve_device(State(web): State<Web>, Path(device): Path<String>) -> ApiResult {
-    let device = redoubt_proto::DeviceId::parse(&device).map_err(|e| ApiError::invalid(format!("device id: {e}")))?;
+    let device =
+        redoubt_proto::DeviceId::parse(&device).map_err(|e| ApiError::invalid(format!("device id: {e}")))?;
     let mut core = web.device.lock().await;
     let messenger = core.messenger()?;
     messenger

@@ -214,7 +214,10 @@ impl Core {
 
     /// Handles one event from the server: syncs and tells the pages what changed. An
     /// error is returned only when the device can go on no longer (wiped, revoked).
-    async fn after_event(&mut self, event: Result<redoubt_proto::Event, ClientError>) -> Result<(), ClientError> {
+    async fn after_event(
+        &mut self,
+        event: Result<redoubt_proto::Event, ClientError>,
+    ) -> Result<(), ClientError> {
         match event {
             Err(error) if error.is_transient() => {
                 self.notify(json!({ "type": "status", "connected": false, "text": format!("Connection lost ({error}); reconnecting…") }));
@@ -258,14 +261,20 @@ impl Core {
             .collect();
         let mut answered = Vec::new();
         for command in &self.pending {
-            if let Some(outcome) = messenger.mail().outcome(command).map_err(|e| ClientError::Mail(e.to_string()))? {
+            if let Some(outcome) = messenger
+                .mail()
+                .outcome(command)
+                .map_err(|e| ClientError::Mail(e.to_string()))?
+            {
                 answered.push((*command, outcome));
             }
         }
         if !moved.is_empty() || report.mail > 0 {
             // Mail, calendar and contacts all arrive as mailbox pushes.
             let mailbox = report.mail > 0;
-            self.notify(json!({ "type": "sync", "conversations": moved, "mail": mailbox, "calendar": mailbox }));
+            self.notify(
+                json!({ "type": "sync", "conversations": moved, "mail": mailbox, "calendar": mailbox }),
+            );
         }
         for (command, error) in answered {
             self.pending.remove(&command);

@@ -56,20 +56,34 @@ impl Guard {
 
     /// The URL that logs a browser in (once).
     pub(crate) fn login_url(&self) -> String {
-        let token = self.token.lock().unwrap_or_else(std::sync::PoisonError::into_inner).map(|t| Bytes(t).to_hex());
-        format!("http://{}/login?token={}", self.hosts[0], token.unwrap_or_default())
+        let token = self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|t| Bytes(t).to_hex());
+        format!(
+            "http://{}/login?token={}",
+            self.hosts[0],
+            token.unwrap_or_default()
+        )
     }
 
     /// Exchanges the login token for a new session; `None` when it is wrong or used.
     fn redeem(&self, offered: &str) -> Option<String> {
         let offered = Bytes::<32>::from_hex(offered)?;
-        let mut token = self.token.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut token = self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !token.is_some_and(|t| constant_time_eq(&t, &offered.0)) {
             return None;
         }
         *token = None;
         let session = random();
-        let mut sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if sessions.len() >= SESSIONS_MAX {
             sessions.remove(0);
         }
@@ -81,7 +95,10 @@ impl Guard {
         let Some(offered) = cookie(headers, COOKIE).and_then(Bytes::<32>::from_hex) else {
             return false;
         };
-        let sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         sessions.iter().any(|s| constant_time_eq(s, &offered.0))
     }
 
@@ -131,7 +148,10 @@ pub(crate) async fn check(
     };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -144,7 +164,10 @@ pub(crate) struct Login {
 }
 
 /// `GET /login?token=T`: the one-time token becomes a session cookie.
-pub(crate) async fn login(State(guard): State<std::sync::Arc<Guard>>, Query(login): Query<Login>) -> Response {
+pub(crate) async fn login(
+    State(guard): State<std::sync::Arc<Guard>>,
+    Query(login): Query<Login>,
+) -> Response {
     match guard.redeem(&login.token) {
         Some(session) => {
             let cookie = format!("{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
@@ -214,16 +237,25 @@ mod tests {
         let guard = Guard::new("127.0.0.1:8123".parse().unwrap());
         let ok = headers(&[(header::HOST, "127.0.0.1:8123")]);
         assert_eq!(guard.check_origin(&Method::GET, &ok), None);
-        let local = headers(&[(header::HOST, "localhost:8123"), (header::ORIGIN, "http://localhost:8123")]);
+        let local = headers(&[
+            (header::HOST, "localhost:8123"),
+            (header::ORIGIN, "http://localhost:8123"),
+        ]);
         assert_eq!(guard.check_origin(&Method::POST, &local), None);
         // DNS rebinding: another name that resolves here.
         let rebound = headers(&[(header::HOST, "evil.example:8123")]);
         assert!(guard.check_origin(&Method::GET, &rebound).is_some());
         let other_port = headers(&[(header::HOST, "127.0.0.1:9999")]);
         assert!(guard.check_origin(&Method::GET, &other_port).is_some());
-        let cross = headers(&[(header::HOST, "127.0.0.1:8123"), (header::ORIGIN, "http://evil.example")]);
+        let cross = headers(&[
+            (header::HOST, "127.0.0.1:8123"),
+            (header::ORIGIN, "http://evil.example"),
+        ]);
         assert!(guard.check_origin(&Method::GET, &cross).is_some());
-        let https = headers(&[(header::HOST, "127.0.0.1:8123"), (header::ORIGIN, "https://127.0.0.1:8123")]);
+        let https = headers(&[
+            (header::HOST, "127.0.0.1:8123"),
+            (header::ORIGIN, "https://127.0.0.1:8123"),
+        ]);
         assert!(guard.check_origin(&Method::POST, &https).is_some());
         // A write without an Origin is refused; a read is not.
         assert!(guard.check_origin(&Method::POST, &ok).is_some());

@@ -43,7 +43,10 @@ pub(super) fn routes() -> Router<Web> {
 }
 
 /// Sends a command to the connector; the page hears of its outcome as an event.
-async fn command(core: &mut Core, build: impl FnOnce(Bytes<16>) -> MailCommand) -> Result<Response, ApiError> {
+async fn command(
+    core: &mut Core,
+    build: impl FnOnce(Bytes<16>) -> MailCommand,
+) -> Result<Response, ApiError> {
     let id = core.messenger()?.send_mail_command(build).await?;
     core.expect_outcome(id);
     Ok((StatusCode::ACCEPTED, Json(json!({ "command": id.to_hex() }))).into_response())
@@ -60,7 +63,12 @@ fn find(messenger: &Messenger, id: &str) -> Result<StoredMail, ApiError> {
 fn mail_for_page(mail: &StoredMail) -> Value {
     let mut value = mail_json(mail);
     value["complete"] = value["text_complete"].clone();
-    value["full_text"] = json!(value["text_complete"].as_bool().unwrap_or(false).then(|| value["text"].clone()));
+    value["full_text"] = json!(
+        value["text_complete"]
+            .as_bool()
+            .unwrap_or(false)
+            .then(|| value["text"].clone())
+    );
     value
 }
 
@@ -75,7 +83,9 @@ async fn list(State(web): State<Web>, Query(query): Query<ListQuery>) -> ApiResu
     let messenger = core.messenger()?;
     let mails = match query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
         Some(words) => messenger.mail().search(words)?,
-        None => messenger.mail().list(Some(query.folder.as_deref().unwrap_or("INBOX")))?,
+        None => messenger
+            .mail()
+            .list(Some(query.folder.as_deref().unwrap_or("INBOX")))?,
     };
     Ok(Json(Value::Array(mails.iter().map(mail_for_page).collect())))
 }
@@ -107,7 +117,11 @@ struct Flags {
     flagged: Option<bool>,
 }
 
-async fn flags(State(web): State<Web>, Path(id): Path<String>, Json(body): Json<Flags>) -> Result<Response, ApiError> {
+async fn flags(
+    State(web): State<Web>,
+    Path(id): Path<String>,
+    Json(body): Json<Flags>,
+) -> Result<Response, ApiError> {
     if body.seen.is_none() && body.flagged.is_none() {
         return Err(ApiError::invalid("say seen or flagged"));
     }
@@ -127,7 +141,11 @@ struct Move {
     folder: String,
 }
 
-async fn move_mail(State(web): State<Web>, Path(id): Path<String>, Json(body): Json<Move>) -> Result<Response, ApiError> {
+async fn move_mail(
+    State(web): State<Web>,
+    Path(id): Path<String>,
+    Json(body): Json<Move>,
+) -> Result<Response, ApiError> {
     if body.folder.trim().is_empty() {
         return Err(ApiError::invalid("name the folder to move to"));
     }
@@ -203,7 +221,11 @@ struct ReplyBody {
     text: String,
 }
 
-async fn reply_to(State(web): State<Web>, Path(id): Path<String>, Json(body): Json<ReplyBody>) -> Result<Response, ApiError> {
+async fn reply_to(
+    State(web): State<Web>,
+    Path(id): Path<String>,
+    Json(body): Json<ReplyBody>,
+) -> Result<Response, ApiError> {
     let mut core = web.device.lock().await;
     let original = find(core.messenger()?, &id)?;
     send(&mut core, reply(&original, &body.text)).await
@@ -236,11 +258,17 @@ async fn upload(State(web): State<Web>, Query(query): Query<UploadName>, body: B
     let name = super::conversations::attachment_name(&query.name)?;
     let mut core = web.device.lock().await;
     let messenger = core.messenger()?;
-    let mailbox = messenger
-        .mailbox()?
-        .ok_or_else(|| ApiError::not_found("no mailbox yet: the organisation's mail connector has not set one up"))?;
+    let mailbox = messenger.mailbox()?.ok_or_else(|| {
+        ApiError::not_found("no mailbox yet: the organisation's mail connector has not set one up")
+    })?;
     let attachment = messenger
-        .upload(&mailbox.group_id, name.clone(), &body[..], body.len() as u64, |_, _| {})
+        .upload(
+            &mailbox.group_id,
+            name.clone(),
+            &body[..],
+            body.len() as u64,
+            |_, _| {},
+        )
         .await?;
     let mut id = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
@@ -249,17 +277,28 @@ async fn upload(State(web): State<Web>, Query(query): Query<UploadName>, body: B
     Ok(Json(json!({ "upload": id, "name": name, "bytes": body.len() })))
 }
 
-async fn attachment(State(web): State<Web>, Path((id, index)): Path<(String, u32)>) -> Result<Response, ApiError> {
+async fn attachment(
+    State(web): State<Web>,
+    Path((id, index)): Path<(String, u32)>,
+) -> Result<Response, ApiError> {
     let mut core = web.device.lock().await;
     let messenger = core.messenger()?;
     let mail = find(messenger, &id)?;
     let Some(info) = mail.summary.attachments.get(index as usize) else {
-        return Err(ApiError::not_found(format!("message {id} has {} attachment(s)", mail.summary.attachments.len())));
+        return Err(ApiError::not_found(format!(
+            "message {id} has {} attachment(s)",
+            mail.summary.attachments.len()
+        )));
     };
     let name = info.name.clone();
     let target = mail.summary.mail;
     let Some(file) = messenger.mail().attachment(&target, index)? else {
-        return command(&mut core, |id| MailCommand::FetchAttachment { id, mail: target, index }).await;
+        return command(&mut core, |id| MailCommand::FetchAttachment {
+            id,
+            mail: target,
+            index,
+        })
+        .await;
     };
     let mut bytes = Vec::with_capacity(usize::try_from(file.bytes).unwrap_or(0));
     messenger.download(&file, &mut bytes, |_, _| {}).await?;

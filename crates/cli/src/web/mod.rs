@@ -69,7 +69,11 @@ impl ApiError {
     }
 
     pub(crate) fn locked() -> Self {
-        Self::new(StatusCode::LOCKED, "locked", "this device is locked: enter its passcode")
+        Self::new(
+            StatusCode::LOCKED,
+            "locked",
+            "this device is locked: enter its passcode",
+        )
     }
 }
 
@@ -138,8 +142,16 @@ pub(crate) type ApiResult<T = axum::Json<serde_json::Value>> = Result<T, ApiErro
 const JS: &str = "text/javascript; charset=utf-8";
 
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("/", "text/html; charset=utf-8", include_str!("../../web/index.html")),
-    ("/app.css", "text/css; charset=utf-8", include_str!("../../web/app.css")),
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../../web/index.html"),
+    ),
+    (
+        "/app.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/app.css"),
+    ),
     ("/app.js", JS, include_str!("../../web/app.js")),
     ("/util.js", JS, include_str!("../../web/util.js")),
     ("/chat.js", JS, include_str!("../../web/chat.js")),
@@ -172,7 +184,9 @@ pub(crate) async fn run(profile_dir: &Path, listen: SocketAddr, open_browser: bo
     let app = Router::new()
         .route("/login", get(guard::login))
         .with_state(guard.clone())
-        .merge(router(Web { device: device.clone() }))
+        .merge(router(Web {
+            device: device.clone(),
+        }))
         .layer(axum::middleware::from_fn_with_state(guard, guard::check));
     let gone = device.clone();
     axum::serve(listener, app)
@@ -294,7 +308,10 @@ async fn events(State(web): State<Web>) -> impl IntoResponse {
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
         };
-        Some((Ok::<_, std::convert::Infallible>(SseEvent::default().data(&*data)), receiver))
+        Some((
+            Ok::<_, std::convert::Infallible>(SseEvent::default().data(&*data)),
+            receiver,
+        ))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
