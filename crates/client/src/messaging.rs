@@ -1533,6 +1533,36 @@ impl Messenger {
             .unwrap_or_default())
     }
 
+    /// The receipts of a conversation's messages after `after_seq`, by sequence number (one
+    /// range read instead of a lookup per message).
+    pub fn receipts_after(
+        &self,
+        conversation: &Conversation,
+        after_seq: u64,
+    ) -> Result<HashMap<u64, Receipts>, ClientError> {
+        let group = &conversation.group_id;
+        // Keys are `rcpt/<group>/<seq, 20 digits>`: `/` is followed by `0`, so this ends the range.
+        let end = format!("rcpt/{group}0");
+        self.data
+            .get_range(
+                &receipt_key(group, after_seq.saturating_add(1)),
+                &end,
+                false,
+                u32::MAX,
+            )
+            .map_err(storage_error)?
+            .iter()
+            .map(|(key, value)| {
+                let seq = key
+                    .rsplit('/')
+                    .next()
+                    .and_then(|seq| seq.parse::<u64>().ok())
+                    .ok_or_else(|| storage_error(format!("receipt key {key}")))?;
+                Ok((seq, postcard::from_bytes(value).map_err(storage_error)?))
+            })
+            .collect()
+    }
+
     fn record_receipt(
         &self,
         group: &GroupId,

@@ -7,7 +7,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use redoubt_client::{Conversation, Messenger, StoredMessage};
+use redoubt_client::{Conversation, Messenger, Receipts, StoredMessage};
 use redoubt_proto::{GroupId, UserName};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -52,10 +52,14 @@ fn find(messenger: &Messenger, id: &str) -> Result<Conversation, ApiError> {
 }
 
 /// A message for the page: the CLI's JSON plus who sent it and how far it has come.
-fn message(messenger: &Messenger, conversation: &Conversation, m: &StoredMessage) -> Result<Value, ApiError> {
-    let receipts = messenger.receipts(conversation, m.seq)?;
+fn message(
+    messenger: &Messenger,
+    conversation: &Conversation,
+    m: &StoredMessage,
+    receipts: &Receipts,
+) -> Value {
     let mine = m.sender_user == *messenger.profile().user();
-    let mut value = message_json(conversation, m, &receipts);
+    let mut value = message_json(conversation, m, receipts);
     value["mine"] = json!(mine);
     value["state"] = json!(if !receipts.read.is_empty() {
         "read"
@@ -64,7 +68,7 @@ fn message(messenger: &Messenger, conversation: &Conversation, m: &StoredMessage
     } else {
         "sent"
     });
-    Ok(value)
+    value
 }
 
 async fn list(State(web): State<Web>) -> ApiResult {
@@ -149,11 +153,13 @@ async fn messages(State(web): State<Web>, Path(id): Path<String>, Query(after): 
     let mut core = web.device.lock().await;
     let messenger = core.messenger()?;
     let conversation = find(messenger, &id)?;
-    let rows = messenger
+    let receipts = messenger.receipts_after(&conversation, after.after)?;
+    let none = Receipts::default();
+    let rows: Vec<Value> = messenger
         .messages_after(&conversation, after.after, false, u32::MAX)?
         .iter()
-        .map(|m| message(messenger, &conversation, m))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|m| message(messenger, &conversation, m, receipts.get(&m.seq).unwrap_or(&none)))
+        .collect();
     Ok(Json(json!(rows)))
 }
 
@@ -316,7 +322,7 @@ async fn search(State(web): State<Web>, Query(query): Query<Search>) -> ApiResul
         .map(|(conversation, m)| {
             Ok(json!({
                 "conversation": { "id": conversation.group_id.to_string(), "name": conversation.name },
-                "message": message(messenger, conversation, m)?,
+                "message": message(messenger, conversation, m, &messenger.receipts(conversation, m.seq)?),
             }))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
