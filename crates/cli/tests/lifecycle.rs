@@ -8,7 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use support::{ServerProcess, json_error, json_ok, message, run, wait_for, write};
+use support::{ServerProcess, device_row, json_error, json_ok, message, run, wait_for, write};
 
 /// The passcode Alice chooses for her phone.
 const PASSCODE: &str = "correct-horse-1";
@@ -22,18 +22,6 @@ fn user_names(users: &Value) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// The row of `admin device list --json` for the device called `name`.
-fn device_row(devices: &Value, name: &str) -> Value {
-    let rows: Vec<&Value> = devices
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["name"] == name)
-        .collect();
-    assert_eq!(rows.len(), 1, "one device called {name}: {devices:#}");
-    rows[0].clone()
 }
 
 /// The effective setting `name` from `admin policy show --user ... --json`: (value, source).

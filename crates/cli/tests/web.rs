@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use peers::MailPeers;
 use serde_json::{Value, json};
-use support::{BIN, Org, eventually, json_error, json_ok, message, run};
+use support::{BIN, Org, device_row, eventually, json_error, json_ok, message, run};
 
 const ALICE_MAIL: &str = "alice@corp.test";
 const ALICE_PW: &str = "alice-mailbox-pw";
@@ -419,17 +419,6 @@ fn the_console_changed_the_organisation(org: &Org, results: &Value) {
     assert_eq!(policy_sets, 1, "the refused policy is not audited: {audit:#}");
     let verified = org.admin(&["admin", "audit", "verify", "--json"]);
     assert_eq!(verified["verified"], true, "{verified:#}");
-}
-
-fn device_row(devices: &Value, name: &str) -> Value {
-    let rows: Vec<&Value> = devices
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["name"] == name)
-        .collect();
-    assert_eq!(rows.len(), 1, "one device called {name}: {devices:#}");
-    rows[0].clone()
 }
 
 /// `redoubt web --listen 0.0.0.0:0` must not start.

@@ -430,14 +430,12 @@ impl Messenger {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, ClientError> {
         let group = &conversation.group_id;
-        // Keys are `msg/<group>/<seq, 20 digits>`: `/` is followed by `0`, so this ends the range.
-        let end = format!("msg/{group}0");
         self.data
-            .get_range(
-                &message_key(group, after_seq.saturating_add(1)),
-                &end,
+            .page_by_prefix(
+                &format!("msg/{group}/"),
+                Some(&message_key(group, after_seq)),
                 newest_first,
-                limit,
+                limit as usize,
             )
             .map_err(storage_error)?
             .iter()
@@ -1541,14 +1539,12 @@ impl Messenger {
         after_seq: u64,
     ) -> Result<HashMap<u64, Receipts>, ClientError> {
         let group = &conversation.group_id;
-        // Keys are `rcpt/<group>/<seq, 20 digits>`: `/` is followed by `0`, so this ends the range.
-        let end = format!("rcpt/{group}0");
         self.data
-            .get_range(
-                &receipt_key(group, after_seq.saturating_add(1)),
-                &end,
+            .page_by_prefix(
+                &format!("rcpt/{group}/"),
+                Some(&receipt_key(group, after_seq)),
                 false,
-                u32::MAX,
+                usize::MAX,
             )
             .map_err(storage_error)?
             .iter()

@@ -409,30 +409,6 @@ fn get_prefix_sealed(
     open_rows(cipher, ns, rows)
 }
 
-/// Rows of `ns` with keys in `[from, to)`, in key order or (`newest_first`) the other way,
-/// at most `limit`.
-fn get_range_sealed(
-    connection: &Connection,
-    cipher: &XChaCha20Poly1305,
-    ns: &str,
-    range: (&[u8], &[u8]),
-    newest_first: bool,
-    limit: u32,
-) -> Result<VaultRows, VaultError> {
-    let sql = if newest_first {
-        "SELECT key, value FROM entry WHERE ns = ?1 AND key >= ?2 AND key < ?3 ORDER BY key DESC LIMIT ?4"
-    } else {
-        "SELECT key, value FROM entry WHERE ns = ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4"
-    };
-    let rows: Vec<(Vec<u8>, Vec<u8>)> = connection
-        .prepare_cached(sql)?
-        .query_map(params![ns, range.0, range.1, limit], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    open_rows(cipher, ns, rows)
-}
-
 /// Opens sealed (key, value) rows of `ns`; a value that does not open is corruption.
 fn open_rows(
     cipher: &XChaCha20Poly1305,
@@ -458,22 +434,24 @@ fn get_page_sealed(
     ns: &str,
     prefix: &[u8],
     after: Option<&[u8]>,
+    newest_first: bool,
     limit: usize,
 ) -> Result<VaultRows, VaultError> {
     let start = after.filter(|after| *after >= prefix).unwrap_or(prefix);
     // `key > start` would skip a key equal to the prefix itself on the first page.
     let op = if after.is_some() { ">" } else { ">=" };
+    let order = if newest_first { "DESC" } else { "ASC" };
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows: Vec<(Vec<u8>, Vec<u8>)> = match prefix_end(prefix) {
         Some(end) => connection
             .prepare_cached(&format!(
-                "SELECT key, value FROM entry WHERE ns = ?1 AND key {op} ?2 AND key < ?3 ORDER BY key LIMIT ?4"
+                "SELECT key, value FROM entry WHERE ns = ?1 AND key {op} ?2 AND key < ?3 ORDER BY key {order} LIMIT ?4"
             ))?
             .query_map(params![ns, start, end, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<Result<_, _>>()?,
         None => connection
             .prepare_cached(&format!(
-                "SELECT key, value FROM entry WHERE ns = ?1 AND key {op} ?2 ORDER BY key LIMIT ?3"
+                "SELECT key, value FROM entry WHERE ns = ?1 AND key {op} ?2 ORDER BY key {order} LIMIT ?3"
             ))?
             .query_map(params![ns, start, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<Result<_, _>>()?,
@@ -947,35 +925,6 @@ impl AppStorage {
             .collect()
     }
 
-    /// Rows with keys in `[from, to)`, in key order or (`newest_first`) the other way, at
-    /// most `limit`.
-    pub(crate) fn get_range(
-        &self,
-        from: &str,
-        to: &str,
-        newest_first: bool,
-        limit: u32,
-    ) -> Result<TextRows, VaultError> {
-        self.0
-            .read(|c, cipher| {
-                get_range_sealed(
-                    c,
-                    cipher,
-                    NS_APP,
-                    (from.as_bytes(), to.as_bytes()),
-                    newest_first,
-                    limit,
-                )
-            })?
-            .into_iter()
-            .map(|(key, value)| {
-                String::from_utf8(key)
-                    .map(|key| (key, value))
-                    .map_err(|e| VaultError::Codec(e.to_string()))
-            })
-            .collect()
-    }
-
     /// Deletes `keys` in one transaction; how many existed.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn delete_all(&self, keys: &[String]) -> Result<u64, VaultError> {
@@ -996,11 +945,12 @@ impl AppStorage {
     }
 
     /// Up to `limit` rows whose key starts with `prefix` and comes after `after`, ordered by
-    /// key: a long listing read in bounded pages.
+    /// key (`newest_first`: the last ones first): a long listing read in bounded pages.
     pub(crate) fn page_by_prefix(
         &self,
         prefix: &str,
         after: Option<&str>,
+        newest_first: bool,
         limit: usize,
     ) -> Result<TextRows, VaultError> {
         self.0
@@ -1011,6 +961,7 @@ impl AppStorage {
                     NS_APP,
                     prefix.as_bytes(),
                     after.map(str::as_bytes),
+                    newest_first,
                     limit,
                 )
             })?
@@ -1209,6 +1160,21 @@ mod tests {
                 ("msg/b/00000000000000000002".to_owned(), b"two".to_vec()),
             ]
         );
+        // Pages after a key, in either order, stay within the prefix.
+        app.insert("msg/b/00000000000000000003", b"three").unwrap();
+        let page = |after: Option<&str>, newest_first: bool, limit: usize| -> Vec<String> {
+            app.page_by_prefix("msg/b/", after, newest_first, limit)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        let key = |seq: u64| format!("msg/b/{seq:020}");
+        assert_eq!(page(Some(&key(1)), false, 10), vec![key(2), key(3)]);
+        assert_eq!(page(Some(&key(0)), true, 2), vec![key(3), key(2)]);
+        assert_eq!(page(None, false, 1), vec![key(1)]);
+        assert_eq!(page(Some(&key(3)), true, 10), Vec::<String>::new());
+        assert!(app.delete("msg/b/00000000000000000003").unwrap());
         assert_eq!(app.get("msg/c").unwrap().unwrap().as_slice(), b"after");
         assert!(app.delete("msg/c").unwrap());
         assert!(!app.delete("msg/c").unwrap());

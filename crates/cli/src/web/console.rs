@@ -198,13 +198,19 @@ struct UserQuery {
     user: Option<String>,
 }
 
+impl UserQuery {
+    /// `?user=NAME`, absent or empty for none.
+    fn user(&self) -> Result<Option<redoubt_proto::UserName>, ApiError> {
+        self.user
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .map(user)
+            .transpose()
+    }
+}
+
 async fn devices(State(web): State<Web>, Query(query): Query<UserQuery>) -> ApiResult {
-    let user = query
-        .user
-        .as_deref()
-        .filter(|u| !u.is_empty())
-        .map(user)
-        .transpose()?;
+    let user = query.user()?;
     let mut core = web.device.lock().await;
     let Response::Devices(devices) = ask(&mut core, Request::AdminDeviceList { user }).await? else {
         return Err(unexpected("AdminDeviceList"));
@@ -290,12 +296,7 @@ async fn group_member(
 }
 
 async fn policies(State(web): State<Web>, Query(query): Query<UserQuery>) -> ApiResult {
-    let user = query
-        .user
-        .as_deref()
-        .filter(|u| !u.is_empty())
-        .map(user)
-        .transpose()?;
+    let user = query.user()?;
     let mut core = web.device.lock().await;
     let Response::PolicyReport(report) = ask(&mut core, Request::AdminPolicyShow { user }).await? else {
         return Err(unexpected("AdminPolicyShow"));

@@ -423,3 +423,15 @@ pub fn assert_delivered_once_in_order(
         }
     }
 }
+
+/// The row of `admin device list --json` for the device called `name`.
+pub fn device_row(devices: &Value, name: &str) -> Value {
+    let rows: Vec<&Value> = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["name"] == name)
+        .collect();
+    assert_eq!(rows.len(), 1, "one device called {name}: {devices:#}");
+    rows[0].clone()
+}

@@ -154,7 +154,7 @@ pub(super) fn backfill(data: &AppStorage) -> Result<usize, ClientError> {
     let mut stored: Vec<(i64, GroupId, u64)> = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = data.page_by_prefix("msg/", after.as_deref(), BACKFILL_PAGE_ROWS)?;
+        let page = data.page_by_prefix("msg/", after.as_deref(), false, BACKFILL_PAGE_ROWS)?;
         let Some((last, _)) = page.last() else {
             break;
         };
