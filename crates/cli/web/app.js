@@ -68,11 +68,13 @@ async function showView(name) {
 
 function renderMe(me) {
   // A locked device answers only {locked, passcode} (and perhaps user).
-  $('org-name').textContent = me.org_name ?? '';
+  // The brand is shown already; an organisation left with the default name adds nothing.
+  const org = me.org_name && me.org_name !== 'Redoubt' ? me.org_name : '';
+  $('org-name').textContent = org;
   const who = me.display_name ? `${me.display_name} (${me.user})` : me.user ?? '';
   $('who').textContent = me.device_name ? `${who} · ${me.device_name}` : who;
   document.querySelector('nav.sections button[data-view="console"]').hidden = !(me.roles?.length > 0);
-  document.title = me.org_name ? `Redoubt · ${me.org_name}` : 'Redoubt';
+  document.title = org ? `Redoubt · ${org}` : 'Redoubt';
 }
 
 // ---- Lock, unlock, wipe, lost session ----
