@@ -4,8 +4,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes as Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 use redoubt_client::{Conversation, Messenger, Receipts, StoredMessage};
 use redoubt_proto::{GroupId, UserName};
@@ -240,22 +239,8 @@ async fn file(State(web): State<Web>, Path(id): Path<String>) -> Result<Response
     let attachment = message
         .attachment
         .ok_or_else(|| ApiError::not_found(format!("message {id} is not a file")))?;
-    // Checked whole before the first byte goes out: a file that does not authenticate is
-    // an error, never a truncated download.
-    let mut bytes = Vec::with_capacity(usize::try_from(attachment.bytes).unwrap_or(0));
-    messenger.download(&attachment, &mut bytes, |_, _| {}).await?;
-    let disposition = format!(
-        "attachment; filename=\"{}\"",
-        attachment.name.replace(['"', '\\'], "_")
-    );
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        bytes,
-    )
-        .into_response())
+    let name = attachment.name.clone();
+    super::download(messenger, &attachment, &name).await
 }
 
 async fn members(State(web): State<Web>, Path(id): Path<String>) -> ApiResult {

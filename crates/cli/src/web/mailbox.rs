@@ -6,7 +6,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes as Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use redoubt_client::{Messenger, StoredMail};
@@ -300,17 +300,7 @@ async fn attachment(
         })
         .await;
     };
-    let mut bytes = Vec::with_capacity(usize::try_from(file.bytes).unwrap_or(0));
-    messenger.download(&file, &mut bytes, |_, _| {}).await?;
-    let disposition = format!("attachment; filename=\"{}\"", name.replace(['"', '\\'], "_"));
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        bytes,
-    )
-        .into_response())
+    super::download(messenger, &file, &name).await
 }
 
 #[derive(Deserialize)]

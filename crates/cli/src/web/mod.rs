@@ -138,6 +138,27 @@ impl From<redoubt_client::mail::MailStoreError> for ApiError {
 
 pub(crate) type ApiResult<T = axum::Json<serde_json::Value>> = Result<T, ApiError>;
 
+/// An attachment's bytes as a download named `name`. Checked whole (every chunk and the
+/// SHA-256) before the first byte goes out: a file that does not authenticate is an
+/// error, never a truncated download.
+pub(crate) async fn download(
+    messenger: &mut Messenger,
+    attachment: &redoubt_mls::Attachment,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let mut bytes = Vec::with_capacity(usize::try_from(attachment.bytes).unwrap_or(0));
+    messenger.download(attachment, &mut bytes, |_, _| {}).await?;
+    let disposition = format!("attachment; filename=\"{}\"", name.replace(['"', '\\'], "_"));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
 /// The page's files, compiled in: no build step, nothing fetched from anywhere else.
 const JS: &str = "text/javascript; charset=utf-8";
 
