@@ -22,7 +22,7 @@ use crate::{PgStore, backend_error, from_db};
 
 /// The SQLite schema this import knows (`crates/store-sqlite/migrations`): every table of
 /// it is copied. A database of another version is refused.
-const SQLITE_SCHEMA_VERSION: i64 = 10;
+const SQLITE_SCHEMA_VERSION: i64 = 11;
 /// Rows sent to PostgreSQL in one statement at most...
 const ROWS_PER_STATEMENT_MAX: usize = 1_000;
 /// ... and bytes (blob chunks, messages, group states), roughly.
@@ -222,6 +222,47 @@ const TABLES: &[Table] = &[
         select: "SELECT group_id, target_device, source_device, created_at FROM transfer_groups",
         insert: "INSERT INTO transfer_groups (group_id, target_device, source_device, created_at)
                  SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[])",
+    },
+    // The key directory whole: devices and auditors hold the heads already published, and
+    // the tree and values must go on from them.
+    Table {
+        name: "kt_nodes",
+        kinds: &[Bytes, Bytes],
+        select: "SELECT key, record FROM kt_nodes",
+        insert: "INSERT INTO kt_nodes (key, record) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
+    },
+    Table {
+        name: "kt_values",
+        kinds: &[Bytes, Int, Int, Bytes],
+        select: "SELECT label, epoch, version, record FROM kt_values",
+        insert: "INSERT INTO kt_values (label, epoch, version, record)
+                 SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bytea[])",
+    },
+    Table {
+        name: "kt_sets",
+        kinds: &[Text, Int, Bytes],
+        select: "SELECT user_name, epoch, certificates FROM kt_sets",
+        insert: "INSERT INTO kt_sets (user_name, epoch, certificates)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
+    },
+    Table {
+        name: "kt_heads",
+        kinds: &[Int, Bytes],
+        select: "SELECT epoch, head FROM kt_heads",
+        insert: "INSERT INTO kt_heads (epoch, head) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
+    },
+    Table {
+        name: "kt_changed",
+        kinds: &[Text],
+        select: "SELECT user_name FROM kt_changed",
+        insert: "INSERT INTO kt_changed (user_name) SELECT * FROM unnest($1::text[])",
+    },
+    Table {
+        name: "kt_auditors",
+        kinds: &[Bytes, Int, Bytes],
+        select: "SELECT auditor_key, epoch, document FROM kt_auditors",
+        insert: "INSERT INTO kt_auditors (auditor_key, epoch, document)
+                 SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[])",
     },
 ];
 

@@ -55,6 +55,7 @@ mod delivery;
 mod directory;
 mod history;
 mod import;
+mod kt;
 mod management;
 mod migrate;
 #[cfg(feature = "testing")]
@@ -71,8 +72,9 @@ use redoubt_proto::{
 use redoubt_store::{
     ActivationCodeRecord, AppendError, Appended, Applied, AuditEvent, BeginError, BlobRecord, Change, Claim,
     ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupHead, GroupRecord,
-    GroupTransition, HistoryRecord, InboxRecord, Lease, LogRecord, Membership, NewLogEntry, NodeRecord,
-    OrgRecord, RedeemError, Result, Store, StoreError, TransferGroupRecord, UserRecord,
+    GroupTransition, HistoryRecord, InboxRecord, KtNode, KtSet, KtValue, Lease, LogRecord, Membership,
+    NewLogEntry, NodeRecord, OrgRecord, RedeemError, Result, Store, StoreError, TransferGroupRecord,
+    UserRecord,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row};
@@ -547,6 +549,68 @@ impl Store for PgStore {
 
     async fn lease_is_current(&self, name: &str, token: u64) -> Result<bool> {
         self.lease_is_current_impl(name, token).await
+    }
+
+    async fn kt_write(&self, nodes: &[KtNode], values: &[KtValue]) -> Result<()> {
+        self.kt_write_impl(nodes, values).await
+    }
+
+    async fn kt_nodes(&self, keys: &[Vec<u8>]) -> Result<Vec<KtNode>> {
+        self.kt_nodes_impl(keys).await
+    }
+
+    async fn kt_values(&self, labels: &[Vec<u8>]) -> Result<Vec<KtValue>> {
+        self.kt_values_impl(labels).await
+    }
+
+    async fn kt_put_sets(&self, sets: &[KtSet]) -> Result<()> {
+        self.kt_put_sets_impl(sets).await
+    }
+
+    async fn kt_sets(&self, user: &UserName) -> Result<Vec<KtSet>> {
+        self.kt_sets_impl(user).await
+    }
+
+    async fn kt_latest_sets(&self) -> Result<Vec<KtSet>> {
+        self.kt_latest_sets_impl().await
+    }
+
+    async fn kt_finish_epoch(&self, epoch: u64, head: &[u8], done: &[UserName]) -> Result<()> {
+        self.kt_finish_epoch_impl(epoch, head, done).await
+    }
+
+    async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.kt_heads_impl(after, limit).await
+    }
+
+    async fn kt_latest_head(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        self.kt_latest_head_impl().await
+    }
+
+    async fn kt_mark_changed(&self, users: &[UserName]) -> Result<()> {
+        self.kt_mark_changed_impl(users).await
+    }
+
+    async fn kt_changed(&self, limit: u32) -> Result<Vec<UserName>> {
+        self.kt_changed_impl(limit).await
+    }
+
+    async fn kt_unmark(&self, users: &[UserName]) -> Result<()> {
+        self.kt_unmark_impl(users).await
+    }
+
+    async fn kt_put_auditor_signature(
+        &self,
+        auditor_key: &[u8; 32],
+        epoch: u64,
+        document: &[u8],
+    ) -> Result<()> {
+        self.kt_put_auditor_signature_impl(auditor_key, epoch, document)
+            .await
+    }
+
+    async fn kt_auditor_signatures(&self) -> Result<Vec<Vec<u8>>> {
+        self.kt_auditor_signatures_impl().await
     }
 
     async fn close(&self) {

@@ -26,6 +26,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "user_disabled",
         include_str!("../migrations/0008_user_disabled.sql"),
     ),
+    (
+        9,
+        "key_transparency",
+        include_str!("../migrations/0009_key_transparency.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations ("redoubt" in ASCII). Advisory locks are

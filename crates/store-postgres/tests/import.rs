@@ -12,8 +12,8 @@ use redoubt_proto::{
 };
 use redoubt_store::{
     ActivationCodeRecord, BlobRecord, Change, Claim, CommandRecord, DeviceRecord, DirectoryGroupRecord,
-    GroupHead, GroupRecord, GroupTransition, HistoryRecord, InboxRecord, LogRecord, Membership, NewLogEntry,
-    OrgRecord, Store, StoreError, TransferGroupRecord, UserRecord,
+    GroupHead, GroupRecord, GroupTransition, HistoryRecord, InboxRecord, KtNode, KtSet, KtValue, LogRecord,
+    Membership, NewLogEntry, OrgRecord, Store, StoreError, TransferGroupRecord, UserRecord,
 };
 use redoubt_store_postgres::PgStore;
 use redoubt_store_sqlite::SqliteStore;
@@ -206,6 +206,58 @@ async fn populate(store: &impl Store, blobs: &Path) {
     };
     store.begin_history(&transfer, Some(claim)).await.unwrap();
     store.history_sent(&dev(2), &dev(1), 12, 1_710).await.unwrap();
+
+    // The key directory: a tree, alice's values and sets over two epochs, bob changed
+    // since, an auditor's countersignature.
+    let alice = UserName::parse("alice").unwrap();
+    let nodes: Vec<KtNode> = kt_keys()
+        .iter()
+        .map(|key| KtNode {
+            key: key.clone(),
+            record: [key.as_slice(), b" record"].concat(),
+        })
+        .collect();
+    let values: Vec<KtValue> = (1..=2)
+        .map(|epoch| KtValue {
+            label: b"alice".to_vec(),
+            epoch,
+            version: epoch,
+            record: vec![epoch as u8; 60],
+        })
+        .collect();
+    store.kt_write(&nodes, &values).await.unwrap();
+    for epoch in 1..=2u64 {
+        let certificates = (1..=epoch).map(|n| vec![n as u8; 100]).collect();
+        store
+            .kt_put_sets(&[KtSet {
+                user: alice.clone(),
+                epoch,
+                certificates,
+            }])
+            .await
+            .unwrap();
+        store
+            .kt_finish_epoch(
+                epoch,
+                format!("head {epoch}").as_bytes(),
+                std::slice::from_ref(&alice),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .kt_mark_changed(&[UserName::parse("bob").unwrap()])
+        .await
+        .unwrap();
+    store
+        .kt_put_auditor_signature(&[3; 32], 2, b"countersigned 2")
+        .await
+        .unwrap();
+}
+
+/// The key directory's tree keys `populate` writes.
+fn kt_keys() -> Vec<Vec<u8>> {
+    (0..40u8).map(|i| vec![i, i.wrapping_mul(7)]).collect()
 }
 
 /// A group as read back: its record, log, handshakes and current members.
@@ -238,7 +290,20 @@ struct Snapshot {
     audit_head: (u64, [u8; 32]),
     checkpoints: Vec<Vec<u8>>,
     settings: Vec<(String, Vec<u8>)>,
+    kt: KtView,
 }
+
+/// The key directory as read back: tree records, alice's values and sets, every user's
+/// newest set, heads, changed users and countersignatures.
+type KtView = (
+    Vec<KtNode>,
+    Vec<KtValue>,
+    Vec<KtSet>,
+    Vec<KtSet>,
+    Vec<(u64, Vec<u8>)>,
+    Vec<UserName>,
+    Vec<Vec<u8>>,
+);
 
 async fn snapshot(store: &impl Store) -> Snapshot {
     let mut groups = Vec::new();
@@ -286,7 +351,23 @@ async fn snapshot(store: &impl Store) -> Snapshot {
         audit_head: store.audit_head().await.unwrap(),
         checkpoints: store.audit_checkpoints(0, 1_000).await.unwrap(),
         settings: store.settings("").await.unwrap(),
+        kt: kt_view(store).await,
     }
+}
+
+async fn kt_view(store: &impl Store) -> KtView {
+    let mut nodes = store.kt_nodes(&kt_keys()).await.unwrap();
+    nodes.sort_by(|a, b| a.key.cmp(&b.key));
+    let alice = UserName::parse("alice").unwrap();
+    (
+        nodes,
+        store.kt_values(&[b"alice".to_vec()]).await.unwrap(),
+        store.kt_sets(&alice).await.unwrap(),
+        store.kt_latest_sets().await.unwrap(),
+        store.kt_heads(0, 100).await.unwrap(),
+        store.kt_changed(100).await.unwrap(),
+        store.kt_auditor_signatures().await.unwrap(),
+    )
 }
 
 /// Reads complete blobs as the server keeps them: files named by their ids.
@@ -322,9 +403,14 @@ async fn a_single_server_moves_into_postgresql_whole() {
     );
     let rows = |table: &str| imported.rows[table];
     assert_eq!((rows("group_log"), rows("audit_log"), rows("blobs")), (4, 7, 1));
+    assert_eq!(
+        (rows("kt_nodes"), rows("kt_heads"), rows("kt_changed")),
+        (40, 2, 1)
+    );
 
     let source = SqliteStore::open(&database).await.unwrap();
     let (before, after) = (snapshot(&source).await, snapshot(&target).await);
+    assert_eq!(before.kt.0.len(), 40, "the key directory was populated");
     assert_eq!(before, after);
     // The blob's bytes are in the database now, chunk by chunk.
     let file = std::fs::read(blobs.join(blob_id().to_string())).unwrap();

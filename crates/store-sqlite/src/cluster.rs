@@ -1,13 +1,9 @@
 //! Cluster nodes, leases and blob chunks (see `redoubt_store::NodeRecord`, `Lease`).
 
 use redoubt_proto::BlobId;
-use redoubt_store::{Lease, NodeRecord, Result, StoreError};
+use redoubt_store::{Lease, NodeRecord, Result};
 
-use crate::{SqliteStore, backend_error, corrupt, get, insert_error};
-
-fn to_db(value: u64, what: &str) -> Result<i64> {
-    i64::try_from(value).map_err(|_| StoreError::Limit(format!("{what} out of range")))
-}
+use crate::{SqliteStore, backend_error, corrupt, get, insert_error, to_db};
 
 impl SqliteStore {
     pub(crate) async fn put_blob_chunk_impl(&self, id: &BlobId, index: u32, data: &[u8]) -> Result<()> {

@@ -10,6 +10,7 @@ mod appender;
 mod cluster;
 mod delivery;
 mod history;
+mod kt;
 mod management;
 mod migrate;
 mod reader;
@@ -24,8 +25,9 @@ use redoubt_proto::{BlobId, GroupId};
 use redoubt_store::{
     ActivationCodeRecord, ActivationCodeState, AppendError, Appended, Applied, AuditEvent, BeginError,
     BlobRecord, Change, Claim, ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupHead,
-    GroupRecord, GroupTransition, HistoryRecord, InboxRecord, Lease, LogRecord, Membership, NewLogEntry,
-    NodeRecord, OrgRecord, RedeemError, Result, Store, StoreError, TransferGroupRecord, UserRecord,
+    GroupRecord, GroupTransition, HistoryRecord, InboxRecord, KtNode, KtSet, KtValue, Lease, LogRecord,
+    Membership, NewLogEntry, NodeRecord, OrgRecord, RedeemError, Result, Store, StoreError,
+    TransferGroupRecord, UserRecord,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -73,6 +75,15 @@ pub(crate) fn insert_error(error: sqlx::Error, what: &'static str, parent: &'sta
 
 pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
+}
+
+/// Counts, sequence numbers and epochs are `u64` in Rust and `INTEGER` (signed) in SQL.
+pub(crate) fn to_db(value: u64, what: &str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| StoreError::Limit(format!("{what} out of range")))
+}
+
+pub(crate) fn from_db(value: i64, what: &str) -> Result<u64> {
+    u64::try_from(value).map_err(|_| corrupt(what))
 }
 
 impl SqliteStore {
@@ -165,7 +176,7 @@ pub(crate) fn fixed<const N: usize>(row: &SqliteRow, column: &str) -> Result<[u8
         .map_err(|_| StoreError::Corrupt(format!("{column} has the wrong length")))
 }
 
-fn user_name(row: &SqliteRow, column: &str) -> Result<UserName> {
+pub(crate) fn user_name(row: &SqliteRow, column: &str) -> Result<UserName> {
     UserName::parse(&get::<String>(row, column)?).map_err(|_| corrupt("user name"))
 }
 
@@ -769,6 +780,68 @@ impl Store for SqliteStore {
 
     async fn lease_is_current(&self, name: &str, token: u64) -> Result<bool> {
         self.lease_is_current_impl(name, token).await
+    }
+
+    async fn kt_write(&self, nodes: &[KtNode], values: &[KtValue]) -> Result<()> {
+        self.kt_write_impl(nodes, values).await
+    }
+
+    async fn kt_nodes(&self, keys: &[Vec<u8>]) -> Result<Vec<KtNode>> {
+        self.kt_nodes_impl(keys).await
+    }
+
+    async fn kt_values(&self, labels: &[Vec<u8>]) -> Result<Vec<KtValue>> {
+        self.kt_values_impl(labels).await
+    }
+
+    async fn kt_put_sets(&self, sets: &[KtSet]) -> Result<()> {
+        self.kt_put_sets_impl(sets).await
+    }
+
+    async fn kt_sets(&self, user: &UserName) -> Result<Vec<KtSet>> {
+        self.kt_sets_impl(user).await
+    }
+
+    async fn kt_latest_sets(&self) -> Result<Vec<KtSet>> {
+        self.kt_latest_sets_impl().await
+    }
+
+    async fn kt_finish_epoch(&self, epoch: u64, head: &[u8], done: &[UserName]) -> Result<()> {
+        self.kt_finish_epoch_impl(epoch, head, done).await
+    }
+
+    async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.kt_heads_impl(after, limit).await
+    }
+
+    async fn kt_latest_head(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        self.kt_latest_head_impl().await
+    }
+
+    async fn kt_mark_changed(&self, users: &[UserName]) -> Result<()> {
+        self.kt_mark_changed_impl(users).await
+    }
+
+    async fn kt_changed(&self, limit: u32) -> Result<Vec<UserName>> {
+        self.kt_changed_impl(limit).await
+    }
+
+    async fn kt_unmark(&self, users: &[UserName]) -> Result<()> {
+        self.kt_unmark_impl(users).await
+    }
+
+    async fn kt_put_auditor_signature(
+        &self,
+        auditor_key: &[u8; 32],
+        epoch: u64,
+        document: &[u8],
+    ) -> Result<()> {
+        self.kt_put_auditor_signature_impl(auditor_key, epoch, document)
+            .await
+    }
+
+    async fn kt_auditor_signatures(&self) -> Result<Vec<Vec<u8>>> {
+        self.kt_auditor_signatures_impl().await
     }
 
     async fn close(&self) {

@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "user_disabled",
         include_str!("../migrations/0010_user_disabled.sql"),
     ),
+    (
+        11,
+        "key_transparency",
+        include_str!("../migrations/0011_key_transparency.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {

@@ -11,6 +11,13 @@ use redoubt_proto::GroupId;
 
 use redoubt_proto::{CommandKind, GroupName, PolicyScope, PolicySettings};
 
+mod kt;
+
+pub use kt::{
+    kt_auditor_signatures_keep_the_newest, kt_epochs_are_written_once_and_take_changed_users,
+    kt_records_are_replaced_and_read_by_key,
+};
+
 use crate::{
     ActivationCodeRecord, ActivationCodeState, AppendError, AuditEvent, BeginError, BlobRecord, Change,
     Claim, DeviceRecord, GroupHead, GroupRecord, GroupTransition, HistoryRecord, LogRecord, Membership,
@@ -54,6 +61,9 @@ macro_rules! store_conformance_tests {
             nodes_heartbeat_and_are_forgotten,
             leases_have_one_holder_and_growing_tokens,
             disabled_users_get_no_codes_and_groups_are_deleted,
+            kt_records_are_replaced_and_read_by_key,
+            kt_epochs_are_written_once_and_take_changed_users,
+            kt_auditor_signatures_keep_the_newest,
         );
     };
     (@tests $make:expr; $($name:ident,)*) => {

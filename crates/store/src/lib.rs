@@ -15,6 +15,7 @@ pub mod conformance;
 mod cluster;
 mod delivery;
 mod history;
+mod kt;
 mod management;
 
 pub use cluster::{BUS_MESSAGE_BYTES_MAX, Bus, BusEvent, Lease, NodeRecord};
@@ -23,6 +24,7 @@ pub use delivery::{
     LogRecord, Membership, NewLogEntry,
 };
 pub use history::{BeginError, Claim, HistoryRecord, TransferGroupRecord};
+pub use kt::{KtNode, KtSet, KtValue};
 pub use management::{Applied, AuditEvent, Change, CommandRecord, DirectoryGroupRecord};
 use redoubt_proto::{
     ActivationCodeId, AuditEntry, BlobId, DeviceId, DeviceName, DisplayName, GroupId, GroupName, OrgId,
@@ -404,6 +406,59 @@ pub trait Store: Send + Sync + 'static {
     /// Whether `token` is still the current token of lease `name` (a holder that was
     /// paused past its expiry and replaced finds out here before writing).
     async fn lease_is_current(&self, name: &str, token: u64) -> Result<bool>;
+
+    /// Writes key-directory tree records and value states (replacing any with the same key:
+    /// nodes by `key`, values by `(label, epoch)`), all in one transaction.
+    async fn kt_write(&self, nodes: &[KtNode], values: &[KtValue]) -> Result<()>;
+
+    /// The tree records with these keys that exist (any order).
+    async fn kt_nodes(&self, keys: &[Vec<u8>]) -> Result<Vec<KtNode>>;
+
+    /// Every value state of these labels, ordered by label then epoch.
+    async fn kt_values(&self, labels: &[Vec<u8>]) -> Result<Vec<KtValue>>;
+
+    /// Records the device sets of the next epoch (replacing rows with the same user and
+    /// epoch: an epoch whose publication crashed is published again with what is current).
+    /// Written before the tree moves to that epoch.
+    async fn kt_put_sets(&self, sets: &[KtSet]) -> Result<()>;
+
+    /// Every logged device set of `user`, oldest first.
+    async fn kt_sets(&self, user: &UserName) -> Result<Vec<KtSet>>;
+
+    /// The newest logged device set of every user, ordered by user.
+    async fn kt_latest_sets(&self) -> Result<Vec<KtSet>>;
+
+    /// Records epoch `epoch`'s signed head and takes `done` off the changed users, in one
+    /// transaction. `AlreadyExists("epoch")` if the epoch has a head (a head is never
+    /// replaced).
+    async fn kt_finish_epoch(&self, epoch: u64, head: &[u8], done: &[UserName]) -> Result<()>;
+
+    /// Signed heads of epochs in `after < epoch`, in order, at most `limit`.
+    async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>>;
+
+    /// The newest epoch's number and signed head, if any.
+    async fn kt_latest_head(&self) -> Result<Option<(u64, Vec<u8>)>>;
+
+    /// Marks users whose device set changed (idempotent).
+    async fn kt_mark_changed(&self, users: &[UserName]) -> Result<()>;
+
+    /// Users marked changed, ordered by name, at most `limit`.
+    async fn kt_changed(&self, limit: u32) -> Result<Vec<UserName>>;
+
+    /// Takes marks off users whose logged set turned out unchanged (no epoch needed).
+    async fn kt_unmark(&self, users: &[UserName]) -> Result<()>;
+
+    /// Stores an auditor's newest countersignature, replacing its earlier one only when
+    /// `epoch` is higher.
+    async fn kt_put_auditor_signature(
+        &self,
+        auditor_key: &[u8; 32],
+        epoch: u64,
+        document: &[u8],
+    ) -> Result<()>;
+
+    /// Every auditor's newest countersignature, ordered by key.
+    async fn kt_auditor_signatures(&self) -> Result<Vec<Vec<u8>>>;
 
     /// Flushes and closes the store; later calls fail.
     async fn close(&self);

@@ -1,0 +1,33 @@
+//! The key directory's records (key transparency, `redoubt_server::kt`).
+//!
+//! akd keeps its tree as opaque records; the server encodes them and the store keeps them
+//! by key, so any backend that passes the conformance suite can hold the directory. Beside
+//! the tree: each epoch's signed head, the device certificates each logged value commits
+//! to, the users whose device set changed since the last epoch, and auditors'
+//! countersignatures.
+
+use redoubt_proto::UserName;
+
+/// One tree record (akd's aZKS or a tree node), by its binary key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KtNode {
+    pub key: Vec<u8>,
+    pub record: Vec<u8>,
+}
+
+/// One logged state of a label: akd's value state, encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KtValue {
+    pub label: Vec<u8>,
+    pub epoch: u64,
+    pub version: u64,
+    pub record: Vec<u8>,
+}
+
+/// The device certificates a user's value at `epoch` commits to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KtSet {
+    pub user: UserName,
+    pub epoch: u64,
+    pub certificates: Vec<Vec<u8>>,
+}
