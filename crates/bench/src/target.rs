@@ -394,6 +394,8 @@ impl Target {
         };
         let options = OpenOptions {
             database: database.clone(),
+            // Enrolment waits for its key-directory epoch; the benchmarks enrol many devices.
+            kt_epoch_ms: Some(20),
             ..OpenOptions::default()
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -568,7 +570,13 @@ async fn second_node(
 )> {
     let data = tempfile::tempdir()?;
     std::fs::create_dir_all(data.path().join("tls"))?;
-    for file in ["redoubt.toml", "org-root.key", "tls/cert.pem", "tls/key.pem"] {
+    for file in [
+        "redoubt.toml",
+        "org-root.key",
+        "transparency.key",
+        "tls/cert.pem",
+        "tls/key.pem",
+    ] {
         std::fs::copy(first.path().join(file), data.path().join(file))?;
     }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -3,6 +3,7 @@
 mod chat;
 mod cluster;
 mod directory;
+mod kt;
 mod mail;
 mod manage;
 mod output;
@@ -109,6 +110,23 @@ enum Command {
     /// Your contacts, mirrored end-to-end encrypted from the organisation's contacts server.
     #[command(subcommand)]
     Contacts(pim::ContactsCommand),
+    /// Key-transparency notices for this account: devices added that this device was not
+    /// told of, directories that differ between devices, contacts whose devices changed.
+    Security,
+    /// The safety number of you and another user, from both users' logged devices: the
+    /// same on both sides when nobody's keys were tampered with.
+    Verify {
+        user: String,
+        /// Record the number as verified; a later change of their devices becomes a notice.
+        #[arg(long)]
+        mark: bool,
+        /// Also draw the number as a QR code.
+        #[arg(long)]
+        qr: bool,
+    },
+    /// The key directory, from outside (`kt audit`).
+    #[command(subcommand)]
+    Kt(kt::KtCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +196,10 @@ struct ServerArgs {
     /// where other users' `ps` cannot read a password in it.
     #[arg(long, env = "REDOUBT_DATABASE", value_name = "URL", hide_env_values = true)]
     database: Option<String>,
+    /// Overrides server.kt_epoch_ms: how often, at most, the key directory publishes an
+    /// epoch (milliseconds).
+    #[arg(long, env = "REDOUBT_KT_EPOCH_MS", value_name = "MS")]
+    kt_epoch_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -367,6 +389,11 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
             let mut messenger = messenger(&profile_dir(cli.profile)?).await?;
             pim::contacts(&mut messenger, command, out).await
         }
+        Command::Security => kt::security(&profile_dir(cli.profile)?, out).await,
+        Command::Verify { user, mark, qr } => {
+            kt::verify(&profile_dir(cli.profile)?, &user, mark, qr, out).await
+        }
+        Command::Kt(kt::KtCommand::Audit(args)) => kt::audit(args, out).await,
         Command::Chat => {
             let mut profile = unlock::load_profile(&profile_dir(cli.profile)?)?;
             let messenger =
@@ -413,6 +440,7 @@ async fn server(args: ServerArgs, out: &Output) -> Result<()> {
         public_address: args.public_address,
         org_name: args.org_name,
         database: args.database,
+        kt_epoch_ms: args.kt_epoch_ms,
         ..redoubt_server::OpenOptions::default()
     };
     let server = redoubt_server::Server::open(&data, bound, &options)

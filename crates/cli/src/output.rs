@@ -48,7 +48,7 @@ pub(crate) fn optional_time(unix_s: Option<i64>) -> String {
 
 /// The code drawn for a terminal with a dark background (the common case): dark modules
 /// are blanks and light ones are blocks, as `qrencode -t UTF8` draws them.
-fn qr(text: &str) -> Option<String> {
+pub(crate) fn qr(text: &str) -> Option<String> {
     use qrcode::render::unicode::Dense1x2;
     let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L).ok()?;
     Some(

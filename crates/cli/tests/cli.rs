@@ -37,6 +37,7 @@ struct ServerProcess {
 impl ServerProcess {
     fn start(data: &Path, listen: &str) -> Self {
         let child = Command::new(BIN)
+            .env("REDOUBT_KT_EPOCH_MS", "20")
             .args(["server", "--data"])
             .arg(data)
             .args(["--listen", listen, "--no-qr"])
@@ -110,6 +111,7 @@ fn readme_walkthrough_with_the_real_binary() {
     for file in [
         "redoubt.toml",
         "org-root.key",
+        "transparency.key",
         "redoubt.db",
         "tls/cert.pem",
         "tls/key.pem",
@@ -487,6 +489,7 @@ fn a_closed_stdout_pipe_ends_quietly() {
     // printed; the command must end like a Unix tool, not panic.
     let root = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
+        .env("REDOUBT_KT_EPOCH_MS", "20")
         .args(["server", "--data"])
         .arg(root.path().join("data"))
         .args(["--listen", "127.0.0.1:0"])

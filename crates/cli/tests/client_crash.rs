@@ -109,6 +109,7 @@ fn a_client_killed_after_submitting_recovers_without_duplicates_or_forks() {
     let data = root.path().join("data");
     let _server = ServerProcess(
         Command::new(BIN)
+            .env("REDOUBT_KT_EPOCH_MS", "20")
             .args(["server", "--data"])
             .arg(&data)
             .args(["--listen", "127.0.0.1:0", "--no-qr"])

@@ -67,7 +67,13 @@ impl Node {
 /// The node secrets every node shares: the configuration, the root key, the TLS pair.
 fn copy_node_secrets(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.join("tls")).unwrap();
-    for file in ["redoubt.toml", "org-root.key", "tls/cert.pem", "tls/key.pem"] {
+    for file in [
+        "redoubt.toml",
+        "org-root.key",
+        "transparency.key",
+        "tls/cert.pem",
+        "tls/key.pem",
+    ] {
         std::fs::copy(from.join(file), to.join(file)).unwrap();
     }
 }
@@ -457,6 +463,7 @@ fn a_hostile_or_unreachable_database_url_is_refused_clearly_without_its_password
     ] {
         let data = root.path().join(format!("d{}", free_port()));
         let output = Command::new(env!("CARGO_BIN_EXE_redoubt"))
+            .env("REDOUBT_KT_EPOCH_MS", "20")
             .args(["server", "--data"])
             .arg(&data)
             .args(["--listen", "127.0.0.1:0", "--no-qr"])

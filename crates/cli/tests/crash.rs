@@ -50,6 +50,7 @@ impl Server {
 
     fn spawn(&mut self) {
         let child = Command::new(BIN)
+            .env("REDOUBT_KT_EPOCH_MS", "20")
             .args(["server", "--data"])
             .arg(&self.data)
             .args(["--listen", &self.listen, "--no-qr"])

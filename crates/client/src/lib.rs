@@ -23,7 +23,8 @@ pub use mail::{MailStore, StoredMail};
 pub use management::{applied_policy, current_policy, verify_policy};
 pub use messaging::local_search::{search_messages, store_messages};
 pub use messaging::{
-    Conversation, MemberDevice, Messenger, QueuedMailCommand, Receipts, StoredMessage, SyncReport,
+    Conversation, MemberDevice, Messenger, NoticeKind, QueuedMailCommand, Receipts, SafetyNumber,
+    SecurityNotice, StoredMessage, SyncReport,
 };
 pub use profile::Profile;
 pub use redoubt_mls::history::ConversationSettings;
@@ -53,6 +54,12 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Activates this device with `code` and writes its profile into `profile_dir`, with a

@@ -26,13 +26,16 @@ use mls_rs::{Client, ExtensionList, Group, MlsMessage};
 use mls_rs_crypto_rustcrypto::RustCryptoProvider;
 use rand_core::{OsRng, RngCore};
 use redoubt_mls::mail::{CONNECTOR_USER, MAILBOX_GROUP_NAME, MailCommand};
-use redoubt_mls::{AppBody, RedoubtIdentityProvider};
+use redoubt_mls::{AppBody, LoggedCertificates, RedoubtIdentityProvider};
 use redoubt_proto::{
     Bytes, DeviceId, ErrorCode, Event, GroupEntry, GroupId, GroupSubmit, Request, Response, UserName,
 };
 use serde::{Deserialize, Serialize};
 
 mod history;
+mod transparency;
+
+pub use transparency::{NoticeKind, SafetyNumber, SecurityNotice};
 
 use crate::mail::MailStore;
 use crate::vault::{AppStorage, VaultGroupStateStorage, VaultKeyPackageStorage, VaultPreSharedKeyStorage};
@@ -223,6 +226,8 @@ pub struct Messenger {
     user: UserName,
     org_key: VerifyingKey,
     identity: RedoubtIdentityProvider,
+    /// Certificates proven logged in the key directory: the only ones MLS admits.
+    logged: std::sync::Arc<LoggedCertificates>,
     mls: Client<DeviceMlsConfig>,
     data: AppStorage,
     /// Log entries the server pushed in `GroupEntries` events, by group, waiting for the
@@ -235,6 +240,10 @@ pub struct Messenger {
     /// device could not be served. Otherwise a sync asks nothing of it.
     history_due: bool,
 }
+
+/// Users whose key-directory history is fetched, one per round, before a join or a log
+/// entry refused for a member not yet known to be logged is given up.
+const KT_RETRIES_MAX: usize = 64;
 
 /// Bytes of pushed entries kept waiting for a sync; past it they are dropped and fetched.
 const PUSHED_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -277,7 +286,9 @@ impl Messenger {
     pub async fn open(profile: &Profile) -> Result<Self, ClientError> {
         let org_key = VerifyingKey::from_bytes(&profile.org_public_key)
             .map_err(|e| ClientError::Profile(e.to_string()))?;
-        let identity = RedoubtIdentityProvider::new(org_key, profile.org_id());
+        let logged = std::sync::Arc::new(LoggedCertificates::default());
+        let identity =
+            RedoubtIdentityProvider::new(org_key, profile.org_id()).requiring_logged(logged.clone());
         let mls = mls_client(profile, identity.clone());
         let data = profile.vault().app_storage();
         let session = Session::open(profile).await?;
@@ -287,6 +298,7 @@ impl Messenger {
             user: profile.user().clone(),
             org_key,
             identity,
+            logged,
             mls,
             data,
             pushed: HashMap::new(),
@@ -294,6 +306,12 @@ impl Messenger {
             history_due: true,
             session,
         };
+        messenger.load_logged()?;
+        // Before anything else: a device added to this account while this one was away is
+        // noticed now.
+        if let Err(error) = messenger.monitor_own().await {
+            tracing::warn!(%error, "key transparency: checking this account's devices failed");
+        }
         messenger.recover().await?;
         messenger.top_up_key_packages().await?;
         messenger.apply_retention()?;
@@ -567,6 +585,24 @@ impl Messenger {
         group_id: &GroupId,
         packages: Vec<MlsMessage>,
     ) -> Result<(), ClientError> {
+        // Logged before usable: a device not in its user's logged set is not added.
+        let mut accepted = Vec::with_capacity(packages.len());
+        for package in packages {
+            let certificate = package.as_key_package().and_then(|kp| {
+                kp.signing_identity()
+                    .credential
+                    .as_custom()
+                    .map(|c| c.data.clone())
+            });
+            match certificate {
+                Some(certificate) if self.is_logged(&certificate).await? => accepted.push(package),
+                _ => tracing::warn!(%group_id, "refused a device that is not in the key directory"),
+            }
+        }
+        let packages = accepted;
+        if packages.is_empty() {
+            return Ok(());
+        }
         let identity = self.identity.clone();
         self.commit_with(group_id, move |group| {
             let present: BTreeSet<DeviceId> = group
@@ -802,8 +838,9 @@ impl Messenger {
     ) -> Result<u64, ClientError> {
         for _ in 0..CONFLICT_RETRIES_MAX {
             let mut group = self.load_group(group_id)?;
+            let witness = self.witness()?.map(|w| w.encode()).unwrap_or_default();
             let message = group
-                .encrypt_application_message(&body.encode(), Vec::new())
+                .encrypt_application_message(&body.encode(), witness)
                 .map_err(mls_error("encrypting"))?
                 .to_bytes()
                 .map_err(mls_error("encrypting"))?;
@@ -978,9 +1015,20 @@ impl Messenger {
             {
                 continue;
             }
-            let joined = MlsMessage::from_bytes(&item.welcome)
-                .and_then(|welcome| self.mls.join_group(None, &welcome, None))
-                .and_then(|(mut group, _)| group.write_to_storage().map(|()| group));
+            let join = |mls: &Client<DeviceMlsConfig>| {
+                MlsMessage::from_bytes(&item.welcome)
+                    .and_then(|welcome| mls.join_group(None, &welcome, None))
+                    .and_then(|(mut group, _)| group.write_to_storage().map(|()| group))
+            };
+            let mut joined = join(&self.mls);
+            // A member not yet known to be logged: learn their user's history, try again
+            // (mls-rs stops at the first refused member, so one user per round).
+            for _ in 0..KT_RETRIES_MAX {
+                if joined.is_ok() || !self.learn_missed().await? {
+                    break;
+                }
+                joined = join(&self.mls);
+            }
             match joined {
                 Ok(_) => {
                     joined_groups.push(item.group_id);
@@ -1261,8 +1309,15 @@ impl Messenger {
                     continue;
                 }
                 changed = true;
-                let processed = MlsMessage::from_bytes(&entry.message)
+                let mut processed = MlsMessage::from_bytes(&entry.message)
                     .and_then(|message| group.process_incoming_message(message));
+                for _ in 0..KT_RETRIES_MAX {
+                    if processed.is_ok() || !self.learn_missed().await? {
+                        break;
+                    }
+                    processed = MlsMessage::from_bytes(&entry.message)
+                        .and_then(|message| group.process_incoming_message(message));
+                }
                 match processed {
                     Ok(ReceivedMessage::ApplicationMessage(app)) => {
                         let sender = group
@@ -1272,6 +1327,11 @@ impl Messenger {
                             report.failures += 1;
                             continue;
                         };
+                        if let Some(witness) = redoubt_proto::KtWitness::decode(&app.authenticated_data)
+                            && let Err(error) = self.check_witness(&sender.body().user, &witness).await
+                        {
+                            tracing::warn!(%error, "key transparency: checking a member's witness failed");
+                        }
                         match AppBody::decode(app.data()) {
                             Ok(body @ (AppBody::Text { .. } | AppBody::Attachment(_))) => {
                                 report.messages += 1;
@@ -1762,6 +1822,12 @@ impl Messenger {
                 }
                 event @ Event::DeviceReady { .. } => {
                     self.history_due = true;
+                    return Ok(event);
+                }
+                event @ Event::KtEpoch { .. } => {
+                    if let Err(error) = self.monitor_own().await {
+                        tracing::warn!(%error, "key transparency: checking this account's devices failed");
+                    }
                     return Ok(event);
                 }
                 Event::GroupEntries { group_id, entries } => {

@@ -6,7 +6,7 @@ use mls_rs::identity::{Credential, CredentialType, CustomCredential, SigningIden
 use mls_rs::time::MlsTime;
 use mls_rs::{ExtensionList, IdentityProvider};
 use mls_rs_core::identity::MemberValidationContext;
-use redoubt_proto::{DeviceCertificate, DeviceId, OrgId, VerifiedCertificate};
+use redoubt_proto::{DeviceCertificate, DeviceId, OrgId, UserName, VerifiedCertificate};
 
 use crate::CREDENTIAL_TYPE;
 
@@ -25,6 +25,54 @@ pub enum IdentityError {
     KeyMismatch,
     #[error("external sender is not this organisation")]
     ExternalSender,
+    /// Key transparency: the certificate is validly signed but not (yet known to be) in its
+    /// user's logged device set.
+    #[error("device {device} of {user} is not in the key directory (not logged)")]
+    NotLogged { user: UserName, device: DeviceId },
+}
+
+/// The device certificates a device has seen proven logged in the key directory
+/// (key transparency), by SHA-256, and the users of certificates asked about and not
+/// found, so the device can fetch their history and try again.
+#[derive(Debug, Default)]
+pub struct LoggedCertificates {
+    known: std::sync::RwLock<std::collections::HashSet<[u8; 32]>>,
+    misses: std::sync::Mutex<std::collections::BTreeSet<UserName>>,
+}
+
+impl LoggedCertificates {
+    pub fn insert(&self, hash: [u8; 32]) {
+        self.known
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(hash);
+    }
+
+    pub fn contains(&self, hash: &[u8; 32]) -> bool {
+        self.known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(hash)
+    }
+
+    /// The users whose certificates were refused since the last call.
+    pub fn take_misses(&self) -> Vec<UserName> {
+        std::mem::take(
+            &mut *self
+                .misses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_iter()
+        .collect()
+    }
+
+    fn miss(&self, user: UserName) {
+        self.misses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(user);
+    }
 }
 
 impl mls_rs::error::IntoAnyError for IdentityError {
@@ -38,11 +86,24 @@ impl mls_rs::error::IntoAnyError for IdentityError {
 pub struct RedoubtIdentityProvider {
     org_key: VerifyingKey,
     org_id: OrgId,
+    /// On devices: only certificates proven logged are admitted to a group. The server,
+    /// which only follows groups' public state, has none.
+    logged: Option<std::sync::Arc<LoggedCertificates>>,
 }
 
 impl RedoubtIdentityProvider {
     pub fn new(org_key: VerifyingKey, org_id: OrgId) -> Self {
-        Self { org_key, org_id }
+        Self {
+            org_key,
+            org_id,
+            logged: None,
+        }
+    }
+
+    /// Admits to groups only members whose certificates are in `logged`.
+    pub fn requiring_logged(mut self, logged: std::sync::Arc<LoggedCertificates>) -> Self {
+        self.logged = Some(logged);
+        self
     }
 
     /// The verified device certificate behind a member's signing identity.
@@ -103,7 +164,19 @@ impl IdentityProvider for RedoubtIdentityProvider {
         _timestamp: Option<MlsTime>,
         _context: MemberValidationContext<'_>,
     ) -> Result<(), Self::Error> {
-        self.device_certificate(signing_identity).map(|_| ())
+        let certificate = self.device_certificate(signing_identity)?;
+        if let Some(logged) = &self.logged
+            && let Credential::Custom(custom) = &signing_identity.credential
+            && !logged.contains(&redoubt_proto::certificate_hash(&custom.data))
+        {
+            let body = certificate.body();
+            logged.miss(body.user.clone());
+            return Err(IdentityError::NotLogged {
+                user: body.user.clone(),
+                device: body.device_id,
+            });
+        }
+        Ok(())
     }
 
     fn validate_external_sender(

@@ -16,7 +16,9 @@ pub mod history;
 pub mod mail;
 
 pub use body::{AppBody, Attachment, BodyError, ReceiptKind};
-pub use identity::{IdentityError, RedoubtIdentityProvider, device_signing_identity, org_external_sender};
+pub use identity::{
+    IdentityError, LoggedCertificates, RedoubtIdentityProvider, device_signing_identity, org_external_sender,
+};
 
 use mls_rs::CipherSuite;
 use mls_rs::client_builder::PaddingMode;

@@ -16,6 +16,7 @@ mod directory;
 mod error;
 mod frame;
 mod ids;
+mod kt;
 mod mail;
 mod management;
 mod messages;
@@ -41,6 +42,11 @@ pub use frame::{
 pub use ids::{
     ActivationCodeId, BlobId, DeviceId, DeviceName, DisplayName, GroupId, GroupName, IdError, OrgId, Role,
     UserName,
+};
+pub use kt::{
+    AuditorStatement, EpochHead, KT_AUDIT_BYTES_MAX, KT_AUDIT_EPOCHS_MAX, KT_AUDITOR_KEYS_MAX, KtAuditEpoch,
+    KtHead, KtHistoryAnswer, KtKeysBody, KtVersion, KtWitness, certificate_hash, device_set_commitment,
+    safety_number, user_label,
 };
 pub use mail::{
     DavServerSettings, HostPort, MailSecurity, MailServerSettings, MailSettingsView, MailStatus,

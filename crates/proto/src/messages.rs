@@ -210,6 +210,18 @@ pub enum Request {
     /// Admin or helpdesk: this node's live figures (sessions, messages in the last minute,
     /// storage) for the web console's dashboard.
     AdminStats,
+    /// The key directory's keys, its newest epoch head (or epoch `epoch`'s) and the newest
+    /// auditor countersignatures. Allowed before authentication.
+    KtHead { epoch: Option<u64> },
+    /// Every logged version of `user`'s device set with akd's history proof.
+    KtHistory { user: UserName },
+    /// For auditors: epochs after `after_epoch` with their append-only proofs, at most
+    /// `limit` (capped at [`crate::KT_AUDIT_EPOCHS_MAX`]). Allowed before authentication;
+    /// it carries no user names.
+    KtAudit { after_epoch: u64, limit: u32 },
+    /// An auditor's countersignature of an epoch head; taken only from keys the
+    /// organisation's policy names in `kt_auditor_keys`. Allowed before authentication.
+    KtAuditorSign(Signed<crate::AuditorStatement>),
 }
 
 /// How long a device's claim to send a new device its history holds without the history
@@ -270,7 +282,14 @@ pub struct GroupSubmit {
 impl Request {
     /// Whether this request is allowed before the session has authenticated.
     pub fn allowed_unauthenticated(&self) -> bool {
-        matches!(self, Request::Enroll(_) | Request::Authenticate(_))
+        matches!(
+            self,
+            Request::Enroll(_)
+                | Request::Authenticate(_)
+                | Request::KtHead { .. }
+                | Request::KtAudit { .. }
+                | Request::KtAuditorSign(_)
+        )
     }
 
     /// Whether a device that has not acknowledged the current policy, or is waiting for
@@ -477,6 +496,8 @@ pub enum Event {
     /// A new device of this session's user can now be added to conversations (it published
     /// its key packages): a full sync adds it, and sends it the history.
     DeviceReady { device: DeviceId },
+    /// The key directory published epoch `epoch`: devices check their own user's history.
+    KtEpoch { epoch: u64 },
 }
 
 impl Event {
@@ -553,6 +574,9 @@ pub enum Response {
     ScimTokenCreated(ScimTokenCreated),
     ScimTokens(Vec<ScimTokenInfo>),
     Stats(ServerStats),
+    KtHead(Box<crate::KtHead>),
+    KtHistory(Box<crate::KtHistoryAnswer>),
+    KtAudit(Vec<crate::KtAuditEpoch>),
 }
 
 /// What `AdminStats` reports: the answering node's live figures.

@@ -196,6 +196,12 @@ pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -
         .redeem_activation_code(&code.id, now, &device, &event)
         .await?;
     tracing::info!(user = %user.name, device_id = %device_id, serial, "device enrolled");
+    crate::kt::log_device(
+        state,
+        &user.name,
+        (!needs_approval).then_some(certificate.encoded()),
+    )
+    .await;
     Ok(Enrolled {
         certificate: certificate.encoded().to_vec(),
         org_public_key: Bytes(state.org.public_key().to_bytes()),

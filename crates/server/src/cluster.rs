@@ -79,6 +79,10 @@ pub(crate) enum Hint {
     /// The sender lost hints (its outbox overflowed, or the bus refused them): look at
     /// everything again, as after a [`BusEvent::Gap`].
     Resync,
+    /// The key directory published an epoch.
+    KtEpoch {
+        epoch: u64,
+    },
 }
 
 /// Devices named in one `Notify` hint at most, so that each fits a bus message.
@@ -207,6 +211,10 @@ fn apply(state: &State, hint: &Hint) {
         Hint::DevicesChanged => state.mail.devices_changed(),
         // Handled by the listener (it reads the store).
         Hint::Resync => {}
+        Hint::KtEpoch { epoch } => {
+            state.kt.note_published(*epoch);
+            state.subscribers.notify_all(&Event::KtEpoch { epoch: *epoch });
+        }
     }
 }
 

@@ -30,6 +30,13 @@ pub struct ServerSection {
     pub public_address: Option<String>,
     /// The organisation's name, shown to users. Default `Redoubt`.
     pub org_name: String,
+    /// The key directory publishes an epoch at most this often (milliseconds), when a
+    /// user's devices changed. A new device is usable by others once logged, so enrolment
+    /// waits up to this long. Default 5000.
+    pub kt_epoch_ms: u64,
+    /// Ed25519 public keys (64 hex digits) of the auditors whose countersignatures of
+    /// epoch heads the server keeps and shows devices (`redoubt kt audit`). Default none.
+    pub kt_auditor_keys: Vec<String>,
 }
 
 impl Default for ServerSection {
@@ -38,6 +45,8 @@ impl Default for ServerSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             public_address: None,
             org_name: "Redoubt".to_owned(),
+            kt_epoch_ms: 5000,
+            kt_auditor_keys: Vec::new(),
         }
     }
 }
@@ -271,6 +280,12 @@ impl Config {
 # public_address = "redoubt.example.org:8443"
 # The organisation's name, shown to users.
 org_name = {org_name:?}
+# The key directory (key transparency) publishes an epoch at most this often, in
+# milliseconds, when someone's devices changed; enrolment waits for its epoch.
+# kt_epoch_ms = {kt_epoch_ms}
+# Public keys (64 hex digits each, printed by `redoubt kt audit`) of the auditors
+# whose countersignatures the server keeps.
+# kt_auditor_keys = []
 
 [tls]
 # Your own certificate instead of the self-signed one made at initialisation
@@ -328,6 +343,7 @@ org_name = {org_name:?}
 # log_retention_days = {retention}
 "#,
             listen = d.server.listen,
+            kt_epoch_ms = d.server.kt_epoch_ms,
             ttl = d.activation.code_ttl_hours,
             attempts = d.activation.attempts_max,
             validity = d.certificates.device_validity_days,

@@ -3,6 +3,7 @@
 //! ```text
 //! DATA/redoubt.toml           configuration (documented; written once, then the admin's)
 //! DATA/org-root.key           the organisation's Ed25519 root key (0600)
+//! DATA/transparency.key       the key directory's signing and VRF keys (0600)
 //! DATA/tls/cert.pem, key.pem  the self-signed TLS certificate and key (key 0600)
 //! DATA/redoubt.db             the SQLite database (0600), with -wal and -shm beside it
 //! DATA/admin-activation.txt   the first admin's activation code (0600)
@@ -36,6 +37,11 @@ impl DataDir {
 
     pub fn org_key(&self) -> PathBuf {
         self.root.join("org-root.key")
+    }
+
+    /// The key directory's transparency (signing) key and VRF key.
+    pub fn transparency_key(&self) -> PathBuf {
+        self.root.join("transparency.key")
     }
 
     pub fn tls_certificate(&self) -> PathBuf {

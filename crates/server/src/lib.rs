@@ -14,6 +14,7 @@ mod delivery;
 mod directory;
 mod error;
 mod history;
+mod kt;
 mod listener;
 mod mail;
 mod management;
@@ -72,6 +73,8 @@ pub struct OpenOptions {
     /// A PostgreSQL URL: the store is that database (shared by every node of a cluster),
     /// blobs included. `None`: the embedded SQLite file in the data folder.
     pub database: Option<String>,
+    /// Overrides `server.kt_epoch_ms` (tests publish epochs without waiting seconds).
+    pub kt_epoch_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for OpenOptions {
@@ -186,6 +189,8 @@ pub(crate) struct State {
     pub database_file: Option<std::path::PathBuf>,
     /// Messages appended through this node over the last minute.
     pub message_rate: stats::MessageRate,
+    /// The key directory (key transparency).
+    pub kt: kt::Kt,
 }
 
 impl State {
@@ -397,6 +402,14 @@ impl Server {
             }
         };
         let org = Org::new(org_record.org_id, config.server.org_name.clone(), key);
+        let kt = kt::Kt::open(
+            &data,
+            store.clone(),
+            &org,
+            options.kt_epoch_ms.unwrap_or(config.server.kt_epoch_ms),
+            bus.is_some(),
+        )
+        .await?;
         let identity = redoubt_mls::RedoubtIdentityProvider::new(org.public_key(), org.id);
         let external = delivery::external_client(identity.clone(), &org);
         let public_address_for_cluster = public_address.clone();
@@ -431,6 +444,7 @@ impl Server {
             cluster: cluster::Cluster::new(bus, public_address_for_cluster, now_for(options)),
             database_file: options.database.is_none().then(|| data.database()),
             message_rate: stats::MessageRate::default(),
+            kt,
         });
         blobs::clean_up(&state).await?;
 
@@ -492,6 +506,7 @@ impl Server {
         let pruning = tokio::spawn(prune_periodically(self.state.clone(), stop.subscribe()));
         let clustering = tokio::spawn(cluster::run(self.state.clone(), stop.subscribe()));
         let directory_schedule = tokio::spawn(directory::run_schedule(self.state.clone(), stop.subscribe()));
+        let transparency = tokio::spawn(kt::run(self.state.clone(), stop.subscribe()));
         let serve = listener::serve(listener, self.state.clone(), acceptor, stopped);
         tokio::pin!(serve);
         tokio::select! {
@@ -506,6 +521,7 @@ impl Server {
         let _ = pruning.await;
         let _ = clustering.await;
         let _ = directory_schedule.await;
+        let _ = transparency.await;
         if let Err(error) = pending::flush(&self.state).await {
             tracing::warn!(%error, "writing acknowledgements and last-seen times at shutdown failed");
         }

@@ -541,6 +541,7 @@ pub(crate) async fn revoke(
         .await
         .map_err(|e| not_found(e, device))?;
     announce(state, Hint::Revoked { device });
+    crate::kt::log_device(state, &record.user, None).await;
     let groups = crate::delivery::propose_device_removal(state, &device).await?;
     tracing::warn!(%device, user = %record.user, groups, "device revoked");
     Ok(u32::try_from(groups).unwrap_or(u32::MAX))
@@ -767,6 +768,7 @@ pub(crate) async fn device_approve(
             )],
         )
         .await?;
+    crate::kt::log_device(state, &record.user, Some(&record.certificate)).await;
     Ok(())
 }
 

@@ -304,6 +304,13 @@ async fn unauthenticated(
             *phase = Phase::Authenticated(who);
             Ok(Response::Authenticated(info))
         }
+        Request::KtHead { epoch } => state.kt.head(epoch).await.map(|h| Response::KtHead(Box::new(h))),
+        Request::KtAudit { after_epoch, limit } => {
+            state.kt.audit(after_epoch, limit).await.map(Response::KtAudit)
+        }
+        Request::KtAuditorSign(document) => crate::kt::auditor_sign(state, document)
+            .await
+            .map(|()| Response::Done),
         _ => Err(ApiError::new(ErrorCode::Unauthenticated, "authenticate first")),
     }
 }
@@ -526,6 +533,18 @@ async fn authenticated(
             .await
             .map(|()| Response::Done),
         Request::MailLink { credential } => crate::mail::link(state, who, credential)
+            .await
+            .map(|()| Response::Done),
+        Request::KtHead { epoch } => state.kt.head(epoch).await.map(|h| Response::KtHead(Box::new(h))),
+        Request::KtHistory { user } => state
+            .kt
+            .history(user)
+            .await
+            .map(|h| Response::KtHistory(Box::new(h))),
+        Request::KtAudit { after_epoch, limit } => {
+            state.kt.audit(after_epoch, limit).await.map(Response::KtAudit)
+        }
+        Request::KtAuditorSign(document) => crate::kt::auditor_sign(state, document)
             .await
             .map(|()| Response::Done),
         Request::BlobFetch { blob_id, index } => crate::blobs::fetch(state, who, transfers, blob_id, index)

@@ -595,6 +595,17 @@ impl Store for PgStore {
         self.kt_changed_impl(limit).await
     }
 
+    async fn kt_head(&self, epoch: u64) -> Result<Option<Vec<u8>>> {
+        let Ok(epoch) = i64::try_from(epoch) else {
+            return Ok(None);
+        };
+        sqlx::query_scalar("SELECT head FROM kt_heads WHERE epoch = $1")
+            .bind(epoch)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend_error)
+    }
+
     async fn kt_unmark(&self, users: &[UserName]) -> Result<()> {
         self.kt_unmark_impl(users).await
     }

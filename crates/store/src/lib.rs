@@ -436,6 +436,9 @@ pub trait Store: Send + Sync + 'static {
     /// Signed heads of epochs in `after < epoch`, in order, at most `limit`.
     async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>>;
 
+    /// The signed head of `epoch`, if it has one.
+    async fn kt_head(&self, epoch: u64) -> Result<Option<Vec<u8>>>;
+
     /// The newest epoch's number and signed head, if any.
     async fn kt_latest_head(&self) -> Result<Option<(u64, Vec<u8>)>>;
 

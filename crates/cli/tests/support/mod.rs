@@ -127,6 +127,7 @@ impl ServerProcess {
             .unwrap();
         let mut command = Command::new(BIN);
         command
+            .env("REDOUBT_KT_EPOCH_MS", "20")
             .args(["server", "--data"])
             .arg(data)
             .args(["--listen", listen, "--no-qr"])

@@ -733,6 +733,15 @@ pub(crate) async fn apply(
 /// After the commit that revoked `devices`: close their sessions, propose their removal
 /// from every group they are in.
 pub(crate) async fn after_revocations(state: &State, devices: &[DeviceId]) {
+    let mut users = std::collections::BTreeSet::new();
+    for device in devices {
+        if let Ok(Some(record)) = state.store.device(device).await {
+            users.insert(record.user);
+        }
+    }
+    for user in &users {
+        crate::kt::log_device(state, user, None).await;
+    }
     for device in devices {
         announce(state, Hint::Revoked { device: *device });
         if let Err(error) = crate::delivery::propose_device_removal(state, device).await {

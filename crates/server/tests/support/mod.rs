@@ -57,6 +57,7 @@ impl TestServer {
         let options = OpenOptions {
             clock: Some(clock.clone()),
             wrap_store,
+            kt_epoch_ms: Some(20),
             ..OpenOptions::default()
         };
         let server = Server::open(dir.path(), addr, &options).await.unwrap();

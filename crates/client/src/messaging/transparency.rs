@@ -1,0 +1,513 @@
+//! Key transparency on the device: what it accepts, what it watches, what it tells its user.
+//!
+//! - **Logged before usable.** The MLS identity provider admits a member only if its
+//!   certificate's hash is in [`LoggedCertificates`]: certificates this device saw in a
+//!   verified history of their user. When a group operation is refused for a certificate
+//!   not yet seen, the device fetches the user's history (`KtHistory`), verifies it against
+//!   a signed epoch head and tries once more; a certificate still not logged stays refused,
+//!   with a notice.
+//! - **Self-monitoring.** At open and at every `KtEpoch` event the device reads its own
+//!   user's history: a certificate it was not told of (any device enrolled after this one)
+//!   becomes a notice.
+//! - **Forks.** Each verified head's root is kept by epoch. Two validly signed roots for one
+//!   epoch (from the server, or from a member's message witness) prove the server showed
+//!   different directories: a notice.
+//!
+//! Vault keys (namespace `app`): `kt/keys` (the directory's keys, pinned at first sight),
+//! `kt/head` (newest verified head), `kt/root/<epoch>`, `kt/logged/<hash>`, `kt/own/<hash>`,
+//! `kt/notice/<time>-<n>`, `kt/verified/<user>`.
+
+use redoubt_kt::LoggedVersion;
+use redoubt_proto::{
+    DeviceCertificate, DeviceId, EpochHead, ErrorBody, ErrorCode, KtKeysBody, KtWitness, Request, Response,
+    Signed, UserName, certificate_hash, device_set_commitment, safety_number,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Messenger, storage_error};
+use crate::ClientError;
+
+const KEYS_KEY: &str = "kt/keys";
+const HEAD_KEY: &str = "kt/head";
+const NOTICE_PREFIX: &str = "kt/notice/";
+/// Roots of this many epochs at most are kept for fork checks (older ones are dropped).
+const ROOTS_KEPT: u64 = 10_000;
+
+fn hex(bytes: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(bytes)
+}
+
+fn root_key(epoch: u64) -> String {
+    format!("kt/root/{epoch:020}")
+}
+
+fn logged_key(hash: &[u8; 32]) -> String {
+    format!("kt/logged/{}", hex(hash))
+}
+
+fn own_key(hash: &[u8; 32]) -> String {
+    format!("kt/own/{}", hex(hash))
+}
+
+fn verified_key(user: &UserName) -> String {
+    format!("kt/verified/{user}")
+}
+
+fn kt_refused(message: String) -> ClientError {
+    ClientError::Server(ErrorBody::new(ErrorCode::Forbidden, message))
+}
+
+/// What a device tells its user about the key directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NoticeKind {
+    /// A device of this user appeared in the log that this device was not told of.
+    NewDevice,
+    /// The server offered a device that is not in the log; it was refused.
+    UnloggedDevice,
+    /// Two different roots were signed for one epoch: the server showed different
+    /// directories to different devices.
+    Fork,
+    /// A verified contact's devices changed since the safety number was compared.
+    ContactChanged,
+}
+
+impl NoticeKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NewDevice => "new_device",
+            Self::UnloggedDevice => "unlogged_device",
+            Self::Fork => "fork",
+            Self::ContactChanged => "contact_changed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityNotice {
+    pub kind: NoticeKind,
+    pub user: UserName,
+    pub device_id: Option<DeviceId>,
+    pub device_name: Option<String>,
+    /// The epoch the change was logged in (or the forked epoch).
+    pub epoch: u64,
+    pub at_unix_s: i64,
+    pub detail: String,
+}
+
+/// A safety number and what it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetyNumber {
+    /// 60 digits in 12 groups of 5.
+    pub number: String,
+    pub peer: UserName,
+    /// The peer's logged devices (their certificates' device ids and names).
+    pub peer_devices: Vec<(DeviceId, String)>,
+    /// The number marked verified earlier, if any.
+    pub marked: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredHead {
+    epoch: u64,
+    root: [u8; 32],
+}
+
+impl Messenger {
+    /// Fills the logged-certificate set from the vault at open; this device's own
+    /// certificate is always admitted (it is what the device is).
+    pub(super) fn load_logged(&self) -> Result<(), ClientError> {
+        self.logged.insert(certificate_hash(self.profile.certificate()));
+        for (key, _) in self.data.get_by_prefix("kt/logged/").map_err(storage_error)? {
+            let hash = data_encoding::HEXLOWER
+                .decode(key.trim_start_matches("kt/logged/").as_bytes())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok());
+            if let Some(hash) = hash {
+                self.logged.insert(hash);
+            }
+        }
+        Ok(())
+    }
+
+    fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), ClientError> {
+        let bytes = postcard::to_stdvec(value).map_err(|e| ClientError::Profile(e.to_string()))?;
+        self.data.insert(key, &bytes).map_err(storage_error)
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ClientError> {
+        self.data
+            .get(key)
+            .map_err(storage_error)?
+            .map(|bytes| postcard::from_bytes(&bytes).map_err(|e| ClientError::Profile(e.to_string())))
+            .transpose()
+    }
+
+    fn add_notice(&self, notice: &SecurityNotice) -> Result<(), ClientError> {
+        tracing::info!(kind = notice.kind.as_str(), user = %notice.user, epoch = notice.epoch, detail = %notice.detail,
+            "key transparency notice");
+        let mut id = [0u8; 4];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+        let key = format!("{NOTICE_PREFIX}{:020}-{}", crate::unix_now_ms(), hex(&id));
+        self.put(&key, notice)
+    }
+
+    /// Every notice, oldest first.
+    pub fn security_notices(&self) -> Result<Vec<SecurityNotice>, ClientError> {
+        self.data
+            .get_by_prefix(NOTICE_PREFIX)
+            .map_err(storage_error)?
+            .iter()
+            .map(|(_, bytes)| postcard::from_bytes(bytes).map_err(|e| ClientError::Profile(e.to_string())))
+            .collect()
+    }
+
+    /// The directory's keys: verified with the organisation's key and pinned at first
+    /// sight; a change is refused (and noticed).
+    async fn kt_keys(&mut self) -> Result<KtKeysBody, ClientError> {
+        if let Some(keys) = self.read::<KtKeysBody>(KEYS_KEY)? {
+            return Ok(keys);
+        }
+        let head = match self.session.request(Request::KtHead { epoch: None }).await? {
+            Response::KtHead(head) => head,
+            _ => return Err(ClientError::Protocol("unexpected response to KtHead".into())),
+        };
+        let keys = redoubt_kt::verify_keys(&head.keys, &self.org_key, &self.profile.org_id())
+            .map_err(|e| kt_refused(e.to_string()))?;
+        self.put(KEYS_KEY, &keys)?;
+        Ok(keys)
+    }
+
+    /// Checks a head and records its root: a different root already recorded for its
+    /// epoch is a fork.
+    async fn accept_head(&mut self, head: &Signed<EpochHead>) -> Result<EpochHead, ClientError> {
+        let keys = self.kt_keys().await?;
+        let head = redoubt_kt::verify_head(head, &keys).map_err(|e| kt_refused(e.to_string()))?;
+        self.record_root(&head, "the server")?;
+        Ok(head)
+    }
+
+    fn record_root(&self, head: &EpochHead, from: &str) -> Result<(), ClientError> {
+        let key = root_key(head.epoch);
+        match self.read::<[u8; 32]>(&key)? {
+            Some(root) if root != head.root_hash.0 => {
+                self.add_notice(&SecurityNotice {
+                    kind: NoticeKind::Fork,
+                    user: self.user.clone(),
+                    device_id: None,
+                    device_name: None,
+                    epoch: head.epoch,
+                    at_unix_s: crate::unix_now(),
+                    detail: format!(
+                        "{from} presented a root for epoch {} other than the one this device verified: \
+                         the server is showing different key directories to different devices",
+                        head.epoch
+                    ),
+                })?;
+                return Err(kt_refused(format!("key directory fork at epoch {}", head.epoch)));
+            }
+            Some(_) => {}
+            None => {
+                self.put(&key, &head.root_hash.0)?;
+                if head.epoch >= ROOTS_KEPT {
+                    let _ = self.data.delete(&root_key(head.epoch - ROOTS_KEPT));
+                }
+            }
+        }
+        let newest = self.read::<StoredHead>(HEAD_KEY)?;
+        if newest.is_none_or(|n| n.epoch < head.epoch) {
+            self.put(
+                HEAD_KEY,
+                &StoredHead {
+                    epoch: head.epoch,
+                    root: head.root_hash.0,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every logged version of `user`'s device set, verified; their certificates join the
+    /// set of logged ones.
+    pub async fn kt_history(&mut self, user: &UserName) -> Result<Vec<LoggedVersion>, ClientError> {
+        let answer = match self
+            .call_repeatable(Request::KtHistory { user: user.clone() })
+            .await?
+        {
+            Response::KtHistory(answer) => answer,
+            _ => return Err(ClientError::Protocol("unexpected response to KtHistory".into())),
+        };
+        if answer.user != *user {
+            return Err(ClientError::Protocol(
+                "KtHistory answered for another user".into(),
+            ));
+        }
+        let head = self.accept_head(&answer.head).await?;
+        let keys = self.kt_keys().await?;
+        let versions =
+            redoubt_kt::verify_history(&keys, &head, &answer).map_err(|e| kt_refused(e.to_string()))?;
+        for version in &versions {
+            for certificate in &version.certificates {
+                let hash = certificate_hash(certificate);
+                if !self.logged.contains(&hash) {
+                    self.data
+                        .insert(&logged_key(&hash), user.as_str().as_bytes())
+                        .map_err(storage_error)?;
+                    self.logged.insert(hash);
+                }
+            }
+        }
+        Ok(versions)
+    }
+
+    /// Fetches the histories of users whose certificates were refused as not logged (see
+    /// [`redoubt_mls::LoggedCertificates::take_misses`]). True when there were any: the
+    /// refused operation is worth one more try.
+    pub(super) async fn learn_missed(&mut self) -> Result<bool, ClientError> {
+        let missed = self.logged.take_misses();
+        for user in &missed {
+            self.kt_history(user).await?;
+        }
+        Ok(!missed.is_empty())
+    }
+
+    /// Whether a certificate is proven logged, fetching its user's history once if not yet.
+    pub(super) async fn is_logged(&mut self, certificate: &[u8]) -> Result<bool, ClientError> {
+        let hash = certificate_hash(certificate);
+        if self.logged.contains(&hash) {
+            return Ok(true);
+        }
+        let body = DeviceCertificate::decode(certificate)
+            .map_err(|e| ClientError::Protocol(format!("certificate: {e}")))?;
+        let user = body.unverified_body().user.clone();
+        self.kt_history(&user).await?;
+        if self.logged.contains(&hash) {
+            return Ok(true);
+        }
+        let device = body.unverified_body();
+        self.add_notice(&SecurityNotice {
+            kind: NoticeKind::UnloggedDevice,
+            user: user.clone(),
+            device_id: Some(device.device_id),
+            device_name: Some(device.device_name.to_string()),
+            epoch: self.read::<StoredHead>(HEAD_KEY)?.map_or(0, |h| h.epoch),
+            at_unix_s: crate::unix_now(),
+            detail: format!(
+                "the server offered device {} ({}) of {user}, which is not in the key directory; it was refused",
+                device.device_name, device.device_id
+            ),
+        })?;
+        Ok(false)
+    }
+
+    /// Reads this user's history and raises a notice for every device certificate this
+    /// device was not told of. At the first check, the devices logged up to this device's
+    /// own enrolment are the ones it knew of. Returns the new notices.
+    pub async fn monitor_own(&mut self) -> Result<Vec<SecurityNotice>, ClientError> {
+        let user = self.user.clone();
+        let versions = self.kt_history(&user).await?;
+        let own = certificate_hash(self.profile.certificate());
+        let first_check = self.data.get(&own_key(&own)).map_err(storage_error)?.is_none();
+        let mut notices = Vec::new();
+        let mut told_until = None;
+        if first_check {
+            told_until = versions
+                .iter()
+                .find(|v| v.certificates.iter().any(|c| certificate_hash(c) == own))
+                .map(|v| v.epoch);
+            self.data.insert(&own_key(&own), b"self").map_err(storage_error)?;
+        }
+        for version in &versions {
+            for certificate in &version.certificates {
+                let hash = certificate_hash(certificate);
+                if self.data.get(&own_key(&hash)).map_err(storage_error)?.is_some() {
+                    continue;
+                }
+                self.data
+                    .insert(&own_key(&hash), b"seen")
+                    .map_err(storage_error)?;
+                if told_until.is_some_and(|epoch| version.epoch <= epoch) {
+                    continue;
+                }
+                let Ok(decoded) = DeviceCertificate::decode(certificate) else {
+                    continue;
+                };
+                let body = decoded.unverified_body();
+                let notice = SecurityNotice {
+                    kind: NoticeKind::NewDevice,
+                    user: user.clone(),
+                    device_id: Some(body.device_id),
+                    device_name: Some(body.device_name.to_string()),
+                    epoch: version.epoch,
+                    at_unix_s: crate::unix_now(),
+                    detail: format!(
+                        "a new device \"{}\" ({}) was added to your account (logged in epoch {}); \
+                         if it is not yours, tell your IT team",
+                        body.device_name, body.device_id, version.epoch
+                    ),
+                };
+                self.add_notice(&notice)?;
+                notices.push(notice);
+            }
+        }
+        self.check_verified_contacts().await?;
+        Ok(notices)
+    }
+
+    /// Devices of this user seen only in the log (not this device, not approved by it):
+    /// their ids, for `device list` to mark.
+    pub fn devices_seen_only_in_log(&self) -> Result<Vec<DeviceId>, ClientError> {
+        let mut ids = Vec::new();
+        for notice in self.security_notices()? {
+            if notice.kind == NoticeKind::NewDevice
+                && let Some(id) = notice.device_id
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The newest head this device verified, as the witness it puts in its messages.
+    pub(super) fn witness(&self) -> Result<Option<KtWitness>, ClientError> {
+        Ok(self.read::<StoredHead>(HEAD_KEY)?.map(|h| KtWitness {
+            epoch: h.epoch,
+            root_hash: redoubt_proto::Bytes(h.root),
+        }))
+    }
+
+    /// Compares a member's witness with what this device verified for that epoch (asking
+    /// the server for that epoch's signed head when it has none): two roots for one epoch
+    /// are a fork, noticed here and refused.
+    pub(super) async fn check_witness(
+        &mut self,
+        sender: &UserName,
+        witness: &KtWitness,
+    ) -> Result<(), ClientError> {
+        let known = self.read::<[u8; 32]>(&root_key(witness.epoch))?;
+        let known = match known {
+            Some(root) => root,
+            None => {
+                let head = match self
+                    .call_repeatable(Request::KtHead {
+                        epoch: Some(witness.epoch),
+                    })
+                    .await
+                {
+                    Ok(Response::KtHead(head)) => head.head,
+                    _ => None,
+                };
+                let Some(head) = head else {
+                    return Ok(());
+                };
+                let head = match self.accept_head(&head).await {
+                    Ok(head) => head,
+                    Err(_) => return Ok(()),
+                };
+                head.root_hash.0
+            }
+        };
+        if known != witness.root_hash.0 {
+            self.add_notice(&SecurityNotice {
+                kind: NoticeKind::Fork,
+                user: sender.clone(),
+                device_id: None,
+                device_name: None,
+                epoch: witness.epoch,
+                at_unix_s: crate::unix_now(),
+                detail: format!(
+                    "{sender}'s device verified another key directory root for epoch {} than this device: \
+                     the server is showing different directories to different devices",
+                    witness.epoch
+                ),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The safety number of this user and `peer`, from both users' newest logged device
+    /// sets and the epochs they were logged in.
+    pub async fn safety_number(&mut self, peer: &UserName) -> Result<SafetyNumber, ClientError> {
+        let own_user = self.user.clone();
+        let own = self.kt_history(&own_user).await?;
+        let theirs = self.kt_history(peer).await?;
+        let (Some(own), Some(theirs)) = (own.last(), theirs.last()) else {
+            return Err(ClientError::Server(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("{peer} has no devices in the key directory"),
+            )));
+        };
+        let number = safety_number(
+            (&own_user, &own.commitment, own.epoch),
+            (peer, &theirs.commitment, theirs.epoch),
+        );
+        let peer_devices = theirs
+            .certificates
+            .iter()
+            .filter_map(|c| DeviceCertificate::decode(c).ok())
+            .map(|c| {
+                (
+                    c.unverified_body().device_id,
+                    c.unverified_body().device_name.to_string(),
+                )
+            })
+            .collect();
+        let marked = self
+            .read::<(String, [u8; 32])>(&verified_key(peer))?
+            .map(|(n, _)| n);
+        Ok(SafetyNumber {
+            number,
+            peer: peer.clone(),
+            peer_devices,
+            marked,
+        })
+    }
+
+    /// Records `peer` as verified at their current logged device set.
+    pub async fn mark_verified(&mut self, peer: &UserName) -> Result<SafetyNumber, ClientError> {
+        let number = self.safety_number(peer).await?;
+        let versions = self.kt_history(peer).await?;
+        let commitment = versions
+            .last()
+            .map_or_else(|| device_set_commitment(&[]), |v| v.commitment);
+        self.put(&verified_key(peer), &(number.number.clone(), commitment))?;
+        Ok(SafetyNumber {
+            marked: Some(number.number.clone()),
+            ..number
+        })
+    }
+
+    /// A notice for each verified contact whose logged devices changed since.
+    async fn check_verified_contacts(&mut self) -> Result<(), ClientError> {
+        let rows = self.data.get_by_prefix("kt/verified/").map_err(storage_error)?;
+        for (key, bytes) in rows {
+            let Ok((_, commitment)) = postcard::from_bytes::<(String, [u8; 32])>(&bytes) else {
+                continue;
+            };
+            let Ok(peer) = UserName::parse(key.trim_start_matches("kt/verified/")) else {
+                continue;
+            };
+            let versions = self.kt_history(&peer).await?;
+            let Some(newest) = versions.last() else { continue };
+            if newest.commitment != commitment {
+                self.add_notice(&SecurityNotice {
+                    kind: NoticeKind::ContactChanged,
+                    user: peer.clone(),
+                    device_id: None,
+                    device_name: None,
+                    epoch: newest.epoch,
+                    at_unix_s: crate::unix_now(),
+                    detail: format!(
+                        "{peer}'s devices changed since you verified the safety number; compare it again \
+                         (`redoubt verify {peer}`)"
+                    ),
+                })?;
+                // Noticed once: the new set is what later changes are compared with.
+                let number = self
+                    .read::<(String, [u8; 32])>(&key)?
+                    .map_or_else(String::new, |(n, _)| n);
+                self.put(&key, &(number, newest.commitment))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! Key transparency: what the server's verifiable key directory commits to, and what
+//! devices and auditors check.
+//!
+//! The directory (akd, on the server) maps each user to a commitment to their current set of
+//! device certificates. Its root hash at each epoch is signed by the organisation's
+//! transparency key, whose binding to the organisation is signed once by the root key. A
+//! device accepts another device only once its certificate is in a logged set; it watches
+//! its own user's history for devices it was not told of; auditors check that each epoch
+//! only appends to the one before.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256, Sha512};
+
+use crate::{Bytes, OrgId, PublicKeyBytes, Signable, Signed, UserName};
+
+/// Most epochs one `KtAudit` answer carries.
+pub const KT_AUDIT_EPOCHS_MAX: u32 = 256;
+/// Most bytes of proofs one `KtAudit` answer carries (it stops before exceeding this).
+pub const KT_AUDIT_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most auditor keys a policy may name.
+pub const KT_AUDITOR_KEYS_MAX: usize = 16;
+
+/// The SHA-256 of a device certificate (its encoded bytes): how the log names a device.
+pub fn certificate_hash(certificate: &[u8]) -> [u8; 32] {
+    Sha256::digest(certificate).into()
+}
+
+/// The value logged for a user: SHA-256 over a domain label and the sorted, distinct hashes
+/// of their device certificates. The server sends the certificates beside each proof; a
+/// device recomputes this and compares it with the proven value.
+pub fn device_set_commitment(certificates: &[Vec<u8>]) -> [u8; 32] {
+    let mut hashes: Vec<[u8; 32]> = certificates.iter().map(|c| certificate_hash(c)).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    let mut digest = Sha256::new();
+    digest.update(b"redoubt/kt-device-set/v1\0");
+    digest.update((hashes.len() as u64).to_be_bytes());
+    for hash in &hashes {
+        digest.update(hash);
+    }
+    digest.finalize().into()
+}
+
+/// The label of a user in the directory (akd hides it behind a VRF in the tree).
+pub fn user_label(user: &UserName) -> Vec<u8> {
+    user.as_str().as_bytes().to_vec()
+}
+
+/// Signed once by the organisation's root key: which keys run its key directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KtKeysBody {
+    pub org_id: OrgId,
+    /// Signs every epoch head.
+    pub transparency_key: PublicKeyBytes,
+    /// The directory's VRF public key (labels in the tree are VRF outputs).
+    pub vrf_public_key: Bytes<32>,
+}
+
+impl Signable for KtKeysBody {
+    const LABEL: &'static [u8] = b"redoubt/kt-keys/v1\0";
+}
+
+/// One epoch of the directory, signed by the transparency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochHead {
+    pub org_id: OrgId,
+    pub epoch: u64,
+    /// The directory's root hash at this epoch.
+    pub root_hash: Bytes<32>,
+    pub published_at_unix_ms: i64,
+}
+
+impl Signable for EpochHead {
+    const LABEL: &'static [u8] = b"redoubt/kt-epoch/v1\0";
+}
+
+/// An auditor's countersignature: it verified every epoch up to this one, and this root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditorStatement {
+    pub org_id: OrgId,
+    /// The auditor's own Ed25519 key (it signs this statement).
+    pub auditor_key: PublicKeyBytes,
+    pub epoch: u64,
+    pub root_hash: Bytes<32>,
+    pub signed_at_unix_s: i64,
+}
+
+impl Signable for AuditorStatement {
+    const LABEL: &'static [u8] = b"redoubt/kt-auditor/v1\0";
+}
+
+/// What `KtHead` answers: the directory's keys, its newest (or a named) epoch, and the
+/// newest countersignature of each auditor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KtHead {
+    pub keys: Signed<KtKeysBody>,
+    /// `None` before the first epoch is published.
+    pub head: Option<Signed<EpochHead>>,
+    pub auditors: Vec<Signed<AuditorStatement>>,
+}
+
+/// One version of a user's logged device set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KtVersion {
+    /// The epoch this version was published in.
+    pub epoch: u64,
+    /// The certificates it commits to ([`device_set_commitment`]).
+    pub certificates: Vec<Vec<u8>>,
+}
+
+/// What `KtHistory` answers: every logged version of a user's device set, with akd's
+/// history proof (protobuf) against `head`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KtHistoryAnswer {
+    pub head: Signed<EpochHead>,
+    pub user: UserName,
+    /// Oldest first; empty when the user was never logged (and `proof` is empty).
+    pub versions: Vec<KtVersion>,
+    pub proof: Vec<u8>,
+}
+
+/// One epoch for auditors: its signed head and akd's append-only proof from the epoch
+/// before it (protobuf; empty for epoch 1, which follows the empty tree).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KtAuditEpoch {
+    pub head: Signed<EpochHead>,
+    pub proof: Vec<u8>,
+}
+
+/// What a member puts in the authenticated data of its MLS application messages: the
+/// newest epoch head it verified. A member holding another root for that epoch has proof
+/// that the server showed them different directories (a fork).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KtWitness {
+    pub epoch: u64,
+    pub root_hash: Bytes<32>,
+}
+
+impl KtWitness {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(WITNESS_BYTES);
+        out.extend_from_slice(WITNESS_TAG);
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.root_hash.0);
+        out
+    }
+
+    /// `None` unless `bytes` is exactly a witness (older senders put nothing there).
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != WITNESS_BYTES || !bytes.starts_with(WITNESS_TAG) {
+            return None;
+        }
+        let epoch = u64::from_be_bytes(bytes[4..12].try_into().ok()?);
+        let root_hash = Bytes(bytes[12..44].try_into().ok()?);
+        Some(Self { epoch, root_hash })
+    }
+}
+
+const WITNESS_TAG: &[u8; 4] = b"rkt1";
+const WITNESS_BYTES: usize = 4 + 8 + 32;
+
+/// One side of a safety number: 30 digits from a user's name, the commitment to their
+/// logged device set and the epoch it was logged in.
+fn safety_half(user: &UserName, commitment: &[u8; 32], epoch: u64) -> String {
+    // Iterated like Signal's numeric fingerprints, so that finding another device set with
+    // the same 30 digits costs 2^100 × 5200 hashes rather than 2^100.
+    let mut hash: [u8; 64] = Sha512::new()
+        .chain_update(b"redoubt/safety-number/v1\0")
+        .chain_update(user.as_str().as_bytes())
+        .chain_update([0])
+        .chain_update(commitment)
+        .chain_update(epoch.to_be_bytes())
+        .finalize()
+        .into();
+    for _ in 0..5200 {
+        hash = Sha512::new()
+            .chain_update(hash)
+            .chain_update(commitment)
+            .finalize()
+            .into();
+    }
+    let mut digits = String::with_capacity(30);
+    for chunk in hash.chunks(5).take(6) {
+        let value = chunk.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        digits.push_str(&format!("{:05}", value % 100_000));
+    }
+    digits
+}
+
+/// The safety number two users compare: 60 digits in 12 groups of 5, the same whichever of
+/// the two computes it. Each side is `(user, commitment to their logged device set, the
+/// epoch that set was logged in)`.
+pub fn safety_number(a: (&UserName, &[u8; 32], u64), b: (&UserName, &[u8; 32], u64)) -> String {
+    let (first, second) = if a.0.as_str() <= b.0.as_str() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let digits = safety_half(first.0, first.1, first.2) + &safety_half(second.0, second.1, second.2);
+    digits
+        .as_bytes()
+        .chunks(5)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> UserName {
+        UserName::parse(name).unwrap_or_else(|_| panic!("bad name {name}"))
+    }
+
+    #[test]
+    fn commitment_ignores_order_and_repeats() {
+        let a = vec![b"one".to_vec(), b"two".to_vec()];
+        let b = vec![b"two".to_vec(), b"one".to_vec(), b"one".to_vec()];
+        assert_eq!(device_set_commitment(&a), device_set_commitment(&b));
+        assert_ne!(device_set_commitment(&a), device_set_commitment(&a[..1]));
+        assert_ne!(device_set_commitment(&[]), device_set_commitment(&a[..1]));
+    }
+
+    #[test]
+    fn safety_number_is_symmetric_and_moves_with_either_side() {
+        let (alice, bob) = (user("alice"), user("bob"));
+        let (ca, cb) = ([1u8; 32], [2u8; 32]);
+        let number = safety_number((&alice, &ca, 3), (&bob, &cb, 5));
+        assert_eq!(number, safety_number((&bob, &cb, 5), (&alice, &ca, 3)));
+        assert_eq!(number.len(), 60 + 11);
+        assert_eq!(number.split(' ').count(), 12);
+        assert!(
+            number
+                .split(' ')
+                .all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit()))
+        );
+        assert_ne!(number, safety_number((&alice, &[9u8; 32], 3), (&bob, &cb, 5)));
+        assert_ne!(number, safety_number((&alice, &ca, 3), (&bob, &cb, 6)));
+    }
+
+    #[test]
+    fn witness_round_trips_and_refuses_other_bytes() {
+        let witness = KtWitness {
+            epoch: 42,
+            root_hash: Bytes([7; 32]),
+        };
+        assert_eq!(KtWitness::decode(&witness.encode()), Some(witness.clone()));
+        assert_eq!(KtWitness::decode(&[]), None);
+        assert_eq!(KtWitness::decode(&witness.encode()[1..]), None);
+    }
+}
