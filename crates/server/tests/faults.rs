@@ -304,6 +304,62 @@ impl Store for FaultyStore {
     async fn lease_is_current(&self, name: &str, token: u64) -> Result<bool> {
         self.inner.lease_is_current(name, token).await
     }
+    async fn kt_write(
+        &self,
+        nodes: &[redoubt_store::KtNode],
+        values: &[redoubt_store::KtValue],
+    ) -> Result<()> {
+        self.inner.kt_write(nodes, values).await
+    }
+    async fn kt_nodes(&self, keys: &[Vec<u8>]) -> Result<Vec<redoubt_store::KtNode>> {
+        self.inner.kt_nodes(keys).await
+    }
+    async fn kt_values(&self, labels: &[Vec<u8>]) -> Result<Vec<redoubt_store::KtValue>> {
+        self.inner.kt_values(labels).await
+    }
+    async fn kt_put_sets(&self, sets: &[redoubt_store::KtSet]) -> Result<()> {
+        self.inner.kt_put_sets(sets).await
+    }
+    async fn kt_sets(&self, user: &UserName) -> Result<Vec<redoubt_store::KtSet>> {
+        self.inner.kt_sets(user).await
+    }
+    async fn kt_latest_sets(&self) -> Result<Vec<redoubt_store::KtSet>> {
+        self.inner.kt_latest_sets().await
+    }
+    async fn kt_finish_epoch(&self, epoch: u64, head: &[u8], done: &[UserName]) -> Result<()> {
+        self.inner.kt_finish_epoch(epoch, head, done).await
+    }
+    async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.inner.kt_heads(after, limit).await
+    }
+    async fn kt_head(&self, epoch: u64) -> Result<Option<Vec<u8>>> {
+        self.inner.kt_head(epoch).await
+    }
+    async fn kt_latest_head(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        self.inner.kt_latest_head().await
+    }
+    async fn kt_mark_changed(&self, users: &[UserName]) -> Result<()> {
+        self.inner.kt_mark_changed(users).await
+    }
+    async fn kt_changed(&self, limit: u32) -> Result<Vec<UserName>> {
+        self.inner.kt_changed(limit).await
+    }
+    async fn kt_unmark(&self, users: &[UserName]) -> Result<()> {
+        self.inner.kt_unmark(users).await
+    }
+    async fn kt_put_auditor_signature(
+        &self,
+        auditor_key: &[u8; 32],
+        epoch: u64,
+        document: &[u8],
+    ) -> Result<()> {
+        self.inner
+            .kt_put_auditor_signature(auditor_key, epoch, document)
+            .await
+    }
+    async fn kt_auditor_signatures(&self) -> Result<Vec<Vec<u8>>> {
+        self.inner.kt_auditor_signatures().await
+    }
     async fn close(&self) {
         self.inner.close().await
     }
