@@ -278,8 +278,13 @@ pub(crate) async fn audit(args: AuditArgs, out: &Output) -> Result<()> {
                 limit: KT_AUDIT_EPOCHS_MAX,
             },
         )
-        .await?
-        {
+        .await
+        .with_context(|| {
+            format!(
+                "AUDIT FAILED: epoch {}: the server gave no proof",
+                previous.epoch + 1
+            )
+        })? {
             Response::KtAudit(batch) => batch,
             _ => bail!("unexpected answer to KtAudit"),
         };

@@ -45,6 +45,7 @@ pub use config::{
 };
 pub use data_dir::DataDir;
 pub use error::ServerError;
+pub use kt::{CompromisedDirectory, KeyDirectory};
 pub use mail::{ConnectorConfig, MailUser, smtp_transport};
 pub use migrate::migrate_to_postgres;
 pub use org::Org;
@@ -75,6 +76,9 @@ pub struct OpenOptions {
     pub database: Option<String>,
     /// Overrides `server.kt_epoch_ms` (tests publish epochs without waiting seconds).
     pub kt_epoch_ms: Option<u64>,
+    /// Tests only: the key directory misbehaves as a compromised server's would (see
+    /// [`CompromisedDirectory`]).
+    pub compromised_directory: Option<Arc<CompromisedDirectory>>,
 }
 
 impl std::fmt::Debug for OpenOptions {
@@ -274,7 +278,7 @@ fn read_config(data: &DataDir) -> Result<Option<Config>, ServerError> {
         .map_err(|e| ServerError::Config(ConfigError(format!("{}: {}", path.display(), e.0))))
 }
 
-fn load_or_create_org_key(data: &DataDir, org_exists: bool) -> Result<SigningKey, ServerError> {
+pub(crate) fn load_or_create_org_key(data: &DataDir, org_exists: bool) -> Result<SigningKey, ServerError> {
     let path = data.org_key();
     if path.exists() {
         let mut bytes = data_dir::read(&path)?;
@@ -408,6 +412,7 @@ impl Server {
             &org,
             options.kt_epoch_ms.unwrap_or(config.server.kt_epoch_ms),
             bus.is_some(),
+            options.compromised_directory.clone(),
         )
         .await?;
         let identity = redoubt_mls::RedoubtIdentityProvider::new(org.public_key(), org.id);

@@ -304,7 +304,11 @@ async fn unauthenticated(
             *phase = Phase::Authenticated(who);
             Ok(Response::Authenticated(info))
         }
-        Request::KtHead { epoch } => state.kt.head(epoch).await.map(|h| Response::KtHead(Box::new(h))),
+        Request::KtHead { epoch } => state
+            .kt
+            .head(epoch, None)
+            .await
+            .map(|h| Response::KtHead(Box::new(h))),
         Request::KtAudit { after_epoch, limit } => {
             state.kt.audit(after_epoch, limit).await.map(Response::KtAudit)
         }
@@ -535,10 +539,14 @@ async fn authenticated(
         Request::MailLink { credential } => crate::mail::link(state, who, credential)
             .await
             .map(|()| Response::Done),
-        Request::KtHead { epoch } => state.kt.head(epoch).await.map(|h| Response::KtHead(Box::new(h))),
+        Request::KtHead { epoch } => state
+            .kt
+            .head(epoch, Some(&who.user))
+            .await
+            .map(|h| Response::KtHead(Box::new(h))),
         Request::KtHistory { user } => state
             .kt
-            .history(user)
+            .history(user, &who.user)
             .await
             .map(|h| Response::KtHistory(Box::new(h))),
         Request::KtAudit { after_epoch, limit } => {

@@ -74,6 +74,57 @@ pub(crate) struct Kt {
     wake: Notify,
     /// The newest epoch published (by this node or, told by hints, another).
     published: watch::Sender<u64>,
+    /// Tests only: what a compromised server does instead of logging honestly.
+    harness: Option<Arc<CompromisedDirectory>>,
+}
+
+/// **For tests of devices against a compromised server**: makes the key directory do what
+/// a seized or compelled server could — leave some users' device changes unlogged, and
+/// show one user's devices a different root (a fork). Set through
+/// `OpenOptions::compromised_directory`, never by configuration: it exists so tests can
+/// prove devices notice, since the server itself is not trusted.
+#[derive(Debug, Default)]
+pub struct CompromisedDirectory {
+    withheld: std::sync::Mutex<std::collections::BTreeSet<UserName>>,
+    forked_for: std::sync::Mutex<Option<UserName>>,
+}
+
+impl CompromisedDirectory {
+    /// Stops (true) or resumes (false) logging `user`'s device changes.
+    pub fn withhold(&self, user: &UserName, withhold: bool) {
+        let mut set = self
+            .withheld
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if withhold {
+            set.insert(user.clone());
+        } else {
+            set.remove(user);
+        }
+    }
+
+    /// Shows `user`'s sessions another root for every epoch (or nobody, with `None`).
+    pub fn fork_for(&self, user: Option<UserName>) {
+        *self
+            .forked_for
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = user;
+    }
+
+    fn withheld(&self) -> std::collections::BTreeSet<UserName> {
+        self.withheld
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn forks(&self, user: &UserName) -> bool {
+        self.forked_for
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            == Some(user)
+    }
 }
 
 impl std::fmt::Debug for Kt {
@@ -140,6 +191,7 @@ impl Kt {
         org: &Org,
         epoch_ms: u64,
         shared: bool,
+        harness: Option<Arc<CompromisedDirectory>>,
     ) -> Result<Self, ServerError> {
         let (signing, vrf) = load_or_create_keys(data)?;
         let vrf = VrfKey(Arc::new(vrf));
@@ -172,6 +224,7 @@ impl Kt {
             epoch_interval: Duration::from_millis(epoch_ms.max(1)),
             wake: Notify::new(),
             published: watch::Sender::new(0),
+            harness,
         };
         kt.recover().await?;
         Ok(kt)
@@ -283,6 +336,11 @@ impl Kt {
             return Ok(None);
         }
         let mut sets = Vec::new();
+        let withheld = self.harness.as_ref().map(|h| h.withheld()).unwrap_or_default();
+        let marked: Vec<UserName> = marked.into_iter().filter(|u| !withheld.contains(u)).collect();
+        if marked.is_empty() {
+            return Ok(None);
+        }
         for user in &marked {
             let devices = self.store.list_devices(Some(user)).await?;
             let certificates = active_certificates(devices.iter());
@@ -301,6 +359,24 @@ impl Kt {
             self.store.kt_unmark(&marked).await?;
             return Ok(None);
         }
+        let epoch = self.publish_sets(&sets).await?;
+        self.store.kt_unmark(&marked).await?;
+        // A user whose devices changed again while this epoch was made was unmarked with
+        // the others: marked again, they go into the next one.
+        let mut again = Vec::new();
+        for (user, logged) in &sets {
+            let devices = self.store.list_devices(Some(user)).await?;
+            if device_set_commitment(&active_certificates(devices.iter())) != device_set_commitment(logged) {
+                again.push(user.clone());
+            }
+        }
+        self.mark(&again).await?;
+        Ok(Some(epoch))
+    }
+
+    /// Publishes one epoch setting each user's device set to the certificates given, and
+    /// signs its head. Returns the epoch.
+    pub(crate) async fn publish_sets(&self, sets: &[(UserName, Vec<Vec<u8>>)]) -> Result<u64, ServerError> {
         let current = self
             .directory
             .get_epoch_hash()
@@ -337,10 +413,9 @@ impl Kt {
             ));
         }
         let head = self.sign_head(epoch, published.1);
-        self.store
-            .kt_finish_epoch(epoch, &head.to_bytes(), &marked)
-            .await?;
-        Ok(Some(epoch))
+        self.store.kt_finish_epoch(epoch, &head.to_bytes(), &[]).await?;
+        self.published.send_replace(epoch);
+        Ok(epoch)
     }
 
     /// Marks every user whose active set differs from their newest logged one.
@@ -382,7 +457,11 @@ impl Kt {
     }
 
     /// `KtHead`: the keys, the newest (or the named) epoch head, auditors' signatures.
-    pub(crate) async fn head(&self, epoch: Option<u64>) -> Result<KtHead, ApiError> {
+    pub(crate) async fn head(
+        &self,
+        epoch: Option<u64>,
+        asker: Option<&UserName>,
+    ) -> Result<KtHead, ApiError> {
         let head = match epoch {
             Some(epoch) => self.store.kt_head(epoch).await?,
             None => self.store.kt_latest_head().await?.map(|(_, head)| head),
@@ -390,7 +469,8 @@ impl Kt {
         let head = head
             .map(|bytes| Signed::<EpochHead>::from_bytes(&bytes))
             .transpose()
-            .map_err(|e| api_internal("stored head", e))?;
+            .map_err(|e| api_internal("stored head", e))?
+            .map(|head| self.shown_to(head, asker));
         if epoch.is_some() && head.is_none() {
             return Err(ApiError::new(ErrorCode::NotFound, "no such epoch"));
         }
@@ -423,8 +503,41 @@ impl Kt {
         ))
     }
 
+    /// The head `asker` is shown: the stored one, or under the test harness's fork,
+    /// another root signed for the same epoch.
+    fn shown_to(&self, head: Signed<EpochHead>, asker: Option<&UserName>) -> Signed<EpochHead> {
+        let forked = asker.is_some_and(|a| self.harness.as_ref().is_some_and(|h| h.forks(a)));
+        if !forked {
+            return head;
+        }
+        match head.verify(&self.signing.verifying_key()) {
+            Ok(mut body) => {
+                use sha2::Digest;
+                body.root_hash = Bytes(
+                    sha2::Sha256::new()
+                        .chain_update(b"fork")
+                        .chain_update(body.root_hash.0)
+                        .finalize()
+                        .into(),
+                );
+                Signed::sign(&body, &self.signing)
+            }
+            Err(_) => head,
+        }
+    }
+
     /// `KtHistory`: every logged version of the user's device set, with akd's proof.
-    pub(crate) async fn history(&self, user: UserName) -> Result<KtHistoryAnswer, ApiError> {
+    pub(crate) async fn history(
+        &self,
+        user: UserName,
+        asker: &UserName,
+    ) -> Result<KtHistoryAnswer, ApiError> {
+        let mut answer = self.history_of(user).await?;
+        answer.head = self.shown_to(answer.head, Some(asker));
+        Ok(answer)
+    }
+
+    async fn history_of(&self, user: UserName) -> Result<KtHistoryAnswer, ApiError> {
         let logged = self.store.kt_sets(&user).await?;
         if logged.is_empty() {
             let (epoch, _) = self.store.kt_latest_head().await?.unwrap_or((0, Vec::new()));
@@ -538,6 +651,68 @@ impl Kt {
     }
 }
 
+/// A data folder's key directory outside a running server (stop the server first): for
+/// the benchmark and for tests that publish many epochs directly. It signs with the folder's
+/// transparency key, like the server.
+pub struct KeyDirectory {
+    kt: Kt,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for KeyDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyDirectory").field("kt", &self.kt).finish()
+    }
+}
+
+impl KeyDirectory {
+    /// Opens the key directory of an initialised SQLite data folder.
+    pub async fn open(data: &std::path::Path) -> Result<Self, ServerError> {
+        let data = DataDir::new(data);
+        let store: Arc<dyn Store> =
+            Arc::new(redoubt_store_sqlite::SqliteStore::open(&data.database()).await?);
+        let org = store
+            .org()
+            .await?
+            .ok_or_else(|| ServerError::DataDir("the data folder holds no organisation yet".into()))?;
+        let key = crate::load_or_create_org_key(&data, true)?;
+        let org = Org::new(org.org_id, String::new(), key);
+        let kt = Kt::open(&data, store.clone(), &org, 1, false, None).await?;
+        Ok(Self { kt, store })
+    }
+
+    /// Publishes one epoch in which each user's logged device set becomes the
+    /// certificates given. Returns the epoch.
+    pub async fn publish(&self, sets: &[(UserName, Vec<Vec<u8>>)]) -> Result<u64, ServerError> {
+        self.kt.publish_sets(sets).await
+    }
+
+    /// What `KtHistory` answers for `user`.
+    pub async fn history(&self, user: &UserName) -> Result<KtHistoryAnswer, ServerError> {
+        self.kt
+            .history_of(user.clone())
+            .await
+            .map_err(|e| ServerError::Refused(e.0))
+    }
+
+    /// What `KtAudit` answers.
+    pub async fn audit(&self, after: u64, limit: u32) -> Result<Vec<KtAuditEpoch>, ServerError> {
+        self.kt
+            .audit(after, limit)
+            .await
+            .map_err(|e| ServerError::Refused(e.0))
+    }
+
+    /// The directory's keys as devices and auditors check them.
+    pub fn keys(&self) -> Signed<KtKeysBody> {
+        self.kt.keys.clone()
+    }
+
+    pub async fn close(self) {
+        self.store.close().await;
+    }
+}
+
 /// After a change to `user`'s devices: marks them for the next epoch and, given the
 /// certificate of a device that became usable, waits (bounded) until it is logged, so the
 /// device is usable by others when the request that made it so returns. The change itself
@@ -548,7 +723,12 @@ pub(crate) async fn log_device(state: &State, user: &UserName, usable: Option<&[
         tracing::warn!(%error, %user, "key directory: marking a changed device set failed");
         return;
     }
-    if let Some(certificate) = usable {
+    let withheld = state
+        .kt
+        .harness
+        .as_ref()
+        .is_some_and(|h| h.withheld().contains(user));
+    if let Some(certificate) = usable.filter(|_| !withheld) {
         let limit = state.kt.epoch_interval + Duration::from_secs(10);
         if !state.kt.wait_logged(user, certificate, limit).await {
             tracing::warn!(%user, "key directory: a new device was not logged in time; it will be");
