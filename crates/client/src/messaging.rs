@@ -1023,8 +1023,9 @@ impl Messenger {
             let mut joined = join(&self.mls);
             // A member not yet known to be logged: learn their user's history, try again
             // (mls-rs stops at the first refused member, so one user per round).
+            let mut learned = BTreeSet::new();
             for _ in 0..KT_RETRIES_MAX {
-                if joined.is_ok() || !self.learn_missed().await? {
+                if joined.is_ok() || !self.learn_missed(&mut learned).await? {
                     break;
                 }
                 joined = join(&self.mls);
@@ -1311,8 +1312,9 @@ impl Messenger {
                 changed = true;
                 let mut processed = MlsMessage::from_bytes(&entry.message)
                     .and_then(|message| group.process_incoming_message(message));
+                let mut learned = BTreeSet::new();
                 for _ in 0..KT_RETRIES_MAX {
-                    if processed.is_ok() || !self.learn_missed().await? {
+                    if processed.is_ok() || !self.learn_missed(&mut learned).await? {
                         break;
                     }
                     processed = MlsMessage::from_bytes(&entry.message)

@@ -37,7 +37,15 @@ pub enum IdentityError {
 #[derive(Debug, Default)]
 pub struct LoggedCertificates {
     known: std::sync::RwLock<std::collections::HashSet<[u8; 32]>>,
-    misses: std::sync::Mutex<std::collections::BTreeSet<UserName>>,
+    misses: std::sync::Mutex<Vec<Miss>>,
+}
+
+/// A certificate refused as not (known to be) logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Miss {
+    pub user: UserName,
+    pub device: DeviceId,
+    pub device_name: String,
 }
 
 impl LoggedCertificates {
@@ -55,23 +63,25 @@ impl LoggedCertificates {
             .contains(hash)
     }
 
-    /// The users whose certificates were refused since the last call.
-    pub fn take_misses(&self) -> Vec<UserName> {
+    /// The certificates refused since the last call.
+    pub fn take_misses(&self) -> Vec<Miss> {
         std::mem::take(
             &mut *self
                 .misses
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
-        .into_iter()
-        .collect()
     }
 
-    fn miss(&self, user: UserName) {
-        self.misses
+    fn miss(&self, miss: Miss) {
+        let mut misses = self
+            .misses
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(user);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded: one per distinct device between two calls.
+        if misses.len() < 1024 && !misses.contains(&miss) {
+            misses.push(miss);
+        }
     }
 }
 
@@ -170,7 +180,11 @@ impl IdentityProvider for RedoubtIdentityProvider {
             && !logged.contains(&redoubt_proto::certificate_hash(&custom.data))
         {
             let body = certificate.body();
-            logged.miss(body.user.clone());
+            logged.miss(Miss {
+                user: body.user.clone(),
+                device: body.device_id,
+                device_name: body.device_name.to_string(),
+            });
             return Err(IdentityError::NotLogged {
                 user: body.user.clone(),
                 device: body.device_id,

@@ -17,7 +17,8 @@ pub mod mail;
 
 pub use body::{AppBody, Attachment, BodyError, ReceiptKind};
 pub use identity::{
-    IdentityError, LoggedCertificates, RedoubtIdentityProvider, device_signing_identity, org_external_sender,
+    IdentityError, LoggedCertificates, Miss, RedoubtIdentityProvider, device_signing_identity,
+    org_external_sender,
 };
 
 use mls_rs::CipherSuite;

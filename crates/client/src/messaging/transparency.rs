@@ -260,14 +260,44 @@ impl Messenger {
     }
 
     /// Fetches the histories of users whose certificates were refused as not logged (see
-    /// [`redoubt_mls::LoggedCertificates::take_misses`]). True when there were any: the
-    /// refused operation is worth one more try.
-    pub(super) async fn learn_missed(&mut self) -> Result<bool, ClientError> {
-        let missed = self.logged.take_misses();
-        for user in &missed {
-            self.kt_history(user).await?;
+    /// [`redoubt_mls::LoggedCertificates::take_misses`]), each at most once per operation
+    /// (`learned`). True when one was fetched: the refused operation is worth another try.
+    /// A certificate refused again after its user's history was fetched is not logged: a
+    /// notice.
+    pub(super) async fn learn_missed(
+        &mut self,
+        learned: &mut std::collections::BTreeSet<UserName>,
+    ) -> Result<bool, ClientError> {
+        let mut fetched = false;
+        for miss in self.logged.take_misses() {
+            if learned.insert(miss.user.clone()) {
+                self.kt_history(&miss.user).await?;
+                fetched = true;
+            } else {
+                self.unlogged_notice(&miss.user, miss.device, &miss.device_name, "a group operation")?;
+            }
         }
-        Ok(!missed.is_empty())
+        Ok(fetched)
+    }
+
+    fn unlogged_notice(
+        &self,
+        user: &UserName,
+        device: DeviceId,
+        name: &str,
+        via: &str,
+    ) -> Result<(), ClientError> {
+        self.add_notice(&SecurityNotice {
+            kind: NoticeKind::UnloggedDevice,
+            user: user.clone(),
+            device_id: Some(device),
+            device_name: Some(name.to_owned()),
+            epoch: self.read::<StoredHead>(HEAD_KEY)?.map_or(0, |h| h.epoch),
+            at_unix_s: crate::unix_now(),
+            detail: format!(
+                "{via} named device {name} ({device}) of {user}, which is not in the key directory; it was refused"
+            ),
+        })
     }
 
     /// Whether a certificate is proven logged, fetching its user's history once if not yet.
@@ -284,18 +314,7 @@ impl Messenger {
             return Ok(true);
         }
         let device = body.unverified_body();
-        self.add_notice(&SecurityNotice {
-            kind: NoticeKind::UnloggedDevice,
-            user: user.clone(),
-            device_id: Some(device.device_id),
-            device_name: Some(device.device_name.to_string()),
-            epoch: self.read::<StoredHead>(HEAD_KEY)?.map_or(0, |h| h.epoch),
-            at_unix_s: crate::unix_now(),
-            detail: format!(
-                "the server offered device {} ({}) of {user}, which is not in the key directory; it was refused",
-                device.device_name, device.device_id
-            ),
-        })?;
+        self.unlogged_notice(&user, device.device_id, device.device_name.as_str(), "the server")?;
         Ok(false)
     }
 

@@ -41,16 +41,27 @@ impl TestServer {
 
     /// Opens the data folder `dir` and serves it on 127.0.0.1:`port` (0: any free port).
     pub async fn start_in(dir: TempDir, port: u16) -> Self {
-        Self::serve(dir, port, None).await
+        Self::serve(dir, port, None, None).await
+    }
+
+    /// Starts a fresh server whose key directory misbehaves as `harness` says (the
+    /// key-transparency tests' compromised server).
+    pub async fn start_compromised(harness: Arc<redoubt_server::CompromisedDirectory>) -> Self {
+        Self::serve(tempfile::tempdir().unwrap(), 0, None, Some(harness)).await
     }
 
     /// Starts a fresh server whose store is passed through `wrap` first (tests inject
     /// storage faults this way).
     pub async fn start_with_store_wrapper(wrap: redoubt_server::StoreWrapper) -> Self {
-        Self::serve(tempfile::tempdir().unwrap(), 0, Some(wrap)).await
+        Self::serve(tempfile::tempdir().unwrap(), 0, Some(wrap), None).await
     }
 
-    async fn serve(dir: TempDir, port: u16, wrap_store: Option<redoubt_server::StoreWrapper>) -> Self {
+    async fn serve(
+        dir: TempDir,
+        port: u16,
+        wrap_store: Option<redoubt_server::StoreWrapper>,
+        compromised_directory: Option<Arc<redoubt_server::CompromisedDirectory>>,
+    ) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let clock = Arc::new(ManualClock::new());
@@ -58,6 +69,7 @@ impl TestServer {
             clock: Some(clock.clone()),
             wrap_store,
             kt_epoch_ms: Some(20),
+            compromised_directory,
             ..OpenOptions::default()
         };
         let server = Server::open(dir.path(), addr, &options).await.unwrap();

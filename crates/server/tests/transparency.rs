@@ -1,0 +1,180 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step must fail loudly
+//! Key transparency against a compromised server. The server is not trusted: a test-only
+//! harness ([`CompromisedDirectory`]) makes its key directory leave a device unlogged, or
+//! show one user another root, and real devices (the client library, real MLS, TLS on
+//! 127.0.0.1) must notice or refuse.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redoubt_client::{Messenger, NoticeKind, SecurityNotice};
+use redoubt_proto::Event;
+use redoubt_server::CompromisedDirectory;
+use support::{TestServer, admin_session, enroll, user};
+
+/// New-device notices about the ghost.
+fn ghost_notices(messenger: &Messenger) -> Vec<SecurityNotice> {
+    notices_of(messenger, NoticeKind::NewDevice)
+        .into_iter()
+        .filter(|n| n.device_name.as_deref() == Some("ghost"))
+        .collect()
+}
+
+fn notices_of(messenger: &Messenger, kind: NoticeKind) -> Vec<SecurityNotice> {
+    messenger
+        .security_notices()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.kind == kind)
+        .collect()
+}
+
+/// A ghost device: validly certified for alice by the organisation's key, its key packages
+/// on the server, but not in the key directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlogged_device_is_refused_and_once_logged_its_owner_notices() {
+    let harness = Arc::new(CompromisedDirectory::default());
+    let server = TestServer::start_compromised(harness.clone()).await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut admin = admin_session(&server, profiles.path()).await;
+    let alice_code = admin.admin_user_add(user("alice"), None).await.unwrap();
+    let alice_laptop = enroll(profiles.path(), "alice-laptop", &alice_code.code).await;
+    let tablet_code = admin.admin_device_add(user("alice")).await.unwrap();
+    let alice_tablet = enroll(profiles.path(), "alice-tablet", &tablet_code.code).await;
+    let bob_code = admin.admin_user_add(user("bob"), None).await.unwrap();
+    let bob_phone = enroll(profiles.path(), "bob-phone", &bob_code.code).await;
+    let mut laptop = Messenger::open(&alice_laptop).await.unwrap();
+    let mut bob = Messenger::open(&bob_phone).await.unwrap();
+    // The tablet was seen once (so it knows alice's devices then), then goes offline.
+    Messenger::open(&alice_tablet).await.unwrap().close().await;
+
+    // The compromised server enrols a device for alice and does not log it.
+    harness.withhold(&user("alice"), true);
+    let ghost_code = admin.admin_device_add(user("alice")).await.unwrap();
+    let ghost_profile = enroll(profiles.path(), "ghost", &ghost_code.code).await;
+    let mut ghost = Messenger::open(&ghost_profile).await.unwrap();
+
+    // Bob starts a conversation with alice: the server offers the ghost's key package
+    // beside the laptop's and tablet's; bob's device adds only the logged ones.
+    let conversation = bob
+        .create_conversation("plans", &[user("alice")], false)
+        .await
+        .unwrap();
+    let members: Vec<String> = bob
+        .members(&conversation)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.device_name)
+        .collect();
+    assert!(members.contains(&"alice-laptop".to_owned()), "{members:?}");
+    assert!(!members.contains(&"ghost".to_owned()), "{members:?}");
+    let refused = notices_of(&bob, NoticeKind::UnloggedDevice);
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(refused[0].device_name.as_deref(), Some("ghost"));
+
+    // The ghost makes a group with bob: the Welcome names an unlogged member, and bob's
+    // device refuses to join.
+    ghost
+        .create_conversation("from-ghost", &[user("bob")], false)
+        .await
+        .unwrap();
+    let report = bob.sync().await.unwrap();
+    assert!(report.failures >= 1, "{report:?}");
+    assert!(bob.conversation("from-ghost").unwrap().is_none());
+    assert!(
+        bob.conversations()
+            .unwrap()
+            .iter()
+            .all(|c| c.group_id != ghost.conversation("from-ghost").unwrap().unwrap().group_id),
+        "bob joined the ghost's group"
+    );
+    assert!(notices_of(&bob, NoticeKind::UnloggedDevice).len() >= 2);
+
+    // Logged after all: alice's online laptop notices within a couple of epochs...
+    laptop.sync().await.unwrap();
+    assert!(ghost_notices(&laptop).is_empty());
+    // (The laptop was told of no device enrolled after it: the tablet is a notice too.)
+    assert_eq!(notices_of(&laptop, NoticeKind::NewDevice).len(), 1);
+    harness.withhold(&user("alice"), false);
+    let noticed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let event = laptop.next_event().await.unwrap();
+            if matches!(event, Event::KtEpoch { .. })
+                && let Some(notice) = ghost_notices(&laptop).pop()
+            {
+                return notice;
+            }
+        }
+    })
+    .await
+    .expect("the online laptop did not notice the logged ghost");
+    assert_eq!(noticed.device_name.as_deref(), Some("ghost"));
+    assert_eq!(noticed.user, user("alice"));
+
+    // ...and the offline tablet on its next connection, before it does anything else.
+    let tablet = Messenger::open(&alice_tablet).await.unwrap();
+    let seen = ghost_notices(&tablet);
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(seen[0].device_name.as_deref(), Some("ghost"));
+    assert_eq!(seen[0].epoch, noticed.epoch);
+
+    // Once logged, the ghost is a device like any other: bob can add it.
+    let refused_before = notices_of(&bob, NoticeKind::UnloggedDevice).len();
+    bob.add_users(&conversation, &[user("alice")]).await.unwrap();
+    assert_eq!(notices_of(&bob, NoticeKind::UnloggedDevice).len(), refused_before);
+
+    for messenger in [laptop, bob, ghost, tablet] {
+        messenger.close().await;
+    }
+    admin.close().await;
+    server.stop().await;
+}
+
+/// The server shows alice another root than everyone else: alice and bob find out from
+/// each other's messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_directory_is_detected_at_the_next_message_exchange() {
+    let harness = Arc::new(CompromisedDirectory::default());
+    let server = TestServer::start_compromised(harness.clone()).await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut admin = admin_session(&server, profiles.path()).await;
+    let alice_code = admin.admin_user_add(user("alice"), None).await.unwrap();
+    let alice_profile = enroll(profiles.path(), "alice-laptop", &alice_code.code).await;
+    let bob_code = admin.admin_user_add(user("bob"), None).await.unwrap();
+    let bob_profile = enroll(profiles.path(), "bob-phone", &bob_code.code).await;
+    let mut alice = Messenger::open(&alice_profile).await.unwrap();
+    let mut bob = Messenger::open(&bob_profile).await.unwrap();
+    alice.send_text("bob", "before the fork").await.unwrap();
+    bob.sync().await.unwrap();
+    assert!(notices_of(&alice, NoticeKind::Fork).is_empty());
+    assert!(notices_of(&bob, NoticeKind::Fork).is_empty());
+
+    // A new epoch (carol enrols); alice is shown another root for it than bob.
+    harness.fork_for(Some(user("alice")));
+    let carol_code = admin.admin_user_add(user("carol"), None).await.unwrap();
+    let carol = enroll(profiles.path(), "carol-phone", &carol_code.code).await;
+    Messenger::open(&carol).await.unwrap().close().await;
+    alice.monitor_own().await.ok();
+    bob.monitor_own().await.unwrap();
+
+    // Alice's message carries the root she was shown; bob holds another for that epoch.
+    alice.send_text("bob", "after the fork").await.unwrap();
+    bob.sync().await.unwrap();
+    let at_bob = notices_of(&bob, NoticeKind::Fork);
+    assert_eq!(at_bob.len(), 1, "{at_bob:#?}");
+    assert_eq!(at_bob[0].user, user("alice"));
+
+    // Bob's answer carries his root: alice finds out too.
+    bob.send_text("alice", "did you see that?").await.unwrap();
+    alice.sync().await.unwrap();
+    let at_alice = notices_of(&alice, NoticeKind::Fork);
+    assert!(!at_alice.is_empty(), "alice did not notice the fork");
+    assert_eq!(at_alice[0].epoch, at_bob[0].epoch);
+
+    alice.close().await;
+    bob.close().await;
+    admin.close().await;
+    server.stop().await;
+}
