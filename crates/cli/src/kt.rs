@@ -185,8 +185,8 @@ async fn connect(server: &ServerAddress, pin: &[u8; 32]) -> Result<Connection> {
         .with_context(|| format!("connecting to {server}"))
 }
 
-/// Asks, reconnecting once when the server closed the connection (it limits the requests
-/// an unauthenticated connection may make).
+/// Asks, reconnecting once when the server closed the connection or refuses more requests
+/// on it (it limits what an unauthenticated connection may ask).
 async fn ask(
     connection: &mut Connection,
     server: &ServerAddress,
@@ -195,7 +195,13 @@ async fn ask(
 ) -> Result<Response> {
     match connection.call(request.clone()).await {
         Ok(response) => Ok(response),
-        Err(error) if error.code().is_some() => Err(error.into()),
+        Err(error)
+            if error
+                .code()
+                .is_some_and(|c| c != redoubt_proto::ErrorCode::TooManyUnauthenticatedRequests) =>
+        {
+            Err(error.into())
+        }
         Err(_) => {
             *connection = connect(server, pin).await?;
             Ok(connection.call(request).await?)

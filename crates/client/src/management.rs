@@ -52,10 +52,16 @@ pub fn applied_policy(profile: &Profile) -> Result<Option<PolicyBody>, ClientErr
         return Ok(None);
     };
     let signed = Signed::<PolicyBody>::from_bytes(&bytes).map_err(|e| ClientError::Profile(e.to_string()))?;
-    signed
-        .verify(&org_key(profile)?)
-        .map(Some)
-        .map_err(|e| ClientError::Profile(format!("stored policy: {e}")))
+    match signed.verify(&org_key(profile)?) {
+        Ok(body) => Ok(Some(body)),
+        // Signed by the organisation but written by an older version, before settings were
+        // added: as if none were applied, so the next connection fetches the policy anew.
+        Err(redoubt_proto::SignedError::Malformed(why)) => {
+            tracing::info!(%why, "the stored policy predates this version; it is fetched again");
+            Ok(None)
+        }
+        Err(error) => Err(ClientError::Profile(format!("stored policy: {error}"))),
+    }
 }
 
 /// The policy in force on this device: the applied one, or the built-in defaults.

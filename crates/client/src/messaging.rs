@@ -585,6 +585,7 @@ impl Messenger {
         group_id: &GroupId,
         packages: Vec<MlsMessage>,
     ) -> Result<(), ClientError> {
+        self.require_fresh_audit().await?;
         // Logged before usable: a device not in its user's logged set is not added.
         let mut accepted = Vec::with_capacity(packages.len());
         for package in packages {

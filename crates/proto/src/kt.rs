@@ -20,6 +20,75 @@ pub const KT_AUDIT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most auditor keys a policy may name.
 pub const KT_AUDITOR_KEYS_MAX: usize = 16;
 
+/// Auditors whose countersignature devices require (a policy setting): up to
+/// [`KT_AUDITOR_KEYS_MAX`] Ed25519 keys, written as hex strings. Fixed-size so that, like
+/// every setting, it is `Copy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AuditorKeys {
+    keys: [[u8; 32]; KT_AUDITOR_KEYS_MAX],
+    count: u8,
+}
+
+impl AuditorKeys {
+    /// Parses hex keys (64 digits each), at most [`KT_AUDITOR_KEYS_MAX`].
+    pub fn parse(hex: &[String]) -> Result<Self, String> {
+        if hex.len() > KT_AUDITOR_KEYS_MAX {
+            return Err(format!("at most {KT_AUDITOR_KEYS_MAX} auditor keys"));
+        }
+        let mut keys = Self::default();
+        for text in hex {
+            let key: [u8; 32] = data_encoding::HEXLOWER_PERMISSIVE
+                .decode(text.as_bytes())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("{text:?} is not an Ed25519 key in 64 hex digits"))?;
+            if !keys.keys().contains(&key) {
+                keys.keys[usize::from(keys.count)] = key;
+                keys.count += 1;
+            }
+        }
+        Ok(keys)
+    }
+
+    pub fn keys(&self) -> &[[u8; 32]] {
+        &self.keys[..usize::from(self.count)]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn hex(&self) -> Vec<String> {
+        self.keys()
+            .iter()
+            .map(|k| data_encoding::HEXLOWER.encode(k))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for AuditorKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&self.hex().join(","))
+        }
+    }
+}
+
+impl Serialize for AuditorKeys {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.hex().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditorKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let hex = Vec::<String>::deserialize(deserializer)?;
+        Self::parse(&hex).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The SHA-256 of a device certificate (its encoded bytes): how the log names a device.
 pub fn certificate_hash(certificate: &[u8]) -> [u8; 32] {
     Sha256::digest(certificate).into()

@@ -14,7 +14,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DeviceId, GroupName, OrgId, Signable, UserName};
+use crate::{AuditorKeys, DeviceId, GroupName, OrgId, Signable, UserName};
 
 fn stricter_true(a: bool, b: bool) -> bool {
     a || b
@@ -42,6 +42,15 @@ fn smaller_nonzero(a: u32, b: u32) -> u32 {
 
 fn any_bool(_: &bool) -> Result<(), String> {
     Ok(())
+}
+
+fn any_keys(_: &AuditorKeys) -> Result<(), String> {
+    Ok(())
+}
+
+/// Requiring auditors is stricter than not; between two lists the first stays.
+fn auditors_required(a: AuditorKeys, b: AuditorKeys) -> AuditorKeys {
+    if a.is_empty() { b } else { a }
 }
 
 fn within<T: PartialOrd + fmt::Display + Copy>(low: T, high: T) -> impl Fn(&T) -> Result<(), String> {
@@ -195,6 +204,12 @@ policy_settings! {
     /// Most days of history a conversation may share with members added later
     /// (`group create --share-history`); 0 forbids sharing.
     group_history_sharing_max_days: u32 = 365, strictest: smaller, check: within(0, 36_500);
+    /// Ed25519 keys (64 hex digits each, at most 16) of key-directory auditors (`redoubt kt
+    /// audit`): when set, a device adds devices to conversations only while one of them has
+    /// countersigned the directory within `kt_auditor_max_lag_s`.
+    kt_auditor_keys: AuditorKeys = AuditorKeys::default(), strictest: auditors_required, check: any_keys;
+    /// Oldest an auditor's countersignature may be, in seconds, when `kt_auditor_keys` is set.
+    kt_auditor_max_lag_s: u32 = 86_400, strictest: smaller, check: within(1, 31_536_000);
 }
 
 /// Where a policy document applies.

@@ -19,8 +19,8 @@
 
 use redoubt_kt::LoggedVersion;
 use redoubt_proto::{
-    DeviceCertificate, DeviceId, EpochHead, ErrorBody, ErrorCode, KtKeysBody, KtWitness, Request, Response,
-    Signed, UserName, certificate_hash, device_set_commitment, safety_number,
+    AuditorStatement, DeviceCertificate, DeviceId, EpochHead, ErrorBody, ErrorCode, KtKeysBody, KtWitness,
+    Request, Response, Signed, UserName, certificate_hash, device_set_commitment, safety_number,
 };
 use serde::{Deserialize, Serialize};
 
@@ -384,6 +384,73 @@ impl Messenger {
             }
         }
         Ok(ids)
+    }
+
+    /// When the policy names auditors: refuses unless one of them countersigned, within the
+    /// policy's lag, a root this device holds (or the server's signed head shows) for that
+    /// epoch. Called before adding devices to a conversation.
+    pub(super) async fn require_fresh_audit(&mut self) -> Result<(), ClientError> {
+        let policy = self.session.policy().clone();
+        if policy.kt_auditor_keys.is_empty() {
+            return Ok(());
+        }
+        let head = match self.call_repeatable(Request::KtHead { epoch: None }).await? {
+            Response::KtHead(head) => head,
+            _ => return Err(ClientError::Protocol("unexpected response to KtHead".into())),
+        };
+        let now = crate::unix_now();
+        let mut newest: Option<i64> = None;
+        for document in &head.auditors {
+            let Ok(claimed) = postcard::from_bytes::<AuditorStatement>(&document.body) else {
+                continue;
+            };
+            if !policy.kt_auditor_keys.keys().contains(&claimed.auditor_key.0) {
+                continue;
+            }
+            let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&claimed.auditor_key.0) else {
+                continue;
+            };
+            let Ok(statement) = document.verify(&key) else {
+                continue;
+            };
+            if statement.org_id != self.profile.org_id() {
+                continue;
+            }
+            // The countersigned root must be the one this device holds for that epoch.
+            let root = match self.read::<[u8; 32]>(&root_key(statement.epoch))? {
+                Some(root) => root,
+                None => match self
+                    .call_repeatable(Request::KtHead {
+                        epoch: Some(statement.epoch),
+                    })
+                    .await?
+                {
+                    Response::KtHead(answer) => match answer.head {
+                        Some(head) => self.accept_head(&head).await?.root_hash.0,
+                        None => continue,
+                    },
+                    _ => continue,
+                },
+            };
+            if root == statement.root_hash.0 {
+                newest = newest.max(Some(statement.signed_at_unix_s));
+            }
+        }
+        let limit = i64::from(policy.kt_auditor_max_lag_s);
+        match newest {
+            Some(signed_at) if now - signed_at <= limit => Ok(()),
+            Some(signed_at) => Err(kt_refused(format!(
+                "the newest countersignature of the organisation's key-directory auditors is {} s old \
+                 (the policy allows {limit} s): no device is added to a conversation until an auditor \
+                 checks the directory again",
+                now - signed_at
+            ))),
+            None => Err(kt_refused(
+                "none of the auditors the organisation's policy requires has countersigned the key \
+                 directory: no device is added to a conversation until one does"
+                    .into(),
+            )),
+        }
     }
 
     /// The newest head this device verified, as the witness it puts in its messages.

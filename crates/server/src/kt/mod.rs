@@ -736,9 +736,9 @@ pub(crate) async fn log_device(state: &State, user: &UserName, usable: Option<&[
     }
 }
 
-/// `KtAuditorSign`, for the auditors `server.kt_auditor_keys` names.
+/// `KtAuditorSign`, for the auditors `server.kt_auditor_keys` or a policy names.
 pub(crate) async fn auditor_sign(state: &State, document: Signed<AuditorStatement>) -> Result<(), ApiError> {
-    let auditors: Vec<[u8; 32]> = state
+    let mut auditors: Vec<[u8; 32]> = state
         .config
         .server
         .kt_auditor_keys
@@ -746,6 +746,12 @@ pub(crate) async fn auditor_sign(state: &State, document: Signed<AuditorStatemen
         .filter_map(|hex| data_encoding::HEXLOWER_PERMISSIVE.decode(hex.as_bytes()).ok())
         .filter_map(|bytes| bytes.try_into().ok())
         .collect();
+    // Auditors some policy requires are taken too: devices would wait for them otherwise.
+    for (_, settings) in state.store.policies().await? {
+        if let Some(keys) = settings.kt_auditor_keys {
+            auditors.extend_from_slice(keys.keys());
+        }
+    }
     state.kt.auditor_sign(&auditors, document).await
 }
 
