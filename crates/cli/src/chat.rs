@@ -456,6 +456,9 @@ async fn run_loop(
     messenger.sync().await?;
     app.refresh(messenger)?;
     app.status = "Connected.".to_owned();
+    // Key-transparency notices stay in the status line until looked at (`redoubt security`).
+    let mut notices_seen = 0;
+    security_status(messenger, &mut app, &mut notices_seen)?;
     let mut last_key = tokio::time::Instant::now();
     loop {
         if !app.locked
@@ -585,9 +588,22 @@ async fn run_loop(
                     app.status = "Mail updated.".to_owned();
                 }
                 app.refresh(messenger)?;
+                security_status(messenger, &mut app, &mut notices_seen)?;
             }
         }
     }
+}
+
+/// Puts the newest key-transparency notice in the status line when one arrived.
+fn security_status(messenger: &Messenger, app: &mut App, seen: &mut usize) -> Result<()> {
+    let notices = messenger.security_notices()?;
+    if notices.len() > *seen
+        && let Some(newest) = notices.last()
+    {
+        app.status = format!("SECURITY NOTICE: {} (see `redoubt security`)", newest.detail);
+    }
+    *seen = notices.len();
+    Ok(())
 }
 
 #[cfg(test)]

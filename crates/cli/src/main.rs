@@ -358,9 +358,15 @@ async fn run(cli: Cli, out: &Output) -> Result<()> {
         Command::Whoami => whoami(&profile_dir(cli.profile)?, out).await,
         Command::Admin(command) => admin(&profile_dir(cli.profile)?, command, out).await,
         Command::Device(command) => {
-            let (_profile, mut session) = open_session(&profile_dir(cli.profile)?).await?;
-            let result = manage::own_device(&mut session, command, out).await;
-            session.close().await;
+            // A messenger, not just a session: it checks the account's key history first,
+            // and knows which devices it learnt of only from the key directory.
+            let mut messenger = messenger(&profile_dir(cli.profile)?).await?;
+            let result = async {
+                let seen_only_in_log = messenger.devices_seen_only_in_log()?;
+                manage::own_device(messenger.session(), command, &seen_only_in_log, out).await
+            }
+            .await;
+            messenger.close().await;
             result
         }
         Command::Send { to, text, file } => send(&profile_dir(cli.profile)?, &to, text, file, out).await,

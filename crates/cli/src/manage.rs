@@ -657,12 +657,17 @@ pub(crate) fn ed25519_dalek_key(profile: &Profile) -> Result<ed25519_dalek::Veri
         .context("the organisation key in the profile is invalid")
 }
 
-pub(crate) async fn own_device(session: &mut Session, command: OwnDeviceCommand, out: &Output) -> Result<()> {
+pub(crate) async fn own_device(
+    session: &mut Session,
+    command: OwnDeviceCommand,
+    seen_only_in_log: &[redoubt_proto::DeviceId],
+    out: &Output,
+) -> Result<()> {
     let Response::Devices(devices) = session.request(Request::OwnDevices).await? else {
         bail!("unexpected answer to OwnDevices");
     };
     match command {
-        OwnDeviceCommand::List => out.devices(&devices),
+        OwnDeviceCommand::List => out.own_devices(&devices, seen_only_in_log),
         OwnDeviceCommand::Approve { device } => {
             let device_id = resolve_device(&devices, &device)?;
             done(

@@ -418,6 +418,35 @@ impl Output {
         }
     }
 
+    /// This user's devices; those this device learnt of only from the key directory (no
+    /// one told it: see `redoubt security`) are marked.
+    pub(crate) fn own_devices(
+        &self,
+        devices: &[DeviceSummary],
+        seen_only_in_log: &[redoubt_proto::DeviceId],
+    ) {
+        if self.json {
+            let rows: Vec<_> = devices
+                .iter()
+                .map(|d| {
+                    let mut row = crate::manage::device_json(d);
+                    row["seen_only_in_log"] = json!(seen_only_in_log.contains(&d.device_id));
+                    row
+                })
+                .collect();
+            print_json(&json!(rows));
+            return;
+        }
+        self.devices(devices);
+        for d in devices.iter().filter(|d| seen_only_in_log.contains(&d.device_id)) {
+            say!(
+                "{} ({}) was seen only in the key directory: nobody told this device of it (see `redoubt security`).",
+                d.name,
+                d.device_id
+            );
+        }
+    }
+
     pub(crate) fn sent(&self, conversation: &Conversation, seq: u64) {
         if self.json {
             print_json(&json!({

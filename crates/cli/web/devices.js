@@ -1,4 +1,5 @@
-// This user's own devices (GET /api/devices, as `redoubt device list --json`).
+// This user's own devices (GET /api/devices, as `redoubt device list --json`) and the
+// key-transparency notices (GET /api/security, as `redoubt security --json`).
 
 import { api, enc, h, showError, clearError, longTime } from './util.js';
 
@@ -31,6 +32,7 @@ function deviceItem(d, me) {
       h('h2', { class: 'card-title', text: d.name }),
       mine ? h('span', { class: 'tag', text: 'this device' }) : null,
       h('span', { class: `tag state-${d.revoked_at ? 'revoked' : 'ok'}`, text: stateOf(d) }),
+      d.seen_only_in_log ? h('span', { class: 'tag state-revoked', text: 'seen only in the key directory' }) : null,
     ),
     h(
       'dl',
@@ -59,13 +61,31 @@ async function approve(d) {
   }
 }
 
+/** One key-transparency notice: a device added unseen, a refused device, a fork. */
+function noticeItem(n) {
+  return h(
+    'li',
+    { class: 'card notice' },
+    h(
+      'div',
+      { class: 'card-head' },
+      h('h2', { class: 'card-title', text: `Security notice: ${n.kind.replaceAll('_', ' ')}` }),
+      h('span', { class: 'tag state-revoked', text: `epoch ${n.epoch}` }),
+    ),
+    h('p', { text: n.detail }),
+  );
+}
+
 async function refresh() {
   const mine = ++gen;
   try {
-    const devices = await api('/api/devices');
+    const [devices, security] = await Promise.all([api('/api/devices'), api('/api/security')]);
     if (mine !== gen) return;
     clearError($('devices-error'));
-    $('devices').replaceChildren(...devices.map((d) => deviceItem(d, ctx.me())));
+    $('devices').replaceChildren(
+      ...security.notices.map(noticeItem),
+      ...devices.map((d) => deviceItem(d, ctx.me())),
+    );
   } catch (e) {
     if (mine === gen) showError($('devices-error'), e);
   }

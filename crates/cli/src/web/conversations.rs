@@ -34,6 +34,7 @@ pub(super) fn routes() -> Router<Web> {
         .route("/api/messages/{id}/file", get(file))
         .route("/api/search", get(search))
         .route("/api/devices", get(own_devices))
+        .route("/api/security", get(security))
         .route("/api/devices/{device}/approve", post(approve_device))
 }
 
@@ -324,9 +325,27 @@ async fn own_devices(State(web): State<Web>) -> ApiResult {
     else {
         return Err(ApiError::invalid("unexpected answer to OwnDevices"));
     };
+    let seen_only_in_log = messenger.devices_seen_only_in_log()?;
     Ok(Json(json!(
-        devices.iter().map(crate::manage::device_json).collect::<Vec<_>>()
+        devices
+            .iter()
+            .map(|d| {
+                let mut row = crate::manage::device_json(d);
+                row["seen_only_in_log"] = json!(seen_only_in_log.contains(&d.device_id));
+                row
+            })
+            .collect::<Vec<_>>()
     )))
+}
+
+/// The key-transparency notices, as `redoubt security --json`.
+async fn security(State(web): State<Web>) -> ApiResult {
+    let mut core = web.device.lock().await;
+    let messenger = core.messenger()?;
+    let notices = messenger.security_notices()?;
+    Ok(Json(json!({
+        "notices": notices.iter().map(crate::kt::notice_json).collect::<Vec<_>>(),
+    })))
 }
 
 /// Approves a new device of this user (policy `new_device_approval`).
