@@ -322,6 +322,8 @@ impl Output {
                 "device_name": info.device_name.as_str(),
                 "roles": roles,
                 "server": profile.server.as_str(),
+                // The SHA-256 of the server certificate this device pins (for `kt audit`).
+                "server_pin": data_encoding::HEXLOWER.encode(&profile.pin),
                 "authenticated": true,
             }));
         } else {
