@@ -1016,21 +1016,21 @@ impl Messenger {
             {
                 continue;
             }
-            let join = |mls: &Client<DeviceMlsConfig>| {
-                MlsMessage::from_bytes(&item.welcome)
-                    .and_then(|welcome| mls.join_group(None, &welcome, None))
-                    .and_then(|(mut group, _)| group.write_to_storage().map(|()| group))
+            // Every member must be logged. mls-rs stops at the first member refused, so the
+            // join admits unknown members while collecting them; their users' histories are
+            // then fetched in one pass and every one checked before the group is kept.
+            self.logged.take_misses();
+            self.logged.start_collecting();
+            let welcome = MlsMessage::from_bytes(&item.welcome)
+                .and_then(|welcome| self.mls.join_group(None, &welcome, None));
+            self.logged.stop_collecting();
+            let joined = match welcome {
+                Ok((mut group, _)) => match self.check_members_logged().await? {
+                    Ok(()) => group.write_to_storage().map_err(|e| e.to_string()),
+                    Err(refused) => Err(refused),
+                },
+                Err(error) => Err(error.to_string()),
             };
-            let mut joined = join(&self.mls);
-            // A member not yet known to be logged: learn their user's history, try again
-            // (mls-rs stops at the first refused member, so one user per round).
-            let mut learned = BTreeSet::new();
-            for _ in 0..KT_RETRIES_MAX {
-                if joined.is_ok() || !self.learn_missed(&mut learned).await? {
-                    break;
-                }
-                joined = join(&self.mls);
-            }
             match joined {
                 Ok(_) => {
                     joined_groups.push(item.group_id);

@@ -38,11 +38,16 @@ pub enum IdentityError {
 pub struct LoggedCertificates {
     known: std::sync::RwLock<std::collections::HashSet<[u8; 32]>>,
     misses: std::sync::Mutex<Vec<Miss>>,
+    /// While set, unknown certificates are recorded but not refused: a device joining a
+    /// group learns every member's history in one pass, then checks them all itself.
+    collecting: std::sync::atomic::AtomicBool,
 }
 
 /// A certificate refused as not (known to be) logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Miss {
+    /// SHA-256 of the certificate.
+    pub hash: [u8; 32],
     pub user: UserName,
     pub device: DeviceId,
     pub device_name: String,
@@ -63,7 +68,17 @@ impl LoggedCertificates {
             .contains(hash)
     }
 
-    /// The certificates refused since the last call.
+    /// Records unknown certificates without refusing them until [`Self::stop_collecting`];
+    /// the caller must check the misses before keeping what it admitted.
+    pub fn start_collecting(&self) {
+        self.collecting.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn stop_collecting(&self) {
+        self.collecting.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The certificates refused (or, while collecting, admitted unknown) since the last call.
     pub fn take_misses(&self) -> Vec<Miss> {
         std::mem::take(
             &mut *self
@@ -177,14 +192,19 @@ impl IdentityProvider for RedoubtIdentityProvider {
         let certificate = self.device_certificate(signing_identity)?;
         if let Some(logged) = &self.logged
             && let Credential::Custom(custom) = &signing_identity.credential
-            && !logged.contains(&redoubt_proto::certificate_hash(&custom.data))
+            && let hash = redoubt_proto::certificate_hash(&custom.data)
+            && !logged.contains(&hash)
         {
             let body = certificate.body();
             logged.miss(Miss {
+                hash,
                 user: body.user.clone(),
                 device: body.device_id,
                 device_name: body.device_name.to_string(),
             });
+            if logged.collecting.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
             return Err(IdentityError::NotLogged {
                 user: body.user.clone(),
                 device: body.device_id,

@@ -280,6 +280,26 @@ impl Messenger {
         Ok(fetched)
     }
 
+    /// After a join that collected unknown members: fetches their users' histories and
+    /// checks each of them. `Err(why)` names a member still not logged (noticed).
+    pub(super) async fn check_members_logged(&mut self) -> Result<Result<(), String>, ClientError> {
+        let misses = self.logged.take_misses();
+        let users: std::collections::BTreeSet<UserName> = misses.iter().map(|m| m.user.clone()).collect();
+        for user in &users {
+            self.kt_history(user).await?;
+        }
+        for miss in &misses {
+            if !self.logged.contains(&miss.hash) {
+                self.unlogged_notice(&miss.user, miss.device, &miss.device_name, "a Welcome")?;
+                return Ok(Err(format!(
+                    "device {} of {} is not in the key directory",
+                    miss.device, miss.user
+                )));
+            }
+        }
+        Ok(Ok(()))
+    }
+
     fn unlogged_notice(
         &self,
         user: &UserName,
