@@ -125,6 +125,36 @@ async fn an_unlogged_device_is_refused_and_once_logged_its_owner_notices() {
     bob.add_users(&conversation, &[user("alice")]).await.unwrap();
     assert_eq!(notices_of(&bob, NoticeKind::UnloggedDevice).len(), refused_before);
 
+    // What anyone may read names nobody: the audit answers and heads carry no user name.
+    let code = redoubt_proto::ActivationCode::parse(server.admin_code.as_deref().unwrap()).unwrap();
+    let mut public = redoubt_client::Connection::connect(&code.server, &code.pin.0)
+        .await
+        .unwrap();
+    let audit = public
+        .call(redoubt_proto::Request::KtAudit {
+            after_epoch: 0,
+            limit: 256,
+        })
+        .await
+        .unwrap();
+    let head = public
+        .call(redoubt_proto::Request::KtHead { epoch: None })
+        .await
+        .unwrap();
+    let bytes = [
+        postcard::to_stdvec(&audit).unwrap(),
+        postcard::to_stdvec(&head).unwrap(),
+    ]
+    .concat();
+    assert!(bytes.len() > 1000, "the audit answer is empty");
+    for name in ["alice", "bob", "ghost", "admin"] {
+        assert!(
+            !support::contains(&bytes, name.as_bytes()),
+            "{name} is in the public answers"
+        );
+    }
+    public.close().await;
+
     for messenger in [laptop, bob, ghost, tablet] {
         messenger.close().await;
     }
