@@ -85,11 +85,7 @@ pub(crate) async fn security(profile_dir: &Path, out: &Output) -> Result<()> {
 pub(crate) async fn verify(profile_dir: &Path, peer: &str, mark: bool, qr: bool, out: &Output) -> Result<()> {
     let peer = crate::user_name(peer)?;
     let mut messenger = crate::messenger(profile_dir).await?;
-    let result = if mark {
-        messenger.mark_verified(&peer).await
-    } else {
-        messenger.safety_number(&peer).await
-    };
+    let result = messenger.safety_number(&peer, mark).await;
     messenger.close().await;
     let number = result?;
     let changed = number.marked.as_ref().is_some_and(|m| *m != number.number);
@@ -305,6 +301,21 @@ pub(crate) async fn audit(args: AuditArgs, out: &Output) -> Result<()> {
         save(&state_path, &keys, &previous)?;
     }
     save(&state_path, &keys, &previous)?;
+    // The server showed this epoch as its newest when the audit began: an audit that stops
+    // short of it (the server no longer serves the epochs after) signs nothing.
+    let newest_epoch = newest
+        .head
+        .as_ref()
+        .map(|h| redoubt_kt::verify_head(h, &keys))
+        .transpose()?
+        .map_or(0, |h| h.epoch);
+    if previous.epoch < newest_epoch {
+        bail!(
+            "AUDIT FAILED: epoch {}: the server showed epoch {newest_epoch} as its newest but served proofs only up to epoch {}",
+            previous.epoch + 1,
+            previous.epoch
+        );
+    }
     let statement = Signed::sign(
         &AuditorStatement {
             org_id: keys.org_id,

@@ -228,6 +228,8 @@ pub struct Messenger {
     identity: RedoubtIdentityProvider,
     /// Certificates proven logged in the key directory: the only ones MLS admits.
     logged: std::sync::Arc<LoggedCertificates>,
+    /// The newest epoch the server announced (`KtEpoch`): histories older are refused.
+    kt_event_epoch: u64,
     mls: Client<DeviceMlsConfig>,
     data: AppStorage,
     /// Log entries the server pushed in `GroupEntries` events, by group, waiting for the
@@ -243,7 +245,7 @@ pub struct Messenger {
 
 /// Users whose key-directory history is fetched, one per round, before a join or a log
 /// entry refused for a member not yet known to be logged is given up.
-const KT_RETRIES_MAX: usize = 64;
+const KT_RETRIES_MAX: usize = 1024;
 
 /// Bytes of pushed entries kept waiting for a sync; past it they are dropped and fetched.
 const PUSHED_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -299,6 +301,7 @@ impl Messenger {
             org_key,
             identity,
             logged,
+            kt_event_epoch: 0,
             mls,
             data,
             pushed: HashMap::new(),
@@ -588,6 +591,7 @@ impl Messenger {
         self.require_fresh_audit().await?;
         // Logged before usable: a device not in its user's logged set is not added.
         let mut accepted = Vec::with_capacity(packages.len());
+        let mut current = HashMap::new();
         for package in packages {
             let certificate = package.as_key_package().and_then(|kp| {
                 kp.signing_identity()
@@ -596,7 +600,9 @@ impl Messenger {
                     .map(|c| c.data.clone())
             });
             match certificate {
-                Some(certificate) if self.is_logged(&certificate).await? => accepted.push(package),
+                Some(certificate) if self.is_current(&certificate, &mut current).await? => {
+                    accepted.push(package)
+                }
                 _ => tracing::warn!(%group_id, "refused a device that is not in the key directory"),
             }
         }
@@ -1827,7 +1833,8 @@ impl Messenger {
                     self.history_due = true;
                     return Ok(event);
                 }
-                event @ Event::KtEpoch { .. } => {
+                event @ Event::KtEpoch { epoch } => {
+                    self.kt_event_epoch = self.kt_event_epoch.max(epoch);
                     if let Err(error) = self.monitor_own().await {
                         tracing::warn!(%error, "key transparency: checking this account's devices failed");
                     }

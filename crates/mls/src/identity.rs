@@ -43,6 +43,9 @@ pub struct LoggedCertificates {
     collecting: std::sync::atomic::AtomicBool,
 }
 
+/// Misses recorded at most between two calls of `take_misses` (a group's roster).
+const MISSES_MAX: usize = 100_000;
+
 /// A certificate refused as not (known to be) logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Miss {
@@ -88,15 +91,21 @@ impl LoggedCertificates {
         )
     }
 
-    fn miss(&self, miss: Miss) {
+    /// Records a miss; false when the list is full (the certificate is then refused even
+    /// while collecting: what is admitted must be checked).
+    fn miss(&self, miss: Miss) -> bool {
         let mut misses = self
             .misses
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Bounded: one per distinct device between two calls.
-        if misses.len() < 1024 && !misses.contains(&miss) {
-            misses.push(miss);
+        if misses.contains(&miss) {
+            return true;
         }
+        if misses.len() >= MISSES_MAX {
+            return false;
+        }
+        misses.push(miss);
+        true
     }
 }
 
@@ -196,13 +205,13 @@ impl IdentityProvider for RedoubtIdentityProvider {
             && !logged.contains(&hash)
         {
             let body = certificate.body();
-            logged.miss(Miss {
+            let recorded = logged.miss(Miss {
                 hash,
                 user: body.user.clone(),
                 device: body.device_id,
                 device_name: body.device_name.to_string(),
             });
-            if logged.collecting.load(std::sync::atomic::Ordering::SeqCst) {
+            if recorded && logged.collecting.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(());
             }
             return Err(IdentityError::NotLogged {

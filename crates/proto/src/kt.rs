@@ -197,36 +197,33 @@ pub struct KtAuditEpoch {
 }
 
 /// What a member puts in the authenticated data of its MLS application messages: the
-/// newest epoch head it verified. A member holding another root for that epoch has proof
-/// that the server showed them different directories (a fork).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// newest epoch head it verified, as the transparency key signed it. A member holding
+/// another root for that epoch then holds two signed roots for one epoch: proof that the
+/// server showed them different directories (a fork). A member cannot forge one.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KtWitness {
-    pub epoch: u64,
-    pub root_hash: Bytes<32>,
+    pub head: Signed<EpochHead>,
 }
+
+const WITNESS_TAG: &[u8; 4] = b"rkt2";
+/// A signed head is well under this.
+const WITNESS_BYTES_MAX: usize = 512;
 
 impl KtWitness {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(WITNESS_BYTES);
-        out.extend_from_slice(WITNESS_TAG);
-        out.extend_from_slice(&self.epoch.to_be_bytes());
-        out.extend_from_slice(&self.root_hash.0);
-        out
+        [WITNESS_TAG.as_slice(), &self.head.to_bytes()].concat()
     }
 
-    /// `None` unless `bytes` is exactly a witness (older senders put nothing there).
+    /// `None` unless `bytes` is a witness (older senders put nothing there).
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != WITNESS_BYTES || !bytes.starts_with(WITNESS_TAG) {
+        if bytes.len() > WITNESS_BYTES_MAX || !bytes.starts_with(WITNESS_TAG) {
             return None;
         }
-        let epoch = u64::from_be_bytes(bytes[4..12].try_into().ok()?);
-        let root_hash = Bytes(bytes[12..44].try_into().ok()?);
-        Some(Self { epoch, root_hash })
+        Signed::from_bytes(&bytes[WITNESS_TAG.len()..])
+            .ok()
+            .map(|head| Self { head })
     }
 }
-
-const WITNESS_TAG: &[u8; 4] = b"rkt1";
-const WITNESS_BYTES: usize = 4 + 8 + 32;
 
 /// One side of a safety number: 30 digits from a user's name, the commitment to their
 /// logged device set and the epoch it was logged in.
@@ -310,12 +307,22 @@ mod tests {
 
     #[test]
     fn witness_round_trips_and_refuses_other_bytes() {
-        let witness = KtWitness {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let head = EpochHead {
+            org_id: crate::OrgId::from([1; 16]),
             epoch: 42,
             root_hash: Bytes([7; 32]),
+            published_at_unix_ms: 1,
+        };
+        let witness = KtWitness {
+            head: Signed::sign(&head, &key),
         };
         assert_eq!(KtWitness::decode(&witness.encode()), Some(witness.clone()));
         assert_eq!(KtWitness::decode(&[]), None);
         assert_eq!(KtWitness::decode(&witness.encode()[1..]), None);
+        assert_eq!(
+            KtWitness::decode(&[b"rkt2".as_slice(), &[0xff; 600]].concat()),
+            None
+        );
     }
 }

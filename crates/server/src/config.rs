@@ -182,6 +182,18 @@ impl Config {
     /// Checks values that parse but make no sense, with a message naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |field: &str, why: &str| Err(ConfigError(format!("{field}: {why}")));
+        if !(1..=20_000).contains(&self.server.kt_epoch_ms) {
+            // Enrolment waits for its epoch; a device gives up on an answer after 30 s.
+            return fail("server.kt_epoch_ms", "must be between 1 and 20000");
+        }
+        for key in &self.server.kt_auditor_keys {
+            if data_encoding::HEXLOWER_PERMISSIVE
+                .decode(key.as_bytes())
+                .map_or(true, |k| k.len() != 32)
+            {
+                return fail("server.kt_auditor_keys", "each key must be 64 hex digits");
+            }
+        }
         let l = &self.limits;
         if l.connections_max == 0 {
             return fail("limits.connections_max", "must be at least 1");

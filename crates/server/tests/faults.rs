@@ -320,6 +320,9 @@ impl Store for FaultyStore {
     async fn kt_put_sets(&self, sets: &[redoubt_store::KtSet]) -> Result<()> {
         self.inner.kt_put_sets(sets).await
     }
+    async fn kt_drop_sets_after(&self, epoch: u64) -> Result<()> {
+        self.inner.kt_drop_sets_after(epoch).await
+    }
     async fn kt_sets(&self, user: &UserName) -> Result<Vec<redoubt_store::KtSet>> {
         self.inner.kt_sets(user).await
     }

@@ -90,7 +90,8 @@ async fn an_unlogged_device_is_refused_and_once_logged_its_owner_notices() {
             .all(|c| c.group_id != ghost.conversation("from-ghost").unwrap().unwrap().group_id),
         "bob joined the ghost's group"
     );
-    assert!(notices_of(&bob, NoticeKind::UnloggedDevice).len() >= 2);
+    // The same device at the same epoch is noticed once, however often it is offered.
+    assert_eq!(notices_of(&bob, NoticeKind::UnloggedDevice).len(), 1);
 
     // Logged after all: alice's online laptop notices within a couple of epochs...
     laptop.sync().await.unwrap();

@@ -301,7 +301,7 @@ impl PgStore {
         sqlx::query(
             "INSERT INTO kt_auditors AS a (auditor_key, epoch, document) VALUES ($1, $2, $3)
              ON CONFLICT (auditor_key) DO UPDATE SET epoch = excluded.epoch, document = excluded.document
-             WHERE excluded.epoch > a.epoch",
+             WHERE excluded.epoch >= a.epoch",
         )
         .bind(auditor_key.as_slice())
         .bind(to_db(epoch, "key directory epoch")?)

@@ -335,7 +335,7 @@ impl SqliteStore {
         sqlx::query(
             "INSERT INTO kt_auditors (auditor_key, epoch, document) VALUES (?, ?, ?)
              ON CONFLICT (auditor_key) DO UPDATE SET epoch = excluded.epoch, document = excluded.document
-             WHERE excluded.epoch > kt_auditors.epoch",
+             WHERE excluded.epoch >= kt_auditors.epoch",
         )
         .bind(auditor_key.as_slice())
         .bind(to_db(epoch, "key directory epoch")?)

@@ -826,6 +826,18 @@ impl Store for SqliteStore {
         self.kt_changed_impl(limit).await
     }
 
+    async fn kt_drop_sets_after(&self, epoch: u64) -> Result<()> {
+        let Ok(epoch) = i64::try_from(epoch) else {
+            return Ok(());
+        };
+        sqlx::query("DELETE FROM kt_sets WHERE epoch > ?")
+            .bind(epoch)
+            .execute(&self.pool)
+            .await
+            .map_err(backend_error)?;
+        Ok(())
+    }
+
     async fn kt_head(&self, epoch: u64) -> Result<Option<Vec<u8>>> {
         let Ok(epoch) = i64::try_from(epoch) else {
             return Ok(None);

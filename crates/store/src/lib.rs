@@ -422,6 +422,10 @@ pub trait Store: Send + Sync + 'static {
     /// Written before the tree moves to that epoch.
     async fn kt_put_sets(&self, sets: &[KtSet]) -> Result<()>;
 
+    /// Deletes the device sets of epochs after `epoch` (written for an epoch whose
+    /// publication failed before the tree moved).
+    async fn kt_drop_sets_after(&self, epoch: u64) -> Result<()>;
+
     /// Every logged device set of `user`, oldest first.
     async fn kt_sets(&self, user: &UserName) -> Result<Vec<KtSet>>;
 
@@ -451,8 +455,8 @@ pub trait Store: Send + Sync + 'static {
     /// Takes marks off users whose logged set turned out unchanged (no epoch needed).
     async fn kt_unmark(&self, users: &[UserName]) -> Result<()>;
 
-    /// Stores an auditor's newest countersignature, replacing its earlier one only when
-    /// `epoch` is higher.
+    /// Stores an auditor's newest countersignature, replacing its earlier one unless
+    /// `epoch` is lower (the same epoch countersigned again is fresher).
     async fn kt_put_auditor_signature(
         &self,
         auditor_key: &[u8; 32],

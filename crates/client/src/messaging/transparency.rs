@@ -20,7 +20,7 @@
 use redoubt_kt::LoggedVersion;
 use redoubt_proto::{
     AuditorStatement, DeviceCertificate, DeviceId, EpochHead, ErrorBody, ErrorCode, KtKeysBody, KtWitness,
-    Request, Response, Signed, UserName, certificate_hash, device_set_commitment, safety_number,
+    Request, Response, Signed, UserName, certificate_hash, safety_number,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,8 @@ use crate::ClientError;
 const KEYS_KEY: &str = "kt/keys";
 const HEAD_KEY: &str = "kt/head";
 const NOTICE_PREFIX: &str = "kt/notice/";
+/// Notices kept at most (the oldest stay: they are the first signs).
+const NOTICES_MAX: usize = 1000;
 /// Roots of this many epochs at most are kept for fork checks (older ones are dropped).
 const ROOTS_KEPT: u64 = 10_000;
 
@@ -110,6 +112,8 @@ pub struct SafetyNumber {
 struct StoredHead {
     epoch: u64,
     root: [u8; 32],
+    /// The signed head itself, which this device shows other members as its witness.
+    signed: Vec<u8>,
 }
 
 impl Messenger {
@@ -143,6 +147,19 @@ impl Messenger {
     }
 
     fn add_notice(&self, notice: &SecurityNotice) -> Result<(), ClientError> {
+        // Once per (kind, user, device, epoch), and a bounded number in all: a flood of
+        // the same alarm helps nobody.
+        let existing = self.security_notices()?;
+        if existing.len() >= NOTICES_MAX
+            || existing.iter().any(|n| {
+                n.kind == notice.kind
+                    && n.user == notice.user
+                    && n.device_id == notice.device_id
+                    && n.epoch == notice.epoch
+            })
+        {
+            return Ok(());
+        }
         tracing::info!(kind = notice.kind.as_str(), user = %notice.user, epoch = notice.epoch, detail = %notice.detail,
             "key transparency notice");
         let mut id = [0u8; 4];
@@ -179,14 +196,19 @@ impl Messenger {
 
     /// Checks a head and records its root: a different root already recorded for its
     /// epoch is a fork.
-    async fn accept_head(&mut self, head: &Signed<EpochHead>) -> Result<EpochHead, ClientError> {
+    async fn accept_head(&mut self, signed: &Signed<EpochHead>) -> Result<EpochHead, ClientError> {
         let keys = self.kt_keys().await?;
-        let head = redoubt_kt::verify_head(head, &keys).map_err(|e| kt_refused(e.to_string()))?;
-        self.record_root(&head, "the server")?;
+        let head = redoubt_kt::verify_head(signed, &keys).map_err(|e| kt_refused(e.to_string()))?;
+        self.record_root(&head, signed, "the server")?;
         Ok(head)
     }
 
-    fn record_root(&self, head: &EpochHead, from: &str) -> Result<(), ClientError> {
+    fn record_root(
+        &self,
+        head: &EpochHead,
+        signed: &Signed<EpochHead>,
+        from: &str,
+    ) -> Result<(), ClientError> {
         let key = root_key(head.epoch);
         match self.read::<[u8; 32]>(&key)? {
             Some(root) if root != head.root_hash.0 => {
@@ -220,6 +242,7 @@ impl Messenger {
                 &StoredHead {
                     epoch: head.epoch,
                     root: head.root_hash.0,
+                    signed: signed.to_bytes(),
                 },
             )?;
         }
@@ -241,10 +264,36 @@ impl Messenger {
                 "KtHistory answered for another user".into(),
             ));
         }
+        // A server answering from an older epoch than this device has seen could hide a
+        // device logged since: refused.
+        let seen = self.read::<StoredHead>(HEAD_KEY)?.map_or(0, |h| h.epoch);
         let head = self.accept_head(&answer.head).await?;
+        if head.epoch < seen.max(self.kt_event_epoch) {
+            return Err(kt_refused(format!(
+                "the server answered from epoch {} of the key directory, older than epoch {} this device has seen",
+                head.epoch,
+                seen.max(self.kt_event_epoch)
+            )));
+        }
         let keys = self.kt_keys().await?;
         let versions =
             redoubt_kt::verify_history(&keys, &head, &answer).map_err(|e| kt_refused(e.to_string()))?;
+        // Each logged certificate must be the organisation's, for this very user: a
+        // certificate of alice's logged under mallory's name is no proof for alice.
+        for certificate in versions.iter().flat_map(|v| &v.certificates) {
+            let decoded = DeviceCertificate::decode(certificate)
+                .map_err(|e| kt_refused(format!("a certificate logged for {user} is malformed: {e}")))?;
+            let not_before = decoded.unverified_body().not_before_unix_s;
+            let verified = decoded
+                .verify(&self.org_key, &self.profile.org_id(), not_before)
+                .map_err(|e| kt_refused(format!("a certificate logged for {user} is refused: {e}")))?;
+            if verified.body().user != *user {
+                return Err(kt_refused(format!(
+                    "the key directory logs a certificate of {} under {user}",
+                    verified.body().user
+                )));
+            }
+        }
         for version in &versions {
             for certificate in &version.certificates {
                 let hash = certificate_hash(certificate);
@@ -271,7 +320,9 @@ impl Messenger {
         let mut fetched = false;
         for miss in self.logged.take_misses() {
             if learned.insert(miss.user.clone()) {
-                self.kt_history(&miss.user).await?;
+                if let Err(error) = self.kt_history(&miss.user).await {
+                    tracing::warn!(%error, user = %miss.user, "key transparency: a member's history was refused");
+                }
                 fetched = true;
             } else {
                 self.unlogged_notice(&miss.user, miss.device, &miss.device_name, "a group operation")?;
@@ -286,7 +337,9 @@ impl Messenger {
         let misses = self.logged.take_misses();
         let users: std::collections::BTreeSet<UserName> = misses.iter().map(|m| m.user.clone()).collect();
         for user in &users {
-            self.kt_history(user).await?;
+            if let Err(error) = self.kt_history(user).await {
+                tracing::warn!(%error, %user, "key transparency: a member's history was refused");
+            }
         }
         for miss in &misses {
             if !self.logged.contains(&miss.hash) {
@@ -320,20 +373,35 @@ impl Messenger {
         })
     }
 
-    /// Whether a certificate is proven logged, fetching its user's history once if not yet.
-    pub(super) async fn is_logged(&mut self, certificate: &[u8]) -> Result<bool, ClientError> {
+    /// Whether a device may be added now: its certificate is in its user's newest logged
+    /// set (not merely logged once: a revoked device stays out). `current` caches each
+    /// user's newest set for one operation.
+    pub(super) async fn is_current(
+        &mut self,
+        certificate: &[u8],
+        current: &mut std::collections::HashMap<UserName, Vec<[u8; 32]>>,
+    ) -> Result<bool, ClientError> {
         let hash = certificate_hash(certificate);
-        if self.logged.contains(&hash) {
-            return Ok(true);
-        }
         let body = DeviceCertificate::decode(certificate)
             .map_err(|e| ClientError::Protocol(format!("certificate: {e}")))?;
-        let user = body.unverified_body().user.clone();
-        self.kt_history(&user).await?;
-        if self.logged.contains(&hash) {
+        let device = body.unverified_body();
+        let user = device.user.clone();
+        if !current.contains_key(&user) {
+            let newest = match self.kt_history(&user).await {
+                Ok(versions) => versions
+                    .last()
+                    .map(|v| v.certificates.iter().map(|c| certificate_hash(c)).collect())
+                    .unwrap_or_default(),
+                Err(error) => {
+                    tracing::warn!(%error, %user, "key transparency: a user's history was refused");
+                    Vec::new()
+                }
+            };
+            current.insert(user.clone(), newest);
+        }
+        if current.get(&user).is_some_and(|set| set.contains(&hash)) {
             return Ok(true);
         }
-        let device = body.unverified_body();
         self.unlogged_notice(&user, device.device_id, device.device_name.as_str(), "the server")?;
         Ok(false)
     }
@@ -347,12 +415,18 @@ impl Messenger {
         let own = certificate_hash(self.profile.certificate());
         let first_check = self.data.get(&own_key(&own)).map_err(storage_error)?.is_none();
         let mut notices = Vec::new();
-        let mut told_until = None;
+        let mut told_before = None;
         if first_check {
-            told_until = versions
+            // The devices logged before this one's epoch are the ones it was enrolled
+            // beside; until this device is logged itself there is nothing to compare with.
+            let Some(own_epoch) = versions
                 .iter()
                 .find(|v| v.certificates.iter().any(|c| certificate_hash(c) == own))
-                .map(|v| v.epoch);
+                .map(|v| v.epoch)
+            else {
+                return Ok(notices);
+            };
+            told_before = Some(own_epoch);
             self.data.insert(&own_key(&own), b"self").map_err(storage_error)?;
         }
         for version in &versions {
@@ -364,7 +438,7 @@ impl Messenger {
                 self.data
                     .insert(&own_key(&hash), b"seen")
                     .map_err(storage_error)?;
-                if told_until.is_some_and(|epoch| version.epoch <= epoch) {
+                if told_before.is_some_and(|epoch| version.epoch < epoch) {
                     continue;
                 }
                 let Ok(decoded) = DeviceCertificate::decode(certificate) else {
@@ -475,27 +549,31 @@ impl Messenger {
 
     /// The newest head this device verified, as the witness it puts in its messages.
     pub(super) fn witness(&self) -> Result<Option<KtWitness>, ClientError> {
-        Ok(self.read::<StoredHead>(HEAD_KEY)?.map(|h| KtWitness {
-            epoch: h.epoch,
-            root_hash: redoubt_proto::Bytes(h.root),
-        }))
+        Ok(self
+            .read::<StoredHead>(HEAD_KEY)?
+            .and_then(|h| Signed::from_bytes(&h.signed).ok())
+            .map(|head| KtWitness { head }))
     }
 
-    /// Compares a member's witness with what this device verified for that epoch (asking
-    /// the server for that epoch's signed head when it has none): two roots for one epoch
-    /// are a fork, noticed here and refused.
+    /// Checks a member's witness: a head the transparency key signed. When this device
+    /// holds (or the server shows it) another root for that epoch, the server signed two
+    /// roots for one epoch: a fork, noticed. A witness that is not validly signed proves
+    /// nothing and is ignored.
     pub(super) async fn check_witness(
         &mut self,
         sender: &UserName,
         witness: &KtWitness,
     ) -> Result<(), ClientError> {
-        let known = self.read::<[u8; 32]>(&root_key(witness.epoch))?;
-        let known = match known {
+        let keys = self.kt_keys().await?;
+        let Ok(theirs) = redoubt_kt::verify_head(&witness.head, &keys) else {
+            return Ok(());
+        };
+        let known = match self.read::<[u8; 32]>(&root_key(theirs.epoch))? {
             Some(root) => root,
             None => {
                 let head = match self
                     .call_repeatable(Request::KtHead {
-                        epoch: Some(witness.epoch),
+                        epoch: Some(theirs.epoch),
                     })
                     .await
                 {
@@ -503,27 +581,41 @@ impl Messenger {
                     _ => None,
                 };
                 let Some(head) = head else {
+                    // The server does not show this device an epoch a member was shown.
+                    self.add_notice(&SecurityNotice {
+                        kind: NoticeKind::Fork,
+                        user: sender.clone(),
+                        device_id: None,
+                        device_name: None,
+                        epoch: theirs.epoch,
+                        at_unix_s: crate::unix_now(),
+                        detail: format!(
+                            "{sender}'s device was shown epoch {} of the key directory, which the server \
+                             does not show this device",
+                            theirs.epoch
+                        ),
+                    })?;
                     return Ok(());
                 };
-                let head = match self.accept_head(&head).await {
-                    Ok(head) => head,
+                // A different root here is recorded as a fork by `record_root`.
+                match self.accept_head(&head).await {
+                    Ok(head) => head.root_hash.0,
                     Err(_) => return Ok(()),
-                };
-                head.root_hash.0
+                }
             }
         };
-        if known != witness.root_hash.0 {
+        if known != theirs.root_hash.0 {
             self.add_notice(&SecurityNotice {
                 kind: NoticeKind::Fork,
                 user: sender.clone(),
                 device_id: None,
                 device_name: None,
-                epoch: witness.epoch,
+                epoch: theirs.epoch,
                 at_unix_s: crate::unix_now(),
                 detail: format!(
-                    "{sender}'s device verified another key directory root for epoch {} than this device: \
-                     the server is showing different directories to different devices",
-                    witness.epoch
+                    "{sender}'s device holds another signed root for epoch {} of the key directory than \
+                     this device: the server is showing different directories to different devices",
+                    theirs.epoch
                 ),
             })?;
         }
@@ -531,8 +623,9 @@ impl Messenger {
     }
 
     /// The safety number of this user and `peer`, from both users' newest logged device
-    /// sets and the epochs they were logged in.
-    pub async fn safety_number(&mut self, peer: &UserName) -> Result<SafetyNumber, ClientError> {
+    /// sets and the epochs they were logged in; `mark` records it (with the commitment it
+    /// was computed from) as verified.
+    pub async fn safety_number(&mut self, peer: &UserName, mark: bool) -> Result<SafetyNumber, ClientError> {
         let own_user = self.user.clone();
         let own = self.kt_history(&own_user).await?;
         let theirs = self.kt_history(peer).await?;
@@ -557,6 +650,9 @@ impl Messenger {
                 )
             })
             .collect();
+        if mark {
+            self.put(&verified_key(peer), &(number.clone(), theirs.commitment))?;
+        }
         let marked = self
             .read::<(String, [u8; 32])>(&verified_key(peer))?
             .map(|(n, _)| n);
@@ -565,20 +661,6 @@ impl Messenger {
             peer: peer.clone(),
             peer_devices,
             marked,
-        })
-    }
-
-    /// Records `peer` as verified at their current logged device set.
-    pub async fn mark_verified(&mut self, peer: &UserName) -> Result<SafetyNumber, ClientError> {
-        let number = self.safety_number(peer).await?;
-        let versions = self.kt_history(peer).await?;
-        let commitment = versions
-            .last()
-            .map_or_else(|| device_set_commitment(&[]), |v| v.commitment);
-        self.put(&verified_key(peer), &(number.number.clone(), commitment))?;
-        Ok(SafetyNumber {
-            marked: Some(number.number.clone()),
-            ..number
         })
     }
 

@@ -226,18 +226,24 @@ impl Kt {
             published: watch::Sender::new(0),
             harness,
         };
-        kt.recover().await?;
+        kt.recover(!shared).await?;
         Ok(kt)
     }
 
     /// Signs the head the tree is at when it has none (the first start, or a crash between
     /// akd's commit and the head), after checking this node's key signed the newest head.
-    async fn recover(&self) -> Result<(), ServerError> {
+    async fn recover(&self, publisher: bool) -> Result<(), ServerError> {
         let current = self
             .directory
             .get_epoch_hash()
             .await
             .map_err(|e| kt_error("reading the epoch", e))?;
+        // Sets written for an epoch the tree never reached (its publication failed); only
+        // the publisher may say so (another node would see the sets of a publication under
+        // way).
+        if publisher {
+            self.store.kt_drop_sets_after(current.0).await?;
+        }
         let latest = self.store.kt_latest_head().await?;
         if let Some((_, head)) = &latest {
             let head = Signed::<EpochHead>::from_bytes(head).map_err(|e| kt_error("newest head", e))?;
@@ -364,9 +370,20 @@ impl Kt {
         // A user whose devices changed again while this epoch was made was unmarked with
         // the others: marked again, they go into the next one.
         let mut again = Vec::new();
-        for (user, logged) in &sets {
+        for user in &marked {
+            let logged = sets
+                .iter()
+                .find(|(u, _)| u == user)
+                .map(|(_, certificates)| device_set_commitment(certificates));
+            let logged = match logged {
+                Some(commitment) => commitment,
+                None => self.store.kt_sets(user).await?.last().map_or_else(
+                    || device_set_commitment(&[]),
+                    |s| device_set_commitment(&s.certificates),
+                ),
+            };
             let devices = self.store.list_devices(Some(user)).await?;
-            if device_set_commitment(&active_certificates(devices.iter())) != device_set_commitment(logged) {
+            if device_set_commitment(&active_certificates(devices.iter())) != logged {
                 again.push(user.clone());
             }
         }
@@ -377,6 +394,9 @@ impl Kt {
     /// Publishes one epoch setting each user's device set to the certificates given, and
     /// signs its head. Returns the epoch.
     pub(crate) async fn publish_sets(&self, sets: &[(UserName, Vec<Vec<u8>>)]) -> Result<u64, ServerError> {
+        // After a failed publication: the head it did not sign, the sets of the epoch it
+        // did not reach.
+        self.recover(true).await?;
         let current = self
             .directory
             .get_epoch_hash()
@@ -413,7 +433,11 @@ impl Kt {
             ));
         }
         let head = self.sign_head(epoch, published.1);
-        self.store.kt_finish_epoch(epoch, &head.to_bytes(), &[]).await?;
+        match self.store.kt_finish_epoch(epoch, &head.to_bytes(), &[]).await {
+            // A node starting meanwhile signed this epoch's head from the same tree.
+            Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(other) => return Err(other.into()),
+        }
         self.published.send_replace(epoch);
         Ok(epoch)
     }
@@ -762,7 +786,9 @@ pub(crate) async fn run(state: Arc<State>, mut stop: watch::Receiver<bool>) {
     if let Err(error) = kt.reconcile().await {
         tracing::warn!(%error, "key directory: comparing the log with the devices failed");
     }
-    let mut last_publish = tokio::time::Instant::now() - kt.epoch_interval;
+    let mut last_publish = tokio::time::Instant::now()
+        .checked_sub(kt.epoch_interval)
+        .unwrap_or_else(tokio::time::Instant::now);
     let mut last_reconcile = tokio::time::Instant::now();
     loop {
         // Marks made on other nodes arrive through the store: look at least every second.

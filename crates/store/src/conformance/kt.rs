@@ -229,18 +229,23 @@ pub async fn kt_auditor_signatures_keep_the_newest(store: &impl Store) {
         store.kt_auditor_signatures().await.unwrap(),
         listed(&[b"first at 3", b"second at 5"])
     );
-    // An older or the same epoch does not replace it; a newer one does.
+    // An older epoch does not replace it; the same one does (a fresher countersignature of
+    // a quiet directory), and a newer one.
     store
         .kt_put_auditor_signature(&[2; 32], 4, b"second at 4")
         .await
         .unwrap();
+    assert_eq!(
+        store.kt_auditor_signatures().await.unwrap(),
+        listed(&[b"first at 3", b"second at 5"])
+    );
     store
         .kt_put_auditor_signature(&[2; 32], 5, b"second at 5 again")
         .await
         .unwrap();
     assert_eq!(
         store.kt_auditor_signatures().await.unwrap(),
-        listed(&[b"first at 3", b"second at 5"])
+        listed(&[b"first at 3", b"second at 5 again"])
     );
     store
         .kt_put_auditor_signature(&[2; 32], 6, b"second at 6")
