@@ -18,7 +18,7 @@ pub const KT_AUDIT_EPOCHS_MAX: u32 = 256;
 /// Most bytes of proofs one `KtAudit` answer carries (it stops before exceeding this).
 pub const KT_AUDIT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most auditor keys a policy may name.
-pub const KT_AUDITOR_KEYS_MAX: usize = 16;
+pub const KT_AUDITOR_KEYS_MAX: usize = 4;
 
 /// Auditors whose countersignature devices require (a policy setting): up to
 /// [`KT_AUDITOR_KEYS_MAX`] Ed25519 keys, written as hex strings. Fixed-size so that, like

@@ -204,7 +204,7 @@ policy_settings! {
     /// Most days of history a conversation may share with members added later
     /// (`group create --share-history`); 0 forbids sharing.
     group_history_sharing_max_days: u32 = 365, strictest: smaller, check: within(0, 36_500);
-    /// Ed25519 keys (64 hex digits each, at most 16) of key-directory auditors (`redoubt kt
+    /// Ed25519 keys (64 hex digits each, at most 4) of key-directory auditors (`redoubt kt
     /// audit`): when set, a device adds devices to conversations only while one of them has
     /// countersigned the directory within `kt_auditor_max_lag_s`.
     kt_auditor_keys: AuditorKeys = AuditorKeys::default(), strictest: auditors_required, check: any_keys;

@@ -124,7 +124,10 @@ prop_compose! {
         mail_sync_days in any::<Option<u32>>(),
         mail_preview_bytes in any::<Option<u32>>(),
         history in any::<(Option<bool>, Option<u32>, Option<u32>)>(),
+        auditors in proptest::collection::vec(array::<32>(), 0..=4),
+        auditor_lag in any::<Option<u32>>(),
     ) -> PolicySettings {
+        let auditors: Vec<String> = auditors.iter().map(|k| k.iter().map(|b| format!("{b:02x}")).collect()).collect();
         PolicySettings {
             passcode_required,
             passcode_min_length,
@@ -140,6 +143,8 @@ prop_compose! {
             history_transfer: history.0,
             history_transfer_days: history.1,
             group_history_sharing_max_days: history.2,
+            kt_auditor_keys: redoubt_proto::AuditorKeys::parse(&auditors).ok(),
+            kt_auditor_max_lag_s: auditor_lag,
         }
     }
 }
