@@ -192,9 +192,15 @@ async fn ask(
     match connection.call(request.clone()).await {
         Ok(response) => Ok(response),
         Err(error)
-            if error
-                .code()
-                .is_some_and(|c| c != redoubt_proto::ErrorCode::TooManyUnauthenticatedRequests) =>
+            if error.code().is_some_and(|c| {
+                // Unauthenticated connections are limited in requests and in time
+                // (`auth_timeout_ms`): a long audit goes on over a new one.
+                !matches!(
+                    c,
+                    redoubt_proto::ErrorCode::TooManyUnauthenticatedRequests
+                        | redoubt_proto::ErrorCode::Unauthenticated
+                )
+            }) =>
         {
             Err(error.into())
         }

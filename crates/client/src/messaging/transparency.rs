@@ -582,19 +582,15 @@ impl Messenger {
                 };
                 let Some(head) = head else {
                     // The server does not show this device an epoch a member was shown.
-                    self.add_notice(&SecurityNotice {
-                        kind: NoticeKind::Fork,
-                        user: sender.clone(),
-                        device_id: None,
-                        device_name: None,
-                        epoch: theirs.epoch,
-                        at_unix_s: crate::unix_now(),
-                        detail: format!(
+                    self.fork_notice(
+                        sender,
+                        theirs.epoch,
+                        format!(
                             "{sender}'s device was shown epoch {} of the key directory, which the server \
                              does not show this device",
                             theirs.epoch
                         ),
-                    })?;
+                    )?;
                     return Ok(());
                 };
                 // A different root here is recorded as a fork by `record_root`.
@@ -605,21 +601,29 @@ impl Messenger {
             }
         };
         if known != theirs.root_hash.0 {
-            self.add_notice(&SecurityNotice {
-                kind: NoticeKind::Fork,
-                user: sender.clone(),
-                device_id: None,
-                device_name: None,
-                epoch: theirs.epoch,
-                at_unix_s: crate::unix_now(),
-                detail: format!(
+            self.fork_notice(
+                sender,
+                theirs.epoch,
+                format!(
                     "{sender}'s device holds another signed root for epoch {} of the key directory than \
                      this device: the server is showing different directories to different devices",
                     theirs.epoch
                 ),
-            })?;
+            )?;
         }
         Ok(())
+    }
+
+    fn fork_notice(&self, sender: &UserName, epoch: u64, detail: String) -> Result<(), ClientError> {
+        self.add_notice(&SecurityNotice {
+            kind: NoticeKind::Fork,
+            user: sender.clone(),
+            device_id: None,
+            device_name: None,
+            epoch,
+            at_unix_s: crate::unix_now(),
+            detail,
+        })
     }
 
     /// The safety number of this user and `peer`, from both users' newest logged device
