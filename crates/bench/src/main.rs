@@ -6,6 +6,7 @@ mod big_group;
 mod device;
 mod directory_sync;
 mod history;
+mod kt;
 mod mail_push;
 mod messaging;
 mod report;
@@ -98,6 +99,10 @@ enum Scenario {
     /// binary beside this one): a conversation of --messages opened, then --rate messages
     /// a second arriving while it is open.
     Web(WebArgs),
+    /// The key directory (key transparency) on SQLite against akd's own in-memory
+    /// directory doing the same work (no server): --users published, then --epochs epochs
+    /// of 100 and of 1,000 changes; publish times, history and audit proofs, store size.
+    Kt(kt::KtArgs),
     /// Internal: the child-process server of --spawn-server.
     #[command(hide = true)]
     Serve {
@@ -323,6 +328,10 @@ fn main() -> Result<()> {
         // All on the device: no server to start.
         return search::main(args, cli.json);
     }
+    if let Scenario::Kt(args) = &cli.scenario {
+        // The key directory alone, opened on a data folder as the server opens it.
+        return kt::main(args, cli.json);
+    }
     let fd_limit = raise_fd_limit();
     if let Scenario::Serve { data, connector } = &cli.scenario {
         return target::serve_child(data, *connector);
@@ -370,7 +379,7 @@ fn main() -> Result<()> {
             Scenario::History(args) => history::run(&mut target, &common, args).await,
             Scenario::DirectorySync(args) => directory_sync::run(&mut target, &common, args).await,
             Scenario::Web(args) => web::run(&mut target, &common, args).await,
-            Scenario::Serve { .. } | Scenario::Search(_) => Err(anyhow!("unreachable")),
+            Scenario::Serve { .. } | Scenario::Search(_) | Scenario::Kt(_) => Err(anyhow!("unreachable")),
         };
         let stopped = target.stop().await;
         let report = report?;

@@ -202,3 +202,54 @@ fn search_agrees_with_fts5_on_every_query() {
     assert!(hits.iter().filter(|h| **h > 0).count() >= 8, "{hits:?}");
     assert!(hits.contains(&0), "{hits:?}");
 }
+
+#[test]
+fn kt_publishes_and_proves_like_akd() {
+    // No server: the key directory on a fresh data folder against akd's in-memory one.
+    let output = Command::new(env!("CARGO_BIN_EXE_redoubt-bench"))
+        .args([
+            "--json",
+            "kt",
+            "--users",
+            "1200",
+            "--initial-batch",
+            "600",
+            "--epochs",
+            "1",
+            "--repeat",
+            "2",
+        ])
+        .output()
+        .expect("run redoubt-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "kt failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    // ok: every proof verified, and both directories hold the same records.
+    assert_eq!(report["ok"], true, "{report:#}");
+    let sections = report["results"].as_array().unwrap();
+    let section = |label: &str| {
+        sections
+            .iter()
+            .find(|s| s["label"].as_str().unwrap().starts_with(label))
+            .unwrap_or_else(|| panic!("no section {label}: {report:#}"))
+    };
+    // Two epochs of first devices, one of 100 changes, one of 1,000.
+    assert_eq!(n(&section("summary")["epochs_published"]), 4);
+    for label in ["history proof", "audit proof"] {
+        let proof = section(label);
+        assert!(n(&proof["bytes"]) > 0 && n(&proof["bytes_akd"]) > 0, "{proof}");
+        assert!(proof["verify_ratio"].as_f64().unwrap() > 0.0, "{proof}");
+    }
+    assert_eq!(section("store")["same_records_as_akd"], true);
+    assert!(
+        report["targets"]["publish_p50_ratio"]
+            .as_str()
+            .unwrap()
+            .contains("akd")
+    );
+}
