@@ -156,11 +156,14 @@ pub async fn verify_audit_epoch(
         reason,
     };
     if head.epoch != previous.epoch + 1 {
-        return Err(audit_error(format!(
-            "expected epoch {} after {}",
-            previous.epoch + 1,
-            previous.epoch
-        )));
+        // Named by the epoch that should have come: the one removed or replaced.
+        return Err(KtError::Audit {
+            epoch: previous.epoch + 1,
+            reason: format!(
+                "missing: the server served epoch {} after epoch {}",
+                head.epoch, previous.epoch
+            ),
+        });
     }
     let proto = akd::proto::specs::types::SingleAppendOnlyProof::parse_from_bytes(&epoch.proof)
         .map_err(|e| audit_error(format!("append-only proof does not parse: {e}")))?;

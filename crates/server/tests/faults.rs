@@ -329,10 +329,10 @@ impl Store for FaultyStore {
     async fn kt_latest_sets(&self) -> Result<Vec<redoubt_store::KtSet>> {
         self.inner.kt_latest_sets().await
     }
-    async fn kt_finish_epoch(&self, epoch: u64, head: &[u8], done: &[UserName]) -> Result<()> {
-        self.inner.kt_finish_epoch(epoch, head, done).await
+    async fn kt_finish_epoch(&self, epoch: &KtEpochRecord, done: &[UserName]) -> Result<()> {
+        self.inner.kt_finish_epoch(epoch, done).await
     }
-    async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+    async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<KtEpochRecord>> {
         self.inner.kt_heads(after, limit).await
     }
     async fn kt_head(&self, epoch: u64) -> Result<Option<Vec<u8>>> {

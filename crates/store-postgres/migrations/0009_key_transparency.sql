@@ -32,7 +32,9 @@ CREATE TABLE kt_sets (
 -- to: written once, never changed; the triggers refuse it.
 CREATE TABLE kt_heads (
     epoch BIGINT PRIMARY KEY,
-    head BYTEA NOT NULL
+    head BYTEA NOT NULL,
+    -- The append-only proof from the epoch before, made when this one was published.
+    proof BYTEA NOT NULL
 );
 CREATE FUNCTION kt_heads_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -247,9 +247,9 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "kt_heads",
-        kinds: &[Int, Bytes],
-        select: "SELECT epoch, head FROM kt_heads",
-        insert: "INSERT INTO kt_heads (epoch, head) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
+        kinds: &[Int, Bytes, Bytes],
+        select: "SELECT epoch, head, proof FROM kt_heads",
+        insert: "INSERT INTO kt_heads (epoch, head, proof) SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])",
     },
     Table {
         name: "kt_changed",

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use redoubt_proto::UserName;
-use redoubt_store::{KtNode, KtSet, KtValue, Result, StoreError};
+use redoubt_store::{KtEpochRecord, KtNode, KtSet, KtValue, Result, StoreError};
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
@@ -210,21 +210,17 @@ impl PgStore {
         .collect()
     }
 
-    pub(crate) async fn kt_finish_epoch_impl(
-        &self,
-        epoch: u64,
-        head: &[u8],
-        done: &[UserName],
-    ) -> Result<()> {
-        let epoch = to_db(epoch, "key directory epoch")?;
+    pub(crate) async fn kt_finish_epoch_impl(&self, record: &KtEpochRecord, done: &[UserName]) -> Result<()> {
+        let epoch = to_db(record.epoch, "key directory epoch")?;
         let done = sorted_names(done);
         transaction!(self, StoreError, |tx| {
             // A plain insert: a head is never replaced (and the table's triggers refuse it).
             // Of two nodes finishing the same epoch, the second waits for the first and
             // then finds its head.
-            sqlx::query("INSERT INTO kt_heads (epoch, head) VALUES ($1, $2)")
+            sqlx::query("INSERT INTO kt_heads (epoch, head, proof) VALUES ($1, $2, $3)")
                 .bind(epoch)
-                .bind(head)
+                .bind(&record.head)
+                .bind(&record.proof)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| insert_error(e, "epoch", "epoch"))?;
@@ -232,19 +228,25 @@ impl PgStore {
         })
     }
 
-    pub(crate) async fn kt_heads_impl(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+    pub(crate) async fn kt_heads_impl(&self, after: u64, limit: u32) -> Result<Vec<KtEpochRecord>> {
         // An `after` beyond i64 has no epochs after it.
         let Ok(after) = i64::try_from(after) else {
             return Ok(Vec::new());
         };
-        sqlx::query("SELECT epoch, head FROM kt_heads WHERE epoch > $1 ORDER BY epoch LIMIT $2")
+        sqlx::query("SELECT epoch, head, proof FROM kt_heads WHERE epoch > $1 ORDER BY epoch LIMIT $2")
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(backend_error)?
             .iter()
-            .map(head_from_row)
+            .map(|row| {
+                Ok(KtEpochRecord {
+                    epoch: unsigned(row, "epoch")?,
+                    head: get(row, "head")?,
+                    proof: get(row, "proof")?,
+                })
+            })
             .collect()
     }
 

@@ -72,9 +72,9 @@ use redoubt_proto::{
 use redoubt_store::{
     ActivationCodeRecord, AppendError, Appended, Applied, AuditEvent, BeginError, BlobRecord, Change, Claim,
     ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupHead, GroupRecord,
-    GroupTransition, HistoryRecord, InboxRecord, KtNode, KtSet, KtValue, Lease, LogRecord, Membership,
-    NewLogEntry, NodeRecord, OrgRecord, RedeemError, Result, Store, StoreError, TransferGroupRecord,
-    UserRecord,
+    GroupTransition, HistoryRecord, InboxRecord, KtEpochRecord, KtNode, KtSet, KtValue, Lease, LogRecord,
+    Membership, NewLogEntry, NodeRecord, OrgRecord, RedeemError, Result, Store, StoreError,
+    TransferGroupRecord, UserRecord,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row};
@@ -575,11 +575,11 @@ impl Store for PgStore {
         self.kt_latest_sets_impl().await
     }
 
-    async fn kt_finish_epoch(&self, epoch: u64, head: &[u8], done: &[UserName]) -> Result<()> {
-        self.kt_finish_epoch_impl(epoch, head, done).await
+    async fn kt_finish_epoch(&self, epoch: &KtEpochRecord, done: &[UserName]) -> Result<()> {
+        self.kt_finish_epoch_impl(epoch, done).await
     }
 
-    async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+    async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<KtEpochRecord>> {
         self.kt_heads_impl(after, limit).await
     }
 

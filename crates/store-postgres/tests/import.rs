@@ -12,8 +12,9 @@ use redoubt_proto::{
 };
 use redoubt_store::{
     ActivationCodeRecord, BlobRecord, Change, Claim, CommandRecord, DeviceRecord, DirectoryGroupRecord,
-    GroupHead, GroupRecord, GroupTransition, HistoryRecord, InboxRecord, KtNode, KtSet, KtValue, LogRecord,
-    Membership, NewLogEntry, OrgRecord, Store, StoreError, TransferGroupRecord, UserRecord,
+    GroupHead, GroupRecord, GroupTransition, HistoryRecord, InboxRecord, KtEpochRecord, KtNode, KtSet,
+    KtValue, LogRecord, Membership, NewLogEntry, OrgRecord, Store, StoreError, TransferGroupRecord,
+    UserRecord,
 };
 use redoubt_store_postgres::PgStore;
 use redoubt_store_sqlite::SqliteStore;
@@ -238,8 +239,11 @@ async fn populate(store: &impl Store, blobs: &Path) {
             .unwrap();
         store
             .kt_finish_epoch(
-                epoch,
-                format!("head {epoch}").as_bytes(),
+                &KtEpochRecord {
+                    epoch,
+                    head: format!("head {epoch}").into_bytes(),
+                    proof: format!("proof {epoch}").into_bytes(),
+                },
                 std::slice::from_ref(&alice),
             )
             .await
@@ -300,7 +304,7 @@ type KtView = (
     Vec<KtValue>,
     Vec<KtSet>,
     Vec<KtSet>,
-    Vec<(u64, Vec<u8>)>,
+    Vec<KtEpochRecord>,
     Vec<UserName>,
     Vec<Vec<u8>>,
 );

@@ -30,7 +30,9 @@ CREATE TABLE kt_sets (
 -- to: written once, never changed; the triggers refuse it.
 CREATE TABLE kt_heads (
     epoch INTEGER PRIMARY KEY,
-    head BLOB NOT NULL
+    head BLOB NOT NULL,
+    -- The append-only proof from the epoch before, made when this one was published.
+    proof BLOB NOT NULL
 ) STRICT;
 CREATE TRIGGER kt_heads_no_update BEFORE UPDATE ON kt_heads
 BEGIN SELECT RAISE(ABORT, 'key directory heads are append-only'); END;

@@ -1,7 +1,7 @@
 //! The key directory's records (see `redoubt_store::KtNode`, `KtValue`, `KtSet`).
 
 use redoubt_proto::UserName;
-use redoubt_store::{KtNode, KtSet, KtValue, Result, StoreError};
+use redoubt_store::{KtEpochRecord, KtNode, KtSet, KtValue, Result, StoreError};
 use sqlx::sqlite::SqliteRow;
 
 use crate::{SqliteStore, backend_error, corrupt, from_db, get, insert_error, to_db, user_name};
@@ -239,22 +239,18 @@ impl SqliteStore {
         .collect()
     }
 
-    pub(crate) async fn kt_finish_epoch_impl(
-        &self,
-        epoch: u64,
-        head: &[u8],
-        done: &[UserName],
-    ) -> Result<()> {
-        let epoch = to_db(epoch, "key directory epoch")?;
+    pub(crate) async fn kt_finish_epoch_impl(&self, record: &KtEpochRecord, done: &[UserName]) -> Result<()> {
+        let epoch = to_db(record.epoch, "key directory epoch")?;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend_error)?;
         // A plain insert: a head is never replaced (and the table's triggers refuse it).
-        sqlx::query("INSERT INTO kt_heads (epoch, head) VALUES (?, ?)")
+        sqlx::query("INSERT INTO kt_heads (epoch, head, proof) VALUES (?, ?, ?)")
             .bind(epoch)
-            .bind(head)
+            .bind(&record.head)
+            .bind(&record.proof)
             .execute(&mut *tx)
             .await
             .map_err(|e| insert_error(e, "epoch", "epoch"))?;
@@ -262,19 +258,25 @@ impl SqliteStore {
         tx.commit().await.map_err(backend_error)
     }
 
-    pub(crate) async fn kt_heads_impl(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+    pub(crate) async fn kt_heads_impl(&self, after: u64, limit: u32) -> Result<Vec<KtEpochRecord>> {
         // An `after` beyond i64 has no epochs after it.
         let Ok(after) = i64::try_from(after) else {
             return Ok(Vec::new());
         };
-        sqlx::query_as("SELECT epoch, head FROM kt_heads WHERE epoch > ? ORDER BY epoch LIMIT ?")
+        sqlx::query_as("SELECT epoch, head, proof FROM kt_heads WHERE epoch > ? ORDER BY epoch LIMIT ?")
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(backend_error)?
             .into_iter()
-            .map(head_from_row)
+            .map(|(epoch, head, proof): (i64, Vec<u8>, Vec<u8>)| {
+                Ok(KtEpochRecord {
+                    epoch: from_db(epoch, "key directory epoch")?,
+                    head,
+                    proof,
+                })
+            })
             .collect()
     }
 

@@ -25,8 +25,8 @@ use redoubt_proto::{BlobId, GroupId};
 use redoubt_store::{
     ActivationCodeRecord, ActivationCodeState, AppendError, Appended, Applied, AuditEvent, BeginError,
     BlobRecord, Change, Claim, ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupHead,
-    GroupRecord, GroupTransition, HistoryRecord, InboxRecord, KtNode, KtSet, KtValue, Lease, LogRecord,
-    Membership, NewLogEntry, NodeRecord, OrgRecord, RedeemError, Result, Store, StoreError,
+    GroupRecord, GroupTransition, HistoryRecord, InboxRecord, KtEpochRecord, KtNode, KtSet, KtValue, Lease,
+    LogRecord, Membership, NewLogEntry, NodeRecord, OrgRecord, RedeemError, Result, Store, StoreError,
     TransferGroupRecord, UserRecord,
 };
 use sqlx::Row;
@@ -806,11 +806,11 @@ impl Store for SqliteStore {
         self.kt_latest_sets_impl().await
     }
 
-    async fn kt_finish_epoch(&self, epoch: u64, head: &[u8], done: &[UserName]) -> Result<()> {
-        self.kt_finish_epoch_impl(epoch, head, done).await
+    async fn kt_finish_epoch(&self, epoch: &KtEpochRecord, done: &[UserName]) -> Result<()> {
+        self.kt_finish_epoch_impl(epoch, done).await
     }
 
-    async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+    async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<KtEpochRecord>> {
         self.kt_heads_impl(after, limit).await
     }
 

@@ -24,6 +24,17 @@ pub struct KtValue {
     pub record: Vec<u8>,
 }
 
+/// One published epoch: its signed head, and the append-only proof from the epoch before
+/// to it, made when it was published (empty for epoch 0). A proof made later from the
+/// tree as it then is grows with every change since, so an auditor catching up would be
+/// sent a quadratic amount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KtEpochRecord {
+    pub epoch: u64,
+    pub head: Vec<u8>,
+    pub proof: Vec<u8>,
+}
+
 /// The device certificates a user's value at `epoch` commits to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KtSet {

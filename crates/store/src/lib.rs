@@ -24,7 +24,7 @@ pub use delivery::{
     LogRecord, Membership, NewLogEntry,
 };
 pub use history::{BeginError, Claim, HistoryRecord, TransferGroupRecord};
-pub use kt::{KtNode, KtSet, KtValue};
+pub use kt::{KtEpochRecord, KtNode, KtSet, KtValue};
 pub use management::{Applied, AuditEvent, Change, CommandRecord, DirectoryGroupRecord};
 use redoubt_proto::{
     ActivationCodeId, AuditEntry, BlobId, DeviceId, DeviceName, DisplayName, GroupId, GroupName, OrgId,
@@ -432,13 +432,13 @@ pub trait Store: Send + Sync + 'static {
     /// The newest logged device set of every user, ordered by user.
     async fn kt_latest_sets(&self) -> Result<Vec<KtSet>>;
 
-    /// Records epoch `epoch`'s signed head and takes `done` off the changed users, in one
-    /// transaction. `AlreadyExists("epoch")` if the epoch has a head (a head is never
-    /// replaced).
-    async fn kt_finish_epoch(&self, epoch: u64, head: &[u8], done: &[UserName]) -> Result<()>;
+    /// Records epoch `epoch`'s signed head and append-only proof and takes `done` off the
+    /// changed users, in one transaction. `AlreadyExists("epoch")` if the epoch has a head
+    /// (a head is never replaced).
+    async fn kt_finish_epoch(&self, epoch: &KtEpochRecord, done: &[UserName]) -> Result<()>;
 
-    /// Signed heads of epochs in `after < epoch`, in order, at most `limit`.
-    async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// Epochs in `after < epoch`, in order, at most `limit`, with their heads and proofs.
+    async fn kt_heads(&self, after: u64, limit: u32) -> Result<Vec<KtEpochRecord>>;
 
     /// The signed head of `epoch`, if it has one.
     async fn kt_head(&self, epoch: u64) -> Result<Option<Vec<u8>>>;

@@ -30,7 +30,7 @@ use redoubt_proto::{
     AuditorStatement, Bytes, EpochHead, ErrorCode, KT_AUDIT_BYTES_MAX, KT_AUDIT_EPOCHS_MAX, KtAuditEpoch,
     KtHead, KtHistoryAnswer, KtKeysBody, KtVersion, Signed, UserName, device_set_commitment, user_label,
 };
-use redoubt_store::{DeviceRecord, KtSet, Store, StoreError};
+use redoubt_store::{DeviceRecord, KtEpochRecord, KtSet, Store, StoreError};
 use tokio::sync::{Notify, watch};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -266,8 +266,8 @@ impl Kt {
                     ),
                 ));
             }
-            let head = self.sign_head(current.0, current.1);
-            match self.store.kt_finish_epoch(current.0, &head.to_bytes(), &[]).await {
+            let record = self.epoch_record(current.0, current.1).await?;
+            match self.store.kt_finish_epoch(&record, &[]).await {
                 Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
                 Err(other) => return Err(other.into()),
             }
@@ -276,8 +276,11 @@ impl Kt {
         Ok(())
     }
 
-    fn sign_head(&self, epoch: u64, root: [u8; 32]) -> Signed<EpochHead> {
-        Signed::sign(
+    /// The record of the epoch the tree has just reached: its signed head, and the
+    /// append-only proof from the epoch before (made now, while it is one epoch's changes
+    /// and not every change since).
+    async fn epoch_record(&self, epoch: u64, root: [u8; 32]) -> Result<KtEpochRecord, ServerError> {
+        let head = Signed::sign(
             &EpochHead {
                 org_id: self.org_id,
                 epoch,
@@ -285,7 +288,27 @@ impl Kt {
                 published_at_unix_ms: crate::unix_now_ms(),
             },
             &self.signing,
-        )
+        );
+        let proof = match epoch.checked_sub(1) {
+            None => Vec::new(),
+            Some(before) => {
+                let proof = self
+                    .directory
+                    .audit(before, epoch)
+                    .await
+                    .map_err(|e| kt_error("making the append-only proof", e))?;
+                let single = proof
+                    .proofs
+                    .first()
+                    .ok_or_else(|| kt_error("making the append-only proof", "akd made none"))?;
+                redoubt_kt::encode_append_only_proof(single)
+            }
+        };
+        Ok(KtEpochRecord {
+            epoch,
+            head: head.to_bytes(),
+            proof,
+        })
     }
 
     /// Marks users whose device set changed and wakes the publisher.
@@ -432,8 +455,8 @@ impl Kt {
                 format!("expected epoch {epoch}, the tree is at {}", published.0),
             ));
         }
-        let head = self.sign_head(epoch, published.1);
-        match self.store.kt_finish_epoch(epoch, &head.to_bytes(), &[]).await {
+        let record = self.epoch_record(epoch, published.1).await?;
+        match self.store.kt_finish_epoch(&record, &[]).await {
             // A node starting meanwhile signed this epoch's head from the same tree.
             Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
             Err(other) => return Err(other.into()),
@@ -607,26 +630,18 @@ impl Kt {
             .await?;
         let mut epochs = Vec::with_capacity(heads.len());
         let mut bytes = 0;
-        for (epoch, head) in heads {
-            if epoch == 0 {
+        // Each epoch's proof was made when it was published: answering is reading.
+        for record in heads {
+            if record.epoch == 0 {
                 continue;
             }
-            let proof = self
-                .directory
-                .audit(epoch - 1, epoch)
-                .await
-                .map_err(|e| api_internal("append-only proof", e))?;
-            let Some(single) = proof.proofs.first() else {
-                return Err(api_internal("append-only proof", "empty"));
-            };
-            let proof = redoubt_kt::encode_append_only_proof(single);
-            bytes += proof.len() + head.len();
+            bytes += record.proof.len() + record.head.len();
             if bytes > KT_AUDIT_BYTES_MAX && !epochs.is_empty() {
                 break;
             }
             epochs.push(KtAuditEpoch {
-                head: Signed::from_bytes(&head).map_err(|e| api_internal("stored head", e))?,
-                proof,
+                head: Signed::from_bytes(&record.head).map_err(|e| api_internal("stored head", e))?,
+                proof: record.proof,
             });
         }
         Ok(epochs)

@@ -3,7 +3,7 @@
 
 use redoubt_proto::UserName;
 
-use crate::{KtNode, KtSet, KtValue, Store, StoreError};
+use crate::{KtEpochRecord, KtNode, KtSet, KtValue, Store, StoreError};
 
 fn node(key: &[u8], record: &[u8]) -> KtNode {
     KtNode {
@@ -18,6 +18,15 @@ fn value(label: &[u8], epoch: u64, version: u64, record: &[u8]) -> KtValue {
         epoch,
         version,
         record: record.to_vec(),
+    }
+}
+
+/// An epoch's record whose proof differs from its head (a backend mixing them up fails).
+fn record(epoch: u64, head: &[u8]) -> KtEpochRecord {
+    KtEpochRecord {
+        epoch,
+        head: head.to_vec(),
+        proof: [b"proof of ", head].concat(),
     }
 }
 
@@ -147,13 +156,15 @@ pub async fn kt_epochs_are_written_once_and_take_changed_users(store: &impl Stor
         .await
         .unwrap();
     store
-        .kt_finish_epoch(1, b"head 1", &[name("alice"), name("bob"), name("a-z")])
+        .kt_finish_epoch(&record(1, b"head 1"), &[name("alice"), name("bob"), name("a-z")])
         .await
         .unwrap();
     assert_eq!(store.kt_changed(10).await.unwrap(), [name("carol")]);
 
     // A head is written once: finishing epoch 1 again fails and takes no one off.
-    let again = store.kt_finish_epoch(1, b"other head", &[name("carol")]).await;
+    let again = store
+        .kt_finish_epoch(&record(1, b"other head"), &[name("carol")])
+        .await;
     assert!(
         matches!(again, Err(StoreError::AlreadyExists("epoch"))),
         "{again:?}"
@@ -170,12 +181,12 @@ pub async fn kt_epochs_are_written_once_and_take_changed_users(store: &impl Stor
         .await
         .unwrap();
     store
-        .kt_finish_epoch(2, b"head 2", &[name("alice")])
+        .kt_finish_epoch(&record(2, b"head 2"), &[name("alice")])
         .await
         .unwrap();
     // Taking off a user who was not marked is no error.
     store
-        .kt_finish_epoch(3, b"head 3", &[name("dave")])
+        .kt_finish_epoch(&record(3, b"head 3"), &[name("dave")])
         .await
         .unwrap();
     assert_eq!(store.kt_changed(10).await.unwrap(), [name("carol")]);
@@ -190,11 +201,17 @@ pub async fn kt_epochs_are_written_once_and_take_changed_users(store: &impl Stor
         .unwrap();
     assert_eq!(store.kt_changed(10).await.unwrap(), [name("carol")]);
 
-    let head = |epoch: u64| (epoch, format!("head {epoch}").into_bytes());
-    assert_eq!(store.kt_heads(0, 10).await.unwrap(), [head(1), head(2), head(3)]);
-    assert_eq!(store.kt_heads(1, 1).await.unwrap(), [head(2)]);
+    let epoch = |epoch: u64| record(epoch, format!("head {epoch}").as_bytes());
+    assert_eq!(
+        store.kt_heads(0, 10).await.unwrap(),
+        [epoch(1), epoch(2), epoch(3)]
+    );
+    assert_eq!(store.kt_heads(1, 1).await.unwrap(), [epoch(2)]);
     assert!(store.kt_heads(3, 10).await.unwrap().is_empty());
-    assert_eq!(store.kt_latest_head().await.unwrap(), Some(head(3)));
+    assert_eq!(
+        store.kt_latest_head().await.unwrap(),
+        Some((3, b"head 3".to_vec()))
+    );
 
     assert_eq!(
         store.kt_sets(&name("alice")).await.unwrap(),
