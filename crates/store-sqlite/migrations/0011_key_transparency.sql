@@ -3,10 +3,11 @@
 -- same device keys. akd's records are opaque here: the server encodes them.
 
 -- akd's tree (its aZKS and the tree nodes), by binary key; replaced as epochs move it.
+-- WITHOUT ROWID: the key is the only index, so an upsert touches one B-tree, not two.
 CREATE TABLE kt_nodes (
     key BLOB PRIMARY KEY,
     record BLOB NOT NULL
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 -- Every logged state of a label (akd's value states): history proofs need them all.
 CREATE TABLE kt_values (
@@ -15,7 +16,7 @@ CREATE TABLE kt_values (
     version INTEGER NOT NULL,
     record BLOB NOT NULL,
     PRIMARY KEY (label, epoch)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 
 -- The device certificates each logged value commits to (postcard of Vec<Vec<u8>>), so a
 -- device can be shown what its user's published value stands for.

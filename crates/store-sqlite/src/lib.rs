@@ -36,6 +36,8 @@ use sqlx::sqlite::{
 
 /// Connections in the pool. SQLite has one writer; readers proceed in parallel under WAL.
 const POOL_CONNECTIONS_MAX: u32 = 4;
+/// Each pool connection's page cache: 32 MiB (negative: KiB, in SQLite's terms).
+const POOL_PAGE_CACHE: &str = "-32768";
 /// Appends waiting for the group-commit task; callers wait beyond this (backpressure).
 const APPEND_QUEUE_MAX: usize = 1024;
 /// How long a writer waits for the lock before failing.
@@ -95,7 +97,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS));
+            .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
+            // SQLite's default page cache (2 MiB) holds too little of the key directory's
+            // tree: an epoch's writes went to the OS for every page they touched. Grown
+            // only as pages are read.
+            .pragma("cache_size", POOL_PAGE_CACHE);
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_CONNECTIONS_MAX)
             .connect_with(options)

@@ -9,17 +9,18 @@
 //!   `--certificate-bytes`), published `--initial-batch` users an epoch (the server's
 //!   publisher puts at most 10,000 users in one epoch);
 //! - `--epochs` epochs of 100 changes, then as many of 1,000 (a change: a user gets a second
-//!   device), each timed on both sides, one side right after the other;
+//!   device), each timed on both sides, one side right after the other; an epoch's work
+//!   includes making its append-only proof (the server stores it with the head);
 //! - the history proof a device asks for (`KtHistory`) of a user with one version and of one
 //!   with two: bytes, time to make, time to verify with `redoubt_kt::verify_history` (akd's
 //!   proof wrapped in the same answer, against a head over akd's root); and akd's plain
 //!   lookup proof for reference;
 //! - the append-only proof an auditor checks (`KtAudit`) of the first 100-change and the
-//!   first 1,000-change epoch: bytes, time to make, time to verify
-//!   (`redoubt_kt::verify_audit_epoch` against `akd::auditor::audit_verify`), made right
-//!   after the epoch was published and again at the end. akd makes an old epoch's proof from
-//!   the tree as it is now, so it grows with the changes made since: the server makes them
-//!   on demand, and an auditor that falls behind is sent the larger ones;
+//!   first 1,000-change epoch: bytes, time to serve, time to verify
+//!   (`redoubt_kt::verify_audit_epoch` against `akd::auditor::audit_verify`), right after
+//!   the epoch was published and again at the end. Redoubt serves the proof it stored at
+//!   publication; akd's side makes it, from the tree as it is now, so an old epoch's proof
+//!   grows with the changes made since (what the server sent before it stored them);
 //! - the SQLite file at the end (akd's in-memory directory has none: its record counts are
 //!   compared instead).
 //!
@@ -316,15 +317,16 @@ async fn proof_figures(
     let newest = reference.epoch();
     for run in &published.runs {
         let epoch = run.first_epoch;
+        // Redoubt serves the proof it stored at publication; akd's side makes it.
         figures.section(&format!(
-            "audit proof of epoch {epoch} ({} changes), made when it was the newest",
+            "audit proof of epoch {epoch} ({} changes), served when it was the newest",
             run.size
         ));
         figures.proof(run.fresh_audit.0, run.fresh_audit.1);
         let ours_cost = our_audit(ours, epoch, repeat).await?;
         let akd_cost = akd_audit(reference, epoch, repeat).await?;
         figures.section(&format!(
-            "audit proof of epoch {epoch} ({} changes), made at epoch {newest}",
+            "audit proof of epoch {epoch} ({} changes), served at epoch {newest}",
             run.size
         ));
         figures.proof(ours_cost, akd_cost);
