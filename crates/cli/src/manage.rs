@@ -670,9 +670,18 @@ pub(crate) async fn own_device(
         OwnDeviceCommand::List => out.own_devices(&devices, seen_only_in_log),
         OwnDeviceCommand::Approve { device } => {
             let device_id = resolve_device(&devices, &device)?;
+            let certificate = devices
+                .iter()
+                .find(|d| d.device_id == device_id)
+                .map(|d| d.certificate.as_slice())
+                .unwrap_or_default();
+            let approval = session.profile().approve(device_id, certificate)?;
             done(
                 session
-                    .request(Request::DeviceApprove { device: device_id })
+                    .request(Request::DeviceApprove {
+                        device: device_id,
+                        approval,
+                    })
                     .await?,
                 "DeviceApprove",
             )?;

@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redoubt_proto::{ActivationCode, UserName};
-use redoubt_server::KeyDirectory;
+use redoubt_server::{DeviceSet, KeyDirectory};
 use serde_json::Value;
 use support::{BIN, Rng, ServerProcess, wait_for, wait_until_listening};
 
@@ -117,7 +117,11 @@ impl Folder {
                 Some(std::mem::replace(&mut set[at], certificate.clone()))
             };
             let user = UserName::parse(&format!("audited-{index:03}")).unwrap();
-            let epoch = directory.publish(&[(user.clone(), set.clone())]).await.unwrap();
+            let logged = DeviceSet {
+                certificates: set.clone(),
+                approvals: Vec::new(),
+            };
+            let epoch = directory.publish(&[(user.clone(), logged)]).await.unwrap();
             assert_eq!(epoch, self.changes, "one epoch per change, none other");
             devices.push(DeviceChange {
                 user,

@@ -227,6 +227,11 @@ impl Session {
     }
 
     /// Who the server says this session is, as of authentication.
+    /// The device profile this session authenticated with.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
     pub fn info(&self) -> &SessionInfo {
         &self.info
     }

@@ -36,7 +36,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ed25519_dalek::{Signer, SigningKey};
-use redoubt_proto::{DeviceCertificate, DeviceId, OrgId, ServerAddress, UserName, VerifiedCertificate};
+use redoubt_proto::{
+    Bytes, DeviceCertificate, DeviceId, OrgId, ServerAddress, Signed, UserName, VerifiedCertificate,
+};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -940,6 +942,40 @@ impl Profile {
     /// The device key in the form mls-rs signs with; it stays in this process.
     pub(crate) fn mls_secret_key(&self) -> mls_rs::crypto::SignatureSecretKey {
         redoubt_mls::mls_secret_key(&self.key)
+    }
+
+    /// This device's signed approval of `certificate`, a new device of its own user waiting
+    /// for approval (`DeviceApprove`; the key directory logs it with the device). The
+    /// certificate is checked first: the organisation's, for this user and `device`.
+    pub fn approve(
+        &self,
+        device: DeviceId,
+        certificate: &[u8],
+    ) -> Result<Signed<redoubt_proto::DeviceApproval>, ClientError> {
+        let org_key = ed25519_dalek::VerifyingKey::from_bytes(&self.org_public_key)
+            .map_err(|_| ClientError::Protocol("the organisation key is malformed".into()))?;
+        let decoded = DeviceCertificate::decode(certificate)
+            .map_err(|e| ClientError::Protocol(format!("the device's certificate is malformed: {e}")))?;
+        let not_before = decoded.unverified_body().not_before_unix_s;
+        let verified = decoded
+            .verify(&org_key, &self.org_id(), not_before)
+            .map_err(|e| ClientError::Protocol(format!("the device's certificate is refused: {e}")))?;
+        if verified.body().user != *self.user() || verified.body().device_id != device {
+            return Err(ClientError::Protocol(format!(
+                "the certificate offered for device {device} is not that device of {}",
+                self.user()
+            )));
+        }
+        Ok(Signed::sign(
+            &redoubt_proto::DeviceApproval {
+                org_id: self.org_id(),
+                user: self.user().clone(),
+                approver: self.device_id(),
+                certificate_hash: Bytes(redoubt_proto::certificate_hash(certificate)),
+                approved_at_unix_s: crate::unix_now(),
+            },
+            &self.key,
+        ))
     }
 
     /// Signs with the device key, which never leaves this process.

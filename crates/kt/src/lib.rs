@@ -76,6 +76,8 @@ pub fn verify_head(head: &Signed<EpochHead>, keys: &KtKeysBody) -> Result<EpochH
 pub struct LoggedVersion {
     pub epoch: u64,
     pub certificates: Vec<Vec<u8>>,
+    /// Signed approvals of approved devices among them (`Signed<DeviceApproval>`).
+    pub approvals: Vec<Vec<u8>>,
     pub commitment: [u8; 32],
 }
 
@@ -122,7 +124,7 @@ pub fn verify_history(
                 answer.user, result.epoch
             )));
         };
-        let commitment = device_set_commitment(&given.certificates);
+        let commitment = device_set_commitment(&given.certificates, &given.approvals);
         if result.value.0 != commitment {
             return Err(KtError::Proof(format!(
                 "history of {}: the certificates given for epoch {} are not the ones logged",
@@ -132,6 +134,7 @@ pub fn verify_history(
         versions.push(LoggedVersion {
             epoch: result.epoch,
             certificates: given.certificates.clone(),
+            approvals: given.approvals.clone(),
             commitment,
         });
     }

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 
-use crate::{Bytes, OrgId, PublicKeyBytes, Signable, Signed, UserName};
+use crate::{Bytes, DeviceId, OrgId, PublicKeyBytes, Signable, Signed, UserName};
 
 /// Most epochs one `KtAudit` answer carries.
 pub const KT_AUDIT_EPOCHS_MAX: u32 = 256;
@@ -94,20 +94,41 @@ pub fn certificate_hash(certificate: &[u8]) -> [u8; 32] {
     Sha256::digest(certificate).into()
 }
 
-/// The value logged for a user: SHA-256 over a domain label and the sorted, distinct hashes
-/// of their device certificates. The server sends the certificates beside each proof; a
-/// device recomputes this and compares it with the proven value.
-pub fn device_set_commitment(certificates: &[Vec<u8>]) -> [u8; 32] {
-    let mut hashes: Vec<[u8; 32]> = certificates.iter().map(|c| certificate_hash(c)).collect();
-    hashes.sort_unstable();
-    hashes.dedup();
+/// The value logged for a user: SHA-256 over a domain label, the sorted, distinct hashes of
+/// their device certificates, then those of the approvals of approved devices (signed
+/// [`DeviceApproval`]s, encoded). The server sends both beside each proof; a device
+/// recomputes this and compares it with the proven value.
+pub fn device_set_commitment(certificates: &[Vec<u8>], approvals: &[Vec<u8>]) -> [u8; 32] {
     let mut digest = Sha256::new();
-    digest.update(b"redoubt/kt-device-set/v1\0");
-    digest.update((hashes.len() as u64).to_be_bytes());
-    for hash in &hashes {
-        digest.update(hash);
+    digest.update(b"redoubt/kt-device-set/v2\0");
+    for list in [certificates, approvals] {
+        let mut hashes: Vec<[u8; 32]> = list.iter().map(|c| certificate_hash(c)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        digest.update((hashes.len() as u64).to_be_bytes());
+        for hash in &hashes {
+            digest.update(hash);
+        }
     }
     digest.finalize().into()
+}
+
+/// A device's approval of a new device of its user (policy `new_device_approval`), signed
+/// by the approving device's own key. The server logs it beside the approved certificate,
+/// so every device of the user can check which of their devices let the new one in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceApproval {
+    pub org_id: OrgId,
+    pub user: UserName,
+    /// The approving device.
+    pub approver: DeviceId,
+    /// [`certificate_hash`] of the approved device's certificate.
+    pub certificate_hash: Bytes<32>,
+    pub approved_at_unix_s: i64,
+}
+
+impl Signable for DeviceApproval {
+    const LABEL: &'static [u8] = b"redoubt/device-approval/v1\0";
 }
 
 /// The label of a user in the directory (akd hides it behind a VRF in the tree).
@@ -175,6 +196,8 @@ pub struct KtVersion {
     pub epoch: u64,
     /// The certificates it commits to ([`device_set_commitment`]).
     pub certificates: Vec<Vec<u8>>,
+    /// The approvals of approved devices among them (signed [`DeviceApproval`]s, encoded).
+    pub approvals: Vec<Vec<u8>>,
 }
 
 /// What `KtHistory` answers: every logged version of a user's device set, with akd's
@@ -283,9 +306,26 @@ mod tests {
     fn commitment_ignores_order_and_repeats() {
         let a = vec![b"one".to_vec(), b"two".to_vec()];
         let b = vec![b"two".to_vec(), b"one".to_vec(), b"one".to_vec()];
-        assert_eq!(device_set_commitment(&a), device_set_commitment(&b));
-        assert_ne!(device_set_commitment(&a), device_set_commitment(&a[..1]));
-        assert_ne!(device_set_commitment(&[]), device_set_commitment(&a[..1]));
+        assert_eq!(device_set_commitment(&a, &[]), device_set_commitment(&b, &[]));
+        assert_ne!(
+            device_set_commitment(&a, &[]),
+            device_set_commitment(&a[..1], &[])
+        );
+        assert_ne!(
+            device_set_commitment(&[], &[]),
+            device_set_commitment(&a[..1], &[])
+        );
+        // Approvals count, apart from certificates: the same bytes as an approval instead
+        // of a certificate are another set.
+        let approval = vec![b"approval".to_vec()];
+        assert_ne!(
+            device_set_commitment(&a, &[]),
+            device_set_commitment(&a, &approval)
+        );
+        assert_ne!(
+            device_set_commitment(&[a.clone(), approval.clone()].concat(), &[]),
+            device_set_commitment(&a, &approval)
+        );
     }
 
     #[test]

@@ -44,9 +44,9 @@ pub use ids::{
     UserName,
 };
 pub use kt::{
-    AuditorKeys, AuditorStatement, EpochHead, KT_AUDIT_BYTES_MAX, KT_AUDIT_EPOCHS_MAX, KT_AUDITOR_KEYS_MAX,
-    KtAuditEpoch, KtHead, KtHistoryAnswer, KtKeysBody, KtVersion, KtWitness, certificate_hash,
-    device_set_commitment, safety_number, user_label,
+    AuditorKeys, AuditorStatement, DeviceApproval, EpochHead, KT_AUDIT_BYTES_MAX, KT_AUDIT_EPOCHS_MAX,
+    KT_AUDITOR_KEYS_MAX, KtAuditEpoch, KtHead, KtHistoryAnswer, KtKeysBody, KtVersion, KtWitness,
+    certificate_hash, device_set_commitment, safety_number, user_label,
 };
 pub use mail::{
     DavServerSettings, HostPort, MailSecurity, MailServerSettings, MailSettingsView, MailStatus,

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ActivationCodeId, ActivationSecret, AuditEntry, BlobId, CHALLENGE_BYTES, CheckpointBody, CommandBody,
-    CommandKind, DavServerSettings, DeviceId, DeviceName, DirectorySettings, DirectoryStatus, DisplayName,
-    GroupId, GroupName, MailServerSettings, MailSettingsView, OrgId, Policy, PolicyBody, PolicyScope,
-    PolicySettings, PublicKeyBytes, Role, ScimTokenCreated, ScimTokenInfo, SettingOrigin, SignatureBytes,
-    Signed, SyncReport, UserName, bytes::Bytes,
+    CommandKind, DavServerSettings, DeviceApproval, DeviceId, DeviceName, DirectorySettings, DirectoryStatus,
+    DisplayName, GroupId, GroupName, MailServerSettings, MailSettingsView, OrgId, Policy, PolicyBody,
+    PolicyScope, PolicySettings, PublicKeyBytes, Role, ScimTokenCreated, ScimTokenInfo, SettingOrigin,
+    SignatureBytes, Signed, SyncReport, UserName, bytes::Bytes,
 };
 
 /// The first frame on every connection, sent by the server.
@@ -155,8 +155,12 @@ pub enum Request {
     CommandsFetch,
     /// This device verified the command and is about to carry it out.
     CommandAck { command_id: u64 },
-    /// Approve a new device of the same user (when policy asks for approval).
-    DeviceApprove { device: DeviceId },
+    /// Approve a new device of the same user (when policy asks for approval), with this
+    /// device's signed approval of its certificate (logged with it in the key directory).
+    DeviceApprove {
+        device: DeviceId,
+        approval: Signed<DeviceApproval>,
+    },
     /// The devices of this session's user.
     OwnDevices,
     /// Admin: the organisation's mail servers and the connector's service account.
@@ -359,6 +363,9 @@ pub struct DeviceSummary {
     pub user: UserName,
     pub name: DeviceName,
     pub public_key: PublicKeyBytes,
+    /// The certificate as issued (`DeviceCertificate` bytes): what an approving device
+    /// checks and signs.
+    pub certificate: Vec<u8>,
     pub certificate_serial: u64,
     pub certificate_not_after_unix_s: i64,
     pub created_at_unix_s: i64,

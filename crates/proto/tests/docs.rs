@@ -100,6 +100,16 @@ fn request_and_response_tables_match_the_code() {
         (
             Request::DeviceApprove {
                 device: DeviceId::from([0; 16]),
+                approval: Signed::sign(
+                    &DeviceApproval {
+                        org_id: OrgId::from([0; 16]),
+                        user: UserName::parse("alice").unwrap(),
+                        approver: DeviceId::from([1; 16]),
+                        certificate_hash: Bytes([0; 32]),
+                        approved_at_unix_s: 0,
+                    },
+                    &ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+                ),
             },
             "DeviceApprove",
         ),

@@ -178,6 +178,7 @@ pub(crate) async fn enroll(state: &State, peer: &Peer, request: EnrollRequest) -
         revoked_at_unix_s: None,
         approved_at_unix_s: (!needs_approval).then_some(now),
         policy_version_acked: 0,
+        approval: None,
     };
     let event = audit(
         state,

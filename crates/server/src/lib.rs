@@ -45,7 +45,7 @@ pub use config::{
 };
 pub use data_dir::DataDir;
 pub use error::ServerError;
-pub use kt::{CompromisedDirectory, KeyDirectory};
+pub use kt::{CompromisedDirectory, DeviceSet, KeyDirectory};
 pub use mail::{ConnectorConfig, MailUser, smtp_transport};
 pub use migrate::migrate_to_postgres;
 pub use org::Org;

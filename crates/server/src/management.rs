@@ -8,9 +8,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use redoubt_proto::{
-    CheckpointBody, CommandBody, CommandKind, CommandSummary, DeviceId, DeviceSummary, DirectoryGroup,
-    EffectivePolicy, ErrorCode, Event, GroupName, ImportedUser, IssuedActivationCode, Policy, PolicyBody,
-    PolicyReport, PolicyScope, PolicySettings, Role, SettingOrigin, Signed, UserName,
+    CheckpointBody, CommandBody, CommandKind, CommandSummary, DeviceApproval, DeviceId, DeviceSummary,
+    DirectoryGroup, EffectivePolicy, ErrorCode, Event, GroupName, ImportedUser, IssuedActivationCode, Policy,
+    PolicyBody, PolicyReport, PolicyScope, PolicySettings, Role, SettingOrigin, Signed, UserName,
+    certificate_hash,
 };
 use redoubt_store::{AuditEvent, Change, CommandRecord, DeviceRecord, StoreError, UserRecord};
 
@@ -735,6 +736,7 @@ pub(crate) async fn device_approve(
     state: &State,
     who: &Authenticated,
     device: DeviceId,
+    approval: Signed<DeviceApproval>,
 ) -> Result<(), ApiError> {
     let record = existing_device(state, &device).await?;
     if record.user != who.user {
@@ -752,12 +754,31 @@ pub(crate) async fn device_approve(
     if record.approved_at_unix_s.is_some() {
         return Ok(());
     }
+    // The approval is logged with the device: it must be this device's own, signed with its
+    // key, naming exactly that certificate, so that the user's other devices can check it.
+    let approver = existing_device(state, &who.device_id).await?;
+    let refused = |why: &str| ApiError::new(ErrorCode::InvalidArgument, format!("approval refused: {why}"));
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&approver.public_key.0)
+        .map_err(|_| refused("this device's key is malformed"))?;
+    let body = approval
+        .verify(&key)
+        .map_err(|_| refused("it is not signed by this device's key"))?;
+    if body.org_id != state.org.id
+        || body.user != who.user
+        || body.approver != who.device_id
+        || body.certificate_hash.0 != certificate_hash(&record.certificate)
+    {
+        return Err(refused(
+            "it does not name this device and the approved device's certificate",
+        ));
+    }
     state
         .store
         .apply(
             &[Change::ApproveDevice {
                 device,
                 at_unix_s: state.now(),
+                approval: approval.to_bytes(),
             }],
             &[audit(
                 state,
@@ -823,6 +844,7 @@ pub(crate) async fn summarise(
             user: d.user,
             name: d.name,
             public_key: d.public_key,
+            certificate: d.certificate,
             certificate_serial: d.certificate_serial,
             certificate_not_after_unix_s: d.certificate_not_after_unix_s,
             created_at_unix_s: d.created_at_unix_s,

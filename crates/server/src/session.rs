@@ -475,9 +475,11 @@ async fn authenticated(
         Request::CommandAck { command_id } => management::command_ack(state, who, command_id)
             .await
             .map(|()| Response::Done),
-        Request::DeviceApprove { device } => management::device_approve(state, who, device)
-            .await
-            .map(|()| Response::Done),
+        Request::DeviceApprove { device, approval } => {
+            management::device_approve(state, who, device, approval)
+                .await
+                .map(|()| Response::Done)
+        }
         Request::OwnDevices => management::own_devices(state, who).await.map(Response::Devices),
         Request::HistoryBegin {
             target,

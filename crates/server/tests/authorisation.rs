@@ -309,6 +309,9 @@ async fn every_request_is_refused_where_it_must_be_and_changes_nothing() {
         Request::CommandAck { command_id },
         Request::DeviceApprove {
             device: profile_of["alice"].device_id(),
+            approval: profile_of["alice"]
+                .approve(profile_of["alice"].device_id(), profile_of["alice"].certificate())
+                .unwrap(),
         },
         Request::OwnDevices,
         Request::AdminMailSet(mail_settings()),

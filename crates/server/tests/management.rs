@@ -498,21 +498,54 @@ async fn new_devices_wait_for_approval_and_the_device_cap_holds() {
     let mut phone_session = Session::open(&phone).await.unwrap();
     // Another user's device cannot approve it.
     let bob_code = add_user(&mut admin, "bob").await;
-    let bob = enroll(profiles.path(), "bob-phone", &bob_code).await;
-    let mut bob = Session::open(&bob).await.unwrap();
+    let bob_phone = enroll(profiles.path(), "bob-phone", &bob_code).await;
+    let mut bob = Session::open(&bob_phone).await.unwrap();
     let error = call(
         &mut bob,
         Request::DeviceApprove {
             device: laptop.device_id(),
+            approval: Signed::sign(
+                &DeviceApproval {
+                    org_id: phone.org_id(),
+                    user: user("bob"),
+                    approver: bob_phone.device_id(),
+                    certificate_hash: Bytes(certificate_hash(laptop.certificate())),
+                    approved_at_unix_s: 0,
+                },
+                &ed25519_dalek::SigningKey::from_bytes(&bob_phone.device_key_seed_for_tests()),
+            ),
         },
     )
     .await
     .unwrap_err();
     assert_eq!(code_of(&error), ErrorCode::Forbidden);
+    // The approval is logged with the device: the phone's own, for the laptop's certificate.
+    let refused = [
+        // Signed by the laptop itself, not by the approving phone.
+        laptop.approve(laptop.device_id(), laptop.certificate()).unwrap(),
+        // The phone's, for another certificate (its own).
+        phone.approve(phone.device_id(), phone.certificate()).unwrap(),
+    ];
+    for approval in refused {
+        let error = call(
+            &mut phone_session,
+            Request::DeviceApprove {
+                device: laptop.device_id(),
+                approval,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(code_of(&error), ErrorCode::InvalidArgument, "{error}");
+        assert!(error.to_string().contains("approval refused"), "{error}");
+    }
+    let error = call(&mut laptop_session, Request::GroupList).await.unwrap_err();
+    assert_eq!(code_of(&error), ErrorCode::DeviceApprovalRequired);
     call(
         &mut phone_session,
         Request::DeviceApprove {
             device: laptop.device_id(),
+            approval: phone.approve(laptop.device_id(), laptop.certificate()).unwrap(),
         },
     )
     .await

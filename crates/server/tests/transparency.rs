@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redoubt_client::{Messenger, NoticeKind, SecurityNotice};
-use redoubt_proto::Event;
+use redoubt_proto::{Event, PolicyScope, PolicySettings, Request, Response};
 use redoubt_server::CompromisedDirectory;
 use support::{TestServer, admin_session, enroll, user};
 
@@ -157,6 +157,129 @@ async fn an_unlogged_device_is_refused_and_once_logged_its_owner_notices() {
     public.close().await;
 
     for messenger in [laptop, bob, ghost, tablet] {
+        messenger.close().await;
+    }
+    admin.close().await;
+    server.stop().await;
+}
+
+/// With `new_device_approval`, the approving device's signature is logged with the new
+/// device: the user's other devices name the approver, and the approver is not told of
+/// what it approved itself. A device the server lets in without a valid approval is an
+/// `unapproved_device` notice on the user's devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_logged_and_a_device_let_in_without_one_is_noticed() {
+    let server = TestServer::start().await;
+    let profiles = tempfile::tempdir().unwrap();
+    let mut admin = admin_session(&server, profiles.path()).await;
+    let code = admin.admin_user_add(user("alice"), None).await.unwrap();
+    let phone_profile = enroll(profiles.path(), "alice-phone", &code.code).await;
+    let settings = PolicySettings {
+        new_device_approval: Some(true),
+        ..Default::default()
+    };
+    let set = admin
+        .request(Request::AdminPolicySet {
+            scope: PolicyScope::Default,
+            settings,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(set, Response::PolicySet { .. }), "{set:?}");
+    let mut phone = Messenger::open(&phone_profile).await.unwrap();
+    let approve = async |phone: &mut Messenger, device: &redoubt_client::Profile| {
+        let approval = phone
+            .profile()
+            .approve(device.device_id(), device.certificate())
+            .unwrap();
+        phone
+            .session()
+            .request(Request::DeviceApprove {
+                device: device.device_id(),
+                approval,
+            })
+            .await
+            .unwrap();
+    };
+    let tablet_code = admin.admin_device_add(user("alice")).await.unwrap();
+    let tablet_profile = enroll(profiles.path(), "alice-tablet", &tablet_code.code).await;
+    approve(&mut phone, &tablet_profile).await;
+    let mut tablet = Messenger::open(&tablet_profile).await.unwrap();
+    let laptop_code = admin.admin_device_add(user("alice")).await.unwrap();
+    let laptop_profile = enroll(profiles.path(), "alice-laptop", &laptop_code.code).await;
+    approve(&mut phone, &laptop_profile).await;
+
+    // The tablet learns of the laptop, approved on the phone.
+    let notices = tablet.monitor_own().await.unwrap();
+    assert_eq!(notices.len(), 1, "{notices:#?}");
+    assert_eq!(notices[0].kind, NoticeKind::NewDevice);
+    assert_eq!(notices[0].device_name.as_deref(), Some("alice-laptop"));
+    assert!(
+        notices[0]
+            .detail
+            .contains("approved on your device \"alice-phone\""),
+        "{}",
+        notices[0].detail
+    );
+    // The phone approved both itself: nothing to tell.
+    phone.monitor_own().await.unwrap();
+    assert!(phone.security_notices().unwrap().is_empty());
+
+    // A compromised server lets a device in: approved in its database, with an approval
+    // it made up (it cannot sign with the phone's key), and marked for logging.
+    let ghost_code = admin.admin_device_add(user("alice")).await.unwrap();
+    let ghost = enroll(profiles.path(), "ghost", &ghost_code.code).await;
+    let forged = redoubt_proto::Signed::sign(
+        &redoubt_proto::DeviceApproval {
+            org_id: ghost.org_id(),
+            user: user("alice"),
+            approver: phone_profile.device_id(),
+            certificate_hash: redoubt_proto::Bytes(redoubt_proto::certificate_hash(ghost.certificate())),
+            approved_at_unix_s: 0,
+        },
+        &ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+    );
+    {
+        use sqlx::ConnectOptions;
+        let mut database = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(server.data().join("redoubt.db"))
+            .connect()
+            .await
+            .unwrap();
+        let approved = sqlx::query("UPDATE devices SET approved_at = 1, approval = ? WHERE name = 'ghost'")
+            .bind(forged.to_bytes())
+            .execute(&mut database)
+            .await
+            .unwrap();
+        assert_eq!(approved.rows_affected(), 1);
+        sqlx::query("INSERT INTO kt_changed (user_name) VALUES ('alice')")
+            .execute(&mut database)
+            .await
+            .unwrap();
+    }
+    let noticed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let notices = tablet.monitor_own().await.unwrap();
+            if let Some(notice) = notices
+                .into_iter()
+                .find(|n| n.device_name.as_deref() == Some("ghost"))
+            {
+                return notice;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the tablet did not notice the device let in without approval");
+    assert_eq!(noticed.kind, NoticeKind::UnapprovedDevice, "{noticed:#?}");
+    assert!(noticed.detail.contains("does not verify"), "{}", noticed.detail);
+    // The phone too, though it approved nothing of the kind.
+    phone.monitor_own().await.unwrap();
+    let unapproved = notices_of(&phone, NoticeKind::UnapprovedDevice);
+    assert_eq!(unapproved.len(), 1, "{unapproved:#?}");
+    assert_eq!(unapproved[0].device_name.as_deref(), Some("ghost"));
+
+    for messenger in [phone, tablet] {
         messenger.close().await;
     }
     admin.close().await;

@@ -18,13 +18,14 @@ CREATE TABLE kt_values (
     PRIMARY KEY (label, epoch)
 );
 
--- The device certificates each logged value commits to (postcard of Vec<Vec<u8>>, the
+-- The device certificates and approvals each logged value commits to (postcard of two
+-- Vec<Vec<u8>>, the
 -- same bytes as SQLite's), so a device can be shown what its user's published value
 -- stands for.
 CREATE TABLE kt_sets (
     user_name TEXT COLLATE "C" NOT NULL,
     epoch BIGINT NOT NULL,
-    certificates BYTEA NOT NULL,
+    device_set BYTEA NOT NULL,
     PRIMARY KEY (user_name, epoch)
 );
 
@@ -58,3 +59,7 @@ CREATE TABLE kt_auditors (
     epoch BIGINT NOT NULL,
     document BYTEA NOT NULL
 );
+
+-- The approving device's signed approval of a device (policy `new_device_approval`): the key
+-- directory logs it with the device's certificate.
+ALTER TABLE devices ADD COLUMN approval BYTEA;

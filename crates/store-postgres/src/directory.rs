@@ -42,7 +42,7 @@ macro_rules! code_columns {
 macro_rules! device_columns {
     () => {
         "id, user_name, name, public_key, certificate, certificate_serial, certificate_not_after, \
-         created_at, last_seen_at, revoked_at, approved_at, policy_version_acked"
+         created_at, last_seen_at, revoked_at, approved_at, policy_version_acked, approval"
     };
 }
 
@@ -84,6 +84,7 @@ fn device_from_row(row: &PgRow) -> Result<DeviceRecord> {
         revoked_at_unix_s: get(row, "revoked_at")?,
         approved_at_unix_s: get(row, "approved_at")?,
         policy_version_acked: unsigned(row, "policy_version_acked")?,
+        approval: get(row, "approval")?,
     })
 }
 
@@ -163,7 +164,7 @@ async fn insert_device(conn: &mut PgConnection, device: &DeviceRecord) -> Result
     sqlx::query(concat!(
         "INSERT INTO devices (",
         device_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     ))
     .bind(device.id.as_bytes())
     .bind(device.user.as_str())
@@ -177,6 +178,7 @@ async fn insert_device(conn: &mut PgConnection, device: &DeviceRecord) -> Result
     .bind(device.revoked_at_unix_s)
     .bind(device.approved_at_unix_s)
     .bind(to_db(device.policy_version_acked, "policy version")?)
+    .bind(device.approval.as_deref())
     .execute(conn)
     .await
     .map_err(|e| insert_error(e, "device", "user"))?;

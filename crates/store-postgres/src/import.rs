@@ -84,17 +84,19 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "devices",
-        kinds: &[Bytes, Text, Text, Bytes, Bytes, Int, Int, Int, Int, Int, Int, Int],
+        kinds: &[
+            Bytes, Text, Text, Bytes, Bytes, Int, Int, Int, Int, Int, Int, Int, Bytes,
+        ],
         select: "SELECT id, user_name, name, public_key, certificate, certificate_serial,
                         certificate_not_after, created_at, last_seen_at, revoked_at, approved_at,
-                        policy_version_acked
+                        policy_version_acked, approval
                  FROM devices",
         insert: "INSERT INTO devices (id, user_name, name, public_key, certificate, certificate_serial,
                                       certificate_not_after, created_at, last_seen_at, revoked_at,
-                                      approved_at, policy_version_acked)
+                                      approved_at, policy_version_acked, approval)
                  SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::bytea[], $5::bytea[],
                                       $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[],
-                                      $10::bigint[], $11::bigint[], $12::bigint[])",
+                                      $10::bigint[], $11::bigint[], $12::bigint[], $13::bytea[])",
     },
     Table {
         name: "activation_codes",
@@ -241,8 +243,8 @@ const TABLES: &[Table] = &[
     Table {
         name: "kt_sets",
         kinds: &[Text, Int, Bytes],
-        select: "SELECT user_name, epoch, certificates FROM kt_sets",
-        insert: "INSERT INTO kt_sets (user_name, epoch, certificates)
+        select: "SELECT user_name, epoch, device_set FROM kt_sets",
+        insert: "INSERT INTO kt_sets (user_name, epoch, device_set)
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
     },
     Table {

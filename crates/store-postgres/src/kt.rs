@@ -13,22 +13,23 @@ use crate::{PgStore, backend_error, corrupt, get, insert_error, to_db, unsigned,
 /// changes writes some twenty thousand tree records.
 const ROWS_PER_STATEMENT_MAX: usize = 2_000;
 
-/// A set's certificates as stored: postcard of `Vec<Vec<u8>>`, the bytes SQLite stores
-/// (`import_sqlite` copies them as they are).
-fn encode_certificates(certificates: &[Vec<u8>]) -> Result<Vec<u8>> {
-    postcard::to_stdvec(certificates).map_err(|e| StoreError::Backend(e.to_string()))
+/// A set as stored: postcard of its certificates and approvals (`Vec<Vec<u8>>` each), the
+/// same bytes in both backends (`import_sqlite` copies them as they are).
+fn encode_set(set: &KtSet) -> Result<Vec<u8>> {
+    postcard::to_stdvec(&(&set.certificates, &set.approvals)).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 fn set_from_row(row: &PgRow) -> Result<KtSet> {
-    let bytes: Vec<u8> = get(row, "certificates")?;
-    let certificates = match postcard::take_from_bytes::<Vec<Vec<u8>>>(&bytes) {
-        Ok((certificates, [])) => certificates,
+    let bytes: Vec<u8> = get(row, "device_set")?;
+    let (certificates, approvals) = match postcard::take_from_bytes::<(Vec<Vec<u8>>, Vec<Vec<u8>>)>(&bytes) {
+        Ok((set, [])) => set,
         _ => return Err(corrupt("key directory device set")),
     };
     Ok(KtSet {
         user: user_name(row, "user_name")?,
         epoch: unsigned(row, "epoch")?,
         certificates,
+        approvals,
     })
 }
 
@@ -157,7 +158,7 @@ impl PgStore {
         for set in sets {
             rows.insert(
                 (set.user.as_str(), to_db(set.epoch, "key directory epoch")?),
-                encode_certificates(&set.certificates)?,
+                encode_set(set)?,
             );
         }
         let mut users = Vec::with_capacity(rows.len());
@@ -172,9 +173,9 @@ impl PgStore {
             for start in (0..users.len()).step_by(ROWS_PER_STATEMENT_MAX) {
                 let end = users.len().min(start + ROWS_PER_STATEMENT_MAX);
                 sqlx::query(
-                    "INSERT INTO kt_sets (user_name, epoch, certificates)
+                    "INSERT INTO kt_sets (user_name, epoch, device_set)
                      SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])
-                     ON CONFLICT (user_name, epoch) DO UPDATE SET certificates = excluded.certificates",
+                     ON CONFLICT (user_name, epoch) DO UPDATE SET device_set = excluded.device_set",
                 )
                 .bind(&users[start..end])
                 .bind(&epochs[start..end])
@@ -187,7 +188,7 @@ impl PgStore {
     }
 
     pub(crate) async fn kt_sets_impl(&self, user: &UserName) -> Result<Vec<KtSet>> {
-        sqlx::query("SELECT user_name, epoch, certificates FROM kt_sets WHERE user_name = $1 ORDER BY epoch")
+        sqlx::query("SELECT user_name, epoch, device_set FROM kt_sets WHERE user_name = $1 ORDER BY epoch")
             .bind(user.as_str())
             .fetch_all(&self.pool)
             .await
@@ -199,7 +200,7 @@ impl PgStore {
 
     pub(crate) async fn kt_latest_sets_impl(&self) -> Result<Vec<KtSet>> {
         sqlx::query(
-            "SELECT DISTINCT ON (user_name) user_name, epoch, certificates FROM kt_sets
+            "SELECT DISTINCT ON (user_name) user_name, epoch, device_set FROM kt_sets
              ORDER BY user_name, epoch DESC",
         )
         .fetch_all(&self.pool)

@@ -320,14 +320,22 @@ async fn apply_change(conn: &mut PgConnection, change: &Change, applied: &mut Ap
             };
             query.execute(conn).await.map_err(backend_error)?;
         }
-        Change::ApproveDevice { device, at_unix_s } => {
-            let result =
-                sqlx::query("UPDATE devices SET approved_at = coalesce(approved_at, $1) WHERE id = $2")
-                    .bind(at_unix_s)
-                    .bind(device.as_bytes())
-                    .execute(conn)
-                    .await
-                    .map_err(backend_error)?;
+        Change::ApproveDevice {
+            device,
+            at_unix_s,
+            approval,
+        } => {
+            // The first approval stands, with its time.
+            let result = sqlx::query(
+                "UPDATE devices SET approval = CASE WHEN approved_at IS NULL THEN $3 ELSE approval END, \
+                 approved_at = coalesce(approved_at, $1) WHERE id = $2",
+            )
+            .bind(at_unix_s)
+            .bind(device.as_bytes())
+            .bind(approval.as_slice())
+            .execute(conn)
+            .await
+            .map_err(backend_error)?;
             one_row(result.rows_affected(), "device")?;
         }
     }

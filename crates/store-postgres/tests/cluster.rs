@@ -816,6 +816,7 @@ async fn a_transaction_aborted_by_a_deadlock_runs_again() {
     let approvals = [dev(1), dev(2)].map(|device| Change::ApproveDevice {
         device,
         at_unix_s: 1_500,
+        approval: b"approval".to_vec(),
     });
     let applying = {
         let store = store.clone();

@@ -234,6 +234,7 @@ async fn populate(store: &impl Store, blobs: &Path) {
                 user: alice.clone(),
                 epoch,
                 certificates,
+                approvals: vec![vec![epoch as u8; 64]],
             }])
             .await
             .unwrap();

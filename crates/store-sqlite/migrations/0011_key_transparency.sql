@@ -18,12 +18,13 @@ CREATE TABLE kt_values (
     PRIMARY KEY (label, epoch)
 ) STRICT, WITHOUT ROWID;
 
--- The device certificates each logged value commits to (postcard of Vec<Vec<u8>>), so a
+-- The device certificates and approvals each logged value commits to (postcard of two
+-- Vec<Vec<u8>>), so a
 -- device can be shown what its user's published value stands for.
 CREATE TABLE kt_sets (
     user_name TEXT NOT NULL,
     epoch INTEGER NOT NULL,
-    certificates BLOB NOT NULL,
+    device_set BLOB NOT NULL,
     PRIMARY KEY (user_name, epoch)
 ) STRICT;
 
@@ -52,3 +53,7 @@ CREATE TABLE kt_auditors (
     epoch INTEGER NOT NULL,
     document BLOB NOT NULL
 ) STRICT;
+
+-- The approving device's signed approval of a device (policy `new_device_approval`): the key
+-- directory logs it with the device's certificate.
+ALTER TABLE devices ADD COLUMN approval BLOB;

@@ -44,22 +44,23 @@ fn sorted_keys(keys: &[Vec<u8>]) -> Vec<&[u8]> {
     keys
 }
 
-/// A set's certificates as stored: postcard of `Vec<Vec<u8>>`. PostgreSQL stores the same
-/// bytes (`import_sqlite` copies them as they are).
-fn encode_certificates(certificates: &[Vec<u8>]) -> Result<Vec<u8>> {
-    postcard::to_stdvec(certificates).map_err(|e| StoreError::Backend(e.to_string()))
+/// A set as stored: postcard of its certificates and approvals (`Vec<Vec<u8>>` each), the
+/// same bytes in both backends (`import_sqlite` copies them as they are).
+fn encode_set(set: &KtSet) -> Result<Vec<u8>> {
+    postcard::to_stdvec(&(&set.certificates, &set.approvals)).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 fn set_from_row(row: &SqliteRow) -> Result<KtSet> {
-    let bytes: Vec<u8> = get(row, "certificates")?;
-    let certificates = match postcard::take_from_bytes::<Vec<Vec<u8>>>(&bytes) {
-        Ok((certificates, [])) => certificates,
+    let bytes: Vec<u8> = get(row, "device_set")?;
+    let (certificates, approvals) = match postcard::take_from_bytes::<(Vec<Vec<u8>>, Vec<Vec<u8>>)>(&bytes) {
+        Ok((set, [])) => set,
         _ => return Err(corrupt("key directory device set")),
     };
     Ok(KtSet {
         user: user_name(row, "user_name")?,
         epoch: from_db(get(row, "epoch")?, "key directory epoch")?,
         certificates,
+        approvals,
     })
 }
 
@@ -190,7 +191,7 @@ impl SqliteStore {
                 Ok((
                     set.user.as_str(),
                     to_db(set.epoch, "key directory epoch")?,
-                    encode_certificates(&set.certificates)?,
+                    encode_set(set)?,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -201,8 +202,8 @@ impl SqliteStore {
             .map_err(backend_error)?;
         for (user, epoch, certificates) in rows {
             sqlx::query(
-                "INSERT INTO kt_sets (user_name, epoch, certificates) VALUES (?, ?, ?)
-                 ON CONFLICT (user_name, epoch) DO UPDATE SET certificates = excluded.certificates",
+                "INSERT INTO kt_sets (user_name, epoch, device_set) VALUES (?, ?, ?)
+                 ON CONFLICT (user_name, epoch) DO UPDATE SET device_set = excluded.device_set",
             )
             .bind(user)
             .bind(epoch)
@@ -215,7 +216,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn kt_sets_impl(&self, user: &UserName) -> Result<Vec<KtSet>> {
-        sqlx::query("SELECT user_name, epoch, certificates FROM kt_sets WHERE user_name = ? ORDER BY epoch")
+        sqlx::query("SELECT user_name, epoch, device_set FROM kt_sets WHERE user_name = ? ORDER BY epoch")
             .bind(user.as_str())
             .fetch_all(&self.pool)
             .await
@@ -227,7 +228,7 @@ impl SqliteStore {
 
     pub(crate) async fn kt_latest_sets_impl(&self) -> Result<Vec<KtSet>> {
         sqlx::query(
-            "SELECT user_name, epoch, certificates FROM kt_sets AS s
+            "SELECT user_name, epoch, device_set FROM kt_sets AS s
              WHERE epoch = (SELECT max(epoch) FROM kt_sets WHERE user_name = s.user_name)
              ORDER BY user_name",
         )

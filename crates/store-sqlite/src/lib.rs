@@ -228,6 +228,7 @@ fn device_from_row(row: &rusqlite::Row<'_>) -> Result<DeviceRecord> {
         approved_at_unix_s: column(row, "approved_at")?,
         policy_version_acked: u64::try_from(column::<i64>(row, "policy_version_acked")?)
             .map_err(|_| corrupt("policy version"))?,
+        approval: column(row, "approval")?,
     })
 }
 
@@ -238,7 +239,7 @@ const CODE_COLUMNS: &str =
 macro_rules! device_columns {
     () => {
         "id, user_name, name, public_key, certificate, certificate_serial, certificate_not_after, \
-         created_at, last_seen_at, revoked_at, approved_at, policy_version_acked"
+         created_at, last_seen_at, revoked_at, approved_at, policy_version_acked, approval"
     };
 }
 
@@ -463,7 +464,7 @@ impl Store for SqliteStore {
         sqlx::query(concat!(
             "INSERT INTO devices (",
             device_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(device.id.as_bytes().as_slice())
         .bind(device.user.as_str())
@@ -477,6 +478,7 @@ impl Store for SqliteStore {
         .bind(device.revoked_at_unix_s)
         .bind(device.approved_at_unix_s)
         .bind(i64::try_from(device.policy_version_acked).map_err(|_| corrupt("policy version"))?)
+        .bind(device.approval.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(|e| insert_error(e, "device", "user"))?;

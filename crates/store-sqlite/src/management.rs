@@ -359,14 +359,22 @@ async fn apply_change(conn: &mut SqliteConnection, change: &Change, applied: &mu
             };
             query.execute(conn).await.map_err(backend_error)?;
         }
-        Change::ApproveDevice { device, at_unix_s } => {
-            let result =
-                sqlx::query("UPDATE devices SET approved_at = coalesce(approved_at, ?) WHERE id = ?")
-                    .bind(at_unix_s)
-                    .bind(device.as_bytes().as_slice())
-                    .execute(conn)
-                    .await
-                    .map_err(backend_error)?;
+        Change::ApproveDevice {
+            device,
+            at_unix_s,
+            approval,
+        } => {
+            // The first approval stands, with its time.
+            let result = sqlx::query(
+                "UPDATE devices SET approval = CASE WHEN approved_at IS NULL THEN ? ELSE approval END, \
+                 approved_at = coalesce(approved_at, ?) WHERE id = ?",
+            )
+            .bind(approval.as_slice())
+            .bind(at_unix_s)
+            .bind(device.as_bytes().as_slice())
+            .execute(conn)
+            .await
+            .map_err(backend_error)?;
             one_row(result.rows_affected(), "device")?;
         }
     }

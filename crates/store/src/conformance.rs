@@ -36,6 +36,7 @@ macro_rules! store_conformance_tests {
             duplicate_user_is_refused_and_nothing_is_written,
             activation_code_for_unknown_user_is_refused,
             redeem_creates_device_once,
+            approval_is_kept_with_the_device_once,
             redeem_refuses_expired_used_and_voided_codes,
             failed_attempts_void_the_code,
             concurrent_redemptions_have_one_winner,
@@ -112,6 +113,7 @@ pub fn device(id: u8, user: &str, serial: u64) -> DeviceRecord {
         revoked_at_unix_s: None,
         approved_at_unix_s: Some(1_000),
         policy_version_acked: 0,
+        approval: None,
     }
 }
 
@@ -241,6 +243,49 @@ pub async fn redeem_creates_device_once(store: &impl Store) {
         .await;
     assert!(matches!(again, Err(RedeemError::Used)), "{again:?}");
     assert_eq!(store.device(&DeviceId::from([8; 16])).await.unwrap(), None);
+}
+
+/// A device waiting for approval keeps the first approval it is given, with its time.
+pub async fn approval_is_kept_with_the_device_once(store: &impl Store) {
+    store
+        .create_user(&user("alice"), &code(1, "alice", 2_000))
+        .await
+        .unwrap();
+    let dev = DeviceRecord {
+        approved_at_unix_s: None,
+        ..device(7, "alice", 1)
+    };
+    store
+        .redeem_activation_code(&ActivationCodeId::from([1; 8]), 1_500, &dev, &audit())
+        .await
+        .unwrap();
+    let approve = |at_unix_s: i64, approval: &[u8]| Change::ApproveDevice {
+        device: dev.id,
+        at_unix_s,
+        approval: approval.to_vec(),
+    };
+    store
+        .apply(&[approve(1_600, b"first approval")], &[audit()])
+        .await
+        .unwrap();
+    store
+        .apply(&[approve(1_700, b"second approval")], &[audit()])
+        .await
+        .unwrap();
+    let stored = store.device(&dev.id).await.unwrap().unwrap();
+    assert_eq!(stored.approved_at_unix_s, Some(1_600));
+    assert_eq!(stored.approval.as_deref(), Some(b"first approval".as_slice()));
+    let unknown = store
+        .apply(
+            &[Change::ApproveDevice {
+                device: DeviceId::from([9; 16]),
+                at_unix_s: 1_600,
+                approval: Vec::new(),
+            }],
+            &[audit()],
+        )
+        .await;
+    assert!(matches!(unknown, Err(StoreError::NotFound(_))), "{unknown:?}");
 }
 
 pub async fn redeem_refuses_expired_used_and_voided_codes(store: &impl Store) {

@@ -35,10 +35,12 @@ pub struct KtEpochRecord {
     pub proof: Vec<u8>,
 }
 
-/// The device certificates a user's value at `epoch` commits to.
+/// The device certificates a user's value at `epoch` commits to, and the signed approvals
+/// of the approved devices among them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KtSet {
     pub user: UserName,
     pub epoch: u64,
     pub certificates: Vec<Vec<u8>>,
+    pub approvals: Vec<Vec<u8>>,
 }

@@ -93,6 +93,9 @@ pub struct DeviceRecord {
     pub approved_at_unix_s: Option<i64>,
     /// The last policy version the device acknowledged.
     pub policy_version_acked: u64,
+    /// The approving device's signed approval (`Signed<DeviceApproval>`), once approved by
+    /// one; `None` for devices that needed no approval.
+    pub approval: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

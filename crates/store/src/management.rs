@@ -82,7 +82,13 @@ pub enum Change {
         at_unix_s: i64,
     },
     /// `NotFound("device")`.
-    ApproveDevice { device: DeviceId, at_unix_s: i64 },
+    /// Approves a device waiting for approval, keeping the approving device's signed
+    /// approval (the key directory logs it with the device).
+    ApproveDevice {
+        device: DeviceId,
+        at_unix_s: i64,
+        approval: Vec<u8>,
+    },
     /// Stores (`Some`) or deletes (`None`) an organisation setting: an opaque document
     /// under a key such as `mail/server` (see [`crate::Store::settings`]).
     SetSetting { key: String, value: Option<Vec<u8>> },

@@ -195,7 +195,11 @@ async fn publish_all(
             .collect();
         let (epoch, time) = publish(ours, reference, &sets).await?;
         for (i, (_, certificates)) in sets.into_iter().enumerate() {
-            logged[chunk * batch + i].push(KtVersion { epoch, certificates });
+            logged[chunk * batch + i].push(KtVersion {
+                epoch,
+                certificates,
+                approvals: Vec::new(),
+            });
         }
         initial.push(time);
     }
@@ -227,7 +231,11 @@ async fn publish_all(
                 .collect();
             let (epoch, time) = publish(ours, reference, &sets).await?;
             for (i, (_, certificates)) in changed.zip(sets) {
-                logged[i].push(KtVersion { epoch, certificates });
+                logged[i].push(KtVersion {
+                    epoch,
+                    certificates,
+                    approvals: Vec::new(),
+                });
             }
             run.times.push(time);
             if run.first_epoch == 0 {
@@ -304,7 +312,7 @@ async fn proof_figures(
         figures.proof(ours_cost, akd_cost);
         let newest = versions
             .last()
-            .map(|v| device_set_commitment(&v.certificates))
+            .map(|v| device_set_commitment(&v.certificates, &v.approvals))
             .unwrap_or_default();
         let lookup = akd_lookup(reference, user, newest, repeat).await?;
         if let Some(section) = figures.sections.last_mut() {

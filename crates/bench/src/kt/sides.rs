@@ -19,7 +19,7 @@ use redoubt_proto::{
     Bytes, EpochHead, KtHistoryAnswer, KtKeysBody, KtVersion, Signed, UserName, device_set_commitment,
     user_label,
 };
-use redoubt_server::{KeyDirectory, OpenOptions, Server};
+use redoubt_server::{DeviceSet, KeyDirectory, OpenOptions, Server};
 
 use crate::messaging::Percentiles;
 
@@ -143,12 +143,22 @@ pub(super) async fn publish(
         .map(|(user, certificates)| {
             (
                 AkdLabel(user_label(user)),
-                AkdValue(device_set_commitment(certificates).to_vec()),
+                AkdValue(device_set_commitment(certificates, &[]).to_vec()),
             )
         })
         .collect();
+    let sets: Vec<(UserName, DeviceSet)> = sets
+        .iter()
+        .map(|(user, certificates)| {
+            let set = DeviceSet {
+                certificates: certificates.clone(),
+                approvals: Vec::new(),
+            };
+            (user.clone(), set)
+        })
+        .collect();
     let started = Instant::now();
-    let epoch = ours.directory.publish(sets).await?;
+    let epoch = ours.directory.publish(&sets).await?;
     let ours_ms = ms(started.elapsed());
     // Both sides do an epoch's whole work: the server makes and stores the epoch's
     // append-only proof as it publishes (what auditors are served), so akd's side makes it.

@@ -354,9 +354,20 @@ async fn approve_device(State(web): State<Web>, Path(device): Path<String>) -> A
         redoubt_proto::DeviceId::parse(&device).map_err(|e| ApiError::invalid(format!("device id: {e}")))?;
     let mut core = web.device.lock().await;
     let messenger = core.messenger()?;
-    messenger
-        .session()
-        .request(redoubt_proto::Request::DeviceApprove { device })
+    let session = messenger.session();
+    let redoubt_proto::Response::Devices(devices) =
+        session.request(redoubt_proto::Request::OwnDevices).await?
+    else {
+        return Err(ApiError::invalid("unexpected answer to OwnDevices"));
+    };
+    let certificate = devices
+        .iter()
+        .find(|d| d.device_id == device)
+        .map(|d| d.certificate.clone())
+        .ok_or_else(|| ApiError::invalid(format!("no device {device} of yours")))?;
+    let approval = session.profile().approve(device, &certificate)?;
+    session
+        .request(redoubt_proto::Request::DeviceApprove { device, approval })
         .await?;
     Ok(Json(json!({})))
 }

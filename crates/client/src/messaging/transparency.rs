@@ -8,7 +8,10 @@
 //!   with a notice.
 //! - **Self-monitoring.** At open and at every `KtEpoch` event the device reads its own
 //!   user's history: a certificate it was not told of (any device enrolled after this one)
-//!   becomes a notice.
+//!   becomes a notice. A device approved by another of the user's devices carries that
+//!   device's signed approval in the log: the notice names the approver; one this device
+//!   approved itself is no news. A device with an approval that does not verify, or
+//!   without one where the policy requires approval, is an `unapproved_device` notice.
 //! - **Forks.** Each verified head's root is kept by epoch. Two validly signed roots for one
 //!   epoch (from the server, or from a member's message witness) prove the server showed
 //!   different directories: a notice.
@@ -19,8 +22,8 @@
 
 use redoubt_kt::LoggedVersion;
 use redoubt_proto::{
-    AuditorStatement, DeviceCertificate, DeviceId, EpochHead, ErrorBody, ErrorCode, KtKeysBody, KtWitness,
-    Request, Response, Signed, UserName, certificate_hash, safety_number,
+    AuditorStatement, DeviceApproval, DeviceCertificate, DeviceId, EpochHead, ErrorBody, ErrorCode,
+    KtKeysBody, KtWitness, Request, Response, Signed, UserName, certificate_hash, safety_number,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +67,10 @@ fn kt_refused(message: String) -> ClientError {
 pub enum NoticeKind {
     /// A device of this user appeared in the log that this device was not told of.
     NewDevice,
+    /// A device of this user appeared in the log without a valid approval by another of
+    /// their devices, though the policy requires one (or with an approval that does not
+    /// verify).
+    UnapprovedDevice,
     /// The server offered a device that is not in the log; it was refused.
     UnloggedDevice,
     /// Two different roots were signed for one epoch: the server showed different
@@ -77,6 +84,7 @@ impl NoticeKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::NewDevice => "new_device",
+            Self::UnapprovedDevice => "unapproved_device",
             Self::UnloggedDevice => "unlogged_device",
             Self::Fork => "fork",
             Self::ContactChanged => "contact_changed",
@@ -445,15 +453,32 @@ impl Messenger {
                     continue;
                 };
                 let body = decoded.unverified_body();
+                let approval = approval_of(&versions, version, &hash);
+                let (kind, approved) = match &approval {
+                    Approval::By { device, .. } if *device == self.profile.device_id() => continue,
+                    Approval::By { name, device } => (
+                        NoticeKind::NewDevice,
+                        format!(", approved on your device \"{name}\" ({device})"),
+                    ),
+                    Approval::Invalid(why) => (
+                        NoticeKind::UnapprovedDevice,
+                        format!(", with an approval that does not verify ({why})"),
+                    ),
+                    Approval::None if self.session.policy().new_device_approval => (
+                        NoticeKind::UnapprovedDevice,
+                        ", without approval by one of your devices, which your policy requires".into(),
+                    ),
+                    Approval::None => (NoticeKind::NewDevice, String::new()),
+                };
                 let notice = SecurityNotice {
-                    kind: NoticeKind::NewDevice,
+                    kind,
                     user: user.clone(),
                     device_id: Some(body.device_id),
                     device_name: Some(body.device_name.to_string()),
                     epoch: version.epoch,
                     at_unix_s: crate::unix_now(),
                     detail: format!(
-                        "a new device \"{}\" ({}) was added to your account (logged in epoch {}); \
+                        "a new device \"{}\" ({}) was added to your account (logged in epoch {}){approved}; \
                          if it is not yours, tell your IT team",
                         body.device_name, body.device_id, version.epoch
                     ),
@@ -471,7 +496,7 @@ impl Messenger {
     pub fn devices_seen_only_in_log(&self) -> Result<Vec<DeviceId>, ClientError> {
         let mut ids = Vec::new();
         for notice in self.security_notices()? {
-            if notice.kind == NoticeKind::NewDevice
+            if matches!(notice.kind, NoticeKind::NewDevice | NoticeKind::UnapprovedDevice)
                 && let Some(id) = notice.device_id
             {
                 ids.push(id);
@@ -702,4 +727,64 @@ impl Messenger {
         }
         Ok(())
     }
+}
+
+/// What the log says of how a device of the user came to be approved.
+#[derive(Debug)]
+enum Approval {
+    /// A valid approval, signed by this device of the user (logged before).
+    By { device: DeviceId, name: String },
+    /// An approval that names the certificate but does not verify.
+    Invalid(String),
+    /// No approval (the device needed none, or the server logged it without one).
+    None,
+}
+
+/// The approval logged with `certificate` (its hash) in `version`: valid when it is signed
+/// by the key of a device of the same user logged in an earlier version, and names this
+/// user and this certificate. The versions are verified already (org-signed certificates of
+/// this user).
+fn approval_of(versions: &[LoggedVersion], version: &LoggedVersion, hash: &[u8; 32]) -> Approval {
+    let mut found = Approval::None;
+    for encoded in &version.approvals {
+        let Ok(signed) = Signed::<DeviceApproval>::from_bytes(encoded) else {
+            continue;
+        };
+        let Ok(claimed) = postcard::from_bytes::<DeviceApproval>(&signed.body) else {
+            continue;
+        };
+        if claimed.certificate_hash.0 != *hash {
+            continue;
+        }
+        // The approver: a device logged before this version, by its certificate's key.
+        let approver = versions
+            .iter()
+            .filter(|v| v.epoch < version.epoch)
+            .flat_map(|v| &v.certificates)
+            .filter_map(|c| DeviceCertificate::decode(c).ok())
+            .find(|c| c.unverified_body().device_id == claimed.approver);
+        let Some(approver) = approver else {
+            found = Approval::Invalid(format!(
+                "the approving device {} is not logged before it",
+                claimed.approver
+            ));
+            continue;
+        };
+        let approver = approver.unverified_body();
+        let verified = ed25519_dalek::VerifyingKey::from_bytes(&approver.device_public_key.0)
+            .ok()
+            .and_then(|key| signed.verify(&key).ok());
+        match verified {
+            Some(body) if body.user == approver.user && body.org_id == approver.org_id => {
+                return Approval::By {
+                    device: approver.device_id,
+                    name: approver.device_name.to_string(),
+                };
+            }
+            _ => {
+                found = Approval::Invalid(format!("not signed by the approving device {}", claimed.approver));
+            }
+        }
+    }
+    found
 }

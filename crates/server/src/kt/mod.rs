@@ -177,11 +177,35 @@ fn load_or_create_keys(data: &DataDir) -> Result<(SigningKey, Zeroizing<[u8; 32]
 }
 
 /// The certificates a user's logged value commits to: their approved, unrevoked devices.
-fn active_certificates<'a>(devices: impl Iterator<Item = &'a DeviceRecord>) -> Vec<Vec<u8>> {
-    devices
-        .filter(|d| d.revoked_at_unix_s.is_none() && d.approved_at_unix_s.is_some())
-        .map(|d| d.certificate.clone())
-        .collect()
+/// A user's device set as logged: the certificates of their active devices, and the signed
+/// approvals of those another device of theirs approved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceSet {
+    pub certificates: Vec<Vec<u8>>,
+    pub approvals: Vec<Vec<u8>>,
+}
+
+impl DeviceSet {
+    /// The set of `devices` that are active (approved, not revoked).
+    fn active<'a>(devices: impl Iterator<Item = &'a DeviceRecord>) -> Self {
+        let mut set = Self::default();
+        for device in devices.filter(|d| d.revoked_at_unix_s.is_none() && d.approved_at_unix_s.is_some()) {
+            set.certificates.push(device.certificate.clone());
+            set.approvals.extend(device.approval.clone());
+        }
+        set
+    }
+
+    fn of_logged(set: &KtSet) -> Self {
+        Self {
+            certificates: set.certificates.clone(),
+            approvals: set.approvals.clone(),
+        }
+    }
+
+    pub fn commitment(&self) -> [u8; 32] {
+        device_set_commitment(&self.certificates, &self.approvals)
+    }
 }
 
 impl Kt {
@@ -372,16 +396,14 @@ impl Kt {
         }
         for user in &marked {
             let devices = self.store.list_devices(Some(user)).await?;
-            let certificates = active_certificates(devices.iter());
+            let active = DeviceSet::active(devices.iter());
             let logged = self.store.kt_sets(user).await?;
             let changed = match logged.last() {
-                Some(newest) => {
-                    device_set_commitment(&newest.certificates) != device_set_commitment(&certificates)
-                }
-                None => !certificates.is_empty(),
+                Some(newest) => DeviceSet::of_logged(newest).commitment() != active.commitment(),
+                None => !active.certificates.is_empty(),
             };
             if changed {
-                sets.push((user.clone(), certificates));
+                sets.push((user.clone(), active));
             }
         }
         if sets.is_empty() {
@@ -397,16 +419,16 @@ impl Kt {
             let logged = sets
                 .iter()
                 .find(|(u, _)| u == user)
-                .map(|(_, certificates)| device_set_commitment(certificates));
+                .map(|(_, set)| set.commitment());
             let logged = match logged {
                 Some(commitment) => commitment,
                 None => self.store.kt_sets(user).await?.last().map_or_else(
-                    || device_set_commitment(&[]),
-                    |s| device_set_commitment(&s.certificates),
+                    || DeviceSet::default().commitment(),
+                    |s| DeviceSet::of_logged(s).commitment(),
                 ),
             };
             let devices = self.store.list_devices(Some(user)).await?;
-            if device_set_commitment(&active_certificates(devices.iter())) != logged {
+            if DeviceSet::active(devices.iter()).commitment() != logged {
                 again.push(user.clone());
             }
         }
@@ -416,7 +438,7 @@ impl Kt {
 
     /// Publishes one epoch setting each user's device set to the certificates given, and
     /// signs its head. Returns the epoch.
-    pub(crate) async fn publish_sets(&self, sets: &[(UserName, Vec<Vec<u8>>)]) -> Result<u64, ServerError> {
+    pub(crate) async fn publish_sets(&self, sets: &[(UserName, DeviceSet)]) -> Result<u64, ServerError> {
         // After a failed publication: the head it did not sign, the sets of the epoch it
         // did not reach.
         self.recover(true).await?;
@@ -428,21 +450,17 @@ impl Kt {
         let epoch = current.0 + 1;
         let rows: Vec<KtSet> = sets
             .iter()
-            .map(|(user, certificates)| KtSet {
+            .map(|(user, set)| KtSet {
                 user: user.clone(),
                 epoch,
-                certificates: certificates.clone(),
+                certificates: set.certificates.clone(),
+                approvals: set.approvals.clone(),
             })
             .collect();
         self.store.kt_put_sets(&rows).await?;
         let updates = sets
             .iter()
-            .map(|(user, certificates)| {
-                (
-                    AkdLabel(user_label(user)),
-                    AkdValue(device_set_commitment(certificates).to_vec()),
-                )
-            })
+            .map(|(user, set)| (AkdLabel(user_label(user)), AkdValue(set.commitment().to_vec())))
             .collect();
         let published = self
             .directory
@@ -477,12 +495,12 @@ impl Kt {
             .kt_latest_sets()
             .await?
             .into_iter()
-            .map(|s| (s.user, device_set_commitment(&s.certificates)))
+            .map(|s| (s.user.clone(), DeviceSet::of_logged(&s).commitment()))
             .collect();
-        let empty = device_set_commitment(&[]);
+        let empty = DeviceSet::default().commitment();
         let mut differ = Vec::new();
         for (user, devices) in &active {
-            let current = device_set_commitment(&active_certificates(devices.iter().copied()));
+            let current = DeviceSet::active(devices.iter().copied()).commitment();
             if logged.get(user).copied().unwrap_or(empty) != current {
                 differ.push(user.clone());
             }
@@ -611,6 +629,7 @@ impl Kt {
             versions.push(KtVersion {
                 epoch: set.epoch,
                 certificates: set.certificates.clone(),
+                approvals: set.approvals.clone(),
             });
         }
         versions.sort_by_key(|v| v.epoch);
@@ -722,7 +741,7 @@ impl KeyDirectory {
 
     /// Publishes one epoch in which each user's logged device set becomes the
     /// certificates given. Returns the epoch.
-    pub async fn publish(&self, sets: &[(UserName, Vec<Vec<u8>>)]) -> Result<u64, ServerError> {
+    pub async fn publish(&self, sets: &[(UserName, DeviceSet)]) -> Result<u64, ServerError> {
         self.kt.publish_sets(sets).await
     }
 

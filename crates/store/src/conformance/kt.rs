@@ -39,6 +39,8 @@ fn set(user: &str, epoch: u64, certificates: &[&[u8]]) -> KtSet {
         user: name(user),
         epoch,
         certificates: certificates.iter().map(|c| c.to_vec()).collect(),
+        // An approval per set, so that both lists are read back apart.
+        approvals: vec![format!("approval of {user} at {epoch}").into_bytes()],
     }
 }
 
