@@ -76,6 +76,11 @@ pub(crate) struct Kt {
     published: watch::Sender<u64>,
     /// Tests only: what a compromised server does instead of logging honestly.
     harness: Option<Arc<CompromisedDirectory>>,
+    /// Whether other nodes share the store (and may have failed a publication this node
+    /// never saw).
+    shared: bool,
+    /// Set when a publication of this node failed part-way: the next one recovers first.
+    interrupted: std::sync::atomic::AtomicBool,
 }
 
 /// **For tests of devices against a compromised server**: makes the key directory do what
@@ -249,6 +254,8 @@ impl Kt {
             wake: Notify::new(),
             published: watch::Sender::new(0),
             harness,
+            shared,
+            interrupted: std::sync::atomic::AtomicBool::new(false),
         };
         kt.recover(!shared).await?;
         Ok(kt)
@@ -439,9 +446,23 @@ impl Kt {
     /// Publishes one epoch setting each user's device set to the certificates given, and
     /// signs its head. Returns the epoch.
     pub(crate) async fn publish_sets(&self, sets: &[(UserName, DeviceSet)]) -> Result<u64, ServerError> {
+        use std::sync::atomic::Ordering;
         // After a failed publication: the head it did not sign, the sets of the epoch it
-        // did not reach.
-        self.recover(true).await?;
+        // did not reach. Alone on its store, a node knows whether one failed (it recovered
+        // at open); sharing it, another node's may have.
+        if self.shared || self.interrupted.load(Ordering::Acquire) {
+            self.recover(true).await?;
+            self.interrupted.store(false, Ordering::Release);
+        }
+        let published = self.publish_epoch(sets).await;
+        if published.is_err() {
+            self.interrupted.store(true, Ordering::Release);
+        }
+        published
+    }
+
+    /// The publication itself; `publish_sets` recovers before the next one after it fails.
+    async fn publish_epoch(&self, sets: &[(UserName, DeviceSet)]) -> Result<u64, ServerError> {
         let current = self
             .directory
             .get_epoch_hash()
