@@ -391,7 +391,7 @@ impl Ours {
         for (table, bytes) in [
             ("kt_nodes", "length(key) + length(record)"),
             ("kt_values", "length(label) + length(record)"),
-            ("kt_sets", "length(user_name) + length(certificates)"),
+            ("kt_sets", "length(user_name) + length(device_set)"),
         ] {
             let (rows, total): (i64, i64) = connection.query_row(
                 &format!("SELECT count(*), coalesce(sum({bytes}), 0) FROM {table}"),
