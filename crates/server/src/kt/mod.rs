@@ -81,6 +81,11 @@ pub(crate) struct Kt {
     shared: bool,
     /// Set when a publication of this node failed part-way: the next one recovers first.
     interrupted: std::sync::atomic::AtomicBool,
+    /// Held exclusively while an epoch is published, shared while a proof is made from
+    /// the tree. akd lets its one writer and readers share its storage (its publish
+    /// takes only a read lock: it expects readers in other processes), and a proof made
+    /// while an epoch is written mixes the two epochs' nodes and does not verify.
+    tree: tokio::sync::RwLock<()>,
 }
 
 /// **For tests of devices against a compromised server**: makes the key directory do what
@@ -256,6 +261,7 @@ impl Kt {
             harness,
             shared,
             interrupted: std::sync::atomic::AtomicBool::new(false),
+            tree: tokio::sync::RwLock::new(()),
         };
         kt.recover(!shared).await?;
         Ok(kt)
@@ -447,6 +453,7 @@ impl Kt {
     /// signs its head. Returns the epoch.
     pub(crate) async fn publish_sets(&self, sets: &[(UserName, DeviceSet)]) -> Result<u64, ServerError> {
         use std::sync::atomic::Ordering;
+        let _writing = self.tree.write().await;
         // After a failed publication: the head it did not sign, the sets of the epoch it
         // did not reach. Alone on its store, a node knows whether one failed (it recovered
         // at open); sharing it, another node's may have.
@@ -624,6 +631,8 @@ impl Kt {
     }
 
     async fn history_of(&self, user: UserName) -> Result<KtHistoryAnswer, ApiError> {
+        // The sets, the proof and the head, all of one epoch.
+        let _reading = self.tree.read().await;
         let logged = self.store.kt_sets(&user).await?;
         if logged.is_empty() {
             let (epoch, _) = self.store.kt_latest_head().await?.unwrap_or((0, Vec::new()));
