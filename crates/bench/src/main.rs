@@ -388,18 +388,5 @@ fn main() -> Result<()> {
     });
     drop(client_rt);
     server_rt.shutdown_timeout(Duration::from_secs(5));
-    let report = result?;
-    if cli.json {
-        println!("{}", report.to_json(&machine));
-    } else {
-        report.print_table(&machine);
-    }
-    if report.ok {
-        Ok(())
-    } else {
-        Err(anyhow!(
-            "{}: the scenario's checks failed (see the report)",
-            report.scenario
-        ))
-    }
+    result?.emit(&machine, cli.json, "the scenario's checks failed")
 }

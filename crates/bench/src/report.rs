@@ -109,6 +109,20 @@ impl Report {
         })
     }
 
+    /// Prints the report (JSON or a table); an error naming `failed` when its checks failed.
+    pub fn emit(&self, machine: &Value, as_json: bool, failed: &str) -> anyhow::Result<()> {
+        if as_json {
+            println!("{}", self.to_json(machine));
+        } else {
+            self.print_table(machine);
+        }
+        if self.ok {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("{}: {failed} (see the report)", self.scenario))
+        }
+    }
+
     pub fn print_table(&self, machine: &Value) {
         println!("== {} — {}", self.scenario, self.description);
         println!(

@@ -535,15 +535,5 @@ pub fn run(args: &SearchArgs) -> Result<Report> {
 /// Runs the scenario and prints its report as `redoubt-bench` prints every scenario's.
 pub fn main(args: &SearchArgs, as_json: bool) -> Result<()> {
     let report = run(args)?;
-    let machine = crate::target::machine();
-    if as_json {
-        println!("{}", report.to_json(&machine));
-    } else {
-        report.print_table(&machine);
-    }
-    if report.ok {
-        Ok(())
-    } else {
-        Err(anyhow!("search: our hits differ from FTS5's (see the report)"))
-    }
+    report.emit(&crate::target::machine(), as_json, "our hits differ from FTS5's")
 }

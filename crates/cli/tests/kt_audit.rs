@@ -216,18 +216,7 @@ impl Folder {
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + AUDIT_DEADLINE;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the auditor did not finish within {AUDIT_DEADLINE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = support::wait_within(&mut child, AUDIT_DEADLINE, "the auditor");
         let report = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap_or(Value::Null);
         (status.success(), report, std::fs::read_to_string(&err).unwrap())
     }

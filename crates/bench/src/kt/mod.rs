@@ -447,17 +447,9 @@ pub async fn run(args: &KtArgs) -> Result<Report> {
 pub fn main(args: &KtArgs, as_json: bool) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(run(args))?;
-    let machine = crate::target::machine();
-    if as_json {
-        println!("{}", report.to_json(&machine));
-    } else {
-        report.print_table(&machine);
-    }
-    if report.ok {
-        Ok(())
-    } else {
-        Err(anyhow!(
-            "kt: the key directory's records differ from akd's (see the report)"
-        ))
-    }
+    report.emit(
+        &crate::target::machine(),
+        as_json,
+        "the key directory's records differ from akd's",
+    )
 }

@@ -45,18 +45,7 @@ pub fn run(profile: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         stderr.read_to_end(&mut buf).unwrap();
         buf
     });
-    let deadline = Instant::now() + COMMAND_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("redoubt {args:?} did not finish within {COMMAND_DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_within(&mut child, COMMAND_DEADLINE, &format!("redoubt {args:?}"));
     Output {
         status,
         stdout: out_reader.join().unwrap(),
@@ -435,4 +424,20 @@ pub fn device_row(devices: &Value, name: &str) -> Value {
         .collect();
     assert_eq!(rows.len(), 1, "one device called {name}: {devices:#}");
     rows[0].clone()
+}
+
+/// Waits for `child` at most `limit`; past it, kills it and fails naming `what`.
+pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
