@@ -34,8 +34,19 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// How the log (on standard error) is written: `text` for people, `json` (one object a
+    /// line) for a log collector. The log never holds message content, keys or codes.
+    #[arg(long, global = true, env = "REDOUBT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +211,10 @@ struct ServerArgs {
     /// epoch (milliseconds).
     #[arg(long, env = "REDOUBT_KT_EPOCH_MS", value_name = "MS")]
     kt_epoch_ms: Option<u64>,
+    /// Overrides metrics.listen: serve Prometheus metrics (GET /metrics, plain HTTP) on
+    /// this address, such as 127.0.0.1:9464.
+    #[arg(long, env = "REDOUBT_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -327,12 +342,16 @@ fn main() -> std::process::ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One JSON object a line: time, level, target, message and the event's fields.
+        LogFormat::Json => log.json().with_ansi(false).init(),
+    }
 
     let out = Output::new(cli.json);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -449,9 +468,20 @@ async fn server(args: ServerArgs, out: &Output) -> Result<()> {
         kt_epoch_ms: args.kt_epoch_ms,
         ..redoubt_server::OpenOptions::default()
     };
-    let server = redoubt_server::Server::open(&data, bound, &options)
+    let mut server = redoubt_server::Server::open(&data, bound, &options)
         .await
         .with_context(|| format!("cannot open the data folder {}", data.display()))?;
+    if let Some(address) = args.metrics_listen.or(server.config().metrics.listen) {
+        let metrics = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {address}"))?;
+        let bound = metrics.local_addr()?;
+        if !bound.ip().is_loopback() {
+            tracing::warn!(%bound, "metrics are served beyond this machine: firewall the port");
+        }
+        tracing::info!(address = %bound, "serving Prometheus metrics at /metrics");
+        server = server.serve_metrics_on(metrics);
+    }
     match &server.first_admin_code {
         Some(code) => out.first_admin_code(&data, &server.data_dir().admin_activation(), code, !args.no_qr),
         None => {

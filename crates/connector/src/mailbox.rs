@@ -342,6 +342,9 @@ impl Mailbox {
             .collect();
         new.sort_unstable();
         new.truncate(NEW_PER_ROUND_MAX);
+        // Push latency is measured for mail that arrived while we watched, not for a first
+        // sync's backlog.
+        let noticed = (state.last_uid != 0).then(std::time::Instant::now);
         for uid in new {
             let mail = MailRef {
                 folder: folder.to_owned(),
@@ -349,6 +352,9 @@ impl Mailbox {
                 uid,
             };
             let flags = self.push_message(session, &mail).await?;
+            if let Some(noticed) = noticed {
+                self.shared.handle.observe_mail_push(noticed.elapsed());
+            }
             state.flags.insert(uid, flags);
             state.last_uid = uid;
             self.save_state(folder, &state)?;

@@ -228,6 +228,73 @@ pub enum Request {
     KtAuditorSign(Signed<crate::AuditorStatement>),
 }
 
+impl Request {
+    /// The request's type as a fixed `snake_case` name, for metrics and logs: it carries
+    /// nothing of the request's content.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Enroll(_) => "enroll",
+            Request::Authenticate(_) => "authenticate",
+            Request::WhoAmI => "who_am_i",
+            Request::AdminUserAdd { .. } => "admin_user_add",
+            Request::AdminDeviceAdd { .. } => "admin_device_add",
+            Request::AdminUserList => "admin_user_list",
+            Request::AdminDeviceList { .. } => "admin_device_list",
+            Request::KeyPackagesPublish { .. } => "key_packages_publish",
+            Request::KeyPackagesClaim { .. } => "key_packages_claim",
+            Request::GroupCreate { .. } => "group_create",
+            Request::GroupSubmit(_) => "group_submit",
+            Request::GroupFetch { .. } => "group_fetch",
+            Request::GroupList => "group_list",
+            Request::InboxFetch => "inbox_fetch",
+            Request::InboxAck { .. } => "inbox_ack",
+            Request::UserDevices { .. } => "user_devices",
+            Request::BlobUploadStart { .. } => "blob_upload_start",
+            Request::BlobUploadChunk { .. } => "blob_upload_chunk",
+            Request::BlobUploadFinish { .. } => "blob_upload_finish",
+            Request::BlobFetch { .. } => "blob_fetch",
+            Request::GroupAck { .. } => "group_ack",
+            Request::AdminPolicySet { .. } => "admin_policy_set",
+            Request::AdminPolicyShow { .. } => "admin_policy_show",
+            Request::AdminGroupCreate { .. } => "admin_group_create",
+            Request::AdminGroupMember { .. } => "admin_group_member",
+            Request::AdminGroupList => "admin_group_list",
+            Request::AdminUserImport { .. } => "admin_user_import",
+            Request::AdminDeviceCommand { .. } => "admin_device_command",
+            Request::AdminDeviceRevoke { .. } => "admin_device_revoke",
+            Request::AdminRole { .. } => "admin_role",
+            Request::AdminAuditList { .. } => "admin_audit_list",
+            Request::PolicyFetch => "policy_fetch",
+            Request::PolicyAck { .. } => "policy_ack",
+            Request::CommandsFetch => "commands_fetch",
+            Request::CommandAck { .. } => "command_ack",
+            Request::DeviceApprove { .. } => "device_approve",
+            Request::OwnDevices => "own_devices",
+            Request::AdminMailSet(_) => "admin_mail_set",
+            Request::AdminMailMap { .. } => "admin_mail_map",
+            Request::AdminMailShow => "admin_mail_show",
+            Request::AdminDavSet(_) => "admin_dav_set",
+            Request::MailLink { .. } => "mail_link",
+            Request::HistoryBegin { .. } => "history_begin",
+            Request::HistorySent { .. } => "history_sent",
+            Request::HistoryReceived { .. } => "history_received",
+            Request::AdminClusterList => "admin_cluster_list",
+            Request::AdminDirectorySet(_) => "admin_directory_set",
+            Request::AdminDirectorySync { .. } => "admin_directory_sync",
+            Request::AdminDirectoryShow => "admin_directory_show",
+            Request::AdminScimTokenCreate { .. } => "admin_scim_token_create",
+            Request::AdminScimTokenList => "admin_scim_token_list",
+            Request::AdminScimTokenRevoke { .. } => "admin_scim_token_revoke",
+            Request::AdminScimSet { .. } => "admin_scim_set",
+            Request::AdminStats => "admin_stats",
+            Request::KtHead { .. } => "kt_head",
+            Request::KtHistory { .. } => "kt_history",
+            Request::KtAudit { .. } => "kt_audit",
+            Request::KtAuditorSign(_) => "kt_auditor_sign",
+        }
+    }
+}
+
 /// How long a device's claim to send a new device its history holds without the history
 /// being sent: after it, another device of the user may take the job over.
 pub const HISTORY_CLAIM_LEASE_S: i64 = 300;

@@ -334,6 +334,7 @@ pub(crate) async fn chunk(
     }
     upload.next_index += 1;
     upload.received += bytes.len() as u64;
+    state.metrics.blob_bytes("upload", bytes.len());
     Ok(())
 }
 
@@ -399,6 +400,7 @@ pub(crate) async fn fetch(
     let length = (blob.bytes_total - offset).min(BLOB_CHUNK_BYTES as u64);
     let bytes = state.blobs.read(state, &id, index, length).await?;
     transfers.remember_fetch(id);
+    state.metrics.blob_bytes("download", bytes.len());
     Ok((bytes, blob.chunk_count, blob.bytes_total))
 }
 

@@ -18,6 +18,7 @@ pub struct Config {
     pub activation: ActivationSection,
     pub certificates: CertificateSection,
     pub limits: Limits,
+    pub metrics: MetricsSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +95,16 @@ impl Default for CertificateSection {
             device_validity_days: 365,
         }
     }
+}
+
+/// The Prometheus endpoint, on a listener of its own (plain HTTP: it carries counts only,
+/// never a user, group or content).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Address `GET /metrics` is served on, such as `127.0.0.1:9464`. Default: none (off).
+    /// Anything but a loopback address exposes the figures to the network: firewall it.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Every resource limit of the server, in one place.
@@ -315,6 +326,11 @@ org_name = {org_name:?}
 [certificates]
 # Days a device certificate is valid.
 # device_validity_days = {validity}
+
+[metrics]
+# Serve Prometheus metrics (GET /metrics, plain HTTP) on this address. Off by default;
+# keep it on loopback or behind a firewall.
+# listen = "127.0.0.1:9464"
 
 [limits]
 # Concurrent connections; further clients wait in the listen backlog.

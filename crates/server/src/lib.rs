@@ -18,6 +18,7 @@ mod kt;
 mod listener;
 mod mail;
 mod management;
+mod metrics;
 mod migrate;
 mod org;
 mod pending;
@@ -191,15 +192,24 @@ pub(crate) struct State {
     pub cluster: cluster::Cluster,
     /// The SQLite database file (none with PostgreSQL), for `AdminStats`.
     pub database_file: Option<std::path::PathBuf>,
-    /// Messages appended through this node over the last minute.
+    /// Messages appended through this node over the last minute (`metrics` counts them
+    /// all; this keeps the last minute's for the dashboard).
     pub message_rate: stats::MessageRate,
     /// The key directory (key transparency).
     pub kt: kt::Kt,
+    /// What `/metrics` serves.
+    pub metrics: metrics::Metrics,
 }
 
 impl State {
     pub(crate) fn now(&self) -> i64 {
         self.clock.now_unix_s()
+    }
+
+    /// Counts a message appended to a group's log through this node.
+    pub(crate) fn message_appended(&self) {
+        self.message_rate.add(self.now());
+        self.metrics.messages_appended.inc();
     }
 
     pub(crate) fn policy_version(&self) -> u64 {
@@ -230,6 +240,8 @@ pub struct Server {
     /// Set on the run that created the first admin: the code to show the operator.
     pub first_admin_code: Option<IssuedActivationCode>,
     data: DataDir,
+    /// Where `/metrics` is served, when the admin asked for it.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Server {
@@ -450,7 +462,9 @@ impl Server {
             database_file: options.database.is_none().then(|| data.database()),
             message_rate: stats::MessageRate::default(),
             kt,
+            metrics: metrics::Metrics::new(),
         });
+        state.store.observe(state.metrics.store_observer());
         blobs::clean_up(&state).await?;
 
         let first_admin_code = if state.store.list_users().await?.is_empty() {
@@ -463,6 +477,7 @@ impl Server {
             tls,
             first_admin_code,
             data,
+            metrics_listener: None,
         })
     }
 
@@ -495,6 +510,13 @@ impl Server {
         &self.data
     }
 
+    /// Serves Prometheus metrics (`GET /metrics`, plain HTTP) on `listener` while the
+    /// server runs (`[metrics] listen`).
+    pub fn serve_metrics_on(mut self, listener: TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
+        self
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, gives open sessions the
     /// grace period to end, and closes the store.
     pub async fn run(
@@ -512,6 +534,9 @@ impl Server {
         let clustering = tokio::spawn(cluster::run(self.state.clone(), stop.subscribe()));
         let directory_schedule = tokio::spawn(directory::run_schedule(self.state.clone(), stop.subscribe()));
         let transparency = tokio::spawn(kt::run(self.state.clone(), stop.subscribe()));
+        let metrics = self
+            .metrics_listener
+            .map(|listener| tokio::spawn(metrics::serve(listener, self.state.clone(), stop.subscribe())));
         let serve = listener::serve(listener, self.state.clone(), acceptor, stopped);
         tokio::pin!(serve);
         tokio::select! {
@@ -527,6 +552,9 @@ impl Server {
         let _ = clustering.await;
         let _ = directory_schedule.await;
         let _ = transparency.await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         if let Err(error) = pending::flush(&self.state).await {
             tracing::warn!(%error, "writing acknowledgements and last-seen times at shutdown failed");
         }
@@ -635,6 +663,15 @@ impl ServerHandle {
             at_unix_s: self.state.now(),
         };
         self.state.mail.set_status(user.clone(), status);
+    }
+
+    /// Records how long the connector took from noticing new mail to its devices' group
+    /// accepting it (`redoubt_connector_push_latency_seconds`).
+    pub fn observe_mail_push(&self, latency: std::time::Duration) {
+        self.state
+            .metrics
+            .connector_push_seconds
+            .observe(latency.as_secs_f64());
     }
 
     /// The passcode for the mail connector's device profile (derived from the root key).

@@ -80,7 +80,7 @@ pub(crate) async fn serve(
 ) {
     let limits = state.config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.connections_max as usize));
-    let app = router(state, shutdown.clone());
+    let app = router(state.clone(), shutdown.clone());
     loop {
         // Take the permit before accepting, so at the limit new clients wait in the
         // kernel's backlog instead of costing us a handshake.
@@ -106,10 +106,21 @@ pub(crate) async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let app_state = state.clone();
         let shutdown = shutdown.clone();
         let handshake_timeout = Duration::from_millis(limits.tls_handshake_timeout_ms);
         tokio::spawn(async move {
-            connection(tcp, peer, permit, acceptor, app, shutdown, handshake_timeout).await;
+            connection(
+                tcp,
+                peer,
+                permit,
+                acceptor,
+                app,
+                app_state,
+                shutdown,
+                handshake_timeout,
+            )
+            .await;
         });
     }
     drop(listener);
@@ -121,22 +132,29 @@ pub(crate) async fn serve(
     }
 }
 
+#[allow(clippy::too_many_arguments, reason = "one connection's parts, each used once")]
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     acceptor: TlsAcceptor,
     app: Router,
+    app_state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
     handshake_timeout: Duration,
 ) {
     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => {
+            app_state.metrics.handshake("ok");
+            tls
+        }
         Ok(Err(error)) => {
+            app_state.metrics.handshake("failed");
             tracing::debug!(%peer, %error, "TLS handshake failed");
             return;
         }
         Err(_) => {
+            app_state.metrics.handshake("timeout");
             tracing::debug!(%peer, "TLS handshake timed out");
             return;
         }

@@ -110,6 +110,13 @@ impl MailState {
             .insert(user, status);
     }
 
+    /// Mailboxes whose latest word from the connector was good, and those failing.
+    pub(crate) fn mailbox_counts(&self) -> (usize, usize) {
+        let status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = status.values().filter(|s| s.ok).count();
+        (ok, status.len() - ok)
+    }
+
     fn status_of(&self, user: &UserName) -> Option<MailStatus> {
         self.status
             .lock()

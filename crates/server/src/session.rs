@@ -47,6 +47,7 @@ pub(crate) fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> {
     async move {
+        let _counted = crate::metrics::SessionGuard::new(&state.metrics);
         let limits = &state.config.limits;
         let write_timeout = Duration::from_millis(limits.write_timeout_ms);
         let mut challenge = [0; redoubt_proto::CHALLENGE_BYTES];
@@ -101,6 +102,7 @@ pub(crate) fn run(
                 _ = shutdown.changed() => break Some((close_code::AWAY, "server shutting down")),
                 event = next_event(&mut events) => match event {
                     Some(Push::Event(event)) => {
+                        state.metrics.deliveries.inc();
                         let sending = send(&mut socket, &ServerFrame::Event(event), write_timeout);
                         if sending.await.is_err() {
                             break None;
@@ -230,6 +232,7 @@ async fn handle_frame(
 ) -> Result<Next, ()> {
     let limits = &state.config.limits;
     let write_timeout = Duration::from_millis(limits.write_timeout_ms);
+    let started = Instant::now();
     let frame = match decode_client_frame(bytes, limits.frame_bytes_max as usize) {
         Ok(frame) => frame,
         Err(error) => {
@@ -238,6 +241,9 @@ async fn handle_frame(
                 DecodeError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
                 _ => ErrorCode::MalformedFrame,
             };
+            state
+                .metrics
+                .request("undecodable", code.as_str(), started.elapsed());
             let error = ErrorBody::new(code, error.to_string());
             send(
                 socket,
@@ -249,12 +255,14 @@ async fn handle_frame(
         }
     };
     let ClientFrame { request_id, request } = frame;
+    let kind = request.kind();
 
     let mut next = Next::Continue;
     let result = match phase {
         Phase::Unauthenticated { requests } => {
             *requests += 1;
             if *requests > limits.unauthenticated_requests_max {
+                state.metrics.refused_by("unauthenticated_requests_max");
                 next = Next::Close(close_code::POLICY, "too many requests before authenticating");
                 Err(ApiError::new(
                     ErrorCode::TooManyUnauthenticatedRequests,
@@ -276,6 +284,7 @@ async fn handle_frame(
                     Err(error) => Err(error),
                 }
             } else {
+                state.metrics.refused_by("device_requests_per_second");
                 Err(ApiError::new(
                     ErrorCode::RateLimited,
                     "request rate limit exceeded; slow down",
@@ -283,6 +292,11 @@ async fn handle_frame(
             }
         }
     };
+    let code = match &result {
+        Ok(_) => "ok",
+        Err(ApiError(error)) => error.code.as_str(),
+    };
+    state.metrics.request(kind, code, started.elapsed());
     let reply = match result {
         Ok(response) => ServerFrame::Response { request_id, response },
         Err(ApiError(error)) => ServerFrame::Error { request_id, error },
@@ -394,7 +408,7 @@ async fn authenticated(
             .await
             .map(|(seq, duplicate)| {
                 if !duplicate {
-                    state.message_rate.add(state.now());
+                    state.message_appended();
                 }
                 Response::Submitted { seq, duplicate }
             }),
@@ -404,7 +418,10 @@ async fn authenticated(
             limit,
         } => delivery::fetch(state, who, group_id, after_seq, limit)
             .await
-            .map(|(entries, last_seq)| Response::GroupEntries { entries, last_seq }),
+            .map(|(entries, last_seq)| {
+                state.metrics.fetched_entries.inc_by(entries.len() as u64);
+                Response::GroupEntries { entries, last_seq }
+            }),
         Request::GroupList => delivery::group_list(state, who).await.map(Response::Groups),
         Request::InboxFetch => delivery::inbox(state, who).await.map(Response::Inbox),
         Request::InboxAck { ids } => delivery::inbox_ack(state, who, ids)

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 
 use redoubt_proto::{DeviceId, GroupId};
-use redoubt_store::{AppendError, Appended, GroupTransition, StoreError};
+use redoubt_store::{AppendError, Appended, GroupTransition, ObserverSlot, StoreError};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::{Connection, PgConnection, Postgres};
@@ -65,11 +65,11 @@ pub(crate) enum Job {
 }
 
 /// Starts the task; it ends at [`Job::Close`] or when every sender of `jobs` is gone.
-pub(crate) fn start(pool: PgPool, jobs: tokio::sync::mpsc::Receiver<Job>) {
-    tokio::spawn(run(pool, jobs));
+pub(crate) fn start(pool: PgPool, jobs: tokio::sync::mpsc::Receiver<Job>, observer: ObserverSlot) {
+    tokio::spawn(run(pool, jobs, observer));
 }
 
-async fn run(pool: PgPool, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
+async fn run(pool: PgPool, mut jobs: tokio::sync::mpsc::Receiver<Job>, observer: ObserverSlot) {
     let mut link = Link {
         pool,
         conn: None,
@@ -103,7 +103,9 @@ async fn run(pool: PgPool, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
         // Groups locked in id order; a stable sort keeps each group's appends in the
         // order they came.
         batch.sort_by(|a, b| a.entry.group.as_bytes().cmp(b.entry.group.as_bytes()));
+        let started = std::time::Instant::now();
         let results = append_batch(&mut link, &batch).await;
+        observer.append_batch(batch.len(), started.elapsed());
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }

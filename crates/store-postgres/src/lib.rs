@@ -99,6 +99,9 @@ pub struct PgStore {
     pub(crate) pool: PgPool,
     /// Feeds the group-commit task.
     appends: tokio::sync::mpsc::Sender<appender::Job>,
+    /// The server's metrics, shared with the group-commit task. Reads are not timed here:
+    /// they go through sqlx everywhere.
+    observer: redoubt_store::ObserverSlot,
 }
 
 /// Whether PostgreSQL aborted the transaction for a conflict with a concurrent one, so
@@ -242,8 +245,13 @@ impl PgStore {
             .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
             .connect_lazy_with(target.options.clone());
         let (appends, jobs) = tokio::sync::mpsc::channel(APPEND_QUEUE_MAX);
-        appender::start(pool.clone(), jobs);
-        Ok(Self { pool, appends })
+        let observer = redoubt_store::ObserverSlot::default();
+        appender::start(pool.clone(), jobs, observer.clone());
+        Ok(Self {
+            pool,
+            appends,
+            observer,
+        })
     }
 
     /// Whether the database holds nothing yet: no organisation and no user.
@@ -257,6 +265,10 @@ impl PgStore {
 
 #[async_trait::async_trait]
 impl Store for PgStore {
+    fn observe(&self, observer: std::sync::Arc<dyn redoubt_store::StoreObserver>) {
+        self.observer.set(observer);
+    }
+
     async fn org(&self) -> Result<Option<OrgRecord>> {
         self.org_impl().await
     }

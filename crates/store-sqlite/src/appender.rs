@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use redoubt_proto::{DeviceId, GroupId};
-use redoubt_store::{AppendError, Appended, GroupTransition, StoreError};
+use redoubt_store::{AppendError, Appended, GroupTransition, ObserverSlot, StoreError};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::rusqlite_error;
@@ -59,6 +59,7 @@ pub(crate) fn start(
     path: &Path,
     busy_timeout: Duration,
     jobs: tokio::sync::mpsc::Receiver<Job>,
+    observer: ObserverSlot,
 ) -> Result<(), StoreError> {
     let conn = Connection::open(path).map_err(rusqlite_error)?;
     conn.busy_timeout(busy_timeout).map_err(rusqlite_error)?;
@@ -71,7 +72,7 @@ pub(crate) fn start(
     let checkpointer = Checkpointer::start(path, busy_timeout)?;
     std::thread::Builder::new()
         .name("redoubt-db-append".into())
-        .spawn(move || run(conn, jobs, checkpointer))
+        .spawn(move || run(conn, jobs, checkpointer, observer))
         .map_err(|e| StoreError::Backend(format!("cannot start the appender thread: {e}")))?;
     Ok(())
 }
@@ -117,7 +118,12 @@ impl Checkpointer {
     }
 }
 
-fn run(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<Job>, checkpointer: Checkpointer) {
+fn run(
+    mut conn: Connection,
+    mut jobs: tokio::sync::mpsc::Receiver<Job>,
+    checkpointer: Checkpointer,
+    observer: ObserverSlot,
+) {
     let mut since_checkpoint = 0;
     let mut closing = None;
     while closing.is_none() {
@@ -144,7 +150,7 @@ fn run(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<Job>, checkpo
         if batch.is_empty() {
             continue;
         }
-        let results = match append_batch(&mut conn, &batch) {
+        let results = match observer.time_append_batch(batch.len(), || append_batch(&mut conn, &batch)) {
             Ok(results) => results,
             Err(error) => {
                 // The transaction did not commit: nothing of the batch was written.

@@ -26,8 +26,8 @@ use redoubt_store::{
     ActivationCodeRecord, ActivationCodeState, AppendError, Appended, Applied, AuditEvent, BeginError,
     BlobRecord, Change, Claim, ClaimedPackage, CommandRecord, DeviceRecord, DirectoryGroupRecord, GroupHead,
     GroupRecord, GroupTransition, HistoryRecord, InboxRecord, KtEpochRecord, KtNode, KtSet, KtValue, Lease,
-    LogRecord, Membership, NewLogEntry, NodeRecord, OrgRecord, RedeemError, Result, Store, StoreError,
-    TransferGroupRecord, UserRecord,
+    LogRecord, Membership, NewLogEntry, NodeRecord, ObserverSlot, OrgRecord, RedeemError, Result, Store,
+    StoreError, TransferGroupRecord, UserRecord,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -50,6 +50,8 @@ pub struct SqliteStore {
     appends: tokio::sync::mpsc::Sender<appender::Job>,
     /// Reads on the calling thread (`reader`).
     pub(crate) readers: std::sync::Arc<Readers>,
+    /// The server's metrics, shared with the appender thread and the readers.
+    observer: ObserverSlot,
 }
 
 pub(crate) fn backend_error(error: sqlx::Error) -> StoreError {
@@ -110,12 +112,23 @@ impl SqliteStore {
         restrict_permissions(path)?;
         migrate::run(&pool, unix_now()).await?;
         let (appends, jobs) = tokio::sync::mpsc::channel(APPEND_QUEUE_MAX);
-        appender::start(path, Duration::from_millis(BUSY_TIMEOUT_MS), jobs)?;
-        let readers = std::sync::Arc::new(Readers::open(path, Duration::from_millis(BUSY_TIMEOUT_MS))?);
+        let observer = ObserverSlot::default();
+        appender::start(
+            path,
+            Duration::from_millis(BUSY_TIMEOUT_MS),
+            jobs,
+            observer.clone(),
+        )?;
+        let readers = std::sync::Arc::new(Readers::open(
+            path,
+            Duration::from_millis(BUSY_TIMEOUT_MS),
+            observer.clone(),
+        )?);
         Ok(Self {
             pool,
             appends,
             readers,
+            observer,
         })
     }
 
@@ -326,6 +339,10 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> Result<UserRecord> {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
+    fn observe(&self, observer: std::sync::Arc<dyn redoubt_store::StoreObserver>) {
+        self.observer.set(observer);
+    }
+
     async fn org(&self) -> Result<Option<OrgRecord>> {
         let row = sqlx::query("SELECT org_id, created_at FROM org WHERE singleton = 1")
             .fetch_optional(&self.pool)

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use redoubt_proto::UserName;
-use redoubt_store::{Result, StoreError};
+use redoubt_store::{ObserverSlot, Result, StoreError};
 use rusqlite::types::FromSql;
 use rusqlite::{Connection, OpenFlags, Params, Row};
 
@@ -27,6 +27,7 @@ pub(crate) struct Readers {
     path: PathBuf,
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
+    observer: ObserverSlot,
 }
 
 impl std::fmt::Debug for Readers {
@@ -39,11 +40,12 @@ impl std::fmt::Debug for Readers {
 
 impl Readers {
     /// Opens the first connection, so a database that cannot be read fails here.
-    pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Self> {
+    pub(crate) fn open(path: &Path, busy_timeout: Duration, observer: ObserverSlot) -> Result<Self> {
         let readers = Self {
             path: path.to_owned(),
             busy_timeout,
             idle: Mutex::new(Vec::new()),
+            observer,
         };
         let first = readers.connect()?;
         readers.idle().push(first);
@@ -72,7 +74,7 @@ impl Readers {
             Some(conn) => conn,
             None => self.connect()?,
         };
-        let result = read(&conn);
+        let result = self.observer.time_read(|| read(&conn));
         let mut idle = self.idle();
         if idle.len() < IDLE_CONNECTIONS_MAX {
             idle.push(conn);

@@ -17,6 +17,7 @@ mod delivery;
 mod history;
 mod kt;
 mod management;
+mod observe;
 
 pub use cluster::{BUS_MESSAGE_BYTES_MAX, Bus, BusEvent, Lease, NodeRecord};
 pub use delivery::{
@@ -26,6 +27,7 @@ pub use delivery::{
 pub use history::{BeginError, Claim, HistoryRecord, TransferGroupRecord};
 pub use kt::{KtEpochRecord, KtNode, KtSet, KtValue};
 pub use management::{Applied, AuditEvent, Change, CommandRecord, DirectoryGroupRecord};
+pub use observe::{ObserverSlot, StoreObserver};
 use redoubt_proto::{
     ActivationCodeId, AuditEntry, BlobId, DeviceId, DeviceName, DisplayName, GroupId, GroupName, OrgId,
     PolicyScope, PolicySettings, PublicKeyBytes, Role, UserName,
@@ -162,6 +164,12 @@ pub enum RedeemError {
 
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Reports the backend's read and group-commit timings to `observer` from now on (the
+    /// server's metrics). Backends without such timings ignore it.
+    fn observe(&self, observer: std::sync::Arc<dyn StoreObserver>) {
+        let _ = observer;
+    }
+
     /// The organisation, or `None` before initialisation.
     async fn org(&self) -> Result<Option<OrgRecord>>;
 

@@ -278,8 +278,13 @@ impl Org {
     /// Starts a server on `listen`, enrols the admin and one device per `(user, device)`
     /// (a user's first device creates the user).
     pub fn start(root: &Path, listen: &str, devices: &[(&str, &str)]) -> Org {
+        Self::start_with_env(root, listen, devices, &[])
+    }
+
+    /// [`Self::start`] with `env` added to the server's environment.
+    pub fn start_with_env(root: &Path, listen: &str, devices: &[(&str, &str)], env: &[(&str, &str)]) -> Org {
         let data = root.join("redoubt-data");
-        let server = ServerProcess::start_on(&data, listen);
+        let server = ServerProcess::start_with_env(&data, listen, env);
         let admin = root.join("admin");
         let code = wait_for(&data.join("admin-activation.txt"));
         json_ok(&admin, &["enroll", code.trim(), "--json"], &[]);
