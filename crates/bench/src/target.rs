@@ -220,8 +220,9 @@ pub fn bench_config(overrides: &[String]) -> Result<(Config, Value)> {
     // against a default of 50/s per device (a guard against a misbehaving phone).
     limits.device_requests_per_second = 1_000_000;
     limits.device_request_burst = 1_000_000;
-    // Hundreds of thousands of sessions.
+    // Hundreds of thousands of sessions, every one from this machine's address.
     limits.connections_max = 1_000_000;
+    limits.unauthenticated_per_address_max = 1_000_000;
     // A 10k-member group's commit carries thousands of key packages.
     limits.frame_bytes_max = 16 * 1024 * 1024;
     let mut value = toml::Value::try_from(&config)?;

@@ -147,6 +147,8 @@ impl Connection {
                         redoubt_proto::PROTOCOL_VERSION
                     )));
                 }
+                // A server at its connection limit says so in place of its hello.
+                ServerFrame::Error { error, .. } => return Err(ClientError::Server(error)),
                 other => {
                     return Err(ClientError::Protocol(format!("expected Hello, got {other:?}")));
                 }

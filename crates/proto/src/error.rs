@@ -111,6 +111,9 @@ error_codes! {
     /// A server Redoubt reads from for this request (the organisation's directory) could
     /// not be reached or refused; nothing was changed.
     UpstreamUnavailable = 31, "upstream_unavailable";
+    /// The WebSocket stream broke its protocol (a bad opcode, masking or fragment, or bytes
+    /// that are not a WebSocket frame); the connection is closed.
+    WebsocketProtocolError = 32, "websocket_protocol_error";
 }
 
 impl fmt::Display for ErrorCode {

@@ -243,7 +243,31 @@ pub(crate) async fn start(
             format!("attachments may be at most {max} bytes (encrypted); this one is {bytes_total}"),
         ));
     }
+    within_daily_quota(state, who, bytes_total).await?;
     open_upload(state, who, uploads, group, bytes_total, chunk_count, false).await
+}
+
+/// Refuses an attachment that would take the device past `attachment_bytes_per_day_max`
+/// over the last 24 hours. Two uploads started at once on two sessions may both pass: the
+/// quota bounds a day's uploads, not a single byte.
+async fn within_daily_quota(state: &State, who: &Authenticated, bytes_total: u64) -> Result<(), ApiError> {
+    const DAY_S: i64 = 86_400;
+    let max = state.config.limits.attachment_bytes_per_day_max;
+    let used = state
+        .store
+        .attachment_bytes_since(&who.device_id, state.now() - DAY_S)
+        .await?;
+    if used.saturating_add(bytes_total) > max {
+        state.metrics.refused_by("attachment_bytes_per_day_max");
+        return Err(ApiError::new(
+            ErrorCode::LimitReached,
+            format!(
+                "this device uploaded {used} bytes of attachments in the last 24 hours; another \
+                 {bytes_total} would pass the daily limit of {max} bytes (encrypted); try again later"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn open_upload(

@@ -111,7 +111,8 @@ pub struct MetricsSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Concurrent connections; further clients wait in the listen backlog. Default 10000.
+    /// Concurrent connections; further clients are answered `server_busy` (WebSocket close
+    /// 1013) and try another node or later. Default 10000.
     pub connections_max: u32,
     /// Largest WebSocket message (one frame) accepted, in bytes. Default 65536.
     pub frame_bytes_max: u32,
@@ -121,6 +122,10 @@ pub struct Limits {
     pub auth_timeout_ms: u64,
     /// Requests allowed on a connection before it authenticates. Default 4.
     pub unauthenticated_requests_max: u32,
+    /// Connections one source address may hold before they authenticate; more are closed
+    /// at once. Devices behind one NAT share an address, so keep it well above their
+    /// number reconnecting at once. Default 1000.
+    pub unauthenticated_per_address_max: u32,
     /// Sustained requests per second per device, over all its connections. Default 50.
     pub device_requests_per_second: u32,
     /// Requests a device may send in a burst above the sustained rate. Default 100.
@@ -146,6 +151,10 @@ pub struct Limits {
     pub session_inline_bytes_max: u32,
     /// Largest attachment, in bytes of ciphertext. Default 104857600 (100 MiB).
     pub attachment_bytes_max: u64,
+    /// Attachment bytes (ciphertext) one device may upload in any 24 hours; an upload
+    /// beyond it is refused `limit_reached`. History sent to a new device is not counted.
+    /// Default 2147483648 (2 GiB).
+    pub attachment_bytes_per_day_max: u64,
     /// Largest blob of a history transfer (one part of a new device's history), in bytes of
     /// ciphertext. Devices send history in parts of at most 4 MiB. Default 8388608 (8 MiB).
     pub history_blob_bytes_max: u64,
@@ -162,6 +171,7 @@ impl Default for Limits {
             tls_handshake_timeout_ms: 10_000,
             auth_timeout_ms: 10_000,
             unauthenticated_requests_max: 4,
+            unauthenticated_per_address_max: 1000,
             device_requests_per_second: 50,
             device_request_burst: 100,
             ping_interval_ms: 30_000,
@@ -173,6 +183,7 @@ impl Default for Limits {
             session_events_max: 256,
             session_inline_bytes_max: 64 * 1024,
             attachment_bytes_max: 100 * 1024 * 1024,
+            attachment_bytes_per_day_max: 2 * 1024 * 1024 * 1024,
             history_blob_bytes_max: 8 * 1024 * 1024,
             log_retention_days: 30,
         }
@@ -208,6 +219,9 @@ impl Config {
         let l = &self.limits;
         if l.connections_max == 0 {
             return fail("limits.connections_max", "must be at least 1");
+        }
+        if l.unauthenticated_per_address_max == 0 {
+            return fail("limits.unauthenticated_per_address_max", "must be at least 1");
         }
         if (l.frame_bytes_max as usize) < FRAME_BYTES_MIN {
             return fail(
@@ -333,7 +347,7 @@ org_name = {org_name:?}
 # listen = "127.0.0.1:9464"
 
 [limits]
-# Concurrent connections; further clients wait in the listen backlog.
+# Concurrent connections; further clients are told the server is busy (and retry).
 # connections_max = {connections}
 # Largest frame (WebSocket message) accepted, in bytes.
 # frame_bytes_max = {frame}
@@ -343,6 +357,9 @@ org_name = {org_name:?}
 # auth_timeout_ms = {auth}
 # Requests a connection may make before it authenticates.
 # unauthenticated_requests_max = {unauth}
+# Connections one address may hold before authenticating (devices behind one NAT share
+# an address: keep it above their number).
+# unauthenticated_per_address_max = {unauth_per_address}
 # Sustained requests per second per device, and the burst allowed above it.
 # device_requests_per_second = {rps}
 # device_request_burst = {burst}
@@ -365,6 +382,8 @@ org_name = {org_name:?}
 # session_inline_bytes_max = {inline}
 # Largest attachment, in bytes of ciphertext.
 # attachment_bytes_max = {attachment}
+# Attachment bytes (ciphertext) one device may upload in any 24 hours.
+# attachment_bytes_per_day_max = {attachment_per_day}
 # Largest blob of a history transfer to a new device, in bytes of ciphertext.
 # history_blob_bytes_max = {history}
 # Days log entries are kept when not every member device has read them.
@@ -380,6 +399,7 @@ org_name = {org_name:?}
             handshake = l.tls_handshake_timeout_ms,
             auth = l.auth_timeout_ms,
             unauth = l.unauthenticated_requests_max,
+            unauth_per_address = l.unauthenticated_per_address_max,
             rps = l.device_requests_per_second,
             burst = l.device_request_burst,
             ping = l.ping_interval_ms,
@@ -391,6 +411,7 @@ org_name = {org_name:?}
             events = l.session_events_max,
             inline = l.session_inline_bytes_max,
             attachment = l.attachment_bytes_max,
+            attachment_per_day = l.attachment_bytes_per_day_max,
             history = l.history_blob_bytes_max,
             retention = l.log_retention_days,
         )

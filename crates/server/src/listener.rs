@@ -1,7 +1,16 @@
-//! The accept loop: connection limit, TLS handshake, HTTP/1.1 with WebSocket upgrade.
+//! The accept loop: connection limits, TLS handshake, HTTP/1.1 with WebSocket upgrade.
+//!
+//! Two limits apply at accept. `connections_max` bounds the sessions served: past it a new
+//! client is answered `server_busy` (close 1013) at once, so it can try another node or
+//! back off, instead of waiting unseen in the kernel's backlog; only when
+//! [`BUSY_ANSWERS_MAX`] such answers are already under way does it wait there.
+//! `unauthenticated_per_address_max` bounds the connections one source address holds
+//! before authenticating, so one host cannot take every slot with connections that never
+//! authenticate; past it the connection is closed before its TLS handshake.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,14 +27,73 @@ use tower::ServiceExt;
 
 use crate::State;
 
+/// `server_busy` answers in progress at once; past this, new clients wait in the backlog.
+const BUSY_ANSWERS_MAX: usize = 64;
+
 /// What the server knows of one TLS connection, handed to the WebSocket session.
 #[derive(Debug)]
 pub(crate) struct ConnectionInfo {
     pub peer: SocketAddr,
     /// Keying material exported from this TLS session; signatures are bound to it.
     pub tls_exporter: [u8; TLS_EXPORTER_BYTES],
+    /// The server is at `connections_max`: the session answers `server_busy` and closes.
+    busy: bool,
     /// Held for as long as the connection or its session lives.
     _permit: OwnedSemaphorePermit,
+    /// This connection's place in its address's unauthenticated count, until it
+    /// authenticates.
+    unauthenticated: Mutex<Option<AddressSlot>>,
+}
+
+impl ConnectionInfo {
+    /// The session authenticated: it no longer counts against its address's cap.
+    pub(crate) fn authenticated(&self) {
+        self.unauthenticated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+}
+
+/// Connections not yet authenticated, per source address.
+#[derive(Debug, Default)]
+struct Unauthenticated {
+    by_address: Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl Unauthenticated {
+    /// Counts a new connection from `ip`, or `None` when the address holds `max` already.
+    fn enter(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<AddressSlot> {
+        let mut by_address = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        let count = by_address.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One unauthenticated connection of an address; uncounted when dropped.
+#[derive(Debug)]
+struct AddressSlot {
+    table: Arc<Unauthenticated>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut by_address = self.table.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = by_address.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                by_address.remove(&self.ip);
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -58,6 +126,12 @@ async fn websocket(
     Extension(connection): Extension<Arc<ConnectionInfo>>,
     upgrade: WebSocketUpgrade,
 ) -> impl IntoResponse {
+    if connection.busy {
+        return upgrade
+            .max_message_size(1024)
+            .on_upgrade(crate::session::refuse_busy)
+            .into_response();
+    }
     let frame_bytes_max = app.state.config.limits.frame_bytes_max as usize;
     upgrade
         // Small buffers: an idle session should cost a few KB, not the 128 KB default. A
@@ -68,6 +142,7 @@ async fn websocket(
         .max_message_size(frame_bytes_max)
         .max_frame_size(frame_bytes_max)
         .on_upgrade(move |socket| crate::session::run(app.state, connection, socket, app.shutdown))
+        .into_response()
 }
 
 /// Accepts connections until `shutdown` turns true, then waits up to the grace period
@@ -80,12 +155,14 @@ pub(crate) async fn serve(
 ) {
     let limits = state.config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.connections_max as usize));
+    let busy_answers = Arc::new(Semaphore::new(BUSY_ANSWERS_MAX));
+    let unauthenticated = Arc::new(Unauthenticated::default());
     let app = router(state.clone(), shutdown.clone());
     loop {
-        // Take the permit before accepting, so at the limit new clients wait in the
-        // kernel's backlog instead of costing us a handshake.
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
+        // Before accepting, make sure the connection can at least be told the server is
+        // busy; while even that cannot be done, new clients wait in the kernel's backlog.
+        let busy_permit = tokio::select! {
+            permit = busy_answers.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
@@ -103,24 +180,31 @@ pub(crate) async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        let Some(address_slot) = unauthenticated.enter(peer.ip(), limits.unauthenticated_per_address_max)
+        else {
+            state.metrics.refused_by("unauthenticated_per_address_max");
+            tracing::debug!(%peer, "too many unauthenticated connections from this address; closed");
+            continue;
+        };
+        let (permit, busy) = match permits.clone().try_acquire_owned() {
+            Ok(permit) => (permit, false),
+            Err(_) => {
+                state.metrics.refused_by("connections_max");
+                (busy_permit, true)
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         let app_state = state.clone();
         let shutdown = shutdown.clone();
-        let handshake_timeout = Duration::from_millis(limits.tls_handshake_timeout_ms);
         tokio::spawn(async move {
-            connection(
-                tcp,
-                peer,
+            let slot = ConnectionSlot {
                 permit,
-                acceptor,
-                app,
-                app_state,
-                shutdown,
-                handshake_timeout,
-            )
-            .await;
+                busy,
+                address: address_slot,
+            };
+            connection(tcp, peer, slot, acceptor, app, app_state, shutdown).await;
         });
     }
     drop(listener);
@@ -132,17 +216,23 @@ pub(crate) async fn serve(
     }
 }
 
-#[allow(clippy::too_many_arguments, reason = "one connection's parts, each used once")]
+/// What a connection holds of the limits from accept on.
+struct ConnectionSlot {
+    permit: OwnedSemaphorePermit,
+    busy: bool,
+    address: AddressSlot,
+}
+
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    slot: ConnectionSlot,
     acceptor: TlsAcceptor,
     app: Router,
     app_state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
-    handshake_timeout: Duration,
 ) {
+    let handshake_timeout = Duration::from_millis(app_state.config.limits.tls_handshake_timeout_ms);
     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
             app_state.metrics.handshake("ok");
@@ -171,7 +261,9 @@ async fn connection(
     let info = Arc::new(ConnectionInfo {
         peer,
         tls_exporter,
-        _permit: permit,
+        busy: slot.busy,
+        _permit: slot.permit,
+        unauthenticated: Mutex::new(Some(slot.address)),
     });
     let service = app.map_request(
         move |mut request: axum::extract::Request<hyper::body::Incoming>| {

@@ -85,6 +85,7 @@ pub(crate) fn run(
             if events.is_none()
                 && let Phase::Authenticated(who) = &phase
             {
+                connection.authenticated();
                 events = Some(state.subscribers.subscribe(
                     who.device_id,
                     limits.session_events_max as usize,
@@ -133,16 +134,13 @@ pub(crate) fn run(
                     match message {
                         None | Some(Ok(Message::Close(_))) => break None,
                         Some(Err(error)) => {
-                            // tungstenite refuses an oversized frame from its header, before
-                            // reading (or allocating for) the payload.
                             tracing::debug!(peer = %connection.peer, %error, "websocket read failed");
-                            let error = ErrorBody::new(
-                                ErrorCode::FrameTooLarge,
-                                format!("frame unreadable or larger than {} bytes", limits.frame_bytes_max),
-                            );
+                            let Some((error, close)) = websocket_error(error, limits.frame_bytes_max) else {
+                                break None;
+                            };
                             let sending = send(&mut socket, &ServerFrame::Error { request_id: 0, error }, write_timeout);
                             let _ = sending.await;
-                            break Some((close_code::SIZE, "frame too large or unreadable"));
+                            break Some(close);
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         Some(Ok(Message::Text(_))) => {
@@ -179,6 +177,58 @@ pub(crate) fn run(
             }
             tracing::debug!(device_id = %who.device_id, "session ended");
         }
+    }
+}
+
+/// Answers a connection beyond `connections_max`: `server_busy` in place of the hello,
+/// then close 1013 (try again later). The client tries another node or backs off.
+pub(crate) async fn refuse_busy(mut socket: WebSocket) {
+    let error = ErrorBody::new(
+        ErrorCode::ServerBusy,
+        "the server is at its connection limit; try again later",
+    );
+    let timeout = Duration::from_secs(5);
+    if send(&mut socket, &ServerFrame::Error { request_id: 0, error }, timeout)
+        .await
+        .is_ok()
+    {
+        let frame = CloseFrame {
+            code: close_code::AGAIN,
+            reason: "server busy".into(),
+        };
+        let _ = write(&mut socket, Message::Close(Some(frame)), timeout).await;
+    }
+}
+
+/// What to tell a peer whose WebSocket stream failed, and how to close: `None` when the
+/// connection itself failed (nothing can be sent).
+fn websocket_error(error: axum::Error, frame_bytes_max: u32) -> Option<(ErrorBody, (u16, &'static str))> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match error.into_inner().downcast::<WsError>().map(|error| *error) {
+        // tungstenite refuses an oversized frame from its header, before reading (or
+        // allocating for) the payload.
+        Ok(WsError::Capacity(_)) => Some((
+            ErrorBody::new(
+                ErrorCode::FrameTooLarge,
+                format!("frames may be at most {frame_bytes_max} bytes"),
+            ),
+            (close_code::SIZE, "frame too large"),
+        )),
+        Ok(WsError::Protocol(violation)) => Some((
+            ErrorBody::new(
+                ErrorCode::WebsocketProtocolError,
+                format!("WebSocket protocol error: {violation}"),
+            ),
+            (close_code::PROTOCOL, "WebSocket protocol error"),
+        )),
+        Ok(WsError::Utf8(_)) => Some((
+            ErrorBody::new(
+                ErrorCode::WebsocketProtocolError,
+                "WebSocket protocol error: invalid UTF-8",
+            ),
+            (close_code::PROTOCOL, "WebSocket protocol error"),
+        )),
+        _ => None,
     }
 }
 

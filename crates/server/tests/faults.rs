@@ -217,6 +217,9 @@ impl Store for FaultyStore {
     async fn group_blobs(&self, group: &GroupId) -> Result<Vec<BlobId>> {
         self.inner.group_blobs(group).await
     }
+    async fn attachment_bytes_since(&self, uploader: &DeviceId, since_unix_s: i64) -> Result<u64> {
+        self.inner.attachment_bytes_since(uploader, since_unix_s).await
+    }
     async fn history_records(&self, user: Option<&UserName>) -> Result<Vec<HistoryRecord>> {
         self.inner.history_records(user).await
     }

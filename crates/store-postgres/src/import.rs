@@ -22,7 +22,7 @@ use crate::{PgStore, backend_error, from_db};
 
 /// The SQLite schema this import knows (`crates/store-sqlite/migrations`): every table of
 /// it is copied. A database of another version is refused.
-const SQLITE_SCHEMA_VERSION: i64 = 11;
+const SQLITE_SCHEMA_VERSION: i64 = 12;
 /// Rows sent to PostgreSQL in one statement at most...
 const ROWS_PER_STATEMENT_MAX: usize = 1_000;
 /// ... and bytes (blob chunks, messages, group states), roughly.

@@ -463,6 +463,20 @@ impl Store for PgStore {
         self.group_blobs_impl(group).await
     }
 
+    async fn attachment_bytes_since(&self, uploader: &DeviceId, since_unix_s: i64) -> Result<u64> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(bytes_total), 0)::BIGINT FROM blobs
+             WHERE uploader = $1 AND created_at >= $2
+               AND group_id NOT IN (SELECT group_id FROM transfer_groups)",
+        )
+        .bind(uploader.as_bytes())
+        .bind(since_unix_s)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        u64::try_from(bytes).map_err(|_| StoreError::Corrupt("attachment bytes".into()))
+    }
+
     async fn history_records(&self, user: Option<&UserName>) -> Result<Vec<HistoryRecord>> {
         self.history_records_impl(user).await
     }

@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key_transparency",
         include_str!("../migrations/0009_key_transparency.sql"),
     ),
+    (
+        10,
+        "blobs_by_uploader",
+        include_str!("../migrations/0010_blobs_by_uploader.sql"),
+    ),
 ];
 
 /// The advisory lock that serialises migrations ("redoubt" in ASCII). Advisory locks are

@@ -707,6 +707,20 @@ impl Store for SqliteStore {
         self.group_blobs_impl(group).await
     }
 
+    async fn attachment_bytes_since(&self, uploader: &DeviceId, since_unix_s: i64) -> Result<u64> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(bytes_total), 0) FROM blobs
+             WHERE uploader = ? AND created_at >= ?
+               AND group_id NOT IN (SELECT group_id FROM transfer_groups)",
+        )
+        .bind(uploader.as_bytes().as_slice())
+        .bind(since_unix_s)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend_error)?;
+        from_db(bytes, "attachment bytes")
+    }
+
     async fn history_records(&self, user: Option<&UserName>) -> Result<Vec<HistoryRecord>> {
         self.history_records_impl(user).await
     }

@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key_transparency",
         include_str!("../migrations/0011_key_transparency.sql"),
     ),
+    (
+        12,
+        "blobs_by_uploader",
+        include_str!("../migrations/0012_blobs_by_uploader.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &SqlitePool, now_unix_s: i64) -> Result<()> {

@@ -49,6 +49,7 @@ macro_rules! store_conformance_tests {
             stale_commit_conflicts_and_writes_nothing,
             commits_move_membership_and_fill_inboxes,
             blobs_are_created_completed_and_deleted,
+            attachment_bytes_are_summed_per_device_and_window,
             logs_are_pruned_once_acknowledged_or_expired,
             handshakes_after_the_stored_state_are_kept_for_replay,
             concurrent_appends_are_dense_ordered_and_one_commit_wins,
@@ -836,6 +837,70 @@ pub async fn blobs_are_created_completed_and_deleted(store: &impl Store) {
     assert_eq!(store.blob(&blob.id).await.unwrap(), None);
     let missing = store.complete_blob(&blob.id).await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+}
+
+pub async fn attachment_bytes_are_summed_per_device_and_window(store: &impl Store) {
+    two_users_three_devices(store).await;
+    store.create_group(&group(1), &dev(1)).await.unwrap();
+    store.create_group(&group(2), &dev(1)).await.unwrap();
+    let blob = |id: u8, group: u8, uploader: u8, bytes_total: u64, at: i64| BlobRecord {
+        id: redoubt_proto::BlobId::from([id; 16]),
+        group: GroupId::from([group; 32]),
+        uploader: dev(uploader),
+        bytes_total,
+        chunk_count: 1,
+        complete: false,
+        created_at_unix_s: at,
+    };
+    store.create_blob(&blob(1, 1, 1, 100, 1_000)).await.unwrap();
+    store.create_blob(&blob(2, 1, 1, 200, 2_000)).await.unwrap();
+    store
+        .complete_blob(&redoubt_proto::BlobId::from([2; 16]))
+        .await
+        .unwrap();
+    store.create_blob(&blob(3, 1, 3, 400, 2_000)).await.unwrap();
+    // Group 2 carries a history transfer from device 1 to Alice's waiting device 2: its
+    // blobs are history, not attachments.
+    let transfer = TransferGroupRecord {
+        group: GroupId::from([2; 32]),
+        target: dev(2),
+        source: dev(1),
+        created_at_unix_s: 1_300,
+    };
+    let claim = Claim {
+        at_unix_s: 1_300,
+        lapsed_before_unix_s: 1_000,
+    };
+    store.begin_history(&transfer, Some(claim)).await.unwrap();
+    store.create_blob(&blob(4, 2, 1, 800, 2_000)).await.unwrap();
+
+    assert_eq!(
+        store.attachment_bytes_since(&dev(1), 0).await.unwrap(),
+        300,
+        "complete and incomplete both count"
+    );
+    assert_eq!(store.attachment_bytes_since(&dev(1), 1_001).await.unwrap(), 200);
+    assert_eq!(
+        store.attachment_bytes_since(&dev(1), 2_000).await.unwrap(),
+        200,
+        "the window includes its start"
+    );
+    assert_eq!(store.attachment_bytes_since(&dev(1), 2_001).await.unwrap(), 0);
+    assert_eq!(
+        store.attachment_bytes_since(&dev(3), 0).await.unwrap(),
+        400,
+        "per device"
+    );
+    assert_eq!(store.attachment_bytes_since(&dev(2), 0).await.unwrap(), 0);
+    store
+        .delete_blob(&redoubt_proto::BlobId::from([2; 16]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.attachment_bytes_since(&dev(1), 0).await.unwrap(),
+        100,
+        "a deleted blob is no longer held"
+    );
 }
 
 pub async fn logs_are_pruned_once_acknowledged_or_expired(store: &impl Store) {

@@ -326,6 +326,11 @@ pub trait Store: Send + Sync + 'static {
     /// The blobs of a group (complete or not).
     async fn group_blobs(&self, group: &GroupId) -> Result<Vec<BlobId>>;
 
+    /// Bytes of the attachments `uploader` started uploading at or after `since_unix_s`
+    /// and that are still held (complete or not); blobs of history transfers are not
+    /// attachments and are left out.
+    async fn attachment_bytes_since(&self, uploader: &DeviceId, since_unix_s: i64) -> Result<u64>;
+
     /// The history transfers of every device, or of one user's, ordered by device creation.
     async fn history_records(&self, user: Option<&UserName>) -> Result<Vec<HistoryRecord>>;
 

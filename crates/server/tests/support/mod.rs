@@ -1,6 +1,8 @@
 //! A real server on 127.0.0.1 with a real data folder, for integration tests.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
