@@ -19,12 +19,12 @@ use anyhow::{Result, anyhow, bail};
 use mls_rs::group::ReceivedMessage;
 use mls_rs::{ExtensionList, Group, MlsMessage};
 use rand_core::{OsRng, RngCore};
+use redoubt_client::WsMessage as Message;
 use redoubt_mls::AppBody;
 use redoubt_proto::{
     Bytes, DeviceId, Event, GroupEntry, GroupId, GroupSubmit, Request, Response, ServerFrame,
 };
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::device::{Device, MlsConfig, Org};
 use crate::target::{Meter, Usage};

@@ -17,7 +17,9 @@ pub mod search;
 mod tls;
 mod vault;
 
-pub use connection::Connection;
+pub use connection::{
+    Connection, Connector, FRAME_BYTES_MAX, FrameSink, FrameStream, Socket, next_frame, request_message,
+};
 pub use error::ClientError;
 pub use mail::{MailStore, StoredMail};
 pub use management::{applied_policy, current_policy, verify_policy};
