@@ -344,7 +344,7 @@ org_name = {org_name:?}
 [metrics]
 # Serve Prometheus metrics (GET /metrics, plain HTTP) on this address. Off by default;
 # keep it on loopback or behind a firewall.
-# listen = "127.0.0.1:9464"
+# listen = "127.0.0.1:9464"  # for example; none by default
 
 [limits]
 # Concurrent connections; further clients are told the server is busy (and retry).

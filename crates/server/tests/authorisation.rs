@@ -365,6 +365,16 @@ async fn every_request_is_refused_where_it_must_be_and_changes_nothing() {
     let code = ActivationCode::parse(server.admin_code.as_deref().unwrap()).unwrap();
     // Acknowledgements are written in the background: write them now, before comparing.
     server.handle.flush_pending().await.unwrap();
+    // So are the set-up's device changes into the key directory: let it publish them (on a
+    // loaded machine its epoch can fall between the two snapshots).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !database(&server).await["kt_changed"].is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key directory never published"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let before = database(&server).await;
     let mut refused = 0;
     for request in &requests {
