@@ -441,3 +441,33 @@ pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> std::proce
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Copies the folder `from` into `to` (created), recursively: a fixture into a test's
+/// temporary folder, where the server and devices may change it.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Runs `read --json` (fetching new messages first), which prints one JSON document per
+/// message; returns them.
+pub fn read_messages(profile: &Path) -> Vec<Value> {
+    let out = run(profile, &["read", "--json"], &[]);
+    assert!(
+        out.status.success(),
+        "read failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}

@@ -1,0 +1,177 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed step must fail loudly
+//! Upgrades: a data folder and device profiles written by an earlier release
+//! (`tests/fixtures/upgrade-*`, made by `tests/fixtures/make-upgrade-fixture.sh` with that
+//! release's binary) open with this binary. The server migrates its database; the old
+//! devices open their vaults, authenticate, read their old messages, fetch the old
+//! attachment byte for byte and message each other; the admin still administers.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use support::*;
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.is_dir()
+                && path
+                    .file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with("upgrade-"))
+        })
+        .collect();
+    found.sort();
+    assert!(!found.is_empty(), "no upgrade fixtures in {}", dir.display());
+    found
+}
+
+fn ok(profile: &Path, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    json_ok(profile, &args, &[])
+}
+
+/// The texts of `messages` in `conversation`, in order.
+fn texts(messages: &[Value], conversation: &str) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| m["conversation"] == conversation)
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The old release's devices pinned the address they enrolled with, so the new server must
+/// listen there (as an upgraded server in place does).
+fn start_server_on_fixture_address(data: &Path, listen: &str) -> ServerProcess {
+    if let Err(error) = std::net::TcpListener::bind(listen) {
+        panic!(
+            "the upgrade fixture's server address {listen} is busy ({error}): its devices \
+             pinned it at enrolment, so the test needs it free (another run of this test?)"
+        );
+    }
+    let server = ServerProcess::start_on(data, listen);
+    wait_until_listening(listen);
+    server
+}
+
+#[test]
+fn every_earlier_release_upgrades_in_place() {
+    for fixture in fixtures() {
+        upgrade(&fixture);
+    }
+}
+
+fn upgrade(fixture: &Path) {
+    let started = std::time::Instant::now();
+    let root = tempfile::tempdir().unwrap();
+    copy_dir(fixture, root.path());
+    let root = root.path();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(root.join("fixture.json")).unwrap()).unwrap();
+    let made_by = manifest["made_by"].as_str().unwrap();
+    let data = root.join("server");
+    let server = start_server_on_fixture_address(&data, manifest["listen"].as_str().unwrap());
+
+    // Every old device opens its vault and authenticates as itself.
+    let devices = manifest["devices"].as_object().unwrap();
+    for (device, user) in devices {
+        let who = ok(&root.join(device), &["whoami"]);
+        assert_eq!(who["user"], *user, "{made_by}: {device}");
+        assert_eq!(who["authenticated"], true, "{made_by}: {device}");
+    }
+
+    // The admin still sees the organisation as it was, and its audit log still verifies.
+    let admin = root.join("admin");
+    let users: BTreeSet<String> = ok(&admin, &["admin", "user", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user"].as_str().unwrap().to_owned())
+        .collect();
+    let expected_users: BTreeSet<String> = devices.values().map(|u| u.as_str().unwrap().to_owned()).collect();
+    assert_eq!(users, expected_users, "{made_by}");
+    let listed = ok(&admin, &["admin", "device", "list"]);
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        devices.len(),
+        "{made_by}: {listed:#}"
+    );
+    let audit = ok(&admin, &["admin", "audit", "verify"]);
+    assert_eq!(audit["verified"], true, "{made_by}: {audit}");
+    let policy = ok(&admin, &["admin", "policy", "show", "--user", "alice"]);
+    let retention = policy["effective"]["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["setting"] == "message_retention_days")
+        .unwrap();
+    assert_eq!(retention["value"], "36500", "{made_by}: {retention}");
+    assert_eq!(retention["source"], "group finance", "{made_by}: {retention}");
+
+    // The old messages are all there, on every member device.
+    let direct = strings(&manifest["direct"]);
+    let group = manifest["group"]["name"].as_str().unwrap();
+    let group_texts = strings(&manifest["group"]["messages"]);
+    let attachment = &manifest["attachment"];
+    for device in ["alice", "alice-2", "bob"] {
+        let messages = read_messages(&root.join(device));
+        let peer = if device == "bob" { "alice" } else { "bob" };
+        assert_eq!(texts(&messages, peer), direct, "{made_by}: {device}");
+        let in_group = texts(&messages, group);
+        for text in &group_texts {
+            assert!(
+                in_group.contains(text),
+                "{made_by}: {device} lacks {text:?}: {in_group:?}"
+            );
+        }
+        let file = messages
+            .iter()
+            .find(|m| m["id"] == attachment["id"])
+            .unwrap_or_else(|| panic!("{made_by}: {device} lacks the attachment"));
+        assert_eq!(file["attachment"]["name"], attachment["name"]);
+
+        // The old attachment decrypts to the very bytes sent.
+        let out = root.join(format!("{device}-fetched"));
+        let id = attachment["id"].as_str().unwrap();
+        let fetched = ok(&root.join(device), &["fetch", id, "--out", out.to_str().unwrap()]);
+        assert_eq!(fetched["verified"], true);
+        let sent = std::fs::read(root.join(attachment["file"].as_str().unwrap())).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), sent, "{made_by}: {device}");
+    }
+
+    // New messages in the old conversations reach the other members.
+    ok(&root.join("alice"), &["send", group, "after the upgrade: group"]);
+    ok(&root.join("bob"), &["send", "alice", "after the upgrade: direct"]);
+    let bob = texts(&read_messages(&root.join("bob")), group);
+    assert_eq!(bob.last().unwrap(), "after the upgrade: group", "{made_by}");
+    for device in ["alice", "alice-2"] {
+        let messages = read_messages(&root.join(device));
+        assert_eq!(
+            texts(&messages, "bob").last().unwrap(),
+            "after the upgrade: direct",
+            "{made_by}: {device}"
+        );
+        assert_eq!(
+            texts(&messages, group).last().unwrap(),
+            "after the upgrade: group",
+            "{made_by}: {device}"
+        );
+    }
+
+    // The upgraded server stops cleanly (terminate checks the exit status).
+    server.terminate();
+    eprintln!("{made_by}: upgraded in {:?}", started.elapsed());
+}
