@@ -171,6 +171,36 @@ fn upgrade(fixture: &Path) {
         );
     }
 
+    // A user enrolled after the upgrade joins an old group and reads what follows.
+    let issued = ok(&admin, &["admin", "user", "add", "carol", "--no-qr"]);
+    let carol = root.join("carol");
+    ok(
+        &carol,
+        &[
+            "enroll",
+            issued["code"].as_str().unwrap(),
+            "--name",
+            "carol-phone",
+        ],
+    );
+    ok(&root.join("alice"), &["group", "add", group, "carol"]);
+    ok(
+        &root.join("alice"),
+        &["send", group, "after the upgrade: welcome carol"],
+    );
+    let carol_sees = texts(&read_messages(&carol), group);
+    assert_eq!(
+        carol_sees.last().map(String::as_str),
+        Some("after the upgrade: welcome carol"),
+        "{made_by}"
+    );
+    let bob_sees = texts(&read_messages(&root.join("bob")), group);
+    assert_eq!(
+        bob_sees.last().unwrap(),
+        "after the upgrade: welcome carol",
+        "{made_by}"
+    );
+
     // The upgraded server stops cleanly (terminate checks the exit status).
     server.terminate();
     eprintln!("{made_by}: upgraded in {:?}", started.elapsed());
