@@ -297,3 +297,23 @@ fn purge_keeps_the_organisation(root: &Path) {
         "dpkg still knows redoubt after the purge: {status}"
     );
 }
+
+/// Regression: SIGTERM (systemd's KillSignal) during start-up, once the data folder was
+/// initialised but before the server caught the signal, killed the process instead of
+/// stopping it cleanly. The signal is now caught before the server binds; every stop here
+/// comes the moment the first admin's code is written.
+#[test]
+fn sigterm_during_start_up_stops_cleanly() {
+    for round in 0..5 {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let server = ServerProcess::start(&data);
+        let code_file = data.join("admin-activation.txt");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !code_file.exists() {
+            assert!(Instant::now() < deadline, "round {round}: no code file");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        server.terminate();
+    }
+}

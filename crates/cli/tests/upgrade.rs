@@ -9,6 +9,8 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -73,6 +75,36 @@ fn every_earlier_release_upgrades_in_place() {
     for fixture in fixtures() {
         upgrade(&fixture);
     }
+}
+
+/// The script that makes a release's fixture still works with this binary, and makes what
+/// the test above checks: the next release can add its own.
+#[test]
+fn the_fixture_script_makes_a_fixture_this_test_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("upgrade-this");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-upgrade-fixture.sh");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let made = output_within(
+        Command::new("bash")
+            .arg(&script)
+            .args(["--binary", BIN, "--out"])
+            .arg(&out)
+            .args(["--listen", &listen]),
+        Duration::from_secs(300),
+        "make-upgrade-fixture.sh",
+    );
+    assert!(
+        made.status.success(),
+        "make-upgrade-fixture.sh failed: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let bytes: u64 = file_paths(&out)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(bytes < 2_000_000, "the fixture takes {bytes} bytes");
+    upgrade(&out);
 }
 
 fn upgrade(fixture: &Path) {
