@@ -132,8 +132,36 @@ fn debian_package_installs_a_sandboxed_service() {
     // The service user must reach the data folder inside.
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let started = Instant::now();
+    let deb = build_package(&tmp.path().join("out"));
+    let built = started.elapsed();
+
+    let root = tmp.path().join("root");
+    empty_root(&root);
+    dpkg(&root, &["--install", &deb]);
+    check_files(&root);
+    let uid = check_user_and_data_folder(&root);
+    dpkg(&root, &["--install", &deb]);
+    assert_eq!(
+        check_user_and_data_folder(&root),
+        uid,
+        "the reinstall kept the user"
+    );
+    let installed = started.elapsed() - built;
+
+    check_unit(&root);
+    let analysed = started.elapsed() - built - installed;
+    packaged_server_runs_as_its_user(&root, uid);
+    purge_keeps_the_organisation(&root);
+    eprintln!(
+        "package: built in {built:?}, installed twice in {installed:?}, unit checked in \
+         {analysed:?}, all in {:?}",
+        started.elapsed()
+    );
+}
+
+/// Runs build-deb on this build's binary; returns the package's path.
+fn build_package(out: &Path) -> String {
     let build_deb = repo().join("packaging/debian/build-deb");
-    let out_dir = tmp.path().join("out");
     let deb = tool_ok(
         "bash",
         &[
@@ -141,37 +169,37 @@ fn debian_package_installs_a_sandboxed_service() {
             "--binary",
             BIN,
             "--out",
-            out_dir.to_str().unwrap(),
+            out.to_str().unwrap(),
             "--compression",
             "gzip",
         ],
     );
-    let deb = deb.trim();
+    let deb = deb.trim().to_owned();
     let arch = tool_ok("dpkg", &["--print-architecture"]);
     let version = env!("CARGO_PKG_VERSION");
     assert!(
         deb.ends_with(&format!("/redoubt_{version}-1_{}.deb", arch.trim())),
         "{deb}"
     );
-    let depends = tool_ok("dpkg-deb", &["--field", deb, "Depends"]);
+    let depends = tool_ok("dpkg-deb", &["--field", &deb, "Depends"]);
     assert!(depends.contains("libc6 (>= 2."), "{depends}");
-    let built = started.elapsed();
+    deb
+}
 
-    let root = tmp.path().join("root");
-    empty_root(&root);
-    dpkg(&root, &["--install", deb]);
+/// dpkg knows the package and its conffile; the files are there with their modes, and the
+/// binary runs.
+fn check_files(root: &Path) {
     let root_arg = format!("--root={}", root.display());
     let status = tool_ok("dpkg-query", &[&root_arg, "-W", "-f=${Status}", "redoubt"]);
     assert_eq!(status, "install ok installed");
     let conffiles = tool_ok("dpkg-query", &[&root_arg, "-W", "-f=${Conffiles}", "redoubt"]);
     assert!(conffiles.contains("/etc/default/redoubt "), "{conffiles}");
 
-    // The files, with their modes; the binary runs.
     let binary = root.join("usr/bin/redoubt");
     assert_eq!(mode(&binary), 0o755);
     assert_eq!(std::fs::metadata(&binary).unwrap().uid(), 0);
     let reported = tool_ok(binary.to_str().unwrap(), &["--version"]);
-    assert_eq!(reported.trim(), format!("redoubt {version}"));
+    assert_eq!(reported.trim(), format!("redoubt {}", env!("CARGO_PKG_VERSION")));
     for file in [
         "lib/systemd/system/redoubt.service",
         "usr/lib/sysusers.d/redoubt.conf",
@@ -185,33 +213,23 @@ fn debian_package_installs_a_sandboxed_service() {
     let unit = std::fs::read_to_string(root.join("lib/systemd/system/redoubt.service")).unwrap();
     assert!(unit.contains("\nExecStart=/usr/bin/redoubt server --data /var/lib/redoubt "));
     assert!(unit.contains("\nUser=redoubt\n"));
+}
 
-    // The system user, and its data folder: 0700, its own. A reinstall changes neither.
-    let user = passwd_entry(&root);
+/// The system user redoubt (home the data folder, no shell) and its group exist once, and
+/// the data folder is the user's, 0700. Returns the user's id.
+fn check_user_and_data_folder(root: &Path) -> u32 {
+    let user = passwd_entry(root);
     assert_eq!(&user[5..], ["/var/lib/redoubt", "/usr/sbin/nologin"], "{user:?}");
     let (uid, gid): (u32, u32) = (user[2].parse().unwrap(), user[3].parse().unwrap());
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
-    assert!(
-        group.lines().any(|l| l.starts_with(&format!("redoubt:x:{gid}:"))),
-        "{group}"
-    );
+    let groups: Vec<&str> = group.lines().filter(|l| l.starts_with("redoubt:")).collect();
+    assert_eq!(groups.len(), 1, "{group}");
+    assert!(groups[0].starts_with(&format!("redoubt:x:{gid}:")), "{group}");
     let data = root.join("var/lib/redoubt");
     assert_eq!(mode(&data), 0o700);
     let meta = std::fs::metadata(&data).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (uid, gid));
-    dpkg(&root, &["--install", deb]);
-    assert_eq!(passwd_entry(&root), user, "the reinstall kept the user");
-    let installed_in = started.elapsed() - built;
-
-    check_unit(&root);
-    let analysed_in = started.elapsed() - built - installed_in;
-    packaged_server_runs_as_its_user(&root, uid);
-    purge_keeps_the_organisation(&root);
-    eprintln!(
-        "package: built in {built:?}, installed twice in {installed_in:?}, unit checked in \
-         {analysed_in:?}, all in {:?}",
-        started.elapsed()
-    );
+    uid
 }
 
 /// `systemd-analyze verify` accepts the installed unit without a warning, and `security`
