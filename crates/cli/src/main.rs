@@ -453,6 +453,7 @@ async fn server(args: ServerArgs, out: &Output) -> Result<()> {
         return Ok(());
     }
     let data = args.data.context("--data is required")?;
+    let stop_requested = shutdown_signal();
     let listen = match args.listen {
         Some(listen) => listen,
         None => redoubt_server::configured_listen(&data)?,
@@ -500,7 +501,7 @@ async fn server(args: ServerArgs, out: &Output) -> Result<()> {
         stopped,
     ));
     let shutdown = async {
-        shutdown_signal().await;
+        stop_requested.await;
         let _ = stop_connector.send(true);
     };
     server.run(listener, shutdown).await?;
@@ -567,27 +568,39 @@ async fn run_connector(
     }
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
+/// Completes on SIGINT (Ctrl-C) or SIGTERM. Both are caught from this call on, not from the
+/// future's first poll: the server calls it before it binds and initialises its data folder,
+/// so a stop during start-up (`systemctl stop` right after a start) is graceful too, where
+/// the signal's default action would kill the process.
+#[cfg(unix)]
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn received(signal: std::io::Result<Signal>, name: &str) {
+        match signal {
+            Ok(mut signal) => {
+                signal.recv().await;
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = interrupt.await;
+                tracing::warn!(%error, "cannot listen for {name}");
+                std::future::pending::<()>().await;
             }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        tokio::select! {
+            () = received(interrupt, "SIGINT") => {}
+            () = received(terminate, "SIGTERM") => {}
+        }
+    }
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -25,14 +25,23 @@ pub fn run(profile: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("REDOUBT_PASSCODE")
         .env_remove("REDOUBT_NEW_PASSCODE")
         .env_remove("REDOUBT_PROFILE")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("RUST_LOG");
     for (key, value) in env {
         command.env(key, value);
     }
-    let mut child = command.spawn().unwrap();
+    output_within(&mut command, COMMAND_DEADLINE, &format!("redoubt {args:?}"))
+}
+
+/// Runs `command` with stdin closed and its output collected, for at most `limit` (past it,
+/// kills it and fails naming `what`).
+pub fn output_within(command: &mut Command, limit: Duration, what: &str) -> Output {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let out_reader = std::thread::spawn(move || {
@@ -45,7 +54,7 @@ pub fn run(profile: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         stderr.read_to_end(&mut buf).unwrap();
         buf
     });
-    let status = wait_within(&mut child, COMMAND_DEADLINE, &format!("redoubt {args:?}"));
+    let status = wait_within(&mut child, limit, what);
     Output {
         status,
         stdout: out_reader.join().unwrap(),
@@ -108,12 +117,6 @@ impl ServerProcess {
 
     /// [`Self::start_on`] with `env` added to the server's environment.
     pub fn start_with_env(data: &Path, listen: &str, env: &[(&str, &str)]) -> Self {
-        let log = data.with_extension("log");
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
         let mut command = Command::new(BIN);
         command
             .env("REDOUBT_KT_EPOCH_MS", "20")
@@ -125,12 +128,28 @@ impl ServerProcess {
                 "RUST_LOG",
                 std::env::var("REDOUBT_TEST_SERVER_LOG").unwrap_or_default(),
             )
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::spawn(&mut command, &data.with_extension("log"))
+    }
+
+    /// Starts a server from `command` (another binary, or under another user), its stderr
+    /// going to `log`.
+    pub fn spawn(command: &mut Command, log: &Path) -> Self {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log_file);
-        let child = command.spawn().unwrap();
-        Self { child, log }
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            log: log.to_owned(),
+        }
     }
 
     /// The process id (for signals such as SIGSTOP).
@@ -445,4 +464,34 @@ pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> std::proce
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Copies the folder `from` into `to` (created), recursively: a fixture into a test's
+/// temporary folder, where the server and devices may change it.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Runs `read --json` (fetching new messages first), which prints one JSON document per
+/// message; returns them.
+pub fn read_messages(profile: &Path) -> Vec<Value> {
+    let out = run(profile, &["read", "--json"], &[]);
+    assert!(
+        out.status.success(),
+        "read failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
 }
