@@ -145,4 +145,29 @@ fn main() {
         Err(redoubt_client::ClientError::PasscodeRequired)
     ));
     write("profile_load", "keys-json-passcode", &selected(0, &passcode_keys));
+
+    // What a calendar server answers: a PROPFIND listing, an event, a contact.
+    for (name, answer) in DAV_ANSWERS {
+        assert!(
+            redoubt_connector::read_server_answer_for_fuzzing(answer.as_bytes()) > 0,
+            "the sample {name} is not read"
+        );
+        write("dav_response_parse", name, answer.as_bytes());
+    }
 }
+
+/// Seeds for `dav_response_parse`, as Radicale writes them.
+const DAV_ANSWERS: [(&str, &str); 3] = [
+    (
+        "multistatus",
+        "<?xml version='1.0' encoding='utf-8'?>\n<multistatus xmlns=\"DAV:\" xmlns:C=\"urn:ietf:params:xml:ns:caldav\" xmlns:CS=\"http://calendarserver.org/ns/\"><response><href>/alice%40corp.test/calendar/</href><propstat><prop><getetag>\"ca5d\"</getetag><CS:getctag>\"ca5d\"</CS:getctag><sync-token>http://radicale.org/ns/sync/e3b0</sync-token><resourcetype><C:calendar /><collection /></resourcetype></prop><status>HTTP/1.1 200 OK</status></propstat></response><response><href>/alice%40corp.test/calendar/ev-1.ics</href><propstat><prop><getetag>\"431a\"</getetag><resourcetype /></prop><status>HTTP/1.1 200 OK</status></propstat><propstat><prop><CS:getctag /></prop><status>HTTP/1.1 404 Not Found</status></propstat></response></multistatus>",
+    ),
+    (
+        "event",
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Redoubt//Connector//EN\r\nBEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\nEND:VTIMEZONE\r\nBEGIN:VEVENT\r\nUID:ev-1@example.com\r\nDTSTAMP:20300101T000000Z\r\nDTSTART;TZID=Europe/Berlin:20300102T100000\r\nDURATION:PT45M\r\nSUMMARY:Budget review\\, Q3\r\nLOCATION:Room 7\r\nATTENDEE;CN=\"Bob\";RSVP=TRUE:mailto:bob@corp.test\r\nBEGIN:VALARM\r\nACTION:DISPLAY\r\nTRIGGER:-PT5M\r\nEND:VALARM\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:ev-1@example.com\r\nRECURRENCE-ID;VALUE=DATE:20300109\r\nDTSTART;VALUE=DATE:20300109\r\nSUMMARY:Moved\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+    ),
+    (
+        "contact",
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:c-1\r\nFN:Bob Builder\\, Jr.\r\nN:Builder;Bob;;;Jr.\r\nitem1.EMAIL;type=INTERNET;type=pref:bob@corp.test\r\nTEL;TYPE=CELL:+49 30 1234\r\nTEL;VALUE=uri:tel:+1-555-0100\r\nEND:VCARD\r\n",
+    ),
+];

@@ -778,6 +778,27 @@ impl Dav {
     }
 }
 
+/// Everything the connector reads from a calendar server's answers, for the fuzz target
+/// (`fuzz/fuzz_targets/dav_response_parse.rs`): `bytes` as a PROPFIND answer (each member's
+/// href made a request path, as a sync does), then as a calendar object and as a vCard (as
+/// a GET's body is read). Returns how much was read, so nothing is optimised away. Redoubt
+/// itself never calls it.
+#[doc(hidden)]
+pub fn read_server_answer_for_fuzzing(bytes: &[u8]) -> usize {
+    let mut read = 0;
+    if let Ok(members) = std::str::from_utf8(bytes).map(xml::multistatus) {
+        for member in members.into_iter().flatten() {
+            read += normalize_href(&member.href).map_or(0, |href| href.len());
+            read += member.types.len() + usize::from(member.etag.is_some());
+        }
+    }
+    let text = String::from_utf8_lossy(bytes);
+    for push in [Kind::Calendar, Kind::Contacts].map(|kind| kind.parse("/fuzz", &text)) {
+        read += usize::from(push.is_some());
+    }
+    read
+}
+
 /// The UID (and file name) of a member a command adds.
 fn uid_for(command_id: &Bytes<16>) -> String {
     format!("{}@redoubt", command_id.to_hex())

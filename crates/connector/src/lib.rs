@@ -26,6 +26,9 @@ mod mailbox;
 mod smtp;
 mod stream;
 
+#[doc(hidden)]
+pub use dav::read_server_answer_for_fuzzing;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,10 +59,18 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// The UTC calendar date (year, month 1–12, day 1–31) of a Unix time.
+/// The UTC calendar date (year, month 1–12, day 1–31) of a Unix time (Howard Hinnant's
+/// days-to-civil algorithm).
 fn civil_date(unix_s: i64) -> (i64, usize, i64) {
-    let (year, month, day) = dav::ical::civil_from_days(unix_s.div_euclid(86_400));
-    (year, month as usize, day)
+    let z = unix_s.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month as usize, day)
 }
 
 /// `Sun, 22 Nov 2026 10:00:00 +0000`, as RFC 5322's Date header wants it.

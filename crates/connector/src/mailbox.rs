@@ -28,8 +28,8 @@ const NEW_PER_ROUND_MAX: usize = 200;
 /// Backoff after a failed connection: first and longest pause.
 const BACKOFF_MIN: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// Largest message the connector reads from the server (bigger ones are summarised from
-/// their headers only).
+/// Most bytes of one message the connector reads from the server (partial fetches: a bigger
+/// one is read cut at this size, so what lies beyond is left out of its summary).
 const MESSAGE_BYTES_MAX: u32 = 50 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -364,7 +364,10 @@ impl Mailbox {
 
     async fn push_message(&self, session: &mut Session, mail: &MailRef) -> Result<MailFlags, MailboxError> {
         let fetched: Vec<_> = session
-            .uid_fetch(mail.uid.to_string(), "(UID FLAGS RFC822.SIZE BODY.PEEK[])")
+            .uid_fetch(
+                mail.uid.to_string(),
+                format!("(UID FLAGS BODY.PEEK[]<0.{MESSAGE_BYTES_MAX}>)"),
+            )
             .await
             .map_err(imap_error("FETCH"))?
             .try_collect()
@@ -374,6 +377,7 @@ impl Mailbox {
             return Ok(MailFlags::default());
         };
         let flags = flags_of(fetch);
+        // A partial fetch: the server sends no more than this, whatever it announces.
         let raw = fetch.body().unwrap_or_default();
         let raw = &raw[..raw.len().min(MESSAGE_BYTES_MAX as usize)];
         let Some(parsed) = compose::parse(raw) else {
@@ -540,7 +544,10 @@ impl Mailbox {
     async fn fetch_raw(&self, session: &mut Session, mail: &MailRef) -> Result<Vec<u8>, MailboxError> {
         self.select_for(session, mail).await?;
         let fetched: Vec<_> = session
-            .uid_fetch(mail.uid.to_string(), "(UID BODY.PEEK[])")
+            .uid_fetch(
+                mail.uid.to_string(),
+                format!("(UID BODY.PEEK[]<0.{MESSAGE_BYTES_MAX}>)"),
+            )
             .await
             .map_err(imap_error("FETCH"))?
             .try_collect()
@@ -599,20 +606,69 @@ impl Mailbox {
         )
         .map_err(|e| MailboxError::Refused(e.0))?;
         let formatted = message.formatted();
-        crate::smtp::submit(&self.server, &self.user, message)
-            .await
-            .map_err(MailboxError::Refused)?;
-        // The copy in Sent, as a mail client would keep it.
+        // A command carried out again after a crash has the same id, so the same
+        // Message-ID: found in Sent (or recorded as submitted, for a crash before the copy
+        // was kept), it is not sent twice.
         let sent = self.sent_folder(session).await?;
-        session
-            .append(&sent, Some("(\\Seen)"), None, &formatted)
-            .await
-            .map_err(imap_error("APPEND"))?;
+        let record = format!("sent/{}/{}", self.user.user, id.to_hex());
+        let vault = |e: redoubt_client::VaultError| MailboxError::Refused(e.to_string());
+        let submitted = self
+            .shared
+            .state
+            .get(crate::STATE_NS, &record)
+            .map_err(vault)?
+            .is_some();
+        let kept = self.holds_message_id(session, &sent, &message_id).await?;
+        if submitted || kept {
+            tracing::info!(user = %self.user.user, "a send carried out again was not sent twice");
+        } else {
+            crate::smtp::submit(&self.server, &self.user, message)
+                .await
+                .map_err(MailboxError::Refused)?;
+            self.shared
+                .state
+                .put(crate::STATE_NS, &record, b"")
+                .map_err(vault)?;
+        }
+        // The copy in Sent, as a mail client would keep it.
+        if !kept {
+            session
+                .append(&sent, Some("(\\Seen)"), None, &formatted)
+                .await
+                .map_err(imap_error("APPEND"))?;
+        }
+        // Found in Sent from now on; the record is no longer needed.
+        self.shared
+            .state
+            .delete(crate::STATE_NS, &record)
+            .map_err(vault)?;
         if let Some(original) = &mail.reply_to {
             self.store_flag(session, original, "+FLAGS.SILENT (\\Answered)")
                 .await?;
         }
         Ok(())
+    }
+
+    /// Whether `folder` holds a message with this Message-ID (`<id@domain>`).
+    async fn holds_message_id(
+        &self,
+        session: &mut Session,
+        folder: &str,
+        message_id: &str,
+    ) -> Result<bool, MailboxError> {
+        // Quoted in the SEARCH: nothing that would end or escape the quoted string.
+        if message_id
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            return Ok(false);
+        }
+        session.select(folder).await.map_err(imap_error("SELECT"))?;
+        let found = session
+            .uid_search(format!("HEADER Message-ID \"<{message_id}>\""))
+            .await
+            .map_err(imap_error("SEARCH"))?;
+        Ok(!found.is_empty())
     }
 
     async fn sent_folder(&self, session: &mut Session) -> Result<String, MailboxError> {

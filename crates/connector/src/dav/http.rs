@@ -1,15 +1,21 @@
-//! A small HTTP/1.1 client for the calendar and contacts server: one request per
-//! connection (`Connection: close`), Basic authentication, bodies framed by
-//! Content-Length, chunked, or the end of the connection. Everything read from the network
-//! is bounded ([`BODY_BYTES_MAX`], [`HEAD_BYTES_MAX`]) and every exchange is timed out.
+//! The calendar and contacts server's HTTP client: hyper's HTTP/1.1 client connection over
+//! the connector's own TCP (and rustls) stream, one request per connection
+//! (`Connection: close`), Basic authentication, redirects not followed (a 3xx is answered
+//! like any other status). Everything read from the network is bounded (hyper's head
+//! limits [`HEAD_BYTES_MAX`] and [`HEADERS_MAX`], the body [`BODY_BYTES_MAX`]) and every
+//! exchange is timed out ([`EXCHANGE_TIMEOUT`]; connecting alone in 15 s).
 //!
 //! The service account's password lives only in the `Authorization` header this module
-//! builds; no error, log line or `Debug` output carries it.
+//! builds (marked sensitive); no error, log line or `Debug` output carries it.
 
 use std::time::Duration;
 
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Bytes;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
 use redoubt_proto::{DavServerSettings, HostPort};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::stream::MailStream;
 
@@ -33,20 +39,18 @@ pub(crate) enum HttpError {
     Request(String),
 }
 
-/// A response: status, headers (names lower-cased) and the whole body.
+/// A response: status, headers and the whole body.
 #[derive(Debug)]
 pub(crate) struct Response {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    pub headers: hyper::HeaderMap,
     pub body: Vec<u8>,
 }
 
 impl Response {
+    /// A header's value, if it is there and readable as text.
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
@@ -56,8 +60,8 @@ pub(crate) struct Client {
     server: HostPort,
     /// `Host` header value.
     host: String,
-    /// `Basic <base64(user:password)>`.
-    authorization: String,
+    /// `Basic <base64(user:password)>`, marked sensitive.
+    authorization: HeaderValue,
 }
 
 impl std::fmt::Debug for Client {
@@ -85,11 +89,16 @@ impl Client {
             format!("{host_name}:{}", server.port)
         };
         let credentials = format!("{}:{}", settings.user, settings.password);
+        let basic = format!("Basic {}", data_encoding::BASE64.encode(credentials.as_bytes()));
+        // Not the value in the error: it holds the password.
+        let mut authorization = HeaderValue::from_str(&basic)
+            .map_err(|_| "the service account's user or password has control characters".to_owned())?;
+        authorization.set_sensitive(true);
         let client = Self {
             tls,
             server,
             host,
-            authorization: format!("Basic {}", base64(credentials.as_bytes())),
+            authorization,
         };
         Ok((client, path))
     }
@@ -107,8 +116,8 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, HttpError> {
-        let request = self.request_head(method, path, headers, body.len())?;
-        match tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(&request, body, method == "HEAD")).await {
+        let request = self.request(method, path, headers, body)?;
+        match tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(request)).await {
             Ok(result) => result,
             Err(_) => Err(HttpError::Connection(format!(
                 "{method} {path}: no complete answer within {EXCHANGE_TIMEOUT:?}"
@@ -116,115 +125,109 @@ impl Client {
         }
     }
 
-    fn request_head(
+    fn request(
         &self,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        body_len: usize,
-    ) -> Result<String, HttpError> {
+        body: &[u8],
+    ) -> Result<Request<Full<Bytes>>, HttpError> {
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(HttpError::Request(format!("bad method {method:?}")));
         }
+        // Printable ASCII only: what goes on the request line is exactly what was asked.
         if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(HttpError::Request(format!("bad request path {path:?}")));
         }
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nUser-Agent: redoubt-connector\r\nConnection: close\r\nContent-Length: {body_len}\r\n",
-            self.host, self.authorization
-        );
+        let bad = || HttpError::Request(format!("bad request {method} {path:?}"));
+        let mut request = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).map_err(|_| bad())?)
+            .uri(path)
+            .header(hyper::header::HOST, &self.host)
+            .header(hyper::header::AUTHORIZATION, self.authorization.clone())
+            .header(hyper::header::USER_AGENT, "redoubt-connector")
+            .header(hyper::header::CONNECTION, "close")
+            .header(hyper::header::CONTENT_LENGTH, body.len())
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .map_err(|_| bad())?;
         for (name, value) in headers {
-            let clean = |s: &str| !s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
-            if name.is_empty() || !clean(name) || name.contains(':') || !clean(value) {
-                return Err(HttpError::Request(format!("bad header {name:?}")));
-            }
-            head.push_str(name);
-            head.push_str(": ");
-            head.push_str(value);
-            head.push_str("\r\n");
+            let bad_header = || HttpError::Request(format!("bad header {name:?}"));
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad_header())?;
+            let value = HeaderValue::from_str(value).map_err(|_| bad_header())?;
+            request.headers_mut().append(name, value);
         }
-        head.push_str("\r\n");
-        Ok(head)
+        Ok(request)
     }
 
-    async fn exchange(&self, head: &str, body: &[u8], is_head: bool) -> Result<Response, HttpError> {
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Response, HttpError> {
         let io = |e: std::io::Error| HttpError::Connection(format!("{}: {e}", self.server));
         let tcp = MailStream::connect(&self.server).await.map_err(io)?;
-        let mut stream = if self.tls {
+        let stream = if self.tls {
             MailStream::tls(&self.server, tcp).await.map_err(io)?
         } else {
             MailStream::Plain(tcp)
         };
-        let mut request = Vec::with_capacity(head.len() + body.len());
-        request.extend_from_slice(head.as_bytes());
-        request.extend_from_slice(body);
-        stream.write_all(&request).await.map_err(io)?;
-        stream.flush().await.map_err(io)?;
-        read_response(&mut BufReader::new(stream), is_head).await
+        exchange_on(stream, request).await
     }
 }
 
-/// Reads one response (skipping interim 1xx ones) from `reader`.
-pub(crate) async fn read_response<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    is_head: bool,
-) -> Result<Response, HttpError> {
-    let mut head_left = HEAD_BYTES_MAX;
-    let (status, headers) = loop {
-        let status_line = read_line(reader, &mut head_left).await?;
-        let status = parse_status(&status_line)?;
-        let headers = read_headers(reader, &mut head_left).await?;
-        if (100..200).contains(&status) && status != 101 {
-            continue;
+/// One request and its whole response over `stream`, which is closed after.
+async fn exchange_on<S>(stream: S, request: Request<Full<Bytes>>) -> Result<Response, HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .max_headers(HEADERS_MAX)
+        .max_header_size(HEAD_BYTES_MAX)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(protocol)?;
+    let exchange = async move {
+        let response = sender.send_request(request).await.map_err(protocol)?;
+        drop(sender);
+        let (parts, body) = response.into_parts();
+        if body_too_large(&parts.headers) {
+            return Err(too_large());
         }
-        break (status, headers);
+        let body = Limited::new(body, BODY_BYTES_MAX)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    too_large()
+                } else {
+                    HttpError::Connection(format!("the calendar server's answer was cut short: {e}"))
+                }
+            })?
+            .to_bytes();
+        Ok(Response {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: body.to_vec(),
+        })
     };
-    let mut response = Response {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if is_head || (100..200).contains(&status) || status == 204 || status == 304 {
-        return Ok(response);
+    // The connection is driven here, not by a spawned task, so it ends with the exchange
+    // (or its timeout) and no socket outlives it.
+    let mut connection = std::pin::pin!(connection);
+    let mut exchange = std::pin::pin!(exchange);
+    tokio::select! {
+        result = &mut exchange => result,
+        // Done or failed: the exchange has its answer or its error already.
+        _ = &mut connection => exchange.await,
     }
-    let chunked = response.header("transfer-encoding").is_some_and(|te| {
-        te.rsplit(',')
-            .next()
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
-    });
-    response.body = if chunked {
-        read_chunked(reader, &mut head_left).await?
-    } else if let Some(length) = response.header("content-length") {
-        let length: usize = length
-            .trim()
-            .parse()
-            .map_err(|_| protocol(format!("bad Content-Length {length:?}")))?;
-        if length > BODY_BYTES_MAX {
-            return Err(too_large());
-        }
-        let mut body = vec![0; length];
-        reader
-            .read_exact(&mut body)
-            .await
-            .map_err(|e| protocol(format!("body cut short: {e}")))?;
-        body
-    } else {
-        let mut body = Vec::new();
-        (&mut *reader)
-            .take(BODY_BYTES_MAX as u64 + 1)
-            .read_to_end(&mut body)
-            .await
-            .map_err(|e| protocol(format!("reading the body: {e}")))?;
-        if body.len() > BODY_BYTES_MAX {
-            return Err(too_large());
-        }
-        body
-    };
-    Ok(response)
 }
 
-fn protocol(why: String) -> HttpError {
-    HttpError::Connection(format!("the calendar server's answer is not HTTP/1.1: {why}"))
+/// Whether the answer announces a body larger than accepted (refused before reading it).
+fn body_too_large(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|length| length > BODY_BYTES_MAX as u64)
+}
+
+fn protocol(error: hyper::Error) -> HttpError {
+    HttpError::Connection(format!("the calendar server's answer is not HTTP/1.1: {error}"))
 }
 
 fn too_large() -> HttpError {
@@ -233,261 +236,181 @@ fn too_large() -> HttpError {
     ))
 }
 
-/// One line (without its CRLF or LF), charged against `left`.
-async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R, left: &mut usize) -> Result<String, HttpError> {
-    let mut line = Vec::new();
-    let read = (&mut *reader)
-        .take(*left as u64)
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| protocol(format!("reading: {e}")))?;
-    if read == 0 {
-        return Err(protocol("the connection closed early".into()));
-    }
-    if line.last() != Some(&b'\n') {
-        return Err(protocol("header lines too long or cut short".into()));
-    }
-    *left -= read;
-    line.pop();
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    String::from_utf8(line).map_err(|_| protocol("a header line is not UTF-8".into()))
-}
-
-fn parse_status(line: &str) -> Result<u16, HttpError> {
-    let mut parts = line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let code = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") || code.len() != 3 {
-        return Err(protocol(format!("bad status line {:?}", truncate(line, 80))));
-    }
-    code.parse()
-        .map_err(|_| protocol(format!("bad status line {:?}", truncate(line, 80))))
-}
-
-async fn read_headers<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    left: &mut usize,
-) -> Result<Vec<(String, String)>, HttpError> {
-    let mut headers: Vec<(String, String)> = Vec::new();
-    loop {
-        let line = read_line(reader, left).await?;
-        if line.is_empty() {
-            return Ok(headers);
-        }
-        if line.starts_with([' ', '\t']) {
-            // Obsolete line folding: part of the previous header's value.
-            match headers.last_mut() {
-                Some((_, value)) => {
-                    value.push(' ');
-                    value.push_str(line.trim());
-                    continue;
-                }
-                None => return Err(protocol("a folded first header".into())),
-            }
-        }
-        if headers.len() >= HEADERS_MAX {
-            return Err(protocol("too many headers".into()));
-        }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| protocol(format!("bad header line {:?}", truncate(&line, 80))))?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-}
-
-async fn read_chunked<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    left: &mut usize,
-) -> Result<Vec<u8>, HttpError> {
-    let mut body = Vec::new();
-    loop {
-        let line = read_line(reader, left).await?;
-        let size = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16)
-            .map_err(|_| protocol(format!("bad chunk size {:?}", truncate(&line, 40))))?;
-        if size == 0 {
-            // Trailers, up to the empty line.
-            read_headers(reader, left).await?;
-            return Ok(body);
-        }
-        if size > BODY_BYTES_MAX - body.len() {
-            return Err(too_large());
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader
-            .read_exact(&mut body[start..])
-            .await
-            .map_err(|e| protocol(format!("chunk cut short: {e}")))?;
-        let end = read_line(reader, left).await?;
-        if !end.is_empty() {
-            return Err(protocol("a chunk longer than its size".into()));
-        }
-    }
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-/// Standard base64 with padding (RFC 4648), for Basic authentication.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Reading from any byte source, for tests.
-#[cfg(test)]
-async fn parse(bytes: &[u8], is_head: bool) -> Result<Response, HttpError> {
-    read_response(&mut BufReader::new(bytes), is_head).await
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
-    #[test]
-    fn base64_matches_rfc_4648() {
-        for (input, output) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-            ("redoubt-master:pw", "cmVkb3VidC1tYXN0ZXI6cHc="),
-        ] {
-            assert_eq!(base64(input.as_bytes()), output, "{input:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn content_length_chunked_and_close_framed_bodies() {
-        let r = parse(
-            b"HTTP/1.1 207 Multi-Status\r\nContent-Type: text/xml\r\nContent-Length: 5\r\n\r\nhelloEXTRA",
-            false,
-        )
-        .await
-        .unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (207, &b"hello"[..]));
-        assert_eq!(r.header("CONTENT-TYPE"), Some("text/xml"));
-
-        let r = parse(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: y\r\n\r\n",
-            false,
-        )
-        .await
-        .unwrap();
-        assert_eq!(r.body, b"hello world");
-
-        let r = parse(b"HTTP/1.0 200 OK\nETag: \"x\"\n\nuntil the end", false)
-            .await
-            .unwrap();
-        assert_eq!(
-            (r.body.as_slice(), r.header("etag")),
-            (&b"until the end"[..], Some("\"x\""))
-        );
-
-        let r = parse(
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
-            false,
-        )
-        .await
-        .unwrap();
-        assert_eq!((r.status, r.body.len()), (204, 0));
-
-        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true)
-            .await
-            .unwrap();
-        assert!(r.body.is_empty());
-    }
-
-    #[tokio::test]
-    async fn malformed_or_oversized_answers_are_refused() {
-        let big = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-            BODY_BYTES_MAX + 1
-        );
-        let mut chunk_big = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-        chunk_big.extend_from_slice(format!("{:x}\r\n", BODY_BYTES_MAX + 1).as_bytes());
-        let long_header = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(HEAD_BYTES_MAX));
-        let many_headers = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: y\r\n".repeat(HEADERS_MAX + 1));
-        for bad in [
-            &b""[..],
-            b"SSH-2.0-OpenSSH\r\n\r\n",
-            b"HTTP/1.1 2000 OK\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
-            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
-            big.as_bytes(),
-            &chunk_big,
-            long_header.as_bytes(),
-            many_headers.as_bytes(),
-        ] {
-            assert!(
-                parse(bad, false).await.is_err(),
-                "{:?}",
-                String::from_utf8_lossy(&bad[..bad.len().min(100)])
-            );
-        }
-    }
-
-    #[test]
-    fn requests_never_carry_line_breaks_and_the_password_stays_out_of_debug() {
+    fn client() -> Client {
         let settings = DavServerSettings {
             url: "http://127.0.0.1:5232/dav/".into(),
             user: "svc".into(),
             password: "s3cret-pw".into(),
         };
-        let (client, base) = Client::new(&settings).unwrap();
-        assert_eq!(base, "/dav/");
+        Client::new(&settings).unwrap().0
+    }
+
+    /// Sends a request over an in-memory pipe whose far end answers `answer` (then
+    /// closes), and returns the answer read and the request the far end saw.
+    async fn exchange_with(method: &str, answer: Vec<u8>) -> (Result<Response, HttpError>, String) {
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut request = Vec::new();
+            let mut buf = [0; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match far.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            // The far end may be gone already (an answer refused early).
+            let _ = far.write_all(&answer).await;
+            let _ = far.shutdown().await;
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        let request = client().request(method, "/dav/a%40b/x.ics", &[("If-None-Match", "*")], b"abc");
+        let result = tokio::time::timeout(Duration::from_secs(20), exchange_on(near, request.unwrap()))
+            .await
+            .expect("an exchange ends");
+        (result, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn content_length_chunked_and_close_framed_bodies() {
+        let (r, request) = exchange_with(
+            "PUT",
+            b"HTTP/1.1 207 Multi-Status\r\nContent-Type: text/xml\r\nContent-Length: 5\r\n\r\nhelloEXTRA"
+                .to_vec(),
+        )
+        .await;
+        let r = r.unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (207, &b"hello"[..]));
+        assert_eq!(r.header("CONTENT-TYPE"), Some("text/xml"));
+        let request = request.to_ascii_lowercase();
+        assert!(
+            request.starts_with("put /dav/a%40b/x.ics http/1.1\r\n"),
+            "{request}"
+        );
+        for line in [
+            "host: 127.0.0.1:5232\r\n",
+            "connection: close\r\n",
+            "content-length: 3\r\n",
+            "if-none-match: *\r\n",
+        ] {
+            assert!(request.contains(line), "{line:?} in {request}");
+        }
+        let basic = data_encoding::BASE64
+            .encode(b"svc:s3cret-pw")
+            .to_ascii_lowercase();
+        assert!(request.contains(&format!("authorization: basic {basic}\r\n")));
+
+        let (r, _) = exchange_with(
+            "GET",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: y\r\n\r\n".to_vec(),
+        )
+        .await;
+        assert_eq!(r.unwrap().body, b"hello world");
+
+        let (r, _) = exchange_with(
+            "GET",
+            b"HTTP/1.0 200 OK\r\nETag: \"x\"\r\n\r\nuntil the end".to_vec(),
+        )
+        .await;
+        let r = r.unwrap();
+        assert_eq!(
+            (r.body.as_slice(), r.header("etag")),
+            (&b"until the end"[..], Some("\"x\""))
+        );
+
+        let (r, _) = exchange_with(
+            "PUT",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+        )
+        .await;
+        let r = r.unwrap();
+        assert_eq!((r.status, r.body.len()), (204, 0));
+
+        let (r, _) = exchange_with("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n".to_vec()).await;
+        assert!(r.unwrap().body.is_empty());
+
+        // Redirects are not followed: the caller sees the 3xx.
+        let (r, _) = exchange_with(
+            "GET",
+            b"HTTP/1.1 301 Moved\r\nLocation: http://elsewhere.test/\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        )
+        .await;
+        assert_eq!(r.unwrap().status, 301);
+    }
+
+    #[tokio::test]
+    async fn malformed_or_oversized_answers_are_refused() {
+        let big_announced = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            BODY_BYTES_MAX + 1
+        );
+        let mut chunk_big = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        chunk_big.extend_from_slice(format!("{:x}\r\n", BODY_BYTES_MAX + 1).as_bytes());
+        chunk_big.extend(std::iter::repeat_n(b'a', BODY_BYTES_MAX + 1));
+        let mut close_big = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        close_big.extend(std::iter::repeat_n(b'a', BODY_BYTES_MAX + 1));
+        let long_header = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(HEAD_BYTES_MAX));
+        let many_headers = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: y\r\n".repeat(HEADERS_MAX + 1));
+        for (bad, too_large) in [
+            (&b""[..], false),
+            (b"SSH-2.0-OpenSSH\r\n\r\n", false),
+            (b"HTTP/1.1 2000 OK\r\n\r\n", false),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", false),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+                false,
+            ),
+            (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", false),
+            (big_announced.as_bytes(), true),
+            (&chunk_big, true),
+            (&close_big, true),
+            (long_header.as_bytes(), false),
+            (many_headers.as_bytes(), false),
+        ] {
+            let (result, _) = exchange_with("GET", bad.to_vec()).await;
+            let what = String::from_utf8_lossy(&bad[..bad.len().min(100)]).into_owned();
+            let error = result.expect_err(&what).to_string();
+            assert!(!error.contains("s3cret"), "{error}");
+            if too_large {
+                assert!(error.contains("larger than"), "{what}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn requests_never_carry_line_breaks_and_the_password_stays_out_of_debug() {
+        let client = client();
         assert_eq!(client.origin(), "http://127.0.0.1:5232");
         assert!(!format!("{client:?}").contains("s3cret"));
-        let head = client
-            .request_head("PUT", "/dav/a%40b/x.ics", &[("If-None-Match", "*")], 3)
+        let request = client
+            .request("PUT", "/dav/x.ics", &[("If-None-Match", "*")], b"")
             .unwrap();
-        assert!(head.starts_with("PUT /dav/a%40b/x.ics HTTP/1.1\r\nHost: 127.0.0.1:5232\r\n"));
-        assert!(head.contains(&format!("Authorization: Basic {}\r\n", base64(b"svc:s3cret-pw"))));
-        assert!(head.ends_with("Content-Length: 3\r\nIf-None-Match: *\r\n\r\n"));
-        assert!(client.request_head("GET", "/a b", &[], 0).is_err());
-        assert!(client.request_head("GET", "/a\r\nX: y", &[], 0).is_err());
         assert!(
-            client
-                .request_head("GET", "/a", &[("X", "1\r\nY: 2")], 0)
-                .is_err()
+            !format!("{request:?}").contains("s3cret"),
+            "sensitive header hidden"
         );
-        assert!(client.request_head("get", "/a", &[], 0).is_err());
+        assert!(client.request("GET", "/a b", &[], b"").is_err());
+        assert!(client.request("GET", "/a\r\nX: y", &[], b"").is_err());
+        assert!(client.request("GET", "/a", &[("X", "1\r\nY: 2")], b"").is_err());
+        assert!(client.request("GET", "/a", &[("X\r\nY", "1")], b"").is_err());
+        assert!(client.request("get", "/a", &[], b"").is_err());
 
         let https = DavServerSettings {
             url: "https://dav.example.com".into(),
-            ..settings
+            user: "svc".into(),
+            password: "pw".into(),
         };
         let (client, base) = Client::new(&https).unwrap();
         assert_eq!(

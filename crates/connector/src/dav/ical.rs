@@ -1,12 +1,22 @@
-//! The little of iCalendar (RFC 5545) and vCard (RFC 6350, and 3.0 of RFC 2426) that the
-//! connector needs: reading an event's title, times, location and attendees, and a
-//! contact's name, addresses and phone numbers; writing a new event or contact.
+//! Events and contacts to and from iCalendar (RFC 5545) and vCard (RFC 6350, and 3.0 of
+//! RFC 2426), through Stalwart's `calcard`: reading an event's title, times, location and
+//! attendees, and a contact's name, addresses and phone numbers; writing a new event or
+//! contact. What is kept of each is bounded here (`*_MAX`); an object larger than
+//! [`OBJECT_BYTES_MAX`] or of more than [`LINES_MAX`] lines is not read at all.
 //!
-//! Times: `YYYYMMDDTHHMMSSZ` is UTC; a date-time without `Z` (floating, or with a `TZID`,
-//! whose rules are not read) is taken as UTC; `VALUE=DATE` (`YYYYMMDD`) is midnight UTC, and
-//! an all-day event without an end lasts one day. Recurring events show their first
+//! Times: `YYYYMMDDTHHMMSSZ` is UTC; a date-time with a `TZID` is read in that time zone
+//! (an IANA name, or a VTIMEZONE calcard recognises), one whose zone is unknown and a
+//! floating one are taken as UTC; `VALUE=DATE` (`YYYYMMDD`) is midnight UTC, and an
+//! all-day event without an end lasts one day. Recurring events show their first
 //! occurrence (the master VEVENT; overrides with a RECURRENCE-ID are not separate events).
 
+use calcard::common::PartialDateTime;
+use calcard::common::timezone::Tz;
+use calcard::icalendar::{
+    ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarEntry, ICalendarParameter,
+    ICalendarParticipationRole, ICalendarParticipationStatus, ICalendarProperty, ICalendarValue, Uri,
+};
+use calcard::vcard::{VCard, VCardEntry, VCardParameter, VCardProperty, VCardValue};
 use redoubt_mls::mail::{CalendarEvent, ContactCard, NewContact, NewEvent};
 
 /// Longest title, location or name kept, in bytes (longer ones are cut).
@@ -19,152 +29,14 @@ pub(crate) const ATTENDEES_MAX: usize = 64;
 pub(crate) const VALUES_MAX: usize = 32;
 /// Longest address or phone number kept.
 pub(crate) const VALUE_BYTES_MAX: usize = 320;
-/// Most content lines read from one object.
-const LINES_MAX: usize = 20_000;
+/// Largest calendar object or vCard read (the parsed form is several times larger).
+pub(crate) const OBJECT_BYTES_MAX: usize = 1024 * 1024;
+/// Most lines (physical, so also most properties and components) in one object read.
+pub(crate) const LINES_MAX: usize = 20_000;
 
-/// One content line: upper-cased name (group prefix dropped), parameters, raw value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Property {
-    pub name: String,
-    pub params: Vec<(String, String)>,
-    pub value: String,
-}
-
-impl Property {
-    fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Logical lines: CRLF or LF ends a line, and a line starting with a space or tab
-/// continues the one before (its first character dropped).
-fn unfold(text: &str) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    for raw in text.split('\n') {
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        if let Some(rest) = raw.strip_prefix([' ', '\t'])
-            && let Some(last) = lines.last_mut()
-        {
-            last.push_str(rest);
-            continue;
-        }
-        if raw.is_empty() {
-            continue;
-        }
-        if lines.len() >= LINES_MAX {
-            break;
-        }
-        lines.push(raw.to_owned());
-    }
-    lines
-}
-
-/// `NAME;P=v;Q="a:b":value`; `None` for a line that is not a content line.
-fn parse_line(line: &str) -> Option<Property> {
-    let mut in_quotes = false;
-    let mut colon = None;
-    for (i, c) in line.char_indices() {
-        match c {
-            '"' => in_quotes = !in_quotes,
-            ':' if !in_quotes => {
-                colon = Some(i);
-                break;
-            }
-            _ => {}
-        }
-    }
-    let colon = colon?;
-    let (head, value) = (&line[..colon], &line[colon + 1..]);
-    let mut parts = split_unquoted(head, ';').into_iter();
-    let name = parts.next()?;
-    // vCard groups: `item1.EMAIL`.
-    let name = name.rsplit('.').next().unwrap_or(name).to_ascii_uppercase();
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return None;
-    }
-    let params = parts
-        .filter_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            Some((
-                k.trim().to_ascii_uppercase(),
-                v.trim().trim_matches('"').to_owned(),
-            ))
-        })
-        .collect();
-    Some(Property {
-        name,
-        params,
-        value: value.to_owned(),
-    })
-}
-
-fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut in_quotes = false;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        if c == '"' {
-            in_quotes = !in_quotes;
-        } else if c == sep && !in_quotes {
-            out.push(&s[start..i]);
-            start = i + 1;
-        }
-    }
-    out.push(&s[start..]);
-    out
-}
-
-/// A TEXT value: `\n`, `\N`, `\,`, `\;` and `\\` unescaped.
-pub(crate) fn unescape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n' | 'N') => out.push('\n'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
-/// A TEXT value escaped; carriage returns and other control characters but newlines and
-/// tabs are dropped.
-pub(crate) fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            ';' => out.push_str("\\;"),
-            ',' => out.push_str("\\,"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push(' '),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// One content line folded at 75 octets (never inside a character), with its CRLF.
-fn fold(line: &str, out: &mut String) {
-    let mut width = 0;
-    for c in line.chars() {
-        if width + c.len_utf8() > 75 {
-            out.push_str("\r\n ");
-            width = 1;
-        }
-        out.push(c);
-        width += c.len_utf8();
-    }
-    out.push_str("\r\n");
+/// Whether `text` is small enough to be handed to the parser.
+fn within_bounds(text: &str) -> bool {
+    text.len() <= OBJECT_BYTES_MAX && text.bytes().filter(|b| *b == b'\n').count() < LINES_MAX
 }
 
 /// The longest prefix of `text` of at most `max` bytes ending on a character boundary.
@@ -174,160 +46,6 @@ pub(crate) fn cut(text: &str, max: usize) -> String {
         end -= 1;
     }
     text[..end].to_owned()
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The UTC calendar date (year, month 1–12, day 1–31) of a day count since 1970-01-01
-/// (Howard Hinnant's days-to-civil algorithm).
-pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-fn digits(s: &str) -> Option<i64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// A DATE (`YYYYMMDD`) or DATE-TIME (`YYYYMMDDTHHMMSS[Z]`) as Unix seconds, and whether
-/// it was a date.
-pub(crate) fn parse_time(value: &str) -> Option<(i64, bool)> {
-    let value = value.trim();
-    let (date, time) = match value.split_once(['T', 't']) {
-        Some((date, time)) => (date, Some(time)),
-        None => (value, None),
-    };
-    if date.len() != 8 || !value.is_ascii() {
-        return None;
-    }
-    let (year, month, day) = (digits(&date[..4])?, digits(&date[4..6])?, digits(&date[6..])?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let Some(time) = time else {
-        return Some((days * 86_400, true));
-    };
-    let time = time.strip_suffix(['Z', 'z']).unwrap_or(time);
-    if time.len() != 6 {
-        return None;
-    }
-    let (h, m, s) = (digits(&time[..2])?, digits(&time[2..4])?, digits(&time[4..])?);
-    if h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    Some((days * 86_400 + h * 3_600 + m * 60 + s.min(59), false))
-}
-
-/// `YYYYMMDDTHHMMSSZ`.
-pub(crate) fn format_utc(unix_s: i64) -> String {
-    let (year, month, day) = civil_from_days(unix_s.div_euclid(86_400));
-    let secs = unix_s.rem_euclid(86_400);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        secs / 3_600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-/// A DURATION (`P1DT2H`, `-PT15M`, `P2W`) in seconds.
-fn parse_duration(value: &str) -> Option<i64> {
-    let value = value.trim();
-    let (sign, rest) = match value.as_bytes().first()? {
-        b'-' => (-1, &value[1..]),
-        b'+' => (1, &value[1..]),
-        _ => (1, value),
-    };
-    let rest = rest.strip_prefix('P')?;
-    let mut total: i64 = 0;
-    let mut number = String::new();
-    let mut in_time = false;
-    let mut any = false;
-    for c in rest.chars() {
-        match c {
-            '0'..='9' => number.push(c),
-            'T' if number.is_empty() => in_time = true,
-            'W' | 'D' | 'H' | 'M' | 'S' => {
-                let n: i64 = number.parse().ok()?;
-                number.clear();
-                let unit = match (c, in_time) {
-                    ('W', false) => 604_800,
-                    ('D', false) => 86_400,
-                    ('H', true) => 3_600,
-                    ('M', true) => 60,
-                    ('S', true) => 1,
-                    _ => return None,
-                };
-                total = total.checked_add(n.checked_mul(unit)?)?;
-                any = true;
-            }
-            _ => return None,
-        }
-    }
-    (any && number.is_empty()).then_some(sign * total)
-}
-
-/// The properties of each component named `name` (those of components nested inside it,
-/// such as a VALARM in a VEVENT, left out).
-fn components(text: &str, name: &str) -> Vec<Vec<Property>> {
-    let mut found = Vec::new();
-    let mut stack: Vec<String> = Vec::new();
-    let mut current: Option<Vec<Property>> = None;
-    for line in unfold(text) {
-        let Some(property) = parse_line(&line) else {
-            continue;
-        };
-        match property.name.as_str() {
-            "BEGIN" => {
-                let component = property.value.trim().to_ascii_uppercase();
-                if component == name && current.is_none() {
-                    current = Some(Vec::new());
-                }
-                stack.push(component);
-            }
-            "END" => {
-                let ended = stack.pop();
-                if ended.as_deref() == Some(name)
-                    && !stack.iter().any(|c| c == name)
-                    && let Some(props) = current.take()
-                {
-                    found.push(props);
-                }
-            }
-            _ => {
-                if stack.last().map(String::as_str) == Some(name)
-                    && let Some(props) = current.as_mut()
-                {
-                    props.push(property);
-                }
-            }
-        }
-    }
-    found
-}
-
-fn first<'a>(props: &'a [Property], name: &str) -> Option<&'a Property> {
-    props.iter().find(|p| p.name == name)
 }
 
 /// An address from `mailto:x`, `MAILTO:x` or a bare address.
@@ -340,99 +58,175 @@ fn mail_address(value: &str) -> String {
     cut(address, VALUE_BYTES_MAX)
 }
 
+fn entry<'a>(component: &'a ICalendarComponent, name: &ICalendarProperty) -> Option<&'a ICalendarEntry> {
+    component.property(name)
+}
+
+fn first_text<'a>(component: &'a ICalendarComponent, name: &ICalendarProperty) -> Option<&'a str> {
+    entry(component, name)?.values.first()?.as_text()
+}
+
+/// A DTSTART or DTEND as Unix seconds, and whether it is a date (no time of day).
+fn entry_time(entry: &ICalendarEntry, calendar: &ICalendar) -> Option<(i64, bool)> {
+    let value = entry.values.first()?.as_partial_date_time()?;
+    let date_only = !value.has_time();
+    let zone = if date_only {
+        Tz::UTC
+    } else {
+        calendar
+            .build_tz_resolver()
+            .with_default(Tz::UTC)
+            .resolve_or_default(entry.tz_id())
+    };
+    let time = value.to_date_time_with_tz(zone)?.timestamp();
+    Some((time, date_only))
+}
+
 /// The event a calendar object resource holds: its master VEVENT (the first without a
-/// RECURRENCE-ID, else the first). `None` when it holds no event with a start.
+/// RECURRENCE-ID, else the first). `None` when it holds no event with a start, or is too
+/// large to read.
 pub(crate) fn parse_event(href: &str, text: &str) -> Option<CalendarEvent> {
-    let events = components(text, "VEVENT");
-    let event = events
+    if !within_bounds(text) {
+        return None;
+    }
+    let calendar = ICalendar::parse(text).ok()?;
+    let mut events = calendar
+        .components
         .iter()
-        .find(|props| first(props, "RECURRENCE-ID").is_none())
-        .or_else(|| events.first())?;
-    let start_prop = first(event, "DTSTART")?;
-    let (start, all_day) = parse_time(&start_prop.value)?;
-    let all_day = all_day
-        || start_prop
-            .param("VALUE")
-            .is_some_and(|v| v.eq_ignore_ascii_case("DATE"));
-    let end = first(event, "DTEND")
-        .and_then(|p| parse_time(&p.value))
+        .filter(|c| c.component_type == ICalendarComponentType::VEvent);
+    let event = events
+        .clone()
+        .find(|c| !c.has_property(&ICalendarProperty::RecurrenceId))
+        .or_else(|| events.next())?;
+    let (start, all_day) = entry_time(entry(event, &ICalendarProperty::Dtstart)?, &calendar)?;
+    let duration = || match entry(event, &ICalendarProperty::Duration)?.values.first()? {
+        ICalendarValue::Duration(d) => {
+            let seconds = i64::from(d.weeks) * 604_800
+                + i64::from(d.days) * 86_400
+                + i64::from(d.hours) * 3_600
+                + i64::from(d.minutes) * 60
+                + i64::from(d.seconds);
+            start.checked_add(if d.neg { -seconds } else { seconds })
+        }
+        _ => None,
+    };
+    let end = entry(event, &ICalendarProperty::Dtend)
+        .and_then(|e| entry_time(e, &calendar))
         .map(|(end, _)| end)
-        .or_else(|| {
-            first(event, "DURATION")
-                .and_then(|p| parse_duration(&p.value))
-                .and_then(|d| start.checked_add(d))
-        })
+        .or_else(duration)
         .unwrap_or(if all_day { start + 86_400 } else { start })
         .max(start);
-    let text_of = |name: &str| {
-        first(event, name)
-            .map(|p| cut(&unescape(&p.value), TEXT_BYTES_MAX))
+    let text_of = |name: &ICalendarProperty| {
+        first_text(event, name)
+            .map(|t| cut(t, TEXT_BYTES_MAX))
             .unwrap_or_default()
     };
     let attendees = event
-        .iter()
-        .filter(|p| p.name == "ATTENDEE")
-        .map(|p| mail_address(&p.value))
+        .properties(&ICalendarProperty::Attendee)
+        .filter_map(|e| e.values.first()?.as_text())
+        .map(mail_address)
         .filter(|a| !a.is_empty())
         .take(ATTENDEES_MAX)
         .collect();
     Some(CalendarEvent {
         href: href.to_owned(),
-        uid: cut(
-            first(event, "UID").map(|p| p.value.trim()).unwrap_or_default(),
-            UID_BYTES_MAX,
-        ),
-        title: text_of("SUMMARY"),
+        uid: cut(event.uid().unwrap_or_default().trim(), UID_BYTES_MAX),
+        title: text_of(&ICalendarProperty::Summary),
         start_unix_s: start,
         end_unix_s: end,
-        location: text_of("LOCATION"),
+        location: text_of(&ICalendarProperty::Location),
         attendees,
     })
+}
+
+/// Text a device sent, as it goes into a TEXT value (calcard escapes it): tabs become
+/// spaces, other control characters but newlines are dropped.
+fn clean(value: &str) -> String {
+    value
+        .chars()
+        .filter_map(|c| match c {
+            '\t' => Some(' '),
+            '\n' => Some('\n'),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect()
+}
+
+fn ical_entry(name: ICalendarProperty, value: impl Into<ICalendarValue>) -> ICalendarEntry {
+    ICalendarEntry::new(name).with_value(value)
+}
+
+fn utc(unix_s: i64) -> ICalendarValue {
+    ICalendarValue::PartialDateTime(Box::new(PartialDateTime::from_utc_timestamp(unix_s)))
 }
 
 /// A VCALENDAR with one VEVENT for `event`; `organizer` (the user's address) organises it
 /// when it has attendees.
 pub(crate) fn event_ics(uid: &str, event: &NewEvent, organizer: &str, now_unix_s: i64) -> String {
-    let mut out = String::new();
-    let mut line = |l: String| fold(&l, &mut out);
-    line("BEGIN:VCALENDAR".into());
-    line("VERSION:2.0".into());
-    line("PRODID:-//Redoubt//Connector//EN".into());
-    line("BEGIN:VEVENT".into());
-    line(format!("UID:{uid}"));
-    line(format!("DTSTAMP:{}", format_utc(now_unix_s)));
-    line(format!("DTSTART:{}", format_utc(event.start_unix_s)));
-    line(format!("DTEND:{}", format_utc(event.end_unix_s)));
-    line(format!("SUMMARY:{}", escape(&event.title)));
+    let mut entries = vec![
+        ical_entry(ICalendarProperty::Uid, uid.to_owned()),
+        ical_entry(ICalendarProperty::Dtstamp, utc(now_unix_s)),
+        ical_entry(ICalendarProperty::Dtstart, utc(event.start_unix_s)),
+        ical_entry(ICalendarProperty::Dtend, utc(event.end_unix_s)),
+        ical_entry(ICalendarProperty::Summary, clean(&event.title)),
+    ];
     if !event.location.is_empty() {
-        line(format!("LOCATION:{}", escape(&event.location)));
+        entries.push(ical_entry(ICalendarProperty::Location, clean(&event.location)));
     }
     if !event.attendees.is_empty() {
-        line(format!("ORGANIZER:mailto:{organizer}"));
+        let mailto = |address: &str| Uri::Location(format!("mailto:{}", clean(address)));
+        entries.push(ical_entry(ICalendarProperty::Organizer, mailto(organizer)));
         for attendee in &event.attendees {
-            line(format!(
-                "ATTENDEE;ROLE=REQ-PARTICIPANT;PARTSTAT=NEEDS-ACTION:mailto:{attendee}"
-            ));
+            entries.push(
+                ical_entry(ICalendarProperty::Attendee, mailto(attendee))
+                    .with_param(ICalendarParameter::role(
+                        ICalendarParticipationRole::ReqParticipant,
+                    ))
+                    .with_param(ICalendarParameter::partstat(
+                        ICalendarParticipationStatus::NeedsAction,
+                    )),
+            );
         }
     }
-    line("END:VEVENT".into());
-    line("END:VCALENDAR".into());
-    out
+    let calendar = ICalendar {
+        components: vec![
+            ICalendarComponent {
+                component_type: ICalendarComponentType::VCalendar,
+                entries: vec![
+                    ical_entry(ICalendarProperty::Version, "2.0".to_owned()),
+                    ical_entry(ICalendarProperty::Prodid, "-//Redoubt//Connector//EN".to_owned()),
+                ],
+                component_ids: vec![1],
+            },
+            ICalendarComponent {
+                component_type: ICalendarComponentType::VEvent,
+                entries,
+                component_ids: vec![],
+            },
+        ],
+    };
+    calendar.to_string()
 }
 
-/// The contact a vCard holds; `None` when the text holds no vCard.
+fn card_text<'a>(card: &'a VCard, name: &VCardProperty) -> Option<&'a str> {
+    card.property(name)?.values.first()?.as_text()
+}
+
+/// The contact a vCard holds; `None` when the text holds no vCard or is too large to read.
 pub(crate) fn parse_contact(href: &str, text: &str) -> Option<ContactCard> {
-    let cards = components(text, "VCARD");
-    let card = cards.first()?;
-    let name = first(card, "FN")
-        .map(|p| unescape(&p.value).trim().to_owned())
+    if !within_bounds(text) {
+        return None;
+    }
+    let card = VCard::parse(text).ok()?;
+    let name = card_text(&card, &VCardProperty::Fn)
+        .map(|n| n.trim().to_owned())
         .filter(|n| !n.is_empty())
         .or_else(|| {
             // N: family;given;additional;prefix;suffix
-            first(card, "N").map(|p| {
-                let parts: Vec<String> = split_unescaped(&p.value, ';');
-                let order = [3, 1, 2, 0, 4];
-                order
+            card.property(&VCardProperty::N).map(|n| {
+                let parts: Vec<&str> = n.values.iter().map(|v| v.as_text().unwrap_or_default()).collect();
+                [3, 1, 2, 0, 4]
                     .iter()
                     .filter_map(|&i| parts.get(i))
                     .map(|s| s.trim())
@@ -442,23 +236,20 @@ pub(crate) fn parse_contact(href: &str, text: &str) -> Option<ContactCard> {
             })
         })
         .unwrap_or_default();
-    let values = |prop: &str, clean: fn(&str) -> String| -> Vec<String> {
-        card.iter()
-            .filter(|p| p.name == prop)
-            .map(|p| clean(&unescape(&p.value)))
+    let values = |prop: &VCardProperty, clean: fn(&str) -> String| -> Vec<String> {
+        card.properties(prop)
+            .filter_map(|e| e.values.first()?.as_text())
+            .map(clean)
             .filter(|v| !v.is_empty())
             .take(VALUES_MAX)
             .collect()
     };
     Some(ContactCard {
         href: href.to_owned(),
-        uid: cut(
-            first(card, "UID").map(|p| p.value.trim()).unwrap_or_default(),
-            UID_BYTES_MAX,
-        ),
+        uid: cut(card.uid().unwrap_or_default().trim(), UID_BYTES_MAX),
         name: cut(&name, TEXT_BYTES_MAX),
-        emails: values("EMAIL", mail_address),
-        phones: values("TEL", |v| {
+        emails: values(&VCardProperty::Email, mail_address),
+        phones: values(&VCardProperty::Tel, |v| {
             let v = v.trim();
             let v = match (v.get(..4), v.get(4..)) {
                 (Some(scheme), Some(rest)) if scheme.eq_ignore_ascii_case("tel:") => rest,
@@ -469,50 +260,40 @@ pub(crate) fn parse_contact(href: &str, text: &str) -> Option<ContactCard> {
     })
 }
 
-/// A structured value's components, split at unescaped `sep` and unescaped.
-fn split_unescaped(value: &str, sep: char) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut current = String::new();
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            current.push(c);
-            if let Some(next) = chars.next() {
-                current.push(next);
-            }
-        } else if c == sep {
-            parts.push(unescape(&std::mem::take(&mut current)));
-        } else {
-            current.push(c);
-        }
-    }
-    parts.push(unescape(&current));
-    parts
+fn card_entry(name: VCardProperty, values: Vec<String>) -> VCardEntry {
+    VCardEntry::new(name).with_values(values.into_iter().map(VCardValue::Text).collect())
 }
 
 /// A vCard 3.0 for `contact`. The name's last word is taken as the family name in `N`.
 pub(crate) fn contact_vcard(uid: &str, contact: &NewContact) -> String {
-    let mut out = String::new();
-    let mut line = |l: String| fold(&l, &mut out);
-    let name = contact.name.trim();
+    let name = clean(contact.name.trim());
     let (given, family) = match name.rsplit_once(' ') {
-        Some((given, family)) => (given.trim(), family),
-        None => ("", name),
+        Some((given, family)) => (given.trim().to_owned(), family.to_owned()),
+        None => (String::new(), name.clone()),
     };
-    line("BEGIN:VCARD".into());
-    line("VERSION:3.0".into());
-    line("PRODID:-//Redoubt//Connector//EN".into());
-    line(format!("UID:{uid}"));
-    line(format!("FN:{}", escape(name)));
-    line(format!("N:{};{};;;", escape(family), escape(given)));
+    let mut entries = vec![
+        card_entry(VCardProperty::Version, vec!["3.0".into()]),
+        card_entry(VCardProperty::Prodid, vec!["-//Redoubt//Connector//EN".into()]),
+        card_entry(VCardProperty::Uid, vec![uid.to_owned()]),
+        card_entry(VCardProperty::Fn, vec![name]),
+        card_entry(
+            VCardProperty::N,
+            vec![family, given, String::new(), String::new(), String::new()],
+        ),
+    ];
     for email in &contact.emails {
-        line(format!("EMAIL;TYPE=INTERNET:{}", escape(email)));
+        entries.push(
+            card_entry(VCardProperty::Email, vec![clean(email)])
+                .with_param(VCardParameter::typ("INTERNET".to_owned())),
+        );
     }
     for phone in &contact.phones {
-        line(format!("TEL;TYPE=VOICE:{}", escape(phone)));
+        entries.push(
+            card_entry(VCardProperty::Tel, vec![clean(phone)])
+                .with_param(VCardParameter::typ("VOICE".to_owned())),
+        );
     }
-    line("END:VCARD".into());
-    out
+    VCard { entries }.to_string()
 }
 
 #[cfg(test)]
@@ -522,51 +303,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_dates_and_durations() {
-        assert_eq!(parse_time("19700101T000000Z"), Some((0, false)));
-        assert_eq!(parse_time("20300102T100000Z"), Some((1_893_578_400, false)));
-        assert_eq!(parse_time("20300102T100000"), Some((1_893_578_400, false)));
-        assert_eq!(parse_time("20300102"), Some((1_893_542_400, true)));
-        assert_eq!(parse_time("19691231T235959Z"), Some((-1, false)));
-        assert_eq!(parse_time("20240229T120000Z"), Some((1_709_208_000, false)));
-        for bad in [
-            "",
-            "2030",
-            "2030010",
-            "2030€01",
-            "20300102T1€000",
-            "20301301",
-            "20300100",
-            "20300102T25",
-            "20300102T240000Z",
-            "2030-01-02",
-            "20300102Tabcdef",
-        ] {
-            assert_eq!(parse_time(bad), None, "{bad:?}");
-        }
-        for t in [
-            0,
-            1_893_578_400,
-            -1,
-            1_709_208_000,
-            4_102_444_799,
-            -62_135_596_800,
-        ] {
-            assert_eq!(parse_time(&format_utc(t)), Some((t, false)), "{t}");
-        }
-        assert_eq!(format_utc(1_893_578_400), "20300102T100000Z");
-        assert_eq!(parse_duration("PT1H30M"), Some(5_400));
-        assert_eq!(parse_duration("P1DT2H"), Some(93_600));
-        assert_eq!(parse_duration("P2W"), Some(1_209_600));
-        assert_eq!(parse_duration("-PT15M"), Some(-900));
-        assert_eq!(parse_duration("+P1D"), Some(86_400));
-        for bad in ["", "P", "PT", "1H", "PT1D", "P1H", "P1", "PT1H2"] {
-            assert_eq!(parse_duration(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn an_event_is_read_with_folding_escapes_attendees_and_alarms_ignored() {
+    fn an_event_is_read_with_folding_escapes_attendees_zones_and_alarms_ignored() {
         let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\nEND:VTIMEZONE\r\n\
 BEGIN:VEVENT\r\nUID:ev-1@example.com\r\nDTSTAMP:20300101T000000Z\r\n\
 DTSTART;TZID=Europe/Berlin:20300102T100000\r\nDURATION:PT45M\r\n\
@@ -585,10 +322,19 @@ END:VCALENDAR\r\n";
             event.title,
             "Budget review, Q3; final \\ draft\nsecond line and a very long title that goes on"
         );
-        assert_eq!(event.start_unix_s, 1_893_578_400);
-        assert_eq!(event.end_unix_s, 1_893_578_400 + 45 * 60);
+        // 10:00 in Berlin in January is 09:00 UTC.
+        assert_eq!(event.start_unix_s, 1_893_578_400 - 3_600);
+        assert_eq!(event.end_unix_s, event.start_unix_s + 45 * 60);
         assert_eq!(event.location, "Room \"7\": east");
         assert_eq!(event.attendees, vec!["bob@corp.test", "carol@corp.test"]);
+
+        let floating = ics.replace(";TZID=Europe/Berlin", "");
+        assert_eq!(parse_event("/c", &floating).unwrap().start_unix_s, 1_893_578_400);
+        let unknown_zone = ics.replace("TZID=Europe/Berlin", "TZID=Nowhere/Special");
+        assert_eq!(
+            parse_event("/c", &unknown_zone).unwrap().start_unix_s,
+            1_893_578_400
+        );
     }
 
     #[test]
@@ -612,11 +358,15 @@ END:VCALENDAR\r\n";
             event.start_unix_s, event.end_unix_s,
             "an end before the start is clamped"
         );
+        let negative = "BEGIN:VEVENT\nDTSTART:20300102T100000Z\nDURATION:-PT15M\nEND:VEVENT\n";
+        let event = parse_event("/b", negative).unwrap();
+        assert_eq!(event.start_unix_s, event.end_unix_s);
         for none in [
             "",
             "BEGIN:VCALENDAR\nBEGIN:VTODO\nDTSTART:20300102T100000Z\nEND:VTODO\nEND:VCALENDAR\n",
             "BEGIN:VEVENT\nSUMMARY:no start\nEND:VEVENT\n",
             "BEGIN:VEVENT\nDTSTART:garbage\nEND:VEVENT\n",
+            "BEGIN:VCARD\nVERSION:3.0\nFN:x\nEND:VCARD\n",
             "\u{0}\u{1}binary",
         ] {
             assert_eq!(parse_event("/x", none), None, "{none:?}");
@@ -637,10 +387,10 @@ END:VCALENDAR\r\n";
         for line in ics.split("\r\n") {
             assert!(line.len() <= 75, "{line:?}");
         }
-        assert!(ics.starts_with("BEGIN:VCALENDAR\r\nVERSION:2.0\r\n"));
-        assert!(ics.ends_with("END:VEVENT\r\nEND:VCALENDAR\r\n"));
-        assert!(ics.contains("ORGANIZER:mailto:alice@corp.test\r\n"));
-        assert!(ics.contains("DTSTART:20300102T100000Z\r\n"));
+        assert!(ics.starts_with("BEGIN:VCALENDAR\r\nVERSION:2.0\r\n"), "{ics}");
+        assert!(ics.ends_with("END:VEVENT\r\nEND:VCALENDAR\r\n"), "{ics}");
+        assert!(ics.contains("ORGANIZER:mailto:alice@corp.test\r\n"), "{ics}");
+        assert!(ics.contains("DTSTART:20300102T100000Z\r\n"), "{ics}");
         let back = parse_event("/h", &ics).unwrap();
         assert_eq!(back.title, event.title);
         assert_eq!(back.location, event.location);
@@ -658,6 +408,16 @@ END:VCALENDAR\r\n";
         let ics = event_ics("u", &control, "alice@corp.test", 0);
         assert!(ics.contains("SUMMARY:abc d\r\n"), "{ics}");
         assert!(!ics.contains("ORGANIZER"));
+        let far = NewEvent {
+            start_unix_s: -62_135_596_800,
+            end_unix_s: 253_402_300_799,
+            ..control
+        };
+        let back = parse_event("/h", &event_ics("u", &far, "alice@corp.test", 0)).unwrap();
+        assert_eq!(
+            (back.start_unix_s, back.end_unix_s),
+            (far.start_unix_s, far.end_unix_s)
+        );
     }
 
     #[test]
@@ -681,6 +441,7 @@ TEL;TYPE=CELL:+49 30 1234\r\nTEL;VALUE=uri:tel:+1-555-0100\r\nEND:VCARD\r\n";
             phones: vec!["+1 555 0199".into()],
         };
         let vcard = contact_vcard("u-2@redoubt", &new);
+        assert!(vcard.contains("VERSION:3.0\r\n"), "{vcard}");
         assert!(vcard.contains("N:CFO;Carol Ann Jones\\;;;;\r\n"), "{vcard}");
         let back = parse_contact("/h", &vcard).unwrap();
         assert_eq!(back.name, new.name);
@@ -704,5 +465,28 @@ TEL;TYPE=CELL:+49 30 1234\r\nTEL;VALUE=uri:tel:+1-555-0100\r\nEND:VCARD\r\n";
         assert_eq!(event.location.len(), TEXT_BYTES_MAX);
         assert_eq!(event.uid.len(), UID_BYTES_MAX);
         assert_eq!(cut("ééé", 3), "é");
+
+        let many_emails: String = (0..100).map(|i| format!("EMAIL:a{i}@corp.test\n")).collect();
+        let card = format!("BEGIN:VCARD\nVERSION:3.0\nFN:{long}\n{many_emails}END:VCARD\n");
+        let contact = parse_contact("/x", &card).unwrap();
+        assert_eq!(
+            (contact.name.len(), contact.emails.len()),
+            (TEXT_BYTES_MAX, VALUES_MAX)
+        );
+    }
+
+    #[test]
+    fn oversized_objects_are_not_read() {
+        let event =
+            |filler: &str| format!("BEGIN:VEVENT\nDTSTART:20300102T100000Z\n{filler}SUMMARY:x\nEND:VEVENT\n");
+        let big = format!("DESCRIPTION:{}\n", "x".repeat(OBJECT_BYTES_MAX));
+        assert!(parse_event("/x", &event("")).is_some());
+        assert_eq!(parse_event("/x", &event(&big)), None);
+        let lines = "X-FILLER:y\n".repeat(LINES_MAX);
+        assert_eq!(parse_event("/x", &event(&lines)), None);
+        let components = "BEGIN:VALARM\nEND:VALARM\n".repeat(LINES_MAX / 2);
+        assert_eq!(parse_event("/x", &event(&components)), None);
+        let card = format!("BEGIN:VCARD\nVERSION:3.0\nFN:x\n{big}END:VCARD\n");
+        assert_eq!(parse_contact("/x", &card), None);
     }
 }

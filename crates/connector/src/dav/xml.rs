@@ -1,10 +1,16 @@
-//! Just enough XML for WebDAV answers: a namespace-aware reader that builds a small tree,
-//! and the `multistatus` of PROPFIND read from it.
+//! WebDAV answers read with quick-xml's namespace-aware reader into a small tree, and the
+//! `multistatus` of PROPFIND read from it.
 //!
-//! It takes elements, attributes (only `xmlns` declarations matter), text, CDATA, the
-//! predefined and numeric entities, comments and processing instructions. A DOCTYPE is
-//! refused (no entity definitions, so no entity expansion), and so is nesting deeper than
-//! [`DEPTH_MAX`]; the input itself is bounded by the HTTP client.
+//! Elements, text, CDATA, the predefined and numeric entities; comments and processing
+//! instructions skipped. A DOCTYPE is refused (no entity definitions, so no entity
+//! expansion, and quick-xml never fetches anything), and so is nesting deeper than
+//! [`DEPTH_MAX`] or more namespace declarations in scope than quick-xml's limit (128); the
+//! input itself is bounded by the HTTP client.
+
+use quick_xml::escape::resolve_predefined_entity;
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
 
 /// Deepest element nesting accepted.
 const DEPTH_MAX: usize = 64;
@@ -17,8 +23,8 @@ pub(crate) const CALENDARSERVER: &str = "http://calendarserver.org/ns/";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed XML at byte {at}: {why}")]
 pub(crate) struct XmlError {
-    at: usize,
-    why: &'static str,
+    at: u64,
+    why: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,197 +79,89 @@ impl Element {
 
 /// Parses a whole document; its root element.
 pub(crate) fn parse(input: &str) -> Result<Element, XmlError> {
-    let mut parser = Parser {
-        s: input,
-        pos: 0,
-        scopes: Vec::new(),
-    };
-    parser.skip_str("\u{feff}");
-    parser.misc()?;
-    if !parser.rest().starts_with('<') {
-        return parser.fail("no root element");
+    let mut reader = NsReader::from_str(input);
+    // Every well-formedness check quick-xml has; end tags must match their start.
+    reader.config_mut().enable_all_checks(true);
+    let mut open: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    loop {
+        let at = reader.buffer_position();
+        let fail = |why: String| XmlError { at, why };
+        let (ns, event) = reader.read_resolved_event().map_err(|e| fail(e.to_string()))?;
+        let ns = match ns {
+            ResolveResult::Bound(ns) => Some(ns.into_inner().to_owned()),
+            ResolveResult::Unbound => Some(String::new()),
+            ResolveResult::Unknown(_) => None,
+        };
+        let empty = matches!(event, Event::Empty(_));
+        let text = match event {
+            Event::Start(_) | Event::Empty(_) if root.is_some() => {
+                return Err(fail("content after the root element".into()));
+            }
+            Event::Start(start) | Event::Empty(start) => {
+                if open.len() >= DEPTH_MAX {
+                    return Err(fail("nested too deeply".into()));
+                }
+                let ns = ns.ok_or_else(|| fail("undeclared namespace prefix".into()))?;
+                // Only `xmlns` attributes matter (quick-xml reads those), but a malformed
+                // attribute makes a malformed document.
+                for attribute in start.attributes() {
+                    attribute.map_err(|e| fail(e.to_string()))?;
+                }
+                let name = start.local_name().into_inner();
+                let element = Element {
+                    ns,
+                    name: name.to_owned(),
+                    children: Vec::new(),
+                };
+                open.push(element);
+                if empty {
+                    close(&mut open, &mut root);
+                }
+                continue;
+            }
+            Event::End(_) => {
+                close(&mut open, &mut root);
+                continue;
+            }
+            Event::Text(text) => text.xml10_content().into_owned(),
+            Event::CData(data) => data.xml10_content().into_owned(),
+            Event::GeneralRef(reference) => match reference.resolve_char_ref() {
+                Ok(Some(c)) => c.to_string(),
+                Ok(None) => resolve_predefined_entity(&reference)
+                    .ok_or_else(|| fail("an entity other than the predefined ones".into()))?
+                    .to_owned(),
+                Err(e) => return Err(fail(e.to_string())),
+            },
+            // No DTD, so no entity definitions and no entity expansion.
+            Event::DocType(_) => return Err(fail("DOCTYPE is not accepted".into())),
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) => continue,
+            Event::Eof => break,
+        };
+        match open.last_mut() {
+            Some(element) => push_text(element, &text),
+            None if text.trim_matches(['\u{feff}', ' ', '\t', '\r', '\n']).is_empty() => {}
+            None => return Err(fail("text outside the root element".into())),
+        }
     }
-    let root = parser.element(0)?;
-    parser.misc()?;
-    if parser.pos != input.len() {
-        return parser.fail("content after the root element");
+    if !open.is_empty() {
+        return Err(XmlError {
+            at: reader.buffer_position(),
+            why: "unterminated element".into(),
+        });
     }
-    Ok(root)
+    root.ok_or(XmlError {
+        at: 0,
+        why: "no root element".into(),
+    })
 }
 
-struct Parser<'a> {
-    s: &'a str,
-    pos: usize,
-    /// Namespace declarations in force: (prefix, URI), innermost last; "" is the default.
-    scopes: Vec<(String, String)>,
-}
-
-impl<'a> Parser<'a> {
-    fn rest(&self) -> &'a str {
-        self.s.get(self.pos..).unwrap_or_default()
-    }
-
-    fn fail<T>(&self, why: &'static str) -> Result<T, XmlError> {
-        Err(XmlError { at: self.pos, why })
-    }
-
-    fn skip_str(&mut self, prefix: &str) -> bool {
-        if self.rest().starts_with(prefix) {
-            self.pos += prefix.len();
-            true
-        } else {
-            false
-        }
-    }
-
-    fn skip_space(&mut self) {
-        let rest = self.rest();
-        let trimmed = rest.trim_start_matches([' ', '\t', '\r', '\n']);
-        self.pos += rest.len() - trimmed.len();
-    }
-
-    /// Skips past `end`, which must come.
-    fn skip_past(&mut self, end: &str, why: &'static str) -> Result<&'a str, XmlError> {
-        match self.rest().find(end) {
-            Some(at) => {
-                let rest = self.rest();
-                self.pos += at + end.len();
-                Ok(&rest[..at])
-            }
-            None => self.fail(why),
-        }
-    }
-
-    /// Whitespace, comments and processing instructions (the XML declaration too).
-    fn misc(&mut self) -> Result<(), XmlError> {
-        loop {
-            self.skip_space();
-            if self.skip_str("<?") {
-                self.skip_past("?>", "unterminated processing instruction")?;
-            } else if self.skip_str("<!--") {
-                self.skip_past("-->", "unterminated comment")?;
-            } else if self.rest().starts_with("<!") {
-                return self.fail("DOCTYPE and declarations are not accepted");
-            } else {
-                return Ok(());
-            }
-        }
-    }
-
-    fn name(&mut self) -> Result<&'a str, XmlError> {
-        let rest = self.rest();
-        let end = rest
-            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '>' | '=' | '<' | '"' | '\''))
-            .unwrap_or(rest.len());
-        if end == 0 {
-            return self.fail("a name was expected");
-        }
-        self.pos += end;
-        Ok(&rest[..end])
-    }
-
-    fn resolve(&self, prefix: &str) -> Result<String, XmlError> {
-        if prefix == "xml" {
-            return Ok("http://www.w3.org/XML/1998/namespace".into());
-        }
-        match self.scopes.iter().rev().find(|(p, _)| p == prefix) {
-            Some((_, uri)) => Ok(uri.clone()),
-            None if prefix.is_empty() => Ok(String::new()),
-            None => self.fail("undeclared namespace prefix"),
-        }
-    }
-
-    /// An element starting at `<`, with everything inside it.
-    fn element(&mut self, depth: usize) -> Result<Element, XmlError> {
-        if depth >= DEPTH_MAX {
-            return self.fail("nested too deeply");
-        }
-        self.skip_str("<");
-        let raw_name = self.name()?.to_owned();
-        let declared = self.scopes.len();
-        let self_closing = loop {
-            self.skip_space();
-            if self.skip_str("/>") {
-                break true;
-            }
-            if self.skip_str(">") {
-                break false;
-            }
-            let attribute = self.name()?.to_owned();
-            self.skip_space();
-            if !self.skip_str("=") {
-                return self.fail("an attribute without a value");
-            }
-            self.skip_space();
-            let quote = match self.rest().chars().next() {
-                Some(q @ ('"' | '\'')) => q,
-                _ => return self.fail("an unquoted attribute value"),
-            };
-            self.pos += 1;
-            let raw = self.skip_past(if quote == '"' { "\"" } else { "'" }, "unterminated attribute")?;
-            if raw.contains('<') {
-                return self.fail("'<' in an attribute value");
-            }
-            let value = unescape(raw).ok_or(XmlError {
-                at: self.pos,
-                why: "bad entity in an attribute",
-            })?;
-            if attribute == "xmlns" {
-                self.scopes.push((String::new(), value));
-            } else if let Some(prefix) = attribute.strip_prefix("xmlns:") {
-                self.scopes.push((prefix.to_owned(), value));
-            }
-        };
-        let (prefix, local) = raw_name.split_once(':').unwrap_or(("", raw_name.as_str()));
-        let mut element = Element {
-            ns: self.resolve(prefix)?,
-            name: local.to_owned(),
-            children: Vec::new(),
-        };
-        if !self_closing {
-            self.content(&mut element, &raw_name, depth)?;
-        }
-        self.scopes.truncate(declared);
-        Ok(element)
-    }
-
-    fn content(&mut self, element: &mut Element, raw_name: &str, depth: usize) -> Result<(), XmlError> {
-        loop {
-            let rest = self.rest();
-            if rest.is_empty() {
-                return self.fail("unterminated element");
-            }
-            if self.skip_str("</") {
-                if self.name()? != raw_name {
-                    return self.fail("mismatched end tag");
-                }
-                self.skip_space();
-                if !self.skip_str(">") {
-                    return self.fail("bad end tag");
-                }
-                return Ok(());
-            }
-            if self.skip_str("<!--") {
-                self.skip_past("-->", "unterminated comment")?;
-            } else if self.skip_str("<![CDATA[") {
-                let text = self.skip_past("]]>", "unterminated CDATA")?.to_owned();
-                push_text(element, &text);
-            } else if self.skip_str("<?") {
-                self.skip_past("?>", "unterminated processing instruction")?;
-            } else if rest.starts_with("<!") {
-                return self.fail("declarations are not accepted inside elements");
-            } else if rest.starts_with('<') {
-                let child = self.element(depth + 1)?;
-                element.children.push(Node::Element(child));
-            } else {
-                let end = rest.find('<').unwrap_or(rest.len());
-                let text = unescape(&rest[..end]).ok_or(XmlError {
-                    at: self.pos,
-                    why: "bad entity",
-                })?;
-                self.pos += end;
-                push_text(element, &text);
-            }
+/// Ends the innermost open element: into its parent, or it is the root.
+fn close(open: &mut Vec<Element>, root: &mut Option<Element>) {
+    if let Some(element) = open.pop() {
+        match open.last_mut() {
+            Some(parent) => parent.children.push(Node::Element(element)),
+            None => *root = Some(element),
         }
     }
 }
@@ -274,41 +172,6 @@ fn push_text(element: &mut Element, text: &str) {
     } else if !text.is_empty() {
         element.children.push(Node::Text(text.to_owned()));
     }
-}
-
-/// Replaces the predefined and numeric entities; `None` for an unknown or bad one.
-fn unescape(raw: &str) -> Option<String> {
-    if !raw.contains('&') {
-        return Some(raw.to_owned());
-    }
-    let mut out = String::with_capacity(raw.len());
-    let mut rest = raw;
-    while let Some(at) = rest.find('&') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        let end = after.find(';')?;
-        let entity = &after[..end];
-        let c = match entity {
-            "lt" => '<',
-            "gt" => '>',
-            "amp" => '&',
-            "quot" => '"',
-            "apos" => '\'',
-            _ => {
-                let code = if let Some(hex) = entity.strip_prefix("#x").or_else(|| entity.strip_prefix("#X"))
-                {
-                    u32::from_str_radix(hex, 16).ok()?
-                } else {
-                    entity.strip_prefix('#')?.parse().ok()?
-                };
-                char::from_u32(code)?
-            }
-        };
-        out.push(c);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Some(out)
 }
 
 /// One `response` of a `multistatus`, with the properties found (status 200).
@@ -336,7 +199,7 @@ pub(crate) fn multistatus(body: &str) -> Result<Vec<Member>, XmlError> {
     if !root.is(DAV, "multistatus") {
         return Err(XmlError {
             at: 0,
-            why: "not a DAV:multistatus",
+            why: "not a DAV:multistatus".into(),
         });
     }
     let mut members = Vec::new();
@@ -458,5 +321,34 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         assert!(multistatus("<a/>").is_err());
+    }
+
+    #[test]
+    fn doctypes_entities_and_namespace_floods_are_refused() {
+        let laughs = "<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\">\
+            <!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">]>\
+            <d:multistatus xmlns:d=\"DAV:\"><d:response><d:href>&lol2;</d:href></d:response></d:multistatus>";
+        let external = "<!DOCTYPE d:multistatus [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>\
+            <d:multistatus xmlns:d=\"DAV:\"><d:response><d:href>&xxe;</d:href></d:response></d:multistatus>";
+        let no_dtd =
+            "<d:multistatus xmlns:d=\"DAV:\"><d:response><d:href>&xxe;</d:href></d:response></d:multistatus>";
+        let late = "<d:multistatus xmlns:d=\"DAV:\"/><!DOCTYPE x>";
+        let floods: String = (0..200).map(|i| format!(" xmlns:p{i}=\"u{i}\"")).collect();
+        let flood = format!("<d:multistatus xmlns:d=\"DAV:\"{floods}/>");
+        for bad in [laughs, external, no_dtd, late, flood.as_str()] {
+            let error = multistatus(bad).expect_err(bad);
+            assert!(!error.to_string().contains("passwd"), "{error}");
+        }
+        let deep = format!(
+            "<d:multistatus xmlns:d=\"DAV:\">{}{}</d:multistatus>",
+            "<d:prop>".repeat(DEPTH_MAX),
+            "</d:prop>".repeat(DEPTH_MAX)
+        );
+        assert!(
+            multistatus(&deep)
+                .unwrap_err()
+                .to_string()
+                .contains("nested too deeply")
+        );
     }
 }
