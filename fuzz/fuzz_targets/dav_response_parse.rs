@@ -7,5 +7,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    std::hint::black_box(redoubt_connector::read_server_answer_for_fuzzing(data));
+    std::hint::black_box(redoubt_dav::read_server_answer_for_fuzzing(data));
 });

@@ -26,9 +26,6 @@ mod mailbox;
 mod smtp;
 mod stream;
 
-#[doc(hidden)]
-pub use dav::read_server_answer_for_fuzzing;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -20,19 +20,19 @@ use calcard::vcard::{VCard, VCardEntry, VCardParameter, VCardProperty, VCardValu
 use redoubt_mls::mail::{CalendarEvent, ContactCard, NewContact, NewEvent};
 
 /// Longest title, location or name kept, in bytes (longer ones are cut).
-pub(crate) const TEXT_BYTES_MAX: usize = 1024;
+pub const TEXT_BYTES_MAX: usize = 1024;
 /// Longest UID kept.
-pub(crate) const UID_BYTES_MAX: usize = 512;
+pub const UID_BYTES_MAX: usize = 512;
 /// Most attendees kept for one event.
-pub(crate) const ATTENDEES_MAX: usize = 64;
+pub const ATTENDEES_MAX: usize = 64;
 /// Most addresses or phone numbers kept for one contact.
-pub(crate) const VALUES_MAX: usize = 32;
+pub const VALUES_MAX: usize = 32;
 /// Longest address or phone number kept.
-pub(crate) const VALUE_BYTES_MAX: usize = 320;
+pub const VALUE_BYTES_MAX: usize = 320;
 /// Largest calendar object or vCard read (the parsed form is several times larger).
-pub(crate) const OBJECT_BYTES_MAX: usize = 1024 * 1024;
+pub const OBJECT_BYTES_MAX: usize = 1024 * 1024;
 /// Most lines (physical, so also most properties and components) in one object read.
-pub(crate) const LINES_MAX: usize = 20_000;
+pub const LINES_MAX: usize = 20_000;
 
 /// Whether `text` is small enough to be handed to the parser.
 fn within_bounds(text: &str) -> bool {
@@ -40,7 +40,7 @@ fn within_bounds(text: &str) -> bool {
 }
 
 /// The longest prefix of `text` of at most `max` bytes ending on a character boundary.
-pub(crate) fn cut(text: &str, max: usize) -> String {
+pub fn cut(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -85,7 +85,7 @@ fn entry_time(entry: &ICalendarEntry, calendar: &ICalendar) -> Option<(i64, bool
 /// The event a calendar object resource holds: its master VEVENT (the first without a
 /// RECURRENCE-ID, else the first). `None` when it holds no event with a start, or is too
 /// large to read.
-pub(crate) fn parse_event(href: &str, text: &str) -> Option<CalendarEvent> {
+pub fn parse_event(href: &str, text: &str) -> Option<CalendarEvent> {
     if !within_bounds(text) {
         return None;
     }
@@ -163,7 +163,7 @@ fn utc(unix_s: i64) -> ICalendarValue {
 
 /// A VCALENDAR with one VEVENT for `event`; `organizer` (the user's address) organises it
 /// when it has attendees.
-pub(crate) fn event_ics(uid: &str, event: &NewEvent, organizer: &str, now_unix_s: i64) -> String {
+pub fn event_ics(uid: &str, event: &NewEvent, organizer: &str, now_unix_s: i64) -> String {
     let mut entries = vec![
         ical_entry(ICalendarProperty::Uid, uid.to_owned()),
         ical_entry(ICalendarProperty::Dtstamp, utc(now_unix_s)),
@@ -214,7 +214,7 @@ fn card_text<'a>(card: &'a VCard, name: &VCardProperty) -> Option<&'a str> {
 }
 
 /// The contact a vCard holds; `None` when the text holds no vCard or is too large to read.
-pub(crate) fn parse_contact(href: &str, text: &str) -> Option<ContactCard> {
+pub fn parse_contact(href: &str, text: &str) -> Option<ContactCard> {
     if !within_bounds(text) {
         return None;
     }
@@ -265,7 +265,7 @@ fn card_entry(name: VCardProperty, values: Vec<String>) -> VCardEntry {
 }
 
 /// A vCard 3.0 for `contact`. The name's last word is taken as the family name in `N`.
-pub(crate) fn contact_vcard(uid: &str, contact: &NewContact) -> String {
+pub fn contact_vcard(uid: &str, contact: &NewContact) -> String {
     let name = clean(contact.name.trim());
     let (given, family) = match name.rsplit_once(' ') {
         Some((given, family)) => (given.trim().to_owned(), family.to_owned()),

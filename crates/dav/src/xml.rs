@@ -15,53 +15,53 @@ use quick_xml::reader::NsReader;
 /// Deepest element nesting accepted.
 const DEPTH_MAX: usize = 64;
 
-pub(crate) const DAV: &str = "DAV:";
-pub(crate) const CALDAV: &str = "urn:ietf:params:xml:ns:caldav";
-pub(crate) const CARDDAV: &str = "urn:ietf:params:xml:ns:carddav";
-pub(crate) const CALENDARSERVER: &str = "http://calendarserver.org/ns/";
+pub const DAV: &str = "DAV:";
+pub const CALDAV: &str = "urn:ietf:params:xml:ns:caldav";
+pub const CARDDAV: &str = "urn:ietf:params:xml:ns:carddav";
+pub const CALENDARSERVER: &str = "http://calendarserver.org/ns/";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed XML at byte {at}: {why}")]
-pub(crate) struct XmlError {
+pub struct XmlError {
     at: u64,
     why: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Element {
+pub struct Element {
     pub ns: String,
     pub name: String,
     pub children: Vec<Node>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Node {
+pub enum Node {
     Element(Element),
     Text(String),
 }
 
 impl Element {
-    pub(crate) fn is(&self, ns: &str, name: &str) -> bool {
+    pub fn is(&self, ns: &str, name: &str) -> bool {
         self.ns == ns && self.name == name
     }
 
-    pub(crate) fn elements(&self) -> impl Iterator<Item = &Element> {
+    pub fn elements(&self) -> impl Iterator<Item = &Element> {
         self.children.iter().filter_map(|node| match node {
             Node::Element(element) => Some(element),
             Node::Text(_) => None,
         })
     }
 
-    pub(crate) fn all<'a>(&'a self, ns: &'a str, name: &'a str) -> impl Iterator<Item = &'a Element> {
+    pub fn all<'a>(&'a self, ns: &'a str, name: &'a str) -> impl Iterator<Item = &'a Element> {
         self.elements().filter(move |e| e.is(ns, name))
     }
 
-    pub(crate) fn child(&self, ns: &str, name: &str) -> Option<&Element> {
+    pub fn child(&self, ns: &str, name: &str) -> Option<&Element> {
         self.elements().find(|e| e.is(ns, name))
     }
 
     /// The text of this element and everything inside it.
-    pub(crate) fn text(&self) -> String {
+    pub fn text(&self) -> String {
         let mut out = String::new();
         self.collect_text(&mut out);
         out
@@ -78,7 +78,7 @@ impl Element {
 }
 
 /// Parses a whole document; its root element.
-pub(crate) fn parse(input: &str) -> Result<Element, XmlError> {
+pub fn parse(input: &str) -> Result<Element, XmlError> {
     let mut reader = NsReader::from_str(input);
     // Every well-formedness check quick-xml has; end tags must match their start.
     reader.config_mut().enable_all_checks(true);
@@ -176,7 +176,7 @@ fn push_text(element: &mut Element, text: &str) {
 
 /// One `response` of a `multistatus`, with the properties found (status 200).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Member {
+pub struct Member {
     /// As the server wrote it (trimmed).
     pub href: String,
     pub etag: Option<String>,
@@ -187,14 +187,14 @@ pub(crate) struct Member {
 }
 
 impl Member {
-    pub(crate) fn has_type(&self, ns: &str, name: &str) -> bool {
+    pub fn has_type(&self, ns: &str, name: &str) -> bool {
         self.types.iter().any(|(n, t)| n == ns && t == name)
     }
 }
 
 /// The members of a `207 Multi-Status` body; responses with a non-2xx status of their own
 /// are left out.
-pub(crate) fn multistatus(body: &str) -> Result<Vec<Member>, XmlError> {
+pub fn multistatus(body: &str) -> Result<Vec<Member>, XmlError> {
     let root = parse(body)?;
     if !root.is(DAV, "multistatus") {
         return Err(XmlError {
