@@ -441,3 +441,18 @@ pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> std::proce
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The texts a device reads in `conversation` (all conversations with `None`), in order:
+/// `read --json` prints one JSON document per message.
+pub fn read_texts(profile: &Path, conversation: Option<&str>) -> Vec<String> {
+    let mut args = vec!["read"];
+    args.extend(conversation);
+    args.push("--json");
+    let out = run(profile, &args, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .collect()
+}

@@ -48,6 +48,11 @@ impl Passphrase {
     fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether it is long enough for a new archive ([`PASSPHRASE_CHARS_MIN`]).
+    pub fn long_enough(&self) -> bool {
+        self.0.chars().count() >= PASSPHRASE_CHARS_MIN
+    }
 }
 
 impl std::fmt::Debug for Passphrase {
@@ -186,7 +191,7 @@ fn parent_of(path: &Path) -> PathBuf {
 /// Writes a backup of the data folder `data` (which a server may be using) to the new file
 /// `out`, encrypted under `passphrase`.
 pub fn backup(data: &Path, out: &Path, passphrase: &Passphrase) -> Result<Summary, BackupError> {
-    if passphrase.expose().chars().count() < PASSPHRASE_CHARS_MIN {
+    if !passphrase.long_enough() {
         return Err(BackupError::Refused(format!(
             "the passphrase must have at least {PASSPHRASE_CHARS_MIN} characters"
         )));
