@@ -23,6 +23,25 @@ use super::{BLOBS, BackupError, DATABASE, Summary, io_error};
 const FOLDER_DEPTH_MAX: usize = 12;
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
+/// Bytes moved per read and write when copying files in and out (std's copy moves 8 KiB).
+const COPY_BUFFER_BYTES: usize = 1 << 20;
+
+/// Copies `from` to its end into `to`, a large buffer at a time; returns the bytes copied.
+fn copy(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<u64> {
+    let mut buffer = vec![0u8; COPY_BUFFER_BYTES];
+    let mut copied = 0;
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buffer[..n])?;
+        copied += n as u64;
+    }
+}
+
 /// Refuses a folder that is no single server's data folder, and an archive written inside
 /// the folder it backs up.
 pub(super) fn check_source(data: &Path, out: &Path) -> Result<(), BackupError> {
@@ -107,7 +126,7 @@ impl<'a, W: Write> EntryWriter<'a, W> {
             mode,
             length,
         })?;
-        let copied = std::io::copy(&mut file.take(length), &mut self.out).map_err(|e| io_error(source, e))?;
+        let copied = copy(&mut file.take(length), &mut self.out).map_err(|e| io_error(source, e))?;
         if copied != length {
             return Err(BackupError::Io(format!(
                 "{} shrank while it was being copied",
@@ -266,6 +285,7 @@ pub(super) fn unpack(reader: &mut impl Read, root: &Path, restore: bool) -> Resu
     }
     let mut seen = BTreeSet::new();
     let mut folder_modes = Vec::new();
+    let mut written = Vec::new();
     let end = loop {
         let record = Record::read(reader)?
             .ok_or_else(|| BackupError::Malformed("the stream ends without its end record".into()))?;
@@ -289,6 +309,9 @@ pub(super) fn unpack(reader: &mut impl Read, root: &Path, restore: bool) -> Resu
                 }
                 let keep = restore || path.as_str() == DATABASE;
                 unpack_file(reader, root, &path, restored_mode(mode), length, keep)?;
+                if keep {
+                    written.push(path.under(root));
+                }
                 summary.files += 1;
                 summary.file_bytes = summary.file_bytes.saturating_add(length);
                 if path.as_str() == DATABASE {
@@ -319,6 +342,13 @@ pub(super) fn unpack(reader: &mut impl Read, root: &Path, restore: bool) -> Resu
         return Err(BackupError::Malformed(
             "the archive holds no server database".into(),
         ));
+    }
+    // Synced all at the end rather than each as written, so the disk writes back while
+    // later chunks are decrypted.
+    for path in written {
+        File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_error(&path, e))?;
     }
     // Deepest first, so a read-only folder does not stop its parent's change.
     folder_modes.sort_by_key(|(dir, _)| std::cmp::Reverse(dir.components().count()));
@@ -371,14 +401,14 @@ fn unpack_file(
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&target).map_err(|e| io_error(&target, e))?;
-        let copied = std::io::copy(&mut bytes, &mut file).map_err(|e| unwrap_io(e, "restoring"))?;
-        file.sync_all().map_err(|e| io_error(&target, e))?;
-        drop(file);
+        let file = options.open(&target).map_err(|e| io_error(&target, e))?;
+        let mut file = std::io::BufWriter::with_capacity(COPY_BUFFER_BYTES, file);
+        let copied = copy(&mut bytes, &mut file).map_err(|e| unwrap_io(e, "restoring"))?;
+        file.into_inner().map_err(|e| io_error(&target, e.into_error()))?;
         set_mode(&target, mode)?;
         copied
     } else {
-        std::io::copy(&mut bytes, &mut std::io::sink()).map_err(|e| unwrap_io(e, "reading the archive"))?
+        copy(&mut bytes, &mut std::io::sink()).map_err(|e| unwrap_io(e, "reading the archive"))?
     };
     if copied != length {
         return Err(BackupError::Malformed(format!(
