@@ -211,6 +211,8 @@ pub fn backup(data: &Path, out: &Path, passphrase: &Passphrase) -> Result<Summar
     let taken_at_unix_ms = now_unix_ms();
     let database = staging.path.join(DATABASE);
     let database_bytes = redoubt_store_sqlite::snapshot::snapshot(&data.join(DATABASE), &database)?;
+    // A database already damaged is found now, not at restore time.
+    redoubt_store_sqlite::snapshot::integrity_check(&database)?;
     let blob_ids = redoubt_store_sqlite::snapshot::complete_blob_ids(&database)?;
 
     let header = Header::fresh();
