@@ -1,5 +1,6 @@
 //! `redoubt`: run the server, enrol a device, administer the organisation.
 
+mod backup;
 mod chat;
 mod cluster;
 mod directory;
@@ -231,6 +232,11 @@ enum ServerAction {
         #[arg(long, env = "REDOUBT_DATABASE", value_name = "URL", hide_env_values = true)]
         database: String,
     },
+    /// Back up a single server's data folder into one encrypted archive, while the server
+    /// runs (`backup verify FILE` checks an archive).
+    Backup(backup::BackupArgs),
+    /// Restore an archive of `server backup` into a new data folder, all or nothing.
+    Restore(backup::RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -441,6 +447,11 @@ fn profile_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 async fn server(args: ServerArgs, out: &Output) -> Result<()> {
+    match args.action {
+        Some(ServerAction::Backup(args)) => return backup::backup(args, out).await,
+        Some(ServerAction::Restore(args)) => return backup::restore(args, out).await,
+        _ => {}
+    }
     if let Some(ServerAction::Migrate {
         from_sqlite,
         database,

@@ -178,6 +178,11 @@ impl Progress {
 }
 
 impl Output {
+    /// Whether `--json` was given.
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+
     pub(crate) fn new(json: bool) -> Self {
         Self { json }
     }

@@ -42,14 +42,14 @@ pub(crate) fn load_profile(dir: &Path) -> Result<Profile> {
 }
 
 /// Best effort: the passcode's bytes are overwritten before the memory is freed.
-fn forget(passcode: &mut String) {
+pub(crate) fn forget(passcode: &mut String) {
     let mut bytes = std::mem::take(passcode).into_bytes();
     bytes.fill(0);
     std::hint::black_box(&bytes);
 }
 
 /// Reads a line from the terminal without echoing it.
-fn read_hidden(prompt: &str) -> Result<String> {
+pub(crate) fn read_hidden(prompt: &str) -> Result<String> {
     eprint!("{prompt}");
     std::io::stderr().flush()?;
     terminal::enable_raw_mode()?;
@@ -80,7 +80,7 @@ fn read_hidden(prompt: &str) -> Result<String> {
     }
     restored?;
     if line.is_empty() {
-        bail!("no passcode entered");
+        bail!("nothing entered");
     }
     Ok(line)
 }

@@ -232,6 +232,9 @@ fn every_command_has_help() {
     let commands: &[&[&str]] = &[
         &[],
         &["server"],
+        &["server", "backup"],
+        &["server", "backup", "verify"],
+        &["server", "restore"],
         &["enroll"],
         &["whoami"],
         &["admin"],

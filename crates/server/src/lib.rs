@@ -6,6 +6,7 @@
 //! and closes the store. Tests bind `127.0.0.1:0` and drive real clients over loopback.
 
 mod api;
+pub mod backup;
 mod blobs;
 mod cluster;
 mod config;

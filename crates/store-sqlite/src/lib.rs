@@ -14,6 +14,7 @@ mod kt;
 mod management;
 mod migrate;
 mod reader;
+pub mod snapshot;
 
 use std::path::Path;
 use std::time::Duration;

@@ -484,7 +484,15 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// Runs `read --json` (fetching new messages first), which prints one JSON document per
 /// message; returns them.
 pub fn read_messages(profile: &Path) -> Vec<Value> {
-    let out = run(profile, &["read", "--json"], &[]);
+    read_messages_in(profile, None)
+}
+
+/// [`read_messages`] of one conversation (all with `None`).
+pub fn read_messages_in(profile: &Path, conversation: Option<&str>) -> Vec<Value> {
+    let mut args = vec!["read"];
+    args.extend(conversation);
+    args.push("--json");
+    let out = run(profile, &args, &[]);
     assert!(
         out.status.success(),
         "read failed: {}",
@@ -493,5 +501,13 @@ pub fn read_messages(profile: &Path) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+/// The texts a device reads in `conversation` (all conversations with `None`), in order.
+pub fn read_texts(profile: &Path, conversation: Option<&str>) -> Vec<String> {
+    read_messages_in(profile, conversation)
+        .iter()
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
         .collect()
 }
