@@ -196,6 +196,13 @@ fn a_backup_taken_under_traffic_restores_a_server_its_devices_carry_on_with() {
         assert_eq!(verified[field], made[field], "{field}: {verified} vs {made}");
     }
 
+    // The group moves on after the backup: alice sends, bob reads. The restored server will
+    // not know this message, and bob's place in the group's log will be past its end: the
+    // restored server must number new messages past it, or bob would skip them.
+    let lost = "after the backup, lost with the server";
+    json_ok(&alice, &["send", "ops", lost, "--json"], &[]);
+    assert!(read_texts(&bob, Some("ops")).contains(&lost.to_owned()));
+
     // The server and its folder are lost.
     org.server.take().unwrap().terminate();
     std::fs::remove_dir_all(&org.data).unwrap();
@@ -307,6 +314,12 @@ fn a_backup_taken_under_traffic_restores_a_server_its_devices_carry_on_with() {
         &["send", "ops", "after the restore, from bob", "--json"],
         &[],
     );
+    json_ok(
+        &alice,
+        &["send", "bob", "after the restore, directly", "--json"],
+        &[],
+    );
+    assert!(read_texts(&bob, Some("alice")).contains(&"after the restore, directly".to_owned()));
     for device in [&alice, &bob, &carol] {
         let texts = read_texts(device, Some("ops"));
         for expected in ["after the restore, from alice", "after the restore, from bob"] {

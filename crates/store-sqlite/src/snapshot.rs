@@ -114,9 +114,74 @@ pub fn complete_blob_ids(path: &Path) -> Result<Vec<BlobId>> {
         .collect()
 }
 
+/// Numbers a restored database skips ([`skip_numbers_handed_out_after`]): more than a
+/// server hands out between a backup and the loss of its machine (a room at 10,000
+/// messages a second takes a day to use them).
+pub const RESTORE_NUMBERS_SKIPPED: i64 = 1_000_000_000;
+
+/// Moves a restored database's counters past anything the lost server may have handed out
+/// after its snapshot, so that no number devices saw is given again with another meaning:
+/// a group's next log position (a device whose cursor is past the snapshot would skip new
+/// messages numbered into the old places), the policy version (devices never apply one they
+/// think they have, so every device fetches the restored policy once), remote command ids
+/// (a device carries out only ids above the last it did: a new wipe must not look like one
+/// it already ran), inbox and key package ids and certificate serials. One transaction.
+pub fn skip_numbers_handed_out_after(path: &Path) -> Result<()> {
+    let mut conn = Connection::open(path).map_err(rusqlite_error)?;
+    let tx = conn.transaction().map_err(rusqlite_error)?;
+    let skip = RESTORE_NUMBERS_SKIPPED;
+    tx.execute("UPDATE groups SET last_seq = last_seq + ?1", [skip])
+        .map_err(rusqlite_error)?;
+    tx.execute("UPDATE counters SET value = value + ?1", [skip])
+        .map_err(rusqlite_error)?;
+    for table in ["device_commands", "inbox", "key_packages"] {
+        // A table that never had a row has no entry yet; its ids would start at 1.
+        tx.execute(
+            "INSERT INTO sqlite_sequence (name, seq) SELECT ?1, 0
+             WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?1)",
+            [table],
+        )
+        .map_err(rusqlite_error)?;
+        tx.execute(
+            "UPDATE sqlite_sequence SET seq = seq + ?1 WHERE name = ?2",
+            rusqlite::params![skip, table],
+        )
+        .map_err(rusqlite_error)?;
+    }
+    tx.commit().map_err(rusqlite_error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_restored_database_hands_out_no_number_twice() {
+        use redoubt_store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("redoubt.db");
+        let store = crate::SqliteStore::open(&path).await.unwrap();
+        store.close().await;
+        let before = |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let conn = Connection::open(&path).unwrap();
+        let policy = before(&conn, "SELECT value FROM counters WHERE name = 'policy_version'");
+        drop(conn);
+        skip_numbers_handed_out_after(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(
+            before(&conn, "SELECT value FROM counters WHERE name = 'policy_version'"),
+            policy + RESTORE_NUMBERS_SKIPPED
+        );
+        // Ids continue after the skip, even for a table that never had a row.
+        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        conn.execute(
+            "INSERT INTO device_commands (device_id, kind, issued_by, issued_at) VALUES (x'00', 'wipe', 'admin', 0)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(conn.last_insert_rowid(), RESTORE_NUMBERS_SKIPPED + 1);
+        integrity_check(&path).unwrap();
+    }
 
     #[test]
     fn a_snapshot_of_a_database_in_use_holds_its_committed_rows_and_passes_the_check() {

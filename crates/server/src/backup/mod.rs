@@ -292,6 +292,9 @@ pub fn restore(archive: &Path, data: &Path, passphrase: &Passphrase) -> Result<S
     create_private_dir(&staging.path)?;
     let mut summary = walk::unpack(&mut reader, &staging.path, true)?;
     redoubt_store_sqlite::snapshot::integrity_check(&staging.path.join(DATABASE))?;
+    // The lost server may have numbered messages, policies and commands after the snapshot,
+    // and devices have seen those numbers: the restored server starts past them.
+    redoubt_store_sqlite::snapshot::skip_numbers_handed_out_after(&staging.path.join(DATABASE))?;
     sync_dir(&staging.path)?;
     if existing_empty {
         std::fs::remove_dir(data).map_err(|e| io_error(data, e))?;
