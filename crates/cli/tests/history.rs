@@ -21,20 +21,6 @@ fn ok(profile: &Path, args: &[&str]) -> Value {
     json_ok(profile, &args, &[])
 }
 
-/// `read --json` prints one JSON document per message, one per line.
-fn read_all(profile: &Path, env: &[(&str, &str)]) -> Vec<Value> {
-    let out = run(profile, &["read", "--json"], env);
-    assert!(
-        out.status.success(),
-        "read failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
 /// Messages by conversation: (id, sender, text).
 fn by_conversation(messages: &[Value]) -> BTreeMap<String, Vec<(String, String, String)>> {
     let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
@@ -63,7 +49,7 @@ fn enrolled_devices_are_reachable_at_once_and_join_conversations_without_running
     // invitation reach him.
     ok(&laptop, &["send", "bob", "hello right after you enrolled"]);
     ok(&laptop, &["group", "create", "ops", "--members", "bob"]);
-    let seen = by_conversation(&read_all(&phone, &[]));
+    let seen = by_conversation(&read_messages(&phone));
     assert_eq!(seen["alice"][0].2, "hello right after you enrolled");
     let groups = ok(&phone, &["group", "list"]);
     assert!(
@@ -77,7 +63,7 @@ fn enrolled_devices_are_reachable_at_once_and_join_conversations_without_running
 
     // Alice enrols a tablet while her laptop is off; Bob's next sync adds it everywhere.
     let tablet = org.enroll_device("alice", "tablet");
-    read_all(&phone, &[]);
+    read_messages(&phone);
     for group in ["ops", "alice"] {
         let members = ok(&phone, &["group", "members", group]);
         let names: Vec<&str> = members["members"]
@@ -89,7 +75,7 @@ fn enrolled_devices_are_reachable_at_once_and_join_conversations_without_running
         assert!(names.contains(&"tablet"), "{group}: {names:?}");
     }
     ok(&phone, &["send", "ops", "for every device of alice"]);
-    let on_tablet = by_conversation(&read_all(&tablet, &[]));
+    let on_tablet = by_conversation(&read_messages(&tablet));
     assert!(
         on_tablet["ops"]
             .iter()
@@ -132,7 +118,7 @@ fn history_reaches_a_new_device_exactly_once_through_crashes_of_sender_server_an
     });
     let file = write(root.path(), "plan.txt", "the plan, in full\n");
     ok(&laptop, &["send", "ops", "--file", file.to_str().unwrap()]);
-    let expected = by_conversation(&read_all(&laptop, &[]));
+    let expected = by_conversation(&read_messages(&laptop));
     assert_eq!(expected.values().map(Vec::len).sum::<usize>(), 301);
 
     let tablet = org.enroll_device("alice", "tablet");
@@ -165,14 +151,14 @@ fn history_reaches_a_new_device_exactly_once_through_crashes_of_sender_server_an
     let _ = attempt.join().unwrap();
     // 3. The laptop finishes the job; the tablet dies after storing the history, before
     //    telling the server; then it runs again.
-    read_all(&laptop, &[]);
+    read_messages(&laptop);
     let crashed = run(
         &tablet,
         &["read"],
         &[("REDOUBT_TEST_CRASH_AT", "history.after-part")],
     );
     assert!(!crashed.status.success(), "the tablet was to crash");
-    let messages = read_all(&tablet, &[]);
+    let messages = read_messages(&tablet);
 
     let got = by_conversation(&messages);
     assert_eq!(

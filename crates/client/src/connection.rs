@@ -398,33 +398,37 @@ pub fn request_message(request_id: u64, request: Request) -> Message {
 /// The next server frame from a split connection's reader; `Ok(None)` when the connection
 /// ended, an error when the server closed it (with its reason) or sent something undecodable.
 pub async fn next_frame(reader: &mut FrameStream, server: &str) -> Result<Option<ServerFrame>, ClientError> {
-    match read_frame(reader, server).await {
-        Ok((frame, _)) => Ok(Some(frame)),
-        Err(ClientError::Connect { reason, .. }) if reason == CONNECTION_CLOSED => Ok(None),
-        Err(error) => Err(error),
-    }
+    Ok(read_frame_or_end(reader, server).await?.map(|(frame, _)| frame))
 }
 
-/// What a connection that ended without a close frame reports.
-const CONNECTION_CLOSED: &str = "connection closed";
+/// The next frame and its size; a connection that ended without a close frame is an error.
+async fn read_frame(socket: &mut Socket, server: &str) -> Result<(ServerFrame, usize), ClientError> {
+    read_frame_or_end(socket, server)
+        .await?
+        .ok_or_else(|| ClientError::Connect {
+            server: server.to_owned(),
+            reason: "connection closed".into(),
+        })
+}
 
-async fn read_frame(
+/// The next frame and its size, skipping control messages; `None` when the stream ended.
+async fn read_frame_or_end(
     socket: &mut (
              impl futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin
          ),
     server: &str,
-) -> Result<(ServerFrame, usize), ClientError> {
+) -> Result<Option<(ServerFrame, usize)>, ClientError> {
     let closed = |reason: String| ClientError::Connect {
         server: server.to_owned(),
         reason,
     };
     loop {
         match socket.next().await {
-            None => return Err(closed(CONNECTION_CLOSED.into())),
+            None => return Ok(None),
             Some(Err(e)) => return Err(closed(e.to_string())),
             Some(Ok(Message::Binary(bytes))) => {
                 return decode_server_frame(&bytes, FRAME_BYTES_MAX)
-                    .map(|frame| (frame, bytes.len()))
+                    .map(|frame| Some((frame, bytes.len())))
                     .map_err(|e| ClientError::Protocol(e.to_string()));
             }
             Some(Ok(Message::Close(frame))) => {

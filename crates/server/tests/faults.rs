@@ -12,11 +12,8 @@ use redoubt_client::{ClientError, Messenger, Session};
 use redoubt_proto::*;
 use redoubt_server::{OpenOptions, Server, ServerError};
 use redoubt_store::*;
-use support::{TestServer, admin_session, enroll};
-
-fn user(name: &str) -> UserName {
-    UserName::parse(name).unwrap()
-}
+use support::raw::{messengers_with_admin, user};
+use support::{TestServer, admin_session};
 
 /// The switch tests flip, and the writes it refused (by method name).
 #[derive(Default)]
@@ -385,23 +382,6 @@ async fn faulty_server() -> (TestServer, Arc<Faults>) {
     (server, faults)
 }
 
-/// Enrols one device for each of `users` and opens a messenger for each; returns them
-/// with the admin's session.
-async fn messengers(
-    server: &TestServer,
-    profiles: &std::path::Path,
-    users: &[&str],
-) -> (Session, Vec<Messenger>) {
-    let mut admin = admin_session(server, profiles).await;
-    let mut out = Vec::new();
-    for name in users {
-        let issued = admin.admin_user_add(user(name), None).await.unwrap();
-        let profile = enroll(profiles, name, &issued.code).await;
-        out.push(Messenger::open(&profile).await.unwrap());
-    }
-    (admin, out)
-}
-
 fn texts(messenger: &Messenger, conversation: &str) -> Vec<(u64, String)> {
     let conversation = messenger
         .conversation(conversation)
@@ -438,7 +418,7 @@ fn assert_storage_unavailable(error: &ClientError, what: &str) {
 async fn a_full_disk_refuses_writes_clearly_loses_nothing_acknowledged_and_service_resumes() {
     let (server, faults) = faulty_server().await;
     let profiles = tempfile::tempdir().unwrap();
-    let (mut admin, mut d) = messengers(&server, profiles.path(), &["alice", "bob"]).await;
+    let (mut admin, mut d) = messengers_with_admin(&server, profiles.path(), &["alice", "bob"]).await;
     let ops = d[0]
         .create_conversation("ops", &[user("bob")], false)
         .await
@@ -624,7 +604,7 @@ async fn a_read_only_data_folder_fails_at_start_with_a_clear_error_and_changes_n
 async fn an_upload_whose_completion_is_refused_is_never_served_and_leaves_no_file() {
     let (server, faults) = faulty_server().await;
     let profiles = tempfile::tempdir().unwrap();
-    let (_admin, mut d) = messengers(&server, profiles.path(), &["erin"]).await;
+    let (_admin, mut d) = messengers_with_admin(&server, profiles.path(), &["erin"]).await;
     let group = d[0]
         .create_conversation("files", &[], false)
         .await

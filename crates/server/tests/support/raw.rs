@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redoubt_client::{ClientError, Connection, Messenger, WsMessage};
+use redoubt_client::{ClientError, Connection, Messenger, Session, WsMessage};
 use redoubt_proto::*;
 use sha2::Digest;
 use tokio::net::TcpStream;
@@ -202,6 +202,17 @@ pub fn error_code(frame: &Result<ServerFrame, ClientError>) -> Option<ErrorCode>
 
 /// Enrols one device for each of `users` and opens a messenger for each.
 pub async fn messengers(server: &TestServer, profiles: &std::path::Path, users: &[&str]) -> Vec<Messenger> {
+    let (admin, out) = messengers_with_admin(server, profiles, users).await;
+    admin.close().await;
+    out
+}
+
+/// [`messengers`], returned with the admin's session.
+pub async fn messengers_with_admin(
+    server: &TestServer,
+    profiles: &std::path::Path,
+    users: &[&str],
+) -> (Session, Vec<Messenger>) {
     let mut admin = admin_session(server, profiles).await;
     let mut out = Vec::new();
     for name in users {
@@ -209,8 +220,7 @@ pub async fn messengers(server: &TestServer, profiles: &std::path::Path, users: 
         let profile = enroll(profiles, name, &issued.code).await;
         out.push(Messenger::open(&profile).await.unwrap());
     }
-    admin.close().await;
-    out
+    (admin, out)
 }
 
 pub fn raw_request(request_id: u64, request: Request) -> WsMessage {
