@@ -274,11 +274,20 @@ impl Shared {
         if let Err(error) = self.messenger.lock().await.finish_mail_command(command) {
             tracing::warn!(%error, "could not forget a finished mail command");
         }
+        // A finished send is never carried out again: its record has served.
+        if let Err(error) = self.state.delete(STATE_NS, sent_record(&command.command.id())) {
+            tracing::warn!(%error, "could not forget a finished send's record");
+        }
         self.in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(command.group_id, command.seq));
     }
+}
+
+/// The vault key recording that SMTP accepted the send command `id`.
+fn sent_record(id: &Bytes<16>) -> String {
+    format!("sent/{}", id.to_hex())
 }
 
 fn random_id() -> Bytes<16> {

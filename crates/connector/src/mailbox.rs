@@ -606,11 +606,12 @@ impl Mailbox {
         )
         .map_err(|e| MailboxError::Refused(e.0))?;
         let formatted = message.formatted();
-        // A command carried out again after a crash has the same id, so the same
-        // Message-ID: found in Sent (or recorded as submitted, for a crash before the copy
-        // was kept), it is not sent twice.
+        // A command carried out again after a crash has the same id: the record written
+        // when SMTP accepted it (kept until the command is finished, `Shared::finish`)
+        // keeps it from being sent twice. Only then is Sent searched, by the Message-ID the
+        // id makes, for the copy; a first attempt costs no search.
         let sent = self.sent_folder(session).await?;
-        let record = format!("sent/{}/{}", self.user.user, id.to_hex());
+        let record = crate::sent_record(&id);
         let vault = |e: redoubt_client::VaultError| MailboxError::Refused(e.to_string());
         let submitted = self
             .shared
@@ -618,8 +619,8 @@ impl Mailbox {
             .get(crate::STATE_NS, &record)
             .map_err(vault)?
             .is_some();
-        let kept = self.holds_message_id(session, &sent, &message_id).await?;
-        if submitted || kept {
+        let kept = submitted && self.holds_message_id(session, &sent, &message_id).await?;
+        if submitted {
             tracing::info!(user = %self.user.user, "a send carried out again was not sent twice");
         } else {
             crate::smtp::submit(&self.server, &self.user, message)
@@ -637,11 +638,6 @@ impl Mailbox {
                 .await
                 .map_err(imap_error("APPEND"))?;
         }
-        // Found in Sent from now on; the record is no longer needed.
-        self.shared
-            .state
-            .delete(crate::STATE_NS, &record)
-            .map_err(vault)?;
         if let Some(original) = &mail.reply_to {
             self.store_flag(session, original, "+FLAGS.SILENT (\\Answered)")
                 .await?;
